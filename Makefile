@@ -1,0 +1,73 @@
+# The README's two commands, `make demo` and `make test`, do all set-up: they create .venv from
+# requirements.lock when it is missing or older than the lock, and are idempotent.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-from-lock
+# The local CPU torch wheel lives here on our machines; any other torch request pulls CUDA.
+FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels)
+PIP := $(BIN)/python -m pip --disable-pip-version-check --quiet
+DEMO := .compressgate/demo
+
+.PHONY: venv demo test test-slow test-all lint format typecheck importlint check bench lock clean
+
+venv: $(STAMP)
+
+$(STAMP): requirements.lock pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) install $(FIND_LINKS) -r requirements.lock
+	$(PIP) install --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow and not postgres" -q
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -m "slow or postgres" -q
+
+test-all: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+check: lint typecheck test
+
+# The demo works in a scratch workspace: a copy of the reference recipe, demo keys, a trust file.
+demo: $(STAMP)
+	rm -rf $(DEMO)
+	$(BIN)/compressgate recipe init $(DEMO) --example digits
+	$(BIN)/compressgate keys generate --owner ml-platform --out $(DEMO)/keys
+	for owner in ml-lead responsible-ai serving; do \
+	  $(BIN)/compressgate keys generate --owner $$owner --out $(DEMO)/keys || exit 1; \
+	  $(BIN)/compressgate trust add --trust $(DEMO)/trust.yaml --owner $$owner --key $(DEMO)/keys/$$owner.pub.json --role approver || exit 1; \
+	done
+	$(BIN)/compressgate trust add --trust $(DEMO)/trust.yaml --owner ml-platform --key $(DEMO)/keys/ml-platform.pub.json --role author
+	$(BIN)/compressgate recipe validate $(DEMO)/recipe.yaml --trust $(DEMO)/trust.yaml
+	$(BIN)/compressgate recipe sign $(DEMO)/recipe.yaml --key $(DEMO)/keys/ml-platform.key
+	$(BIN)/compressgate recipe verify $(DEMO)/recipe.yaml --trust $(DEMO)/trust.yaml
+	$(BIN)/compressgate recipe explain $(DEMO)/recipe.yaml
+
+bench: $(STAMP)
+	@for script in bench/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
+
+# Re-resolve the lock from pyproject.toml in a scratch venv (needs the package registry).
+lock:
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/python -m pip install --quiet $(FIND_LINKS) "torch==2.13.0" -e ".[dev,postgres]" setuptools wheel
+	{ sed -n '1,4p' requirements.lock; .lock-venv/bin/python -m pip freeze --all --exclude-editable \
+	  | grep -v -E '^(pip|compressgate)==' | sed 's/^torch==2.13.0+cpu$$/torch==2.13.0/'; } > requirements.lock.new
+	mv requirements.lock.new requirements.lock && rm -rf .lock-venv
+	cp requirements.lock recipes/examples/requirements.lock
+
+clean:
+	rm -rf $(VENV) .compressgate .mypy_cache .ruff_cache .pytest_cache

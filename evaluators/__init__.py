@@ -1,0 +1,1 @@
+"""Metric computation and statistics over arrays, and the runners that produce them."""

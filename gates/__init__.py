@@ -1,0 +1,1 @@
+"""Gate rules, decisions, owners, approvals and waivers."""

@@ -1,0 +1,1 @@
+"""The recipe language: manifest models, YAML loading, JSON Schema, trust files, signing."""

@@ -1,0 +1,39 @@
+"""The data a loader hands to the executor: train, calibration and test splits.
+
+A loader is `module:function(seed: int, **args) -> Splits`. Splits must be deterministic in the
+seed; their content digests go into the run record.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
+
+
+@dataclass(frozen=True)
+class Split:
+    """Inputs `x`, integer labels `y`, and optionally one group id per sample for fairness."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    groups: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        n = len(self.x)
+        if len(self.y) != n or (self.groups is not None and len(self.groups) != n):
+            raise ValueError("x, y and groups must have one entry per sample")
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+
+@dataclass(frozen=True)
+class Splits:
+    train: Split
+    calibration: Split
+    test: Split
+    class_names: tuple[str, ...]
+    group_names: tuple[str, ...] = field(default=())

@@ -1,0 +1,1 @@
+"""Bundled reference examples: the digits CNN, its data loader and example recipes."""

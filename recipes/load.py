@@ -1,0 +1,115 @@
+"""Load a recipe manifest from disk with every check that needs its surroundings.
+
+On top of the model's own checks: cross-field rules (unique stage names, gates after existing
+stages), file references that must exist inside the manifest's folder, factories and loaders
+whose modules must be importable (found without running them), and, given a trust file,
+owners that the trust file must know. All problems are reported together, each with its line.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from importlib.machinery import ModuleSpec, PathFinder
+from pathlib import Path
+
+from recipes.manifest import FileRef, ImportRef, Loc, Recipe, iter_refs, recipe_issues
+from recipes.trust import Trust
+from recipes.yamldoc import YamlDocument, parse_yaml, validate
+from registry.digests import sha256_bytes
+from registry.errors import Issue, ManifestError, NotFoundError
+
+
+@dataclass(frozen=True)
+class LoadedRecipe:
+    """A validated recipe and the exact bytes it was read from."""
+
+    path: Path
+    recipe: Recipe
+    data: bytes
+
+    @property
+    def sha256(self) -> str:
+        return sha256_bytes(self.data)
+
+
+def read_manifest(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise NotFoundError(f"recipe {path} not found") from None
+    except IsADirectoryError:
+        raise ManifestError(f"{path} is a directory; name a recipe YAML file") from None
+
+
+def load_recipe(path: Path, *, trust: Trust | None = None) -> LoadedRecipe:
+    """Read, validate and check a manifest; raises ManifestError listing every problem."""
+    data = read_manifest(path)
+    recipe, document = parse_recipe(data, str(path))
+    problems = list(recipe_issues(recipe))
+    problems += _reference_issues(recipe, path.parent)
+    if trust is not None:
+        problems += _owner_issues(recipe, trust)
+    if problems:
+        issues = [Issue(document.source, *document.locate(loc), message) for loc, message in problems]
+        issues.sort(key=lambda issue: issue.line or 0)
+        raise ManifestError(issues=tuple(issues))
+    return LoadedRecipe(path, recipe, data)
+
+
+def parse_recipe(data: bytes, source: str) -> tuple[Recipe, YamlDocument]:
+    """Parse and validate manifest bytes, with no checks on files, imports or owners."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ManifestError(
+            issues=(Issue(source, None, "", f"not UTF-8 text (byte {exc.start})"),)
+        ) from None
+    document = parse_yaml(text, source)
+    return validate(Recipe, document), document
+
+
+def _reference_issues(recipe: Recipe, base: Path) -> list[tuple[Loc, str]]:
+    problems: list[tuple[Loc, str]] = []
+    root = base.resolve()
+    for loc, ref in iter_refs(recipe):
+        if isinstance(ref, FileRef):
+            target = (base / ref).resolve()
+            if not target.is_relative_to(root):
+                problems.append((loc, f"'{ref}' resolves outside the manifest's folder ({root})"))
+            elif not target.is_file():
+                problems.append((loc, f"file '{ref}' not found next to the manifest ({root})"))
+        elif isinstance(ref, ImportRef) and _find_module(ref.module, root) is None:
+            problems.append(
+                (loc, f"module '{ref.module}' not found: install it or put it next to the manifest")
+            )
+    return problems
+
+
+def _find_module(name: str, base: Path) -> ModuleSpec | None:
+    """Locate a module without executing it or any of its parent packages."""
+    top, *rest = name.split(".")
+    try:
+        spec = importlib.util.find_spec(top) or PathFinder.find_spec(top, [str(base)])
+    except (ImportError, ValueError):
+        return None
+    prefix = top
+    for part in rest:
+        if spec is None or spec.submodule_search_locations is None:
+            return None
+        prefix = f"{prefix}.{part}"
+        spec = PathFinder.find_spec(prefix, list(spec.submodule_search_locations))
+    return spec
+
+
+def _owner_issues(recipe: Recipe, trust: Trust) -> list[tuple[Loc, str]]:
+    known = ", ".join(trust.owners)
+    named: list[tuple[Loc, str]] = [
+        (("metadata", "owners", index), owner) for index, owner in enumerate(recipe.metadata.owners)
+    ]
+    named += [(("gates", index, "owner"), gate.owner) for index, gate in enumerate(recipe.gates)]
+    return [
+        (loc, f"owner '{owner}' is not in the trust file (known: {known})")
+        for loc, owner in named
+        if owner not in trust.owners
+    ]

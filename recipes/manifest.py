@@ -1,0 +1,497 @@
+"""Recipe manifest v1: frozen pydantic models, stages and gate rules in tagged unions.
+
+A manifest is data only. `recipes.load` reads one from YAML and adds the checks that need the
+file system or a trust file; the models here check everything a manifest says about itself.
+
+    apiVersion: compressgate/v1
+    kind: Recipe
+    metadata: {name, version, owners, description}
+    environment: {lock, strict}
+    model: {factory | onnx, args, checkpoint}
+    data: {loader, args}
+    seeds: [0, 1, 2]
+    stages: [distill | prune | quantize | export, ...]      # tagged by `kind`
+    gates: [non_inferior | bound | relative, ...]            # tagged by `rule`
+"""
+
+from __future__ import annotations
+
+import keyword
+import re
+from collections.abc import Iterator
+from pathlib import PurePosixPath
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    GetCoreSchemaHandler,
+    JsonValue,
+    model_validator,
+)
+from pydantic_core import core_schema
+
+API_VERSION = "compressgate/v1"
+_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
+_METRIC = re.compile(r"^[a-z][a-z0-9_]*(?:\.[a-z0-9_]+)*$")
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+Loc = tuple[str | int, ...]
+
+
+class Spec(BaseModel):
+    """Base of every declared model: unknown keys are errors, values never change."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        allow_inf_nan=False,
+        validate_by_alias=True,
+        validate_by_name=False,
+        serialize_by_alias=True,
+    )
+
+
+def _name(value: str) -> str:
+    if not _NAME.match(value):
+        raise ValueError(
+            f"'{value}' must be 1-64 lowercase letters, digits and '-', "
+            "starting and ending with a letter or digit"
+        )
+    return value
+
+
+def _metric(value: str) -> str:
+    if not _METRIC.match(value):
+        raise ValueError(f"'{value}' must be a metric name like 'accuracy' or 'latency.p95_ms'")
+    return value
+
+
+Name = Annotated[str, AfterValidator(_name)]
+MetricName = Annotated[str, AfterValidator(_metric)]
+Fraction = Annotated[float, Field(gt=0, lt=1)]
+
+
+class FileRef(str):
+    """A file the manifest names, relative to the manifest's folder and never outside it.
+
+    The model checks the form (relative, no `..` climbing out); `recipes.load` checks that the
+    file exists and that, links resolved, it stays inside the manifest's folder.
+    """
+
+    __slots__ = ()
+
+    @classmethod
+    def __get_pydantic_core_schema__(
+        cls, source: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        return core_schema.no_info_after_validator_function(
+            cls._check,
+            core_schema.str_schema(min_length=1),
+            serialization=core_schema.plain_serializer_function_ser_schema(str),
+        )
+
+    @classmethod
+    def _check(cls, value: str) -> FileRef:
+        path = PurePosixPath(value)
+        if "\\" in value or path.is_absolute():
+            raise ValueError(
+                f"'{value}' must be a relative path with '/' separators (relative to the manifest)"
+            )
+        depth = 0
+        for part in path.parts:
+            depth += -1 if part == ".." else (0 if part == "." else 1)
+            if depth < 0:
+                raise ValueError(f"'{value}' escapes the manifest's folder; keep files inside it")
+        return cls(value)
+
+
+class ImportRef(str):
+    """`package.module:attribute`, the form of a model factory or a data loader."""
+
+    __slots__ = ()
+
+    @classmethod
+    def __get_pydantic_core_schema__(
+        cls, source: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        return core_schema.no_info_after_validator_function(
+            cls._check,
+            core_schema.str_schema(),
+            serialization=core_schema.plain_serializer_function_ser_schema(str),
+        )
+
+    @classmethod
+    def _check(cls, value: str) -> ImportRef:
+        module, sep, attr = value.partition(":")
+        parts = [*module.split("."), *attr.split(".")]
+        if not sep or not all(_IDENTIFIER.match(p) and not keyword.iskeyword(p) for p in parts):
+            raise ValueError(f"'{value}' must have the form 'package.module:function'")
+        return cls(value)
+
+    @property
+    def module(self) -> str:
+        return self.partition(":")[0]
+
+
+# --- metadata, environment, model, data -------------------------------------------------------
+
+
+class Metadata(Spec):
+    name: Name
+    version: int = Field(ge=1)
+    owners: tuple[Name, ...] = Field(min_length=1)
+    description: str = ""
+
+
+class EnvironmentSpec(Spec):
+    """The pinned environment: a lock file of exact `==` pins."""
+
+    lock: FileRef
+    strict: bool = Field(
+        default=True, description="true: a mismatch stops the run; false: it is recorded"
+    )
+
+
+class ModelRef(Spec):
+    """A torch model: a factory `module:function(**args) -> nn.Module`, weights optional."""
+
+    factory: ImportRef
+    args: dict[str, JsonValue] = Field(default_factory=dict)
+    checkpoint: FileRef | None = Field(
+        default=None, description="weights loaded with torch.load(weights_only=True) or safetensors"
+    )
+
+    def describe(self) -> str:
+        weights = f" with weights {self.checkpoint}" if self.checkpoint else ""
+        return f"{self.factory}({format_args(self.args)}){weights}"
+
+
+class ModelSpec(Spec):
+    """The baseline: a torch factory, or an ONNX file for the stages that work on ONNX."""
+
+    factory: ImportRef | None = None
+    args: dict[str, JsonValue] = Field(default_factory=dict)
+    checkpoint: FileRef | None = None
+    onnx: FileRef | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ModelSpec:
+        if (self.factory is None) == (self.onnx is None):
+            raise ValueError("give exactly one of 'factory' or 'onnx'")
+        if self.onnx is not None and (self.checkpoint is not None or self.args):
+            raise ValueError("'checkpoint' and 'args' go with 'factory', not with 'onnx'")
+        return self
+
+    def describe(self) -> str:
+        if self.onnx is not None:
+            return f"the ONNX model {self.onnx}"
+        assert self.factory is not None
+        return ModelRef(
+            factory=self.factory, args=self.args, checkpoint=self.checkpoint
+        ).describe()
+
+
+class DataSpec(Spec):
+    """A loader `module:function(seed, **args) -> Splits` (train, calibration, test)."""
+
+    loader: ImportRef
+    args: dict[str, JsonValue] = Field(default_factory=dict)
+
+
+# --- stages ------------------------------------------------------------------------------------
+
+
+class StageBase(Spec):
+    name: Name
+
+
+class DistillHint(Spec):
+    """A feature (hint) loss between a student layer and a teacher layer."""
+
+    student_layer: str = Field(min_length=1)
+    teacher_layer: str = Field(min_length=1)
+    weight: float = Field(default=1.0, gt=0)
+
+
+class DistillSpec(StageBase):
+    """Logit distillation into a smaller student; the incoming model is the default teacher."""
+
+    kind: Literal["distill"] = "distill"
+    student: ModelRef
+    teachers: tuple[ModelRef, ...] = Field(
+        default=(), description="an ensemble of teachers; empty: the incoming model"
+    )
+    temperature: float = Field(default=4.0, gt=0, le=100)
+    temperature_final: float | None = Field(
+        default=None, gt=0, le=100, description="anneal linearly to this temperature"
+    )
+    alpha: float = Field(
+        default=0.5, ge=0, le=1, description="weight of the KL·T² term; 1 - alpha on cross-entropy"
+    )
+    hints: tuple[DistillHint, ...] = ()
+    epochs: int = Field(default=20, ge=1, le=10_000)
+    batch_size: int = Field(default=64, ge=1)
+    lr: float = Field(default=1e-3, gt=0, lt=10)
+
+    def describe(self) -> str:
+        teachers = (
+            "the incoming model"
+            if not self.teachers
+            else " + ".join(t.describe() for t in self.teachers)
+        )
+        schedule = (
+            f"temperature {self.temperature:g} annealed to {self.temperature_final:g}"
+            if self.temperature_final is not None
+            else f"temperature {self.temperature:g}"
+        )
+        hints = f", {len(self.hints)} hint loss(es)" if self.hints else ""
+        return (
+            f"distil {teachers} into {self.student.describe()} at {schedule}, "
+            f"alpha {self.alpha:g} (KL·T²) for {self.epochs} epochs{hints}"
+        )
+
+
+class PruneSpec(StageBase):
+    """Magnitude (unstructured) or structured (channels removed) pruning, over N rounds."""
+
+    kind: Literal["prune"] = "prune"
+    method: Literal["magnitude", "structured"]
+    sparsity: Fraction
+    scope: Literal["global", "layer"] = "global"
+    rounds: int = Field(default=1, ge=1, le=100)
+    finetune_epochs: int = Field(default=1, ge=0, le=1000)
+    skip: tuple[str, ...] = Field(default=(), description="layer names never pruned")
+    lr: float = Field(default=1e-3, gt=0, lt=10)
+
+    def describe(self) -> str:
+        what = (
+            "structured pruning (channels removed)"
+            if self.method == "structured"
+            else f"{self.scope} magnitude pruning"
+        )
+        skip = f", skipping {', '.join(self.skip)}" if self.skip else ""
+        return (
+            f"{what} to {self.sparsity:.0%} sparsity over {self.rounds} round(s), "
+            f"{self.finetune_epochs} fine-tuning epoch(s) after each{skip}"
+        )
+
+
+class QuantizeSpec(StageBase):
+    """int8 quantization through onnxruntime (dynamic, static) or quantization-aware training."""
+
+    kind: Literal["quantize"] = "quantize"
+    method: Literal["dynamic", "static", "qat"]
+    per_channel: bool = True
+    calibration: Literal["minmax", "entropy", "percentile"] = "minmax"
+    calibration_samples: int = Field(default=256, ge=1)
+    keep_float: tuple[str, ...] = Field(
+        default=("first", "last"),
+        description="layers kept in float: names, or 'first' / 'last'",
+    )
+    qat_epochs: int = Field(default=2, ge=1, le=1000)
+
+    def describe(self) -> str:
+        channel = "per-channel" if self.per_channel else "per-tensor"
+        parts = [f"{self.method} int8 quantization, {channel} weights"]
+        if self.method == "static":
+            parts.append(f"{self.calibration} calibration on {self.calibration_samples} samples")
+        if self.method == "qat":
+            parts.append(f"{self.qat_epochs} quantization-aware epoch(s)")
+        parts.append(
+            f"{' and '.join(self.keep_float)} kept in float" if self.keep_float else "all in int8"
+        )
+        return ", ".join(parts)
+
+
+class ExportSpec(StageBase):
+    """ONNX export with a pinned opset and a parity check against the torch model."""
+
+    kind: Literal["export"] = "export"
+    opset: int = Field(default=17, ge=7, le=23)
+    external_data: bool = False
+    parity_atol: float = Field(default=1e-4, gt=0)
+
+    def describe(self) -> str:
+        external = ", weights as external data" if self.external_data else ""
+        return (
+            f"export to ONNX opset {self.opset}{external}, "
+            f"parity with torch checked to {self.parity_atol:g}"
+        )
+
+
+StageSpec = Annotated[
+    DistillSpec | PruneSpec | QuantizeSpec | ExportSpec, Field(discriminator="kind")
+]
+STAGE_KINDS: tuple[str, ...] = ("distill", "prune", "quantize", "export")
+
+
+# --- gates -------------------------------------------------------------------------------------
+
+
+class GateBase(Spec):
+    name: Name
+    owner: Name
+    metric: MetricName
+    after: Name | None = Field(default=None, description="a stage name; default: the last stage")
+    description: str = ""
+
+    def where(self) -> str:
+        return f"after stage {self.after}" if self.after else "after the last stage"
+
+
+class NonInferiorGate(GateBase):
+    """Passes when the candidate is shown no worse than the baseline by more than `margin`."""
+
+    rule: Literal["non_inferior"] = "non_inferior"
+    margin: Fraction
+    confidence: float = Field(default=0.95, gt=0.5, lt=1)
+
+    def describe(self) -> str:
+        return (
+            f"{self.metric} must be shown non-inferior to the baseline: the lower bound of the "
+            f"{2 * self.confidence - 1:.0%} interval of (candidate - baseline) must be "
+            f"above -{self.margin:g} (one-sided confidence {self.confidence:.0%})"
+        )
+
+
+Basis = Literal["interval", "estimate"]
+
+
+class BoundGate(GateBase):
+    """An absolute bound on the metric: by default its interval must lie inside the bound."""
+
+    rule: Literal["bound"] = "bound"
+    max: float | None = None
+    min: float | None = None
+    basis: Basis = Field(
+        default="interval", description="interval: judge the conservative end of the interval"
+    )
+    confidence: float = Field(default=0.95, gt=0.5, lt=1)
+
+    @model_validator(mode="after")
+    def _some_bound(self) -> BoundGate:
+        if self.max is None and self.min is None:
+            raise ValueError("give 'max', 'min' or both")
+        if self.max is not None and self.min is not None and self.min > self.max:
+            raise ValueError(f"'min' ({self.min:g}) is above 'max' ({self.max:g})")
+        return self
+
+    def describe(self) -> str:
+        what = (
+            self.metric
+            if self.basis == "estimate"
+            else f"the {self.confidence:.0%} interval of {self.metric}"
+        )
+        limits = []
+        if self.min is not None:
+            limits.append(f"at least {self.min:g}")
+        if self.max is not None:
+            limits.append(f"at most {self.max:g}")
+        return f"{what} must be {' and '.join(limits)}"
+
+
+class RelativeGate(GateBase):
+    """A bound on the change from the baseline, absolute or as a fraction of the baseline."""
+
+    rule: Literal["relative"] = "relative"
+    max_drop: float | None = Field(default=None, ge=0)
+    max_increase: float | None = Field(default=None, ge=0)
+    relative: bool = Field(default=False, description="true: fractions of the baseline value")
+    basis: Basis = "interval"
+    confidence: float = Field(default=0.95, gt=0.5, lt=1)
+
+    @model_validator(mode="after")
+    def _some_bound(self) -> RelativeGate:
+        if self.max_drop is None and self.max_increase is None:
+            raise ValueError("give 'max_drop', 'max_increase' or both")
+        return self
+
+    def describe(self) -> str:
+        unit = " of the baseline" if self.relative else ""
+
+        def amount(x: float) -> str:
+            return f"{x:.1%}" if self.relative else f"{x:g}"
+
+        limits = []
+        if self.max_drop is not None:
+            limits.append(f"drop by at most {amount(self.max_drop)}{unit}")
+        if self.max_increase is not None:
+            limits.append(f"rise by at most {amount(self.max_increase)}{unit}")
+        side = (
+            ""
+            if self.basis == "estimate"
+            else f" (judged on the {self.confidence:.0%} interval of the change)"
+        )
+        return f"{self.metric} may {' and '.join(limits)} against the baseline{side}"
+
+
+GateSpec = Annotated[NonInferiorGate | BoundGate | RelativeGate, Field(discriminator="rule")]
+GATE_RULES: tuple[str, ...] = ("non_inferior", "bound", "relative")
+
+
+# --- the recipe --------------------------------------------------------------------------------
+
+
+class Recipe(Spec):
+    """A compression recipe: baseline, data, seeds, environment, stages and decision gates."""
+
+    api_version: Literal["compressgate/v1"] = Field(alias="apiVersion")
+    kind: Literal["Recipe"]
+    metadata: Metadata
+    environment: EnvironmentSpec
+    model: ModelSpec
+    data: DataSpec
+    seeds: tuple[Annotated[int, Field(ge=0, lt=2**32)], ...] = Field(default=(0,), min_length=1)
+    stages: tuple[StageSpec, ...] = Field(min_length=1)
+    gates: tuple[GateSpec, ...] = ()
+
+    def stage(self, name: str) -> DistillSpec | PruneSpec | QuantizeSpec | ExportSpec:
+        for stage in self.stages:
+            if stage.name == name:
+                return stage
+        raise KeyError(name)
+
+
+def recipe_issues(recipe: Recipe) -> Iterator[tuple[Loc, str]]:
+    """Checks across fields that the field types cannot express, each at its exact path."""
+    seen_seeds: set[int] = set()
+    for index, seed in enumerate(recipe.seeds):
+        if seed in seen_seeds:
+            yield ("seeds", index), f"seed {seed} is listed twice"
+        seen_seeds.add(seed)
+    stage_names: dict[str, int] = {}
+    for index, stage in enumerate(recipe.stages):
+        if stage.name in stage_names:
+            yield (
+                ("stages", index, "name"),
+                f"duplicate stage name '{stage.name}' (first at stages[{stage_names[stage.name]}]);"
+                " give each stage its own name",
+            )
+        else:
+            stage_names[stage.name] = index
+    known = ", ".join(stage_names)
+    gate_names: set[str] = set()
+    for index, gate in enumerate(recipe.gates):
+        if gate.name in gate_names:
+            yield ("gates", index, "name"), f"duplicate gate name '{gate.name}'"
+        gate_names.add(gate.name)
+        if gate.after is not None and gate.after not in stage_names:
+            yield ("gates", index, "after"), f"no stage is named '{gate.after}'; stages: {known}"
+
+
+def iter_refs(value: Any, loc: Loc = ()) -> Iterator[tuple[Loc, FileRef | ImportRef]]:
+    """Every file and import reference in a model, with its path (aliases as in YAML)."""
+    if isinstance(value, FileRef | ImportRef):
+        yield loc, value
+    elif isinstance(value, BaseModel):
+        for name, field in type(value).model_fields.items():
+            yield from iter_refs(getattr(value, name), (*loc, field.alias or name))
+    elif isinstance(value, tuple):
+        for index, item in enumerate(value):
+            yield from iter_refs(item, (*loc, index))
+
+
+def format_args(args: dict[str, Any]) -> str:
+    return ", ".join(f"{key}={value!r}" for key, value in args.items())

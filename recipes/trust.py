@@ -1,0 +1,139 @@
+"""The trust file (`trust.yaml`): owners, their Ed25519 public keys and their roles.
+
+    apiVersion: compressgate/v1
+    kind: Trust
+    owners:
+      ml-platform:
+        roles: [author]
+        keys:
+          - {keyid: 3f2a…, keytype: ed25519, scheme: ed25519, keyval: {public: 9c1d…}}
+
+Roles: `author` signs recipes, `approver` signs gate approvals and waivers, `auditor` signs
+catalog checkpoints, `releaser` moves aliases. A key belongs to one owner only.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import Field, model_validator
+
+from recipes.manifest import API_VERSION, Name, Spec
+from recipes.yamldoc import parse_yaml, validate
+from registry.errors import Issue, ManifestError, NotFoundError
+from registry.files import write_atomic
+from registry.keys import PublicKey
+
+Role = Literal["author", "approver", "auditor", "releaser"]
+ROLES: tuple[str, ...] = ("author", "approver", "auditor", "releaser")
+
+
+class KeyVal(Spec):
+    public: str = Field(pattern=r"^[0-9a-f]{64}$", description="64 lowercase hex digits")
+
+
+class TrustedKey(Spec):
+    """A public key in the securesystemslib form; `keyid`, if given, must match the key."""
+
+    keyid: str | None = None
+    keytype: Literal["ed25519"] = "ed25519"
+    scheme: Literal["ed25519"] = "ed25519"
+    keyval: KeyVal
+
+    @model_validator(mode="after")
+    def _keyid_matches(self) -> TrustedKey:
+        actual = self.public_key.keyid
+        if self.keyid is not None and self.keyid != actual:
+            raise ValueError(f"keyid does not match the key; the key's id is {actual}")
+        return self
+
+    @property
+    def public_key(self) -> PublicKey:
+        return PublicKey(self.keyval.public)
+
+
+class Owner(Spec):
+    roles: tuple[Role, ...] = Field(min_length=1)
+    keys: tuple[TrustedKey, ...] = Field(min_length=1)
+
+
+class Trust(Spec):
+    api_version: Literal["compressgate/v1"] = Field(alias="apiVersion")
+    kind: Literal["Trust"]
+    owners: dict[Name, Owner] = Field(min_length=1)
+
+    def keys_with_role(self, role: Role) -> dict[PublicKey, str]:
+        """Every key whose owner holds `role`, mapped to the owner's name."""
+        return {
+            key.public_key: name
+            for name, owner in self.owners.items()
+            if role in owner.roles
+            for key in owner.keys
+        }
+
+    def all_keys(self) -> list[PublicKey]:
+        return [key.public_key for owner in self.owners.values() for key in owner.keys]
+
+    def owner_of(self, key: PublicKey) -> str | None:
+        for name, owner in self.owners.items():
+            if any(k.public_key == key for k in owner.keys):
+                return name
+        return None
+
+
+def load_trust(path: Path) -> Trust:
+    """Read and check a trust file; errors name the file, line and field."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise NotFoundError(
+            f"trust file {path} not found",
+            hint="create one with `compressgate trust add`",
+        ) from None
+    except (UnicodeDecodeError, IsADirectoryError) as exc:
+        raise ManifestError(f"{path}: cannot be read as a UTF-8 text file ({exc})") from None
+    document = parse_yaml(text, str(path))
+    trust = validate(Trust, document)
+    seen: dict[str, str] = {}
+    for name, owner in trust.owners.items():
+        for index, key in enumerate(owner.keys):
+            keyid = key.public_key.keyid
+            if keyid in seen and seen[keyid] != name:
+                line, where = document.locate(("owners", name, "keys", index))
+                raise ManifestError(
+                    issues=(
+                        Issue(
+                            str(path), line, where, f"this key already belongs to '{seen[keyid]}'"
+                        ),
+                    )
+                )
+            seen[keyid] = name
+    return trust
+
+
+def add_owner_key(path: Path, owner: str, key: PublicKey, roles: tuple[Role, ...]) -> Trust:
+    """Add `key` and `roles` to `owner` in the trust file, creating the file if needed."""
+    if path.exists():
+        trust = load_trust(path)
+        owners = dict(trust.owners)
+    else:
+        owners = {}
+    holder = next(
+        (name for name, o in owners.items() for k in o.keys if k.public_key == key), None
+    )
+    if holder is not None and holder != owner:
+        raise ManifestError(f"{path}: key {key.keyid} already belongs to '{holder}'")
+    current = owners.get(owner)
+    keys = list(current.keys) if current else []
+    if all(k.public_key != key for k in keys):
+        keys.append(TrustedKey(keyid=key.keyid, keyval=KeyVal(public=key.public_hex)))
+    merged_roles = tuple(dict.fromkeys([*(current.roles if current else ()), *roles]))
+    owners[owner] = Owner(roles=merged_roles, keys=tuple(keys))
+    trust = Trust.model_validate(
+        {"apiVersion": API_VERSION, "kind": "Trust", "owners": owners}, by_alias=True
+    )
+    body = yaml.safe_dump(trust.model_dump(mode="json", exclude_none=True), sort_keys=False)
+    write_atomic(path, body.encode("utf-8"))
+    return trust

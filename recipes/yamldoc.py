@@ -1,0 +1,313 @@
+"""YAML documents validated by pydantic models, with every error at its field path and line.
+
+`load_document` parses one YAML document (duplicate keys are errors, timestamps stay strings),
+then validates it strictly: the data goes through JSON so that lists become tuples and no string
+is quietly coerced into a number. Every pydantic error becomes an `Issue` such as
+`recipe.yaml:14 stages[2].sparsity: must be < 1`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import types
+import typing
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
+
+from registry.errors import Issue, ManifestError
+
+M = TypeVar("M", bound=BaseModel)
+Loc = tuple[str | int, ...]
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that keeps `2024-01-01` a string: the models decide what a value means."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
+@dataclass(frozen=True)
+class YamlDocument:
+    """A parsed document: its data and the node tree that knows every value's line."""
+
+    source: str
+    data: Any
+    root: yaml.Node
+
+    def locate(self, loc: Loc, *, tags: Sequence[str] = ("kind", "rule")) -> tuple[int, str]:
+        """The 1-based line and display path of a pydantic `loc`.
+
+        Union tags that pydantic puts into a loc (`stages.2.prune.sparsity`) are skipped: a
+        step that names the value of a node's `kind`/`rule` key is a tag, not a key.
+        """
+        node: yaml.Node | None = self.root
+        line = self.root.start_mark.line + 1
+        shown: list[str | int] = []
+        for step in loc:
+            if isinstance(node, yaml.MappingNode):
+                if any(_scalar(_get(node, tag)) == step for tag in tags):
+                    continue
+                key_node, value_node = _item(node, step)
+                if value_node is not None and key_node is not None:
+                    shown.append(step)
+                    line = key_node.start_mark.line + 1
+                    node = value_node
+                    continue
+            elif isinstance(node, yaml.SequenceNode) and isinstance(step, int):
+                if 0 <= step < len(node.value):
+                    shown.append(step)
+                    node = node.value[step]
+                    line = node.start_mark.line + 1
+                    continue
+            if isinstance(node, yaml.MappingNode) and isinstance(step, str):
+                shown.append(step)  # a key that is missing or unknown: point at its mapping
+            node = None
+        return line, format_path(shown)
+
+
+def format_path(loc: Sequence[str | int]) -> str:
+    """`('stages', 2, 'sparsity')` -> `stages[2].sparsity`."""
+    out = ""
+    for step in loc:
+        if isinstance(step, int):
+            out += f"[{step}]"
+        else:
+            out += f".{step}" if out else step
+    return out
+
+
+def parse_yaml(text: str, source: str) -> YamlDocument:
+    """Parse exactly one YAML mapping document; syntax errors and duplicate keys are Issues."""
+    try:
+        nodes = list(yaml.compose_all(text, Loader=_Loader))
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark is not None else None
+        problem = exc.problem or exc.context or "invalid YAML"
+        raise ManifestError(issues=(Issue(source, line, "", f"invalid YAML: {problem}"),)) from None
+    except yaml.YAMLError as exc:
+        raise ManifestError(issues=(Issue(source, None, "", f"invalid YAML: {exc}"),)) from None
+    if not nodes:
+        raise ManifestError(issues=(Issue(source, 1, "", "the document is empty"),))
+    if len(nodes) > 1:
+        line = nodes[1].start_mark.line + 1
+        raise ManifestError(issues=(Issue(source, line, "", "one YAML document per file"),))
+    root = nodes[0]
+    if not isinstance(root, yaml.MappingNode):
+        raise ManifestError(
+            issues=(Issue(source, root.start_mark.line + 1, "", "the document must be a mapping"),)
+        )
+    duplicates = list(_duplicate_keys(root, ()))
+    if duplicates:
+        raise ManifestError(
+            issues=tuple(
+                Issue(source, line, format_path(path), "duplicate key (each key may appear once)")
+                for path, line in duplicates
+            )
+        )
+    try:
+        data = _Loader(text).get_single_data()
+    except yaml.MarkedYAMLError as exc:  # e.g. a !!python/object tag the safe loader refuses
+        mark = exc.problem_mark
+        line = mark.line + 1 if mark is not None else None
+        raise ManifestError(
+            issues=(Issue(source, line, "", f"invalid YAML: {exc.problem}"),)
+        ) from None
+    return YamlDocument(source, data, root)
+
+
+def validate(model: type[M], document: YamlDocument) -> M:
+    """Validate a document against `model` strictly; every error is reported with its line."""
+    try:
+        payload = json.dumps(document.data, allow_nan=True)
+    except (TypeError, ValueError) as exc:
+        raise ManifestError(issues=(Issue(document.source, None, "", str(exc)),)) from None
+    try:
+        return model.model_validate_json(payload, strict=True)
+    except ValidationError as exc:
+        raise ManifestError(issues=issues_from(exc, model, document)) from None
+
+
+def issues_from(
+    error: ValidationError, model: type[BaseModel], document: YamlDocument
+) -> tuple[Issue, ...]:
+    """Turn pydantic's errors into located, readable Issues (one per error, in order)."""
+    issues = []
+    for detail in error.errors(include_url=False):
+        loc = tuple(detail["loc"])
+        if detail["type"] in {"union_tag_invalid", "union_tag_not_found"}:
+            loc = (*loc, detail.get("ctx", {}).get("discriminator", "kind").strip("'"))
+        line, path = document.locate(loc)
+        issues.append(Issue(document.source, line, path, describe(detail, model)))
+    return tuple(issues)
+
+
+_TYPE_WORDS = {
+    "string_type": "a string",
+    "int_type": "an integer",
+    "int_from_float": "an integer",
+    "float_type": "a number",
+    "bool_type": "true or false",
+    "dict_type": "a mapping",
+    "model_type": "a mapping",
+    "model_attributes_type": "a mapping",
+    "list_type": "a list",
+    "tuple_type": "a list",
+}
+
+
+def describe(detail: ErrorDetails, model: type[BaseModel]) -> str:
+    """A short message saying what is wrong and how to fix it."""
+    kind = detail["type"]
+    ctx: dict[str, Any] = dict(detail.get("ctx") or {})
+    given = detail.get("input")
+    if kind in _TYPE_WORDS:
+        return f"must be {_TYPE_WORDS[kind]}, not {_type_name(given)}"
+    if kind == "extra_forbidden":
+        key = str(detail["loc"][-1])
+        known = sorted(known_keys(model, detail["loc"][:-1]))
+        message = f"unknown key '{key}'"
+        if key in {"true", "false", "null"}:
+            message += " (YAML reads unquoted on/off/yes/no/y/n as booleans: quote the key)"
+        close = difflib.get_close_matches(key, known, n=1)
+        if close:
+            message += f" (did you mean '{close[0]}'?)"
+        return message + (f"; known keys: {', '.join(known)}" if known else "")
+    if kind == "missing":
+        return "required, but missing"
+    if kind == "union_tag_invalid":
+        tag = ctx.get("discriminator", "kind").strip("'")
+        expected = _unquote(str(ctx.get("expected_tags", "")))
+        return f"unknown {tag} '{ctx.get('tag')}'; known: {expected}"
+    if kind == "union_tag_not_found":
+        return "required, but missing"
+    if kind == "literal_error":
+        expected = _unquote(str(ctx.get("expected", "")))
+        close = difflib.get_close_matches(str(given), expected.replace(" or ", ", ").split(", "))
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        return f"'{given}' is not allowed{hint}; must be one of {expected}"
+    bounds = {
+        "greater_than": ">",
+        "greater_than_equal": ">=",
+        "less_than": "<",
+        "less_than_equal": "<=",
+    }
+    if kind in bounds:
+        limit = next(iter(ctx.values()))
+        return f"must be {bounds[kind]} {limit}, not {given}"
+    if kind == "too_short":
+        if ctx.get("min_length") == 1:
+            return "must not be empty"
+        return f"must have at least {ctx.get('min_length')} items"
+    if kind == "too_long":
+        return f"must have at most {ctx.get('max_length')} items"
+    if kind == "string_too_short":
+        return "must not be empty"
+    if kind == "value_error":
+        return str(ctx.get("error", detail["msg"]))
+    if kind == "finite_number":
+        return "must be a finite number"
+    message = detail["msg"]
+    return message[:1].lower() + message[1:]
+
+
+def known_keys(model: type[BaseModel], loc: Loc) -> set[str]:
+    """The keys a mapping at `loc` accepts, found by walking the model's type annotations."""
+    types_here: list[Any] = [model]
+    for step in loc:
+        types_here = [inner for tp in types_here for inner in _step(tp, step)]
+    keys: set[str] = set()
+    for tp in types_here:
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            keys.update(field.alias or name for name, field in tp.model_fields.items())
+    return keys
+
+
+def _step(tp: Any, step: str | int) -> Iterator[Any]:
+    """The annotation(s) reached from `tp` by one loc step (a key, an index or a union tag)."""
+    for option in _options(tp):
+        if isinstance(option, type) and issubclass(option, BaseModel):
+            for name, field in option.model_fields.items():
+                if step in (name, field.alias):
+                    yield field.annotation
+            tag = option.model_fields.get("kind") or option.model_fields.get("rule")
+            if tag is not None and step in typing.get_args(tag.annotation):
+                yield option  # a union tag: stay on this member
+        origin = typing.get_origin(option)
+        args = typing.get_args(option)
+        if origin is tuple and isinstance(step, int) and args:
+            yield args[0]
+        elif origin is dict and isinstance(step, str) and len(args) == 2:
+            yield args[1]
+
+
+def _options(tp: Any) -> Iterator[Any]:
+    """Unwrap Annotated and unions into the concrete annotations they allow."""
+    origin = typing.get_origin(tp)
+    if origin is typing.Annotated:
+        yield from _options(typing.get_args(tp)[0])
+    elif origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(tp):
+            yield from _options(arg)
+    else:
+        yield tp
+
+
+def _type_name(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"{str(value).lower()} (a boolean)"
+    if isinstance(value, int | float):
+        return f"{value} (a number)"
+    if isinstance(value, str):
+        return f"'{value}' (a string)"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    return type(value).__name__
+
+
+def _unquote(text: str) -> str:
+    return text.replace("'", "")
+
+
+def _get(node: yaml.MappingNode, key: str) -> yaml.Node | None:
+    return _item(node, key)[1]
+
+
+def _item(node: yaml.MappingNode, key: str | int) -> tuple[yaml.Node | None, yaml.Node | None]:
+    for key_node, value_node in node.value:
+        if _scalar(key_node) == key:
+            return key_node, value_node
+    return None, None
+
+
+def _scalar(node: yaml.Node | None) -> str | None:
+    return node.value if isinstance(node, yaml.ScalarNode) else None
+
+
+def _duplicate_keys(node: yaml.Node, path: Loc) -> Iterator[tuple[Loc, int]]:
+    if isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
+        for key_node, value_node in node.value:
+            key = _scalar(key_node)
+            if key is not None:
+                if key in seen:
+                    yield (*path, key), key_node.start_mark.line + 1
+                seen.add(key)
+            yield from _duplicate_keys(value_node, (*path, key if key is not None else "?"))
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            yield from _duplicate_keys(item, (*path, index))

@@ -1,0 +1,211 @@
+"""The Python API: one function per CLI command, taking paths and returning result models.
+
+The CLI parses arguments, calls one function here and prints; tests and other tools may call
+these directly. Errors are `registry.errors` exceptions carrying their exit codes.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from recipes.explain import RecipeExplanation, explain
+from recipes.load import load_recipe
+from recipes.manifest import FileRef, Recipe, iter_refs
+from recipes.signing import sign_recipe as _sign_recipe
+from recipes.signing import verify_recipe as _verify_recipe
+from recipes.trust import Role, Trust, add_owner_key, load_trust
+from registry.errors import CompressgateError, Issue, ManifestError, NotFoundError
+from registry.keys import generate_keypair, load_private_key, load_public_key
+
+TRUST_ENV = "COMPRESSGATE_TRUST"
+TRUST_FILE_NAME = "trust.yaml"
+EXAMPLES = ("digits", "digits-magnitude", "digits-qat")
+
+
+class Result(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class IssueRecord(Result):
+    file: str
+    line: int | None
+    path: str
+    message: str
+
+
+class ValidationRecord(Result):
+    file: str
+    valid: bool
+    name: str | None = None
+    version: int | None = None
+    sha256: str | None = None
+    trust: str | None = None
+    exit_code: int = 0
+    issues: list[IssueRecord] = []
+
+
+class SignRecord(Result):
+    recipe: str
+    envelope: str
+    sha256: str
+    keyid: str
+
+
+class SignerRecord(Result):
+    owner: str
+    keyid: str
+
+
+class VerifyRecord(Result):
+    recipe: str
+    name: str
+    version: int
+    sha256: str
+    envelope: str
+    trust: str
+    signers: list[SignerRecord]
+    verified: bool = True
+
+
+class KeyRecord(Result):
+    owner: str
+    keyid: str
+    private_key: str
+    public_key: str
+
+
+class TrustRecord(Result):
+    trust: str
+    owner: str
+    keyid: str
+    roles: list[str]
+
+
+def find_trust(recipe: Path, explicit: Path | None) -> Path | None:
+    """The trust file: `--trust`, else $COMPRESSGATE_TRUST, else trust.yaml beside the recipe."""
+    if explicit is not None:
+        return explicit
+    if os.environ.get(TRUST_ENV):
+        return Path(os.environ[TRUST_ENV])
+    beside = recipe.parent / TRUST_FILE_NAME
+    return beside if beside.is_file() else None
+
+
+def validate_recipes(paths: Sequence[Path], trust_path: Path | None = None) -> list[ValidationRecord]:
+    """Validate each manifest; problems are reported per file, never raised."""
+    records = []
+    trusts: dict[Path, Trust] = {}
+    for path in paths:
+        found = find_trust(path, trust_path)
+        try:
+            trust = None
+            if found is not None:
+                trust = trusts.get(found) or trusts.setdefault(found, load_trust(found))
+            loaded = load_recipe(path, trust=trust)
+        except CompressgateError as exc:
+            issues = getattr(exc, "issues", ()) or (Issue(str(path), None, "", str(exc)),)
+            records.append(
+                ValidationRecord(
+                    file=str(path),
+                    valid=False,
+                    exit_code=exc.exit_code,
+                    issues=[IssueRecord(**vars(issue)) for issue in issues],
+                )
+            )
+            continue
+        meta = loaded.recipe.metadata
+        records.append(
+            ValidationRecord(
+                file=str(path),
+                valid=True,
+                name=meta.name,
+                version=meta.version,
+                sha256=loaded.sha256,
+                trust=str(found) if found else None,
+            )
+        )
+    return records
+
+
+def recipe_schema() -> dict[str, Any]:
+    """The JSON Schema of recipe manifest v1."""
+    schema = Recipe.model_json_schema(by_alias=True)
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["$id"] = "https://compressgate.dev/schema/recipe-v1.json"
+    return schema
+
+
+def explain_recipe(path: Path) -> RecipeExplanation:
+    return explain(load_recipe(path))
+
+
+def sign_recipe(path: Path, key_path: Path) -> SignRecord:
+    key = load_private_key(key_path)
+    envelope, loaded = _sign_recipe(path, key)
+    return SignRecord(
+        recipe=str(path), envelope=str(envelope), sha256=loaded.sha256, keyid=key.public.keyid
+    )
+
+
+def verify_recipe(path: Path, trust_path: Path | None = None) -> VerifyRecord:
+    found = find_trust(path, trust_path)
+    if found is None:
+        raise NotFoundError(
+            f"no trust file for {path}",
+            hint=f"pass --trust FILE, set ${TRUST_ENV}, or put {TRUST_FILE_NAME} beside the recipe",
+        )
+    verified = _verify_recipe(path, load_trust(found), trust_source=str(found))
+    loaded = verified.loaded
+    return VerifyRecord(
+        recipe=str(path),
+        name=loaded.recipe.metadata.name,
+        version=loaded.recipe.metadata.version,
+        sha256=loaded.sha256,
+        envelope=str(verified.envelope),
+        trust=str(found),
+        signers=[SignerRecord(owner=s.owner, keyid=s.keyid) for s in verified.signers],
+    )
+
+
+def generate_keys(owner: str, out_dir: Path) -> KeyRecord:
+    private, public, key = generate_keypair(owner, out_dir)
+    return KeyRecord(owner=owner, keyid=key.keyid, private_key=str(private), public_key=str(public))
+
+
+def trust_add(trust_path: Path, owner: str, key_path: Path, roles: Sequence[Role]) -> TrustRecord:
+    key = load_public_key(key_path)
+    trust = add_owner_key(trust_path, owner, key, tuple(roles))
+    return TrustRecord(
+        trust=str(trust_path), owner=owner, keyid=key.keyid, roles=list(trust.owners[owner].roles)
+    )
+
+
+def init_example(dest: Path, example: str = "digits") -> list[Path]:
+    """Copy a bundled example recipe (as DEST/recipe.yaml) and the files it names into DEST."""
+    if example not in EXAMPLES:
+        raise ManifestError(f"unknown example '{example}'; known: {', '.join(EXAMPLES)}")
+    source_dir = Path(str(resources.files("recipes.examples")))
+    source = source_dir / f"{example}.yaml"
+    loaded = load_recipe(source)
+    copies = [(source, dest / "recipe.yaml")]
+    copies += [
+        (source_dir / ref, dest / ref)
+        for _, ref in iter_refs(loaded.recipe)
+        if isinstance(ref, FileRef)
+    ]
+    clashes = [str(target) for _, target in copies if target.exists()]
+    if clashes:
+        raise ManifestError(
+            f"{', '.join(clashes)} already exist(s)", hint="choose an empty folder"
+        )
+    for src, target in copies:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, target)
+    return [target for _, target in copies]

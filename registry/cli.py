@@ -1,0 +1,241 @@
+"""The `compressgate` command line: thin over `registry.api`.
+
+Each command parses its arguments, makes one API call and prints. `main` is the one place that
+turns a `CompressgateError` into `Error: …` (and a hint) on stderr and its exit code. Heavy
+modules are imported inside the commands so that `compressgate --help` answers at once.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from registry.errors import CompressgateError
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+FILE = click.Path(path_type=Path, dir_okay=False)
+DIR = click.Path(path_type=Path, file_okay=False)
+TRUST_OPTION = click.option(
+    "--trust",
+    type=FILE,
+    envvar="COMPRESSGATE_TRUST",
+    help="Trust file of owners and keys [default: trust.yaml beside the recipe].",
+)
+JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+
+
+def _emit(data: BaseModel | Sequence[BaseModel] | dict[str, Any]) -> None:
+    from pydantic import BaseModel
+
+    if isinstance(data, BaseModel):
+        payload: Any = data.model_dump(mode="json")
+    elif isinstance(data, dict):
+        payload = data
+    else:
+        payload = [item.model_dump(mode="json") for item in data]
+    click.echo(json.dumps(payload, indent=2))
+
+
+class _Compressgate(click.Group):
+    """The root group: the one place that turns our errors into messages and exit codes."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except CompressgateError as exc:
+            for line in str(exc).splitlines() or [type(exc).__name__]:
+                click.echo(f"Error: {line}", err=True)
+            if exc.hint:
+                click.echo(f"hint: {exc.hint}", err=True)
+            ctx.exit(exc.exit_code)
+
+
+@click.group(cls=_Compressgate, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="compressgate")
+def cli() -> None:
+    """Govern model compression: signed recipes, gated decisions, an auditable catalog.
+
+    Exit codes: 0 ok, 1 a gate failed or a review was rejected, 2 bad input,
+    3 integrity failure, 4 not found, 5 environment mismatch.
+    """
+
+
+# --- recipe -------------------------------------------------------------------------------------
+
+
+@cli.group()
+def recipe() -> None:
+    """Validate, explain, sign and verify recipe manifests."""
+
+
+@recipe.command("validate")
+@click.argument("files", nargs=-1, required=True, type=FILE)
+@TRUST_OPTION
+@JSON_OPTION
+def recipe_validate(files: tuple[Path, ...], trust: Path | None, as_json: bool) -> None:
+    """Check manifests: schema, cross-references, files, imports and owners (exit 0 or 2).
+
+    Every problem is printed as FILE:LINE FIELD: MESSAGE. Owners are checked against the trust
+    file when one is given or found beside the recipe.
+    """
+    from registry.api import validate_recipes
+
+    records = validate_recipes(files, trust)
+    if as_json:
+        _emit(records)
+    else:
+        for record in records:
+            if record.valid:
+                click.echo(f"ok {record.file} ({record.name} v{record.version})")
+            for issue in record.issues:
+                click.echo(f"Error: {_issue_text(issue.file, issue.line, issue.path, issue.message)}", err=True)
+    failed = [r for r in records if not r.valid]
+    if failed:
+        sys.exit(failed[0].exit_code)
+
+
+def _issue_text(file: str, line: int | None, path: str, message: str) -> str:
+    where = file if line is None else f"{file}:{line}"
+    return f"{where} {path}: {message}" if path else f"{where}: {message}"
+
+
+@recipe.command("schema")
+def recipe_schema() -> None:
+    """Print the JSON Schema of recipe manifest v1."""
+    from registry.api import recipe_schema as schema
+
+    _emit(schema())
+
+
+@recipe.command("explain")
+@click.argument("file", type=FILE)
+@JSON_OPTION
+def recipe_explain(file: Path, as_json: bool) -> None:
+    """Say in plain words what a recipe does: its stages in order and who owns each gate."""
+    from recipes.explain import render_text
+    from registry.api import explain_recipe
+
+    explanation = explain_recipe(file)
+    if as_json:
+        _emit(explanation)
+    else:
+        click.echo(render_text(explanation))
+
+
+@recipe.command("sign")
+@click.argument("file", type=FILE)
+@click.option("--key", "key", type=FILE, required=True, help="Private key (OWNER.key).")
+@JSON_OPTION
+def recipe_sign(file: Path, key: Path, as_json: bool) -> None:
+    """Sign a valid recipe, writing FILE.dsse.json (a co-signature if the file is unchanged)."""
+    from registry.api import sign_recipe
+
+    record = sign_recipe(file, key)
+    if as_json:
+        _emit(record)
+    else:
+        click.echo(f"signed {record.recipe} (sha256 {record.sha256}) with key {record.keyid}")
+        click.echo(f"wrote {record.envelope}")
+
+
+@recipe.command("verify")
+@click.argument("file", type=FILE)
+@TRUST_OPTION
+@JSON_OPTION
+def recipe_verify(file: Path, trust: Path | None, as_json: bool) -> None:
+    """Verify a recipe's signature against the trust file (exit 0, or 3 on any failure).
+
+    Fails on a changed byte of the recipe or of the envelope, a key not in the trust file, a
+    signer without the author role or not among the recipe's owners, or no subject digest.
+    """
+    from registry.api import verify_recipe
+
+    record = verify_recipe(file, trust)
+    if as_json:
+        _emit(record)
+    else:
+        signers = ", ".join(f"{s.owner} (key {s.keyid[:16]}…)" for s in record.signers)
+        click.echo(f"verified {record.recipe}: {record.name} v{record.version}, signed by {signers}")
+
+
+@recipe.command("init")
+@click.argument("directory", type=DIR)
+@click.option("--example", default="digits", show_default=True, help="Bundled example to copy.")
+def recipe_init(directory: Path, example: str) -> None:
+    """Start a workspace from a bundled example: DIRECTORY/recipe.yaml and the files it names."""
+    from registry.api import init_example
+
+    for path in init_example(directory, example):
+        click.echo(f"wrote {path}")
+
+
+# --- keys and trust -----------------------------------------------------------------------------
+
+
+@cli.group()
+def keys() -> None:
+    """Create signing keys."""
+
+
+@keys.command("generate")
+@click.option("--owner", required=True, help="Owner name, as in recipes and the trust file.")
+@click.option("--out", "out", type=DIR, required=True, help="Folder for the key files.")
+@JSON_OPTION
+def keys_generate(owner: str, out: Path, as_json: bool) -> None:
+    """Write OUT/OWNER.key (private, mode 0600) and OUT/OWNER.pub.json (public, with keyid)."""
+    from registry.api import generate_keys
+
+    record = generate_keys(owner, out)
+    if as_json:
+        _emit(record)
+    else:
+        click.echo(f"wrote {record.private_key} (private, mode 0600) and {record.public_key}")
+        click.echo(f"keyid {record.keyid}")
+
+
+@cli.group()
+def trust() -> None:
+    """Manage the trust file of owners, keys and roles."""
+
+
+@trust.command("add")
+@click.option("--trust", "trust_file", type=FILE, default=Path("trust.yaml"), show_default=True)
+@click.option("--owner", required=True, help="Owner name.")
+@click.option("--key", "key", type=FILE, required=True, help="Public key (OWNER.pub.json).")
+@click.option(
+    "--role",
+    "roles",
+    multiple=True,
+    required=True,
+    type=click.Choice(["author", "approver", "auditor", "releaser"]),
+    help="author signs recipes, approver signs approvals and waivers, auditor signs "
+    "checkpoints, releaser moves aliases. Repeat for several.",
+)
+@JSON_OPTION
+def trust_add(trust_file: Path, owner: str, key: Path, roles: tuple[str, ...], as_json: bool) -> None:
+    """Add an owner's public key and roles to the trust file (created when missing)."""
+    from registry.api import trust_add as add
+
+    record = add(trust_file, owner, key, roles)  # type: ignore[arg-type]
+    if as_json:
+        _emit(record)
+    else:
+        click.echo(
+            f"{record.trust}: {record.owner} holds key {record.keyid[:16]}… "
+            f"with roles {', '.join(record.roles)}"
+        )
+
+
+# --- entry point ------------------------------------------------------------------------------
+
+
+def main() -> None:
+    """The console script."""
+    cli(prog_name="compressgate")
