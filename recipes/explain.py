@@ -100,4 +100,3 @@ def render_text(explanation: RecipeExplanation) -> str:
         f"  - {g.name}, owned by {g.owner}, after stage {g.after}: {g.summary}" for g in e.gates
     ]
     return "\n".join(lines)
-

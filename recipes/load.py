@@ -51,7 +51,9 @@ def load_recipe(path: Path, *, trust: Trust | None = None) -> LoadedRecipe:
     if trust is not None:
         problems += _owner_issues(recipe, trust)
     if problems:
-        issues = [Issue(document.source, *document.locate(loc), message) for loc, message in problems]
+        issues = [
+            Issue(document.source, *document.locate(loc), message) for loc, message in problems
+        ]
         issues.sort(key=lambda issue: issue.line or 0)
         raise ManifestError(issues=tuple(issues))
     return LoadedRecipe(path, recipe, data)

@@ -188,9 +188,7 @@ class ModelSpec(Spec):
         if self.onnx is not None:
             return f"the ONNX model {self.onnx}"
         assert self.factory is not None
-        return ModelRef(
-            factory=self.factory, args=self.args, checkpoint=self.checkpoint
-        ).describe()
+        return ModelRef(factory=self.factory, args=self.args, checkpoint=self.checkpoint).describe()
 
 
 class DataSpec(Spec):

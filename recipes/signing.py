@@ -67,7 +67,9 @@ def sign_recipe(path: Path, key: PrivateKey) -> tuple[Path, LoadedRecipe]:
     return target, loaded
 
 
-def verify_recipe(path: Path, trust: Trust, *, trust_source: str = "the trust file") -> VerifiedRecipe:
+def verify_recipe(
+    path: Path, trust: Trust, *, trust_source: str = "the trust file"
+) -> VerifiedRecipe:
     """Verify a recipe's envelope against the trust file; IntegrityError says what failed."""
     data = read_manifest(path)
     target = envelope_path(path)
@@ -81,8 +83,7 @@ def verify_recipe(path: Path, trust: Trust, *, trust_source: str = "the trust fi
     envelope = dsse.Envelope.from_json(raw, source=str(target))
     if envelope.payload_type != dsse.INTOTO_PAYLOAD_TYPE:
         raise IntegrityError(
-            f"{target}: payloadType is {envelope.payload_type!r}, "
-            f"not {dsse.INTOTO_PAYLOAD_TYPE!r}"
+            f"{target}: payloadType is {envelope.payload_type!r}, not {dsse.INTOTO_PAYLOAD_TYPE!r}"
         )
     candidates = trust.keys_with_role("author")
     valid = dsse.verified_keys(envelope, candidates)
@@ -127,4 +128,3 @@ def verify_recipe(path: Path, trust: Trust, *, trust_source: str = "the trust fi
     if loaded.data != data:
         raise IntegrityError(f"{path} changed while it was being verified")
     return VerifiedRecipe(loaded, target, signers)
-

@@ -120,9 +120,7 @@ def add_owner_key(path: Path, owner: str, key: PublicKey, roles: tuple[Role, ...
         owners = dict(trust.owners)
     else:
         owners = {}
-    holder = next(
-        (name for name, o in owners.items() for k in o.keys if k.public_key == key), None
-    )
+    holder = next((name for name, o in owners.items() for k in o.keys if k.public_key == key), None)
     if holder is not None and holder != owner:
         raise ManifestError(f"{path}: key {key.keyid} already belongs to '{holder}'")
     current = owners.get(owner)

@@ -12,7 +12,7 @@ import difflib
 import json
 import types
 import typing
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -63,12 +63,15 @@ class YamlDocument:
                     line = key_node.start_mark.line + 1
                     node = value_node
                     continue
-            elif isinstance(node, yaml.SequenceNode) and isinstance(step, int):
-                if 0 <= step < len(node.value):
-                    shown.append(step)
-                    node = node.value[step]
-                    line = node.start_mark.line + 1
-                    continue
+            elif (
+                isinstance(node, yaml.SequenceNode)
+                and isinstance(step, int)
+                and 0 <= step < len(node.value)
+            ):
+                shown.append(step)
+                node = node.value[step]
+                line = node.start_mark.line + 1
+                continue
             if isinstance(node, yaml.MappingNode) and isinstance(step, str):
                 shown.append(step)  # a key that is missing or unknown: point at its mapping
             node = None
@@ -94,6 +97,9 @@ def parse_yaml(text: str, source: str) -> YamlDocument:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else None
         problem = exc.problem or exc.context or "invalid YAML"
+        context = exc.context_mark
+        if exc.context and context is not None and context.line + 1 != line:
+            problem += f" ({exc.context} at line {context.line + 1})"
         raise ManifestError(issues=(Issue(source, line, "", f"invalid YAML: {problem}"),)) from None
     except yaml.YAMLError as exc:
         raise ManifestError(issues=(Issue(source, None, "", f"invalid YAML: {exc}"),)) from None
@@ -142,9 +148,18 @@ def issues_from(
     error: ValidationError, model: type[BaseModel], document: YamlDocument
 ) -> tuple[Issue, ...]:
     """Turn pydantic's errors into located, readable Issues (one per error, in order)."""
+    details = error.errors(include_url=False)
+    # A misspelt required key gives "unknown key" and "missing"; the first says it all.
+    suggested: set[tuple[tuple[str | int, ...], str]] = set()
+    for detail in details:
+        if detail["type"] == "extra_forbidden":
+            parent, key = tuple(detail["loc"][:-1]), str(detail["loc"][-1])
+            suggested.update((parent, k) for k in _close(key, known_keys(model, parent)))
     issues = []
-    for detail in error.errors(include_url=False):
+    for detail in details:
         loc = tuple(detail["loc"])
+        if detail["type"] == "missing" and (loc[:-1], loc[-1]) in suggested:
+            continue
         if detail["type"] in {"union_tag_invalid", "union_tag_not_found"}:
             loc = (*loc, detail.get("ctx", {}).get("discriminator", "kind").strip("'"))
         line, path = document.locate(loc)
@@ -176,10 +191,10 @@ def describe(detail: ErrorDetails, model: type[BaseModel]) -> str:
     if kind == "extra_forbidden":
         key = str(detail["loc"][-1])
         known = sorted(known_keys(model, detail["loc"][:-1]))
+        if key in {"true", "false"}:
+            return f"unknown key '{key}' (YAML reads unquoted on/off/yes/no as booleans)"
         message = f"unknown key '{key}'"
-        if key in {"true", "false", "null"}:
-            message += " (YAML reads unquoted on/off/yes/no/y/n as booleans: quote the key)"
-        close = difflib.get_close_matches(key, known, n=1)
+        close = _close(key, known)
         if close:
             message += f" (did you mean '{close[0]}'?)"
         return message + (f"; known keys: {', '.join(known)}" if known else "")
@@ -204,7 +219,7 @@ def describe(detail: ErrorDetails, model: type[BaseModel]) -> str:
     }
     if kind in bounds:
         limit = next(iter(ctx.values()))
-        return f"must be {bounds[kind]} {limit}, not {given}"
+        return f"must be {bounds[kind]} {limit:g}, not {given}"
     if kind == "too_short":
         if ctx.get("min_length") == 1:
             return "must not be empty"
@@ -263,6 +278,10 @@ def _options(tp: Any) -> Iterator[Any]:
         yield tp
 
 
+def _close(word: str, candidates: Iterable[str]) -> list[str]:
+    return difflib.get_close_matches(word, list(candidates), n=1)
+
+
 def _type_name(value: Any) -> str:
     if value is None:
         return "null"
@@ -295,7 +314,12 @@ def _item(node: yaml.MappingNode, key: str | int) -> tuple[yaml.Node | None, yam
 
 
 def _scalar(node: yaml.Node | None) -> str | None:
-    return node.value if isinstance(node, yaml.ScalarNode) else None
+    """A scalar's text, with unquoted booleans (on, yes, …) spelled as JSON spells them."""
+    if not isinstance(node, yaml.ScalarNode):
+        return None
+    if node.tag == "tag:yaml.org,2002:bool":
+        return "true" if yaml.SafeLoader.bool_values[node.value.lower()] else "false"
+    return str(node.value)
 
 
 def _duplicate_keys(node: yaml.Node, path: Loc) -> Iterator[tuple[Loc, int]]:

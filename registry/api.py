@@ -29,18 +29,18 @@ TRUST_FILE_NAME = "trust.yaml"
 EXAMPLES = ("digits", "digits-magnitude", "digits-qat")
 
 
-class Result(BaseModel):
+class ApiResult(BaseModel):
     model_config = ConfigDict(frozen=True)
 
 
-class IssueRecord(Result):
+class IssueResult(ApiResult):
     file: str
     line: int | None
     path: str
     message: str
 
 
-class ValidationRecord(Result):
+class ValidationResult(ApiResult):
     file: str
     valid: bool
     name: str | None = None
@@ -48,40 +48,40 @@ class ValidationRecord(Result):
     sha256: str | None = None
     trust: str | None = None
     exit_code: int = 0
-    issues: list[IssueRecord] = []
+    issues: list[IssueResult] = []
 
 
-class SignRecord(Result):
+class SignResult(ApiResult):
     recipe: str
     envelope: str
     sha256: str
     keyid: str
 
 
-class SignerRecord(Result):
+class SignerResult(ApiResult):
     owner: str
     keyid: str
 
 
-class VerifyRecord(Result):
+class VerifyResult(ApiResult):
     recipe: str
     name: str
     version: int
     sha256: str
     envelope: str
     trust: str
-    signers: list[SignerRecord]
+    signers: list[SignerResult]
     verified: bool = True
 
 
-class KeyRecord(Result):
+class KeyResult(ApiResult):
     owner: str
     keyid: str
     private_key: str
     public_key: str
 
 
-class TrustRecord(Result):
+class TrustResult(ApiResult):
     trust: str
     owner: str
     keyid: str
@@ -98,31 +98,32 @@ def find_trust(recipe: Path, explicit: Path | None) -> Path | None:
     return beside if beside.is_file() else None
 
 
-def validate_recipes(paths: Sequence[Path], trust_path: Path | None = None) -> list[ValidationRecord]:
+def validate_recipes(
+    paths: Sequence[Path], trust_path: Path | None = None
+) -> list[ValidationResult]:
     """Validate each manifest; problems are reported per file, never raised."""
     records = []
     trusts: dict[Path, Trust] = {}
     for path in paths:
         found = find_trust(path, trust_path)
         try:
-            trust = None
-            if found is not None:
-                trust = trusts.get(found) or trusts.setdefault(found, load_trust(found))
-            loaded = load_recipe(path, trust=trust)
+            if found is not None and found not in trusts:
+                trusts[found] = load_trust(found)
+            loaded = load_recipe(path, trust=trusts.get(found) if found else None)
         except CompressgateError as exc:
             issues = getattr(exc, "issues", ()) or (Issue(str(path), None, "", str(exc)),)
             records.append(
-                ValidationRecord(
+                ValidationResult(
                     file=str(path),
                     valid=False,
                     exit_code=exc.exit_code,
-                    issues=[IssueRecord(**vars(issue)) for issue in issues],
+                    issues=[IssueResult(**vars(issue)) for issue in issues],
                 )
             )
             continue
         meta = loaded.recipe.metadata
         records.append(
-            ValidationRecord(
+            ValidationResult(
                 file=str(path),
                 valid=True,
                 name=meta.name,
@@ -146,15 +147,15 @@ def explain_recipe(path: Path) -> RecipeExplanation:
     return explain(load_recipe(path))
 
 
-def sign_recipe(path: Path, key_path: Path) -> SignRecord:
+def sign_recipe(path: Path, key_path: Path) -> SignResult:
     key = load_private_key(key_path)
     envelope, loaded = _sign_recipe(path, key)
-    return SignRecord(
+    return SignResult(
         recipe=str(path), envelope=str(envelope), sha256=loaded.sha256, keyid=key.public.keyid
     )
 
 
-def verify_recipe(path: Path, trust_path: Path | None = None) -> VerifyRecord:
+def verify_recipe(path: Path, trust_path: Path | None = None) -> VerifyResult:
     found = find_trust(path, trust_path)
     if found is None:
         raise NotFoundError(
@@ -163,26 +164,26 @@ def verify_recipe(path: Path, trust_path: Path | None = None) -> VerifyRecord:
         )
     verified = _verify_recipe(path, load_trust(found), trust_source=str(found))
     loaded = verified.loaded
-    return VerifyRecord(
+    return VerifyResult(
         recipe=str(path),
         name=loaded.recipe.metadata.name,
         version=loaded.recipe.metadata.version,
         sha256=loaded.sha256,
         envelope=str(verified.envelope),
         trust=str(found),
-        signers=[SignerRecord(owner=s.owner, keyid=s.keyid) for s in verified.signers],
+        signers=[SignerResult(owner=s.owner, keyid=s.keyid) for s in verified.signers],
     )
 
 
-def generate_keys(owner: str, out_dir: Path) -> KeyRecord:
+def generate_keys(owner: str, out_dir: Path) -> KeyResult:
     private, public, key = generate_keypair(owner, out_dir)
-    return KeyRecord(owner=owner, keyid=key.keyid, private_key=str(private), public_key=str(public))
+    return KeyResult(owner=owner, keyid=key.keyid, private_key=str(private), public_key=str(public))
 
 
-def trust_add(trust_path: Path, owner: str, key_path: Path, roles: Sequence[Role]) -> TrustRecord:
+def trust_add(trust_path: Path, owner: str, key_path: Path, roles: Sequence[Role]) -> TrustResult:
     key = load_public_key(key_path)
     trust = add_owner_key(trust_path, owner, key, tuple(roles))
-    return TrustRecord(
+    return TrustResult(
         trust=str(trust_path), owner=owner, keyid=key.keyid, roles=list(trust.owners[owner].roles)
     )
 
@@ -202,9 +203,7 @@ def init_example(dest: Path, example: str = "digits") -> list[Path]:
     ]
     clashes = [str(target) for _, target in copies if target.exists()]
     if clashes:
-        raise ManifestError(
-            f"{', '.join(clashes)} already exist(s)", hint="choose an empty folder"
-        )
+        raise ManifestError(f"{', '.join(clashes)} already exist(s)", hint="choose an empty folder")
     for src, target in copies:
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(src, target)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from registry.errors import CompressgateError
+from registry.errors import CompressgateError, Issue
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
@@ -95,15 +95,10 @@ def recipe_validate(files: tuple[Path, ...], trust: Path | None, as_json: bool) 
             if record.valid:
                 click.echo(f"ok {record.file} ({record.name} v{record.version})")
             for issue in record.issues:
-                click.echo(f"Error: {_issue_text(issue.file, issue.line, issue.path, issue.message)}", err=True)
+                click.echo(f"Error: {Issue(**issue.model_dump())}", err=True)
     failed = [r for r in records if not r.valid]
     if failed:
         sys.exit(failed[0].exit_code)
-
-
-def _issue_text(file: str, line: int | None, path: str, message: str) -> str:
-    where = file if line is None else f"{file}:{line}"
-    return f"{where} {path}: {message}" if path else f"{where}: {message}"
 
 
 @recipe.command("schema")
@@ -162,7 +157,9 @@ def recipe_verify(file: Path, trust: Path | None, as_json: bool) -> None:
         _emit(record)
     else:
         signers = ", ".join(f"{s.owner} (key {s.keyid[:16]}…)" for s in record.signers)
-        click.echo(f"verified {record.recipe}: {record.name} v{record.version}, signed by {signers}")
+        click.echo(
+            f"verified {record.recipe}: {record.name} v{record.version}, signed by {signers}"
+        )
 
 
 @recipe.command("init")
@@ -219,7 +216,9 @@ def trust() -> None:
     "checkpoints, releaser moves aliases. Repeat for several.",
 )
 @JSON_OPTION
-def trust_add(trust_file: Path, owner: str, key: Path, roles: tuple[str, ...], as_json: bool) -> None:
+def trust_add(
+    trust_file: Path, owner: str, key: Path, roles: tuple[str, ...], as_json: bool
+) -> None:
     """Add an owner's public key and roles to the trust file (created when missing)."""
     from registry.api import trust_add as add
 

@@ -80,12 +80,15 @@ class Envelope:
 
 
 def sign(payload: bytes, payload_type: str, keys: Sequence[PrivateKey]) -> Envelope:
-    """Sign `payload` with every key; each signature names its key's id."""
+    """Sign `payload` with every distinct key; each signature names its key's id."""
     message = pae(payload_type, payload)
+    distinct = {
+        key.public.keyid: key for key in keys
+    }  # one signature per keyid, as DSSE tools expect
     return Envelope(
         payload,
         payload_type,
-        tuple(Signature(key.public.keyid, key.sign(message)) for key in keys),
+        tuple(Signature(keyid, key.sign(message)) for keyid, key in distinct.items()),
     )
 
 

@@ -1,0 +1,437 @@
+"""Malformed manifests: each exits 2 with exactly one line naming file:line and field, no
+traceback, and nothing written. The base manifest is valid; each case breaks one thing."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Invoke, Workspace
+
+BASE = """\
+apiVersion: compressgate/v1
+kind: Recipe
+metadata:
+  name: digits-cnn-compact
+  version: 1
+  owners: [ml-platform]
+  description: test recipe
+environment:
+  lock: requirements.lock
+  strict: true
+model:
+  factory: recipes.examples.digits:build_cnn
+data:
+  loader: recipes.examples.digits:load
+seeds: [0, 1]
+stages:
+  - name: distill
+    kind: distill
+    student: {factory: recipes.examples.digits:build_student}
+    temperature: 4
+  - name: prune
+    kind: prune
+    method: structured
+    sparsity: 0.5
+  - name: int8
+    kind: quantize
+    method: static
+    calibration_samples: 256
+    keep_float: [first, last]
+  - name: export
+    kind: export
+gates:
+  - name: accuracy
+    owner: ml-lead
+    after: int8
+    metric: accuracy
+    rule: non_inferior
+    margin: 0.02
+"""
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    edit: Callable[[str], str]
+    line: int
+    field: str  # the field path printed after file:line ("" for YAML syntax errors)
+    says: str  # a fragment of the message
+
+
+def sub(old: str, new: str) -> Callable[[str], str]:
+    def edit(text: str) -> str:
+        assert text.count(old) == 1, f"{old!r} must occur once in the base manifest"
+        return text.replace(old, new)
+
+    return edit
+
+
+CASES = [
+    Case(
+        "unknown-stage-kind",
+        sub("kind: quantize", "kind: qantize"),
+        26,
+        "stages[2].kind",
+        "unknown kind 'qantize'; known: distill, prune, quantize, export",
+    ),
+    Case(
+        "misspelt-required-key",
+        sub("sparsity: 0.5", "sparsty: 0.5"),
+        24,
+        "stages[1].sparsty",
+        "did you mean 'sparsity'?",
+    ),
+    Case(
+        "misspelt-optional-key",
+        sub("temperature: 4", "temprature: 4"),
+        20,
+        "stages[0].temprature",
+        "did you mean 'temperature'?",
+    ),
+    Case(
+        "misspelt-top-level-key",
+        sub("seeds: [0, 1]", "seed: [0, 1]"),
+        15,
+        "seed",
+        "did you mean 'seeds'?",
+    ),
+    Case(
+        "sparsity-too-high",
+        sub("sparsity: 0.5", "sparsity: 1.5"),
+        24,
+        "stages[1].sparsity",
+        "must be < 1",
+    ),
+    Case(
+        "sparsity-zero",
+        sub("sparsity: 0.5", "sparsity: 0"),
+        24,
+        "stages[1].sparsity",
+        "must be > 0",
+    ),
+    Case(
+        "calibration-zero-samples",
+        sub("calibration_samples: 256", "calibration_samples: 0"),
+        28,
+        "stages[2].calibration_samples",
+        "must be >= 1",
+    ),
+    Case(
+        "negative-temperature",
+        sub("temperature: 4", "temperature: -1"),
+        20,
+        "stages[0].temperature",
+        "must be > 0",
+    ),
+    Case(
+        "alpha-above-one",
+        sub("temperature: 4", "temperature: 4\n    alpha: 1.5"),
+        21,
+        "stages[0].alpha",
+        "must be <= 1",
+    ),
+    Case("margin-zero", sub("margin: 0.02", "margin: 0"), 38, "gates[0].margin", "must be > 0"),
+    Case("version-zero", sub("version: 1", "version: 0"), 5, "metadata.version", "must be >= 1"),
+    Case(
+        "version-not-integer",
+        sub("version: 1", "version: one"),
+        5,
+        "metadata.version",
+        "must be an integer, not 'one'",
+    ),
+    Case(
+        "float-for-integer",
+        sub("calibration_samples: 256", "calibration_samples: 2.5"),
+        28,
+        "stages[2].calibration_samples",
+        "must be an integer",
+    ),
+    Case(
+        "quoted-number",
+        sub("sparsity: 0.5", "sparsity: '0.5'"),
+        24,
+        "stages[1].sparsity",
+        "must be a number, not '0.5'",
+    ),
+    Case(
+        "boolean-for-number",
+        sub("sparsity: 0.5", "sparsity: yes"),
+        24,
+        "stages[1].sparsity",
+        "must be a number, not true",
+    ),
+    Case("seeds-not-a-list", sub("seeds: [0, 1]", "seeds: zero"), 15, "seeds", "must be a list"),
+    Case(
+        "keep-float-not-a-list",
+        sub("keep_float: [first, last]", "keep_float: first"),
+        29,
+        "stages[2].keep_float",
+        "must be a list",
+    ),
+    Case("negative-seed", sub("seeds: [0, 1]", "seeds: [0, -1]"), 15, "seeds[1]", "must be >= 0"),
+    Case(
+        "duplicate-seed",
+        sub("seeds: [0, 1]", "seeds: [1, 1]"),
+        15,
+        "seeds[1]",
+        "seed 1 is listed twice",
+    ),
+    Case(
+        "unknown-prune-method",
+        sub("method: structured", "method: structural"),
+        23,
+        "stages[1].method",
+        "did you mean 'structured'?",
+    ),
+    Case(
+        "unknown-gate-rule",
+        sub("rule: non_inferior", "rule: noninferior"),
+        37,
+        "gates[0].rule",
+        "unknown rule 'noninferior'",
+    ),
+    Case(
+        "bound-gate-without-bound",
+        sub("rule: non_inferior\n    margin: 0.02", "rule: bound"),
+        33,
+        "gates[0]",
+        "give 'max', 'min' or both",
+    ),
+    Case(
+        "broken-yaml-bracket",
+        sub("owners: [ml-platform]", "owners: [ml-platform"),
+        7,
+        "",
+        "invalid YAML",
+    ),
+    Case(
+        "broken-yaml-indentation", sub("  strict: true", "   strict: true"), 10, "", "invalid YAML"
+    ),
+    Case("tab-indentation", sub("  strict: true", "\tstrict: true"), 10, "", "invalid YAML"),
+    Case(
+        "duplicate-key",
+        sub("version: 1", "version: 1\n  version: 2"),
+        6,
+        "metadata.version",
+        "duplicate key",
+    ),
+    Case(
+        "python-tag-refused",
+        sub("description: test recipe", "description: !!python/object/apply:os.system [echo hi]"),
+        7,
+        "",
+        "invalid YAML",
+    ),
+    Case(
+        "missing-referenced-file",
+        sub("lock: requirements.lock", "lock: missing.lock"),
+        9,
+        "environment.lock",
+        "file 'missing.lock' not found",
+    ),
+    Case(
+        "path-escaping-folder",
+        sub("lock: requirements.lock", "lock: ../requirements.lock"),
+        9,
+        "environment.lock",
+        "escapes the manifest's folder",
+    ),
+    Case(
+        "absolute-path",
+        sub("lock: requirements.lock", "lock: /etc/hostname"),
+        9,
+        "environment.lock",
+        "must be a relative path",
+    ),
+    Case(
+        "symlink-escaping-folder",
+        sub("lock: requirements.lock", "lock: outside.lock"),
+        9,
+        "environment.lock",
+        "resolves outside the manifest's folder",
+    ),
+    Case(
+        "missing-checkpoint",
+        sub("build_cnn\n", "build_cnn\n  checkpoint: weights.pt\n"),
+        13,
+        "model.checkpoint",
+        "file 'weights.pt' not found",
+    ),
+    Case(
+        "factory-and-onnx",
+        sub("build_cnn\n", "build_cnn\n  onnx: requirements.lock\n"),
+        11,
+        "model",
+        "give exactly one of 'factory' or 'onnx'",
+    ),
+    Case(
+        "factory-without-colon",
+        sub("factory: recipes.examples.digits:build_cnn", "factory: build_cnn"),
+        12,
+        "model.factory",
+        "must have the form 'package.module:function'",
+    ),
+    Case(
+        "factory-module-not-found",
+        sub("factory: recipes.examples.digits:build_cnn", "factory: nosuch.models:build"),
+        12,
+        "model.factory",
+        "module 'nosuch.models' not found",
+    ),
+    Case(
+        "duplicate-stage-names",
+        sub("  - name: prune", "  - name: distill"),
+        21,
+        "stages[1].name",
+        "duplicate stage name 'distill'",
+    ),
+    Case(
+        "gate-after-no-stage",
+        sub("after: int8", "after: int4"),
+        35,
+        "gates[0].after",
+        "no stage is named 'int4'",
+    ),
+    Case(
+        "gate-owner-not-in-trust",
+        sub("owner: ml-lead", "owner: ml-intern"),
+        34,
+        "gates[0].owner",
+        "owner 'ml-intern' is not in the trust file",
+    ),
+    Case(
+        "recipe-owner-not-in-trust",
+        sub("owners: [ml-platform]", "owners: [ml-ops]"),
+        6,
+        "metadata.owners[0]",
+        "owner 'ml-ops' is not in the trust file",
+    ),
+    Case(
+        "empty-stages",
+        lambda t: t[: t.index("stages:")] + "stages: []\n" + t[t.index("gates:") :],
+        16,
+        "stages",
+        "must not be empty",
+    ),
+    Case(
+        "missing-section",
+        sub("data:\n  loader: recipes.examples.digits:load\n", ""),
+        1,
+        "data",
+        "required, but missing",
+    ),
+    Case("unknown-top-level-key", lambda t: t + "extras: 1\n", 39, "extras", "unknown key"),
+    Case(
+        "wrong-api-version",
+        sub("compressgate/v1", "compressgate/v2"),
+        1,
+        "apiVersion",
+        "'compressgate/v2' is not allowed",
+    ),
+    Case(
+        "invalid-recipe-name",
+        sub("name: digits-cnn-compact", "name: Digits_CNN"),
+        4,
+        "metadata.name",
+        "lowercase letters, digits and '-'",
+    ),
+    Case(
+        "stage-without-name",
+        sub("  - name: export\n    kind: export", "  - kind: export"),
+        30,
+        "stages[3].name",
+        "required, but missing",
+    ),
+    Case(
+        "student-without-factory",
+        sub("student: {factory: recipes.examples.digits:build_student}", "student: {}"),
+        19,
+        "stages[0].student.factory",
+        "required, but missing",
+    ),
+    Case(
+        "yaml-boolean-key",
+        sub("margin: 0.02", "margin: 0.02\n    on: estimate"),
+        39,
+        "gates[0].true",
+        "YAML reads unquoted on/off/yes/no as booleans",
+    ),
+    Case("document-not-a-mapping", lambda t: "- a\n- b\n", 1, "", "must be a mapping"),
+    Case("empty-document", lambda t: "", 1, "", "the document is empty"),
+    Case("two-documents", lambda t: t + "---\nkind: Recipe\n", 40, "", "one YAML document"),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_malformed_manifest_gives_one_located_error(
+    case: Case, workspace: Workspace, cli: Invoke
+) -> None:
+    (workspace.root.parent / "outside.lock").write_text("torch==2.13.0\n")
+    (workspace.root / "outside.lock").symlink_to("../outside.lock")
+    workspace.recipe.write_text(case.edit(BASE))
+    before = sorted(p.name for p in workspace.root.rglob("*"))
+
+    result = cli("recipe", "validate", workspace.recipe, "--trust", workspace.trust)
+
+    assert result.exit_code == 2, result.stdout + result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    where = re.escape(f"Error: {workspace.recipe}:{case.line}")
+    field = f" {re.escape(case.field)}:" if case.field else ":"
+    assert re.match(where + field, lines[0]), lines[0]
+    assert case.says in lines[0]
+    assert result.stdout == ""
+    assert sorted(p.name for p in workspace.root.rglob("*")) == before
+
+
+def test_base_manifest_is_valid(workspace: Workspace, cli: Invoke) -> None:
+    workspace.recipe.write_text(BASE)
+    result = cli("recipe", "validate", workspace.recipe, "--trust", workspace.trust)
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.startswith(f"ok {workspace.recipe}")
+
+
+def test_not_utf8_is_a_located_error(workspace: Workspace, cli: Invoke) -> None:
+    workspace.recipe.write_bytes(BASE.encode() + b"\xff\xfe")
+    result = cli("recipe", "validate", workspace.recipe)
+    assert result.exit_code == 2
+    offset = len(BASE.encode())
+    assert result.stderr.splitlines() == [
+        f"Error: {workspace.recipe}: not UTF-8 text (byte {offset})"
+    ]
+
+
+def test_every_problem_is_reported_in_line_order(workspace: Workspace, cli: Invoke) -> None:
+    text = sub("after: int8", "after: int4")(sub("  - name: prune", "  - name: distill")(BASE))
+    workspace.recipe.write_text(text)
+    result = cli("recipe", "validate", workspace.recipe)
+    assert result.exit_code == 2
+    assert [line.split(" ")[1] for line in result.stderr.splitlines()] == [
+        f"{workspace.recipe}:21",
+        f"{workspace.recipe}:35",
+    ]
+
+
+def test_several_files_are_checked_and_the_bad_one_named(workspace: Workspace, cli: Invoke) -> None:
+    workspace.recipe.write_text(BASE)
+    bad = workspace.root / "bad.yaml"
+    bad.write_text(sub("sparsity: 0.5", "sparsity: 2")(BASE))
+    result = cli("recipe", "validate", workspace.recipe, bad)
+    assert result.exit_code == 2
+    assert result.stdout.splitlines() == [f"ok {workspace.recipe} (digits-cnn-compact v1)"]
+    assert result.stderr.startswith(f"Error: {bad}:24 stages[1].sparsity: must be < 1")
+
+
+def test_missing_manifest_is_not_found(tmp_path: Path, cli: Invoke) -> None:
+    result = cli("recipe", "validate", tmp_path / "nope.yaml")
+    assert result.exit_code == 4
+    assert (
+        result.stderr
+        == f"Error: {tmp_path / 'nope.yaml'}: recipe {tmp_path / 'nope.yaml'} not found\n"
+    )

@@ -1,0 +1,226 @@
+"""The manifest models: round trips, the published JSON Schema, and plain-word descriptions."""
+
+from __future__ import annotations
+
+import json
+import typing
+from pathlib import Path
+
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import recipes.manifest as m
+from recipes.load import load_recipe, parse_recipe
+from registry import api
+from registry.api import recipe_schema
+
+EXAMPLES = Path(m.__file__).parent / "examples"
+SCHEMA_FILE = Path(m.__file__).parent / "schema" / "recipe-v1.schema.json"
+
+names = st.from_regex(r"[a-z0-9]([a-z0-9-]{0,12}[a-z0-9])?", fullmatch=True)
+idents = st.from_regex(r"[a-z_][a-z0-9_]{0,8}", fullmatch=True).filter(
+    lambda s: s not in {"if", "in", "is", "or", "as", "def", "for", "and", "not", "del", "try"}
+)
+import_refs = st.builds(lambda mod, attr: f"{mod}.{mod}:{attr}", idents, idents)
+file_refs = st.lists(names, min_size=1, max_size=3).map("/".join)
+fractions = st.floats(min_value=0, max_value=1, exclude_min=True, exclude_max=True)
+json_scalars = st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(max_size=20)
+json_values = st.recursive(
+    json_scalars | st.floats(allow_nan=False, allow_infinity=False),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(idents, inner, max_size=3),
+    max_leaves=6,
+)
+args = st.dictionaries(idents, json_values, max_size=3)
+model_refs = st.builds(m.ModelRef, factory=import_refs, args=args, checkpoint=st.none() | file_refs)
+
+
+@st.composite
+def model_specs(draw: st.DrawFn) -> m.ModelSpec:
+    if draw(st.booleans()):
+        return m.ModelSpec(onnx=draw(file_refs))
+    return m.ModelSpec(
+        factory=draw(import_refs), args=draw(args), checkpoint=draw(st.none() | file_refs)
+    )
+
+
+def stage(name: str) -> st.SearchStrategy[typing.Any]:
+    return st.one_of(
+        st.builds(
+            m.DistillSpec,
+            name=st.just(name),
+            student=model_refs,
+            teachers=st.lists(model_refs, max_size=2).map(tuple),
+            temperature=st.floats(min_value=0.1, max_value=100),
+            temperature_final=st.none() | st.floats(min_value=0.1, max_value=100),
+            alpha=st.floats(min_value=0, max_value=1),
+            hints=st.lists(
+                st.builds(m.DistillHint, student_layer=idents, teacher_layer=idents), max_size=2
+            ).map(tuple),
+            epochs=st.integers(1, 10_000),
+        ),
+        st.builds(
+            m.PruneSpec,
+            name=st.just(name),
+            method=st.sampled_from(["magnitude", "structured"]),
+            sparsity=fractions,
+            scope=st.sampled_from(["global", "layer"]),
+            rounds=st.integers(1, 100),
+            finetune_epochs=st.integers(0, 1000),
+            skip=st.lists(st.text(max_size=10), max_size=3).map(tuple),
+        ),
+        st.builds(
+            m.QuantizeSpec,
+            name=st.just(name),
+            method=st.sampled_from(["dynamic", "static", "qat"]),
+            per_channel=st.booleans(),
+            calibration=st.sampled_from(["minmax", "entropy", "percentile"]),
+            calibration_samples=st.integers(1, 10**6),
+            keep_float=st.lists(st.text(min_size=1, max_size=10), max_size=3).map(tuple),
+        ),
+        st.builds(
+            m.ExportSpec,
+            name=st.just(name),
+            opset=st.integers(7, 23),
+            external_data=st.booleans(),
+            parity_atol=st.floats(min_value=1e-9, max_value=1),
+        ),
+    )
+
+
+@st.composite
+def gates(draw: st.DrawFn, name: str, stage_names: list[str]) -> typing.Any:
+    common = {
+        "name": name,
+        "owner": draw(names),
+        "metric": draw(st.from_regex(r"[a-z][a-z0-9_]{0,10}(\.[a-z0-9_]{1,5})?", fullmatch=True)),
+        "after": draw(st.none() | st.sampled_from(stage_names)),
+        "description": draw(st.text(max_size=40)),
+    }
+    rule = draw(st.sampled_from(m.GATE_RULES))
+    if rule == "non_inferior":
+        return m.NonInferiorGate(
+            **common, margin=draw(fractions), confidence=draw(st.floats(0.51, 0.999))
+        )
+    finite = st.floats(allow_nan=False, allow_infinity=False)
+    if rule == "bound":
+        low, high = sorted([draw(finite), draw(finite)])
+        bounds = draw(st.sampled_from([(low, None), (None, high), (low, high)]))
+        return m.BoundGate(**common, min=bounds[0], max=bounds[1])
+    return m.RelativeGate(
+        **common,
+        max_drop=draw(st.floats(min_value=0, max_value=1)),
+        max_increase=draw(st.none() | st.floats(min_value=0, max_value=1)),
+        relative=draw(st.booleans()),
+        basis=draw(st.sampled_from(["interval", "estimate"])),
+    )
+
+
+@st.composite
+def recipes_(draw: st.DrawFn) -> m.Recipe:
+    stage_names = draw(st.lists(names, min_size=1, max_size=5, unique=True))
+    gate_names = draw(st.lists(names, max_size=4, unique=True))
+    return m.Recipe.model_validate(
+        {
+            "apiVersion": "compressgate/v1",
+            "kind": "Recipe",
+            "metadata": m.Metadata(
+                name=draw(names),
+                version=draw(st.integers(1, 10**6)),
+                owners=tuple(draw(st.lists(names, min_size=1, max_size=3, unique=True))),
+                description=draw(st.text(max_size=80)),
+            ),
+            "environment": m.EnvironmentSpec(lock=draw(file_refs), strict=draw(st.booleans())),
+            "model": draw(model_specs()),
+            "data": m.DataSpec(loader=draw(import_refs), args=draw(args)),
+            "seeds": tuple(draw(st.lists(st.integers(0, 2**32 - 1), min_size=1, unique=True))),
+            "stages": tuple(draw(stage(n)) for n in stage_names),
+            "gates": tuple(draw(gates(n, stage_names)) for n in gate_names),
+        }
+    )
+
+
+@settings(max_examples=150, deadline=None)
+@given(recipes_())
+def test_manifest_model_to_yaml_to_model_is_the_identity(recipe: m.Recipe) -> None:
+    text = yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+    parsed, _ = parse_recipe(text.encode("utf-8"), "<round-trip>")
+    assert parsed == recipe
+    assert list(m.recipe_issues(parsed)) == []
+
+
+def test_union_kind_literals_match_the_declared_kinds() -> None:
+    stage_types = typing.get_args(typing.get_args(m.StageSpec)[0])
+    gate_types = typing.get_args(typing.get_args(m.GateSpec)[0])
+    assert tuple(t.model_fields["kind"].default for t in stage_types) == m.STAGE_KINDS
+    assert tuple(t.model_fields["rule"].default for t in gate_types) == m.GATE_RULES
+
+
+def test_published_schema_is_current() -> None:
+    """recipes/schema/recipe-v1.schema.json is what `compressgate recipe schema` prints."""
+    assert json.loads(SCHEMA_FILE.read_text()) == recipe_schema()
+
+
+def test_schema_forbids_unknown_keys_and_tags_stages_by_kind() -> None:
+    schema = recipe_schema()
+    assert schema["additionalProperties"] is False
+    stages = schema["properties"]["stages"]["items"]
+    assert stages["discriminator"]["propertyName"] == "kind"
+    assert sorted(stages["discriminator"]["mapping"]) == sorted(m.STAGE_KINDS)
+
+
+def test_every_bundled_example_loads() -> None:
+    examples = sorted(EXAMPLES.glob("*.yaml"))
+    assert sorted(p.stem for p in examples) == sorted(api.EXAMPLES)
+    for path in examples:
+        assert load_recipe(path).recipe.metadata.owners == ("ml-platform",)
+
+
+def test_reference_recipe_runs_the_pipeline_of_design() -> None:
+    recipe = load_recipe(EXAMPLES / "digits.yaml").recipe
+    assert [s.kind for s in recipe.stages] == ["distill", "prune", "quantize", "export"]
+    prune = recipe.stage("prune")
+    assert isinstance(prune, m.PruneSpec)
+    assert prune.method == "structured"
+    quantize = recipe.stage("int8")
+    assert isinstance(quantize, m.QuantizeSpec)
+    assert (quantize.method, quantize.per_channel, quantize.keep_float) == (
+        "static",
+        True,
+        ("first", "last"),
+    )
+
+
+def test_defaults_follow_the_domain_practice() -> None:
+    distill = m.DistillSpec(name="d", student=m.ModelRef(factory=m.ImportRef("a.b:c")))
+    assert 3 <= distill.temperature <= 5
+    quantize = m.QuantizeSpec(name="q", method="static")
+    assert quantize.per_channel
+    assert quantize.keep_float == ("first", "last")
+
+
+def test_gate_descriptions_state_threshold_and_interval() -> None:
+    gate = m.NonInferiorGate(name="acc", owner="ml-lead", metric="accuracy", margin=0.02)
+    assert gate.describe() == (
+        "accuracy must be shown non-inferior to the baseline: the lower bound of the 90% "
+        "interval of (candidate - baseline) must be above -0.02 (one-sided confidence 95%)"
+    )
+    bound = m.BoundGate(name="lat", owner="serving", metric="latency.p95_ms", max=12.5)
+    assert bound.describe() == "the 95% interval of latency.p95_ms must be at most 12.5"
+    drop = m.RelativeGate(
+        name="f", owner="rai", metric="worst_group_accuracy", max_drop=0.05, relative=True
+    )
+    assert drop.describe() == (
+        "worst_group_accuracy may drop by at most 5.0% of the baseline against the baseline "
+        "(judged on the 95% interval of the change)"
+    )
+
+
+def test_file_refs_that_climb_out_are_refused_but_inner_dots_are_fine() -> None:
+    assert m.FileRef._check("a/../b.lock") == "a/../b.lock"
+    for bad in ("../x", "a/../../x", "/abs", "a\\b"):
+        try:
+            m.FileRef._check(bad)
+        except ValueError:
+            continue
+        raise AssertionError(f"{bad!r} was accepted")
