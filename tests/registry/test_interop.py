@@ -231,9 +231,8 @@ def test_our_verifier_accepts_envelope_signed_by_securesystemslib() -> None:
 
 
 def test_securesystemslib_loads_our_key_file_by_uri_and_signs_what_we_verify(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
 ) -> None:
-    monkeypatch.delenv(CryptoSigner.PREFIX_ENV_VAR, raising=False)
     private_path, _, public = generate_keypair("ml-platform", tmp_path)
     signer = Signer.from_priv_key_uri(f"file2:{private_path}", sslib_key(public))
     theirs = SSlibEnvelope(a_statement(), dsse.INTOTO_PAYLOAD_TYPE, {})
@@ -299,6 +298,12 @@ def test_in_toto_rejects_our_envelope_once_tampered(tamper: Any) -> None:
 # --- end to end: a recipe signed by securesystemslib --------------------------------------
 
 
+@pytest.fixture(autouse=True)
+def _no_key_path_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
+    """securesystemslib prefixes file: key URIs with this variable when set; ours are absolute."""
+    monkeypatch.delenv(CryptoSigner.PREFIX_ENV_VAR, raising=False)
+
+
 def sign_recipe_with_securesystemslib(recipe: Path, keys: Path, owner: str) -> PublicKey:
     private_path = keys / f"{owner}.key"
     public = load_private_key(private_path).public
@@ -312,9 +317,8 @@ def sign_recipe_with_securesystemslib(recipe: Path, keys: Path, owner: str) -> P
 
 
 def test_recipe_signed_by_securesystemslib_is_accepted_by_verify_recipe(
-    workspace: Workspace, monkeypatch: pytest.MonkeyPatch
+    workspace: Workspace,
 ) -> None:
-    monkeypatch.delenv(CryptoSigner.PREFIX_ENV_VAR, raising=False)
     recipe, trust, keys = workspace.recipe, workspace.trust, workspace.keys
     author = sign_recipe_with_securesystemslib(recipe, keys, "ml-platform")
 
@@ -326,9 +330,8 @@ def test_recipe_signed_by_securesystemslib_is_accepted_by_verify_recipe(
 
 
 def test_recipe_signed_by_securesystemslib_is_refused_once_the_recipe_changes(
-    workspace: Workspace, monkeypatch: pytest.MonkeyPatch
+    workspace: Workspace,
 ) -> None:
-    monkeypatch.delenv(CryptoSigner.PREFIX_ENV_VAR, raising=False)
     recipe, trust, keys = workspace.recipe, workspace.trust, workspace.keys
     sign_recipe_with_securesystemslib(recipe, keys, "ml-platform")
     recipe.write_bytes(recipe.read_bytes() + b"\n# edited after signing\n")
@@ -338,9 +341,8 @@ def test_recipe_signed_by_securesystemslib_is_refused_once_the_recipe_changes(
 
 
 def test_recipe_signed_by_securesystemslib_with_an_approver_key_is_refused(
-    workspace: Workspace, monkeypatch: pytest.MonkeyPatch
+    workspace: Workspace,
 ) -> None:
-    monkeypatch.delenv(CryptoSigner.PREFIX_ENV_VAR, raising=False)
     recipe, trust, keys = workspace.recipe, workspace.trust, workspace.keys
     sign_recipe_with_securesystemslib(recipe, keys, "ml-lead")
 
