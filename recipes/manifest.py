@@ -454,6 +454,9 @@ class Recipe(Spec):
 
 def recipe_issues(recipe: Recipe) -> Iterator[tuple[Loc, str]]:
     """Checks across fields that the field types cannot express, each at its exact path."""
+    for index, owner in enumerate(recipe.metadata.owners):
+        if owner in recipe.metadata.owners[:index]:
+            yield ("metadata", "owners", index), f"owner '{owner}' is listed twice"
     seen_seeds: set[int] = set()
     for index, seed in enumerate(recipe.seeds):
         if seed in seen_seeds:

@@ -137,7 +137,8 @@ def validate(model: type[M], document: YamlDocument) -> M:
     try:
         payload = json.dumps(document.data, allow_nan=True)
     except (TypeError, ValueError) as exc:
-        raise ManifestError(issues=(Issue(document.source, None, "", str(exc)),)) from None
+        message = f"only plain scalars, lists and mappings are allowed ({exc})"
+        raise ManifestError(issues=(Issue(document.source, None, "", message),)) from None
     try:
         return model.model_validate_json(payload, strict=True)
     except ValidationError as exc:

@@ -175,6 +175,13 @@ CASES = [
     ),
     Case("negative-seed", sub("seeds: [0, 1]", "seeds: [0, -1]"), 15, "seeds[1]", "must be >= 0"),
     Case(
+        "duplicate-owner",
+        sub("owners: [ml-platform]", "owners: [ml-platform, ml-platform]"),
+        6,
+        "metadata.owners[1]",
+        "owner 'ml-platform' is listed twice",
+    ),
+    Case(
         "duplicate-seed",
         sub("seeds: [0, 1]", "seeds: [1, 1]"),
         15,
