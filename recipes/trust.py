@@ -17,11 +17,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import Field, model_validator
 
 from recipes.manifest import API_VERSION, Name, Spec
-from recipes.yamldoc import parse_yaml, validate
+from recipes.yamldoc import dump_yaml, parse_yaml, validate
 from registry.errors import Issue, ManifestError, NotFoundError
 from registry.files import write_atomic
 from registry.keys import PublicKey
@@ -132,6 +131,6 @@ def add_owner_key(path: Path, owner: str, key: PublicKey, roles: tuple[Role, ...
     trust = Trust.model_validate(
         {"apiVersion": API_VERSION, "kind": "Trust", "owners": owners}, by_alias=True
     )
-    body = yaml.safe_dump(trust.model_dump(mode="json", exclude_none=True), sort_keys=False)
+    body = dump_yaml(trust.model_dump(mode="json", exclude_none=True))
     write_atomic(path, body.encode("utf-8"))
     return trust

@@ -36,6 +36,27 @@ _Loader.yaml_implicit_resolvers = {
 }
 
 
+class _Dumper(yaml.SafeDumper):
+    """SafeDumper whose output reads back as the same data.
+
+    PyYAML writes NEL and the Unicode line and paragraph separators raw inside single-quoted
+    scalars, where its reader folds them as line breaks; double quotes escape them instead.
+    """
+
+
+def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = '"' if any(c in value for c in "\x85\u2028\u2029") else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _represent_str)
+
+
+def dump_yaml(data: Any) -> str:
+    """YAML text for plain data (as from `model_dump(mode="json")`), keys in the given order."""
+    return yaml.dump(data, Dumper=_Dumper, sort_keys=False, allow_unicode=True)
+
+
 @dataclass(frozen=True)
 class YamlDocument:
     """A parsed document: its data and the node tree that knows every value's line."""
