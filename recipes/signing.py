@@ -59,7 +59,11 @@ def sign_recipe(path: Path, key: PrivateKey) -> tuple[Path, LoadedRecipe]:
             existing = dsse.Envelope.from_json(target.read_bytes(), source=str(target))
         except IntegrityError:
             existing = None  # a broken envelope is replaced, not co-signed
-        if existing is not None and existing.payload == payload:
+        if (
+            existing is not None
+            and existing.payload == payload
+            and existing.payload_type == dsse.INTOTO_PAYLOAD_TYPE
+        ):
             envelope = dsse.add_signature(existing, key)
     if envelope is None:
         envelope = dsse.sign(payload, dsse.INTOTO_PAYLOAD_TYPE, [key])

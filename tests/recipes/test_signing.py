@@ -255,3 +255,13 @@ def test_malformed_trust_file_is_located(workspace: Workspace, cli: Invoke) -> N
     assert code == 2
     assert f"{workspace.trust}:" in out
     assert "owners.ml-platform.roles[0]: 'writer' is not allowed" in out
+
+
+def test_signing_over_a_tampered_envelope_replaces_it(workspace: Workspace, cli: Invoke) -> None:
+    path = signed(workspace, cli)
+    rewrite_envelope(path, payloadType="application/json")
+    signed(workspace, cli)
+    body = json.loads(path.read_text())
+    assert body["payloadType"] == "application/vnd.in-toto+json"
+    assert len(body["signatures"]) == 1
+    assert verify(workspace, cli)[0] == 0
