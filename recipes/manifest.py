@@ -28,9 +28,12 @@ from pydantic import (
     ConfigDict,
     Field,
     GetCoreSchemaHandler,
+    GetJsonSchemaHandler,
     JsonValue,
+    WithJsonSchema,
     model_validator,
 )
+from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import core_schema
 
 API_VERSION = "compressgate/v1"
@@ -68,8 +71,15 @@ def _metric(value: str) -> str:
     return value
 
 
-Name = Annotated[str, AfterValidator(_name)]
-MetricName = Annotated[str, AfterValidator(_metric)]
+# The validators give readable messages; the published schema carries the same patterns.
+Name = Annotated[
+    str, AfterValidator(_name), WithJsonSchema({"type": "string", "pattern": _NAME.pattern})
+]
+MetricName = Annotated[
+    str, AfterValidator(_metric), WithJsonSchema({"type": "string", "pattern": _METRIC.pattern})
+]
+_DOTTED = r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*"
+_IMPORT_REF = f"^{_DOTTED}:{_DOTTED}$"
 Fraction = Annotated[float, Field(gt=0, lt=1)]
 
 
@@ -121,6 +131,12 @@ class ImportRef(str):
             core_schema.str_schema(),
             serialization=core_schema.plain_serializer_function_ser_schema(str),
         )
+
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        return {"type": "string", "pattern": _IMPORT_REF, "description": "package.module:function"}
 
     @classmethod
     def _check(cls, value: str) -> ImportRef:

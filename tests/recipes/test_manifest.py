@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import typing
 from pathlib import Path
 
@@ -180,6 +181,15 @@ def test_schema_forbids_unknown_keys_and_tags_stages_by_kind() -> None:
     stages = schema["properties"]["stages"]["items"]
     assert stages["discriminator"]["propertyName"] == "kind"
     assert sorted(stages["discriminator"]["mapping"]) == sorted(m.STAGE_KINDS)
+
+
+def test_schema_carries_the_name_metric_and_import_patterns() -> None:
+    defs = recipe_schema()["$defs"]
+    assert defs["Metadata"]["properties"]["name"]["pattern"] == m._NAME.pattern
+    assert defs["NonInferiorGate"]["properties"]["metric"]["pattern"] == m._METRIC.pattern
+    pattern = re.compile(defs["DataSpec"]["properties"]["loader"]["pattern"])
+    assert pattern.match("recipes.examples.digits:load")
+    assert not pattern.match("recipes.examples.digits")
 
 
 def test_every_bundled_example_loads() -> None:
