@@ -184,27 +184,49 @@ class ModelRef(Spec):
         return f"{self.factory}({format_args(self.args)}){weights}"
 
 
+class TrainSpec(Spec):
+    """Train the baseline in-process on the train split (deterministic in the seed)."""
+
+    epochs: int = Field(ge=1, le=10_000)
+    lr: float = Field(default=1e-3, gt=0, lt=10)
+    batch_size: int = Field(default=64, ge=1)
+
+
 class ModelSpec(Spec):
-    """The baseline: a torch factory, or an ONNX file for the stages that work on ONNX."""
+    """The baseline: a torch factory, or an ONNX file for the stages that work on ONNX.
+
+    A factory's weights come from `checkpoint`, or from training it in-process (`train`).
+    """
 
     factory: ImportRef | None = None
     args: dict[str, JsonValue] = Field(default_factory=dict)
     checkpoint: FileRef | None = None
+    train: TrainSpec | None = Field(
+        default=None, description="train the factory's model on the train split first"
+    )
     onnx: FileRef | None = None
 
     @model_validator(mode="after")
     def _one_source(self) -> ModelSpec:
         if (self.factory is None) == (self.onnx is None):
             raise ValueError("give exactly one of 'factory' or 'onnx'")
-        if self.onnx is not None and (self.checkpoint is not None or self.args):
-            raise ValueError("'checkpoint' and 'args' go with 'factory', not with 'onnx'")
+        if self.onnx is not None and (
+            self.checkpoint is not None or self.args or self.train is not None
+        ):
+            raise ValueError("'checkpoint', 'train' and 'args' go with 'factory', not with 'onnx'")
         return self
 
     def describe(self) -> str:
         if self.onnx is not None:
             return f"the ONNX model {self.onnx}"
         assert self.factory is not None
-        return ModelRef(factory=self.factory, args=self.args, checkpoint=self.checkpoint).describe()
+        text = ModelRef(factory=self.factory, args=self.args, checkpoint=self.checkpoint).describe()
+        if self.train is not None:
+            text += (
+                f", trained for {self.train.epochs} epochs (lr {self.train.lr:g}, "
+                f"batch {self.train.batch_size})"
+            )
+        return text
 
 
 class DataSpec(Spec):
@@ -272,12 +294,16 @@ class PruneSpec(StageBase):
 
     kind: Literal["prune"] = "prune"
     method: Literal["magnitude", "structured"]
-    sparsity: Fraction
+    sparsity: Fraction = Field(
+        description="magnitude: the fraction of weights set to zero; structured: the fraction "
+        "of channels removed from each prunable layer"
+    )
     scope: Literal["global", "layer"] = "global"
     rounds: int = Field(default=1, ge=1, le=100)
     finetune_epochs: int = Field(default=1, ge=0, le=1000)
     skip: tuple[str, ...] = Field(default=(), description="layer names never pruned")
     lr: float = Field(default=1e-3, gt=0, lt=10)
+    batch_size: int = Field(default=64, ge=1)
 
     def describe(self) -> str:
         what = (
@@ -305,6 +331,8 @@ class QuantizeSpec(StageBase):
         description="layers kept in float: names, or 'first' / 'last'",
     )
     qat_epochs: int = Field(default=2, ge=1, le=1000)
+    lr: float = Field(default=1e-4, gt=0, lt=10, description="learning rate of qat fine-tuning")
+    batch_size: int = Field(default=64, ge=1)
 
     def describe(self) -> str:
         channel = "per-channel" if self.per_channel else "per-tensor"
@@ -323,7 +351,9 @@ class ExportSpec(StageBase):
     """ONNX export with a pinned opset and a parity check against the torch model."""
 
     kind: Literal["export"] = "export"
-    opset: int = Field(default=17, ge=7, le=23)
+    opset: int = Field(
+        default=18, ge=18, le=23, description="torch's ONNX exporter writes opset 18 or later"
+    )
     external_data: bool = False
     parity_atol: float = Field(default=1e-4, gt=0)
 
@@ -496,6 +526,30 @@ def recipe_issues(recipe: Recipe) -> Iterator[tuple[Loc, str]]:
         gate_names.add(gate.name)
         if gate.after is not None and gate.after not in stage_names:
             yield ("gates", index, "after"), f"no stage is named '{gate.after}'; stages: {known}"
+    yield from _format_issues(recipe)
+    if recipe.model.factory is not None and recipe.model.checkpoint is None and (
+        recipe.model.train is None
+    ):
+        yield ("model",), (
+            "the baseline has no weights: give a 'checkpoint', or 'train' to train it in-process"
+        )
+
+
+# Which stages need a torch model; quantize (static, dynamic) and export produce ONNX.
+def _format_issues(recipe: Recipe) -> Iterator[tuple[Loc, str]]:
+    producer = "the ONNX baseline" if recipe.model.onnx is not None else None
+    for index, stage in enumerate(recipe.stages):
+        needs_torch = isinstance(stage, DistillSpec | PruneSpec) or (
+            isinstance(stage, QuantizeSpec) and stage.method == "qat"
+        )
+        if needs_torch and producer is not None:
+            yield (
+                ("stages", index, "kind"),
+                f"stage '{stage.name}' needs a torch model, but it comes after {producer}, "
+                "which is ONNX; put torch stages (distill, prune, qat) first",
+            )
+        if isinstance(stage, QuantizeSpec | ExportSpec):
+            producer = f"stage '{stage.name}'"
 
 
 def iter_refs(value: Any, loc: Loc = ()) -> Iterator[tuple[Loc, FileRef | ImportRef]]:

@@ -208,3 +208,179 @@ def init_example(dest: Path, example: str = "digits") -> list[Path]:
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(src, target)
     return [target for _, target in copies]
+
+
+# --- running -----------------------------------------------------------------------------------
+
+WORKSPACE_ENV = "COMPRESSGATE_WORKSPACE"
+DEFAULT_WORKSPACE = Path(".compressgate")
+
+
+class AccuracySummary(ApiResult):
+    estimate: float
+    ci_low: float
+    ci_high: float
+    n: int
+
+
+class StageSummary(ApiResult):
+    seed: int
+    name: str
+    kind: str
+    format: str | None
+    cached: bool
+    artifact_sha256: str | None
+    parent_sha256: str | None
+    spec_sha256: str | None
+    size_bytes: int | None
+    params: int | None
+    macs: int | None
+    metrics: dict[str, AccuracySummary]
+    seconds: float
+    details: dict[str, Any] = {}
+    warnings: list[str] = []
+
+
+class RecipeSummary(ApiResult):
+    name: str
+    version: int
+    sha256: str
+    path: str
+    signers: list[str]
+
+
+class RunSummary(ApiResult):
+    """What `compressgate run --json` prints; the full record is at `record`."""
+
+    run_id: str
+    recipe: RecipeSummary
+    status: str
+    record: str
+    seeds: list[int]
+    stages: list[StageSummary]
+    environment_mismatches: list[str] = []
+    timing: dict[str, float] = {}
+
+
+def workspace_dir(explicit: Path | None) -> Path:
+    """`--workspace`, else $COMPRESSGATE_WORKSPACE, else ./.compressgate."""
+    if explicit is not None:
+        return explicit
+    return Path(os.environ.get(WORKSPACE_ENV) or DEFAULT_WORKSPACE)
+
+
+def _trust_for(path: Path, trust_path: Path | None) -> Path:
+    found = find_trust(path, trust_path)
+    if found is None:
+        raise NotFoundError(
+            f"no trust file for {path}: a run verifies the recipe's signature first",
+            hint=f"pass --trust FILE, set ${TRUST_ENV}, or put {TRUST_FILE_NAME} beside the recipe",
+        )
+    return found
+
+
+def summarize(record: Any, record_path: Path) -> RunSummary:
+    """The run summary of a `registry.executor.RunRecord`."""
+    return RunSummary(
+        run_id=record.run_id,
+        recipe=RecipeSummary(**record.recipe.model_dump()),
+        status=record.status,
+        record=str(record_path),
+        seeds=record.seeds,
+        stages=[
+            StageSummary(
+                metrics={
+                    name: AccuracySummary(
+                        estimate=m.estimate, ci_low=m.ci_low, ci_high=m.ci_high, n=m.n
+                    )
+                    for name, m in stage.metrics.items()
+                },
+                **stage.model_dump(
+                    include={
+                        "seed", "name", "kind", "format", "cached", "artifact_sha256",
+                        "parent_sha256", "spec_sha256", "size_bytes", "params", "macs",
+                        "seconds", "details", "warnings",
+                    }
+                ),
+            )
+            for stage in record.stages
+        ],
+        environment_mismatches=record.environment.get("mismatches", []),
+        timing=record.timing.model_dump(),
+    )
+
+
+def run_recipe(
+    path: Path,
+    *,
+    trust_path: Path | None = None,
+    workspace: Path | None = None,
+    force: bool = False,
+    progress: bool = False,
+    on_stage: Any = None,
+) -> RunSummary:
+    """Verify and run a recipe; every stage output lands in the workspace's artifact store."""
+    from registry import executor
+
+    root = workspace_dir(workspace)
+    options = executor.RunOptions(
+        workspace=root,
+        trust=_trust_for(path, trust_path),
+        force=force,
+        progress=progress,
+        on_stage=on_stage,
+    )
+    record = executor.run_recipe(path, options)
+    return summarize(record, root / "runs" / f"{record.run_id}.json")
+
+
+class StageComparison(ApiResult):
+    seed: int
+    name: str
+    recorded_sha256: str | None
+    reproduced_sha256: str | None
+    identical: bool
+
+
+class ReproduceResult(ApiResult):
+    run_id: str
+    reproduced_run_id: str
+    identical: bool
+    stages: list[StageComparison]
+
+
+def reproduce_run(
+    run_id: str,
+    *,
+    trust_path: Path | None = None,
+    workspace: Path | None = None,
+    progress: bool = False,
+    on_stage: Any = None,
+) -> ReproduceResult:
+    """Re-run a recorded run from scratch and compare every stage's artifact digest."""
+    from registry import executor
+
+    root = workspace_dir(workspace)
+    original = executor.load_run(root, run_id)
+    options = executor.RunOptions(
+        workspace=root,
+        trust=_trust_for(Path(original.recipe.path), trust_path),
+        progress=progress,
+        on_stage=on_stage,
+    )
+    _, again, comparisons = executor.reproduce(run_id, options)
+    return ReproduceResult(
+        run_id=run_id,
+        reproduced_run_id=again.run_id,
+        identical=all(c.identical for c in comparisons),
+        stages=[
+            StageComparison(
+                seed=c.seed,
+                name=c.name,
+                recorded_sha256=c.recorded,
+                reproduced_sha256=c.reproduced,
+                identical=c.identical,
+            )
+            for c in comparisons
+        ],
+    )

@@ -232,6 +232,142 @@ def trust_add(
         )
 
 
+# --- run and reproduce --------------------------------------------------------------------------
+
+WORKSPACE_OPTION = click.option(
+    "--workspace",
+    type=DIR,
+    envvar="COMPRESSGATE_WORKSPACE",
+    help="Where runs, the artifact store and the stage cache live [default: ./.compressgate].",
+)
+
+
+def _stage_line(stage: Any) -> None:
+    accuracy = stage.metrics.get("accuracy")
+    score = (
+        f"accuracy {accuracy.estimate:.2%} [{accuracy.ci_low:.2%}, {accuracy.ci_high:.2%}]"
+        if accuracy
+        else ""
+    )
+    how = "cached" if stage.cached else f"{stage.seconds:.1f} s"
+    click.echo(
+        f"seed {stage.seed} · {stage.name} [{stage.kind}] {score} · "
+        f"{_size(stage.size_bytes)} · {how}",
+        err=True,
+    )
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "-"
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000  # type: ignore[assignment]
+    return str(n)
+
+
+def _run_table(summary: Any) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{summary.recipe.name} v{summary.recipe.version} · {summary.run_id}")
+    for column in ("seed", "stage", "kind", "format", "size", "vs float ONNX", "params", "MACs",
+                   "accuracy [95% CI]", "time", "sha256"):
+        table.add_column(column, justify="right" if column in ("size", "params", "MACs") else None)
+    reference: dict[int, int] = {}
+    for stage in summary.stages:
+        if stage.kind == "baseline" and "onnx_size_bytes" in stage.details:
+            reference[stage.seed] = stage.details["onnx_size_bytes"]
+        ratio = reference.get(stage.seed)
+        smaller = f"{ratio / stage.size_bytes:.1f}x smaller" if ratio and stage.size_bytes else "-"
+        accuracy = stage.metrics.get("accuracy")
+        table.add_row(
+            str(stage.seed),
+            stage.name,
+            stage.kind,
+            stage.format or "-",
+            _size(stage.size_bytes),
+            smaller,
+            f"{stage.params:,}" if stage.params is not None else "-",
+            f"{stage.macs:,}" if stage.macs is not None else "-",
+            f"{accuracy.estimate:.2%} [{accuracy.ci_low:.1%}, {accuracy.ci_high:.1%}]"
+            if accuracy
+            else "-",
+            "cached" if stage.cached else f"{stage.seconds:.1f} s",
+            (stage.artifact_sha256 or "-")[:12],
+        )
+    Console(width=160).print(table)
+    click.echo(f"status: {summary.status}; record: {summary.record}")
+    for mismatch in summary.environment_mismatches:
+        click.echo(f"warning: environment differs from the lock: {mismatch}")
+
+
+@cli.command("run")
+@click.argument("file", type=FILE)
+@TRUST_OPTION
+@WORKSPACE_OPTION
+@click.option("--force", is_flag=True, help="Recompute every stage, ignoring the stage cache.")
+@JSON_OPTION
+def run(file: Path, trust: Path | None, workspace: Path | None, force: bool, as_json: bool) -> None:
+    """Run a signed recipe: verify it, check the environment, run every stage for every seed.
+
+    Each stage output is stored by sha256 and evaluated; a stage whose inputs, spec, data,
+    code and environment match an earlier run is reused (--force recomputes). Prints a table,
+    or with --json: run_id, recipe, stages (artifact_sha256, size_bytes, params, macs,
+    metrics.accuracy), status.
+    """
+    from registry.api import run_recipe
+
+    summary = run_recipe(
+        file,
+        trust_path=trust,
+        workspace=workspace,
+        force=force,
+        progress=True,
+        on_stage=_stage_line,
+    )
+    if as_json:
+        _emit(summary)
+    else:
+        _run_table(summary)
+
+
+@cli.command("reproduce")
+@click.argument("run_id")
+@TRUST_OPTION
+@WORKSPACE_OPTION
+@JSON_OPTION
+def reproduce(run_id: str, trust: Path | None, workspace: Path | None, as_json: bool) -> None:
+    """Re-run RUN_ID from scratch in a temporary store and compare every artifact digest.
+
+    Exit 3 if any stage's artifact differs, naming the first such stage.
+    """
+    from registry.api import reproduce_run
+    from registry.errors import IntegrityError
+
+    result = reproduce_run(
+        run_id, trust_path=trust, workspace=workspace, progress=True, on_stage=_stage_line
+    )
+    if as_json:
+        _emit(result)
+    else:
+        for stage in result.stages:
+            mark = "identical" if stage.identical else "DIFFERS"
+            click.echo(
+                f"seed {stage.seed} · {stage.name}: {mark} "
+                f"({(stage.recorded_sha256 or '-')[:16]} vs {(stage.reproduced_sha256 or '-')[:16]})"
+            )
+    if not result.identical:
+        first = next(s for s in result.stages if not s.identical)
+        raise IntegrityError(
+            f"run {run_id} did not reproduce: stage '{first.name}' (seed {first.seed}) gave "
+            f"{first.reproduced_sha256}, the run recorded {first.recorded_sha256}"
+        )
+    if not as_json:
+        click.echo(f"run {run_id} reproduced bit for bit: {len(result.stages)} artifact(s) identical")
+
+
 # --- entry point ------------------------------------------------------------------------------
 
 

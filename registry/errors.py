@@ -2,6 +2,7 @@
 
     CompressgateError                 exit 1  (root; str(err) is shown to users verbatim)
     ├── ManifestError (ValueError)    exit 2  bad input: manifest, trust file, key, arguments
+    ├── StageError                    exit 2  a stage cannot run on the recipe's model or data
     ├── IntegrityError                exit 3  signature, digest, broken chain
     ├── NotFoundError (LookupError)   exit 4  a file, run or variant that does not exist
     └── EnvironmentMismatch           exit 5  the running environment differs from the lock
@@ -80,3 +81,18 @@ class EnvironmentMismatch(CompressgateError):
     """The running environment differs from the recipe's pinned lock."""
 
     exit_code = EXIT_ENVIRONMENT
+
+
+class StageError(CompressgateError):
+    """A stage cannot do what the recipe asks of it with this model and data.
+
+    Bad input found at run time (an unknown layer name, an empty calibration split, a factory
+    that raises, a student that does not fit the data): exit 2, like any other bad input. The
+    message names the stage and the seed; the stage leaves no artifact behind.
+    """
+
+    exit_code = EXIT_BAD_INPUT
+
+    def __init__(self, message: str, *, stage: str = "", hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.stage = stage

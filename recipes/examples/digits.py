@@ -27,13 +27,20 @@ def load(seed: int, test_fraction: float = 0.25, calibration_fraction: float = 0
     y = digits.target.astype(np.int64)
     groups = (np.arange(len(y)) >= len(y) // 2).astype(np.int64)
     index = np.arange(len(y))
+    if not (0 < test_fraction < 1 and 0 <= calibration_fraction < 1 - test_fraction):
+        raise ValueError(
+            "need 0 < test_fraction < 1 and 0 <= calibration_fraction < 1 - test_fraction"
+        )
     rest, test = train_test_split(index, test_size=test_fraction, stratify=y, random_state=seed)
-    train, calibration = train_test_split(
-        rest,
-        test_size=calibration_fraction / (1 - test_fraction),
-        stratify=y[rest],
-        random_state=seed,
-    )
+    if calibration_fraction == 0:
+        train, calibration = rest, rest[:0]
+    else:
+        train, calibration = train_test_split(
+            rest,
+            test_size=calibration_fraction / (1 - test_fraction),
+            stratify=y[rest],
+            random_state=seed,
+        )
 
     def split(rows: np.ndarray) -> Split:
         rows = np.sort(rows)
@@ -66,6 +73,6 @@ def build_cnn(channels: tuple[int, int] = (32, 64), hidden: int = 128) -> nn.Mod
     )
 
 
-def build_student(channels: tuple[int, int] = (16, 32), hidden: int = 64) -> nn.Module:
+def build_student(channels: tuple[int, int] = (24, 48), hidden: int = 96) -> nn.Module:
     """A smaller student with the baseline's shape, for distillation."""
     return build_cnn(channels=channels, hidden=hidden)

@@ -25,6 +25,7 @@ environment:
   strict: true
 model:
   factory: recipes.examples.digits:build_cnn
+  train: {epochs: 2}
 data:
   loader: recipes.examples.digits:load
 seeds: [0, 1]
@@ -75,67 +76,67 @@ CASES = [
     Case(
         "unknown-stage-kind",
         sub("kind: quantize", "kind: qantize"),
-        26,
+        27,
         "stages[2].kind",
         "unknown kind 'qantize'; known: distill, prune, quantize, export",
     ),
     Case(
         "misspelt-required-key",
         sub("sparsity: 0.5", "sparsty: 0.5"),
-        24,
+        25,
         "stages[1].sparsty",
         "did you mean 'sparsity'?",
     ),
     Case(
         "misspelt-optional-key",
         sub("temperature: 4", "temprature: 4"),
-        20,
+        21,
         "stages[0].temprature",
         "did you mean 'temperature'?",
     ),
     Case(
         "misspelt-top-level-key",
         sub("seeds: [0, 1]", "seed: [0, 1]"),
-        15,
+        16,
         "seed",
         "did you mean 'seeds'?",
     ),
     Case(
         "sparsity-too-high",
         sub("sparsity: 0.5", "sparsity: 1.5"),
-        24,
+        25,
         "stages[1].sparsity",
         "must be < 1",
     ),
     Case(
         "sparsity-zero",
         sub("sparsity: 0.5", "sparsity: 0"),
-        24,
+        25,
         "stages[1].sparsity",
         "must be > 0",
     ),
     Case(
         "calibration-zero-samples",
         sub("calibration_samples: 256", "calibration_samples: 0"),
-        28,
+        29,
         "stages[2].calibration_samples",
         "must be >= 1",
     ),
     Case(
         "negative-temperature",
         sub("temperature: 4", "temperature: -1"),
-        20,
+        21,
         "stages[0].temperature",
         "must be > 0",
     ),
     Case(
         "alpha-above-one",
         sub("temperature: 4", "temperature: 4\n    alpha: 1.5"),
-        21,
+        22,
         "stages[0].alpha",
         "must be <= 1",
     ),
-    Case("margin-zero", sub("margin: 0.02", "margin: 0"), 38, "gates[0].margin", "must be > 0"),
+    Case("margin-zero", sub("margin: 0.02", "margin: 0"), 39, "gates[0].margin", "must be > 0"),
     Case("version-zero", sub("version: 1", "version: 0"), 5, "metadata.version", "must be >= 1"),
     Case(
         "version-not-integer",
@@ -147,33 +148,33 @@ CASES = [
     Case(
         "float-for-integer",
         sub("calibration_samples: 256", "calibration_samples: 2.5"),
-        28,
+        29,
         "stages[2].calibration_samples",
         "must be an integer",
     ),
     Case(
         "quoted-number",
         sub("sparsity: 0.5", "sparsity: '0.5'"),
-        24,
+        25,
         "stages[1].sparsity",
         "must be a number, not '0.5'",
     ),
     Case(
         "boolean-for-number",
         sub("sparsity: 0.5", "sparsity: yes"),
-        24,
+        25,
         "stages[1].sparsity",
         "must be a number, not true",
     ),
-    Case("seeds-not-a-list", sub("seeds: [0, 1]", "seeds: zero"), 15, "seeds", "must be a list"),
+    Case("seeds-not-a-list", sub("seeds: [0, 1]", "seeds: zero"), 16, "seeds", "must be a list"),
     Case(
         "keep-float-not-a-list",
         sub("keep_float: [first, last]", "keep_float: first"),
-        29,
+        30,
         "stages[2].keep_float",
         "must be a list",
     ),
-    Case("negative-seed", sub("seeds: [0, 1]", "seeds: [0, -1]"), 15, "seeds[1]", "must be >= 0"),
+    Case("negative-seed", sub("seeds: [0, 1]", "seeds: [0, -1]"), 16, "seeds[1]", "must be >= 0"),
     Case(
         "duplicate-owner",
         sub("owners: [ml-platform]", "owners: [ml-platform, ml-platform]"),
@@ -184,28 +185,28 @@ CASES = [
     Case(
         "duplicate-seed",
         sub("seeds: [0, 1]", "seeds: [1, 1]"),
-        15,
+        16,
         "seeds[1]",
         "seed 1 is listed twice",
     ),
     Case(
         "unknown-prune-method",
         sub("method: structured", "method: structural"),
-        23,
+        24,
         "stages[1].method",
         "did you mean 'structured'?",
     ),
     Case(
         "unknown-gate-rule",
         sub("rule: non_inferior", "rule: noninferior"),
-        37,
+        38,
         "gates[0].rule",
         "unknown rule 'noninferior'",
     ),
     Case(
         "bound-gate-without-bound",
         sub("rule: non_inferior\n    margin: 0.02", "rule: bound"),
-        33,
+        34,
         "gates[0]",
         "give 'max', 'min' or both",
     ),
@@ -293,21 +294,21 @@ CASES = [
     Case(
         "duplicate-stage-names",
         sub("  - name: prune", "  - name: distill"),
-        21,
+        22,
         "stages[1].name",
         "duplicate stage name 'distill'",
     ),
     Case(
         "gate-after-no-stage",
         sub("after: int8", "after: int4"),
-        35,
+        36,
         "gates[0].after",
         "no stage is named 'int4'",
     ),
     Case(
         "gate-owner-not-in-trust",
         sub("owner: ml-lead", "owner: ml-intern"),
-        34,
+        35,
         "gates[0].owner",
         "owner 'ml-intern' is not in the trust file",
     ),
@@ -321,7 +322,7 @@ CASES = [
     Case(
         "empty-stages",
         lambda t: t[: t.index("stages:")] + "stages: []\n" + t[t.index("gates:") :],
-        16,
+        17,
         "stages",
         "must not be empty",
     ),
@@ -332,7 +333,7 @@ CASES = [
         "data",
         "required, but missing",
     ),
-    Case("unknown-top-level-key", lambda t: t + "extras: 1\n", 39, "extras", "unknown key"),
+    Case("unknown-top-level-key", lambda t: t + "extras: 1\n", 40, "extras", "unknown key"),
     Case(
         "wrong-api-version",
         sub("compressgate/v1", "compressgate/v2"),
@@ -350,27 +351,27 @@ CASES = [
     Case(
         "stage-without-name",
         sub("  - name: export\n    kind: export", "  - kind: export"),
-        30,
+        31,
         "stages[3].name",
         "required, but missing",
     ),
     Case(
         "student-without-factory",
         sub("student: {factory: recipes.examples.digits:build_student}", "student: {}"),
-        19,
+        20,
         "stages[0].student.factory",
         "required, but missing",
     ),
     Case(
         "yaml-boolean-key",
         sub("margin: 0.02", "margin: 0.02\n    on: estimate"),
-        39,
+        40,
         "gates[0].true",
         "YAML reads unquoted on/off/yes/no as booleans",
     ),
     Case("document-not-a-mapping", lambda t: "- a\n- b\n", 1, "", "must be a mapping"),
     Case("empty-document", lambda t: "", 1, "", "the document is empty"),
-    Case("two-documents", lambda t: t + "---\nkind: Recipe\n", 40, "", "one YAML document"),
+    Case("two-documents", lambda t: t + "---\nkind: Recipe\n", 41, "", "one YAML document"),
 ]
 
 
@@ -420,8 +421,8 @@ def test_every_problem_is_reported_in_line_order(workspace: Workspace, cli: Invo
     result = cli("recipe", "validate", workspace.recipe)
     assert result.exit_code == 2
     assert [line.split(" ")[1] for line in result.stderr.splitlines()] == [
-        f"{workspace.recipe}:21",
-        f"{workspace.recipe}:35",
+        f"{workspace.recipe}:22",
+        f"{workspace.recipe}:36",
     ]
 
 
@@ -432,7 +433,7 @@ def test_several_files_are_checked_and_the_bad_one_named(workspace: Workspace, c
     result = cli("recipe", "validate", workspace.recipe, bad)
     assert result.exit_code == 2
     assert result.stdout.splitlines() == [f"ok {workspace.recipe} (digits-cnn-compact v1)"]
-    assert result.stderr.startswith(f"Error: {bad}:24 stages[1].sparsity: must be < 1")
+    assert result.stderr.startswith(f"Error: {bad}:25 stages[1].sparsity: must be < 1")
 
 
 def test_missing_manifest_is_not_found(tmp_path: Path, cli: Invoke) -> None:

@@ -40,9 +40,18 @@ model_refs = st.builds(m.ModelRef, factory=import_refs, args=args, checkpoint=st
 def model_specs(draw: st.DrawFn) -> m.ModelSpec:
     if draw(st.booleans()):
         return m.ModelSpec(onnx=draw(file_refs))
+    checkpoint = draw(st.none() | file_refs)
+    train = st.builds(m.TrainSpec, epochs=st.integers(1, 10_000))
     return m.ModelSpec(
-        factory=draw(import_refs), args=draw(args), checkpoint=draw(st.none() | file_refs)
+        factory=draw(import_refs),
+        args=draw(args),
+        checkpoint=checkpoint,
+        train=draw(train if checkpoint is None else st.none() | train),
     )
+
+
+def needs_torch(spec: typing.Any) -> bool:
+    return spec.kind in ("distill", "prune") or getattr(spec, "method", None) == "qat"
 
 
 def stage(name: str) -> st.SearchStrategy[typing.Any]:
@@ -82,7 +91,7 @@ def stage(name: str) -> st.SearchStrategy[typing.Any]:
         st.builds(
             m.ExportSpec,
             name=st.just(name),
-            opset=st.integers(7, 23),
+            opset=st.integers(18, 23),
             external_data=st.booleans(),
             parity_atol=st.floats(min_value=1e-9, max_value=1),
         ),
@@ -121,6 +130,18 @@ def gates(draw: st.DrawFn, name: str, stage_names: list[str]) -> typing.Any:
 def recipes_(draw: st.DrawFn) -> m.Recipe:
     stage_names = draw(st.lists(names, min_size=1, max_size=5, unique=True))
     gate_names = draw(st.lists(names, max_size=4, unique=True))
+    model = draw(model_specs())
+    stages = [draw(stage(n)) for n in stage_names]
+    torch_stages = [s for s in stages if s.kind in ("distill", "prune")]
+    onnx_stages = [s for s in stages if s.kind not in ("distill", "prune")]
+    # Only the first ONNX-producing stage may be qat: it still takes a torch model.
+    onnx_stages = [
+        s.model_copy(update={"method": "static"}) if i and needs_torch(s) else s
+        for i, s in enumerate(onnx_stages)
+    ]
+    stages = torch_stages + onnx_stages
+    if model.onnx is not None:
+        stages = [m.ExportSpec(name=s.name) if needs_torch(s) else s for s in stages]
     return m.Recipe.model_validate(
         {
             "apiVersion": "compressgate/v1",
@@ -132,10 +153,11 @@ def recipes_(draw: st.DrawFn) -> m.Recipe:
                 description=draw(st.text(max_size=80)),
             ),
             "environment": m.EnvironmentSpec(lock=draw(file_refs), strict=draw(st.booleans())),
-            "model": draw(model_specs()),
+            "model": model,
             "data": m.DataSpec(loader=draw(import_refs), args=draw(args)),
             "seeds": tuple(draw(st.lists(st.integers(0, 2**32 - 1), min_size=1, unique=True))),
-            "stages": tuple(draw(stage(n)) for n in stage_names),
+            # Torch stages (distill, prune, qat) first: ONNX cannot go back to torch.
+            "stages": tuple(stages),
             "gates": tuple(draw(gates(n, stage_names)) for n in gate_names),
         }
     )

@@ -1,0 +1,224 @@
+"""Models between stages: building them from factories, saving and loading them, counting them.
+
+A variant is either a torch model (`TorchModel`: a module and the factory that builds its
+architecture) or an ONNX model (`OnnxModel`: a directory holding the model file and its
+external data). Torch variants are stored as a plain state dict plus the factory reference,
+loaded with `torch.load(weights_only=True)`: never a pickled module. A pruned model has smaller
+tensors than its factory builds, so loading resizes each parameter to the stored shape first.
+"""
+
+from __future__ import annotations
+
+import importlib
+import io
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from registry.errors import ManifestError, StageError
+
+TORCH_FILE = "model.pt"
+ONNX_FILE = "model.onnx"
+ONNX_DATA_FILE = "model.onnx.data"
+_FORMAT = "compressgate.torch/v1"
+
+
+@dataclass
+class TorchModel:
+    """A torch variant: the module, and `factory(**args)` that builds its architecture."""
+
+    module: nn.Module
+    factory: str
+    args: dict[str, Any] = field(default_factory=dict)
+
+    format = "torch"
+
+
+@dataclass
+class OnnxModel:
+    """An ONNX variant: `directory/model.onnx`, with `model.onnx.data` if weights are external."""
+
+    directory: Path
+
+    format = "onnx"
+
+    @property
+    def path(self) -> Path:
+        return self.directory / ONNX_FILE
+
+    @property
+    def files(self) -> tuple[str, ...]:
+        data = self.directory / ONNX_DATA_FILE
+        return (ONNX_FILE, ONNX_DATA_FILE) if data.exists() else (ONNX_FILE,)
+
+
+Variant = TorchModel | OnnxModel
+
+
+@contextmanager
+def importable_from(base: Path | None) -> Iterator[None]:
+    """Let `import` find modules beside the recipe (as `recipe validate` does) while resolving."""
+    if base is None or str(base) in sys.path:
+        yield
+        return
+    sys.path.insert(0, str(base))
+    try:
+        yield
+    finally:
+        sys.path.remove(str(base))
+
+
+def resolve(ref: str, base: Path | None = None) -> Callable[..., Any]:
+    """Import `module:function`; a missing module or attribute is bad input (exit 2)."""
+    module_name, _, attr = ref.partition(":")
+    with importable_from(base):
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            raise ManifestError(f"cannot import {module_name} for {ref}: {exc}") from exc
+    target: Any = module
+    for part in attr.split("."):
+        if not hasattr(target, part):
+            raise ManifestError(
+                f"{ref}: module {module_name} has no attribute {attr!r}",
+                hint="check the spelling of the function after the ':'",
+            )
+        target = getattr(target, part)
+    if not callable(target):
+        raise ManifestError(f"{ref} is not callable")
+    return target  # type: ignore[no-any-return]
+
+
+def build(
+    factory: str,
+    args: dict[str, Any],
+    *,
+    what: str,
+    base: Path | None = None,
+    checkpoint: Path | None = None,
+) -> TorchModel:
+    """Call a model factory (and load its checkpoint); failures name `what` and the cause."""
+    function = resolve(factory, base)
+    try:
+        module = function(**args)
+    except Exception as exc:
+        raise StageError(
+            f"{what}: the factory {factory} raised {type(exc).__name__}: {exc}",
+            hint="fix the factory or its args in the recipe",
+        ) from exc
+    if not isinstance(module, nn.Module):
+        raise StageError(
+            f"{what}: the factory {factory} returned {type(module).__name__}, not a "
+            "torch.nn.Module"
+        )
+    if checkpoint is not None:
+        try:
+            state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise StageError(
+                f"{what}: cannot load the checkpoint {checkpoint} with weights_only=True: {exc}",
+                hint="save weights with torch.save(model.state_dict(), path)",
+            ) from exc
+        load_weights(module, state, what=f"{what} checkpoint {checkpoint}")
+    module.eval()
+    return TorchModel(module, factory, dict(args))
+
+
+def save_torch(model: TorchModel, directory: Path) -> tuple[str, ...]:
+    """Write the variant as `directory/model.pt`; same weights, same bytes."""
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous().clone() for k, v in model.module.state_dict().items()}
+    payload = {
+        "format": _FORMAT,
+        "factory": str(model.factory),
+        "args": json.dumps(model.args, sort_keys=True),
+        "state_dict": state,
+    }
+    torch.save(payload, directory / TORCH_FILE)
+    return (TORCH_FILE,)
+
+
+def load_torch(source: Path | bytes, base: Path | None = None) -> TorchModel:
+    """Rebuild a stored torch variant from its factory, then load (and reshape to) its weights."""
+    what = f"variant {source}" if isinstance(source, Path) else "stored variant"
+    stream = source if isinstance(source, Path) else io.BytesIO(source)
+    payload = torch.load(stream, map_location="cpu", weights_only=True)
+    if not isinstance(payload, dict) or payload.get("format") != _FORMAT:
+        raise ManifestError(f"{what} is not a compressgate torch variant")
+    args = json.loads(payload["args"])
+    model = build(payload["factory"], args, what=what, base=base)
+    load_weights(model.module, payload["state_dict"], what=what)
+    model.module.eval()
+    return model
+
+
+# Attributes that describe a layer's width; kept in step with the tensors they describe.
+_WIDTH_ATTRS: dict[type[nn.Module], tuple[tuple[str, str, int], ...]] = {
+    nn.Linear: (("in_features", "weight", 1), ("out_features", "weight", 0)),
+    nn.Conv1d: (("in_channels", "weight", 1), ("out_channels", "weight", 0)),
+    nn.Conv2d: (("in_channels", "weight", 1), ("out_channels", "weight", 0)),
+    nn.Conv3d: (("in_channels", "weight", 1), ("out_channels", "weight", 0)),
+    nn.BatchNorm1d: (("num_features", "weight", 0),),
+    nn.BatchNorm2d: (("num_features", "weight", 0),),
+    nn.Embedding: (("num_embeddings", "weight", 0), ("embedding_dim", "weight", 1)),
+}
+
+
+def load_weights(module: nn.Module, state: Any, *, what: str) -> None:
+    """`load_state_dict`, after resizing parameters and buffers whose stored shape differs."""
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise StageError(f"{what}: expected a state dict of tensors")
+    own = module.state_dict()
+    unknown = sorted(set(state) - set(own))
+    missing = sorted(set(own) - set(state))
+    if unknown or missing:
+        raise StageError(
+            f"{what}: the weights do not fit the architecture "
+            f"(unexpected: {', '.join(unknown[:5]) or 'none'}; missing: "
+            f"{', '.join(missing[:5]) or 'none'})"
+        )
+    resized: set[nn.Module] = set()
+    for key, tensor in state.items():
+        if own[key].shape == tensor.shape:
+            continue
+        owner_name, _, leaf = key.rpartition(".")
+        owner = module.get_submodule(owner_name)
+        current = getattr(owner, leaf)
+        replacement = torch.empty(tensor.shape, dtype=current.dtype)
+        if isinstance(current, nn.Parameter):
+            setattr(owner, leaf, nn.Parameter(replacement, requires_grad=current.requires_grad))
+        else:
+            owner.register_buffer(leaf, replacement)
+        resized.add(owner)
+    for owner in resized:
+        for attr, tensor_name, dim in _WIDTH_ATTRS.get(type(owner), ()):
+            setattr(owner, attr, getattr(owner, tensor_name).shape[dim])
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise StageError(f"{what}: the weights do not fit the architecture: {exc}") from exc
+
+
+def parameter_count(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def nonzero_parameter_count(module: nn.Module) -> int:
+    return sum(int(torch.count_nonzero(p).item()) for p in module.parameters())
+
+
+def macs(module: nn.Module, example: torch.Tensor) -> int:
+    """Multiply-accumulates for one sample, from torch's own FLOP counter (FLOPs / 2)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        module(example[:1])
+    return int(counter.get_total_flops()) // 2

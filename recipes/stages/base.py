@@ -1,0 +1,108 @@
+"""What every stage shares: the registry of kinds, the context a stage runs in, its errors.
+
+A stage is `apply(model, spec, ctx) -> model`: a variant in, a variant out. What it measures
+on the way (achieved sparsity, parity, calibration samples used) it records in `ctx.details`.
+It writes files only under `ctx.workdir`, which the executor stores content-addressed and then
+deletes, so a stage that fails leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
+
+from recipes.data import Splits
+from recipes.manifest import STAGE_KINDS, StageBase
+from recipes.models import TorchModel, Variant
+from recipes.training import Ticker
+from registry.digests import canonical_json, sha256_bytes
+from registry.errors import StageError
+from registry.plugins import Registry
+
+S = TypeVar("S", bound=StageBase)
+
+
+class Progress(Protocol):
+    """Shows progress of a long step; the executor's is a rich progress bar."""
+
+    def task(self, description: str, total: int) -> AbstractContextManager[Ticker]: ...
+
+
+class _NullTicker:
+    def advance(self, steps: int = 1) -> None:
+        pass
+
+
+class NullProgress:
+    @contextmanager
+    def task(self, description: str, total: int) -> Iterator[Ticker]:
+        yield _NullTicker()
+
+
+@dataclass
+class StageContext:
+    """Everything a stage may use: no globals."""
+
+    stage: str
+    seed: int
+    splits: Splits
+    workdir: Path
+    base: Path | None = None
+    progress: Progress = field(default_factory=NullProgress)
+    reference: TorchModel | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    def record(self, **values: Any) -> None:
+        self.details.update(values)
+
+    def warn(self, message: str) -> None:
+        self.warnings.append(message)
+
+    def error(self, message: str, *, hint: str | None = None) -> StageError:
+        return StageError(
+            f"stage '{self.stage}' (seed {self.seed}): {message}", stage=self.stage, hint=hint
+        )
+
+    def seed_for(self, purpose: str) -> int:
+        """A seed for one purpose of this stage, derived from the run seed and the stage name."""
+        digest = sha256_bytes(canonical_json([self.seed, self.stage, purpose]))
+        return int(digest[:8], 16)
+
+
+class Stage(Generic[S]):
+    """A compression stage of one `kind`; `accepts` lists the variant formats it takes."""
+
+    kind: ClassVar[str]
+    accepts: ClassVar[tuple[str, ...]] = ("torch",)
+
+    def apply(self, model: Variant, spec: S, ctx: StageContext) -> Variant:
+        raise NotImplementedError
+
+    def torch_input(self, model: Variant, ctx: StageContext) -> TorchModel:
+        if not isinstance(model, TorchModel):
+            raise ctx.error(
+                f"a {self.kind} stage needs a torch model, but the incoming variant is ONNX",
+                hint="put torch stages (distill, prune, qat) before quantize and export",
+            )
+        return model
+
+
+STAGES: Registry[type[Stage[Any]]] = Registry("stage")
+
+_MODULES = {kind: f"recipes.stages.{kind}" for kind in STAGE_KINDS}
+
+
+def load_stages() -> Registry[type[Stage[Any]]]:
+    """Import the built-in stage modules (explicitly, no package walking) and return the registry."""
+    for module in _MODULES.values():
+        importlib.import_module(module)
+    return STAGES
+
+
+def stage_for(kind: str) -> Stage[Any]:
+    return load_stages().get(kind)()

@@ -1,0 +1,73 @@
+"""The one training loop every stage uses: deterministic in its seed, nothing global.
+
+Adam with a cosine-annealed learning rate over all steps; batches drawn from a permutation made
+by a `torch.Generator` seeded from the caller's seed, so the same seed gives the same weights
+on the same machine (with deterministic algorithms and a fixed thread count, which the executor
+sets).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from recipes.data import Split
+
+# (model, inputs, labels, epoch) -> loss
+LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor, int], torch.Tensor]
+
+
+class Ticker(Protocol):
+    def advance(self, steps: int = 1) -> None: ...
+
+
+def cross_entropy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epoch: int) -> torch.Tensor:
+    return F.cross_entropy(model(x), y)
+
+
+def fit(
+    model: nn.Module,
+    split: Split,
+    *,
+    epochs: int,
+    lr: float,
+    batch_size: int,
+    seed: int,
+    loss: LossFn = cross_entropy,
+    extra_parameters: tuple[nn.Parameter, ...] = (),
+    ticker: Ticker | None = None,
+) -> nn.Module:
+    """Train `model` in place for `epochs` over `split`; returns it in eval mode."""
+    if len(split) == 0:
+        raise ValueError("the training split is empty")
+    generator = torch.Generator().manual_seed(seed)
+    parameters = [p for p in model.parameters() if p.requires_grad] + list(extra_parameters)
+    optimizer = torch.optim.Adam(parameters, lr=lr)
+    steps_per_epoch = -(-len(split) // batch_size)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs * steps_per_epoch)
+    model.train()
+    for epoch in range(epochs):
+        order = torch.randperm(len(split), generator=generator)
+        for start in range(0, len(order), batch_size):
+            rows = order[start : start + batch_size]
+            optimizer.zero_grad()
+            value = loss(model, split.x[rows], split.y[rows], epoch)
+            value.backward()
+            optimizer.step()
+            schedule.step()
+        if ticker is not None:
+            ticker.advance()
+    model.eval()
+    return model
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
+    """Logits of `model` on `x`, in eval mode, batch by batch."""
+    model.eval()
+    outputs = [model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
+    return torch.cat(outputs) if outputs else torch.empty(0)

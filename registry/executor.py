@@ -1,0 +1,670 @@
+"""The executor: a signed recipe in, a chain of content-addressed variants out, reproducibly.
+
+For each seed: load the data, build (or train) the baseline, then run every stage on the output
+of the one before. Each output is stored in the artifact store by sha256, with its parent's
+digest and the digest of the stage spec, and evaluated on the test split. A stage whose inputs
+(parent artifact, spec, seed, data, code, environment) match an earlier run is not recomputed:
+its cached record and artifact are reused, so a run killed mid-stage resumes from the last
+stage that finished. The run record goes to `<workspace>/runs/<run_id>.json`, rewritten
+atomically at every step.
+
+Determinism: every stage runs with `torch.use_deterministic_algorithms(True)`, one intra-op
+thread in torch and onnxruntime, and every random generator seeded from the run seed and the
+stage name. On one machine and one environment the reference recipe reproduces bit for bit.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import random
+import secrets
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from pydantic import BaseModel, Field
+
+from evaluators import runners
+from evaluators.accuracy import AccuracyResult, accuracy
+from recipes import models, onnxio
+from recipes.data import Split, Splits
+from recipes.load import LoadedRecipe
+from recipes.manifest import ModelSpec, Recipe, iter_refs
+from recipes.models import OnnxModel, TorchModel, Variant
+from recipes.signing import verify_recipe
+from recipes.stages.base import StageContext, stage_for
+from recipes.trust import load_trust
+from recipes.training import Ticker, fit
+from registry import environment
+from registry.digests import sha256_bytes, sha256_file
+from registry.errors import CompressgateError, IntegrityError, NotFoundError, StageError
+from registry.files import write_atomic
+from registry.store import Artifact, ArtifactStore
+
+THREADS = 1
+BASELINE = "baseline"
+_CACHE_VERSION = 1
+
+
+class StageRecord(BaseModel):
+    """One stage of one seed: what came out, from what, by which spec, and how good it is."""
+
+    seed: int
+    name: str
+    kind: str
+    status: Literal["running", "done", "failed"] = "running"
+    cached: bool = False
+    format: Literal["torch", "onnx"] | None = None
+    artifact_sha256: str | None = None
+    parent_sha256: str | None = None
+    spec_sha256: str | None = None
+    cache_key: str | None = None
+    size_bytes: int | None = None
+    files: list[dict[str, Any]] = Field(default_factory=list)
+    params: int | None = None
+    nonzero_params: int | None = None
+    macs: int | None = None
+    metrics: dict[str, AccuracyResult] = Field(default_factory=dict)
+    details: dict[str, Any] = Field(default_factory=dict)
+    warnings: list[str] = Field(default_factory=list)
+    seconds: float = 0.0
+    eval_seconds: float = 0.0
+    error: str | None = None
+
+
+class RecipeRef(BaseModel):
+    name: str
+    version: int
+    sha256: str
+    path: str
+    signers: list[str]
+
+
+class Timing(BaseModel):
+    total_seconds: float = 0.0
+    compute_seconds: float = 0.0
+    overhead_seconds: float = 0.0
+    overhead_fraction: float = 0.0
+
+
+class RunRecord(BaseModel):
+    """The run: recipe, environment, data digests, every stage record, status and timing."""
+
+    run_id: str
+    recipe: RecipeRef
+    status: Literal["running", "succeeded", "failed"] = "running"
+    started_at: str
+    finished_at: str | None = None
+    workspace: str
+    seeds: list[int]
+    environment: dict[str, Any] = Field(default_factory=dict)
+    data: dict[str, dict[str, str]] = Field(default_factory=dict)
+    stages: list[StageRecord] = Field(default_factory=list)
+    timing: Timing = Field(default_factory=Timing)
+    error: str | None = None
+
+    def stage(self, seed: int, name: str) -> StageRecord:
+        for record in self.stages:
+            if record.seed == seed and record.name == name:
+                return record
+        raise KeyError((seed, name))
+
+
+# --- progress -----------------------------------------------------------------------------------
+
+
+class _NullTicker:
+    def advance(self, steps: int = 1) -> None:
+        pass
+
+
+class RichProgress:
+    """Progress bars on stderr for the long steps (epochs, rounds, calibration)."""
+
+    def __init__(self, enabled: bool) -> None:
+        from rich.console import Console
+
+        self.console = Console(stderr=True)
+        self.enabled = enabled and self.console.is_terminal
+
+    @contextmanager
+    def task(self, description: str, total: int) -> Iterator[Ticker]:
+        if not self.enabled:
+            yield _NullTicker()
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+        with Progress(
+            "[progress.description]{task.description}",
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=self.console,
+            transient=True,
+        ) as bars:
+            task_id = bars.add_task(description, total=total)
+
+            class _Ticker:
+                def advance(self, steps: int = 1) -> None:
+                    bars.advance(task_id, steps)
+
+            yield _Ticker()
+
+
+# --- options and entry points -------------------------------------------------------------------
+
+
+@dataclass
+class RunOptions:
+    workspace: Path
+    trust: Path
+    force: bool = False
+    progress: bool = False
+    on_stage: Callable[[StageRecord], None] | None = None
+    cache: bool = True
+    run_id: str | None = None
+
+
+def new_run_id() -> str:
+    return f"run-{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+
+
+def run_recipe(path: Path, options: RunOptions) -> RunRecord:
+    """Verify, check the environment, run every stage for every seed; returns the run record."""
+    started = time.perf_counter()
+    trust = load_trust(options.trust)
+    verified = verify_recipe(path, trust, trust_source=str(options.trust))
+    loaded = verified.loaded
+    recipe = loaded.recipe
+    base = path.parent.resolve()
+    lock = base / recipe.environment.lock
+    mismatches = environment.enforce(lock, strict=recipe.environment.strict)
+    record = RunRecord(
+        run_id=options.run_id or new_run_id(),
+        recipe=RecipeRef(
+            name=recipe.metadata.name,
+            version=recipe.metadata.version,
+            sha256=loaded.sha256,
+            path=str(path.resolve()),
+            signers=sorted({s.owner for s in verified.signers}),
+        ),
+        started_at=_now(),
+        workspace=str(options.workspace.resolve()),
+        seeds=list(recipe.seeds),
+    )
+    executor = _Executor(loaded, base, options, record, started)
+    with deterministic(THREADS):
+        fingerprint = environment.fingerprint(
+            lock, threads=_threads(), seeds=tuple(recipe.seeds)
+        )
+        record.environment = {
+            "fingerprint": fingerprint,
+            "fingerprint_sha256": _digest(fingerprint),
+            "mismatches": [str(m) for m in mismatches],
+            "strict": recipe.environment.strict,
+        }
+        executor.save()
+        try:
+            for seed in recipe.seeds:
+                executor.run_seed(seed)
+        except CompressgateError as exc:
+            executor.fail(exc)
+            raise
+        except BaseException as exc:
+            executor.fail(exc)
+            raise
+    executor.finish()
+    return record
+
+
+def load_run(workspace: Path, run_id: str) -> RunRecord:
+    path = workspace / "runs" / f"{run_id}.json"
+    if not path.is_file():
+        runs = sorted(p.stem for p in (workspace / "runs").glob("*.json"))[-5:]
+        raise NotFoundError(
+            f"run {run_id} not found in {workspace / 'runs'}",
+            hint=f"recent runs: {', '.join(runs)}" if runs else "no run has been recorded yet",
+        )
+    return RunRecord.model_validate_json(path.read_bytes())
+
+
+@dataclass
+class Comparison:
+    seed: int
+    name: str
+    recorded: str | None
+    reproduced: str | None
+
+    @property
+    def identical(self) -> bool:
+        return self.recorded is not None and self.recorded == self.reproduced
+
+
+def reproduce(run_id: str, options: RunOptions) -> tuple[RunRecord, RunRecord, list[Comparison]]:
+    """Re-run a recorded run from scratch in a temporary workspace; compare every digest.
+
+    Raises IntegrityError (exit 3) naming the first stage whose artifact differs.
+    """
+    original = load_run(options.workspace, run_id)
+    if original.status != "succeeded":
+        raise NotFoundError(f"run {run_id} did not succeed ({original.status}); nothing to compare")
+    path = Path(original.recipe.path)
+    current = sha256_file(path) if path.is_file() else None
+    if current != original.recipe.sha256:
+        raise IntegrityError(
+            f"{path} is not the recipe run {run_id} ran: its sha256 is "
+            f"{current or 'missing'}, the run recorded {original.recipe.sha256}"
+        )
+    with tempfile.TemporaryDirectory(prefix="compressgate-reproduce-") as scratch:
+        again = run_recipe(
+            path,
+            RunOptions(
+                workspace=Path(scratch),
+                trust=options.trust,
+                force=True,
+                progress=options.progress,
+                on_stage=options.on_stage,
+                cache=False,
+            ),
+        )
+    comparisons = [
+        Comparison(
+            r.seed,
+            r.name,
+            r.artifact_sha256,
+            next(
+                (a.artifact_sha256 for a in again.stages if (a.seed, a.name) == (r.seed, r.name)),
+                None,
+            ),
+        )
+        for r in original.stages
+    ]
+    return original, again, comparisons
+
+
+# --- the engine ---------------------------------------------------------------------------------
+
+
+@contextmanager
+def deterministic(threads: int) -> Iterator[None]:
+    """Deterministic torch kernels and a fixed thread count, restored afterwards."""
+    previous = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled())
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous[0])
+        torch.use_deterministic_algorithms(previous[1])
+
+
+def _threads() -> dict[str, int]:
+    return {
+        "torch_intra_op": torch.get_num_threads(),
+        "torch_inter_op": torch.get_num_interop_threads(),
+        "onnxruntime_intra_op": THREADS,
+        "onnxruntime_inter_op": 1,
+    }
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _digest(value: Any) -> str:
+    return sha256_bytes(json.dumps(value, sort_keys=True, separators=(",", ":")).encode())
+
+
+def split_digest(split: Split) -> str:
+    parts = [split.x, split.y] + ([split.groups] if split.groups is not None else [])
+    digest = [sha256_bytes(t.contiguous().numpy().tobytes()) for t in parts]
+    return _digest([list(t.shape) for t in parts] + [str(t.dtype) for t in parts] + digest)
+
+
+class _Executor:
+    def __init__(
+        self,
+        loaded: LoadedRecipe,
+        base: Path,
+        options: RunOptions,
+        record: RunRecord,
+        started: float,
+    ) -> None:
+        self.recipe: Recipe = loaded.recipe
+        self.base = base
+        self.options = options
+        self.record = record
+        self.started = started
+        self.store = ArtifactStore(options.workspace)
+        self.cache_dir = options.workspace / "cache"
+        self.run_path = options.workspace / "runs" / f"{record.run_id}.json"
+        self.progress = RichProgress(options.progress)
+        self.compute = 0.0
+        self.code = self._code_digest()
+        # ONNX variants read back from the store live here for the run's duration.
+        self._scratch = tempfile.TemporaryDirectory(prefix="compressgate-run-")
+        self.variants = Path(self._scratch.name)
+
+    # -- bookkeeping
+
+    def save(self) -> None:
+        write_atomic(self.run_path, self.record.model_dump_json(indent=2).encode())
+
+    def fail(self, exc: BaseException) -> None:
+        self.record.status = "failed"
+        self.record.error = str(exc) or type(exc).__name__
+        for stage in self.record.stages:
+            if stage.status == "running":
+                stage.status = "failed"
+                stage.error = self.record.error
+        self._close()
+
+    def finish(self) -> None:
+        self.record.status = "succeeded"
+        self._close()
+
+    def _close(self) -> None:
+        self._scratch.cleanup()
+        total = time.perf_counter() - self.started
+        self.record.finished_at = _now()
+        self.record.timing = Timing(
+            total_seconds=round(total, 4),
+            compute_seconds=round(self.compute, 4),
+            overhead_seconds=round(total - self.compute, 4),
+            overhead_fraction=round((total - self.compute) / total, 6) if total else 0.0,
+        )
+        self.save()
+
+    @contextmanager
+    def _timed(self, stage: StageRecord, attr: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            elapsed = time.perf_counter() - start
+            self.compute += elapsed
+            setattr(stage, attr, round(getattr(stage, attr) + elapsed, 4))
+
+    def _code_digest(self) -> str:
+        """Digest of the source of every module the recipe imports (factories, loaders)."""
+        sources = {}
+        with models.importable_from(self.base):
+            for _, ref in iter_refs(self.recipe):
+                if not isinstance(ref, str) or ":" not in ref:
+                    continue
+                module = ref.partition(":")[0]
+                spec = importlib.util.find_spec(module)
+                origin = spec.origin if spec is not None else None
+                if origin and os.path.isfile(origin):
+                    sources[module] = sha256_file(Path(origin))
+        return _digest(sources)
+
+    # -- one seed
+
+    def run_seed(self, seed: int) -> None:
+        splits = self._load_data(seed)
+        self.record.data[str(seed)] = {
+            "train": split_digest(splits.train),
+            "calibration": split_digest(splits.calibration),
+            "test": split_digest(splits.test),
+        }
+        data = _digest(self.record.data[str(seed)])
+        current, parent = self._baseline(seed, splits, data)
+        reference, reference_sha = (current, parent) if isinstance(current, TorchModel) else (
+            None, None
+        )
+        for spec in self.recipe.stages:
+            stage = StageRecord(seed=seed, name=spec.name, kind=spec.kind)
+            stage.parent_sha256 = parent
+            stage.spec_sha256 = _digest(spec.model_dump(mode="json", by_alias=True))
+            stage.cache_key = _digest(
+                {
+                    "v": _CACHE_VERSION,
+                    "kind": spec.kind,
+                    "parent": stage.parent_sha256,
+                    "spec": stage.spec_sha256,
+                    "seed": seed,
+                    "data": data,
+                    "code": self.code,
+                    "reference": reference_sha,
+                    "env": self._env_key(),
+                }
+            )
+            self._begin(stage)
+            cached = self._cached(stage)
+            if cached is not None:
+                current = cached
+            else:
+                with tempfile.TemporaryDirectory(prefix="compressgate-stage-") as scratch:
+                    ctx = StageContext(
+                        stage=spec.name,
+                        seed=seed,
+                        splits=splits,
+                        workdir=Path(scratch),
+                        base=self.base,
+                        progress=self.progress,
+                        reference=reference,
+                    )
+                    _seed_everything(ctx.seed_for("global"))
+                    implementation = stage_for(spec.kind)
+                    with self._timed(stage, "seconds"):
+                        current = _call_stage(implementation, current, spec, ctx)
+                    stage.details = ctx.details
+                    stage.warnings = ctx.warnings
+                    current = self._keep(stage, current, splits, reference, Path(scratch))
+            parent = stage.artifact_sha256
+            if isinstance(current, TorchModel):
+                reference, reference_sha = current, parent
+            self._end(stage)
+
+    def _load_data(self, seed: int) -> Splits:
+        spec = self.recipe.data
+        loader = models.resolve(spec.loader, self.base)
+        try:
+            splits = loader(seed, **spec.args)
+        except Exception as exc:
+            raise StageError(
+                f"data (seed {seed}): the loader {spec.loader} raised {type(exc).__name__}: {exc}",
+                hint="fix the loader or its args in the recipe",
+            ) from exc
+        if not isinstance(splits, Splits):
+            raise StageError(
+                f"data (seed {seed}): the loader {spec.loader} returned "
+                f"{type(splits).__name__}, not recipes.data.Splits"
+            )
+        if len(splits.train) == 0 or len(splits.test) == 0:
+            raise StageError(f"data (seed {seed}): the train and test splits must not be empty")
+        return splits
+
+    def _baseline(self, seed: int, splits: Splits, data: str) -> tuple[Variant, str | None]:
+        spec = self.recipe.model
+        stage = StageRecord(seed=seed, name=BASELINE, kind=BASELINE)
+        stage.spec_sha256 = _digest(spec.model_dump(mode="json", by_alias=True))
+        files = {
+            name: sha256_file(self.base / name)
+            for name in (spec.checkpoint, spec.onnx)
+            if name is not None
+        }
+        stage.cache_key = _digest(
+            {
+                "v": _CACHE_VERSION,
+                "kind": BASELINE,
+                "spec": stage.spec_sha256,
+                "files": files,
+                "seed": seed,
+                "data": data,
+                "code": self.code,
+                "env": self._env_key(),
+            }
+        )
+        self._begin(stage)
+        cached = self._cached(stage)
+        if cached is None:
+            with tempfile.TemporaryDirectory(prefix="compressgate-baseline-") as scratch:
+                with self._timed(stage, "seconds"):
+                    model = self._build_baseline(spec, seed, splits, stage, Path(scratch))
+                cached = self._keep(stage, model, splits, None, Path(scratch))
+        self._end(stage)
+        return cached, stage.artifact_sha256
+
+    def _build_baseline(
+        self, spec: ModelSpec, seed: int, splits: Splits, stage: StageRecord, scratch: Path
+    ) -> Variant:
+        if spec.onnx is not None:
+            target = scratch / "baseline"
+            target.mkdir()
+            shutil.copyfile(self.base / spec.onnx, target / models.ONNX_FILE)
+            return OnnxModel(target)
+        assert spec.factory is not None
+        seeds = StageContext(stage=BASELINE, seed=seed, splits=splits, workdir=scratch)
+        torch.manual_seed(seeds.seed_for("init"))
+        _seed_everything(seeds.seed_for("global"))
+        model = models.build(
+            spec.factory,
+            dict(spec.args),
+            what=f"baseline (seed {seed})",
+            base=self.base,
+            checkpoint=self.base / spec.checkpoint if spec.checkpoint else None,
+        )
+        if spec.train is not None:
+            train = spec.train
+            with self.progress.task(f"train baseline (seed {seed})", train.epochs) as tick:
+                try:
+                    fit(
+                        model.module,
+                        splits.train,
+                        epochs=train.epochs,
+                        lr=train.lr,
+                        batch_size=train.batch_size,
+                        seed=seeds.seed_for("batches"),
+                        ticker=tick,
+                    )
+                except RuntimeError as exc:
+                    raise StageError(
+                        f"baseline (seed {seed}): training failed: {exc}",
+                        hint="check that the model fits the data's shapes and classes",
+                    ) from exc
+            stage.details["trained"] = {"epochs": train.epochs, "lr": train.lr}
+        # The float32 baseline as ONNX: the yardstick the compressed sizes are measured by.
+        exported, _ = onnxio.export(model.module, splits.train.x, scratch / "onnx", opset=18)
+        onnx_artifact = self.store.put_tree(exported.directory, exported.files)
+        stage.details["onnx_sha256"] = onnx_artifact.sha256
+        stage.details["onnx_size_bytes"] = onnx_artifact.size_bytes
+        return model
+
+    # -- storing, caching, evaluating
+
+    def _keep(
+        self,
+        stage: StageRecord,
+        model: Variant,
+        splits: Splits,
+        reference: Variant | None,
+        scratch: Path,
+    ) -> Variant:
+        """Store the stage's output, evaluate it, and write its cache entry (last)."""
+        if isinstance(model, TorchModel):
+            directory = scratch / "stored-torch"
+            names = models.save_torch(model, directory)
+        else:
+            directory, names = model.directory, model.files
+        artifact = self.store.put_tree(directory, names)
+        stage.format = model.format  # type: ignore[assignment]
+        stage.artifact_sha256 = artifact.sha256
+        stage.files = artifact.to_dict()["files"]
+        stage.size_bytes = artifact.size_bytes
+        with self._timed(stage, "eval_seconds"):
+            if isinstance(model, TorchModel):
+                stage.params = models.parameter_count(model.module)
+                stage.nonzero_params = models.nonzero_parameter_count(model.module)
+                stage.macs = models.macs(model.module, splits.test.x)
+            elif isinstance(reference, TorchModel):
+                # Quantization and export keep the architecture: counts are the float ancestor's.
+                stage.params = models.parameter_count(reference.module)
+                stage.nonzero_params = models.nonzero_parameter_count(reference.module)
+                stage.macs = models.macs(reference.module, splits.test.x)
+                stage.details.setdefault("counts_from", "nearest float torch ancestor")
+            predictions = runners.logits(model, splits.test.x).argmax(dim=1).numpy()
+            stage.metrics = {"accuracy": accuracy(splits.test.y.numpy(), predictions)}
+        entry = stage.model_dump(mode="json")
+        entry["artifact"] = artifact.to_dict()
+        write_atomic(self.cache_dir / f"{stage.cache_key}.json", json.dumps(entry).encode())
+        # Go on from the stored copy, exactly as a resumed run would.
+        return self._load(artifact, model.format)
+
+    def _cached(self, stage: StageRecord) -> Variant | None:
+        if not self.options.cache or self.options.force:
+            return None
+        entry_path = self.cache_dir / f"{stage.cache_key}.json"
+        if not entry_path.is_file():
+            return None
+        entry = json.loads(entry_path.read_bytes())
+        artifact = Artifact.from_dict(entry.pop("artifact"))
+        if not self.store.has(artifact):
+            return None
+        previous = StageRecord.model_validate(entry)
+        for name in (
+            "format", "artifact_sha256", "files", "size_bytes", "params", "nonzero_params",
+            "macs", "metrics", "details", "warnings",
+        ):
+            setattr(stage, name, getattr(previous, name))
+        stage.cached = True
+        assert stage.format is not None
+        return self._load(artifact, stage.format)
+
+    def _load(self, artifact: Artifact, fmt: str) -> Variant:
+        """A stored variant, read back with its digest checked."""
+        if fmt == "torch":
+            data = self.store.read_bytes(artifact.files[0])
+            return models.load_torch(data, base=self.base)
+        directory = self.variants / artifact.sha256
+        if not (directory / artifact.primary).is_file():
+            self.store.materialize(artifact, directory)
+        return OnnxModel(directory)
+
+    def _env_key(self) -> str:
+        fingerprint = self.record.environment.get("fingerprint", {})
+        return _digest(
+            {
+                key: fingerprint.get(key)
+                for key in ("python", "implementation", "machine", "threads", "packages")
+            }
+        )
+
+    def _begin(self, stage: StageRecord) -> None:
+        self.record.stages.append(stage)
+        self.save()
+
+    def _end(self, stage: StageRecord) -> None:
+        stage.status = "done"
+        self.save()
+        if self.options.on_stage is not None:
+            self.options.on_stage(stage)
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _call_stage(implementation: Any, model: Variant, spec: Any, ctx: StageContext) -> Variant:
+    try:
+        result: Variant = implementation.apply(model, spec, ctx)
+    except CompressgateError:
+        raise
+    except Exception as exc:
+        raise ctx.error(f"{type(exc).__name__}: {exc}") from exc
+    return result
+
+
