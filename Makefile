@@ -57,6 +57,7 @@ demo: $(STAMP)
 	$(BIN)/compressgate recipe sign $(DEMO)/recipe.yaml --key $(DEMO)/keys/ml-platform.key
 	$(BIN)/compressgate recipe verify $(DEMO)/recipe.yaml --trust $(DEMO)/trust.yaml
 	$(BIN)/compressgate recipe explain $(DEMO)/recipe.yaml
+	$(BIN)/compressgate run $(DEMO)/recipe.yaml --trust $(DEMO)/trust.yaml --workspace .compressgate
 
 bench: $(STAMP)
 	@for script in bench/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done

@@ -527,11 +527,14 @@ def recipe_issues(recipe: Recipe) -> Iterator[tuple[Loc, str]]:
         if gate.after is not None and gate.after not in stage_names:
             yield ("gates", index, "after"), f"no stage is named '{gate.after}'; stages: {known}"
     yield from _format_issues(recipe)
-    if recipe.model.factory is not None and recipe.model.checkpoint is None and (
-        recipe.model.train is None
+    if (
+        recipe.model.factory is not None
+        and recipe.model.checkpoint is None
+        and (recipe.model.train is None)
     ):
-        yield ("model",), (
-            "the baseline has no weights: give a 'checkpoint', or 'train' to train it in-process"
+        yield (
+            ("model",),
+            ("the baseline has no weights: give a 'checkpoint', or 'train' to train it in-process"),
         )
 
 

@@ -115,8 +115,7 @@ def build(
         ) from exc
     if not isinstance(module, nn.Module):
         raise StageError(
-            f"{what}: the factory {factory} returned {type(module).__name__}, not a "
-            "torch.nn.Module"
+            f"{what}: the factory {factory} returned {type(module).__name__}, not a torch.nn.Module"
         )
     if checkpoint is not None:
         try:

@@ -95,7 +95,10 @@ def save(proto: onnx.ModelProto, directory: Path, *, external_data: bool) -> Onn
         from onnx.external_data_helper import convert_model_to_external_data
 
         convert_model_to_external_data(
-            proto, all_tensors_to_one_file=True, location=ONNX_DATA_FILE, size_threshold=0,
+            proto,
+            all_tensors_to_one_file=True,
+            location=ONNX_DATA_FILE,
+            size_threshold=0,
             convert_attribute=False,
         )
         # Integer tensors are shapes and indices that shape inference must read: keep inline.

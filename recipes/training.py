@@ -56,7 +56,7 @@ def fit(
             rows = order[start : start + batch_size]
             optimizer.zero_grad()
             value = loss(model, split.x[rows], split.y[rows], epoch)
-            value.backward()
+            value.backward()  # type: ignore[no-untyped-call]
             optimizer.step()
             schedule.step()
         if ticker is not None:

@@ -237,6 +237,7 @@ class StageSummary(ApiResult):
     macs: int | None
     metrics: dict[str, AccuracySummary]
     seconds: float
+    eval_seconds: float
     details: dict[str, Any] = {}
     warnings: list[str] = []
 
@@ -297,9 +298,21 @@ def summarize(record: Any, record_path: Path) -> RunSummary:
                 },
                 **stage.model_dump(
                     include={
-                        "seed", "name", "kind", "format", "cached", "artifact_sha256",
-                        "parent_sha256", "spec_sha256", "size_bytes", "params", "macs",
-                        "seconds", "details", "warnings",
+                        "seed",
+                        "name",
+                        "kind",
+                        "format",
+                        "cached",
+                        "artifact_sha256",
+                        "parent_sha256",
+                        "spec_sha256",
+                        "size_bytes",
+                        "params",
+                        "macs",
+                        "seconds",
+                        "eval_seconds",
+                        "details",
+                        "warnings",
                     }
                 ),
             )

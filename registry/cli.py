@@ -272,15 +272,30 @@ def _run_table(summary: Any) -> None:
     from rich.table import Table
 
     table = Table(title=f"{summary.recipe.name} v{summary.recipe.version} · {summary.run_id}")
-    for column in ("seed", "stage", "kind", "format", "size", "vs float ONNX", "params", "MACs",
-                   "accuracy [95% CI]", "time", "sha256"):
-        table.add_column(column, justify="right" if column in ("size", "params", "MACs") else None)
+    for column in (
+        "seed",
+        "stage",
+        "kind",
+        "format",
+        "size",
+        "vs float ONNX",
+        "params",
+        "MACs",
+        "accuracy [95% CI]",
+        "time",
+        "sha256",
+    ):
+        table.add_column(
+            column, justify="right" if column in ("size", "params", "MACs") else "left"
+        )
     reference: dict[int, int] = {}
     for stage in summary.stages:
         if stage.kind == "baseline" and "onnx_size_bytes" in stage.details:
             reference[stage.seed] = stage.details["onnx_size_bytes"]
         ratio = reference.get(stage.seed)
         smaller = f"{ratio / stage.size_bytes:.1f}x smaller" if ratio and stage.size_bytes else "-"
+        if stage.kind == "baseline" and ratio:
+            smaller = f"is {_size(ratio)}"
         accuracy = stage.metrics.get("accuracy")
         table.add_row(
             str(stage.seed),
@@ -354,9 +369,9 @@ def reproduce(run_id: str, trust: Path | None, workspace: Path | None, as_json: 
     else:
         for stage in result.stages:
             mark = "identical" if stage.identical else "DIFFERS"
+            recorded, reproduced = stage.recorded_sha256 or "-", stage.reproduced_sha256 or "-"
             click.echo(
-                f"seed {stage.seed} · {stage.name}: {mark} "
-                f"({(stage.recorded_sha256 or '-')[:16]} vs {(stage.reproduced_sha256 or '-')[:16]})"
+                f"seed {stage.seed} · {stage.name}: {mark} ({recorded[:16]} vs {reproduced[:16]})"
             )
     if not result.identical:
         first = next(s for s in result.stages if not s.identical)
@@ -365,7 +380,9 @@ def reproduce(run_id: str, trust: Path | None, workspace: Path | None, as_json: 
             f"{first.reproduced_sha256}, the run recorded {first.recorded_sha256}"
         )
     if not as_json:
-        click.echo(f"run {run_id} reproduced bit for bit: {len(result.stages)} artifact(s) identical")
+        click.echo(
+            f"run {run_id} reproduced bit for bit: {len(result.stages)} artifact(s) identical"
+        )
 
 
 # --- entry point ------------------------------------------------------------------------------

@@ -130,7 +130,7 @@ def fingerprint(lock: Path, *, threads: dict[str, int], seeds: tuple[int, ...]) 
     """What the run ran on: interpreter, machine, threads, packages, lock, determinism flags."""
     import torch
 
-    packages = {name: version for name, version in installed().values()}
+    packages = dict(installed().values())
     return {
         "python": sys.version.split()[0],
         "implementation": platform.python_implementation(),

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import random
 import secrets
 import shutil
@@ -43,8 +42,8 @@ from recipes.manifest import ModelSpec, Recipe, iter_refs
 from recipes.models import OnnxModel, TorchModel, Variant
 from recipes.signing import verify_recipe
 from recipes.stages.base import StageContext, stage_for
-from recipes.trust import load_trust
 from recipes.training import Ticker, fit
+from recipes.trust import load_trust
 from registry import environment
 from registry.digests import sha256_bytes, sha256_file
 from registry.errors import CompressgateError, IntegrityError, NotFoundError, StageError
@@ -204,9 +203,7 @@ def run_recipe(path: Path, options: RunOptions) -> RunRecord:
     )
     executor = _Executor(loaded, base, options, record, started)
     with deterministic(THREADS):
-        fingerprint = environment.fingerprint(
-            lock, threads=_threads(), seeds=tuple(recipe.seeds)
-        )
+        fingerprint = environment.fingerprint(lock, threads=_threads(), seeds=tuple(recipe.seeds))
         record.environment = {
             "fingerprint": fingerprint,
             "fingerprint_sha256": _digest(fingerprint),
@@ -405,7 +402,7 @@ class _Executor:
                 module = ref.partition(":")[0]
                 spec = importlib.util.find_spec(module)
                 origin = spec.origin if spec is not None else None
-                if origin and os.path.isfile(origin):
+                if origin and Path(origin).is_file():
                     sources[module] = sha256_file(Path(origin))
         return _digest(sources)
 
@@ -420,8 +417,8 @@ class _Executor:
         }
         data = _digest(self.record.data[str(seed)])
         current, parent = self._baseline(seed, splits, data)
-        reference, reference_sha = (current, parent) if isinstance(current, TorchModel) else (
-            None, None
+        reference, reference_sha = (
+            (current, parent) if isinstance(current, TorchModel) else (None, None)
         )
         for spec in self.recipe.stages:
             stage = StageRecord(seed=seed, name=spec.name, kind=spec.kind)
@@ -614,8 +611,16 @@ class _Executor:
             return None
         previous = StageRecord.model_validate(entry)
         for name in (
-            "format", "artifact_sha256", "files", "size_bytes", "params", "nonzero_params",
-            "macs", "metrics", "details", "warnings",
+            "format",
+            "artifact_sha256",
+            "files",
+            "size_bytes",
+            "params",
+            "nonzero_params",
+            "macs",
+            "metrics",
+            "details",
+            "warnings",
         ):
             setattr(stage, name, getattr(previous, name))
         stage.cached = True
@@ -666,5 +671,3 @@ def _call_stage(implementation: Any, model: Variant, spec: Any, ctx: StageContex
     except Exception as exc:
         raise ctx.error(f"{type(exc).__name__}: {exc}") from exc
     return result
-
-

@@ -95,13 +95,11 @@ class ArtifactStore:
                     shutil.copyfileobj(src, out, _CHUNK)
                     out.flush()
                     os.fsync(out.fileno())
-                os.chmod(tmp, 0o444)
+                tmp.chmod(0o444)
                 if sha256_file(tmp) != digest:
                     raise IntegrityError(f"{path} changed while it was being stored")
-                try:
+                with contextlib.suppress(FileExistsError):
                     os.link(tmp, target)  # never overwrite a blob another writer put there
-                except FileExistsError:
-                    pass
             finally:
                 with contextlib.suppress(FileNotFoundError):
                     tmp.unlink()

@@ -98,7 +98,7 @@ _MODULES = {kind: f"recipes.stages.{kind}" for kind in STAGE_KINDS}
 
 
 def load_stages() -> Registry[type[Stage[Any]]]:
-    """Import the built-in stage modules (explicitly, no package walking) and return the registry."""
+    """Import the built-in stage modules (explicitly, no package walking); the registry."""
     for module in _MODULES.values():
         importlib.import_module(module)
     return STAGES

@@ -30,9 +30,11 @@ class Distill(Stage[DistillSpec]):
 
     def apply(self, model: Variant, spec: DistillSpec, ctx: StageContext) -> Variant:
         incoming = self.torch_input(model, ctx)
-        teachers = [incoming.module] if not spec.teachers else [
-            self._teacher(i, ref, ctx) for i, ref in enumerate(spec.teachers)
-        ]
+        teachers = (
+            [incoming.module]
+            if not spec.teachers
+            else [self._teacher(i, ref, ctx) for i, ref in enumerate(spec.teachers)]
+        )
         for teacher in teachers:
             teacher.eval()
             for p in teacher.parameters():
@@ -117,8 +119,10 @@ class Distill(Stage[DistillSpec]):
             expected = teachers[0](x).shape
             for i, teacher in enumerate(teachers[1:], start=1):
                 if teacher(x).shape != expected:
-                    raise ctx.error(f"teachers[{i}] outputs {tuple(teacher(x).shape)}, "
-                                    f"teacher 0 outputs {tuple(expected)}")
+                    raise ctx.error(
+                        f"teachers[{i}] outputs {tuple(teacher(x).shape)}, "
+                        f"teacher 0 outputs {tuple(expected)}"
+                    )
             try:
                 got = student(x).shape
             except Exception as exc:
@@ -157,10 +161,12 @@ class _Hints:
 
     def __enter__(self) -> _Hints:
         for s_layer, t_layer, _, s_key, t_key in self.pairs:
-            self.handles.append(s_layer.register_forward_hook(self._keep(self.student_features,
-                                                                         s_key)))
-            self.handles.append(t_layer.register_forward_hook(self._keep(self.teacher_features,
-                                                                         t_key)))
+            self.handles.append(
+                s_layer.register_forward_hook(self._keep(self.student_features, s_key))
+            )
+            self.handles.append(
+                t_layer.register_forward_hook(self._keep(self.teacher_features, t_key))
+            )
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -192,8 +198,9 @@ class _Hints:
                     hint="pair layers whose outputs have the same spatial size",
                 )
             adapters.append(
-                nn.Conv2d(s.shape[1], t.shape[1], 1) if s.dim() == 4 else nn.Linear(s.shape[1],
-                                                                                     t.shape[1])
+                nn.Conv2d(s.shape[1], t.shape[1], 1)
+                if s.dim() == 4
+                else nn.Linear(s.shape[1], t.shape[1])
             )
         return adapters
 

@@ -15,7 +15,7 @@ import torch
 
 from recipes import onnxio, training
 from recipes.manifest import ExportSpec
-from recipes.models import OnnxModel, TorchModel, Variant
+from recipes.models import TorchModel, Variant
 from recipes.stages.base import STAGES, Stage, StageContext
 
 
@@ -39,8 +39,12 @@ class Export(Stage[ExportSpec]):
                     f"ONNX output differs from torch by up to {diff:.3g} on the test split "
                     f"(parity_atol {spec.parity_atol:g}); the export is not faithful",
                 )
-            ctx.record(opset=spec.opset, parity_reference="incoming torch model",
-                       parity_max_abs_diff=diff, parity_top1_agreement=agreement)
+            ctx.record(
+                opset=spec.opset,
+                parity_reference="incoming torch model",
+                parity_max_abs_diff=diff,
+                parity_top1_agreement=agreement,
+            )
             return exported
         proto = onnxio.load(model)
         current = _opset(proto)
@@ -73,7 +77,7 @@ class Export(Stage[ExportSpec]):
 
 
 def _opset(proto: onnx.ModelProto) -> int:
-    return next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
+    return int(next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")))
 
 
 def _parity(reference: torch.Tensor, got: torch.Tensor) -> tuple[float, float]:

@@ -34,7 +34,9 @@ class Prune(Stage[PruneSpec]):
     def apply(self, model: Variant, spec: PruneSpec, ctx: StageContext) -> Variant:
         incoming = self.torch_input(model, ctx)
         module = incoming.module
-        layers = {name: m for name, m in module.named_modules() if isinstance(m, _PRUNABLE)}
+        layers: dict[str, nn.Module] = {
+            name: m for name, m in module.named_modules() if isinstance(m, _PRUNABLE)
+        }
         if not layers:
             raise ctx.error("the model has no Conv or Linear layer to prune")
         unknown = [name for name in spec.skip if name not in layers]
@@ -68,8 +70,9 @@ class Prune(Stage[PruneSpec]):
     def _finetune(self, module: nn.Module, spec: PruneSpec, ctx: StageContext, r: int) -> None:
         if spec.finetune_epochs == 0:
             return
-        with ctx.progress.task(f"prune round {r + 1}/{spec.rounds}: fine-tune",
-                               spec.finetune_epochs) as tick:
+        with ctx.progress.task(
+            f"prune round {r + 1}/{spec.rounds}: fine-tune", spec.finetune_epochs
+        ) as tick:
             training.fit(
                 module,
                 ctx.splits.train,
@@ -124,12 +127,19 @@ class Prune(Stage[PruneSpec]):
                 )
             else:
                 for target, name in targets:
-                    torch_prune.l1_unstructured(target, name, amount=amount)
+                    torch_prune.l1_unstructured(target, name, amount=amount)  # type: ignore[no-untyped-call]
             reached = goal
             self._finetune(module, spec, ctx, r)
-            zeros = sum(int((m.weight == 0).sum()) for m, _ in targets)
-            total = sum(m.weight.numel() for m, _ in targets)
+            weights = [_weight(m) for m, _ in targets]
+            zeros = sum(int((w == 0).sum()) for w in weights)
+            total = sum(w.numel() for w in weights)
             rounds.append({"round": r + 1, "weight_sparsity": round(zeros / total, 6)})
         for target, name in targets:
-            torch_prune.remove(target, name)
+            torch_prune.remove(target, name)  # type: ignore[no-untyped-call]
         return rounds
+
+
+def _weight(module: nn.Module) -> torch.Tensor:
+    weight = module.weight
+    assert isinstance(weight, torch.Tensor)
+    return weight

@@ -110,7 +110,11 @@ class Quantize(Stage[QuantizeSpec]):
         return excluded
 
     def _static(
-        self, prepared: Path, target: Path, spec: QuantizeSpec, ctx: StageContext,
+        self,
+        prepared: Path,
+        target: Path,
+        spec: QuantizeSpec,
+        ctx: StageContext,
         excluded: list[str],
     ) -> int:
         from onnxruntime.quantization import (
@@ -169,7 +173,8 @@ class Quantize(Stage[QuantizeSpec]):
     def _qat(self, model: TorchModel, spec: QuantizeSpec, ctx: StageContext) -> None:
         module = model.module
         weighted = [
-            (name, m) for name, m in module.named_modules()
+            (name, m)
+            for name, m in module.named_modules()
             if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear))
         ]
         if not weighted:
@@ -236,7 +241,7 @@ class _FakeQuantInput:
             self.low = min(self.low, float(x.detach().min()))
             self.high = max(self.high, float(x.detach().max()))
         scale = max(self.high - self.low, 1e-8) / 255
-        zero = int(round(-self.low / scale))
+        zero = round(-self.low / scale)
         return (torch.fake_quantize_per_tensor_affine(x, scale, zero, 0, 255), *rest)
 
 

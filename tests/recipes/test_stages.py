@@ -13,7 +13,14 @@ import torch
 from recipes import models, onnxio, training
 from recipes.data import Split, Splits
 from recipes.examples import digits
-from recipes.manifest import STAGE_KINDS, DistillSpec, ExportSpec, PruneSpec, QuantizeSpec, StageSpec
+from recipes.manifest import (
+    STAGE_KINDS,
+    DistillSpec,
+    ExportSpec,
+    PruneSpec,
+    QuantizeSpec,
+    StageSpec,
+)
 from recipes.models import OnnxModel, TorchModel
 from recipes.stages.base import StageContext, load_stages, stage_for
 from registry.errors import ManifestError, StageError
@@ -103,7 +110,12 @@ def test_magnitude_pruning_reaches_the_target_and_makes_masks_permanent(
     scope: str, trained: TorchModel, splits: Splits, tmp_path: Path
 ) -> None:
     spec = PruneSpec(
-        name="p", method="magnitude", scope=scope, sparsity=0.6, rounds=3, finetune_epochs=1,
+        name="p",
+        method="magnitude",
+        scope=scope,
+        sparsity=0.6,
+        rounds=3,
+        finetune_epochs=1,
         skip=("0",),
     )
     c = ctx(splits, tmp_path)
@@ -125,8 +137,11 @@ def test_prune_skip_of_unknown_layer_names_the_layer_and_the_known_ones(
     trained: TorchModel, splits: Splits, tmp_path: Path
 ) -> None:
     spec = PruneSpec(name="prune", method="structured", sparsity=0.5, skip=("conv9",))
-    with pytest.raises(StageError, match=r"stage 'prune' \(seed 0\): skip: unknown layer 'conv9'"
-                       r"; prunable layers: 0, 2, 6, 8"):
+    with pytest.raises(
+        StageError,
+        match=r"stage 'prune' \(seed 0\): skip: unknown layer 'conv9'"
+        r"; prunable layers: 0, 2, 6, 8",
+    ):
         stage_for("prune").apply(fresh(trained, tmp_path), spec, ctx(splits, tmp_path, "prune"))
 
 
@@ -138,8 +153,10 @@ def test_distillation_trains_a_student_with_the_teacher_frozen(
     spec = DistillSpec.model_validate(
         {
             "name": "d",
-            "student": {"factory": "recipes.examples.digits:build_student",
-                        "args": {"channels": [6, 12], "hidden": 24}},
+            "student": {
+                "factory": "recipes.examples.digits:build_student",
+                "args": {"channels": [6, 12], "hidden": 24},
+            },
             "epochs": 6,
             "lr": 3e-3,
             "temperature": 4,
@@ -162,8 +179,13 @@ def test_student_that_does_not_fit_the_data_is_a_stage_error(
     trained: TorchModel, splits: Splits, tmp_path: Path
 ) -> None:
     spec = DistillSpec.model_validate(
-        {"name": "distill", "student": {"factory": "torch.nn:Linear",
-                                        "args": {"in_features": 3, "out_features": 10}}}
+        {
+            "name": "distill",
+            "student": {
+                "factory": "torch.nn:Linear",
+                "args": {"in_features": 3, "out_features": 10},
+            },
+        }
     )
     with pytest.raises(StageError, match=r"stage 'distill' \(seed 0\): the student does not fit"):
         stage_for("distill").apply(trained, spec, ctx(splits, tmp_path, "distill"))
@@ -173,11 +195,16 @@ def test_a_student_factory_that_raises_names_the_factory(
     trained: TorchModel, splits: Splits, tmp_path: Path
 ) -> None:
     spec = DistillSpec.model_validate(
-        {"name": "distill", "student": {"factory": "recipes.examples.digits:build_student",
-                                        "args": {"hidden": -1}}}
+        {
+            "name": "distill",
+            "student": {"factory": "recipes.examples.digits:build_student", "args": {"hidden": -1}},
+        }
     )
-    with pytest.raises(StageError, match=r"the factory recipes.examples.digits:build_student "
-                       r"raised RuntimeError"):
+    with pytest.raises(
+        StageError,
+        match=r"the factory recipes.examples.digits:build_student "
+        r"raised RuntimeError",
+    ):
         stage_for("distill").apply(trained, spec, ctx(splits, tmp_path, "distill"))
 
 
@@ -234,8 +261,11 @@ def test_keep_float_of_unknown_layer_lists_the_quantizable_ones(
     trained: TorchModel, splits: Splits, tmp_path: Path
 ) -> None:
     spec = QuantizeSpec(name="int8", method="static", keep_float=("features.9",))
-    with pytest.raises(StageError, match=r"keep_float: unknown layer 'features.9'; quantizable "
-                       r"layers: 0, 2, 6, 8, node_conv2d"):
+    with pytest.raises(
+        StageError,
+        match=r"keep_float: unknown layer 'features.9'; quantizable "
+        r"layers: 0, 2, 6, 8, node_conv2d",
+    ):
         stage_for("quantize").apply(trained, spec, ctx(splits, tmp_path, "int8"))
 
 

@@ -1,0 +1,32 @@
+"""Acceptance of the reference recipe, end to end (slow: about a minute and a half)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from recipes.signing import sign_recipe
+from registry.keys import load_private_key
+from tests.conftest import Invoke, Workspace
+
+
+@pytest.mark.slow
+def test_reference_recipe_is_20x_smaller_than_the_float_onnx_within_1_point(
+    workspace: Workspace, cli: Invoke
+) -> None:
+    sign_recipe(workspace.recipe, load_private_key(workspace.key("ml-platform")))
+    result = cli("run", workspace.recipe, "--workspace", workspace.root / ".cg", "--json")
+    assert result.exit_code == 0, result.stderr
+    summary = json.loads(result.stdout)
+    for seed in summary["seeds"]:
+        stages = {s["name"]: s for s in summary["stages"] if s["seed"] == seed}
+        baseline, final = stages["baseline"], stages["export"]
+        assert final["kind"] == "export" and final["details"]["opset"] == 18
+        ratio = baseline["details"]["onnx_size_bytes"] / final["size_bytes"]
+        assert ratio >= 20, f"seed {seed}: only {ratio:.1f}x smaller"
+        drop = (
+            baseline["metrics"]["accuracy"]["estimate"] - final["metrics"]["accuracy"]["estimate"]
+        )
+        assert drop <= 0.01, f"seed {seed}: accuracy fell by {drop:.2%}"
+        assert baseline["metrics"]["accuracy"]["estimate"] >= 0.97
