@@ -509,7 +509,15 @@ class _Executor:
         if cached is None:
             with tempfile.TemporaryDirectory(prefix="compressgate-baseline-") as scratch:
                 with self._timed(stage, "seconds"):
-                    model = self._build_baseline(spec, seed, splits, stage, Path(scratch))
+                    try:
+                        model = self._build_baseline(spec, seed, splits, stage, Path(scratch))
+                    except CompressgateError:
+                        raise
+                    except Exception as exc:
+                        raise StageError(
+                            f"baseline (seed {seed}): {type(exc).__name__}: {exc}",
+                            stage=BASELINE,
+                        ) from exc
                 cached = self._keep(stage, model, splits, None, Path(scratch))
         self._end(stage)
         return cached, stage.artifact_sha256

@@ -335,3 +335,46 @@ def test_export_of_a_model_that_cannot_be_faithful_fails(
     spec = ExportSpec(name="export", parity_atol=1e-12)
     with pytest.raises(StageError, match=r"ONNX output differs from torch by up to"):
         stage_for("export").apply(trained, spec, ctx(splits, tmp_path, "export"))
+
+
+def test_an_ensemble_of_teachers_from_checkpoints_is_averaged_and_frozen(
+    trained: TorchModel, splits: Splits, tmp_path: Path
+) -> None:
+    torch.save(trained.module.state_dict(), tmp_path / "teacher.pt")
+    ref = {
+        "factory": "recipes.examples.digits:build_cnn",
+        "args": SMALL,
+        "checkpoint": "teacher.pt",
+    }
+    spec = DistillSpec.model_validate(
+        {
+            "name": "d",
+            "student": {
+                "factory": "recipes.examples.digits:build_student",
+                "args": {"channels": [6, 12], "hidden": 24},
+            },
+            "teachers": [ref, ref],
+            "epochs": 4,
+            "lr": 3e-3,
+        }
+    )
+    c = ctx(splits, tmp_path)
+    c.base = tmp_path
+    incoming = fresh(trained, tmp_path)
+    student = stage_for("distill").apply(incoming, spec, c)
+    assert c.details["teachers"] == 2
+    assert accuracy(student, splits.test) > 0.5  # chance is 0.1
+
+
+def test_a_teacher_without_weights_is_refused(
+    trained: TorchModel, splits: Splits, tmp_path: Path
+) -> None:
+    spec = DistillSpec.model_validate(
+        {
+            "name": "distill",
+            "student": {"factory": "recipes.examples.digits:build_student"},
+            "teachers": [{"factory": "recipes.examples.digits:build_cnn"}],
+        }
+    )
+    with pytest.raises(StageError, match=r"teachers\[0\] .* has no checkpoint"):
+        stage_for("distill").apply(trained, spec, ctx(splits, tmp_path, "distill"))
