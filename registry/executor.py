@@ -393,8 +393,9 @@ class _Executor:
             setattr(stage, attr, round(getattr(stage, attr) + elapsed, 4))
 
     def _code_digest(self) -> str:
-        """Digest of the source of every module the recipe imports (factories, loaders)."""
-        sources = {}
+        """Digest of the code a stage's output depends on: every module the recipe imports
+        (factories, loaders) and our own stages, models and evaluators."""
+        sources = {"compressgate": _own_code_digest()}
         with models.importable_from(self.base):
             for _, ref in iter_refs(self.recipe):
                 if not isinstance(ref, str) or ":" not in ref:
@@ -663,6 +664,20 @@ class _Executor:
         self.save()
         if self.options.on_stage is not None:
             self.options.on_stage(stage)
+
+
+def _own_code_digest() -> str:
+    """sha256 over the source of the packages whose code shapes an artifact or its metrics."""
+    import evaluators
+    import recipes
+
+    files: dict[str, str] = {}
+    for package in (recipes, evaluators):
+        root = Path(str(package.__file__)).parent
+        for path in sorted(root.rglob("*.py")):
+            files[f"{package.__name__}/{path.relative_to(root)}"] = sha256_file(path)
+    files["registry/executor.py"] = sha256_file(Path(__file__))
+    return _digest(files)
 
 
 def _seed_everything(seed: int) -> None:

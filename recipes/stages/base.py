@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
+from recipes import training
 from recipes.data import Splits
 from recipes.manifest import STAGE_KINDS, StageBase
 from recipes.models import TorchModel, Variant
@@ -67,6 +68,30 @@ class StageContext:
         return StageError(
             f"stage '{self.stage}' (seed {self.seed}): {message}", stage=self.stage, hint=hint
         )
+
+    def fit(
+        self,
+        module: Any,
+        *,
+        description: str,
+        purpose: str,
+        epochs: int,
+        lr: float,
+        batch_size: int,
+        **options: Any,
+    ) -> None:
+        """Train on the train split with a progress bar, seeded for `purpose`."""
+        with self.progress.task(description, epochs) as tick:
+            training.fit(
+                module,
+                self.splits.train,
+                epochs=epochs,
+                lr=lr,
+                batch_size=batch_size,
+                seed=self.seed_for(purpose),
+                ticker=tick,
+                **options,
+            )
 
     def seed_for(self, purpose: str) -> int:
         """A seed for one purpose of this stage, derived from the run seed and the stage name."""

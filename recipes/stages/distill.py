@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recipes import models, training
+from recipes import models
 from recipes.manifest import DistillSpec
 from recipes.models import TorchModel, Variant
 from recipes.stages.base import STAGES, Stage, StageContext
@@ -69,17 +69,16 @@ class Distill(Stage[DistillSpec]):
             return value + hooks.loss(adapters)
 
         params = tuple(p for adapter in adapters for p in adapter.parameters())
-        with hooks, ctx.progress.task(f"distill ({len(teachers)} teacher(s))", spec.epochs) as tick:
-            training.fit(
+        with hooks:
+            ctx.fit(
                 student.module,
-                ctx.splits.train,
+                description=f"distill ({len(teachers)} teacher(s))",
+                purpose="batches",
                 epochs=spec.epochs,
                 lr=spec.lr,
                 batch_size=spec.batch_size,
-                seed=ctx.seed_for("batches"),
                 loss=loss,
                 extra_parameters=params,
-                ticker=tick,
             )
         ctx.record(
             teachers=len(teachers),

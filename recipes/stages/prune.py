@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
-from recipes import models, training
+from recipes import models
 from recipes.manifest import PruneSpec
 from recipes.models import TorchModel, Variant
 from recipes.stages.base import STAGES, Stage, StageContext
@@ -70,18 +70,14 @@ class Prune(Stage[PruneSpec]):
     def _finetune(self, module: nn.Module, spec: PruneSpec, ctx: StageContext, r: int) -> None:
         if spec.finetune_epochs == 0:
             return
-        with ctx.progress.task(
-            f"prune round {r + 1}/{spec.rounds}: fine-tune", spec.finetune_epochs
-        ) as tick:
-            training.fit(
-                module,
-                ctx.splits.train,
-                epochs=spec.finetune_epochs,
-                lr=spec.lr,
-                batch_size=spec.batch_size,
-                seed=ctx.seed_for(f"finetune-{r}"),
-                ticker=tick,
-            )
+        ctx.fit(
+            module,
+            description=f"prune round {r + 1}/{spec.rounds}: fine-tune",
+            purpose=f"finetune-{r}",
+            epochs=spec.finetune_epochs,
+            lr=spec.lr,
+            batch_size=spec.batch_size,
+        )
 
     def _structured(
         self,

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from recipes import models, onnxio, training
+from recipes import models, onnxio
 from recipes.manifest import QuantizeSpec
 from recipes.models import ONNX_FILE, OnnxModel, TorchModel, Variant
 from recipes.stages.base import STAGES, Stage, StageContext
@@ -199,16 +199,14 @@ class Quantize(Stage[QuantizeSpec]):
             parametrize.register_parametrization(layer, "weight", _FakeQuantWeight())
             hooks.append(layer.register_forward_pre_hook(_FakeQuantInput()))
         try:
-            with ctx.progress.task("quantization-aware training", spec.qat_epochs) as tick:
-                training.fit(
-                    module,
-                    ctx.splits.train,
-                    epochs=spec.qat_epochs,
-                    lr=spec.lr,
-                    batch_size=spec.batch_size,
-                    seed=ctx.seed_for("qat"),
-                    ticker=tick,
-                )
+            ctx.fit(
+                module,
+                description="quantization-aware training",
+                purpose="qat",
+                epochs=spec.qat_epochs,
+                lr=spec.lr,
+                batch_size=spec.batch_size,
+            )
         finally:
             for hook in hooks:
                 hook.remove()
