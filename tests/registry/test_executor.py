@@ -229,6 +229,24 @@ def test_strict_environment_mismatch_exits_5_listing_each_package(
     assert not (workspace.root / ".cg").exists()
 
 
+def test_a_lenient_environment_mismatch_is_recorded_and_the_run_goes_on(
+    workspace: Workspace, cli: Invoke
+) -> None:
+    lock = workspace.root / "requirements.lock"
+    lock.write_text(lock.read_text().replace("click==", "click==0.0.1\n#"))
+    write_recipe(workspace)
+    workspace.recipe.write_text(
+        workspace.recipe.read_text().replace("strict: true", "strict: false")
+    )
+    sign_recipe(workspace.recipe, load_private_key(workspace.key("ml-platform")))
+    code, summary, stderr = run(cli, workspace)
+    assert code == 0, stderr
+    assert summary["environment_mismatches"] == ["click: wanted 0.0.1, found 8.5.1"]
+    record = json.loads(Path(summary["record"]).read_text())
+    assert record["environment"]["strict"] is False
+    assert record["environment"]["mismatches"] == ["click: wanted 0.0.1, found 8.5.1"]
+
+
 def test_a_tampered_recipe_is_refused_before_anything_runs(
     workspace: Workspace, cli: Invoke
 ) -> None:
