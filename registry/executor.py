@@ -41,7 +41,7 @@ from recipes.load import LoadedRecipe
 from recipes.manifest import ModelSpec, Recipe, iter_refs
 from recipes.models import OnnxModel, TorchModel, Variant
 from recipes.signing import verify_recipe
-from recipes.stages.base import StageContext, stage_for
+from recipes.stages.base import NullProgress, StageContext, stage_for
 from recipes.training import Ticker, fit
 from recipes.trust import load_trust
 from registry import environment
@@ -122,11 +122,6 @@ class RunRecord(BaseModel):
 # --- progress -----------------------------------------------------------------------------------
 
 
-class _NullTicker:
-    def advance(self, steps: int = 1) -> None:
-        pass
-
-
 class RichProgress:
     """Progress bars on stderr for the long steps (epochs, rounds, calibration)."""
 
@@ -139,7 +134,8 @@ class RichProgress:
     @contextmanager
     def task(self, description: str, total: int) -> Iterator[Ticker]:
         if not self.enabled:
-            yield _NullTicker()
+            with NullProgress().task(description, total) as ticker:
+                yield ticker
             return
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
@@ -170,7 +166,6 @@ class RunOptions:
     force: bool = False
     progress: bool = False
     on_stage: Callable[[StageRecord], None] | None = None
-    cache: bool = True
     run_id: str | None = None
 
 
@@ -214,10 +209,7 @@ def run_recipe(path: Path, options: RunOptions) -> RunRecord:
         try:
             for seed in recipe.seeds:
                 executor.run_seed(seed)
-        except CompressgateError as exc:
-            executor.fail(exc)
-            raise
-        except BaseException as exc:
+        except BaseException as exc:  # a failed or interrupted run is recorded as failed
             executor.fail(exc)
             raise
     executor.finish()
@@ -271,7 +263,6 @@ def reproduce(run_id: str, options: RunOptions) -> tuple[RunRecord, RunRecord, l
                 force=True,
                 progress=options.progress,
                 on_stage=options.on_stage,
-                cache=False,
             ),
         )
     comparisons = [
@@ -609,7 +600,7 @@ class _Executor:
         return self._load(artifact, model.format)
 
     def _cached(self, stage: StageRecord) -> Variant | None:
-        if not self.options.cache or self.options.force:
+        if self.options.force:
             return None
         entry_path = self.cache_dir / f"{stage.cache_key}.json"
         if not entry_path.is_file():

@@ -53,6 +53,11 @@ def ctx(splits: Splits, tmp_path: Path, stage: str = "s") -> StageContext:
     return StageContext(stage=stage, seed=0, splits=splits, workdir=workdir)
 
 
+def without_calibration(splits: Splits) -> Splits:
+    empty = Split(splits.calibration.x[:0], splits.calibration.y[:0])
+    return Splits(splits.train, empty, splits.test, splits.class_names)
+
+
 def accuracy(model: TorchModel | OnnxModel, split: Split) -> float:
     from evaluators.runners import logits
 
@@ -238,8 +243,7 @@ def test_other_calibration_methods_give_a_working_model(
 def test_dynamic_int8_needs_no_calibration(
     trained: TorchModel, splits: Splits, tmp_path: Path
 ) -> None:
-    empty = Split(splits.calibration.x[:0], splits.calibration.y[:0])
-    no_calibration = Splits(splits.train, empty, splits.test, splits.class_names)
+    no_calibration = without_calibration(splits)
     spec = QuantizeSpec(name="q", method="dynamic", keep_float=())
     c = ctx(no_calibration, tmp_path)
     quantized = stage_for("quantize").apply(trained, spec, c)
@@ -250,8 +254,7 @@ def test_dynamic_int8_needs_no_calibration(
 def test_empty_calibration_split_is_a_stage_error(
     trained: TorchModel, splits: Splits, tmp_path: Path
 ) -> None:
-    empty = Split(splits.calibration.x[:0], splits.calibration.y[:0])
-    no_calibration = Splits(splits.train, empty, splits.test, splits.class_names)
+    no_calibration = without_calibration(splits)
     spec = QuantizeSpec(name="int8", method="static")
     with pytest.raises(StageError, match=r"stage 'int8' \(seed 0\): the calibration split has 0"):
         stage_for("quantize").apply(trained, spec, ctx(no_calibration, tmp_path, "int8"))
