@@ -1,0 +1,250 @@
+"""What every evaluator shares: the registry of kinds, the subjects it compares, its context.
+
+An evaluator is `evaluate(candidate, baseline, splits, spec, ctx) -> Result`, registered by
+`kind`. `candidate` and `baseline` are `Subject`s: a variant with what is known of it on disk
+and its outputs, computed once and shared by every evaluator of the stage. `baseline` is None
+when the baseline itself is evaluated: comparisons are then left out. `ctx` carries the seed,
+the stage's parent (for fidelity against the teacher), and one bootstrap per stage so that all
+of a stage's intervals come from the same resamples.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+
+import numpy as np
+
+from evaluators import stats
+from evaluators.results import Estimate, EvaluationResult
+from evaluators.stats import Floats
+from recipes.data import Split, Splits
+from recipes.evaluation import EvaluatorSpec
+from registry.digests import canonical_json, sha256_bytes
+from registry.errors import StageError
+from registry.plugins import Registry
+
+if TYPE_CHECKING:  # torch stays unloaded until a model is run
+    import torch
+
+    from recipes.models import OnnxModel, TorchModel, Variant
+
+S = TypeVar("S", bound=EvaluatorSpec)
+TEST = "test"
+
+
+@dataclass
+class Subject:
+    """A model under evaluation, what is known of it on disk, and its outputs (computed once).
+
+    `onnx` is the form onnxruntime runs: the variant itself when it is ONNX, or the baseline's
+    float32 export (the yardstick of sizes and onnxruntime latencies). `counts_from` is the torch
+    module whose parameters and MACs describe it: the variant, or its float torch ancestor.
+    """
+
+    stage: str
+    variant: Variant
+    size_bytes: int
+    sha256: str | None = None
+    onnx: OnnxModel | None = None
+    onnx_size_bytes: int | None = None
+    counts_from: TorchModel | None = None
+    outputs: dict[str, Floats] = field(default_factory=dict, repr=False)
+    measurements: dict[str, float] = field(default_factory=dict, repr=False)
+
+    @property
+    def format(self) -> str:
+        return self.variant.format
+
+    def probabilities(self, x: torch.Tensor, key: str) -> Floats:
+        """Softmax of the model's logits on `x`, in float64, cached under `key`."""
+        if key not in self.outputs:
+            import torch
+
+            from evaluators import runners
+
+            logits = runners.logits(self.variant, x).to(torch.float64)
+            self.outputs[key] = torch.softmax(logits, dim=1).numpy()
+        return self.outputs[key]
+
+    def test_probabilities(self, split: Split) -> Floats:
+        return self.probabilities(split.x, TEST)
+
+
+@dataclass
+class EvalContext:
+    """Everything an evaluator may use besides its subjects: no globals."""
+
+    seed: int
+    stage: str
+    splits: Splits
+    parent: Subject | None = None
+    workdir: Path | None = None
+    _bootstraps: dict[int, stats.Bootstrap] = field(default_factory=dict, repr=False)
+
+    def seed_for(self, purpose: str) -> int:
+        """A seed for one purpose, from the run seed alone: every stage of a seed draws the same
+        resamples and the same shifted inputs, so stages are compared on equal terms."""
+        digest = sha256_bytes(canonical_json([self.seed, "evaluation", purpose]))
+        return int(digest[:8], 16)
+
+    def bootstrap(self, resamples: int) -> stats.Bootstrap:
+        """The stage's bootstrap over the test split (shared by its evaluators)."""
+        if resamples not in self._bootstraps:
+            self._bootstraps[resamples] = stats.Bootstrap(
+                len(self.splits.test), resamples, seed=self.seed_for(f"bootstrap-{resamples}")
+            )
+        return self._bootstraps[resamples]
+
+    def error(self, kind: str, message: str, *, hint: str | None = None) -> StageError:
+        return StageError(
+            f"evaluator '{kind}' after stage '{self.stage}' (seed {self.seed}): {message}",
+            stage=self.stage,
+            hint=hint,
+        )
+
+
+class Evaluator(Generic[S]):
+    """An evaluator of one `kind`."""
+
+    kind: ClassVar[str]
+
+    def evaluate(
+        self,
+        candidate: Subject,
+        baseline: Subject | None,
+        splits: Splits,
+        spec: S,
+        ctx: EvalContext,
+    ) -> EvaluationResult | None:
+        """The result, or None where the evaluator does not apply (a comparison, for the
+        baseline itself)."""
+        raise NotImplementedError
+
+
+EVALUATORS: Registry[type[Evaluator[Any]]] = Registry("evaluator")
+
+# Exemplars are judged across seeds (evaluators.seeds), not after each stage.
+_MODULES = {
+    "accuracy": "evaluators.accuracy",
+    "paired": "evaluators.paired",
+    "calibration": "evaluators.calibration",
+    "fairness": "evaluators.fairness",
+    "classes": "evaluators.classes",
+    "fidelity": "evaluators.fidelity",
+    "robustness": "evaluators.robustness",
+    "latency": "evaluators.latency",
+    "size": "evaluators.size",
+}
+
+
+def load_evaluators() -> Registry[type[Evaluator[Any]]]:
+    """Import the built-in evaluator modules (explicitly, no package walking); the registry."""
+    for module in dict.fromkeys(_MODULES.values()):
+        importlib.import_module(module)
+    return EVALUATORS
+
+
+def per_stage(specs: Iterable[EvaluatorSpec]) -> list[EvaluatorSpec]:
+    """The specs evaluated after each stage (the across-seeds ones are not)."""
+    return [spec for spec in specs if spec.kind in _MODULES]
+
+
+def evaluate_stage(
+    specs: Iterable[EvaluatorSpec],
+    candidate: Subject,
+    baseline: Subject | None,
+    splits: Splits,
+    ctx: EvalContext,
+) -> dict[str, EvaluationResult]:
+    """Run every per-stage evaluator on the candidate; results keyed by kind, in spec order."""
+    registry = load_evaluators()
+    results: dict[str, EvaluationResult] = {}
+    for spec in per_stage(specs):
+        result = registry.get(spec.kind)().evaluate(candidate, baseline, splits, spec, ctx)
+        if result is not None:
+            results[spec.kind] = result
+    return results
+
+
+def flatten(results: dict[str, EvaluationResult]) -> dict[str, Estimate]:
+    """Every result's metrics under their dotted names."""
+    metrics: dict[str, Estimate] = {}
+    for result in results.values():
+        metrics |= result.metrics()
+    return metrics
+
+
+# --- estimates ----------------------------------------------------------------------------------
+
+
+def wilson(
+    successes: int, n: int, confidence: float, *, higher_is_better: bool | None = True
+) -> Estimate:
+    """A proportion with its Wilson interval."""
+    low, high = stats.wilson_interval(successes, n, confidence)
+    return Estimate(
+        estimate=successes / n if n else 0.0,
+        ci_low=low,
+        ci_high=high,
+        n=n,
+        confidence=confidence,
+        method="wilson",
+        higher_is_better=higher_is_better,
+    )
+
+
+def bootstrapped(
+    point: float,
+    replicates: np.ndarray,
+    n: int,
+    confidence: float,
+    *,
+    higher_is_better: bool | None,
+    unit: str = "",
+    paired: bool = False,
+) -> Estimate:
+    """A statistic with its percentile bootstrap interval.
+
+    Binned and max-min statistics (ECE, MCE, gaps between groups) are biased upwards under
+    resampling, and their percentile interval can miss the estimate itself; it is then widened
+    to include it (which only raises its coverage) and the method says so.
+    """
+    low, high = stats.percentile_interval(replicates, confidence)
+    kind = "paired bootstrap" if paired else "bootstrap"
+    method = f"{kind} percentile ({len(replicates)} resamples)"
+    if not low <= point <= high:
+        low, high = min(low, point), max(high, point)
+        method += ", widened to include the estimate"
+    return Estimate(
+        estimate=float(point),
+        ci_low=low,
+        ci_high=high,
+        n=n,
+        confidence=confidence,
+        method=method,
+        unit=unit,
+        higher_is_better=higher_is_better,
+    )
+
+
+def extreme(
+    estimates: Sequence[Estimate], *, lowest: bool, n: int, confidence: float, method: str
+) -> Estimate:
+    """The lowest (or highest) of several estimates whose intervals hold simultaneously: its
+    interval is [lowest lower end, lowest upper end] (or the highest of each), which covers the
+    true extreme whenever every interval covers its own value."""
+    pick = min if lowest else max
+    return Estimate(
+        estimate=pick(e.estimate for e in estimates),
+        ci_low=pick(e.ci_low for e in estimates),
+        ci_high=pick(e.ci_high for e in estimates),
+        n=n,
+        confidence=confidence,
+        method=method,
+        unit=estimates[0].unit,
+        higher_is_better=estimates[0].higher_is_better,
+    )

@@ -1,0 +1,240 @@
+"""The array-level evaluators (accuracy, paired, calibration, fairness, classes, fidelity) as the
+executor runs them: their points agree with the low-level functions and the independent
+references, and every bootstrap replicate computed by one matrix product equals the statistic
+recomputed from scratch on the explicitly resampled data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from fairlearn.metrics import equalized_odds_difference as fl_equalized_odds
+from scipy import stats
+
+from evaluators import calibration as cal
+from evaluators import fairness as fair
+from evaluators.base import EvalContext, Subject, evaluate_stage, flatten
+from evaluators.paired import tango_interval
+from evaluators.stats import holm, percentile_interval
+from recipes import evaluation as ev
+from recipes.data import Split, Splits
+from registry.errors import StageError
+
+N = 600
+
+
+def make(classes: int, seed: int = 0, groups: bool = True) -> tuple[Splits, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, classes, N)
+    logits = rng.normal(0, 1, (N, classes))
+    logits[np.arange(N), labels] += 1.5
+    noisy = logits + rng.normal(0, 0.8, (N, classes))
+    probs = []
+    for z in (logits, noisy):
+        e = np.exp(z - z.max(axis=1, keepdims=True))
+        probs.append(e / e.sum(axis=1, keepdims=True))
+    split = Split(
+        torch.zeros(N, 1),
+        torch.from_numpy(labels),
+        groups=torch.from_numpy(rng.integers(0, 3, N)) if groups else None,
+    )
+    splits = Splits(split, split, split, tuple(f"c{k}" for k in range(classes)), ("a", "b", "c"))
+    return splits, probs[0], probs[1]
+
+
+def subject(name: str, probs: np.ndarray) -> Subject:
+    holder = Subject(stage=name, variant=None, size_bytes=0)  # type: ignore[arg-type]
+    holder.outputs["test"] = probs
+    return holder
+
+
+def run(spec: ev.EvaluatorSpec, classes: int = 4, baseline: bool = True, **kw: object):  # type: ignore[no-untyped-def]
+    splits, base, cand = make(classes, **kw)  # type: ignore[arg-type]
+    ctx = EvalContext(seed=3, stage="candidate", splits=splits, parent=subject("parent", base))
+    results = evaluate_stage(
+        [spec],
+        subject("candidate", cand),
+        subject("baseline", base) if baseline else None,
+        splits,
+        ctx,
+    )
+    return results.get(spec.kind), splits, base, cand, ctx
+
+
+def resample(ctx: EvalContext, resamples: int, row: int) -> np.ndarray:
+    """The sample indices of bootstrap resample `row`, from its count matrix."""
+    counts = ctx.bootstrap(resamples).counts[row].astype(int)
+    return np.repeat(np.arange(len(counts)), counts)
+
+
+def test_calibration_points_are_the_low_level_functions_and_changes_their_difference() -> None:
+    result, splits, base, cand, _ = run(ev.CalibrationSpec(resamples=300))
+    y = splits.test.y.numpy()
+    for name, function in (
+        ("ece", cal.ece),
+        ("mce", cal.mce),
+        ("rmsce", cal.rmsce),
+        ("classwise_ece", cal.classwise_ece),
+    ):
+        assert result.measures[name].estimate == pytest.approx(function(cand, y, 15), abs=1e-12)
+        change = function(cand, y, 15) - function(base, y, 15)
+        assert result.changes[name].estimate == pytest.approx(change, abs=1e-12)
+    assert result.measures["brier"].estimate == pytest.approx(cal.brier(cand, y), abs=1e-12)
+    assert result.baseline_measures["nll"] == pytest.approx(cal.nll(base, y), abs=1e-12)
+    for estimate in (*result.measures.values(), *result.changes.values()):
+        assert estimate.ci_low <= estimate.estimate <= estimate.ci_high
+    assert sum(b.count for b in result.reliability) == N
+
+
+@pytest.mark.parametrize("row", [0, 7, 299])
+def test_calibration_replicates_equal_the_measures_of_the_resampled_data(row: int) -> None:
+    spec = ev.CalibrationSpec(resamples=300)
+    _, splits, base, cand, ctx = run(spec)
+    y = splits.test.y.numpy()
+    boot = ctx.bootstrap(spec.resamples)
+    columns = [cal._Columns(*cal.check_probs(p, y), spec.bins) for p in (cand, base)]
+    replicated = [c.measures(boot.totals(c.matrix)) for c in columns]
+    rows = resample(ctx, spec.resamples, row)
+    for values, probs in zip(replicated, (cand, base), strict=True):
+        direct = cal.point_measures(probs[rows], y[rows], spec.bins)
+        for name, value in direct.items():
+            assert values[name][row] == pytest.approx(value, abs=1e-9), name
+
+
+def test_calibration_of_the_baseline_itself_has_no_changes() -> None:
+    result, *_ = run(ev.CalibrationSpec(resamples=200), baseline=False)
+    assert result.changes is None
+    assert set(result.metrics()) == {f"calibration.{m}" for m in cal.MEASURES}
+
+
+def test_fairness_of_a_binary_task_matches_fairlearn_and_the_low_level_functions() -> None:
+    result, splits, _, cand, ctx = run(ev.FairnessSpec(resamples=300), classes=2)
+    y, g = splits.test.y.numpy(), splits.test.groups.numpy()
+    pred = cand.argmax(axis=1)
+    assert result.task == "binary"
+    assert result.equalized_odds_difference.estimate == pytest.approx(
+        fl_equalized_odds(y, pred, sensitive_features=g), abs=1e-12
+    )
+    assert result.demographic_parity_difference.estimate == pytest.approx(
+        fair.demographic_parity_difference(y, pred, g), abs=1e-12
+    )
+    # The interval is the percentile interval of the statistic recomputed from scratch on
+    # each explicit resample (the same resamples the evaluator drew).
+    for name, function in (
+        ("equal_opportunity_difference", fair.equal_opportunity_difference),
+        ("demographic_parity_difference", fair.demographic_parity_difference),
+    ):
+        direct = []
+        for row in range(300):
+            rows = resample(ctx, 300, row)
+            direct.append(function(y[rows], pred[rows], g[rows]))
+        low, high = percentile_interval(np.array(direct), 0.95)
+        estimate = getattr(result, name)
+        point = estimate.estimate
+        assert estimate.ci_low == pytest.approx(min(low, point), abs=1e-9)
+        assert estimate.ci_high == pytest.approx(max(high, point), abs=1e-9)
+
+
+def test_fairness_of_a_multiclass_task_reports_the_worst_class_one_vs_rest() -> None:
+    result, splits, _, cand, _ = run(ev.FairnessSpec(resamples=200), classes=4)
+    y, g = splits.test.y.numpy(), splits.test.groups.numpy()
+    pred = cand.argmax(axis=1)
+    worst = max(
+        fl_equalized_odds((y == k).astype(int), (pred == k).astype(int), sensitive_features=g)
+        for k in range(4)
+    )
+    assert result.task == "multiclass"
+    assert result.equalized_odds_difference.estimate == pytest.approx(worst, abs=1e-12)
+
+
+def test_fairness_worst_group_and_its_drop_hold_simultaneously_over_groups() -> None:
+    result, splits, base, cand, _ = run(ev.FairnessSpec(resamples=200))
+    y, g = splits.test.y.numpy(), splits.test.groups.numpy()
+    accuracy = fair.group_accuracy(y, cand.argmax(axis=1), g)
+    assert result.worst_group_accuracy.estimate == pytest.approx(min(accuracy.values()))
+    assert result.worst_group == ("a", "b", "c")[min(accuracy, key=accuracy.get)]
+    each = 1 - 0.05 / 3
+    drops = []
+    for code in range(3):
+        mask = g == code
+        base_ok = base[mask].argmax(axis=1) == y[mask]
+        cand_ok = cand[mask].argmax(axis=1) == y[mask]
+        b, c = int(np.sum(base_ok & ~cand_ok)), int(np.sum(cand_ok & ~base_ok))
+        low, high = tango_interval(b, c, int(mask.sum()), each)
+        drops.append(((b - c) / mask.sum(), -high, -low))
+    worst = result.worst_group_accuracy_drop
+    assert worst.estimate == pytest.approx(max(d[0] for d in drops))
+    assert worst.ci_low == pytest.approx(max(d[1] for d in drops))
+    assert worst.ci_high == pytest.approx(max(d[2] for d in drops))
+    assert "bonferroni" in worst.method
+
+
+def test_fairness_without_groups_is_a_stage_error_naming_the_evaluator() -> None:
+    with pytest.raises(StageError, match="evaluator 'fairness' after stage 'candidate'"):
+        run(ev.FairnessSpec(resamples=200), groups=False)
+
+
+def test_classes_tests_each_class_with_holm_and_names_the_most_affected() -> None:
+    result, splits, base, cand, _ = run(ev.ClassesSpec(top=2))
+    y = splits.test.y.numpy()
+    pvalues, drops = [], []
+    for label in range(4):
+        mask = y == label
+        base_ok = base[mask].argmax(axis=1) == label
+        cand_ok = cand[mask].argmax(axis=1) == label
+        b, c = int(np.sum(base_ok & ~cand_ok)), int(np.sum(cand_ok & ~base_ok))
+        pvalues.append(stats.binomtest(min(b, c), b + c, 0.5).pvalue if b + c else 1.0)
+        drops.append((b - c) / mask.sum())
+    rows = result.classes
+    assert [r.pvalue for r in rows] == pytest.approx(pvalues)
+    assert [r.adjusted_pvalue for r in rows] == pytest.approx(list(holm(pvalues)))
+    assert [r.drop.estimate for r in rows] == pytest.approx(drops)
+    order = [f"c{k}" for k in np.argsort(-np.array(drops), kind="stable") if drops[k] > 0]
+    assert result.most_affected == order[:2]
+    assert result.worst_recall_drop.estimate == pytest.approx(max(drops))
+
+
+def test_fidelity_against_the_parent_uses_the_parent_and_matches_scipy() -> None:
+    result, splits, base, cand, _ = run(ev.FidelitySpec(against="parent", resamples=200))
+    assert result.reference == "parent"
+    kl = np.mean([stats.entropy(p, q) for p, q in zip(base, cand, strict=True)])
+    assert result.kl_divergence.estimate == pytest.approx(kl, rel=1e-9)
+    agree = np.sum(base.argmax(axis=1) == cand.argmax(axis=1))
+    assert result.agreement.estimate == pytest.approx(agree / N)
+    y = splits.test.y.numpy()
+    negative = np.sum((base.argmax(axis=1) == y) & (cand.argmax(axis=1) != y))
+    assert result.negative_flip_rate.estimate == pytest.approx(negative / N)
+
+
+def test_paired_difference_is_tango_on_the_discordant_pairs() -> None:
+    result, splits, base, cand, _ = run(ev.PairedSpec())
+    y = splits.test.y.numpy()
+    base_ok, cand_ok = base.argmax(axis=1) == y, cand.argmax(axis=1) == y
+    b, c = int(np.sum(base_ok & ~cand_ok)), int(np.sum(cand_ok & ~base_ok))
+    assert (result.b, result.c, result.n) == (b, c, N)
+    assert (result.difference.ci_low, result.difference.ci_high) == pytest.approx(
+        tango_interval(b, c, N, 0.95)
+    )
+    assert result.mcnemar_pvalue == pytest.approx(stats.binomtest(min(b, c), b + c).pvalue)
+
+
+def test_comparisons_are_left_out_for_the_baseline_itself() -> None:
+    assert run(ev.PairedSpec(), baseline=False)[0] is None
+    assert run(ev.FidelitySpec(), baseline=False)[0] is None
+
+
+def test_a_stage_gives_exactly_the_metrics_its_specs_declare() -> None:
+    specs = [
+        ev.AccuracySpec(),
+        ev.PairedSpec(),
+        ev.CalibrationSpec(resamples=200),
+        ev.FairnessSpec(resamples=200),
+        ev.ClassesSpec(),
+        ev.FidelitySpec(resamples=200),
+    ]
+    splits, base, cand = make(4)
+    ctx = EvalContext(seed=0, stage="candidate", splits=splits, parent=subject("p", base))
+    results = evaluate_stage(specs, subject("c", cand), subject("b", base), splits, ctx)
+    assert list(flatten(results)) == [name for spec in specs for name in spec.metric_names()]
+    for estimate in flatten(results).values():
+        assert estimate.ci_low <= estimate.estimate <= estimate.ci_high

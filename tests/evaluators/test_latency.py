@@ -1,0 +1,423 @@
+"""Latency: the timing harness, the statistics over its timings, and the evaluator end to end.
+
+- `time_calls`: one timing per repeat, the warm-up calls, ABBA alternation (checked on a log of
+  the calls), gc paused while timing and its state restored. No absolute timing is asserted
+  anywhere: a clearly slower callable must only come out clearly slower (a 10x sleep against a
+  factor of 2), a correctness check with a huge margin.
+- `quantile_estimates` against `np.quantile` and `stats.quantile_ci`, with the achieved coverage
+  reported when there are too few calls for a tail quantile; `stats.quantile_coverage` against a
+  brute-force Monte-Carlo coverage; `throughput` as the inverse of the p50 interval.
+- The `Latency` evaluator on a tiny CNN against its own ONNX export (both in onnxruntime), and
+  on a recording torch module (threads pinned and inference mode during every call); the torch
+  runner refuses ONNX subjects with a `StageError` naming the stage; `pinned` restores threads.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from evaluators import stats
+from evaluators.base import EvalContext, Subject
+from evaluators.latency import (
+    QUANTILES,
+    Latency,
+    pinned,
+    quantile_estimates,
+    speedup,
+    throughput,
+    time_calls,
+)
+from recipes import onnxio
+from recipes.data import Split, Splits
+from recipes.evaluation import LatencySpec
+from recipes.examples import digits
+from recipes.models import OnnxModel, TorchModel
+from registry.errors import StageError
+
+FACTORY = "recipes.examples.digits:build_cnn"
+ARGS = {"channels": (4, 8), "hidden": 16}
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+def synthetic_splits(n: int = 40, seed: int = 0) -> Splits:
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.rand((n, 1, 8, 8), generator=generator)
+    y = torch.randint(0, 10, (n,), generator=generator)
+    split = Split(x, y)
+    return Splits(split, split, split, tuple(str(k) for k in range(10)))
+
+
+class Exported:
+    def __init__(self, splits: Splits, module: nn.Module, onnx: OnnxModel) -> None:
+        self.splits, self.module, self.onnx = splits, module, onnx
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> Exported:
+    """A tiny untrained CNN and its float32 ONNX export."""
+    splits = synthetic_splits()
+    torch.manual_seed(0)
+    module = digits.build_cnn(**ARGS).eval()
+    onnx, _ = onnxio.export(module, splits.test.x, tmp_path_factory.mktemp("onnx"), opset=18)
+    return Exported(splits, module, onnx)
+
+
+def torch_subject(stage: str, module: nn.Module, onnx: OnnxModel | None = None) -> Subject:
+    return Subject(
+        stage=stage,
+        variant=TorchModel(module, FACTORY, dict(ARGS)),
+        size_bytes=1000,
+        onnx=onnx,
+        onnx_size_bytes=None if onnx is None else onnx.path.stat().st_size,
+    )
+
+
+def onnx_subject(stage: str, onnx: OnnxModel) -> Subject:
+    size = onnx.path.stat().st_size
+    return Subject(stage=stage, variant=onnx, size_bytes=size, onnx=onnx, onnx_size_bytes=size)
+
+
+# --------------------------------------------------------------------------- time_calls
+
+
+class Recorder:
+    """Callables that log their name (and whether gc is on) each time they are called."""
+
+    def __init__(self) -> None:
+        self.log: list[str] = []
+        self.gc_during: list[bool] = []
+
+    def call(self, name: str) -> Callable[[], None]:
+        def run() -> None:
+            self.log.append(name)
+            self.gc_during.append(gc.isenabled())
+
+        return run
+
+
+@pytest.mark.parametrize(("warmup", "repeats"), [(0, 1), (3, 6), (5, 7)])
+def test_time_calls_gives_one_timing_per_repeat_for_each_callable(
+    warmup: int, repeats: int
+) -> None:
+    recorder = Recorder()
+    a, b = time_calls(recorder.call("A"), recorder.call("B"), warmup=warmup, repeats=repeats)
+    assert b is not None
+    for timings in (a, b):
+        assert timings.shape == (repeats,)
+        assert timings.dtype == np.int64
+        assert np.all(timings >= 0)
+    assert recorder.log.count("A") == warmup + repeats
+    assert recorder.log.count("B") == warmup + repeats
+
+
+def test_time_calls_with_one_callable_times_it_alone_after_its_warm_up() -> None:
+    recorder = Recorder()
+    a, b = time_calls(recorder.call("A"), warmup=4, repeats=9)
+    assert b is None
+    assert a.shape == (9,)
+    assert recorder.log == ["A"] * 13
+
+
+def test_time_calls_warms_up_both_then_alternates_in_abba_order() -> None:
+    recorder = Recorder()
+    time_calls(recorder.call("A"), recorder.call("B"), warmup=3, repeats=6)
+    warm, timed = recorder.log[:6], recorder.log[6:]
+    assert warm == ["A", "B"] * 3
+    # Pair i runs A first when i is even and B first when i is odd: AB BA AB BA AB BA.
+    assert timed == list("ABBAABBAABBA")
+
+
+def test_time_calls_pauses_gc_while_timing_and_then_reenables_it() -> None:
+    assert gc.isenabled()
+    recorder = Recorder()
+    time_calls(recorder.call("A"), recorder.call("B"), warmup=2, repeats=4)
+    # The 4 warm-up calls run with gc as it was; the 8 timed calls with gc paused.
+    assert recorder.gc_during == [True] * 4 + [False] * 8
+    assert gc.isenabled()
+
+
+def test_time_calls_leaves_a_disabled_gc_disabled() -> None:
+    gc.disable()
+    try:
+        time_calls(Recorder().call("A"), Recorder().call("B"), warmup=1, repeats=2)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
+def test_time_calls_restores_gc_when_a_timed_call_raises() -> None:
+    calls = 0
+
+    def fails_when_timed() -> None:
+        nonlocal calls
+        calls += 1
+        if calls > 2:
+            raise RuntimeError("boom")
+
+    assert gc.isenabled()
+    with pytest.raises(RuntimeError, match="boom"):
+        time_calls(fails_when_timed, warmup=2, repeats=5)
+    assert gc.isenabled()
+
+
+def test_a_clearly_slower_baseline_gives_a_speedup_above_two_with_its_interval_around_it() -> None:
+    # 2 ms against 0.2 ms: a true ratio near 10. Only "clearly above 2" is asserted.
+    base_ns, cand_ns = time_calls(
+        lambda: time.sleep(0.002), lambda: time.sleep(0.0002), warmup=1, repeats=21
+    )
+    assert cand_ns is not None
+    estimate = speedup(base_ns, cand_ns, 0.95, seed=7)
+    assert estimate.estimate > 2
+    assert estimate.ci_low <= estimate.estimate <= estimate.ci_high
+    assert estimate.estimate == pytest.approx(np.median(base_ns) / np.median(cand_ns), rel=1e-12)
+    assert estimate.n == 21
+    assert estimate.unit == "x"
+    assert estimate.higher_is_better is True
+
+
+def test_speedup_interval_resamples_pairs_and_is_deterministic_in_its_seed() -> None:
+    rng = np.random.default_rng(3)
+    base = rng.lognormal(np.log(2e6), 0.1, size=60).astype(np.int64)
+    cand = rng.lognormal(np.log(1e6), 0.1, size=60).astype(np.int64)
+    first = speedup(base, cand, 0.9, seed=11)
+    assert first == speedup(base, cand, 0.9, seed=11)
+    assert first.confidence == 0.9
+    # Every resampled ratio of medians lies between the extreme ratios of the raw timings.
+    assert base.min() / cand.max() <= first.ci_low <= first.ci_high <= base.max() / cand.min()
+    # The true ratio is 2; 60 pairs with 10% spread pin the median ratio down to a few percent.
+    assert 1.8 < first.ci_low <= first.estimate <= first.ci_high < 2.2
+
+
+# --------------------------------------------------------------------------- quantiles
+
+
+@pytest.fixture(scope="module")
+def known_sample() -> np.ndarray:
+    rng = np.random.default_rng(42)
+    return rng.lognormal(np.log(3e5), 0.3, size=200).astype(np.int64)
+
+
+def test_quantile_estimates_equal_numpy_quantiles_and_order_statistic_intervals(
+    known_sample: np.ndarray,
+) -> None:
+    ms = known_sample.astype(np.float64) / 1e6
+    out = quantile_estimates(known_sample, 0.95)
+    assert list(out) == ["p50", "p90", "p95", "p99"]
+    for name, q in QUANTILES.items():
+        estimate = out[name]
+        assert estimate.estimate == pytest.approx(float(np.quantile(ms, q)), rel=1e-12)
+        low, high = stats.quantile_ci(ms, q, 0.95)
+        assert (estimate.ci_low, estimate.ci_high) == (low, high)
+        assert estimate.n == 200
+        assert estimate.unit == "ms"
+        assert estimate.higher_is_better is False
+
+
+def test_p99_over_200_calls_reports_the_coverage_it_reaches_and_p50_keeps_the_requested_level(
+    known_sample: np.ndarray,
+) -> None:
+    out = quantile_estimates(known_sample, 0.95)
+    achieved = stats.quantile_coverage(200, 0.99, 0.95)
+    assert achieved < 0.95
+    assert out["p99"].confidence == pytest.approx(achieved, abs=0)
+    assert f"{achieved:.1%}" in out["p99"].method
+    assert "200 calls" in out["p99"].method
+    # Too few calls: the upper end is the slowest call.
+    assert out["p99"].ci_high == pytest.approx(known_sample.max() / 1e6, rel=1e-15)
+    assert out["p50"].confidence == 0.95
+    assert out["p50"].method == "order statistics (distribution-free)"
+
+
+@pytest.mark.parametrize(("n", "q"), [(20, 0.5), (50, 0.9), (200, 0.99)])
+def test_quantile_coverage_matches_a_brute_force_monte_carlo_coverage(n: int, q: float) -> None:
+    rng = np.random.default_rng(n)
+    draws = 40_000
+    samples = np.sort(rng.exponential(size=(draws, n)), axis=1)
+    truth = -np.log1p(-q)  # the q quantile of the standard exponential
+    # `quantile_ci` returns order statistics of the sorted sample: on 0..n-1 it returns their
+    # ranks. Check that on a few real samples, then apply the ranks to every draw at once.
+    low_rank, high_rank = (int(r) for r in stats.quantile_ci(np.arange(n), q, 0.95))
+    for row in samples[:5]:
+        shuffled = rng.permutation(row)
+        assert stats.quantile_ci(shuffled, q, 0.95) == (row[low_rank], row[high_rank])
+    covered = (samples[:, low_rank] <= truth) & (truth <= samples[:, high_rank])
+    # Monte-Carlo sd is at most 0.0025 here: 0.01 is four of them.
+    assert stats.quantile_coverage(n, q, 0.95) == pytest.approx(covered.mean(), abs=0.01)
+
+
+def test_throughput_is_the_batch_size_over_the_median_with_the_interval_inverted(
+    known_sample: np.ndarray,
+) -> None:
+    p50 = quantile_estimates(known_sample, 0.95)["p50"]
+    got = throughput(32, p50)
+    assert got.estimate == pytest.approx(32 / (p50.estimate / 1e3), rel=1e-12)
+    # A slower median (the interval's high end) is fewer samples per second: the ends swap.
+    assert got.ci_low == pytest.approx(32 / (p50.ci_high / 1e3), rel=1e-12)
+    assert got.ci_high == pytest.approx(32 / (p50.ci_low / 1e3), rel=1e-12)
+    assert got.ci_low <= got.estimate <= got.ci_high
+    assert (got.n, got.confidence) == (p50.n, p50.confidence)
+    assert got.unit == "samples/s"
+    assert got.higher_is_better is True
+
+
+# --------------------------------------------------------------------------- pinned
+
+
+def test_pinned_sets_threads_and_inference_mode_and_restores_both() -> None:
+    previous = torch.get_num_threads()
+    wanted = 2 if previous == 1 else 1
+    with pinned(wanted):
+        assert torch.get_num_threads() == wanted
+        assert torch.is_inference_mode_enabled()
+    assert torch.get_num_threads() == previous
+    assert not torch.is_inference_mode_enabled()
+
+
+def test_pinned_restores_threads_when_the_body_raises() -> None:
+    previous = torch.get_num_threads()
+    wanted = 2 if previous == 1 else 1
+    with pytest.raises(RuntimeError, match="inside"), pinned(wanted):
+        raise RuntimeError("inside")
+    assert torch.get_num_threads() == previous
+
+
+# --------------------------------------------------------------------------- the evaluator
+
+
+def spec_for(**kw: object) -> LatencySpec:
+    return LatencySpec.model_validate({"batch_sizes": [1, 8], "warmup": 2, "repeats": 20, **kw})
+
+
+def test_latency_of_an_onnx_candidate_against_its_torch_baseline_runs_both_in_onnxruntime(
+    exported: Exported,
+) -> None:
+    spec = spec_for()
+    candidate = onnx_subject("export", exported.onnx)
+    baseline = torch_subject("baseline", exported.module, onnx=exported.onnx)
+    ctx = EvalContext(seed=0, stage="export", splits=exported.splits)
+    previous = torch.get_num_threads()
+
+    result = Latency().evaluate(candidate, baseline, exported.splits, spec, ctx)
+
+    assert torch.get_num_threads() == previous
+    assert (result.runner, result.baseline_runner) == ("onnxruntime", "onnxruntime")
+    assert result.threads == {
+        "torch_intra_op": 1,
+        "onnxruntime_intra_op": 1,
+        "onnxruntime_inter_op": 1,
+    }
+    assert (result.warmup, result.repeats) == (2, 20)
+    assert np.isfinite(result.timer_overhead_ns)
+    assert result.timer_overhead_ns >= 0
+    assert [b.batch_size for b in result.batches] == [1, 8]
+    for batch in result.batches:
+        assert list(batch.quantiles_ms) == ["p50", "p90", "p95", "p99"]
+        assert batch.baseline_quantiles_ms is not None
+        assert list(batch.baseline_quantiles_ms) == ["p50", "p90", "p95", "p99"]
+        assert all(e.n == 20 for e in batch.quantiles_ms.values())
+        assert batch.speedup_p50 is not None
+        assert batch.speedup_p50.n == 20
+        assert batch.speedup_p50.ci_low <= batch.speedup_p50.estimate
+        assert batch.speedup_p50.estimate <= batch.speedup_p50.ci_high
+        assert batch.throughput == throughput(batch.batch_size, batch.quantiles_ms["p50"])
+        estimates = [batch.quantiles_ms[q].estimate for q in QUANTILES]
+        assert estimates == sorted(estimates)
+    metrics = result.metrics()
+    assert sorted(metrics) == sorted(spec.metric_names())
+    assert len(metrics) == len(spec.metric_names())
+    # The unprefixed names are the first (primary) batch size's.
+    assert metrics["latency.p50_ms"] == metrics["latency.batch_1.p50_ms"]
+
+
+def test_latency_of_the_baseline_itself_has_no_speedup(exported: Exported) -> None:
+    spec = spec_for(batch_sizes=[4])
+    baseline = torch_subject("baseline", exported.module, onnx=exported.onnx)
+    ctx = EvalContext(seed=0, stage="baseline", splits=exported.splits)
+    result = Latency().evaluate(baseline, None, exported.splits, spec, ctx)
+    assert (result.runner, result.baseline_runner) == ("torch", None)
+    assert result.batches[0].baseline_quantiles_ms is None
+    assert result.batches[0].speedup_p50 is None
+    expected = {m for m in spec.metric_names() if not m.endswith("speedup_p50")}
+    assert set(result.metrics()) == expected
+
+
+class ThreadRecorder(nn.Module):
+    """A linear classifier that records torch's thread count and inference mode per call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(64, 10)
+        self.seen: list[tuple[int, bool]] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen.append((torch.get_num_threads(), torch.is_inference_mode_enabled()))
+        return self.linear(x.flatten(1))
+
+
+def test_torch_candidates_are_timed_with_threads_pinned_in_inference_mode_and_restored() -> None:
+    splits = synthetic_splits()
+    previous = torch.get_num_threads()
+    threads = previous + 1  # differs from the current count and from the default of 1
+    spec = spec_for(threads=threads, runner="torch")
+    candidate_module, baseline_module = ThreadRecorder(), ThreadRecorder()
+    candidate = Subject("prune", TorchModel(candidate_module, "x:y"), size_bytes=10)
+    baseline = Subject("baseline", TorchModel(baseline_module, "x:y"), size_bytes=10)
+    ctx = EvalContext(seed=1, stage="prune", splits=splits)
+
+    result = Latency().evaluate(candidate, baseline, splits, spec, ctx)
+
+    assert torch.get_num_threads() == previous
+    assert (result.runner, result.baseline_runner) == ("torch", "torch")
+    assert result.threads["torch_intra_op"] == threads
+    assert result.threads["onnxruntime_intra_op"] == threads
+    # Two batch sizes, each warmed up twice and timed 20 times, for both models.
+    for module in (candidate_module, baseline_module):
+        assert len(module.seen) == 2 * (2 + 20)
+        assert set(module.seen) == {(threads, True)}
+
+
+def test_the_torch_runner_refuses_an_onnx_candidate_with_a_stage_error_naming_it(
+    exported: Exported,
+) -> None:
+    candidate = onnx_subject("quantize", exported.onnx)
+    baseline = torch_subject("baseline", exported.module, onnx=exported.onnx)
+    ctx = EvalContext(seed=5, stage="quantize", splits=exported.splits)
+    with pytest.raises(StageError) as raised:
+        Latency().evaluate(candidate, baseline, exported.splits, spec_for(runner="torch"), ctx)
+    assert raised.value.stage == "quantize"
+    assert "stage 'quantize' is ONNX" in str(raised.value)
+    assert "latency" in str(raised.value)
+    assert raised.value.hint is not None
+    assert "auto" in raised.value.hint
+
+
+def test_the_torch_runner_refuses_an_onnx_baseline_under_a_torch_candidate(
+    exported: Exported,
+) -> None:
+    candidate = torch_subject("prune", exported.module)
+    baseline = onnx_subject("baseline", exported.onnx)
+    ctx = EvalContext(seed=5, stage="prune", splits=exported.splits)
+    with pytest.raises(StageError, match="stage 'baseline' is ONNX") as raised:
+        Latency().evaluate(candidate, baseline, exported.splits, spec_for(runner="auto"), ctx)
+    assert raised.value.stage == "prune"
+
+
+def test_the_onnxruntime_runner_exports_a_torch_candidate_without_an_onnx_form(
+    exported: Exported,
+) -> None:
+    candidate = torch_subject("prune", exported.module)
+    ctx = EvalContext(seed=0, stage="prune", splits=exported.splits)
+    spec = spec_for(batch_sizes=[2], runner="onnxruntime")
+    result = Latency().evaluate(candidate, None, exported.splits, spec, ctx)
+    assert result.runner == "onnxruntime"
+    assert candidate.onnx is None  # the export lives in a scratch directory, not on the subject
+    assert result.batches[0].quantiles_ms["p50"].n == 20
