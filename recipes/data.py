@@ -15,16 +15,20 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Split:
-    """Inputs `x`, integer labels `y`, and optionally one group id per sample for fairness."""
+    """Inputs `x`, integer labels `y`; optionally one group id per sample (for fairness) and one
+    stable id per sample (to match samples across seeds whose splits differ)."""
 
     x: torch.Tensor
     y: torch.Tensor
     groups: torch.Tensor | None = None
+    ids: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         n = len(self.x)
-        if len(self.y) != n or (self.groups is not None and len(self.groups) != n):
-            raise ValueError("x, y and groups must have one entry per sample")
+        if len(self.y) != n or any(
+            extra is not None and len(extra) != n for extra in (self.groups, self.ids)
+        ):
+            raise ValueError("x, y, groups and ids must have one entry per sample")
 
     def __len__(self) -> int:
         return len(self.x)

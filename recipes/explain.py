@@ -16,6 +16,13 @@ class StageExplanation(BaseModel):
     summary: str
 
 
+class EvaluatorExplanation(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    kind: str
+    summary: str
+    metrics: list[str]
+
+
 class GateExplanation(BaseModel):
     model_config = ConfigDict(frozen=True)
     name: str
@@ -39,6 +46,7 @@ class RecipeExplanation(BaseModel):
     seeds: list[int]
     environment: str
     stages: list[StageExplanation]
+    evaluators: list[EvaluatorExplanation]
     gates: list[GateExplanation]
 
 
@@ -64,6 +72,12 @@ def explain(loaded: LoadedRecipe) -> RecipeExplanation:
         stages=[
             StageExplanation(index=i, name=s.name, kind=s.kind, summary=s.describe())
             for i, s in enumerate(recipe.stages, start=1)
+        ],
+        evaluators=[
+            EvaluatorExplanation(
+                kind=spec.kind, summary=spec.describe(), metrics=list(spec.metric_names())
+            )
+            for spec in recipe.evaluator_specs()
         ],
         gates=[
             GateExplanation(
@@ -95,6 +109,10 @@ def render_text(explanation: RecipeExplanation) -> str:
         "Stages, in order:",
     ]
     lines += [f"  {s.index}. {s.name} [{s.kind}]: {s.summary}" for s in e.stages]
+    lines += ["", "Evidence, measured after every stage against the baseline:"]
+    for evaluator in e.evaluators:
+        lines.append(f"  - {evaluator.kind}: {evaluator.summary}")
+        lines.append(f"    metrics: {', '.join(evaluator.metrics)}")
     lines += ["", "Gates:" if e.gates else "Gates: none (nothing stops a variant)"]
     lines += [
         f"  - {g.name}, owned by {g.owner}, after stage {g.after}: {g.summary}" for g in e.gates

@@ -16,6 +16,7 @@ file system or a trust file; the models here check everything a manifest says ab
 
 from __future__ import annotations
 
+import difflib
 import keyword
 import re
 from collections.abc import Iterator
@@ -25,7 +26,6 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     AfterValidator,
     BaseModel,
-    ConfigDict,
     Field,
     GetCoreSchemaHandler,
     GetJsonSchemaHandler,
@@ -36,24 +36,22 @@ from pydantic import (
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import core_schema
 
+from recipes.evaluation import (
+    ACROSS_SEEDS,
+    DEFAULT_EVALUATORS,
+    OPTIONLESS_EVALUATORS,
+    AccuracySpec,
+    EvaluatorSpec,
+    EvaluatorSpecs,
+    LatencySpec,
+)
+from recipes.spec import Spec
+
 API_VERSION = "compressgate/v1"
 _NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
 _METRIC = re.compile(r"^[a-z][a-z0-9_]*(?:\.[a-z0-9_]+)*$")
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 Loc = tuple[str | int, ...]
-
-
-class Spec(BaseModel):
-    """Base of every declared model: unknown keys are errors, values never change."""
-
-    model_config = ConfigDict(
-        extra="forbid",
-        frozen=True,
-        allow_inf_nan=False,
-        validate_by_alias=True,
-        validate_by_name=False,
-        serialize_by_alias=True,
-    )
 
 
 def _name(value: str) -> str:
@@ -489,7 +487,27 @@ class Recipe(Spec):
     data: DataSpec
     seeds: tuple[Annotated[int, Field(ge=0, lt=2**32)], ...] = Field(default=(0,), min_length=1)
     stages: tuple[StageSpec, ...] = Field(min_length=1)
+    evaluators: tuple[EvaluatorSpecs, ...] = Field(
+        default=DEFAULT_EVALUATORS,
+        description="what is measured after every stage; accuracy always is. Default: accuracy, "
+        "paired, calibration, classes, fidelity, size",
+    )
     gates: tuple[GateSpec, ...] = ()
+
+    def evaluator_specs(self) -> tuple[EvaluatorSpec, ...]:
+        """The declared evaluators, with accuracy first whether declared or not."""
+        declared = tuple(self.evaluators)
+        if any(spec.kind == "accuracy" for spec in declared):
+            return declared
+        return (AccuracySpec(), *declared)
+
+    def metric_names(self) -> tuple[str, ...]:
+        """Every metric the evaluators give a compressed stage: what gates may judge."""
+        return tuple(name for spec in self.evaluator_specs() for name in spec.metric_names())
+
+    def onnx_only_metrics(self) -> tuple[str, ...]:
+        """The metrics measured only on ONNX variants (after quantize or export stages)."""
+        return tuple(name for spec in self.evaluator_specs() for name in spec.onnx_only())
 
     def stage(self, name: str) -> DistillSpec | PruneSpec | QuantizeSpec | ExportSpec:
         for stage in self.stages:
@@ -527,6 +545,7 @@ def recipe_issues(recipe: Recipe) -> Iterator[tuple[Loc, str]]:
         if gate.after is not None and gate.after not in stage_names:
             yield ("gates", index, "after"), f"no stage is named '{gate.after}'; stages: {known}"
     yield from _format_issues(recipe)
+    yield from _evaluator_issues(recipe)
     if (
         recipe.model.factory is not None
         and recipe.model.checkpoint is None
@@ -553,6 +572,77 @@ def _format_issues(recipe: Recipe) -> Iterator[tuple[Loc, str]]:
             )
         if isinstance(stage, QuantizeSpec | ExportSpec):
             producer = f"stage '{stage.name}'"
+
+
+def _evaluator_issues(recipe: Recipe) -> Iterator[tuple[Loc, str]]:
+    kinds: dict[str, int] = {}
+    for index, spec in enumerate(recipe.evaluators):
+        if spec.kind in kinds:
+            yield (
+                ("evaluators", index, "kind"),
+                f"evaluator '{spec.kind}' is declared twice "
+                f"(first at evaluators[{kinds[spec.kind]}]); give its options once",
+            )
+        kinds.setdefault(spec.kind, index)
+        if spec.kind in ACROSS_SEEDS and len(recipe.seeds) < 2:
+            yield (
+                ("evaluators", index, "kind"),
+                f"'{spec.kind}' compares models across seeds and needs at least two seeds "
+                f"(the recipe has {len(recipe.seeds)})",
+            )
+        if isinstance(spec, LatencySpec) and spec.runner == "torch":
+            onnx = [s.name for s in recipe.stages if _makes_onnx(s)]
+            if onnx or recipe.model.onnx is not None:
+                what = f"stage '{onnx[0]}' makes ONNX" if onnx else "the baseline is ONNX"
+                yield (
+                    ("evaluators", index, "runner"),
+                    f"the torch runner cannot time ONNX variants ({what}); use 'auto' or "
+                    "'onnxruntime'",
+                )
+    known = recipe.metric_names()
+    declared = {spec.kind for spec in recipe.evaluator_specs()}
+    others = {
+        name: spec.kind
+        for spec in OPTIONLESS_EVALUATORS
+        if spec.kind not in declared
+        for name in spec.metric_names()
+    }
+    onnx_only = recipe.onnx_only_metrics()
+    for index, gate in enumerate(recipe.gates):
+        if gate.metric in known:
+            stages = {stage.name: stage for stage in recipe.stages}
+            judged = stages.get(gate.after) if gate.after else recipe.stages[-1]
+            if (
+                gate.metric in onnx_only
+                and judged is not None  # an unknown `after` is reported on its own
+                and recipe.model.onnx is None
+                and not _makes_onnx(judged)
+            ):
+                yield (
+                    ("gates", index, "metric"),
+                    f"'{gate.metric}' is measured on ONNX variants only, and stage "
+                    f"'{judged.name}' is torch; judge it after a quantize or export stage",
+                )
+            continue
+        if gate.metric in others:
+            kind = others[gate.metric]
+            message = (
+                f"'{gate.metric}' comes from the '{kind}' evaluator, which the recipe does not "
+                f"declare; add '- {{kind: {kind}}}' under evaluators"
+            )
+        else:
+            close = difflib.get_close_matches(gate.metric, [*known, *others], n=3, cutoff=0.6)
+            message = f"no evaluator gives the metric '{gate.metric}'; " + (
+                f"did you mean {' or '.join(repr(c) for c in close)}?"
+                if close
+                else "`compressgate recipe explain` lists the metrics this recipe's evaluators give"
+            )
+        yield ("gates", index, "metric"), message
+
+
+def _makes_onnx(stage: DistillSpec | PruneSpec | QuantizeSpec | ExportSpec) -> bool:
+    """Every quantize (qat too, after its fine-tuning) and export stage outputs ONNX."""
+    return isinstance(stage, QuantizeSpec | ExportSpec)
 
 
 def iter_refs(value: Any, loc: Loc = ()) -> Iterator[tuple[Loc, FileRef | ImportRef]]:

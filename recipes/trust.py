@@ -19,7 +19,8 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from recipes.manifest import API_VERSION, Name, Spec
+from recipes.manifest import API_VERSION, Name
+from recipes.spec import Spec
 from recipes.yamldoc import dump_yaml, parse_yaml, validate
 from registry.errors import Issue, ManifestError, NotFoundError
 from registry.files import write_atomic

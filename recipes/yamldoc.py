@@ -177,10 +177,14 @@ def issues_from(
         if detail["type"] == "extra_forbidden":
             parent, key = tuple(detail["loc"][:-1]), str(detail["loc"][-1])
             suggested.update((parent, k) for k in _close(key, known_keys(model, parent)))
+    # A list whose only items are invalid is also "too short": the items' errors say it all.
+    nested = {tuple(d["loc"][:i]) for d in details for i in range(len(d["loc"]))}
     issues = []
     for detail in details:
         loc = tuple(detail["loc"])
         if detail["type"] == "missing" and (loc[:-1], loc[-1]) in suggested:
+            continue
+        if detail["type"] == "too_short" and loc in nested:
             continue
         if detail["type"] in {"union_tag_invalid", "union_tag_not_found"}:
             loc = (*loc, detail.get("ctx", {}).get("discriminator", "kind").strip("'"))

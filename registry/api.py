@@ -11,7 +11,7 @@ import shutil
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict
 
@@ -23,6 +23,9 @@ from recipes.signing import verify_recipe as _verify_recipe
 from recipes.trust import Role, Trust, add_owner_key, load_trust
 from registry.errors import CompressgateError, Issue, ManifestError, NotFoundError
 from registry.keys import generate_keypair, load_private_key, load_public_key
+
+if TYPE_CHECKING:
+    from registry.evaluate import OnDemandEvaluation
 
 TRUST_ENV = "COMPRESSGATE_TRUST"
 TRUST_FILE_NAME = "trust.yaml"
@@ -216,11 +219,28 @@ WORKSPACE_ENV = "COMPRESSGATE_WORKSPACE"
 DEFAULT_WORKSPACE = Path(".compressgate")
 
 
-class AccuracySummary(ApiResult):
+class MetricSummary(ApiResult):
+    """One metric: estimate and interval (the full evidence is in the run record)."""
+
     estimate: float
     ci_low: float
     ci_high: float
     n: int
+    confidence: float = 0.95
+    method: str = ""
+    unit: str = ""
+
+
+class SeedSummary(ApiResult):
+    """One metric of one stage over the seeds."""
+
+    mean: float
+    ci_low: float
+    ci_high: float
+    seeds: int
+    worst: float | None = None
+    worst_seed: int | None = None
+    spread: float
 
 
 class StageSummary(ApiResult):
@@ -235,7 +255,7 @@ class StageSummary(ApiResult):
     size_bytes: int | None
     params: int | None
     macs: int | None
-    metrics: dict[str, AccuracySummary]
+    metrics: dict[str, MetricSummary]
     seconds: float
     eval_seconds: float
     details: dict[str, Any] = {}
@@ -259,6 +279,8 @@ class RunSummary(ApiResult):
     record: str
     seeds: list[int]
     stages: list[StageSummary]
+    aggregate: dict[str, dict[str, SeedSummary]] = {}
+    exemplars: dict[str, dict[str, Any]] = {}
     environment_mismatches: list[str] = []
     timing: dict[str, float] = {}
 
@@ -291,9 +313,7 @@ def summarize(record: Any, record_path: Path) -> RunSummary:
         stages=[
             StageSummary(
                 metrics={
-                    name: AccuracySummary(
-                        estimate=m.estimate, ci_low=m.ci_low, ci_high=m.ci_high, n=m.n
-                    )
+                    name: MetricSummary.model_validate(m.model_dump(include=_METRIC_FIELDS))
                     for name, m in stage.metrics.items()
                 },
                 **stage.model_dump(
@@ -318,9 +338,31 @@ def summarize(record: Any, record_path: Path) -> RunSummary:
             )
             for stage in record.stages
         ],
+        aggregate={
+            name: {
+                metric: SeedSummary.model_validate(value.model_dump(include=_SEED_FIELDS))
+                for metric, value in metrics.items()
+            }
+            for name, metrics in record.aggregate.items()
+        },
+        exemplars={
+            name: {
+                "n": result.n,
+                "count": result.count,
+                "fraction": MetricSummary.model_validate(
+                    result.fraction.model_dump(include=_METRIC_FIELDS)
+                ).model_dump(),
+                "note": result.note,
+            }
+            for name, result in record.exemplars.items()
+        },
         environment_mismatches=record.environment.get("mismatches", []),
         timing=record.timing.model_dump(),
     )
+
+
+_METRIC_FIELDS = set(MetricSummary.model_fields)
+_SEED_FIELDS = set(SeedSummary.model_fields)
 
 
 def run_recipe(
@@ -397,3 +439,19 @@ def reproduce_run(
             for c in comparisons
         ],
     )
+
+
+# --- evaluating on demand -----------------------------------------------------------------------
+
+
+def evaluate_variant(
+    variant: str,
+    *,
+    against: str | None = None,
+    only: Sequence[str] = (),
+    workspace: Path | None = None,
+) -> OnDemandEvaluation:
+    """Measure a stored variant against a baseline with the recipe's evaluators (or `only`)."""
+    from registry.evaluate import evaluate_variant as evaluate
+
+    return evaluate(workspace_dir(workspace), variant, against, only)

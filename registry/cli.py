@@ -282,6 +282,7 @@ def _run_table(summary: Any) -> None:
         "params",
         "MACs",
         "accuracy [95% CI]",
+        "Δ vs baseline [CI]",
         "time",
         "sha256",
     ):
@@ -306,16 +307,53 @@ def _run_table(summary: Any) -> None:
             smaller,
             f"{stage.params:,}" if stage.params is not None else "-",
             f"{stage.macs:,}" if stage.macs is not None else "-",
-            f"{accuracy.estimate:.2%} [{accuracy.ci_low:.1%}, {accuracy.ci_high:.1%}]"
-            if accuracy
-            else "-",
+            _interval(accuracy),
+            _interval(stage.metrics.get("paired.accuracy_difference"), signed=True),
             "cached" if stage.cached else f"{stage.seconds:.1f} s",
             (stage.artifact_sha256 or "-")[:12],
         )
-    Console(width=160).print(table)
+    Console(width=180).print(table)
+    _seeds_table(summary)
     click.echo(f"status: {summary.status}; record: {summary.record}")
     for mismatch in summary.environment_mismatches:
         click.echo(f"warning: environment differs from the lock: {mismatch}")
+
+
+def _interval(metric: Any, *, signed: bool = False) -> str:
+    if metric is None:
+        return "-"
+    sign = "+" if signed else ""
+    return f"{metric.estimate:{sign}.2%} [{metric.ci_low:{sign}.1%}, {metric.ci_high:{sign}.1%}]"
+
+
+def _seeds_table(summary: Any) -> None:
+    """Accuracy and its change over the seeds, per stage (mean, t interval, worst seed)."""
+    if not summary.aggregate:
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"over {len(summary.seeds)} seeds: mean with t interval, worst seed")
+    for column in ("stage", "accuracy", "worst", "Δ vs baseline", "worst Δ", "exemplars"):
+        table.add_column(column)
+    for name, metrics in summary.aggregate.items():
+        row = [name]
+        for metric in ("accuracy", "paired.accuracy_difference"):
+            value = metrics.get(metric)
+            signed = "+" if metric != "accuracy" else ""
+            row += (
+                [
+                    f"{value.mean:{signed}.2%} [{value.ci_low:{signed}.1%}, "
+                    f"{value.ci_high:{signed}.1%}]",
+                    f"{value.worst:{signed}.2%} (seed {value.worst_seed})",
+                ]
+                if value is not None
+                else ["-", "-"]
+            )
+        found = summary.exemplars.get(name)
+        row.append(f"{found['count']} of {found['n']}" if found else "-")
+        table.add_row(*row)
+    Console(width=180).print(table)
 
 
 @cli.command("run")
@@ -383,6 +421,73 @@ def reproduce(run_id: str, trust: Path | None, workspace: Path | None, as_json: 
         click.echo(
             f"run {run_id} reproduced bit for bit: {len(result.stages)} artifact(s) identical"
         )
+
+
+@cli.command("evaluate")
+@click.argument("variant")
+@click.option(
+    "--against",
+    metavar="BASELINE",
+    help="The variant to compare with (a sha256 prefix) [default: the baseline of VARIANT's run "
+    "and seed].",
+)
+@click.option(
+    "--only",
+    "only",
+    multiple=True,
+    metavar="KIND",
+    help="Run only this evaluator (repeat for several): accuracy, paired, calibration, "
+    "fairness, classes, fidelity, robustness, latency, size.",
+)
+@WORKSPACE_OPTION
+@JSON_OPTION
+def evaluate(
+    variant: str,
+    against: str | None,
+    only: tuple[str, ...],
+    workspace: Path | None,
+    as_json: bool,
+) -> None:
+    """Measure a stored VARIANT (a prefix of its artifact sha256) against a baseline.
+
+    The variant is found in the workspace's run records and read back from the artifact store;
+    its seed's test split is loaded again through the recorded recipe (which must be unchanged:
+    exit 3) and the recipe's evaluators run on it. Prints every metric with its interval, or
+    with --json: variant, against, metrics{name: estimate, ci_low, ci_high, n, method}, and
+    evaluations{kind: full result}. Writes nothing.
+    """
+    from registry.api import evaluate_variant
+
+    result = evaluate_variant(variant, against=against, only=only, workspace=workspace)
+    if as_json:
+        _emit(result)
+        return
+    click.echo(
+        f"{result.stage} {result.variant[:12]} (run {result.run_id}, seed {result.seed}) "
+        f"against {result.against_stage} {result.against[:12]} (run {result.against_run_id})"
+    )
+    _metric_table(result.metrics)
+
+
+def _metric_table(metrics: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table()
+    for column in ("metric", "estimate", "interval", "n", "method"):
+        table.add_column(column, justify="right" if column in ("estimate", "n") else "left")
+    for name, m in metrics.items():
+        interval = (
+            "exact"
+            if m.method == "exact"
+            else f"[{_number(m.ci_low)}, {_number(m.ci_high)}] ({m.confidence:.0%})"
+        )
+        table.add_row(name, f"{_number(m.estimate)} {m.unit}".strip(), interval, str(m.n), m.method)
+    Console(width=200).print(table)
+
+
+def _number(value: float) -> str:
+    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4g}"
 
 
 # --- entry point ------------------------------------------------------------------------------

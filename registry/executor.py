@@ -33,8 +33,16 @@ import numpy as np
 import torch
 from pydantic import BaseModel, Field
 
-from evaluators import runners
-from evaluators.accuracy import AccuracyResult, accuracy
+from evaluators import seeds as across_seeds
+from evaluators.base import EvalContext, Subject, evaluate_stage, flatten
+from evaluators.results import (
+    AccuracyResult,
+    Estimate,
+    EvaluationResult,
+    ExemplarsResult,
+    SeedAggregate,
+    SizeResult,
+)
 from recipes import models, onnxio
 from recipes.data import Split, Splits
 from recipes.load import LoadedRecipe
@@ -48,7 +56,7 @@ from registry import environment
 from registry.digests import sha256_bytes, sha256_file
 from registry.errors import CompressgateError, IntegrityError, NotFoundError, StageError
 from registry.files import write_atomic
-from registry.store import Artifact, ArtifactStore
+from registry.store import Artifact, ArtifactStore, StoredFile
 
 THREADS = 1
 BASELINE = "baseline"
@@ -73,7 +81,13 @@ class StageRecord(BaseModel):
     params: int | None = None
     nonzero_params: int | None = None
     macs: int | None = None
-    metrics: dict[str, AccuracyResult] = Field(default_factory=dict)
+    metrics: dict[str, Estimate] = Field(
+        default_factory=dict, description="every evaluator's metrics under their dotted names"
+    )
+    evaluations: dict[str, EvaluationResult] = Field(
+        default_factory=dict, description="each evaluator's full result, by kind"
+    )
+    evaluation_key: str | None = None
     details: dict[str, Any] = Field(default_factory=dict)
     warnings: list[str] = Field(default_factory=list)
     seconds: float = 0.0
@@ -109,6 +123,12 @@ class RunRecord(BaseModel):
     environment: dict[str, Any] = Field(default_factory=dict)
     data: dict[str, dict[str, str]] = Field(default_factory=dict)
     stages: list[StageRecord] = Field(default_factory=list)
+    aggregate: dict[str, dict[str, SeedAggregate]] = Field(
+        default_factory=dict, description="per stage, each metric over the seeds"
+    )
+    exemplars: dict[str, ExemplarsResult] = Field(
+        default_factory=dict, description="per compressed stage, across the seeds"
+    )
     timing: Timing = Field(default_factory=Timing)
     error: str | None = None
 
@@ -239,6 +259,18 @@ class Comparison:
         return self.recorded is not None and self.recorded == self.reproduced
 
 
+def recorded_recipe(run: RunRecord) -> Path:
+    """The recipe a run ran; exit 3 if its bytes changed since."""
+    path = Path(run.recipe.path)
+    current = sha256_file(path) if path.is_file() else None
+    if current != run.recipe.sha256:
+        raise IntegrityError(
+            f"{path} is not the recipe run {run.run_id} ran: its sha256 is "
+            f"{current or 'missing'}, the run recorded {run.recipe.sha256}"
+        )
+    return path
+
+
 def reproduce(run_id: str, options: RunOptions) -> tuple[RunRecord, RunRecord, list[Comparison]]:
     """Re-run a recorded run from scratch in a temporary workspace; compare every digest.
 
@@ -247,13 +279,7 @@ def reproduce(run_id: str, options: RunOptions) -> tuple[RunRecord, RunRecord, l
     original = load_run(options.workspace, run_id)
     if original.status != "succeeded":
         raise NotFoundError(f"run {run_id} did not succeed ({original.status}); nothing to compare")
-    path = Path(original.recipe.path)
-    current = sha256_file(path) if path.is_file() else None
-    if current != original.recipe.sha256:
-        raise IntegrityError(
-            f"{path} is not the recipe run {run_id} ran: its sha256 is "
-            f"{current or 'missing'}, the run recorded {original.recipe.sha256}"
-        )
+    path = recorded_recipe(original)
     with tempfile.TemporaryDirectory(prefix="compressgate-reproduce-") as scratch:
         again = run_recipe(
             path,
@@ -314,9 +340,20 @@ def _digest(value: Any) -> str:
 
 
 def split_digest(split: Split) -> str:
-    parts = [split.x, split.y] + ([split.groups] if split.groups is not None else [])
+    parts = [split.x, split.y] + [t for t in (split.groups, split.ids) if t is not None]
     digest = [sha256_bytes(t.contiguous().numpy().tobytes()) for t in parts]
     return _digest([list(t.shape) for t in parts] + [str(t.dtype) for t in parts] + digest)
+
+
+@dataclass
+class _SeedState:
+    """What the stages of one seed share while they are evaluated."""
+
+    seed: int
+    splits: Splits
+    data: str  # digest of the seed's data splits
+    baseline: Subject | None = None
+    parent: Subject | None = None
 
 
 class _Executor:
@@ -342,6 +379,8 @@ class _Executor:
         # ONNX variants read back from the store live here for the run's duration.
         self._scratch = tempfile.TemporaryDirectory(prefix="compressgate-run-")
         self.variants = Path(self._scratch.name)
+        # Each seed's test split, for the comparisons across seeds at the end.
+        self.tests: dict[int, Split] = {}
 
     # -- bookkeeping
 
@@ -358,8 +397,43 @@ class _Executor:
         self._close()
 
     def finish(self) -> None:
+        start = time.perf_counter()
+        self._across_seeds()
+        self.compute += time.perf_counter() - start
         self.record.status = "succeeded"
         self._close()
+
+    def _across_seeds(self) -> None:
+        """Each stage's metrics over the seeds, and the compression-identified exemplars."""
+        specs = self.recipe.evaluator_specs()
+        confidence = specs[0].confidence
+        names = [BASELINE, *(s.name for s in self.recipe.stages)]
+        for name in names:
+            per_seed = {r.seed: r.metrics for r in self.record.stages if r.name == name}
+            summary = across_seeds.aggregate(per_seed, confidence)
+            if summary:
+                self.record.aggregate[name] = summary
+        wanted = next((s for s in specs if s.kind == "exemplars"), None)
+        if wanted is None:
+            return
+        seeds = list(self.recipe.seeds)
+        ids = {seed: _numpy_or_none(self.tests[seed].ids) for seed in seeds}
+        labels = {seed: self.tests[seed].y.numpy() for seed in seeds}
+        baseline = {seed: self._predictions(seed, BASELINE) for seed in seeds}
+        for name in names[1:]:
+            self.record.exemplars[name] = across_seeds.exemplars(
+                seeds,
+                ids,
+                labels,
+                baseline,
+                {seed: self._predictions(seed, name) for seed in seeds},
+                wanted.confidence,
+            )
+
+    def _predictions(self, seed: int, name: str) -> np.ndarray:
+        result = self.record.stage(seed, name).evaluations["accuracy"]
+        assert isinstance(result, AccuracyResult)
+        return np.asarray(result.predictions, dtype=np.int64)
 
     def _close(self) -> None:
         self._scratch.cleanup()
@@ -408,7 +482,9 @@ class _Executor:
             "test": split_digest(splits.test),
         }
         data = _digest(self.record.data[str(seed)])
-        current, parent = self._baseline(seed, splits, data)
+        self.tests[seed] = splits.test
+        state = _SeedState(seed, splits, data)
+        current, parent = self._baseline(state)
         reference, reference_sha = (
             (current, parent) if isinstance(current, TorchModel) else (None, None)
         )
@@ -430,7 +506,7 @@ class _Executor:
                 }
             )
             self._begin(stage)
-            cached = self._cached(stage)
+            cached = self._cached(stage, state, reference)
             if cached is not None:
                 current = cached
             else:
@@ -450,32 +526,17 @@ class _Executor:
                         current = _call_stage(implementation, current, spec, ctx)
                     stage.details = ctx.details
                     stage.warnings = ctx.warnings
-                    current = self._keep(stage, current, splits, reference, Path(scratch))
+                    current = self._keep(stage, current, state, reference, Path(scratch))
             parent = stage.artifact_sha256
             if isinstance(current, TorchModel):
                 reference, reference_sha = current, parent
             self._end(stage)
 
     def _load_data(self, seed: int) -> Splits:
-        spec = self.recipe.data
-        loader = models.resolve(spec.loader, self.base)
-        try:
-            splits = loader(seed, **spec.args)
-        except Exception as exc:
-            raise StageError(
-                f"data (seed {seed}): the loader {spec.loader} raised {type(exc).__name__}: {exc}",
-                hint="fix the loader or its args in the recipe",
-            ) from exc
-        if not isinstance(splits, Splits):
-            raise StageError(
-                f"data (seed {seed}): the loader {spec.loader} returned "
-                f"{type(splits).__name__}, not recipes.data.Splits"
-            )
-        if len(splits.train) == 0 or len(splits.test) == 0:
-            raise StageError(f"data (seed {seed}): the train and test splits must not be empty")
-        return splits
+        return load_splits(self.recipe, self.base, seed)
 
-    def _baseline(self, seed: int, splits: Splits, data: str) -> tuple[Variant, str | None]:
+    def _baseline(self, state: _SeedState) -> tuple[Variant, str | None]:
+        seed, splits, data = state.seed, state.splits, state.data
         spec = self.recipe.model
         stage = StageRecord(seed=seed, name=BASELINE, kind=BASELINE)
         stage.spec_sha256 = _digest(spec.model_dump(mode="json", by_alias=True))
@@ -497,7 +558,7 @@ class _Executor:
             }
         )
         self._begin(stage)
-        cached = self._cached(stage)
+        cached = self._cached(stage, state, None)
         if cached is None:
             with tempfile.TemporaryDirectory(prefix="compressgate-baseline-") as scratch:
                 with self._timed(stage, "seconds"):
@@ -510,7 +571,7 @@ class _Executor:
                             f"baseline (seed {seed}): {type(exc).__name__}: {exc}",
                             stage=BASELINE,
                         ) from exc
-                cached = self._keep(stage, model, splits, None, Path(scratch))
+                cached = self._keep(stage, model, state, None, Path(scratch))
         self._end(stage)
         return cached, stage.artifact_sha256
 
@@ -565,11 +626,11 @@ class _Executor:
         self,
         stage: StageRecord,
         model: Variant,
-        splits: Splits,
+        state: _SeedState,
         reference: Variant | None,
         scratch: Path,
     ) -> Variant:
-        """Store the stage's output, evaluate it, and write its cache entry (last)."""
+        """Store the stage's output, evaluate the stored copy, write its cache entry (last)."""
         if isinstance(model, TorchModel):
             directory = scratch / "stored-torch"
             names = models.save_torch(model, directory)
@@ -580,26 +641,16 @@ class _Executor:
         stage.artifact_sha256 = artifact.sha256
         stage.files = artifact.to_dict()["files"]
         stage.size_bytes = artifact.size_bytes
-        with self._timed(stage, "eval_seconds"):
-            if isinstance(model, TorchModel):
-                stage.params = models.parameter_count(model.module)
-                stage.nonzero_params = models.nonzero_parameter_count(model.module)
-                stage.macs = models.macs(model.module, splits.test.x)
-            elif isinstance(reference, TorchModel):
-                # Quantization and export keep the architecture: counts are the float ancestor's.
-                stage.params = models.parameter_count(reference.module)
-                stage.nonzero_params = models.nonzero_parameter_count(reference.module)
-                stage.macs = models.macs(reference.module, splits.test.x)
-                stage.details.setdefault("counts_from", "nearest float torch ancestor")
-            predictions = runners.logits(model, splits.test.x).argmax(dim=1).numpy()
-            stage.metrics = {"accuracy": accuracy(splits.test.y.numpy(), predictions)}
-        entry = stage.model_dump(mode="json")
-        entry["artifact"] = artifact.to_dict()
-        write_atomic(self.cache_dir / f"{stage.cache_key}.json", json.dumps(entry).encode())
-        # Go on from the stored copy, exactly as a resumed run would.
-        return self._load(artifact, model.format)
+        # Go on from the stored copy, exactly as a resumed run would, and measure that.
+        variant = self._load(artifact, model.format)
+        self._evaluate(stage, variant, state, reference)
+        self._write_cache(stage, artifact)
+        return variant
 
-    def _cached(self, stage: StageRecord) -> Variant | None:
+    def _cached(
+        self, stage: StageRecord, state: _SeedState, reference: Variant | None
+    ) -> Variant | None:
+        """The stage's output from an earlier run, re-evaluated if the evaluation changed."""
         if self.options.force:
             return None
         entry_path = self.cache_dir / f"{stage.cache_key}.json"
@@ -619,23 +670,85 @@ class _Executor:
             "nonzero_params",
             "macs",
             "metrics",
+            "evaluations",
+            "evaluation_key",
             "details",
             "warnings",
         ):
             setattr(stage, name, getattr(previous, name))
         stage.cached = True
         assert stage.format is not None
-        return self._load(artifact, stage.format)
+        variant = self._load(artifact, stage.format)
+        if self._evaluate(stage, variant, state, reference):
+            self._write_cache(stage, artifact)
+        return variant
+
+    def _write_cache(self, stage: StageRecord, artifact: Artifact) -> None:
+        entry = stage.model_dump(mode="json", exclude={"cached", "seconds", "eval_seconds"})
+        entry["artifact"] = artifact.to_dict()
+        write_atomic(self.cache_dir / f"{stage.cache_key}.json", json.dumps(entry).encode())
+
+    def _evaluate(
+        self, stage: StageRecord, variant: Variant, state: _SeedState, reference: Variant | None
+    ) -> bool:
+        """Run the recipe's evaluators on a stored variant unless its evaluation (same variant,
+        baseline, parent, evaluators, data, code, environment) is already recorded. The variant
+        then becomes the parent of the next stage, and the first one the seed's baseline.
+        Returns whether it evaluated."""
+        subject = self._subject(stage, variant, reference)
+        key = _digest(
+            {
+                "v": _CACHE_VERSION,
+                "artifact": stage.artifact_sha256,
+                "baseline": state.baseline.sha256 if state.baseline else None,
+                "parent": state.parent.sha256 if state.parent else None,
+                "evaluators": [s.model_dump(mode="json") for s in self.recipe.evaluator_specs()],
+                "data": state.data,
+                "code": self.code,
+                "env": self._env_key(),
+            }
+        )
+        fresh = stage.evaluation_key != key
+        if fresh:
+            ctx = EvalContext(
+                seed=state.seed, stage=stage.name, splits=state.splits, parent=state.parent
+            )
+            with self._timed(stage, "eval_seconds"):
+                results = evaluate_stage(
+                    self.recipe.evaluator_specs(), subject, state.baseline, state.splits, ctx
+                )
+                stage.evaluations = results
+                stage.metrics = flatten(results)
+                stage.evaluation_key = key
+                self._counts(stage, subject, results.get("size"))
+        if state.baseline is None:
+            state.baseline = subject
+        state.parent = subject
+        return fresh
+
+    def _subject(self, stage: StageRecord, variant: Variant, reference: Variant | None) -> Subject:
+        return subject_of(self.store, stage, variant, reference, self.variants)
+
+    def _counts(self, stage: StageRecord, subject: Subject, size: Any) -> None:
+        """Parameters, non-zero parameters and MACs on the record (from the size evaluator when
+        the recipe declares it, else counted here)."""
+        module = subject.counts_from
+        if module is None:
+            return
+        if isinstance(size, SizeResult) and size.params is not None:
+            assert size.nonzero_params is not None and size.macs is not None
+            counts = (size.params.estimate, size.nonzero_params.estimate, size.macs.estimate)
+            stage.params, stage.nonzero_params, stage.macs = (int(c) for c in counts)
+        else:
+            stage.params = models.parameter_count(module.module)
+            stage.nonzero_params = models.nonzero_parameter_count(module.module)
+            stage.macs = models.macs(module.module, self.tests[stage.seed].x)
+        if module is not subject.variant:
+            # Quantization and export keep the architecture: counts are the float ancestor's.
+            stage.details.setdefault("counts_from", "nearest float torch ancestor")
 
     def _load(self, artifact: Artifact, fmt: str) -> Variant:
-        """A stored variant, read back with its digest checked."""
-        if fmt == "torch":
-            data = self.store.read_bytes(artifact.files[0])
-            return models.load_torch(data, base=self.base)
-        directory = self.variants / artifact.sha256
-        if not (directory / artifact.primary).is_file():
-            self.store.materialize(artifact, directory)
-        return OnnxModel(directory)
+        return load_variant(self.store, artifact, fmt, self.base, self.variants)
 
     def _env_key(self) -> str:
         fingerprint = self.record.environment.get("fingerprint", {})
@@ -655,6 +768,75 @@ class _Executor:
         self.save()
         if self.options.on_stage is not None:
             self.options.on_stage(stage)
+
+
+def _numpy_or_none(tensor: torch.Tensor | None) -> np.ndarray | None:
+    return None if tensor is None else tensor.numpy()
+
+
+def load_splits(recipe: Recipe, base: Path, seed: int) -> Splits:
+    """The recipe's data for one seed, from its loader; a failing loader is a stage error."""
+    spec = recipe.data
+    loader = models.resolve(spec.loader, base)
+    try:
+        splits = loader(seed, **spec.args)
+    except Exception as exc:
+        raise StageError(
+            f"data (seed {seed}): the loader {spec.loader} raised {type(exc).__name__}: {exc}",
+            hint="fix the loader or its args in the recipe",
+        ) from exc
+    if not isinstance(splits, Splits):
+        raise StageError(
+            f"data (seed {seed}): the loader {spec.loader} returned "
+            f"{type(splits).__name__}, not recipes.data.Splits"
+        )
+    if len(splits.train) == 0 or len(splits.test) == 0:
+        raise StageError(f"data (seed {seed}): the train and test splits must not be empty")
+    return splits
+
+
+def load_variant(
+    store: ArtifactStore, artifact: Artifact, fmt: str, base: Path, scratch: Path
+) -> Variant:
+    """A stored variant, read back with its digest checked (ONNX files go under `scratch`)."""
+    if fmt == "torch":
+        return models.load_torch(store.read_bytes(artifact.files[0]), base=base)
+    directory = scratch / artifact.sha256
+    if not (directory / artifact.primary).is_file():
+        store.materialize(artifact, directory)
+    return OnnxModel(directory)
+
+
+def subject_of(
+    store: ArtifactStore,
+    stage: StageRecord,
+    variant: Variant,
+    reference: Variant | None,
+    scratch: Path,
+) -> Subject:
+    """What the evaluators see of a stored stage output. `reference` is its nearest float torch
+    ancestor (whose counts an ONNX variant shares)."""
+    onnx = variant if isinstance(variant, OnnxModel) else None
+    onnx_size = stage.size_bytes if onnx is not None else None
+    if stage.kind == BASELINE and "onnx_sha256" in stage.details:
+        # The float32 ONNX export of a torch baseline: the yardstick of sizes and of
+        # onnxruntime latencies.
+        sha, size = stage.details["onnx_sha256"], stage.details["onnx_size_bytes"]
+        yardstick = Artifact.of((StoredFile(models.ONNX_FILE, sha, size),))
+        directory = scratch / sha
+        if not (directory / models.ONNX_FILE).is_file():
+            store.materialize(yardstick, directory)
+        onnx, onnx_size = OnnxModel(directory), size
+    torch_form = variant if isinstance(variant, TorchModel) else reference
+    return Subject(
+        stage=stage.name,
+        variant=variant,
+        size_bytes=stage.size_bytes or 0,
+        sha256=stage.artifact_sha256,
+        onnx=onnx,
+        onnx_size_bytes=onnx_size,
+        counts_from=torch_form if isinstance(torch_form, TorchModel) else None,
+    )
 
 
 def _own_code_digest() -> str:

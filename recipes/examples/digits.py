@@ -16,11 +16,19 @@ from torch import nn
 from recipes.data import Split, Splits
 
 
-def load(seed: int, test_fraction: float = 0.25, calibration_fraction: float = 0.15) -> Splits:
+def load(
+    seed: int,
+    test_fraction: float = 0.25,
+    calibration_fraction: float = 0.15,
+    test_seed: int | None = None,
+) -> Splits:
     """Stratified train / calibration / test splits of the digits, scaled to [0, 1].
 
-    Groups are the two halves of the collection order: a synthetic grouping that gives the
-    fairness metrics something to compute on. It is not a sensitive attribute.
+    The test split is drawn from `test_seed` when given (the same test set for every run seed,
+    so that seeds vary the training and not the yardstick), else from `seed`. Sample ids are the
+    images' positions in the collection. Groups are the two halves of the collection order: a
+    synthetic grouping that gives the fairness metrics something to compute on. It is not a
+    sensitive attribute.
     """
     digits = load_digits()
     x = (digits.images / 16.0).astype(np.float32)[:, None, :, :]
@@ -31,7 +39,12 @@ def load(seed: int, test_fraction: float = 0.25, calibration_fraction: float = 0
         raise ValueError(
             "need 0 < test_fraction < 1 and 0 <= calibration_fraction < 1 - test_fraction"
         )
-    rest, test = train_test_split(index, test_size=test_fraction, stratify=y, random_state=seed)
+    rest, test = train_test_split(
+        index,
+        test_size=test_fraction,
+        stratify=y,
+        random_state=seed if test_seed is None else test_seed,
+    )
     if calibration_fraction == 0:
         train, calibration = rest, rest[:0]
     else:
@@ -45,7 +58,10 @@ def load(seed: int, test_fraction: float = 0.25, calibration_fraction: float = 0
     def split(rows: np.ndarray) -> Split:
         rows = np.sort(rows)
         return Split(
-            torch.from_numpy(x[rows]), torch.from_numpy(y[rows]), torch.from_numpy(groups[rows])
+            torch.from_numpy(x[rows]),
+            torch.from_numpy(y[rows]),
+            groups=torch.from_numpy(groups[rows]),
+            ids=torch.from_numpy(rows.astype(np.int64)),
         )
 
     return Splits(

@@ -72,6 +72,12 @@ def sub(old: str, new: str) -> Callable[[str], str]:
     return edit
 
 
+def with_evaluators(*specs: str) -> Callable[[str], str]:
+    """Declare evaluators (one per line, from line 34) just before the gates."""
+    block = "evaluators:\n" + "".join(f"  - {spec}\n" for spec in specs)
+    return sub("gates:\n", block + "gates:\n")
+
+
 CASES = [
     Case(
         "unknown-stage-kind",
@@ -372,6 +378,88 @@ CASES = [
     Case("document-not-a-mapping", lambda t: "- a\n- b\n", 1, "", "must be a mapping"),
     Case("empty-document", lambda t: "", 1, "", "the document is empty"),
     Case("two-documents", lambda t: t + "---\nkind: Recipe\n", 41, "", "one YAML document"),
+    # Evaluators and the metrics gates may judge.
+    Case(
+        "gate-metric-of-an-undeclared-evaluator",
+        sub("metric: accuracy", "metric: latency.speedup_p50"),
+        37,
+        "gates[0].metric",
+        "comes from the 'latency' evaluator, which the recipe does not declare",
+    ),
+    Case(
+        "gate-metric-misspelt",
+        sub("metric: accuracy", "metric: acuracy"),
+        37,
+        "gates[0].metric",
+        "no evaluator gives the metric 'acuracy'; did you mean 'accuracy'?",
+    ),
+    Case(
+        "memory-gate-after-a-torch-stage",
+        lambda text: with_evaluators("{kind: size}")(
+            sub("after: int8", "after: prune")(
+                sub("metric: accuracy", "metric: size.peak_memory_bytes")(text)
+            )
+        ),
+        39,
+        "gates[0].metric",
+        "measured on ONNX variants only, and stage 'prune' is torch",
+    ),
+    Case(
+        "evaluator-declared-twice",
+        with_evaluators("{kind: calibration}", "{kind: calibration, bins: 10}"),
+        35,
+        "evaluators[1].kind",
+        "evaluator 'calibration' is declared twice (first at evaluators[0])",
+    ),
+    Case(
+        "unknown-evaluator-kind",
+        with_evaluators("{kind: calibraton}"),
+        34,
+        "evaluators[0].kind",
+        "unknown kind 'calibraton'",
+    ),
+    Case(
+        "misspelt-evaluator-option",
+        with_evaluators("{kind: latency, batchsizes: [1]}"),
+        34,
+        "evaluators[0].batchsizes",
+        "did you mean 'batch_sizes'?",
+    ),
+    Case(
+        "calibration-with-one-bin",
+        with_evaluators("{kind: calibration, bins: 1}"),
+        34,
+        "evaluators[0].bins",
+        "must be >= 2",
+    ),
+    Case(
+        "exemplars-with-one-seed",
+        lambda text: with_evaluators("{kind: exemplars}")(sub("seeds: [0, 1]", "seeds: [0]")(text)),
+        34,
+        "evaluators[0].kind",
+        "needs at least two seeds (the recipe has 1)",
+    ),
+    Case(
+        "torch-latency-runner-after-onnx-stages",
+        with_evaluators("{kind: latency, runner: torch}"),
+        34,
+        "evaluators[0].runner",
+        "the torch runner cannot time ONNX variants (stage 'int8' makes ONNX)",
+    ),
+    Case(
+        "occlusion-of-the-whole-input",
+        with_evaluators("{kind: robustness, shifts: [{kind: occlusion, severities: [0.5, 1.5]}]}"),
+        34,
+        "evaluators[0].shifts[0]",
+        "occlusion severities are fractions of the input: each must be < 1",
+    ),
+    Case(
+        "robustness-without-shifts",
+        with_evaluators("{kind: robustness, shifts: []}"),
+        34,
+        "evaluators[0].shifts",
+        "must not be empty",
+    ),
 ]
 
 

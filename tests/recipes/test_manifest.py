@@ -10,6 +10,7 @@ from pathlib import Path
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+import recipes.evaluation as ev
 import recipes.manifest as m
 from recipes.load import load_recipe, parse_recipe
 from recipes.yamldoc import dump_yaml
@@ -98,13 +99,72 @@ def stage(name: str) -> st.SearchStrategy[typing.Any]:
     )
 
 
+confidences = st.floats(min_value=0.51, max_value=0.999)
+resamples = st.integers(200, 100_000)
+EVALUATOR_SPECS = {
+    "accuracy": st.builds(ev.AccuracySpec, confidence=confidences),
+    "paired": st.builds(ev.PairedSpec, confidence=confidences),
+    "calibration": st.builds(
+        ev.CalibrationSpec, confidence=confidences, bins=st.integers(2, 100), resamples=resamples
+    ),
+    "fairness": st.builds(ev.FairnessSpec, resamples=resamples),
+    "classes": st.builds(ev.ClassesSpec, top=st.integers(1, 1000), alpha=st.floats(0.001, 0.49)),
+    "fidelity": st.builds(ev.FidelitySpec, against=st.sampled_from(["baseline", "parent"])),
+    "robustness": st.builds(
+        ev.RobustnessSpec,
+        shifts=st.lists(
+            st.builds(
+                ev.ShiftSpec,
+                kind=st.sampled_from(["gaussian_noise", "occlusion"]),
+                severities=st.lists(
+                    st.floats(min_value=0.01, max_value=0.99), min_size=1, max_size=3, unique=True
+                ).map(tuple),
+            ),
+            min_size=1,
+            max_size=2,
+        ).map(tuple),
+    ),
+    "latency": st.builds(
+        ev.LatencySpec,
+        runner=st.sampled_from(["auto", "onnxruntime"]),
+        batch_sizes=st.lists(st.integers(1, 65_536), min_size=1, max_size=3, unique=True).map(
+            tuple
+        ),
+        warmup=st.integers(0, 1000),
+        repeats=st.integers(20, 10_000),
+        threads=st.integers(1, 8),
+    ),
+    "size": st.builds(ev.SizeSpec, memory=st.booleans()),
+    "exemplars": st.builds(ev.ExemplarsSpec),
+}
+
+
 @st.composite
-def gates(draw: st.DrawFn, name: str, stage_names: list[str]) -> typing.Any:
+def evaluator_lists(draw: st.DrawFn, seeds: int) -> tuple[typing.Any, ...]:
+    kinds = [k for k in EVALUATOR_SPECS if k != "exemplars" or seeds >= 2]
+    chosen = draw(st.lists(st.sampled_from(kinds), unique=True, max_size=5))
+    return tuple(draw(EVALUATOR_SPECS[kind]) for kind in chosen)
+
+
+@st.composite
+def gates(
+    draw: st.DrawFn,
+    name: str,
+    stages: list[typing.Any],
+    metrics: tuple[str, ...],
+    onnx_only: tuple[str, ...],
+    onnx_baseline: bool,
+) -> typing.Any:
+    after = draw(st.none() | st.sampled_from([s.name for s in stages]))
+    judged = next(s for s in stages if s.name == after) if after else stages[-1]
+    # A metric measured on ONNX variants only cannot judge a torch stage.
+    if not onnx_baseline and judged.kind in ("distill", "prune"):
+        metrics = tuple(metric for metric in metrics if metric not in onnx_only)
     common = {
         "name": name,
         "owner": draw(names),
-        "metric": draw(st.from_regex(r"[a-z][a-z0-9_]{0,10}(\.[a-z0-9_]{1,5})?", fullmatch=True)),
-        "after": draw(st.none() | st.sampled_from(stage_names)),
+        "metric": draw(st.sampled_from(metrics)),
+        "after": after,
         "description": draw(st.text(max_size=40)),
     }
     rule = draw(st.sampled_from(m.GATE_RULES))
@@ -142,6 +202,22 @@ def recipes_(draw: st.DrawFn) -> m.Recipe:
     stages = torch_stages + onnx_stages
     if model.onnx is not None:
         stages = [m.ExportSpec(name=s.name) if needs_torch(s) else s for s in stages]
+    seeds = tuple(draw(st.lists(st.integers(0, 2**32 - 1), min_size=1, unique=True)))
+    evaluators = draw(st.none() | evaluator_lists(len(seeds)))
+    declared = {} if evaluators is None else {"evaluators": evaluators}
+    probe = m.Recipe.model_validate(
+        {
+            "apiVersion": "compressgate/v1",
+            "kind": "Recipe",
+            "metadata": {"name": "x", "version": 1, "owners": ["o"]},
+            "environment": {"lock": "l"},
+            "model": {"onnx": "m.onnx"},
+            "data": {"loader": "a.b:c"},
+            "stages": [{"name": "e", "kind": "export"}],
+            **declared,
+        }
+    )
+    metrics, onnx_only = probe.metric_names(), probe.onnx_only_metrics()
     return m.Recipe.model_validate(
         {
             "apiVersion": "compressgate/v1",
@@ -155,10 +231,14 @@ def recipes_(draw: st.DrawFn) -> m.Recipe:
             "environment": m.EnvironmentSpec(lock=draw(file_refs), strict=draw(st.booleans())),
             "model": model,
             "data": m.DataSpec(loader=draw(import_refs), args=draw(args)),
-            "seeds": tuple(draw(st.lists(st.integers(0, 2**32 - 1), min_size=1, unique=True))),
+            "seeds": seeds,
             # Torch stages (distill, prune, qat) first: ONNX cannot go back to torch.
             "stages": tuple(stages),
-            "gates": tuple(draw(gates(n, stage_names)) for n in gate_names),
+            **declared,
+            "gates": tuple(
+                draw(gates(n, stages, metrics, onnx_only, model.onnx is not None))
+                for n in gate_names
+            ),
         }
     )
 
@@ -190,6 +270,21 @@ def test_union_kind_literals_match_the_declared_kinds() -> None:
     gate_types = typing.get_args(typing.get_args(m.GateSpec)[0])
     assert tuple(t.model_fields["kind"].default for t in stage_types) == m.STAGE_KINDS
     assert tuple(t.model_fields["rule"].default for t in gate_types) == m.GATE_RULES
+    evaluator_types = typing.get_args(ev.AnyEvaluatorSpec)
+    assert tuple(t.model_fields["kind"].default for t in evaluator_types) == ev.EVALUATOR_KINDS
+
+
+def test_evaluator_registry_holds_every_per_stage_kind_of_the_union() -> None:
+    from evaluators.base import load_evaluators
+
+    per_stage = tuple(k for k in ev.EVALUATOR_KINDS if k not in ev.ACROSS_SEEDS)
+    assert load_evaluators().kinds() == tuple(sorted(per_stage))
+
+
+def test_schema_tags_evaluators_by_kind() -> None:
+    items = recipe_schema()["properties"]["evaluators"]["items"]
+    assert items["discriminator"]["propertyName"] == "kind"
+    assert sorted(items["discriminator"]["mapping"]) == sorted(ev.EVALUATOR_KINDS)
 
 
 def test_published_schema_is_current() -> None:

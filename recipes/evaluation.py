@@ -1,0 +1,336 @@
+"""Evaluator specs: what a recipe asks to be measured after every stage, tagged by `kind`.
+
+Data only, like every spec. Each spec also names the metrics it produces (`metric_names`), so
+that a gate on a metric no declared evaluator produces is caught when the recipe is validated,
+not when the gate is judged. Metric names are dotted: `accuracy`, `paired.accuracy_difference`,
+`calibration.ece`, `latency.speedup_p50`, … The implementations live in `evaluators/`.
+
+    evaluators:
+      - {kind: accuracy}
+      - {kind: paired}
+      - {kind: calibration, bins: 15}
+      - {kind: fairness}
+      - {kind: classes, top: 3}
+      - {kind: fidelity, against: baseline}
+      - {kind: robustness, shifts: [{kind: gaussian_noise, severities: [0.1, 0.3]}]}
+      - {kind: latency, batch_sizes: [1, 32]}
+      - {kind: size}
+      - {kind: exemplars}
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, model_validator
+
+from recipes.spec import Spec
+
+Confidence = Annotated[float, Field(gt=0.5, lt=1)]
+Resamples = Annotated[int, Field(ge=200, le=100_000, description="bootstrap resamples")]
+
+
+class EvaluatorSpec(Spec):
+    """Base of every evaluator spec."""
+
+    kind: str
+
+    confidence: Confidence = Field(
+        default=0.95, description="confidence level of every interval this evaluator reports"
+    )
+
+    def metric_names(self) -> tuple[str, ...]:
+        """The metrics this evaluator gives a compressed stage (comparisons included)."""
+        raise NotImplementedError
+
+    def onnx_only(self) -> tuple[str, ...]:
+        """Those of `metric_names` measured only on ONNX variants (not after torch stages)."""
+        return ()
+
+    def describe(self) -> str:
+        raise NotImplementedError
+
+
+class AccuracySpec(EvaluatorSpec):
+    """Top-1 accuracy on the test split, with a Wilson interval. Always run."""
+
+    kind: Literal["accuracy"] = "accuracy"
+
+    def metric_names(self) -> tuple[str, ...]:
+        return ("accuracy",)
+
+    def describe(self) -> str:
+        return f"top-1 accuracy with a {self.confidence:.0%} Wilson interval"
+
+
+class PairedSpec(EvaluatorSpec):
+    """Candidate against baseline on the same samples: McNemar exact, Tango interval."""
+
+    kind: Literal["paired"] = "paired"
+
+    def metric_names(self) -> tuple[str, ...]:
+        return ("paired.accuracy_difference",)
+
+    def describe(self) -> str:
+        return (
+            "accuracy difference from the baseline on the same samples: McNemar's exact test "
+            f"and a {self.confidence:.0%} Tango score interval"
+        )
+
+
+class CalibrationSpec(EvaluatorSpec):
+    """ECE, MCE, RMSCE, class-wise ECE, Brier and NLL, and their change from the baseline."""
+
+    kind: Literal["calibration"] = "calibration"
+    bins: int = Field(default=15, ge=2, le=100, description="equal-width bins, closed on the right")
+    resamples: Resamples = 2000
+
+    _MEASURES = ("ece", "mce", "rmsce", "classwise_ece", "brier", "nll")
+
+    def metric_names(self) -> tuple[str, ...]:
+        names = [f"calibration.{m}" for m in self._MEASURES]
+        names += [f"calibration.{m}_change" for m in self._MEASURES]
+        return tuple(names)
+
+    def describe(self) -> str:
+        return (
+            f"calibration (ECE over {self.bins} bins, MCE, RMSCE, class-wise ECE, Brier, NLL) and "
+            f"its change from the baseline, {self.resamples} paired bootstrap resamples"
+        )
+
+
+class FairnessSpec(EvaluatorSpec):
+    """Per-group accuracy, gaps, worst group and its drop; groups come from the data loader."""
+
+    kind: Literal["fairness"] = "fairness"
+    resamples: Resamples = 2000
+
+    def metric_names(self) -> tuple[str, ...]:
+        return tuple(
+            f"fairness.{m}"
+            for m in (
+                "worst_group_accuracy",
+                "worst_group_accuracy_drop",
+                "accuracy_gap",
+                "demographic_parity_difference",
+                "equalized_odds_difference",
+                "equal_opportunity_difference",
+            )
+        )
+
+    def describe(self) -> str:
+        return (
+            "per-group accuracy, the worst group and its drop from the baseline (simultaneous "
+            "intervals), accuracy gap and fairlearn's parity differences"
+        )
+
+
+class ClassesSpec(EvaluatorSpec):
+    """Per-class recall change, a McNemar test per class (Holm), the most-affected classes."""
+
+    kind: Literal["classes"] = "classes"
+    top: int = Field(default=3, ge=1, le=1000, description="how many most-affected classes to name")
+    alpha: float = Field(default=0.05, gt=0, lt=0.5, description="family-wise level (Holm)")
+
+    def metric_names(self) -> tuple[str, ...]:
+        return ("classes.worst_recall", "classes.worst_recall_drop")
+
+    def describe(self) -> str:
+        return (
+            f"recall of every class and its change from the baseline, McNemar per class with "
+            f"Holm's correction at {self.alpha:g}, the {self.top} most affected classes"
+        )
+
+
+class FidelitySpec(EvaluatorSpec):
+    """Agreement, KL divergence and flip rates against the baseline or the stage's input."""
+
+    kind: Literal["fidelity"] = "fidelity"
+    against: Literal["baseline", "parent"] = Field(
+        default="baseline",
+        description="baseline, or parent: the model the stage started from (the teacher of a "
+        "distill stage)",
+    )
+    resamples: Resamples = 2000
+
+    def metric_names(self) -> tuple[str, ...]:
+        return tuple(
+            f"fidelity.{m}"
+            for m in ("agreement", "kl_divergence", "negative_flip_rate", "positive_flip_rate")
+        )
+
+    def describe(self) -> str:
+        return (
+            f"top-1 agreement, KL(reference ‖ candidate) and flip rates against the {self.against}"
+        )
+
+
+class ShiftSpec(Spec):
+    """A distribution shift applied to the test inputs, at several severities."""
+
+    kind: Literal["gaussian_noise", "occlusion"]
+    severities: tuple[Annotated[float, Field(gt=0)], ...] = Field(
+        min_length=1,
+        description="gaussian_noise: the noise's standard deviation in input units; occlusion: "
+        "the fraction of the input zeroed (a square patch for images), below 1",
+    )
+
+    @model_validator(mode="after")
+    def _fractions(self) -> ShiftSpec:
+        if self.kind == "occlusion" and any(s >= 1 for s in self.severities):
+            raise ValueError("occlusion severities are fractions of the input: each must be < 1")
+        if len(set(self.severities)) != len(self.severities):
+            raise ValueError("severities must differ from one another")
+        return self
+
+
+class RobustnessSpec(EvaluatorSpec):
+    """The accuracy, paired difference, ECE and agreement again on shifted test inputs."""
+
+    kind: Literal["robustness"] = "robustness"
+    shifts: tuple[ShiftSpec, ...] = Field(min_length=1)
+    bins: int = Field(default=15, ge=2, le=100)
+
+    def metric_names(self) -> tuple[str, ...]:
+        names = []
+        for shift in self.shifts:
+            for level in range(1, len(shift.severities) + 1):
+                prefix = f"robustness.{shift.kind}.s{level}"
+                names += [
+                    f"{prefix}.accuracy",
+                    f"{prefix}.accuracy_difference",
+                    f"{prefix}.ece",
+                    f"{prefix}.agreement",
+                ]
+        names.append("robustness.worst_accuracy_difference")
+        return tuple(names)
+
+    def describe(self) -> str:
+        shifts = "; ".join(
+            f"{s.kind} at {', '.join(f'{v:g}' for v in s.severities)}" for s in self.shifts
+        )
+        return f"accuracy, paired difference, ECE and agreement under shifted inputs ({shifts})"
+
+
+class LatencySpec(EvaluatorSpec):
+    """Wall-clock latency against the baseline: interleaved, warmed up, threads pinned."""
+
+    kind: Literal["latency"] = "latency"
+    runner: Literal["auto", "onnxruntime", "torch"] = Field(
+        default="auto",
+        description="auto: each variant in its own runtime, the baseline in the candidate's; "
+        "onnxruntime: torch variants are exported to float ONNX first; torch: torch variants only",
+    )
+    batch_sizes: tuple[Annotated[int, Field(ge=1, le=65_536)], ...] = Field(
+        default=(1, 32), min_length=1, description="the first is the primary batch size"
+    )
+    warmup: int = Field(default=20, ge=0, le=100_000)
+    repeats: int = Field(default=200, ge=20, le=1_000_000)
+    threads: int = Field(default=1, ge=1, le=256, description="intra-op threads, pinned")
+
+    _QUANTILES = ("p50", "p90", "p95", "p99")
+
+    @model_validator(mode="after")
+    def _distinct(self) -> LatencySpec:
+        if len(set(self.batch_sizes)) != len(self.batch_sizes):
+            raise ValueError("batch_sizes must differ from one another")
+        return self
+
+    def metric_names(self) -> tuple[str, ...]:
+        per_batch = [f"{q}_ms" for q in self._QUANTILES] + ["speedup_p50", "throughput"]
+        names = [f"latency.{m}" for m in per_batch]
+        for size in self.batch_sizes:
+            names += [f"latency.batch_{size}.{m}" for m in per_batch]
+        return tuple(names)
+
+    def describe(self) -> str:
+        sizes = ", ".join(str(b) for b in self.batch_sizes)
+        return (
+            f"latency at batch sizes {sizes} ({self.runner} runner, {self.threads} thread(s), "
+            f"{self.warmup} warm-up and {self.repeats} timed calls interleaved with the baseline): "
+            "p50/p90/p95/p99 with order-statistic intervals, speedup, throughput"
+        )
+
+
+class SizeSpec(EvaluatorSpec):
+    """Bytes on disk, parameters, non-zero parameters, MACs, peak memory of a session."""
+
+    kind: Literal["size"] = "size"
+    memory: bool = Field(
+        default=True, description="measure the peak memory of an onnxruntime session (ONNX only)"
+    )
+
+    def metric_names(self) -> tuple[str, ...]:
+        names = ["bytes", "ratio", "params", "nonzero_params", "macs"]
+        if self.memory:
+            names += ["peak_memory_bytes", "peak_memory_ratio"]
+        return tuple(f"size.{m}" for m in names)
+
+    def onnx_only(self) -> tuple[str, ...]:
+        return ("size.peak_memory_bytes", "size.peak_memory_ratio") if self.memory else ()
+
+    def describe(self) -> str:
+        memory = ", peak memory of an onnxruntime session" if self.memory else ""
+        return f"bytes on disk and their ratio to the float baseline, parameters, MACs{memory}"
+
+
+class ExemplarsSpec(EvaluatorSpec):
+    """Compression-identified exemplars (Hooker et al. 2019), across the recipe's seeds."""
+
+    kind: Literal["exemplars"] = "exemplars"
+
+    def metric_names(self) -> tuple[str, ...]:
+        return ("exemplars.fraction",)
+
+    def describe(self) -> str:
+        return (
+            "compression-identified exemplars: test samples whose modal label over the seeds' "
+            "compressed models differs from the modal label over the seeds' baselines"
+        )
+
+
+AnyEvaluatorSpec = (
+    AccuracySpec
+    | PairedSpec
+    | CalibrationSpec
+    | FairnessSpec
+    | ClassesSpec
+    | FidelitySpec
+    | RobustnessSpec
+    | LatencySpec
+    | SizeSpec
+    | ExemplarsSpec
+)
+EvaluatorSpecs = Annotated[AnyEvaluatorSpec, Field(discriminator="kind")]
+EVALUATOR_KINDS: tuple[str, ...] = (
+    "accuracy",
+    "paired",
+    "calibration",
+    "fairness",
+    "classes",
+    "fidelity",
+    "robustness",
+    "latency",
+    "size",
+    "exemplars",
+)
+# Evaluated across seeds once every seed has run, not after each stage.
+ACROSS_SEEDS: tuple[str, ...] = ("exemplars",)
+
+# A recipe without an `evaluators:` section gets these: the statistics that need nothing from
+# the data loader beyond labels (no groups) and no options.
+DEFAULT_EVALUATORS: tuple[AnyEvaluatorSpec, ...] = (
+    AccuracySpec(),
+    PairedSpec(),
+    CalibrationSpec(),
+    ClassesSpec(),
+    FidelitySpec(),
+    SizeSpec(),
+)
+# One of each kind that needs no options: where a gate's metric may come from.
+OPTIONLESS_EVALUATORS: tuple[EvaluatorSpec, ...] = (
+    *DEFAULT_EVALUATORS,
+    FairnessSpec(),
+    LatencySpec(),
+    ExemplarsSpec(),
+)
