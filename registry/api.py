@@ -271,7 +271,8 @@ class RecipeSummary(ApiResult):
 
 
 class RunSummary(ApiResult):
-    """What `compressgate run --json` prints; the full record is at `record`."""
+    """What `compressgate run --json` prints; `record` names the catalog that holds the full
+    record (`compressgate catalog show RUN_ID --json` exports it)."""
 
     run_id: str
     recipe: RecipeSummary
@@ -302,13 +303,13 @@ def _trust_for(path: Path, trust_path: Path | None) -> Path:
     return found
 
 
-def summarize(record: Any, record_path: Path) -> RunSummary:
-    """The run summary of a `registry.executor.RunRecord`."""
+def summarize(record: Any, where: str) -> RunSummary:
+    """The run summary of a `registry.records.RunRecord` held in the catalog `where`."""
     return RunSummary(
         run_id=record.run_id,
         recipe=RecipeSummary(**record.recipe.model_dump()),
         status=record.status,
-        record=str(record_path),
+        record=where,
         seeds=record.seeds,
         stages=[
             StageSummary(
@@ -373,9 +374,12 @@ def run_recipe(
     force: bool = False,
     progress: bool = False,
     on_stage: Any = None,
+    catalog: str | None = None,
 ) -> RunSummary:
-    """Verify and run a recipe; every stage output lands in the workspace's artifact store."""
+    """Verify and run a recipe; every stage output lands in the workspace's artifact store
+    and every record in the catalog."""
     from registry import executor
+    from registry.catalog import catalog_url, safe_url
 
     root = workspace_dir(workspace)
     options = executor.RunOptions(
@@ -384,9 +388,10 @@ def run_recipe(
         force=force,
         progress=progress,
         on_stage=on_stage,
+        catalog=catalog,
     )
     record = executor.run_recipe(path, options)
-    return summarize(record, root / "runs" / f"{record.run_id}.json")
+    return summarize(record, safe_url(catalog_url(root, catalog)))
 
 
 class StageComparison(ApiResult):
@@ -411,17 +416,20 @@ def reproduce_run(
     workspace: Path | None = None,
     progress: bool = False,
     on_stage: Any = None,
+    catalog: str | None = None,
 ) -> ReproduceResult:
     """Re-run a recorded run from scratch and compare every stage's artifact digest."""
     from registry import executor
 
     root = workspace_dir(workspace)
-    original = executor.load_run(root, run_id)
+    located = executor.RunOptions(workspace=root, trust=Path(), catalog=catalog)
+    original = executor.load_run(located, run_id)
     options = executor.RunOptions(
         workspace=root,
         trust=_trust_for(Path(original.recipe.path), trust_path),
         progress=progress,
         on_stage=on_stage,
+        catalog=catalog,
     )
     _, again, comparisons = executor.reproduce(run_id, options)
     return ReproduceResult(
@@ -450,8 +458,203 @@ def evaluate_variant(
     against: str | None = None,
     only: Sequence[str] = (),
     workspace: Path | None = None,
+    catalog: str | None = None,
 ) -> OnDemandEvaluation:
     """Measure a stored variant against a baseline with the recipe's evaluators (or `only`)."""
     from registry.evaluate import evaluate_variant as evaluate
 
-    return evaluate(workspace_dir(workspace), variant, against, only)
+    return evaluate(workspace_dir(workspace), variant, against, only, catalog=catalog)
+
+
+# --- the catalog --------------------------------------------------------------------------------
+
+
+if TYPE_CHECKING:
+    from registry.catalog import AliasMove, AuditReport, Catalog, Decision, RunListing
+    from registry.records import RunRecord
+    from registry.views import AliasResult, Diff, Lineage, VariantShow
+
+
+def open_catalog(workspace: Path | None = None, catalog: str | None = None) -> Catalog:
+    """The catalog: `--catalog URL`, else $COMPRESSGATE_CATALOG, else WORKSPACE/catalog.db."""
+    from registry.catalog import Catalog, catalog_url
+
+    return Catalog(catalog_url(workspace_dir(workspace), catalog))
+
+
+def catalog_list(
+    *,
+    recipe: str | None = None,
+    limit: int = 50,
+    offset: int = 0,
+    workspace: Path | None = None,
+    catalog: str | None = None,
+) -> list[RunListing]:
+    """Runs, newest first, optionally of one recipe, a page at a time."""
+    with open_catalog(workspace, catalog) as records:
+        return records.runs(recipe=recipe, limit=limit, offset=offset)
+
+
+def is_run_id(ref: str) -> bool:
+    return ref.startswith("run-") and "/" not in ref
+
+
+def catalog_show_run(
+    run_id: str, *, workspace: Path | None = None, catalog: str | None = None
+) -> tuple[RunRecord, list[Decision], str]:
+    """A run's full record (the JSON export), its gate decisions, and where it is held."""
+    from registry.catalog import safe_url
+
+    with open_catalog(workspace, catalog) as records:
+        return records.run(run_id), records.decisions(run_id=run_id), safe_url(records.url)
+
+
+def catalog_show_variant(
+    ref: str, *, workspace: Path | None = None, catalog: str | None = None
+) -> VariantShow:
+    from registry.aliases import gate_status
+    from registry.views import VariantShow
+
+    with open_catalog(workspace, catalog) as records:
+        variant = records.variant(ref)
+        status = gate_status(records, variant)
+        run = records.run(variant.run_id)
+        kinds = list(run.stage(variant.seed, variant.stage).evaluations)
+        aliases = [
+            name for name, move in records.aliases().items() if move.variant_id == variant.id
+        ]
+    return VariantShow(
+        variant=variant,
+        decisions=list(status.decisions),
+        evaluations=kinds,
+        aliases=aliases,
+        promotable=status.passed,
+        problem=status.problem,
+    )
+
+
+def catalog_lineage(
+    ref: str, *, workspace: Path | None = None, catalog: str | None = None
+) -> Lineage:
+    from registry.views import Lineage
+
+    with open_catalog(workspace, catalog) as records:
+        chain = records.lineage(ref)
+        return Lineage(run=records.run_info(chain[-1].run_id), chain=chain)
+
+
+def catalog_diff(
+    ref_a: str, ref_b: str, *, workspace: Path | None = None, catalog: str | None = None
+) -> Diff:
+    from registry.views import Diff, DiffRow
+
+    with open_catalog(workspace, catalog) as records:
+        a, b = records.variant(ref_a), records.variant(ref_b)
+
+    def rows(left: dict[str, Any], right: dict[str, Any]) -> list[DiffRow]:
+        return [
+            DiffRow(key=k, a=left.get(k), b=right.get(k), same=left.get(k) == right.get(k))
+            for k in sorted(set(left) | set(right))
+        ]
+
+    identity_fields = (
+        *("run_id", "seed", "stage", "kind", "format", "artifact_sha256"),
+        *("parent_sha256", "recipe_sha256", "size_bytes", "params", "macs"),
+    )
+    return Diff(
+        a=a.id,
+        b=b.id,
+        identity=rows(
+            {k: getattr(a, k) for k in identity_fields}, {k: getattr(b, k) for k in identity_fields}
+        ),
+        config=rows(_flat(a.spec), _flat(b.spec)),
+        metrics=rows(
+            {k: [m.estimate, m.ci_low, m.ci_high] for k, m in a.metrics.items()},
+            {k: [m.estimate, m.ci_low, m.ci_high] for k, m in b.metrics.items()},
+        ),
+    )
+
+
+def _flat(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict) and value:
+        flat: dict[str, Any] = {}
+        for key, item in value.items():
+            flat.update(_flat(item, f"{prefix}.{key}" if prefix else str(key)))
+        return flat
+    return {prefix: value}
+
+
+def promote_variant(
+    ref: str,
+    alias: str,
+    *,
+    reason: str = "",
+    actor: str | None = None,
+    workspace: Path | None = None,
+    catalog: str | None = None,
+) -> AliasResult:
+    """Point an alias at a variant whose gates all passed (exit 1 otherwise)."""
+    from registry.aliases import promote
+    from registry.views import AliasResult
+
+    with open_catalog(workspace, catalog) as records:
+        move, changed = promote(records, ref, alias, reason=reason or "promoted", actor=actor)
+    return AliasResult(alias=alias, changed=changed, move=move)
+
+
+def rollback_alias(
+    alias: str,
+    *,
+    to: str | None = None,
+    reason: str | None = None,
+    actor: str | None = None,
+    workspace: Path | None = None,
+    catalog: str | None = None,
+) -> AliasResult:
+    """Move an alias back to its previous known-good variant (or to `to`)."""
+    from registry.aliases import rollback
+    from registry.views import AliasResult
+
+    with open_catalog(workspace, catalog) as records:
+        move = rollback(records, alias, to=to, reason=reason, actor=actor)
+    return AliasResult(alias=alias, changed=True, move=move)
+
+
+def alias_history(
+    alias: str, *, workspace: Path | None = None, catalog: str | None = None
+) -> list[AliasMove]:
+    with open_catalog(workspace, catalog) as records:
+        history = records.alias_history(alias)
+    if not history:
+        raise NotFoundError(f"alias {alias} has never pointed anywhere")
+    return history
+
+
+def audit_verify(
+    *,
+    checkpoint: Path | None = None,
+    trust_path: Path | None = None,
+    artifacts: bool = True,
+    workspace: Path | None = None,
+    catalog: str | None = None,
+) -> AuditReport:
+    """Recompute the chain, every row, every artifact digest, and check a checkpoint."""
+    from registry.audit import verify
+    from registry.store import ArtifactStore
+
+    root = workspace_dir(workspace)
+    trust = load_trust(trust_path) if trust_path is not None else None
+    with open_catalog(workspace, catalog) as records:
+        store = ArtifactStore(root) if artifacts else None
+        return verify(records, store, checkpoint_file=checkpoint, trust=trust)
+
+
+def audit_checkpoint(
+    key_path: Path, *, workspace: Path | None = None, catalog: str | None = None
+) -> bytes:
+    """A signed checkpoint (DSSE envelope JSON) of the catalog's head."""
+    from registry.audit import checkpoint
+
+    key = load_private_key(key_path)
+    with open_catalog(workspace, catalog) as records:
+        return checkpoint(records, key)

@@ -238,7 +238,15 @@ WORKSPACE_OPTION = click.option(
     "--workspace",
     type=DIR,
     envvar="COMPRESSGATE_WORKSPACE",
-    help="Where runs, the artifact store and the stage cache live [default: ./.compressgate].",
+    help="Where the artifact store, the stage cache and the default catalog live "
+    "[default: ./.compressgate].",
+)
+CATALOG_OPTION = click.option(
+    "--catalog",
+    metavar="URL",
+    envvar="COMPRESSGATE_CATALOG",
+    help="Catalog database: a path or sqlite:///PATH, or postgresql+psycopg://USER@HOST/DB "
+    "[default: WORKSPACE/catalog.db].",
 )
 
 
@@ -360,15 +368,24 @@ def _seeds_table(summary: Any) -> None:
 @click.argument("file", type=FILE)
 @TRUST_OPTION
 @WORKSPACE_OPTION
+@CATALOG_OPTION
 @click.option("--force", is_flag=True, help="Recompute every stage, ignoring the stage cache.")
 @JSON_OPTION
-def run(file: Path, trust: Path | None, workspace: Path | None, force: bool, as_json: bool) -> None:
+def run(
+    file: Path,
+    trust: Path | None,
+    workspace: Path | None,
+    catalog: str | None,
+    force: bool,
+    as_json: bool,
+) -> None:
     """Run a signed recipe: verify it, check the environment, run every stage for every seed.
 
-    Each stage output is stored by sha256 and evaluated; a stage whose inputs, spec, data,
-    code and environment match an earlier run is reused (--force recomputes). Prints a table,
-    or with --json: run_id, recipe, stages (artifact_sha256, size_bytes, params, macs,
-    metrics.accuracy), status.
+    Each stage output is stored by sha256, evaluated and recorded in the catalog; a stage whose
+    inputs, spec, data, code and environment match an earlier run is reused (--force
+    recomputes). At the end every gate is judged for every seed and the decisions recorded.
+    Prints a table, or with --json: run_id, recipe, stages (artifact_sha256, size_bytes,
+    params, macs, metrics.accuracy), status, record (the catalog).
     """
     from registry.api import run_recipe
 
@@ -379,6 +396,7 @@ def run(file: Path, trust: Path | None, workspace: Path | None, force: bool, as_
         force=force,
         progress=True,
         on_stage=_stage_line,
+        catalog=catalog,
     )
     if as_json:
         _emit(summary)
@@ -390,8 +408,11 @@ def run(file: Path, trust: Path | None, workspace: Path | None, force: bool, as_
 @click.argument("run_id")
 @TRUST_OPTION
 @WORKSPACE_OPTION
+@CATALOG_OPTION
 @JSON_OPTION
-def reproduce(run_id: str, trust: Path | None, workspace: Path | None, as_json: bool) -> None:
+def reproduce(
+    run_id: str, trust: Path | None, workspace: Path | None, catalog: str | None, as_json: bool
+) -> None:
     """Re-run RUN_ID from scratch in a temporary store and compare every artifact digest.
 
     Exit 3 if any stage's artifact differs, naming the first such stage.
@@ -400,7 +421,12 @@ def reproduce(run_id: str, trust: Path | None, workspace: Path | None, as_json: 
     from registry.errors import IntegrityError
 
     result = reproduce_run(
-        run_id, trust_path=trust, workspace=workspace, progress=True, on_stage=_stage_line
+        run_id,
+        trust_path=trust,
+        workspace=workspace,
+        progress=True,
+        on_stage=_stage_line,
+        catalog=catalog,
     )
     if as_json:
         _emit(result)
@@ -440,17 +466,19 @@ def reproduce(run_id: str, trust: Path | None, workspace: Path | None, as_json: 
     "fairness, classes, fidelity, robustness, latency, size.",
 )
 @WORKSPACE_OPTION
+@CATALOG_OPTION
 @JSON_OPTION
 def evaluate(
     variant: str,
     against: str | None,
     only: tuple[str, ...],
     workspace: Path | None,
+    catalog: str | None,
     as_json: bool,
 ) -> None:
     """Measure a stored VARIANT (a prefix of its artifact sha256) against a baseline.
 
-    The variant is found in the workspace's run records and read back from the artifact store;
+    The variant is found in the catalog and read back from the artifact store;
     its seed's test split is loaded again through the recorded recipe (which must be unchanged:
     exit 3) and the recipe's evaluators run on it. Prints every metric with its interval, or
     with --json: variant, against, metrics{name: estimate, ci_low, ci_high, n, method}, and
@@ -458,7 +486,9 @@ def evaluate(
     """
     from registry.api import evaluate_variant
 
-    result = evaluate_variant(variant, against=against, only=only, workspace=workspace)
+    result = evaluate_variant(
+        variant, against=against, only=only, workspace=workspace, catalog=catalog
+    )
     if as_json:
         _emit(result)
         return
@@ -488,6 +518,381 @@ def _metric_table(metrics: dict[str, Any]) -> None:
 
 def _number(value: float) -> str:
     return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4g}"
+
+
+# --- the catalog ------------------------------------------------------------------------------
+
+
+@cli.group("catalog")
+def catalog_group() -> None:
+    """Read the catalog: runs, variants, lineage and differences (it is never edited)."""
+
+
+@catalog_group.command("list")
+@click.option("--recipe", metavar="NAME", help="Only runs of this recipe.")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10_000))
+@click.option("--offset", default=0, show_default=True, type=click.IntRange(0))
+@WORKSPACE_OPTION
+@CATALOG_OPTION
+@JSON_OPTION
+def catalog_list(
+    recipe: str | None,
+    limit: int,
+    offset: int,
+    workspace: Path | None,
+    catalog: str | None,
+    as_json: bool,
+) -> None:
+    """List runs, newest first: run_id, recipe, version, status, started, seeds, signers."""
+    from registry.api import catalog_list as listing
+
+    runs = listing(recipe=recipe, limit=limit, offset=offset, workspace=workspace, catalog=catalog)
+    if as_json:
+        _emit(runs)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table()
+    for column in ("run", "recipe", "status", "started", "seeds", "signers", "recipe sha256"):
+        table.add_column(column)
+    for r in runs:
+        table.add_row(
+            r.run_id,
+            f"{r.recipe} v{r.version}",
+            r.status,
+            r.started_at,
+            ",".join(map(str, r.seeds)),
+            ", ".join(r.signers),
+            r.recipe_sha256[:12],
+        )
+    Console(width=200).print(table)
+
+
+@catalog_group.command("show")
+@click.argument("ref", metavar="ID")
+@WORKSPACE_OPTION
+@CATALOG_OPTION
+@JSON_OPTION
+def catalog_show(ref: str, workspace: Path | None, catalog: str | None, as_json: bool) -> None:
+    """Show a run (ID = run-…) or a variant (RUN/SEED/STAGE or an artifact sha256 prefix).
+
+    For a run, --json exports its full record exactly as the executor held it: recipe,
+    environment, data digests, every stage with metrics and evaluations, aggregates, timing.
+    """
+    from registry import api
+
+    if api.is_run_id(ref):
+        record, decisions, where = api.catalog_show_run(ref, workspace=workspace, catalog=catalog)
+        if as_json:
+            _emit(record)
+            return
+        _run_table(api.summarize(record, where))
+        _decisions_table(decisions)
+        return
+    shown = api.catalog_show_variant(ref, workspace=workspace, catalog=catalog)
+    if as_json:
+        _emit(shown)
+        return
+    v = shown.variant
+    click.echo(f"variant {v.id} [{v.kind}, {v.format}] artifact {v.artifact_sha256}")
+    click.echo(f"  parent {v.parent_sha256 or '-'} · recipe {v.recipe_sha256[:12]}")
+    click.echo(f"  size {_size(v.size_bytes)} · params {v.params} · MACs {v.macs}")
+    click.echo(f"  evaluations: {', '.join(shown.evaluations) or '-'}")
+    click.echo(f"  aliases: {', '.join(shown.aliases) or '-'}")
+    click.echo("  promotable: yes" if shown.promotable else f"  promotable: no ({shown.problem})")
+    _metric_table(v.metrics)
+    _decisions_table(shown.decisions)
+
+
+def _decisions_table(decisions: Sequence[Any]) -> None:
+    if not decisions:
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="gate decisions")
+    for column in ("seed", "gate", "stage", "metric", "estimate", "interval", "verdict", "owner"):
+        table.add_column(column)
+    for d in decisions:
+        interval = (
+            f"[{_opt(d.ci_low)}, {_opt(d.ci_high)}]"
+            if d.ci_low is not None or d.ci_high is not None
+            else "-"
+        )
+        table.add_row(
+            str(d.seed),
+            d.gate,
+            d.stage,
+            d.metric,
+            _opt(d.estimate),
+            interval,
+            f"{d.verdict} ({d.note})",
+            d.owner,
+        )
+    Console(width=200).print(table)
+
+
+def _opt(value: float | None) -> str:
+    return "-" if value is None else _number(value)
+
+
+@catalog_group.command("lineage")
+@click.argument("variant")
+@WORKSPACE_OPTION
+@CATALOG_OPTION
+@JSON_OPTION
+def catalog_lineage(
+    variant: str, workspace: Path | None, catalog: str | None, as_json: bool
+) -> None:
+    """Show a variant's ancestry, baseline first, with its recipe, signers and environment."""
+    from registry.api import catalog_lineage as lineage
+
+    found = lineage(variant, workspace=workspace, catalog=catalog)
+    if as_json:
+        _emit(found)
+        return
+    run = found.run
+    click.echo(
+        f"recipe {run.recipe} v{run.version} ({run.recipe_sha256[:12]}) signed by "
+        f"{', '.join(run.signers) or 'nobody'}; run {run.run_id} by {run.actor}"
+    )
+    click.echo(
+        f"environment {run.environment_sha256[:12]} (python {run.python}), "
+        f"lock {run.lock_sha256[:12] or '-'}"
+    )
+    for depth, v in enumerate(found.chain):
+        accuracy = v.metrics.get("accuracy")
+        score = f" · accuracy {accuracy.estimate:.2%}" if accuracy else ""
+        click.echo(
+            f"{'  ' * depth}{'└─ ' if depth else ''}{v.stage} [{v.kind}, {v.format}] "
+            f"{v.artifact_sha256[:12]} · {_size(v.size_bytes)}{score}"
+        )
+
+
+@catalog_group.command("diff")
+@click.argument("a")
+@click.argument("b")
+@WORKSPACE_OPTION
+@CATALOG_OPTION
+@JSON_OPTION
+def catalog_diff(
+    a: str, b: str, workspace: Path | None, catalog: str | None, as_json: bool
+) -> None:
+    """Two variants side by side: identity, stage configuration and metrics (A and B are
+    RUN/SEED/STAGE or artifact sha256 prefixes)."""
+    from registry.api import catalog_diff as diff
+
+    found = diff(a, b, workspace=workspace, catalog=catalog)
+    if as_json:
+        _emit(found)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    for title, rows in (
+        ("identity", found.identity),
+        ("configuration", found.config),
+        ("metrics: estimate [interval]", found.metrics),
+    ):
+        table = Table(title=title)
+        for column in ("", found.a, found.b):
+            table.add_column(column)
+        for row in rows:
+            mark = "" if row.same else "[bold]"
+            table.add_row(f"{mark}{row.key}", _cell(row.a), _cell(row.b))
+        Console(width=200).print(table)
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, list) and len(value) == 3 and all(isinstance(x, float) for x in value):
+        return f"{_number(value[0])} [{_number(value[1])}, {_number(value[2])}]"
+    return "-" if value is None else str(value)
+
+
+# --- aliases ------------------------------------------------------------------------------------
+
+ACTOR_OPTION = click.option(
+    "--actor",
+    envvar="COMPRESSGATE_ACTOR",
+    help="Who is acting, for the record [default: the login name].",
+)
+
+
+def _move_line(move: Any) -> str:
+    previous = f" (was {move.previous_variant_id})" if move.previous_variant_id else ""
+    return (
+        f"#{move.seq} {move.moved_at} {move.action} {move.alias} -> {move.variant_id} "
+        f"[{move.artifact_sha256[:12]}]{previous} by {move.actor}: {move.reason}"
+    )
+
+
+@cli.command("promote")
+@click.argument("variant")
+@click.option("--alias", required=True, help="The alias to move, e.g. production.")
+@click.option("--reason", default="", help="Why, for the record.")
+@ACTOR_OPTION
+@WORKSPACE_OPTION
+@CATALOG_OPTION
+@JSON_OPTION
+def promote(
+    variant: str,
+    alias: str,
+    reason: str,
+    actor: str | None,
+    workspace: Path | None,
+    catalog: str | None,
+    as_json: bool,
+) -> None:
+    """Point ALIAS at VARIANT, if every gate over it passed (exit 1 otherwise).
+
+    VARIANT is RUN/SEED/STAGE or an artifact sha256 prefix. The move is a new catalog event.
+    """
+    from registry.api import promote_variant
+
+    result = promote_variant(
+        variant, alias, reason=reason, actor=actor, workspace=workspace, catalog=catalog
+    )
+    if as_json:
+        _emit(result)
+    elif result.changed:
+        click.echo(_move_line(result.move))
+    else:
+        click.echo(f"{alias} already points to {result.move.variant_id}; nothing changed")
+
+
+@cli.command("rollback")
+@click.argument("alias")
+@click.option("--to", "to", metavar="VARIANT", help="Roll back to this variant instead.")
+@click.option("--reason", default=None, help="Why, for the record.")
+@ACTOR_OPTION
+@WORKSPACE_OPTION
+@CATALOG_OPTION
+@JSON_OPTION
+def rollback(
+    alias: str,
+    to: str | None,
+    reason: str | None,
+    actor: str | None,
+    workspace: Path | None,
+    catalog: str | None,
+    as_json: bool,
+) -> None:
+    """Move ALIAS back to its previous known-good variant (or to --to VARIANT).
+
+    Known-good: an earlier target of the alias that was not rolled back from and whose gates
+    all passed. The move is a new catalog event.
+    """
+    from registry.api import rollback_alias
+
+    result = rollback_alias(
+        alias, to=to, reason=reason, actor=actor, workspace=workspace, catalog=catalog
+    )
+    if as_json:
+        _emit(result)
+    else:
+        click.echo(_move_line(result.move))
+
+
+@cli.group("alias")
+def alias_group() -> None:
+    """Read aliases and their history."""
+
+
+@alias_group.command("history")
+@click.argument("name")
+@WORKSPACE_OPTION
+@CATALOG_OPTION
+@JSON_OPTION
+def alias_history(name: str, workspace: Path | None, catalog: str | None, as_json: bool) -> None:
+    """Every move of alias NAME, oldest first: what, who, when and why."""
+    from registry.api import alias_history as history
+
+    moves = history(name, workspace=workspace, catalog=catalog)
+    if as_json:
+        _emit(moves)
+    else:
+        for move in moves:
+            click.echo(_move_line(move))
+
+
+# --- audit --------------------------------------------------------------------------------------
+
+
+@cli.group("audit")
+def audit_group() -> None:
+    """Verify the catalog's hash chain, rows and artifacts; sign checkpoints."""
+
+
+@audit_group.command("verify")
+@click.option(
+    "--checkpoint",
+    type=FILE,
+    help="A signed checkpoint: the chain must still pass through its head (needs --trust).",
+)
+@click.option(
+    "--trust",
+    type=FILE,
+    envvar="COMPRESSGATE_TRUST",
+    help="Trust file naming the auditors whose keys sign checkpoints.",
+)
+@click.option("--skip-artifacts", is_flag=True, help="Do not re-hash the artifact store (faster).")
+@WORKSPACE_OPTION
+@CATALOG_OPTION
+@JSON_OPTION
+def audit_verify(
+    checkpoint: Path | None,
+    trust: Path | None,
+    skip_artifacts: bool,
+    workspace: Path | None,
+    catalog: str | None,
+    as_json: bool,
+) -> None:
+    """Recompute every event's hash and link, check every row against its event and every
+    artifact against its digest; exit 3 naming the first broken link."""
+    from registry.api import audit_verify as verify
+
+    report = verify(
+        checkpoint=checkpoint,
+        trust_path=trust,
+        artifacts=not skip_artifacts,
+        workspace=workspace,
+        catalog=catalog,
+    )
+    if as_json:
+        _emit(report)
+        return
+    click.echo(
+        f"catalog {report.catalog} (schema v{report.schema_version}) verifies: "
+        f"{report.events} events, {report.rows} rows, {report.artifacts} artifact blobs; "
+        f"head {report.head.sha256[:16]}… ({report.events_per_second:,.0f} events/s)"
+    )
+    if report.checkpoint is not None:
+        click.echo(
+            f"extends checkpoint at event {report.checkpoint.size} "
+            f"({report.checkpoint.sha256[:16]}…)"
+        )
+
+
+@audit_group.command("checkpoint")
+@click.option("--key", type=FILE, required=True, help="An auditor's private key (PEM).")
+@click.option("-o", "--output", type=FILE, help="Write the envelope here [default: stdout].")
+@WORKSPACE_OPTION
+@CATALOG_OPTION
+def audit_checkpoint(
+    key: Path, output: Path | None, workspace: Path | None, catalog: str | None
+) -> None:
+    """Sign the catalog's current head (tree size + head hash) as a DSSE envelope, to publish
+    outside the database; `audit verify --checkpoint FILE` checks the catalog against it."""
+    from registry.api import audit_checkpoint as make
+    from registry.files import write_atomic
+
+    envelope = make(key, workspace=workspace, catalog=catalog)
+    if output is None:
+        click.echo(envelope.decode("utf-8"), nl=False)
+    else:
+        write_atomic(output, envelope)
+        click.echo(f"checkpoint written to {output}", err=True)
 
 
 # --- entry point ------------------------------------------------------------------------------

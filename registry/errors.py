@@ -1,6 +1,7 @@
 """One exception tree for every error compressgate raises on purpose.
 
     CompressgateError                 exit 1  (root; str(err) is shown to users verbatim)
+    ├── Refused                       exit 1  a gate has not passed: promotion refused
     ├── ManifestError (ValueError)    exit 2  bad input: manifest, trust file, key, arguments
     ├── StageError                    exit 2  a stage cannot run on the recipe's model or data
     ├── IntegrityError                exit 3  signature, digest, broken chain
@@ -49,6 +50,12 @@ class Issue:
     def __str__(self) -> str:
         where = self.file if self.line is None else f"{self.file}:{self.line}"
         return f"{where} {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
+
+
+class Refused(CompressgateError):
+    """Governance refuses the action: a gate has not passed, a review is not approved."""
+
+    exit_code = EXIT_REJECTED
 
 
 class ManifestError(CompressgateError, ValueError):

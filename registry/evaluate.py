@@ -1,12 +1,11 @@
 """On-demand evaluation: `compressgate evaluate VARIANT --against BASELINE`.
 
-The variant is named by a prefix of its artifact sha256 and found in the workspace's run
-records. It is read back from the artifact store (digests checked), its seed's data is loaded
-again through the recorded recipe (whose bytes must be the ones the run verified, and whose
-test split must have the recorded digest), and the recipe's per-stage evaluators, or those
-named with `--only`, compare it with the baseline of the same run and seed, or with the variant
-given by `--against`, on the variant's test split. Nothing is written: recording evaluations is
-the catalog's job.
+The variant is named by a prefix of its artifact sha256 and found in the catalog. It is read
+back from the artifact store (digests checked), its seed's data is loaded again through the
+recorded recipe (whose bytes must be the ones the run verified, and whose test split must have
+the recorded digest), and the recipe's per-stage evaluators, or those named with `--only`,
+compare it with the baseline of the same run and seed, or with the variant given by
+`--against`, on the variant's test split. Nothing is written.
 """
 
 from __future__ import annotations
@@ -17,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from evaluators.base import EvalContext, Subject, evaluate_stage, flatten
 from evaluators.results import Estimate, EvaluationResult
@@ -30,12 +29,11 @@ from recipes.evaluation import (
 from recipes.load import load_recipe
 from recipes.manifest import Recipe
 from recipes.models import Variant
-from registry.errors import IntegrityError, ManifestError, NotFoundError
+from registry.catalog import Catalog, catalog_url
+from registry.errors import IntegrityError, ManifestError
 from registry.executor import (
     BASELINE,
     THREADS,
-    RunRecord,
-    StageRecord,
     deterministic,
     load_splits,
     load_variant,
@@ -43,6 +41,7 @@ from registry.executor import (
     split_digest,
     subject_of,
 )
+from registry.records import RunRecord, StageRecord
 from registry.store import Artifact, ArtifactStore
 
 _PREFIX = re.compile(r"^[0-9a-f]{6,64}$")
@@ -74,47 +73,17 @@ class Located:
         return Artifact.from_dict({"sha256": self.stage.artifact_sha256, "files": self.stage.files})
 
 
-def _runs(workspace: Path) -> list[RunRecord]:
-    """Every run record in the workspace, newest first (run ids start with their UTC time)."""
-    runs = []
-    for path in sorted((workspace / "runs").glob("*.json"), reverse=True):
-        try:
-            runs.append(RunRecord.model_validate_json(path.read_bytes()))
-        except ValidationError as exc:
-            raise IntegrityError(
-                f"run record {path} is not a valid run record ({exc.error_count()} problem(s), "
-                f"first: {exc.errors()[0]['msg']})",
-                hint="restore it from a backup or move it out of the runs folder",
-            ) from None
-    return runs
-
-
-def locate(runs: Sequence[RunRecord], prefix: str, what: str, workspace: Path) -> Located:
-    """The stage record whose artifact digest starts with `prefix` (newest run first)."""
+def locate(catalog: Catalog, prefix: str, what: str) -> Located:
+    """The recorded stage whose artifact digest starts with `prefix` (newest record first)."""
     digest = prefix.lower()
     if not _PREFIX.match(digest):
         raise ManifestError(
             f"{what} '{prefix}' is not a sha256 prefix",
             hint="give at least 6 hex digits of an artifact digest (stages[].artifact_sha256)",
         )
-    found: dict[str, Located] = {}
-    for run in runs:
-        for stage in run.stages:
-            sha = stage.artifact_sha256
-            if stage.status == "done" and sha is not None and sha.startswith(digest):
-                found.setdefault(sha, Located(run, stage))
-    if not found:
-        raise NotFoundError(
-            f"no variant {prefix} in the run records of {workspace}",
-            hint="`compressgate run --json` lists each stage's artifact_sha256",
-        )
-    if len(found) > 1:
-        shown = ", ".join(f"{sha[:16]}… ({loc.stage.name})" for sha, loc in found.items())
-        raise ManifestError(
-            f"{what} '{prefix}' is ambiguous: it starts {len(found)} variants: {shown}",
-            hint="give more hex digits",
-        )
-    return next(iter(found.values()))
+    variant = catalog.variant(digest)
+    run = catalog.run(variant.run_id)
+    return Located(run, run.stage(variant.seed, variant.stage))
 
 
 def _specs(recipe: Recipe, only: Sequence[str]) -> list[EvaluatorSpec]:
@@ -151,17 +120,21 @@ def _record(run: RunRecord, seed: int, sha: str | None) -> StageRecord | None:
 
 
 def evaluate_variant(
-    workspace: Path, variant: str, against: str | None = None, only: Sequence[str] = ()
+    workspace: Path,
+    variant: str,
+    against: str | None = None,
+    only: Sequence[str] = (),
+    *,
+    catalog: str | None = None,
 ) -> OnDemandEvaluation:
     """Run evaluators on a stored variant against a baseline; see the module docstring."""
-    runs = _runs(workspace)
-    target = locate(runs, variant, "variant", workspace)
-    run, stage, seed = target.run, target.stage, target.stage.seed
-    if against is None:
-        baseline_record = run.stage(seed, BASELINE)
-        other = Located(run, baseline_record)
-    else:
-        other = locate(runs, against, "--against", workspace)
+    with Catalog(catalog_url(workspace, catalog)) as records:
+        target = locate(records, variant, "variant")
+        run, stage, seed = target.run, target.stage, target.stage.seed
+        if against is None:
+            other = Located(run, run.stage(seed, BASELINE))
+        else:
+            other = locate(records, against, "--against")
     path = recorded_recipe(run)
     recipe = load_recipe(path).recipe
     specs = _specs(recipe, only)

@@ -15,6 +15,7 @@ stage name. On one machine and one environment the reference recipe reproduces b
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import random
@@ -27,22 +28,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
-from pydantic import BaseModel, Field
 
 from evaluators import seeds as across_seeds
 from evaluators.base import EvalContext, Subject, evaluate_stage, flatten
-from evaluators.results import (
-    AccuracyResult,
-    Estimate,
-    EvaluationResult,
-    ExemplarsResult,
-    SeedAggregate,
-    SizeResult,
-)
+from evaluators.results import AccuracyResult, SizeResult
+from gates.verdicts import judge
 from recipes import models, onnxio
 from recipes.data import Split, Splits
 from recipes.load import LoadedRecipe
@@ -53,90 +47,16 @@ from recipes.stages.base import NullProgress, StageContext, stage_for
 from recipes.training import Ticker, fit
 from recipes.trust import load_trust
 from registry import environment
+from registry.catalog import Catalog, Decision, catalog_url, document
 from registry.digests import sha256_bytes, sha256_file
 from registry.errors import CompressgateError, IntegrityError, NotFoundError, StageError
 from registry.files import write_atomic
+from registry.records import RecipeRef, RunRecord, StageRecord, Timing
 from registry.store import Artifact, ArtifactStore, StoredFile
 
 THREADS = 1
 BASELINE = "baseline"
 _CACHE_VERSION = 1
-
-
-class StageRecord(BaseModel):
-    """One stage of one seed: what came out, from what, by which spec, and how good it is."""
-
-    seed: int
-    name: str
-    kind: str
-    status: Literal["running", "done", "failed"] = "running"
-    cached: bool = False
-    format: Literal["torch", "onnx"] | None = None
-    artifact_sha256: str | None = None
-    parent_sha256: str | None = None
-    spec_sha256: str | None = None
-    cache_key: str | None = None
-    size_bytes: int | None = None
-    files: list[dict[str, Any]] = Field(default_factory=list)
-    params: int | None = None
-    nonzero_params: int | None = None
-    macs: int | None = None
-    metrics: dict[str, Estimate] = Field(
-        default_factory=dict, description="every evaluator's metrics under their dotted names"
-    )
-    evaluations: dict[str, EvaluationResult] = Field(
-        default_factory=dict, description="each evaluator's full result, by kind"
-    )
-    evaluation_key: str | None = None
-    details: dict[str, Any] = Field(default_factory=dict)
-    warnings: list[str] = Field(default_factory=list)
-    seconds: float = 0.0
-    eval_seconds: float = 0.0
-    error: str | None = None
-
-
-class RecipeRef(BaseModel):
-    name: str
-    version: int
-    sha256: str
-    path: str
-    signers: list[str]
-
-
-class Timing(BaseModel):
-    total_seconds: float = 0.0
-    compute_seconds: float = 0.0
-    overhead_seconds: float = 0.0
-    overhead_fraction: float = 0.0
-
-
-class RunRecord(BaseModel):
-    """The run: recipe, environment, data digests, every stage record, status and timing."""
-
-    run_id: str
-    recipe: RecipeRef
-    status: Literal["running", "succeeded", "failed"] = "running"
-    started_at: str
-    finished_at: str | None = None
-    workspace: str
-    seeds: list[int]
-    environment: dict[str, Any] = Field(default_factory=dict)
-    data: dict[str, dict[str, str]] = Field(default_factory=dict)
-    stages: list[StageRecord] = Field(default_factory=list)
-    aggregate: dict[str, dict[str, SeedAggregate]] = Field(
-        default_factory=dict, description="per stage, each metric over the seeds"
-    )
-    exemplars: dict[str, ExemplarsResult] = Field(
-        default_factory=dict, description="per compressed stage, across the seeds"
-    )
-    timing: Timing = Field(default_factory=Timing)
-    error: str | None = None
-
-    def stage(self, seed: int, name: str) -> StageRecord:
-        for record in self.stages:
-            if record.seed == seed and record.name == name:
-                return record
-        raise KeyError((seed, name))
 
 
 # --- progress -----------------------------------------------------------------------------------
@@ -187,6 +107,10 @@ class RunOptions:
     progress: bool = False
     on_stage: Callable[[StageRecord], None] | None = None
     run_id: str | None = None
+    catalog: str | None = None  # URL; default: SQLite at WORKSPACE/catalog.db
+
+    def open_catalog(self) -> Catalog:
+        return Catalog(catalog_url(self.workspace, self.catalog))
 
 
 def new_run_id() -> str:
@@ -216,35 +140,38 @@ def run_recipe(path: Path, options: RunOptions) -> RunRecord:
         workspace=str(options.workspace.resolve()),
         seeds=list(recipe.seeds),
     )
-    executor = _Executor(loaded, base, options, record, started)
-    with deterministic(THREADS):
-        fingerprint = environment.fingerprint(lock, threads=_threads(), seeds=tuple(recipe.seeds))
-        record.environment = {
-            "fingerprint": fingerprint,
-            "fingerprint_sha256": _digest(fingerprint),
-            "mismatches": [str(m) for m in mismatches],
-            "strict": recipe.environment.strict,
-        }
-        executor.save()
-        try:
-            for seed in recipe.seeds:
-                executor.run_seed(seed)
-        except BaseException as exc:  # a failed or interrupted run is recorded as failed
-            executor.fail(exc)
-            raise
-    executor.finish()
+    with options.open_catalog() as catalog:
+        executor = _Executor(loaded, base, options, record, started, catalog)
+        with deterministic(THREADS):
+            fingerprint = environment.fingerprint(
+                lock, threads=_threads(), seeds=tuple(recipe.seeds)
+            )
+            record.environment = {
+                "fingerprint": fingerprint,
+                "fingerprint_sha256": _digest(fingerprint),
+                "mismatches": [str(m) for m in mismatches],
+                "strict": recipe.environment.strict,
+            }
+            catalog.record_run_start(
+                record,
+                recipe_content=loaded.data.decode("utf-8"),
+                envelope=verified.envelope.read_text(encoding="utf-8"),
+                lock_sha256=sha256_file(lock) if lock.is_file() else "",
+            )
+            try:
+                for seed in recipe.seeds:
+                    executor.run_seed(seed)
+            except BaseException as exc:  # a failed or interrupted run is recorded as failed
+                executor.fail(exc)
+                raise
+        executor.finish()
     return record
 
 
-def load_run(workspace: Path, run_id: str) -> RunRecord:
-    path = workspace / "runs" / f"{run_id}.json"
-    if not path.is_file():
-        runs = sorted(p.stem for p in (workspace / "runs").glob("*.json"))[-5:]
-        raise NotFoundError(
-            f"run {run_id} not found in {workspace / 'runs'}",
-            hint=f"recent runs: {', '.join(runs)}" if runs else "no run has been recorded yet",
-        )
-    return RunRecord.model_validate_json(path.read_bytes())
+def load_run(options: RunOptions, run_id: str) -> RunRecord:
+    """A run's record, exported from the catalog."""
+    with options.open_catalog() as catalog:
+        return catalog.run(run_id)
 
 
 @dataclass
@@ -276,7 +203,7 @@ def reproduce(run_id: str, options: RunOptions) -> tuple[RunRecord, RunRecord, l
 
     Raises IntegrityError (exit 3) naming the first stage whose artifact differs.
     """
-    original = load_run(options.workspace, run_id)
+    original = load_run(options, run_id)
     if original.status != "succeeded":
         raise NotFoundError(f"run {run_id} did not succeed ({original.status}); nothing to compare")
     path = recorded_recipe(original)
@@ -364,6 +291,7 @@ class _Executor:
         options: RunOptions,
         record: RunRecord,
         started: float,
+        catalog: Catalog,
     ) -> None:
         self.recipe: Recipe = loaded.recipe
         self.base = base
@@ -372,7 +300,7 @@ class _Executor:
         self.started = started
         self.store = ArtifactStore(options.workspace)
         self.cache_dir = options.workspace / "cache"
-        self.run_path = options.workspace / "runs" / f"{record.run_id}.json"
+        self.catalog = catalog
         self.progress = RichProgress(options.progress)
         self.compute = 0.0
         self.code = self._code_digest()
@@ -384,9 +312,6 @@ class _Executor:
 
     # -- bookkeeping
 
-    def save(self) -> None:
-        write_atomic(self.run_path, self.record.model_dump_json(indent=2).encode())
-
     def fail(self, exc: BaseException) -> None:
         self.record.status = "failed"
         self.record.error = str(exc) or type(exc).__name__
@@ -395,13 +320,55 @@ class _Executor:
                 stage.status = "failed"
                 stage.error = self.record.error
         self._close()
+        # The run's end is recorded if the catalog can take it; the original error goes on.
+        with contextlib.suppress(CompressgateError, OSError):
+            self.catalog.record_run_end(self.record)
 
     def finish(self) -> None:
         start = time.perf_counter()
         self._across_seeds()
+        decisions = self._decide()
         self.compute += time.perf_counter() - start
         self.record.status = "succeeded"
         self._close()
+        self.catalog.record_run_end(self.record, decisions)
+
+    def _decide(self) -> list[Decision]:
+        """Every gate judged for every seed on the stage it names, from the recorded evidence."""
+        decisions = []
+        last = self.recipe.stages[-1].name
+        for seed in self.recipe.seeds:
+            baseline = self.record.stage(seed, BASELINE)
+            for gate in self.recipe.gates:
+                stage = self.record.stage(seed, gate.after or last)
+                judged = judge(gate, stage.metrics, baseline.metrics, stage.evaluations)
+                metrics = {k: v.model_dump(mode="json") for k, v in stage.metrics.items()}
+                assert stage.artifact_sha256 is not None
+                decisions.append(
+                    Decision(
+                        run_id=self.record.run_id,
+                        seed=seed,
+                        gate=gate.name,
+                        variant_id=f"{self.record.run_id}/{seed}/{stage.name}",
+                        stage=stage.name,
+                        artifact_sha256=stage.artifact_sha256,
+                        metric=gate.metric,
+                        rule=gate.model_dump(mode="json"),
+                        estimate=judged.estimate,
+                        ci_low=judged.ci_low,
+                        ci_high=judged.ci_high,
+                        n=judged.n,
+                        threshold=judged.threshold,
+                        pvalue=judged.pvalue,
+                        verdict=judged.verdict,
+                        owner=gate.owner,
+                        # the digest of the variant's recorded metrics text, as the catalog holds it
+                        evidence_sha256=sha256_bytes(document(metrics).encode("utf-8")),
+                        note=judged.note,
+                        decided_at=_now(),
+                    )
+                )
+        return decisions
 
     def _across_seeds(self) -> None:
         """Each stage's metrics over the seeds, and the compression-identified exemplars."""
@@ -445,7 +412,6 @@ class _Executor:
             overhead_seconds=round(total - self.compute, 4),
             overhead_fraction=round((total - self.compute) / total, 6) if total else 0.0,
         )
-        self.save()
 
     @contextmanager
     def _timed(self, stage: StageRecord, attr: str) -> Iterator[None]:
@@ -481,6 +447,7 @@ class _Executor:
             "calibration": split_digest(splits.calibration),
             "test": split_digest(splits.test),
         }
+        self.catalog.record_seed(self.record.run_id, seed, self.record.data[str(seed)])
         data = _digest(self.record.data[str(seed)])
         self.tests[seed] = splits.test
         state = _SeedState(seed, splits, data)
@@ -530,7 +497,7 @@ class _Executor:
             parent = stage.artifact_sha256
             if isinstance(current, TorchModel):
                 reference, reference_sha = current, parent
-            self._end(stage)
+            self._end(stage, spec)
 
     def _load_data(self, seed: int) -> Splits:
         return load_splits(self.recipe, self.base, seed)
@@ -572,7 +539,7 @@ class _Executor:
                             stage=BASELINE,
                         ) from exc
                 cached = self._keep(stage, model, state, None, Path(scratch))
-        self._end(stage)
+        self._end(stage, spec)
         return cached, stage.artifact_sha256
 
     def _build_baseline(
@@ -761,11 +728,16 @@ class _Executor:
 
     def _begin(self, stage: StageRecord) -> None:
         self.record.stages.append(stage)
-        self.save()
 
-    def _end(self, stage: StageRecord) -> None:
+    def _end(self, stage: StageRecord, spec: Any) -> None:
+        """The stage is done: its variant and evaluations go into the catalog."""
         stage.status = "done"
-        self.save()
+        self.catalog.record_stage(
+            self.record.run_id,
+            self.record.recipe.sha256,
+            stage,
+            spec.model_dump(mode="json", by_alias=True),
+        )
         if self.options.on_stage is not None:
             self.options.on_stage(stage)
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+import secrets
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,3 +63,47 @@ def workspace(tmp_path: Path) -> Workspace:
         _, _, public = generate_keypair(owner, keys)
         add_owner_key(trust, owner, public, (role,))  # type: ignore[arg-type]
     return Workspace(root, root / "recipe.yaml", trust, keys)
+
+
+# --- catalogs -----------------------------------------------------------------------------------
+
+PG_ENV = "COMPRESSGATE_TEST_PG_URL"
+
+
+def postgres_url(schema: str) -> str:
+    """$COMPRESSGATE_TEST_PG_URL with its search_path set to `schema` (skips without it)."""
+    base = os.environ.get(PG_ENV)
+    if not base:
+        pytest.skip(f"${PG_ENV} is not set: no PostgreSQL server to test against")
+    separator = "&" if "?" in base else "?"
+    return f"{base}{separator}options=-csearch_path%3D{schema}"
+
+
+@contextmanager
+def fresh_schema(schema: str) -> Iterator[str]:
+    """A new, empty PostgreSQL schema for one test, dropped afterwards; yields its URL."""
+    import sqlalchemy as sa
+
+    url = postgres_url(schema)
+    engine = sa.create_engine(os.environ[PG_ENV])
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
+    try:
+        yield url
+    finally:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        engine.dispose()
+
+
+@pytest.fixture(
+    params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)],
+)
+def catalog_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty catalog's URL: a SQLite file, or a fresh schema on $COMPRESSGATE_TEST_PG_URL."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'catalog.db'}"
+        return
+    with fresh_schema(f"cg_test_{secrets.token_hex(6)}") as url:
+        yield url

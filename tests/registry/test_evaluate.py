@@ -18,8 +18,10 @@ from recipes.load import load_recipe
 from recipes.signing import sign_recipe
 from recipes.trust import add_owner_key
 from registry.api import init_example
+from registry.catalog import Catalog, catalog_url
 from registry.cli import cli as cli_group
 from registry.keys import generate_keypair, load_private_key
+from registry.records import RunRecord
 from tests.registry.test_executor import DEFAULTS, QUICK
 
 EVALUATORS = """\
@@ -52,7 +54,12 @@ class Ran:
         return self.root / ".cg"
 
     def record(self) -> dict:  # type: ignore[type-arg]
-        return json.loads(Path(self.summary["record"]).read_text())
+        """The full run record, exported from the catalog."""
+        code, out, err = self.cli(
+            "catalog", "show", self.summary["run_id"], "--workspace", self.store, "--json"
+        )
+        assert code == 0, err
+        return json.loads(out)  # type: ignore[no-any-return]
 
     def cli(self, *args: str | Path) -> tuple[int, str, str]:
         result = CliRunner().invoke(cli_group, [str(a) for a in args], catch_exceptions=False)
@@ -247,16 +254,23 @@ def test_evaluate_refuses_bad_input_with_its_exit_code(
 
 def test_an_ambiguous_prefix_lists_the_variants_it_could_be(ran: Ran, tmp_path: Path) -> None:
     store = tmp_path / "store"
-    shutil.copytree(ran.store / "runs", store / "runs")
-    record = ran.record()
-    twin = json.loads(json.dumps(record))
-    twin["run_id"] = "run-29991231T000000Z-000000"
-    sha = stage(record, 0, "int8")["artifact_sha256"]
-    stage(twin, 0, "int8")["artifact_sha256"] = sha[:8] + ("0" if sha[8] != "0" else "1") + sha[9:]
-    (store / "runs" / f"{twin['run_id']}.json").write_text(json.dumps(twin))
+    record = RunRecord.model_validate(ran.record())
+    # A twin run in another catalog whose int8 artifact shares the first 8 hex digits.
+    twin = record.model_copy(update={"run_id": "run-29991231T000000Z-000000"}, deep=True)
+    sha = record.stage(0, "int8").artifact_sha256
+    assert sha is not None
+    near = sha[:8] + ("0" if sha[8] != "0" else "1") + sha[9:]
+    with Catalog(catalog_url(store)) as catalog:
+        for run in (record, twin):
+            catalog.record_run_start(run, recipe_content="", envelope="", lock_sha256="")
+            int8 = run.stage(0, "int8")
+            if run is twin:
+                int8 = int8.model_copy(update={"artifact_sha256": near})
+            catalog.record_stage(run.run_id, run.recipe.sha256, int8, {})
     code, _, err = ran.cli("evaluate", sha[:8], "--workspace", store)
     assert code == 2
-    assert f"'{sha[:8]}' is ambiguous: it starts 2 variants" in err
+    assert f"variant '{sha[:8]}' is ambiguous: it starts 2 variants" in err
+    assert sha[:16] in err and near[:16] in err
 
 
 def test_changed_evaluators_re_evaluate_cached_stages_without_recomputing_them(
@@ -279,26 +293,24 @@ def test_changed_evaluators_re_evaluate_cached_stages_without_recomputing_them(
     assert int8["bins"] == 7
 
 
-def test_evaluate_refuses_a_recipe_changed_since_the_run(ran: Ran, tmp_path: Path) -> None:
-    copy = Ran(tmp_path / "ws", tmp_path / "ws" / "recipe.yaml", ran.key, {})
-    shutil.copytree(ran.root, copy.root)
+def test_evaluate_refuses_a_recipe_changed_since_the_run(ran: Ran) -> None:
     record = ran.record()
-    # Point a copy of the record at the copied recipe, then change that recipe.
-    record["recipe"]["path"] = str(copy.recipe)
-    runs = copy.store / "runs"
-    (runs / f"{record['run_id']}.json").write_text(json.dumps(record))
-    copy.recipe.write_text(copy.recipe.read_text() + "# edited\n")
-    sha = stage(record, 0, "int8")["artifact_sha256"]
-    code, _, err = copy.cli("evaluate", sha[:10], "--workspace", copy.store)
+    original = ran.recipe.read_bytes()
+    ran.recipe.write_bytes(original + b"# edited\n")
+    try:
+        sha = stage(record, 0, "int8")["artifact_sha256"]
+        code, _, err = ran.cli("evaluate", sha[:10], "--workspace", ran.store)
+    finally:
+        ran.recipe.write_bytes(original)
     assert code == 3
     assert "is not the recipe run" in err
 
 
-def test_a_corrupt_run_record_is_an_integrity_error_naming_it(ran: Ran, tmp_path: Path) -> None:
+def test_a_damaged_catalog_is_an_integrity_error_naming_it(ran: Ran, tmp_path: Path) -> None:
     store = tmp_path / "store"
-    shutil.copytree(ran.store / "runs", store / "runs")
-    broken = store / "runs" / "run-29991231T000000Z-000000.json"
-    broken.write_text('{"run_id": 1}')
+    store.mkdir()
+    (store / "catalog.db").write_bytes(b"this is not a database" * 100)
     code, out, err = ran.cli("evaluate", "abcdef", "--workspace", store)
     assert code == 3 and out == ""
-    assert f"run record {broken} is not a valid run record" in err
+    assert "catalog.db" in err and "damaged" in err
+    assert "Traceback" not in err

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -14,7 +16,9 @@ from pathlib import Path
 import pytest
 
 from recipes.signing import sign_recipe
+from registry.catalog import Catalog, catalog_url
 from registry.keys import load_private_key
+from registry.records import RunRecord
 from tests.conftest import Invoke, Workspace
 
 QUICK = """\
@@ -72,6 +76,24 @@ def write_recipe(ws: Workspace, **changes: str) -> Path:
     return ws.recipe
 
 
+def exported(cli: Invoke, ws: Workspace, run_id: str) -> dict:  # type: ignore[type-arg]
+    """A run's full record, as `catalog show RUN --json` exports it."""
+    result = cli("catalog", "show", run_id, "--workspace", ws.root / ".cg", "--json")
+    assert result.exit_code == 0, result.stderr
+    return json.loads(result.stdout)  # type: ignore[no-any-return]
+
+
+def recorded_stages(catalog: Path) -> set[str]:
+    """The stages a (running) run has recorded so far, read with plain sqlite3."""
+    if not catalog.exists():
+        return set()
+    try:
+        with contextlib.closing(sqlite3.connect(catalog, timeout=5)) as db:
+            return {row[0] for row in db.execute("SELECT stage FROM variants")}
+    except sqlite3.OperationalError:  # not created yet
+        return set()
+
+
 def run(cli: Invoke, ws: Workspace, *extra: str) -> tuple[int, dict, str]:  # type: ignore[type-arg]
     result = cli("run", ws.recipe, "--workspace", ws.root / ".cg", "--json", *extra)
     summary = json.loads(result.stdout) if result.exit_code == 0 else {}
@@ -123,7 +145,7 @@ def test_run_prints_the_summary_contract_and_stores_a_chain(
     assert stages[2]["params"] < stages[1]["params"] < stages[0]["params"]
     assert stages[2]["macs"] < stages[1]["macs"] < stages[0]["macs"]
     assert stages[3]["size_bytes"] < stages[2]["size_bytes"]
-    record = json.loads(Path(summary["record"]).read_text())
+    record = exported(cli, workspace, summary["run_id"])
     assert record["status"] == "succeeded"
     fingerprint = record["environment"]["fingerprint"]
     assert fingerprint["threads"]["torch_intra_op"] == 1
@@ -162,12 +184,17 @@ def test_reproduce_says_identical_then_names_a_stage_that_differs(
     report = json.loads(result.stdout)
     assert report["identical"] is True
     assert [s["name"] for s in report["stages"]] == STAGES
-    # Pretend the recorded prune artifact was something else: reproduce must notice.
-    record_path = Path(summary["record"])
-    record = json.loads(record_path.read_text())
-    record["stages"][2]["artifact_sha256"] = "0" * 64
-    record_path.write_text(json.dumps(record))
-    result = cli("reproduce", run_id, "--workspace", workspace.root / ".cg")
+    # A catalog that says the prune artifact was something else: reproduce must notice.
+    record = RunRecord.model_validate(exported(cli, workspace, run_id))
+    other = workspace.root / "other.db"
+    with Catalog(catalog_url(workspace.root, str(other))) as catalog:
+        catalog.record_run_start(record, recipe_content="", envelope="", lock_sha256="")
+        for stage in record.stages:
+            if stage.name == "prune":
+                stage = stage.model_copy(update={"artifact_sha256": "0" * 64})
+            catalog.record_stage(run_id, record.recipe.sha256, stage, {})
+        catalog.record_run_end(record)
+    result = cli("reproduce", run_id, "--workspace", workspace.root / ".cg", "--catalog", other)
     assert result.exit_code == 3
     assert "stage 'prune' (seed 0)" in result.stderr
     assert "seed 0 · prune: DIFFERS" in result.stdout
@@ -199,9 +226,10 @@ def test_a_broken_stage_exits_2_naming_it_and_leaves_no_artifact(
     assert f"stage '{stage}' (seed 0)" in stderr and says in stderr
     assert "Traceback" not in stderr
     root = workspace.root / ".cg"
-    (record_path,) = (root / "runs").glob("*.json")
-    record = json.loads(record_path.read_text())
-    assert record["status"] == "failed"
+    (listed,) = json.loads(cli("catalog", "list", "--workspace", root, "--json").stdout)
+    shown = cli("catalog", "show", listed["run_id"], "--workspace", root, "--json")
+    record = json.loads(shown.stdout)
+    assert record["status"] == "failed" and listed["status"] == "failed"
     done = [s for s in record["stages"] if s["status"] == "done"]
     failed = [s for s in record["stages"] if s["status"] == "failed"]
     assert [s["name"] for s in failed] == [stage]
@@ -242,7 +270,7 @@ def test_a_lenient_environment_mismatch_is_recorded_and_the_run_goes_on(
     code, summary, stderr = run(cli, workspace)
     assert code == 0, stderr
     assert summary["environment_mismatches"] == ["click: wanted 0.0.1, found 8.5.1"]
-    record = json.loads(Path(summary["record"]).read_text())
+    record = exported(cli, workspace, summary["run_id"])
     assert record["environment"]["strict"] is False
     assert record["environment"]["mismatches"] == ["click: wanted 0.0.1, found 8.5.1"]
 
@@ -308,12 +336,9 @@ def test_a_run_killed_during_prune_resumes_from_prune(workspace: Workspace) -> N
     deadline = time.monotonic() + 300
     try:
         while time.monotonic() < deadline:
-            records = list((root / "runs").glob("*.json")) if root.exists() else []
-            if records:
-                stages = json.loads(records[0].read_text() or "{}").get("stages", [])
-                if any(s["name"] == "prune" and s["status"] == "running" for s in stages):
-                    time.sleep(1.0)  # well inside the prune stage
-                    break
+            if recorded_stages(root / "catalog.db") >= {"baseline", "distill"}:
+                time.sleep(1.0)  # distill is recorded: well inside the prune stage
+                break
             assert process.poll() is None, "the run ended before its prune stage was caught"
             time.sleep(0.1)
         else:
@@ -327,6 +352,23 @@ def test_a_run_killed_during_prune_resumes_from_prune(workspace: Workspace) -> N
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)
     assert [s["cached"] for s in summary["stages"]] == [True, True, False, False, False]
+    # The killed run's records are intact: the chain verifies, its stages up to distill are
+    # there, and it is listed as never having ended.
+    audit = subprocess.run(
+        [command[0], "audit", "verify", "--workspace", str(root), "--json"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert audit.returncode == 0, audit.stderr
+    listed = subprocess.run(
+        [command[0], "catalog", "list", "--workspace", str(root), "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    killed, resumed = sorted(json.loads(listed.stdout), key=lambda r: r["started_at"])
+    assert killed["status"] == "running" and resumed["status"] == "succeeded"
     fresh = subprocess.run(
         [*command[:-3], "--workspace", str(workspace.root / "fresh"), "--json"],
         capture_output=True,

@@ -1,0 +1,140 @@
+"""`compressgate audit`: recompute the catalog's hash chain, rows and artifacts; sign checkpoints.
+
+A checkpoint is a DSSE envelope over `{tree_size, head_sha256}`: the chain hash of event
+`tree_size`. Published outside the database (a release note, a ticket, another system), it lets
+anyone detect a history rewritten even by someone with full database access, who can recompute
+every hash but cannot make event `tree_size` hash to the published value again.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from recipes.trust import Trust
+from registry import dsse
+from registry.catalog import AuditReport, Catalog, Head, now, safe_url
+from registry.digests import sha256_file
+from registry.errors import IntegrityError, ManifestError
+from registry.keys import PrivateKey
+from registry.store import ArtifactStore
+
+CHECKPOINT_TYPE = "application/vnd.compressgate.checkpoint+json"
+
+
+def checkpoint(catalog: Catalog, key: PrivateKey) -> bytes:
+    """A signed checkpoint of the catalog's current head, as DSSE envelope JSON bytes."""
+    head = catalog.verify_chain()  # never sign a chain that does not verify
+    payload = {
+        "_type": "https://compressgate.dev/Checkpoint/v1",
+        "tree_size": head.size,
+        "head_sha256": head.sha256,
+        "schema_version": catalog.schema_version(),
+        "made_at": now(),
+    }
+    body = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode("utf-8")
+    return dsse.sign(body, CHECKPOINT_TYPE, [key]).to_json()
+
+
+def read_checkpoint(path: Path, trust: Trust) -> tuple[Head, str]:
+    """A checkpoint's size and head, once its signature verifies against an auditor's key."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ManifestError(f"{path}: cannot read the checkpoint ({exc.strerror})") from None
+    envelope = dsse.Envelope.from_json(raw, source=str(path))
+    if envelope.payload_type != CHECKPOINT_TYPE:
+        raise IntegrityError(
+            f"{path}: payloadType is {envelope.payload_type!r}, not a compressgate checkpoint"
+        )
+    auditors = trust.keys_with_role("auditor")
+    signers = dsse.verified_keys(envelope, auditors)
+    if not signers:
+        raise IntegrityError(
+            f"{path}: no valid signature by a key with the 'auditor' role in the trust file",
+            hint="sign checkpoints with `compressgate audit checkpoint --key AUDITOR_KEY`",
+        )
+    try:
+        body: Any = json.loads(envelope.payload)
+        head = Head(size=int(body["tree_size"]), sha256=str(body["head_sha256"]))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise IntegrityError(f"{path}: the checkpoint payload is malformed ({exc})") from None
+    return head, auditors[signers[0]]
+
+
+def verify(
+    catalog: Catalog,
+    store: ArtifactStore | None,
+    *,
+    checkpoint_file: Path | None = None,
+    trust: Trust | None = None,
+) -> AuditReport:
+    """Triggers present, chain intact, every row matching its event, every artifact's bytes
+    matching its digest, and the chain extending the checkpoint. Raises IntegrityError (exit 3)
+    naming the first broken link."""
+    started = time.perf_counter()
+    catalog.verify_triggers()
+    chain_started = time.perf_counter()
+    head = catalog.verify_chain()
+    chain_seconds = time.perf_counter() - chain_started
+    rows = catalog.verify_rows()
+    artifacts = verify_artifacts(catalog, store) if store is not None else 0
+    checked = None
+    if checkpoint_file is not None:
+        if trust is None:
+            raise ManifestError(
+                "verifying a checkpoint needs the trust file that names the auditors",
+                hint="pass --trust FILE or set $COMPRESSGATE_TRUST",
+            )
+        checked, _ = read_checkpoint(checkpoint_file, trust)
+        if checked.size > head.size:
+            raise IntegrityError(
+                f"catalog history rewritten: the checkpoint {checkpoint_file} covers "
+                f"{checked.size} events, the catalog has only {head.size}"
+            )
+        at = catalog.event_hash(checked.size)
+        if at != checked.sha256:
+            raise IntegrityError(
+                f"catalog history rewritten: event {checked.size} hashes to "
+                f"{(at or 'nothing')[:16]}…, the checkpoint {checkpoint_file} says "
+                f"{checked.sha256[:16]}…",
+                hint="the catalog was rebuilt since the checkpoint; restore it from a backup",
+            )
+    return AuditReport(
+        catalog=safe_url(catalog.url),
+        schema_version=catalog.schema_version(),
+        events=head.size,
+        rows=rows,
+        artifacts=artifacts,
+        head=head,
+        seconds=round(time.perf_counter() - started, 4),
+        events_per_second=round(head.size / chain_seconds, 1) if chain_seconds else 0.0,
+        checkpoint=checked,
+    )
+
+
+def verify_artifacts(catalog: Catalog, store: ArtifactStore) -> int:
+    """Re-hash every stored file of every recorded variant; a missing or changed blob is exit 3."""
+    checked: set[str] = set()
+    for sha, files, details in catalog.artifacts():
+        blobs = [(f["sha256"], f["name"]) for f in files]
+        if "onnx_sha256" in details:
+            blobs.append((details["onnx_sha256"], "float32 ONNX export of the baseline"))
+        for digest, name in blobs:
+            if digest in checked:
+                continue
+            path = store.blob_path(digest)
+            if not path.is_file():
+                raise IntegrityError(
+                    f"artifact {sha[:16]}… ({name}): blob {digest} is missing from the store "
+                    f"{store.objects}",
+                    hint="artifacts are never garbage-collected; restore the store from a backup",
+                )
+            if sha256_file(path) != digest:
+                raise IntegrityError(
+                    f"artifact {sha[:16]}… ({name}): blob {digest} no longer matches its digest"
+                )
+            checked.add(digest)
+    return len(checked)

@@ -1,0 +1,1464 @@
+"""The catalog: append-only, hash-chained records of recipes, runs, variants, evaluations,
+gate decisions, approvals and alias moves, in SQLite (default) or PostgreSQL.
+
+Every row of every table is written together with one event, in one transaction. The event's
+`body` is the canonical JSON of `{"table": …, "row": …}` — the row's columns, with each JSON
+document column replaced by the sha256 of its exact text — and the event stores the sha256 of
+that body (`content_sha256`), the chain hash of its predecessor (`prev_sha256`) and its own
+chain hash `sha256 = sha256("{seq}\\n{prev_sha256}\\n{content_sha256}")`. So:
+
+- a changed row no longer matches its event's body, a changed body no longer matches its
+  content hash, and a changed hash breaks every later link: `audit verify` names the first;
+- a rewritten history (every hash recomputed, by someone with full database access) differs
+  from a signed checkpoint (tree size + head hash) published outside the database.
+
+UPDATE and DELETE are refused on every table by triggers, in SQLite and PostgreSQL, and so are
+SQLite's `INSERT OR REPLACE` and upserts (a BEFORE INSERT trigger refuses any row whose key is
+already there: REPLACE deletes the old row without firing DELETE triggers unless
+`recursive_triggers` is on). Appends are serialised: SQLite by `BEGIN IMMEDIATE`, PostgreSQL by
+a transaction-scoped advisory lock, so concurrent writers never fork or lose the chain.
+
+The schema is versioned by numbered migrations (see `MIGRATIONS`), each recorded in the
+`schema_migrations` table and in the chain itself.
+"""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import json
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import sqlalchemy as sa
+from pydantic import BaseModel, ConfigDict
+from sqlalchemy.engine import Connection, Engine
+from sqlmodel import Field, SQLModel
+
+from evaluators.results import Estimate, ExemplarsResult, SeedAggregate
+from registry.errors import (
+    CompressgateError,
+    EnvironmentMismatch,
+    IntegrityError,
+    ManifestError,
+    NotFoundError,
+)
+from registry.records import RecipeRef, RunRecord, StageRecord, Timing
+
+CATALOG_ENV = "COMPRESSGATE_CATALOG"
+CATALOG_FILE = "catalog.db"
+GENESIS = "0" * 64
+BASELINE = "baseline"
+
+# --- tables ------------------------------------------------------------------------------------
+# JSON documents are stored as text (canonical JSON, exact bytes kept); the event of a row
+# carries their sha256 instead of the text itself.
+
+
+class Event(SQLModel, table=True):
+    __tablename__ = "events"
+    seq: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    content_sha256: str
+    prev_sha256: str
+    sha256: str = Field(unique=True)
+    body: str
+
+
+class SchemaMigration(SQLModel, table=True):
+    __tablename__ = "schema_migrations"
+    version: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    name: str
+    applied_at: str
+    event_seq: int = Field(unique=True)
+
+
+class RecipeRow(SQLModel, table=True):
+    __tablename__ = "recipes"
+    sha256: str = Field(primary_key=True)
+    name: str = Field(index=True)
+    version: int
+    path: str
+    signers: str  # JSON list of owner names
+    content: str  # the recipe's exact text
+    envelope: str  # the DSSE envelope's exact text
+    recorded_at: str
+    actor: str
+    event_seq: int = Field(unique=True)
+
+
+class RunRow(SQLModel, table=True):
+    __tablename__ = "runs"
+    run_id: str = Field(primary_key=True)
+    recipe_sha256: str
+    recipe_name: str = Field(index=True)
+    recipe_version: int
+    recipe_path: str
+    signers: str
+    seeds: str
+    workspace: str
+    started_at: str
+    environment: str
+    environment_sha256: str
+    lock_sha256: str
+    actor: str
+    event_seq: int = Field(unique=True)
+
+
+class RunSeedRow(SQLModel, table=True):
+    __tablename__ = "run_seeds"
+    id: str = Field(primary_key=True)  # run_id/seed
+    run_id: str
+    seed: int
+    data: str  # the digests of the seed's train, calibration and test splits
+    event_seq: int = Field(unique=True)
+
+
+class RunEndRow(SQLModel, table=True):
+    __tablename__ = "run_ends"
+    run_id: str = Field(primary_key=True)
+    status: str
+    finished_at: str
+    error: str | None = None
+    timing: str
+    aggregate: str
+    exemplars: str
+    failed_stages: str
+    event_seq: int = Field(unique=True)
+
+
+class VariantRow(SQLModel, table=True):
+    __tablename__ = "variants"
+    id: str = Field(primary_key=True)  # run_id/seed/stage
+    run_id: str
+    seed: int
+    stage: str
+    kind: str
+    format: str | None = None
+    artifact_sha256: str = Field(index=True)
+    parent_sha256: str | None = None
+    spec_sha256: str | None = None
+    spec: str
+    recipe_sha256: str
+    cache_key: str | None = None
+    cached: bool
+    size_bytes: int | None = None
+    files: str
+    params: int | None = None
+    nonzero_params: int | None = None
+    macs: int | None = None
+    metrics: str
+    details: str
+    warnings: str
+    evaluation_key: str | None = None
+    seconds: float
+    eval_seconds: float
+    recorded_at: str
+    event_seq: int = Field(unique=True)
+
+
+class EvaluationRow(SQLModel, table=True):
+    __tablename__ = "evaluations"
+    id: str = Field(primary_key=True)  # variant id/kind
+    variant_id: str = Field(index=True)
+    kind: str
+    result: str
+    event_seq: int = Field(unique=True)
+
+
+class GateDecisionRow(SQLModel, table=True):
+    __tablename__ = "gate_decisions"
+    id: str = Field(primary_key=True)  # run_id/seed/gate
+    run_id: str
+    seed: int
+    gate: str
+    variant_id: str = Field(index=True)
+    stage: str
+    artifact_sha256: str
+    metric: str
+    rule: str  # the gate spec as JSON
+    estimate: float | None = None
+    ci_low: float | None = None
+    ci_high: float | None = None
+    n: int | None = None
+    threshold: float | None = None
+    pvalue: float | None = None
+    verdict: str
+    owner: str
+    evidence_sha256: str
+    note: str
+    decided_at: str
+    event_seq: int = Field(unique=True)
+
+
+class ApprovalRow(SQLModel, table=True):
+    __tablename__ = "approvals"
+    id: str = Field(primary_key=True)  # sha256 of the envelope
+    run_id: str
+    gate: str
+    variant_id: str
+    artifact_sha256: str
+    kind: str  # approval | waiver
+    verdict: str
+    owner: str
+    keyid: str
+    reason: str | None = None
+    expires: str | None = None
+    envelope: str
+    recorded_at: str
+    event_seq: int = Field(unique=True)
+
+
+class AliasMoveRow(SQLModel, table=True):
+    __tablename__ = "alias_moves"
+    event_seq: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    alias: str = Field(index=True)
+    variant_id: str
+    artifact_sha256: str
+    previous_variant_id: str | None = None
+    action: str  # promote | rollback
+    actor: str
+    reason: str
+    moved_at: str
+
+
+ROW_TABLES: tuple[type[SQLModel], ...] = (
+    SchemaMigration,
+    RecipeRow,
+    RunRow,
+    RunSeedRow,
+    RunEndRow,
+    VariantRow,
+    EvaluationRow,
+    GateDecisionRow,
+    ApprovalRow,
+    AliasMoveRow,
+)
+TABLES: tuple[type[SQLModel], ...] = (Event, *ROW_TABLES)
+_BY_NAME: dict[str, type[SQLModel]] = {t.__tablename__: t for t in ROW_TABLES}  # type: ignore[misc]
+# Document columns: their event carries the sha256 of the text.
+DOCUMENTS: dict[str, frozenset[str]] = {
+    "recipes": frozenset({"content", "envelope"}),
+    "runs": frozenset({"environment"}),
+    "run_seeds": frozenset({"data"}),
+    "run_ends": frozenset({"timing", "aggregate", "exemplars", "failed_stages"}),
+    "variants": frozenset({"spec", "files", "metrics", "details"}),
+    "evaluations": frozenset({"result"}),
+    "gate_decisions": frozenset({"rule"}),
+    "approvals": frozenset({"envelope"}),
+}
+
+
+def _table(model: type[SQLModel]) -> sa.Table:
+    return model.__table__  # type: ignore[attr-defined,no-any-return]
+
+
+def _name(model: type[SQLModel]) -> str:
+    return str(model.__tablename__)
+
+
+# --- migrations --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    statements: Callable[[str], list[str]]  # dialect name -> DDL
+
+
+def _ddl_v1(dialect: str) -> list[str]:
+    """Version 1 of the schema, frozen as DDL: later migrations only add to it."""
+    double = "DOUBLE PRECISION"
+    statements = [
+        """CREATE TABLE events (
+            seq BIGINT PRIMARY KEY, content_sha256 TEXT NOT NULL, prev_sha256 TEXT NOT NULL,
+            sha256 TEXT NOT NULL UNIQUE, body TEXT NOT NULL)""",
+        """CREATE TABLE schema_migrations (
+            version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL,
+            event_seq BIGINT NOT NULL UNIQUE REFERENCES events(seq))""",
+        """CREATE TABLE recipes (
+            sha256 TEXT PRIMARY KEY, name TEXT NOT NULL, version INTEGER NOT NULL,
+            path TEXT NOT NULL, signers TEXT NOT NULL, content TEXT NOT NULL,
+            envelope TEXT NOT NULL, recorded_at TEXT NOT NULL, actor TEXT NOT NULL,
+            event_seq BIGINT NOT NULL UNIQUE REFERENCES events(seq))""",
+        "CREATE INDEX ix_recipes_name ON recipes (name)",
+        """CREATE TABLE runs (
+            run_id TEXT PRIMARY KEY, recipe_sha256 TEXT NOT NULL REFERENCES recipes(sha256),
+            recipe_name TEXT NOT NULL, recipe_version INTEGER NOT NULL, recipe_path TEXT NOT NULL,
+            signers TEXT NOT NULL, seeds TEXT NOT NULL, workspace TEXT NOT NULL,
+            started_at TEXT NOT NULL, environment TEXT NOT NULL,
+            environment_sha256 TEXT NOT NULL, lock_sha256 TEXT NOT NULL,
+            actor TEXT NOT NULL, event_seq BIGINT NOT NULL UNIQUE REFERENCES events(seq))""",
+        "CREATE INDEX ix_runs_recipe_name ON runs (recipe_name, run_id)",
+        """CREATE TABLE run_seeds (
+            id TEXT PRIMARY KEY, run_id TEXT NOT NULL REFERENCES runs(run_id),
+            seed BIGINT NOT NULL, data TEXT NOT NULL,
+            event_seq BIGINT NOT NULL UNIQUE REFERENCES events(seq))""",
+        "CREATE INDEX ix_run_seeds_run_id ON run_seeds (run_id)",
+        """CREATE TABLE run_ends (
+            run_id TEXT PRIMARY KEY REFERENCES runs(run_id), status TEXT NOT NULL,
+            finished_at TEXT NOT NULL, error TEXT, timing TEXT NOT NULL, aggregate TEXT NOT NULL,
+            exemplars TEXT NOT NULL, failed_stages TEXT NOT NULL,
+            event_seq BIGINT NOT NULL UNIQUE REFERENCES events(seq))""",
+        f"""CREATE TABLE variants (
+            id TEXT PRIMARY KEY, run_id TEXT NOT NULL REFERENCES runs(run_id),
+            seed BIGINT NOT NULL, stage TEXT NOT NULL, kind TEXT NOT NULL, format TEXT,
+            artifact_sha256 TEXT NOT NULL, parent_sha256 TEXT, spec_sha256 TEXT,
+            spec TEXT NOT NULL, recipe_sha256 TEXT NOT NULL, cache_key TEXT,
+            cached BOOLEAN NOT NULL, size_bytes BIGINT, files TEXT NOT NULL, params BIGINT,
+            nonzero_params BIGINT, macs BIGINT, metrics TEXT NOT NULL, details TEXT NOT NULL,
+            warnings TEXT NOT NULL, evaluation_key TEXT, seconds {double} NOT NULL,
+            eval_seconds {double} NOT NULL, recorded_at TEXT NOT NULL,
+            event_seq BIGINT NOT NULL UNIQUE REFERENCES events(seq))""",
+        "CREATE INDEX ix_variants_artifact_sha256 ON variants (artifact_sha256)",
+        "CREATE INDEX ix_variants_run ON variants (run_id, seed)",
+        """CREATE TABLE evaluations (
+            id TEXT PRIMARY KEY, variant_id TEXT NOT NULL REFERENCES variants(id),
+            kind TEXT NOT NULL, result TEXT NOT NULL,
+            event_seq BIGINT NOT NULL UNIQUE REFERENCES events(seq))""",
+        "CREATE INDEX ix_evaluations_variant_id ON evaluations (variant_id)",
+        f"""CREATE TABLE gate_decisions (
+            id TEXT PRIMARY KEY, run_id TEXT NOT NULL REFERENCES runs(run_id),
+            seed BIGINT NOT NULL, gate TEXT NOT NULL,
+            variant_id TEXT NOT NULL REFERENCES variants(id), stage TEXT NOT NULL,
+            artifact_sha256 TEXT NOT NULL, metric TEXT NOT NULL, rule TEXT NOT NULL,
+            estimate {double}, ci_low {double}, ci_high {double}, n BIGINT, threshold {double},
+            pvalue {double}, verdict TEXT NOT NULL, owner TEXT NOT NULL,
+            evidence_sha256 TEXT NOT NULL, note TEXT NOT NULL, decided_at TEXT NOT NULL,
+            event_seq BIGINT NOT NULL UNIQUE REFERENCES events(seq))""",
+        "CREATE INDEX ix_gate_decisions_variant_id ON gate_decisions (variant_id)",
+        """CREATE TABLE approvals (
+            id TEXT PRIMARY KEY, run_id TEXT NOT NULL REFERENCES runs(run_id),
+            gate TEXT NOT NULL, variant_id TEXT NOT NULL REFERENCES variants(id),
+            artifact_sha256 TEXT NOT NULL, kind TEXT NOT NULL, verdict TEXT NOT NULL,
+            owner TEXT NOT NULL, keyid TEXT NOT NULL, reason TEXT, expires TEXT,
+            envelope TEXT NOT NULL, recorded_at TEXT NOT NULL,
+            event_seq BIGINT NOT NULL UNIQUE REFERENCES events(seq))""",
+        """CREATE TABLE alias_moves (
+            event_seq BIGINT PRIMARY KEY REFERENCES events(seq), alias TEXT NOT NULL,
+            variant_id TEXT NOT NULL REFERENCES variants(id), artifact_sha256 TEXT NOT NULL,
+            previous_variant_id TEXT, action TEXT NOT NULL, actor TEXT NOT NULL,
+            reason TEXT NOT NULL, moved_at TEXT NOT NULL)""",
+        "CREATE INDEX ix_alias_moves_alias ON alias_moves (alias, event_seq)",
+    ]
+    return statements + [s for t in TABLES for s in _guards(dialect, _name(t))]
+
+
+def _guards(dialect: str, table: str) -> list[str]:
+    """Triggers that make `table` append-only."""
+    if dialect == "sqlite":
+        keys = _unique_columns(table)
+        clash = " OR ".join(f"{column} = NEW.{column}" for column in keys)
+        return [
+            f"CREATE TRIGGER {table}_no_update BEFORE UPDATE ON {table} BEGIN SELECT "
+            f"RAISE(ABORT, 'compressgate catalog: {table} is append-only: UPDATE refused'); END",
+            f"CREATE TRIGGER {table}_no_delete BEFORE DELETE ON {table} BEGIN SELECT "
+            f"RAISE(ABORT, 'compressgate catalog: {table} is append-only: DELETE refused'); END",
+            # INSERT OR REPLACE and upserts: refuse any row whose key is already taken, before
+            # the conflict clause could delete the old row.
+            f"CREATE TRIGGER {table}_no_replace BEFORE INSERT ON {table} "
+            f"WHEN EXISTS (SELECT 1 FROM {table} WHERE {clash}) BEGIN SELECT "
+            f"RAISE(ABORT, 'compressgate catalog: {table} is append-only: a row with this key "
+            "exists (INSERT OR REPLACE refused)'); END",
+        ]
+    return [
+        f"""CREATE TRIGGER {table}_append_only BEFORE UPDATE OR DELETE ON {table}
+        FOR EACH ROW EXECUTE FUNCTION compressgate_append_only()""",
+        f"""CREATE TRIGGER {table}_no_truncate BEFORE TRUNCATE ON {table}
+        FOR EACH STATEMENT EXECUTE FUNCTION compressgate_append_only()""",
+    ]
+
+
+_PG_FUNCTION = """CREATE OR REPLACE FUNCTION compressgate_append_only() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+  RAISE EXCEPTION 'compressgate catalog: %% is append-only: %% refused', TG_TABLE_NAME, TG_OP
+    USING ERRCODE = 'restrict_violation';
+END $$"""
+
+
+def _unique_columns(table: str) -> list[str]:
+    model = next(t for t in TABLES if _name(t) == table)
+    columns = _table(model).columns
+    return [c.name for c in columns if c.primary_key or c.unique]
+
+
+def _v1(dialect: str) -> list[str]:
+    return ([_PG_FUNCTION] if dialect == "postgresql" else []) + _ddl_v1(dialect)
+
+
+MIGRATIONS: tuple[Migration, ...] = (Migration(1, "initial schema", _v1),)
+SCHEMA_VERSION = MIGRATIONS[-1].version
+
+
+def expected_triggers(dialect: str) -> set[str]:
+    """The names of the append-only triggers a catalog of this dialect must have."""
+    suffixes = (
+        ("no_update", "no_delete", "no_replace")
+        if dialect == "sqlite"
+        else (
+            "append_only",
+            "no_truncate",
+        )
+    )
+    return {f"{_name(t)}_{suffix}" for t in TABLES for suffix in suffixes}
+
+
+# --- records returned ------------------------------------------------------------------------
+
+
+class CatalogRecord(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class RunListing(CatalogRecord):
+    run_id: str
+    recipe: str
+    version: int
+    recipe_sha256: str
+    status: str
+    started_at: str
+    finished_at: str | None
+    seeds: list[int]
+    signers: list[str]
+
+
+class VariantRecord(CatalogRecord):
+    id: str
+    run_id: str
+    seed: int
+    stage: str
+    kind: str
+    format: str | None
+    artifact_sha256: str
+    parent_sha256: str | None
+    spec_sha256: str | None
+    spec: dict[str, Any]
+    recipe_sha256: str
+    size_bytes: int | None
+    params: int | None
+    macs: int | None
+    metrics: dict[str, Estimate]
+    files: list[dict[str, Any]]
+    recorded_at: str
+
+
+class Decision(CatalogRecord):
+    """One gate judged on one variant of one seed of a run."""
+
+    run_id: str
+    seed: int
+    gate: str
+    variant_id: str
+    stage: str
+    artifact_sha256: str
+    metric: str
+    rule: dict[str, Any]
+    estimate: float | None
+    ci_low: float | None
+    ci_high: float | None
+    n: int | None
+    threshold: float | None
+    pvalue: float | None
+    verdict: str
+    owner: str
+    evidence_sha256: str
+    note: str
+    decided_at: str
+
+
+class AliasMove(CatalogRecord):
+    seq: int
+    alias: str
+    variant_id: str
+    artifact_sha256: str
+    previous_variant_id: str | None
+    action: Literal["promote", "rollback"]
+    actor: str
+    reason: str
+    moved_at: str
+
+
+class RunInfo(CatalogRecord):
+    """A run's identity without its stages: recipe, signers, environment, who started it."""
+
+    run_id: str
+    recipe: str
+    version: int
+    recipe_sha256: str
+    signers: list[str]
+    environment_sha256: str
+    lock_sha256: str
+    python: str | None
+    started_at: str
+    actor: str
+
+
+class RecipeRecord(CatalogRecord):
+    sha256: str
+    name: str
+    version: int
+    path: str
+    signers: list[str]
+    content: str
+    envelope: str
+    recorded_at: str
+
+
+class Head(CatalogRecord):
+    size: int
+    sha256: str
+
+
+class AuditReport(CatalogRecord):
+    catalog: str
+    schema_version: int
+    events: int
+    rows: int
+    artifacts: int
+    head: Head
+    seconds: float
+    events_per_second: float
+    checkpoint: Head | None = None
+
+
+# --- helpers -----------------------------------------------------------------------------------
+
+
+def document(value: Any) -> str:
+    """The canonical text of a JSON document: sorted keys, no spaces, UTF-8 as is."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def chain_hash(seq: int, prev: str, content: str) -> str:
+    return hashlib.sha256(f"{seq}\n{prev}\n{content}".encode()).hexdigest()
+
+
+def event_body(table: str, row: dict[str, Any]) -> str:
+    """What a row's event says of it: every column, documents by their sha256."""
+    documents = DOCUMENTS.get(table, frozenset())
+    shown = {
+        key: (_sha(value) if key in documents and value is not None else value)
+        for key, value in row.items()
+        if key != "event_seq"
+    }
+    return document({"table": table, "row": shown})
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def default_actor() -> str:
+    """Who is acting: $COMPRESSGATE_ACTOR, else the login name."""
+    explicit = os.environ.get("COMPRESSGATE_ACTOR")
+    if explicit:
+        return explicit
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry in some containers
+        return f"uid:{os.getuid()}"
+
+
+def catalog_url(workspace: Path, explicit: str | None = None) -> str:
+    """`--catalog URL`, else $COMPRESSGATE_CATALOG, else SQLite at WORKSPACE/catalog.db.
+
+    A plain path is taken as a SQLite file.
+    """
+    value = explicit or os.environ.get(CATALOG_ENV) or str(workspace / CATALOG_FILE)
+    if "://" not in value:
+        return f"sqlite:///{Path(value).resolve()}"
+    return value
+
+
+def safe_url(url: str) -> str:
+    """The URL with any password masked, for messages."""
+    try:
+        return sa.engine.make_url(url).render_as_string(hide_password=True)
+    except sa.exc.ArgumentError:
+        return "<unparseable catalog URL>"
+
+
+def _bool(value: Any) -> bool:
+    return bool(value)
+
+
+_BOOLEAN_COLUMNS = {"variants": ("cached",)}
+
+
+def _normalised(table: str, row: dict[str, Any]) -> dict[str, Any]:
+    """A row as read back, in the types it was written with (SQLite gives booleans as 0/1)."""
+    for column in _BOOLEAN_COLUMNS.get(table, ()):
+        row[column] = _bool(row[column])
+    return row
+
+
+# --- the repository ----------------------------------------------------------------------------
+
+
+class Catalog:
+    """The one door to the catalog database: appends records, reads them back, verifies."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        try:
+            parsed = sa.engine.make_url(url)
+        except sa.exc.ArgumentError as exc:
+            raise ManifestError(
+                f"catalog URL {safe_url(url)!r} cannot be parsed: {exc}",
+                hint="use a path, sqlite:///PATH or postgresql+psycopg://USER@HOST/DB",
+            ) from None
+        self.dialect = parsed.get_backend_name()
+        if self.dialect not in ("sqlite", "postgresql"):
+            raise ManifestError(
+                f"catalog URL {safe_url(url)!r}: only SQLite and PostgreSQL are supported",
+                hint="use a path, sqlite:///PATH or postgresql+psycopg://USER@HOST/DB",
+            )
+        if self.dialect == "sqlite" and parsed.database:
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        self.engine = self._engine(url)
+        self.migrate()
+
+    # -- connection handling
+
+    def _engine(self, url: str) -> Engine:
+        if self.dialect == "sqlite":
+            engine = sa.create_engine(url, connect_args={"timeout": 120})
+
+            @sa.event.listens_for(engine, "connect")
+            def _connect(dbapi: Any, _record: Any) -> None:
+                dbapi.isolation_level = None  # we issue BEGIN ourselves
+                cursor = dbapi.cursor()
+                cursor.execute("PRAGMA journal_mode=WAL")
+                cursor.execute("PRAGMA synchronous=FULL")
+                cursor.execute("PRAGMA foreign_keys=ON")
+                cursor.execute("PRAGMA busy_timeout=120000")
+                cursor.close()
+
+            @sa.event.listens_for(engine, "begin")
+            def _begin(conn: Connection) -> None:
+                # Writers take the write lock at once: no two read the same chain head.
+                write = conn.get_execution_options().get("compressgate_write", False)
+                conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+            return engine
+        return sa.create_engine(url, pool_pre_ping=True)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> Catalog:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _writing(self) -> Iterator[Connection]:
+        try:
+            with (
+                self.engine.connect().execution_options(compressgate_write=True) as conn,
+                conn.begin(),
+            ):
+                if self.dialect == "postgresql":
+                    conn.exec_driver_sql(
+                        "SELECT pg_advisory_xact_lock(hashtext('compressgate-events'))"
+                    )
+                yield conn
+        except sa.exc.OperationalError as exc:
+            raise self._unavailable(exc) from None
+        except sa.exc.IntegrityError as exc:
+            text = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
+            raise IntegrityError(f"catalog {safe_url(self.url)} refused the write: {text}") from None
+        except sa.exc.DatabaseError as exc:
+            raise self._damaged(exc) from None
+
+    @contextmanager
+    def _reading(self) -> Iterator[Connection]:
+        try:
+            with self.engine.connect() as conn:
+                yield conn
+        except sa.exc.OperationalError as exc:
+            raise self._unavailable(exc) from None
+        except sa.exc.DatabaseError as exc:
+            raise self._damaged(exc) from None
+
+    def _damaged(self, exc: sa.exc.DatabaseError) -> IntegrityError:
+        text = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
+        return IntegrityError(
+            f"catalog {safe_url(self.url)} is damaged: {text}",
+            hint="restore it from a backup and run `compressgate audit verify`",
+        )
+
+    def _unavailable(self, exc: sa.exc.OperationalError) -> CompressgateError:
+        text = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        if "malformed" in text or "not a database" in text:
+            return IntegrityError(
+                f"catalog {safe_url(self.url)} is damaged: {text}",
+                hint="restore it from a backup and run `compressgate audit verify`",
+            )
+        return NotFoundError(
+            f"catalog {safe_url(self.url)} is not reachable: {text}",
+            hint="check --catalog / $COMPRESSGATE_CATALOG",
+        )
+
+    # -- schema
+
+    def migrate(self) -> None:
+        """Apply every migration the database has not seen, each with its own event."""
+        with self._writing() as conn:
+            inspector = sa.inspect(conn)
+            current = 0
+            if inspector.has_table("schema_migrations"):
+                current = (
+                    conn.execute(
+                        sa.select(sa.func.max(_table(SchemaMigration).c.version))
+                    ).scalar_one()
+                    or 0
+                )
+            if current > SCHEMA_VERSION:
+                raise EnvironmentMismatch(
+                    f"catalog {safe_url(self.url)} has schema version {current}; this "
+                    f"compressgate knows versions up to {SCHEMA_VERSION}",
+                    hint="upgrade compressgate to read this catalog",
+                )
+            for migration in MIGRATIONS:
+                if migration.version <= current:
+                    continue
+                for statement in migration.statements(self.dialect):
+                    conn.exec_driver_sql(statement)
+                self._append(
+                    conn,
+                    [
+                        (
+                            SchemaMigration,
+                            {
+                                "version": migration.version,
+                                "name": migration.name,
+                                "applied_at": now(),
+                            },
+                        )
+                    ],
+                )
+
+    def schema_version(self) -> int:
+        with self._reading() as conn:
+            return int(
+                conn.execute(sa.select(sa.func.max(_table(SchemaMigration).c.version))).scalar_one()
+            )
+
+    # -- appending
+
+    def _append(
+        self, conn: Connection, rows: Sequence[tuple[type[SQLModel], dict[str, Any]]]
+    ) -> list[int]:
+        """Append rows, each with its chained event, inside the caller's write transaction."""
+        events = _table(Event)
+        last = conn.execute(
+            sa.select(events.c.seq, events.c.sha256).order_by(events.c.seq.desc()).limit(1)
+        ).first()
+        seq, prev = (int(last[0]), str(last[1])) if last else (0, GENESIS)
+        new_events, sequences = [], []
+        by_table: dict[type[SQLModel], list[dict[str, Any]]] = {}
+        for model, row in rows:
+            seq += 1
+            body = event_body(_name(model), row)
+            content = _sha(body)
+            digest = chain_hash(seq, prev, content)
+            new_events.append(
+                {
+                    "seq": seq,
+                    "content_sha256": content,
+                    "prev_sha256": prev,
+                    "sha256": digest,
+                    "body": body,
+                }
+            )
+            by_table.setdefault(model, []).append({**row, "event_seq": seq})
+            sequences.append(seq)
+            prev = digest
+        conn.execute(events.insert(), new_events)
+        for model in ROW_TABLES:  # parents before children (foreign keys)
+            if model in by_table:
+                conn.execute(_table(model).insert(), by_table[model])
+        return sequences
+
+    def append(self, rows: Sequence[tuple[type[SQLModel], dict[str, Any]]]) -> list[int]:
+        """Append rows (each with its event) in one transaction; returns their event numbers."""
+        with self._writing() as conn:
+            return self._append(conn, rows)
+
+    # -- recording a run
+
+    def record_run_start(
+        self,
+        record: RunRecord,
+        *,
+        recipe_content: str,
+        envelope: str,
+        lock_sha256: str,
+        actor: str | None = None,
+    ) -> None:
+        """The recipe (once per exact bytes) and the run's start, in one transaction."""
+        who = actor or default_actor()
+        at = now()
+        with self._writing() as conn:
+            rows: list[tuple[type[SQLModel], dict[str, Any]]] = []
+            recipes = _table(RecipeRow)
+            known = conn.execute(
+                sa.select(recipes.c.sha256).where(recipes.c.sha256 == record.recipe.sha256)
+            ).first()
+            if known is None:
+                rows.append(
+                    (
+                        RecipeRow,
+                        {
+                            "sha256": record.recipe.sha256,
+                            "name": record.recipe.name,
+                            "version": record.recipe.version,
+                            "path": record.recipe.path,
+                            "signers": document(record.recipe.signers),
+                            "content": recipe_content,
+                            "envelope": envelope,
+                            "recorded_at": at,
+                            "actor": who,
+                        },
+                    )
+                )
+            rows.append(
+                (
+                    RunRow,
+                    {
+                        "run_id": record.run_id,
+                        "recipe_sha256": record.recipe.sha256,
+                        "recipe_name": record.recipe.name,
+                        "recipe_version": record.recipe.version,
+                        "recipe_path": record.recipe.path,
+                        "signers": document(record.recipe.signers),
+                        "seeds": document(record.seeds),
+                        "workspace": record.workspace,
+                        "started_at": record.started_at,
+                        "environment": document(record.environment),
+                        "environment_sha256": record.environment.get("fingerprint_sha256", ""),
+                        "lock_sha256": lock_sha256,
+                        "actor": who,
+                    },
+                )
+            )
+            self._append(conn, rows)
+
+    def record_seed(self, run_id: str, seed: int, data: dict[str, str]) -> None:
+        """The digests of one seed's data splits, as the run loaded them."""
+        row = {"id": f"{run_id}/{seed}", "run_id": run_id, "seed": seed, "data": document(data)}
+        self.append([(RunSeedRow, row)])
+
+    def record_stage(self, run_id: str, recipe_sha256: str, stage: StageRecord, spec: Any) -> None:
+        """A finished stage: its variant row and one evaluation row per evaluator."""
+        assert stage.artifact_sha256 is not None
+        variant_id = f"{run_id}/{stage.seed}/{stage.name}"
+        row = {
+            "id": variant_id,
+            "run_id": run_id,
+            "seed": stage.seed,
+            "stage": stage.name,
+            "kind": stage.kind,
+            "format": stage.format,
+            "artifact_sha256": stage.artifact_sha256,
+            "parent_sha256": stage.parent_sha256,
+            "spec_sha256": stage.spec_sha256,
+            "spec": document(spec),
+            "recipe_sha256": recipe_sha256,
+            "cache_key": stage.cache_key,
+            "cached": stage.cached,
+            "size_bytes": stage.size_bytes,
+            "files": document(stage.files),
+            "params": stage.params,
+            "nonzero_params": stage.nonzero_params,
+            "macs": stage.macs,
+            "metrics": document({k: v.model_dump(mode="json") for k, v in stage.metrics.items()}),
+            "details": document(stage.details),
+            "warnings": document(stage.warnings),
+            "evaluation_key": stage.evaluation_key,
+            "seconds": float(stage.seconds),
+            "eval_seconds": float(stage.eval_seconds),
+            "recorded_at": now(),
+        }
+        rows: list[tuple[type[SQLModel], dict[str, Any]]] = [(VariantRow, row)]
+        for kind, result in stage.evaluations.items():
+            rows.append(
+                (
+                    EvaluationRow,
+                    {
+                        "id": f"{variant_id}/{kind}",
+                        "variant_id": variant_id,
+                        "kind": kind,
+                        "result": document(result.model_dump(mode="json")),
+                    },
+                )
+            )
+        self.append(rows)
+
+    def record_run_end(self, record: RunRecord, decisions: Sequence[Decision] = ()) -> None:
+        """The run's outcome (and its gate decisions) in one transaction."""
+        failed = [s.model_dump(mode="json") for s in record.stages if s.status == "failed"]
+        rows: list[tuple[type[SQLModel], dict[str, Any]]] = [
+            (
+                GateDecisionRow,
+                {
+                    **d.model_dump(exclude={"rule"}),
+                    "id": f"{d.run_id}/{d.seed}/{d.gate}",
+                    "rule": document(d.rule),
+                },
+            )
+            for d in decisions
+        ]
+        rows.append(
+            (
+                RunEndRow,
+                {
+                    "run_id": record.run_id,
+                    "status": record.status,
+                    "finished_at": record.finished_at or now(),
+                    "error": record.error,
+                    "timing": document(record.timing.model_dump(mode="json")),
+                    "aggregate": document(
+                        {
+                            stage: {m: v.model_dump(mode="json") for m, v in metrics.items()}
+                            for stage, metrics in record.aggregate.items()
+                        }
+                    ),
+                    "exemplars": document(
+                        {k: v.model_dump(mode="json") for k, v in record.exemplars.items()}
+                    ),
+                    "failed_stages": document(failed),
+                },
+            )
+        )
+        self.append(rows)
+
+    # -- reading runs
+
+    def run(self, run_id: str) -> RunRecord:
+        """The full run record, as the executor held it (the JSON export of a run)."""
+        with self._reading() as conn:
+            runs, ends = _table(RunRow), _table(RunEndRow)
+            row = conn.execute(sa.select(runs).where(runs.c.run_id == run_id)).mappings().first()
+            if row is None:
+                raise self._no_run(conn, run_id)
+            end = conn.execute(sa.select(ends).where(ends.c.run_id == run_id)).mappings().first()
+            seeds = _table(RunSeedRow)
+            data = {
+                str(seed): json.loads(text)
+                for seed, text in conn.execute(
+                    sa.select(seeds.c.seed, seeds.c.data)
+                    .where(seeds.c.run_id == run_id)
+                    .order_by(seeds.c.event_seq)
+                )
+            }
+            variants, evaluations = _table(VariantRow), _table(EvaluationRow)
+            stage_rows = (
+                conn.execute(
+                    sa.select(variants)
+                    .where(variants.c.run_id == run_id)
+                    .order_by(variants.c.event_seq)
+                )
+                .mappings()
+                .all()
+            )
+            results: dict[str, dict[str, Any]] = {}
+            for evaluation in conn.execute(
+                sa.select(evaluations.c.variant_id, evaluations.c.kind, evaluations.c.result)
+                .join(variants, variants.c.id == evaluations.c.variant_id)
+                .where(variants.c.run_id == run_id)
+                .order_by(evaluations.c.event_seq)
+            ):
+                results.setdefault(evaluation[0], {})[evaluation[1]] = json.loads(evaluation[2])
+        stages = [_stage_record(dict(s), results.get(s["id"], {})) for s in stage_rows]
+        if end is not None:
+            stages += [StageRecord.model_validate(s) for s in json.loads(end["failed_stages"])]
+        return RunRecord(
+            run_id=row["run_id"],
+            recipe=RecipeRef(
+                name=row["recipe_name"],
+                version=row["recipe_version"],
+                sha256=row["recipe_sha256"],
+                path=row["recipe_path"],
+                signers=json.loads(row["signers"]),
+            ),
+            status=end["status"] if end is not None else "running",
+            started_at=row["started_at"],
+            finished_at=end["finished_at"] if end is not None else None,
+            workspace=row["workspace"],
+            seeds=json.loads(row["seeds"]),
+            environment=json.loads(row["environment"]),
+            data=data,
+            stages=stages,
+            aggregate=(
+                {
+                    stage: {m: SeedAggregate.model_validate(v) for m, v in metrics.items()}
+                    for stage, metrics in json.loads(end["aggregate"]).items()
+                }
+                if end is not None
+                else {}
+            ),
+            exemplars=(
+                {
+                    k: ExemplarsResult.model_validate(v)
+                    for k, v in json.loads(end["exemplars"]).items()
+                }
+                if end is not None
+                else {}
+            ),
+            timing=Timing.model_validate_json(end["timing"]) if end is not None else Timing(),
+            error=end["error"] if end is not None else None,
+        )
+
+    def _no_run(self, conn: Connection, run_id: str) -> NotFoundError:
+        runs = _table(RunRow)
+        recent = [
+            r[0]
+            for r in conn.execute(sa.select(runs.c.run_id).order_by(runs.c.run_id.desc()).limit(5))
+        ]
+        return NotFoundError(
+            f"run {run_id} is not in the catalog {safe_url(self.url)}",
+            hint=f"recent runs: {', '.join(recent)}" if recent else "no run has been recorded yet",
+        )
+
+    def run_info(self, run_id: str) -> RunInfo:
+        runs = _table(RunRow)
+        with self._reading() as conn:
+            row = conn.execute(sa.select(runs).where(runs.c.run_id == run_id)).mappings().first()
+            if row is None:
+                raise self._no_run(conn, run_id)
+        fingerprint = json.loads(row["environment"]).get("fingerprint", {})
+        return RunInfo(
+            run_id=row["run_id"],
+            recipe=row["recipe_name"],
+            version=row["recipe_version"],
+            recipe_sha256=row["recipe_sha256"],
+            signers=json.loads(row["signers"]),
+            environment_sha256=row["environment_sha256"],
+            lock_sha256=row["lock_sha256"],
+            python=fingerprint.get("python"),
+            started_at=row["started_at"],
+            actor=row["actor"],
+        )
+
+    def runs(
+        self, *, recipe: str | None = None, limit: int = 50, offset: int = 0
+    ) -> list[RunListing]:
+        """Runs, newest first (run ids start with their UTC time), optionally of one recipe."""
+        runs, ends = _table(RunRow), _table(RunEndRow)
+        query = (
+            sa.select(
+                runs.c.run_id,
+                runs.c.recipe_name,
+                runs.c.recipe_version,
+                runs.c.recipe_sha256,
+                ends.c.status,
+                runs.c.started_at,
+                ends.c.finished_at,
+                runs.c.seeds,
+                runs.c.signers,
+            )
+            .select_from(runs.outerjoin(ends, ends.c.run_id == runs.c.run_id))
+            .order_by(runs.c.run_id.desc())
+            .limit(limit)
+            .offset(offset)
+        )
+        if recipe is not None:
+            query = query.where(runs.c.recipe_name == recipe)
+        with self._reading() as conn:
+            return [
+                RunListing(
+                    run_id=r[0],
+                    recipe=r[1],
+                    version=r[2],
+                    recipe_sha256=r[3],
+                    status=r[4] or "running",
+                    started_at=r[5],
+                    finished_at=r[6],
+                    seeds=json.loads(r[7]),
+                    signers=json.loads(r[8]),
+                )
+                for r in conn.execute(query)
+            ]
+
+    def recipe(self, sha256: str) -> RecipeRecord:
+        with self._reading() as conn:
+            table = _table(RecipeRow)
+            row = conn.execute(sa.select(table).where(table.c.sha256 == sha256)).mappings().first()
+        if row is None:
+            raise NotFoundError(f"recipe {sha256} is not in the catalog")
+        return RecipeRecord(
+            **{k: v for k, v in row.items() if k not in ("signers", "actor", "event_seq")},
+            signers=json.loads(row["signers"]),
+        )
+
+    # -- variants
+
+    def variant(self, ref: str) -> VariantRecord:
+        """A variant by id (RUN/SEED/STAGE) or by a prefix of its artifact sha256 (at least 6
+        hex digits; when several records share the artifact: the newest run's first)."""
+        variants = _table(VariantRow)
+        with self._reading() as conn:
+            if "/" in ref:
+                query = sa.select(variants).where(variants.c.id == ref)
+            else:
+                if len(ref) < 6 or any(ch not in "0123456789abcdef" for ch in ref):
+                    raise ManifestError(
+                        f"variant {ref!r}: give RUN/SEED/STAGE or at least 6 hex digits of its "
+                        "artifact sha256"
+                    )
+                query = (
+                    sa.select(variants)
+                    .where(variants.c.artifact_sha256.startswith(ref))
+                    .order_by(variants.c.event_seq.desc())
+                )
+            rows = conn.execute(query.limit(50)).mappings().all()
+        if not rows:
+            raise NotFoundError(
+                f"no variant {ref} in the catalog {safe_url(self.url)}",
+                hint="`compressgate catalog show RUN` lists a run's variants",
+            )
+        artifacts = {r["artifact_sha256"]: r["stage"] for r in rows}
+        if len(artifacts) > 1:
+            shown = ", ".join(f"{sha[:16]}… ({name})" for sha, name in sorted(artifacts.items()))
+            raise ManifestError(
+                f"variant '{ref}' is ambiguous: it starts {len(artifacts)} variants: {shown}",
+                hint="give more hex digits",
+            )
+        # The newest run that made it; within that run, the stage that made it first (an
+        # export of an ONNX model repeats its parent's bytes).
+        newest = rows[0]["run_id"]
+        first = min((r for r in rows if r["run_id"] == newest), key=lambda r: r["event_seq"])
+        return _variant_record(dict(first))
+
+    def variants_of(self, run_id: str) -> list[VariantRecord]:
+        variants = _table(VariantRow)
+        with self._reading() as conn:
+            rows = conn.execute(
+                sa.select(variants)
+                .where(variants.c.run_id == run_id)
+                .order_by(variants.c.event_seq)
+            ).mappings()
+            return [_variant_record(dict(r)) for r in rows]
+
+    def records_of_artifact(self, sha256: str) -> list[VariantRecord]:
+        variants = _table(VariantRow)
+        with self._reading() as conn:
+            rows = conn.execute(
+                sa.select(variants)
+                .where(variants.c.artifact_sha256 == sha256)
+                .order_by(variants.c.event_seq.desc())
+            ).mappings()
+            return [_variant_record(dict(r)) for r in rows]
+
+    def lineage(self, ref: str) -> list[VariantRecord]:
+        """The variant and its ancestors within its run and seed, baseline first."""
+        variant = self.variant(ref)
+        chain = [variant]
+        variants = _table(VariantRow)
+        with self._reading() as conn:
+            while chain[-1].parent_sha256 is not None and len(chain) < 1000:
+                row = (
+                    conn.execute(
+                        sa.select(variants)
+                        .where(
+                            variants.c.run_id == variant.run_id,
+                            variants.c.seed == variant.seed,
+                            variants.c.artifact_sha256 == chain[-1].parent_sha256,
+                        )
+                        .order_by(variants.c.event_seq)
+                        .limit(1)
+                    )
+                    .mappings()
+                    .first()
+                )
+                if row is None:
+                    break
+                chain.append(_variant_record(dict(row)))
+        return chain[::-1]
+
+    def decisions(self, variant_id: str | None = None, run_id: str | None = None) -> list[Decision]:
+        table = _table(GateDecisionRow)
+        query = sa.select(table).order_by(table.c.event_seq)
+        if variant_id is not None:
+            query = query.where(table.c.variant_id == variant_id)
+        if run_id is not None:
+            query = query.where(table.c.run_id == run_id)
+        with self._reading() as conn:
+            return [
+                Decision(
+                    **{k: v for k, v in r.items() if k not in ("id", "rule", "event_seq")},
+                    rule=json.loads(r["rule"]),
+                )
+                for r in conn.execute(query).mappings()
+            ]
+
+    # -- aliases
+
+    def move_alias(
+        self,
+        alias: str,
+        variant: VariantRecord,
+        *,
+        action: Literal["promote", "rollback"],
+        reason: str,
+        actor: str | None = None,
+        expected_previous: str | Literal[False] | None = False,
+    ) -> AliasMove:
+        """Point `alias` at `variant` (a new event). With `expected_previous`, refuse if the
+        alias moved meanwhile (another on-call got there first)."""
+        moves = _table(AliasMoveRow)
+        with self._writing() as conn:
+            current = conn.execute(
+                sa.select(moves.c.variant_id)
+                .where(moves.c.alias == alias)
+                .order_by(moves.c.event_seq.desc())
+                .limit(1)
+            ).scalar()
+            if expected_previous is not False and current != expected_previous:
+                raise ManifestError(
+                    f"alias {alias} moved meanwhile (now {current}); nothing changed",
+                    hint="look at `compressgate alias history` and try again",
+                )
+            row = {
+                "alias": alias,
+                "variant_id": variant.id,
+                "artifact_sha256": variant.artifact_sha256,
+                "previous_variant_id": current,
+                "action": action,
+                "actor": actor or default_actor(),
+                "reason": reason,
+                "moved_at": now(),
+            }
+            (seq,) = self._append(conn, [(AliasMoveRow, row)])
+        return AliasMove(seq=seq, **row)  # type: ignore[arg-type]
+
+    def alias_history(self, alias: str) -> list[AliasMove]:
+        """Every move of the alias, oldest first."""
+        moves = _table(AliasMoveRow)
+        with self._reading() as conn:
+            rows = conn.execute(
+                sa.select(moves).where(moves.c.alias == alias).order_by(moves.c.event_seq)
+            ).mappings()
+            return [
+                AliasMove(seq=r["event_seq"], **{k: v for k, v in r.items() if k != "event_seq"})
+                for r in rows
+            ]
+
+    def alias(self, alias: str) -> AliasMove | None:
+        """Where the alias points now (its last move), or None."""
+        moves = _table(AliasMoveRow)
+        with self._reading() as conn:
+            r = (
+                conn.execute(
+                    sa.select(moves)
+                    .where(moves.c.alias == alias)
+                    .order_by(moves.c.event_seq.desc())
+                    .limit(1)
+                )
+                .mappings()
+                .first()
+            )
+        if r is None:
+            return None
+        return AliasMove(seq=r["event_seq"], **{k: v for k, v in r.items() if k != "event_seq"})
+
+    def aliases(self) -> dict[str, AliasMove]:
+        moves = _table(AliasMoveRow)
+        with self._reading() as conn:
+            names = [r[0] for r in conn.execute(sa.select(moves.c.alias).distinct())]
+        found = {name: self.alias(name) for name in sorted(names)}
+        return {k: v for k, v in found.items() if v is not None}
+
+    # -- audit
+
+    def head(self) -> Head:
+        events = _table(Event)
+        with self._reading() as conn:
+            last = conn.execute(
+                sa.select(events.c.seq, events.c.sha256).order_by(events.c.seq.desc()).limit(1)
+            ).first()
+        return (
+            Head(size=int(last[0]), sha256=str(last[1])) if last else Head(size=0, sha256=GENESIS)
+        )
+
+    def event_hash(self, seq: int) -> str | None:
+        events = _table(Event)
+        with self._reading() as conn:
+            return conn.execute(sa.select(events.c.sha256).where(events.c.seq == seq)).scalar()
+
+    def verify_chain(self, batch: int = 20000) -> Head:
+        """Recompute every event's content and chain hash, in order; raise at the first break."""
+        prev, expected = GENESIS, 1
+        with self._reading() as conn:
+            result = conn.execution_options(stream_results=True, yield_per=batch).exec_driver_sql(
+                "SELECT seq, content_sha256, prev_sha256, sha256, body FROM events ORDER BY seq"
+            )
+            sha = hashlib.sha256
+            for seq, content, stored_prev, digest, body in result:
+                if seq != expected:
+                    raise IntegrityError(
+                        f"catalog chain broken at event {expected}: "
+                        + ("it is missing" if seq > expected else f"found event {seq} instead"),
+                        hint="events were deleted or renumbered; restore from a backup",
+                    )
+                if sha(body.encode()).hexdigest() != content:
+                    raise IntegrityError(
+                        f"catalog chain broken at event {seq}: its body no longer matches its "
+                        "content hash (the event was edited)"
+                    )
+                if stored_prev != prev:
+                    raise IntegrityError(
+                        f"catalog chain broken at event {seq}: it does not link to event "
+                        f"{seq - 1} (prev_sha256 {stored_prev[:16]}…, expected {prev[:16]}…)"
+                    )
+                if sha(f"{seq}\n{prev}\n{content}".encode()).hexdigest() != digest:
+                    raise IntegrityError(
+                        f"catalog chain broken at event {seq}: its chain hash does not match"
+                    )
+                prev, expected = digest, expected + 1
+        return Head(size=expected - 1, sha256=prev)
+
+    def verify_rows(self) -> int:
+        """Every row against its event's body; every event owned by exactly one row."""
+        owned = 0
+        with self._reading() as conn:
+            for model in ROW_TABLES:
+                table, name = _table(model), _name(model)
+                events = _table(Event)
+                query = sa.select(table, events.c.content_sha256.label("_content")).join(
+                    events, events.c.seq == table.c.event_seq
+                )
+                for mapping in conn.execution_options(yield_per=5000).execute(query).mappings():
+                    row = _normalised(name, {k: v for k, v in mapping.items() if k != "_content"})
+                    if _sha(event_body(name, row)) != mapping["_content"]:
+                        key = ", ".join(f"{c}={row[c]}" for c in _unique_columns(name)[:1])
+                        raise IntegrityError(
+                            f"catalog row {name}({key}) does not match its event "
+                            f"{row['event_seq']}: the row was edited after it was recorded"
+                        )
+                    owned += 1
+                unowned = conn.execute(
+                    sa.select(sa.func.count())
+                    .select_from(table)
+                    .where(~table.c.event_seq.in_(sa.select(events.c.seq)))
+                ).scalar_one()
+                if unowned:
+                    raise IntegrityError(
+                        f"catalog table {name} has {unowned} row(s) without an event"
+                    )
+            total = conn.execute(sa.select(sa.func.count()).select_from(_table(Event))).scalar_one()
+        if owned != total:
+            raise IntegrityError(
+                f"catalog has {total} events but {owned} rows point at one: rows were deleted "
+                "or inserted around the chain"
+            )
+        return owned
+
+    def verify_triggers(self) -> None:
+        with self._reading() as conn:
+            if self.dialect == "sqlite":
+                found = {
+                    r[0]
+                    for r in conn.exec_driver_sql(
+                        "SELECT name FROM sqlite_master WHERE type = 'trigger'"
+                    )
+                }
+            else:
+                found = {
+                    r[0]
+                    for r in conn.exec_driver_sql(
+                        "SELECT tgname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid "
+                        "JOIN pg_namespace n ON n.oid = c.relnamespace "
+                        "WHERE NOT t.tgisinternal AND n.nspname = current_schema()"
+                    )
+                }
+        missing = sorted(expected_triggers(self.dialect) - found)
+        if missing:
+            raise IntegrityError(
+                f"catalog append-only guard removed: trigger(s) {', '.join(missing)} missing",
+                hint="someone altered the schema; audit the catalog against a checkpoint",
+            )
+
+    def artifacts(self) -> Iterable[tuple[str, list[dict[str, Any]], dict[str, Any]]]:
+        """(artifact sha256, files, details) of every variant, one per distinct artifact."""
+        variants = _table(VariantRow)
+        seen: set[str] = set()
+        with self._reading() as conn:
+            rows = conn.execute(
+                sa.select(
+                    variants.c.artifact_sha256, variants.c.files, variants.c.details
+                ).order_by(variants.c.event_seq)
+            ).all()
+        for sha, files, details in rows:
+            if sha in seen:
+                continue
+            seen.add(sha)
+            yield sha, json.loads(files), json.loads(details)
+
+
+def _stage_record(row: dict[str, Any], evaluations: dict[str, Any]) -> StageRecord:
+    return StageRecord.model_validate(
+        {
+            "seed": row["seed"],
+            "name": row["stage"],
+            "kind": row["kind"],
+            "status": "done",
+            "cached": bool(row["cached"]),
+            "format": row["format"],
+            "artifact_sha256": row["artifact_sha256"],
+            "parent_sha256": row["parent_sha256"],
+            "spec_sha256": row["spec_sha256"],
+            "cache_key": row["cache_key"],
+            "size_bytes": row["size_bytes"],
+            "files": json.loads(row["files"]),
+            "params": row["params"],
+            "nonzero_params": row["nonzero_params"],
+            "macs": row["macs"],
+            "metrics": json.loads(row["metrics"]),
+            "evaluations": evaluations,
+            "evaluation_key": row["evaluation_key"],
+            "details": json.loads(row["details"]),
+            "warnings": json.loads(row["warnings"]),
+            "seconds": row["seconds"],
+            "eval_seconds": row["eval_seconds"],
+        }
+    )
+
+
+def _variant_record(row: dict[str, Any]) -> VariantRecord:
+    return VariantRecord(
+        id=row["id"],
+        run_id=row["run_id"],
+        seed=row["seed"],
+        stage=row["stage"],
+        kind=row["kind"],
+        format=row["format"],
+        artifact_sha256=row["artifact_sha256"],
+        parent_sha256=row["parent_sha256"],
+        spec_sha256=row["spec_sha256"],
+        spec=json.loads(row["spec"]),
+        recipe_sha256=row["recipe_sha256"],
+        size_bytes=row["size_bytes"],
+        params=row["params"],
+        macs=row["macs"],
+        metrics=json.loads(row["metrics"]),
+        files=json.loads(row["files"]),
+        recorded_at=row["recorded_at"],
+    )
+
+
+def open_catalog(workspace: Path, url: str | None = None) -> Catalog:
+    return Catalog(catalog_url(workspace, url))
