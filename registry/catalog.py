@@ -678,7 +678,9 @@ class Catalog:
             raise self._unavailable(exc) from None
         except sa.exc.IntegrityError as exc:
             text = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
-            raise IntegrityError(f"catalog {safe_url(self.url)} refused the write: {text}") from None
+            raise IntegrityError(
+                f"catalog {safe_url(self.url)} refused the write: {text}"
+            ) from None
         except sa.exc.DatabaseError as exc:
             raise self._damaged(exc) from None
 
