@@ -53,8 +53,8 @@ def promote(
 ) -> tuple[AliasMove, bool]:
     """Point `alias` at the variant `ref`; returns the move and whether the alias changed."""
     _check_alias(alias)
-    variant = catalog.variant(ref)
-    status = gate_status(catalog, variant)
+    status = _best_record(catalog, ref)
+    variant = status.variant
     if not status.passed:
         raise Refused(
             f"variant {variant.id} ({variant.artifact_sha256[:12]}) cannot be promoted to "
@@ -109,6 +109,19 @@ def rollback(
         actor=actor,
         expected_previous=current,
     )
+
+
+def _best_record(catalog: Catalog, ref: str) -> GateStatus:
+    """The gate status of the variant `ref` names. A sha256 prefix names bytes that several
+    records may share (an export repeats int8's bytes; a cached stage repeats an earlier run's):
+    the newest record whose gates all passed is taken, else the newest record."""
+    variant = catalog.variant(ref)
+    if "/" in ref:
+        return gate_status(catalog, variant)
+    statuses = [
+        gate_status(catalog, v) for v in catalog.records_of_artifact(variant.artifact_sha256)
+    ]
+    return next((s for s in statuses if s.passed), gate_status(catalog, variant))
 
 
 def _known_good(catalog: Catalog, alias: str, history: list[AliasMove]) -> VariantRecord:
