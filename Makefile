@@ -58,6 +58,11 @@ demo: $(STAMP)
 	$(BIN)/compressgate recipe verify $(DEMO)/recipe.yaml --trust $(DEMO)/trust.yaml
 	$(BIN)/compressgate recipe explain $(DEMO)/recipe.yaml
 	$(BIN)/compressgate run $(DEMO)/recipe.yaml --trust $(DEMO)/trust.yaml --workspace .compressgate
+	$(BIN)/compressgate keys generate --owner auditor --out $(DEMO)/keys
+	$(BIN)/compressgate trust add --trust $(DEMO)/trust.yaml --owner auditor --key $(DEMO)/keys/auditor.pub.json --role auditor
+	$(BIN)/compressgate catalog list --workspace .compressgate --limit 5
+	$(BIN)/compressgate audit checkpoint --workspace .compressgate --key $(DEMO)/keys/auditor.key -o $(DEMO)/checkpoint.json
+	$(BIN)/compressgate audit verify --workspace .compressgate --checkpoint $(DEMO)/checkpoint.json --trust $(DEMO)/trust.yaml
 
 bench: $(STAMP)
 	@for script in bench/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done

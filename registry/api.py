@@ -284,6 +284,7 @@ class RunSummary(ApiResult):
     exemplars: dict[str, dict[str, Any]] = {}
     environment_mismatches: list[str] = []
     timing: dict[str, float] = {}
+    gates: list[dict[str, Any]] = []  # the recorded gate decisions, per seed
 
 
 def workspace_dir(explicit: Path | None) -> Path:
@@ -391,7 +392,10 @@ def run_recipe(
         catalog=catalog,
     )
     record = executor.run_recipe(path, options)
-    return summarize(record, safe_url(catalog_url(root, catalog)))
+    with options.open_catalog() as records:
+        decisions = records.decisions(run_id=record.run_id)
+    summary = summarize(record, safe_url(catalog_url(root, catalog)))
+    return summary.model_copy(update={"gates": [d.model_dump(mode="json") for d in decisions]})
 
 
 class StageComparison(ApiResult):

@@ -322,7 +322,8 @@ def _run_table(summary: Any) -> None:
         )
     Console(width=180).print(table)
     _seeds_table(summary)
-    click.echo(f"status: {summary.status}; record: {summary.record}")
+    _decisions_table([_Shown(**d) for d in summary.gates])
+    click.echo(f"status: {summary.status}; recorded in the catalog {summary.record}")
     for mismatch in summary.environment_mismatches:
         click.echo(f"warning: environment differs from the lock: {mismatch}")
 
@@ -603,6 +604,13 @@ def catalog_show(ref: str, workspace: Path | None, catalog: str | None, as_json:
     click.echo("  promotable: yes" if shown.promotable else f"  promotable: no ({shown.problem})")
     _metric_table(v.metrics)
     _decisions_table(shown.decisions)
+
+
+class _Shown:
+    """Attribute access to a decision given as a dict."""
+
+    def __init__(self, **fields: Any) -> None:
+        self.__dict__.update(fields)
 
 
 def _decisions_table(decisions: Sequence[Any]) -> None:

@@ -5,8 +5,13 @@ of the one before. Each output is stored in the artifact store by sha256, with i
 digest and the digest of the stage spec, and evaluated on the test split. A stage whose inputs
 (parent artifact, spec, seed, data, code, environment) match an earlier run is not recomputed:
 its cached record and artifact are reused, so a run killed mid-stage resumes from the last
-stage that finished. The run record goes to `<workspace>/runs/<run_id>.json`, rewritten
-atomically at every step.
+stage that finished.
+
+Everything is recorded in the catalog as it happens: the recipe and the run's start (after the
+signature and environment checks pass), each seed's data digests, each finished stage's variant
+and evaluations, and at the end the gate decisions and the run's outcome. A run killed by
+SIGKILL stays recorded up to its last finished stage, with no end. `catalog show RUN --json`
+exports the record exactly as the executor held it.
 
 Determinism: every stage runs with `torch.use_deterministic_algorithms(True)`, one intra-op
 thread in torch and onnxruntime, and every random generator seeded from the run seed and the
