@@ -4,7 +4,7 @@ Runs the bundled digits recipe from scratch (no stage cache) in a scratch worksp
 the same API call as `compressgate run`, after the heavy imports (timed and printed apart).
 Model compute is what the stages and the evaluation after each one spend (training, pruning,
 export, calibration, inference); everything else — signature and environment checks, the
-fingerprint, data loading and digests, writing and re-reading artifacts, run records — is
+fingerprint, data loading and digests, writing and re-reading artifacts, catalog writes — is
 overhead. Exits 1 when the overhead is over target.
 
     python bench/stages.py [--seeds N]     # N seeds of the recipe (default: all three)
