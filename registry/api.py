@@ -480,10 +480,11 @@ if TYPE_CHECKING:
 
 
 def open_catalog(workspace: Path | None = None, catalog: str | None = None) -> Catalog:
-    """The catalog: `--catalog URL`, else $COMPRESSGATE_CATALOG, else WORKSPACE/catalog.db."""
+    """The existing catalog: `--catalog URL`, else $COMPRESSGATE_CATALOG, else
+    WORKSPACE/catalog.db (only `run` creates one)."""
     from registry.catalog import Catalog, catalog_url
 
-    return Catalog(catalog_url(workspace_dir(workspace), catalog))
+    return Catalog(catalog_url(workspace_dir(workspace), catalog), create=False)
 
 
 def catalog_list(

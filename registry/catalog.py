@@ -382,6 +382,15 @@ BEGIN
 END $$"""
 
 
+def _named_guards(dialect: str, table: str) -> list[tuple[str, str]]:
+    """(trigger name, its CREATE statement) for each guard of `table`."""
+    return [(sql.split()[2], sql) for sql in _guards(dialect, table)]
+
+
+# The body of the PostgreSQL guard function as the server stores it (psycopg's %% unescaped).
+_PG_BODY = " ".join(_PG_FUNCTION.split("$$")[1].replace("%%", "%").split())
+
+
 def _unique_columns(table: str) -> list[str]:
     model = next(t for t in TABLES if _name(t) == table)
     columns = _table(model).columns
@@ -398,15 +407,7 @@ SCHEMA_VERSION = MIGRATIONS[-1].version
 
 def expected_triggers(dialect: str) -> set[str]:
     """The names of the append-only triggers a catalog of this dialect must have."""
-    suffixes = (
-        ("no_update", "no_delete", "no_replace")
-        if dialect == "sqlite"
-        else (
-            "append_only",
-            "no_truncate",
-        )
-    )
-    return {f"{_name(t)}_{suffix}" for t in TABLES for suffix in suffixes}
+    return {name for t in TABLES for name, _ in _named_guards(dialect, _name(t))}
 
 
 # --- records returned ------------------------------------------------------------------------
@@ -608,7 +609,9 @@ def _normalised(table: str, row: dict[str, Any]) -> dict[str, Any]:
 class Catalog:
     """The one door to the catalog database: appends records, reads them back, verifies."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, create: bool = True) -> None:
+        """Open the catalog at `url`. With `create` (the writing commands), create it or apply
+        pending migrations; without, only open an existing catalog of the current schema."""
         self.url = url
         try:
             parsed = sa.engine.make_url(url)
@@ -624,9 +627,21 @@ class Catalog:
                 hint="use a path, sqlite:///PATH or postgresql+psycopg://USER@HOST/DB",
             )
         if self.dialect == "sqlite" and parsed.database:
+            if not create and not Path(parsed.database).is_file():
+                raise NotFoundError(
+                    f"no catalog at {parsed.database}",
+                    hint="`compressgate run` creates it; or pass --catalog URL",
+                )
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         self.engine = self._engine(url)
-        self.migrate()
+        try:
+            if create:
+                self.migrate()
+            else:
+                self._check_schema()
+        except BaseException:
+            self.engine.dispose()
+            raise
 
     # -- connection handling
 
@@ -671,7 +686,8 @@ class Catalog:
             ):
                 if self.dialect == "postgresql":
                     conn.exec_driver_sql(
-                        "SELECT pg_advisory_xact_lock(hashtext('compressgate-events'))"
+                        "SELECT pg_advisory_xact_lock(hashtext(current_schema() || "
+                        "'.compressgate-events'))"
                     )
                 yield conn
         except sa.exc.OperationalError as exc:
@@ -715,24 +731,48 @@ class Catalog:
 
     # -- schema
 
+    def _version(self, conn: Connection) -> int:
+        """The applied schema version (0: an empty database); exit 5 if newer than ours."""
+        inspector = sa.inspect(conn)
+        current = 0
+        if inspector.has_table("schema_migrations"):
+            current = (
+                conn.execute(sa.select(sa.func.max(_table(SchemaMigration).c.version))).scalar_one()
+                or 0
+            )
+        if current == 0 and inspector.has_table("events"):
+            raise IntegrityError(
+                f"catalog {safe_url(self.url)} has an event log but no applied migration: "
+                "its schema history was deleted",
+                hint="restore it from a backup and audit it against a checkpoint",
+            )
+        if current > SCHEMA_VERSION:
+            raise EnvironmentMismatch(
+                f"catalog {safe_url(self.url)} has schema version {current}; this "
+                f"compressgate knows versions up to {SCHEMA_VERSION}",
+                hint="upgrade compressgate to read this catalog",
+            )
+        return int(current)
+
+    def _check_schema(self) -> None:
+        with self._reading() as conn:
+            current = self._version(conn)
+        if current == 0:
+            raise NotFoundError(
+                f"no catalog at {safe_url(self.url)}: the database has no catalog tables",
+                hint="`compressgate run` creates it",
+            )
+        if current < SCHEMA_VERSION:
+            raise EnvironmentMismatch(
+                f"catalog {safe_url(self.url)} has schema version {current}, older than this "
+                f"compressgate's {SCHEMA_VERSION}",
+                hint="any writing command (run, promote) migrates it",
+            )
+
     def migrate(self) -> None:
         """Apply every migration the database has not seen, each with its own event."""
         with self._writing() as conn:
-            inspector = sa.inspect(conn)
-            current = 0
-            if inspector.has_table("schema_migrations"):
-                current = (
-                    conn.execute(
-                        sa.select(sa.func.max(_table(SchemaMigration).c.version))
-                    ).scalar_one()
-                    or 0
-                )
-            if current > SCHEMA_VERSION:
-                raise EnvironmentMismatch(
-                    f"catalog {safe_url(self.url)} has schema version {current}; this "
-                    f"compressgate knows versions up to {SCHEMA_VERSION}",
-                    hint="upgrade compressgate to read this catalog",
-                )
+            current = self._version(conn)
             for migration in MIGRATIONS:
                 if migration.version <= current:
                     continue
@@ -771,8 +811,9 @@ class Catalog:
         seq, prev = (int(last[0]), str(last[1])) if last else (0, GENESIS)
         new_events, sequences = [], []
         by_table: dict[type[SQLModel], list[dict[str, Any]]] = {}
-        for model, row in rows:
+        for model, given in rows:
             seq += 1
+            row = _coerced(model, given)
             body = event_body(_name(model), row)
             content = _sha(body)
             digest = chain_hash(seq, prev, content)
@@ -1370,27 +1411,53 @@ class Catalog:
         return owned
 
     def verify_triggers(self) -> None:
+        """Every append-only trigger present, enabled and exactly as we created it."""
+        expected = {
+            name: " ".join(sql.split())
+            for model in TABLES
+            for name, sql in _named_guards(self.dialect, _name(model))
+        }
         with self._reading() as conn:
             if self.dialect == "sqlite":
                 found = {
-                    r[0]
-                    for r in conn.exec_driver_sql(
-                        "SELECT name FROM sqlite_master WHERE type = 'trigger'"
+                    str(name): " ".join(str(sql).split())
+                    for name, sql in conn.exec_driver_sql(
+                        "SELECT name, sql FROM sqlite_master WHERE type = 'trigger'"
                     )
                 }
+                altered = sorted(n for n in expected if n in found and found[n] != expected[n])
+                disabled: list[str] = []
+                body_ok = True
             else:
-                found = {
-                    r[0]
-                    for r in conn.exec_driver_sql(
-                        "SELECT tgname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid "
-                        "JOIN pg_namespace n ON n.oid = c.relnamespace "
-                        "WHERE NOT t.tgisinternal AND n.nspname = current_schema()"
-                    )
-                }
-        missing = sorted(expected_triggers(self.dialect) - found)
+                rows = conn.exec_driver_sql(
+                    "SELECT t.tgname, t.tgenabled, p.proname, p.prosrc FROM pg_trigger t "
+                    "JOIN pg_class c ON c.oid = t.tgrelid "
+                    "JOIN pg_namespace n ON n.oid = c.relnamespace "
+                    "JOIN pg_proc p ON p.oid = t.tgfoid "
+                    "WHERE NOT t.tgisinternal AND n.nspname = current_schema()"
+                ).all()
+                found = {str(r[0]): "" for r in rows}
+                disabled = sorted(str(r[0]) for r in rows if r[1] not in ("O", "A"))
+                altered = sorted(
+                    str(r[0])
+                    for r in rows
+                    if r[0] in expected and r[2] != "compressgate_append_only"
+                )
+                bodies = {" ".join(str(r[3]).split()) for r in rows if r[0] in expected}
+                body_ok = bodies <= {_PG_BODY}
+        missing = sorted(set(expected) - set(found))
+        problems = []
         if missing:
+            problems.append(f"trigger(s) {', '.join(missing)} missing")
+        if disabled:
+            problems.append(f"trigger(s) {', '.join(disabled)} disabled")
+        if altered:
+            problems.append(f"trigger(s) {', '.join(altered)} altered")
+        if not body_ok:
+            problems.append("the function compressgate_append_only() was replaced")
+        if problems:
             raise IntegrityError(
-                f"catalog append-only guard removed: trigger(s) {', '.join(missing)} missing",
+                f"catalog append-only guard removed: {'; '.join(problems)}",
                 hint="someone altered the schema; audit the catalog against a checkpoint",
             )
 
@@ -1409,6 +1476,25 @@ class Catalog:
                 continue
             seen.add(sha)
             yield sha, json.loads(files), json.loads(details)
+
+
+def _coerced(model: type[SQLModel], row: dict[str, Any]) -> dict[str, Any]:
+    """The row in its columns' types, as the database gives it back (2 in a float column is
+    2.0), so that the event states exactly what a later read will find."""
+    columns = _table(model).columns
+    out = {}
+    for key, value in row.items():
+        column = columns.get(key)
+        if value is not None and column is not None:
+            kind = column.type.python_type
+            if kind is float:
+                value = float(value)
+            elif kind is bool:
+                value = bool(value)
+            elif kind is int and not isinstance(value, bool):
+                value = int(value)
+        out[key] = value
+    return out
 
 
 def _stage_record(row: dict[str, Any], evaluations: dict[str, Any]) -> StageRecord:

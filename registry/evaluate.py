@@ -128,7 +128,7 @@ def evaluate_variant(
     catalog: str | None = None,
 ) -> OnDemandEvaluation:
     """Run evaluators on a stored variant against a baseline; see the module docstring."""
-    with Catalog(catalog_url(workspace, catalog)) as records:
+    with Catalog(catalog_url(workspace, catalog), create=False) as records:
         target = locate(records, variant, "variant")
         run, stage, seed = target.run, target.stage, target.stage.seed
         if against is None:

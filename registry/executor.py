@@ -114,8 +114,8 @@ class RunOptions:
     run_id: str | None = None
     catalog: str | None = None  # URL; default: SQLite at WORKSPACE/catalog.db
 
-    def open_catalog(self) -> Catalog:
-        return Catalog(catalog_url(self.workspace, self.catalog))
+    def open_catalog(self, *, create: bool = True) -> Catalog:
+        return Catalog(catalog_url(self.workspace, self.catalog), create=create)
 
 
 def new_run_id() -> str:
@@ -175,7 +175,7 @@ def run_recipe(path: Path, options: RunOptions) -> RunRecord:
 
 def load_run(options: RunOptions, run_id: str) -> RunRecord:
     """A run's record, exported from the catalog."""
-    with options.open_catalog() as catalog:
+    with options.open_catalog(create=False) as catalog:
         return catalog.run(run_id)
 
 
