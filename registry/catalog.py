@@ -27,8 +27,10 @@ from __future__ import annotations
 import getpass
 import hashlib
 import json
+import multiprocessing
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -1164,7 +1166,12 @@ class Catalog:
                     )
                 query = (
                     sa.select(variants)
-                    .where(variants.c.artifact_sha256.startswith(ref))
+                    # A range the index serves (LIKE is not indexed in SQLite), then the prefix.
+                    .where(
+                        variants.c.artifact_sha256 >= ref,
+                        variants.c.artifact_sha256 < ref + "g",
+                        variants.c.artifact_sha256.startswith(ref),
+                    )
                     .order_by(variants.c.event_seq.desc())
                 )
             rows = conn.execute(query.limit(50)).mappings().all()
@@ -1342,37 +1349,44 @@ class Catalog:
         with self._reading() as conn:
             return conn.execute(sa.select(events.c.sha256).where(events.c.seq == seq)).scalar()
 
-    def verify_chain(self, batch: int = 20000) -> Head:
-        """Recompute every event's content and chain hash, in order; raise at the first break."""
-        prev, expected = GENESIS, 1
+    def verify_chain(self, workers: int | None = None) -> Head:
+        """Recompute every event's content and chain hash, in order; raise at the first break.
+
+        A long chain is checked in `workers` processes (default: one per CPU, at most 8), each
+        over a contiguous range of events; the links between ranges are checked here."""
+        events = _table(Event)
         with self._reading() as conn:
-            result = conn.execution_options(stream_results=True, yield_per=batch).exec_driver_sql(
-                "SELECT seq, content_sha256, prev_sha256, sha256, body FROM events ORDER BY seq"
-            )
-            sha = hashlib.sha256
-            for seq, content, stored_prev, digest, body in result:
-                if seq != expected:
-                    raise IntegrityError(
-                        f"catalog chain broken at event {expected}: "
-                        + ("it is missing" if seq > expected else f"found event {seq} instead"),
-                        hint="events were deleted or renumbered; restore from a backup",
+            size = int(conn.execute(sa.select(sa.func.count()).select_from(events)).scalar_one())
+        count = workers or min(os.cpu_count() or 1, 8)
+        forking = "fork" in multiprocessing.get_all_start_methods()
+        if size < _PARALLEL_FROM or count < 2 or not forking:
+            spans = [_verify_span(self.url, 1, size)]
+        else:
+            bounds = [1 + size * k // count for k in range(count + 1)]
+            # fork: the workers open their own connections and never touch the parent's; spawn
+            # would re-import a caller's __main__.
+            context = multiprocessing.get_context("fork")
+            with ProcessPoolExecutor(count, mp_context=context) as pool:
+                spans = list(
+                    pool.map(
+                        _verify_span,
+                        [self.url] * count,
+                        bounds[:-1],
+                        [b - 1 for b in bounds[1:]],
                     )
-                if sha(body.encode()).hexdigest() != content:
-                    raise IntegrityError(
-                        f"catalog chain broken at event {seq}: its body no longer matches its "
-                        "content hash (the event was edited)"
-                    )
-                if stored_prev != prev:
-                    raise IntegrityError(
-                        f"catalog chain broken at event {seq}: it does not link to event "
-                        f"{seq - 1} (prev_sha256 {stored_prev[:16]}…, expected {prev[:16]}…)"
-                    )
-                if sha(f"{seq}\n{prev}\n{content}".encode()).hexdigest() != digest:
-                    raise IntegrityError(
-                        f"catalog chain broken at event {seq}: its chain hash does not match"
-                    )
-                prev, expected = digest, expected + 1
-        return Head(size=expected - 1, sha256=prev)
+                )
+        prev = GENESIS
+        for span in spans:
+            if span.first_prev is not None and span.first_prev != prev:
+                raise IntegrityError(
+                    f"catalog chain broken at event {span.start}: it does not link to event "
+                    f"{span.start - 1} (prev_sha256 {span.first_prev[:16]}…, expected "
+                    f"{prev[:16]}…)"
+                )
+            if span.error is not None:
+                raise IntegrityError(span.error[1], hint=span.error[2])
+            prev = span.last or prev
+        return Head(size=size, sha256=prev)
 
     def verify_rows(self) -> int:
         """Every row against its event's body; every event owned by exactly one row."""
@@ -1476,6 +1490,82 @@ class Catalog:
                 continue
             seen.add(sha)
             yield sha, json.loads(files), json.loads(details)
+
+
+_PARALLEL_FROM = 200_000  # events: below this one process is faster than starting others
+
+
+@dataclass(frozen=True)
+class _Span:
+    """What one worker found over events start..end."""
+
+    start: int
+    first_prev: str | None  # the prev_sha256 stored in event `start`
+    last: str | None  # the chain hash of event `end`
+    error: tuple[int, str, str | None] | None  # (seq, message, hint) of the first break
+
+
+def _verify_span(url: str, start: int, end: int) -> _Span:
+    """Check events start..end: numbering, content hashes, links and chain hashes."""
+    engine = sa.create_engine(url)
+    sha = hashlib.sha256
+    first_prev: str | None = None
+    prev: str | None = None
+    expected = start
+    body_sql = "CAST(body AS BLOB)" if engine.dialect.name == "sqlite" else "body"
+    try:
+        with engine.connect() as conn:
+            rows = conn.execution_options(stream_results=True, yield_per=20_000).exec_driver_sql(
+                f"SELECT seq, content_sha256, prev_sha256, sha256, {body_sql} FROM events "
+                f"WHERE seq >= {int(start)} AND seq <= {int(end)} ORDER BY seq"
+            )
+            for seq, content, stored_prev, digest, body in rows:
+                if seq != expected:
+                    what = "it is missing" if seq > expected else f"found event {seq} instead"
+                    return _Span(
+                        start,
+                        first_prev,
+                        prev,
+                        (
+                            expected,
+                            f"catalog chain broken at event {expected}: {what}",
+                            "events were deleted or renumbered; restore from a backup",
+                        ),
+                    )
+                if first_prev is None:
+                    first_prev = prev = stored_prev
+                data = body if isinstance(body, bytes) else str(body).encode()
+                if sha(data).hexdigest() != content:
+                    message = (
+                        f"catalog chain broken at event {seq}: its body no longer matches its "
+                        "content hash (the event was edited)"
+                    )
+                    return _Span(start, first_prev, prev, (seq, message, None))
+                if stored_prev != prev:
+                    message = (
+                        f"catalog chain broken at event {seq}: it does not link to event "
+                        f"{seq - 1} (prev_sha256 {stored_prev[:16]}…, expected {str(prev)[:16]}…)"
+                    )
+                    return _Span(start, first_prev, prev, (seq, message, None))
+                if sha(f"{seq}\n{prev}\n{content}".encode()).hexdigest() != digest:
+                    message = f"catalog chain broken at event {seq}: its chain hash does not match"
+                    return _Span(start, first_prev, prev, (seq, message, None))
+                prev = digest
+                expected += 1
+    finally:
+        engine.dispose()
+    if expected <= end:
+        return _Span(
+            start,
+            first_prev,
+            prev,
+            (
+                expected,
+                f"catalog chain broken at event {expected}: it is missing",
+                "events were deleted or renumbered; restore from a backup",
+            ),
+        )
+    return _Span(start, first_prev, prev, None)
 
 
 def _coerced(model: type[SQLModel], row: dict[str, Any]) -> dict[str, Any]:
