@@ -1,0 +1,1005 @@
+"""The catalog at scale: 100,000 variants and 1,000,000 events, and how fast it answers.
+
+Targets (issue: catalog scale): resolving an alias ≤ 5 ms, a variant's lineage ≤ 20 ms, a page
+of the run list ≤ 50 ms, `audit verify` of the hash chain ≥ 200,000 events/s, and registering
+one variant ≤ 2 ms on SQLite.
+
+A seeded synthetic catalog is appended through `Catalog.append` in large transactions: runs of
+five stages (baseline → distill → prune → int8 → export, each variant's `parent_sha256` the
+artifact of the stage before) over several recipes, with each run's seed, evaluations, gate
+decisions and end, and alias moves (promotions and rollbacks) across a few aliases, until the
+chain holds exactly the requested number of events. Then, on that catalog, through the public
+methods, after a warm-up:
+
+- alias resolve: `Catalog.alias(name)` of a random alias;
+- lineage: `Catalog.lineage(ref)` of a random run's last stage, by id and by a sha256 prefix;
+- list page: `Catalog.runs(limit=50, ...)`: the newest page, a random offset, and a random
+  offset of one recipe;
+- audit verify: `Catalog.verify_chain()` over every event (events/s);
+- registering one variant: `Catalog.record_stage(...)` of a new stage, committed, without and
+  with one evaluation.
+
+Each operation is timed `--repeat` times; the median is judged, the p95 reported. The script
+is a measurement: it exits 0 whether or not a target is met, and marks a miss MISS.
+
+    python bench/catalog.py                                  # SQLite in a temporary folder
+    python bench/catalog.py --variants 10000 --events 100000  # a quick run
+    python bench/catalog.py --catalog postgresql+psycopg://USER@HOST/DB   # an empty catalog
+    python bench/catalog.py --json                           # machine-readable figures
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import random
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+# Run as a script, this file's folder comes first on sys.path, where its name could hide a
+# package of the same name: look packages up where they are installed instead.
+if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
+    sys.path.pop(0)
+
+import sqlalchemy as sa
+
+from evaluators.results import (
+    AccuracyResult,
+    CalibrationResult,
+    ClassesResult,
+    ClassRow,
+    Estimate,
+    FairnessResult,
+    FidelityResult,
+    GroupRow,
+    LatencyBatch,
+    LatencyResult,
+    PairedResult,
+    ReliabilityBin,
+    SeedAggregate,
+    SizeResult,
+)
+from registry.catalog import (
+    AliasMoveRow,
+    Catalog,
+    EvaluationRow,
+    GateDecisionRow,
+    RecipeRow,
+    RunEndRow,
+    RunRow,
+    RunSeedRow,
+    VariantRow,
+    document,
+    safe_url,
+)
+from registry.records import StageRecord
+
+VARIANTS, EVENTS = 100_000, 1_000_000
+GOAL_ALIAS_MS, GOAL_LINEAGE_MS, GOAL_PAGE_MS = 5.0, 20.0, 50.0
+GOAL_VERIFY_EVENTS_S, GOAL_REGISTER_MS = 200_000.0, 2.0
+PAGE = 50
+
+# (stage name, kind, format): one seed per run, each stage made from the one before.
+STAGES: tuple[tuple[str, str, str], ...] = (
+    ("baseline", "baseline", "torch"),
+    ("distill", "distill", "torch"),
+    ("prune", "prune", "torch"),
+    ("int8", "quantize", "onnx"),
+    ("export", "export", "onnx"),
+)
+RECIPES = ("resnet-edge", "mobilenet-int8", "bert-tiny", "vit-small")  # two versions each
+ALIASES = ("prod", "staging", "canary", "edge-prod", "edge-canary")
+EVALUATIONS = (  # per variant, as many as the event budget allows, in this order
+    "accuracy",
+    "paired",
+    "size",
+    "fidelity",
+    "calibration",
+    "latency",
+    "classes",
+    "fairness",
+)
+ALIAS_EVERY = 10  # one alias move after every 10th run
+TEST_SAMPLES = 500  # predictions stored by each synthetic accuracy result
+Row = tuple[type[Any], dict[str, Any]]
+
+
+# --- synthesis ---------------------------------------------------------------------------------
+
+
+def _estimate(value: float, n: int = TEST_SAMPLES, method: str = "wilson") -> Estimate:
+    return Estimate(estimate=value, ci_low=value - 0.02, ci_high=value + 0.02, n=n, method=method)
+
+
+def _templates() -> dict[str, dict[str, Any]]:
+    """One valid evaluator result of each kind, as JSON; synthesis varies its numbers."""
+    est = _estimate
+    bins = [
+        ReliabilityBin(
+            lower=k / 10, upper=(k + 1) / 10, count=50, confidence=k / 10, accuracy=k / 10
+        )
+        for k in range(10)
+    ]
+    results = [
+        AccuracyResult(
+            accuracy=est(0.9), correct=450, predictions=[k % 10 for k in range(TEST_SAMPLES)]
+        ),
+        PairedResult(
+            b=12,
+            c=9,
+            n=TEST_SAMPLES,
+            baseline_accuracy=0.91,
+            candidate_accuracy=0.9,
+            difference=est(-0.01, method="tango"),
+            mcnemar_pvalue=0.66,
+            mcnemar_midp=0.6,
+        ),
+        SizeResult(
+            reference="baseline",
+            bytes=Estimate.exact(4_000_000, unit="B", higher_is_better=False),
+            ratio=Estimate.exact(0.25),
+            params=Estimate.exact(1_000_000),
+            nonzero_params=Estimate.exact(500_000),
+            macs=Estimate.exact(30_000_000),
+            counts_from="torch",
+        ),
+        FidelityResult(
+            against="parent",
+            reference="prune",
+            agreement=est(0.97),
+            kl_divergence=est(0.01, method="bootstrap"),
+            negative_flip_rate=est(0.01),
+            positive_flip_rate=est(0.008),
+        ),
+        CalibrationResult(
+            bins=10,
+            measures={m: est(0.03, method="bootstrap") for m in ("ece", "mce", "brier", "nll")},
+            changes={m: est(0.001, method="bootstrap") for m in ("ece", "brier")},
+            baseline_measures={"ece": 0.03, "mce": 0.1, "brier": 0.12, "nll": 0.3},
+            reliability=bins,
+        ),
+        LatencyResult(
+            runner="onnxruntime",
+            baseline_runner="torch",
+            threads={"intra_op": 1, "inter_op": 1},
+            warmup=20,
+            repeats=200,
+            timer_overhead_ns=900.0,
+            batches=[
+                LatencyBatch(
+                    batch_size=b,
+                    quantiles_ms={
+                        q: est(1.5 * b, n=200, method="bootstrap") for q in ("p50", "p95")
+                    },
+                    speedup_p50=est(2.1, n=200, method="bootstrap"),
+                    throughput=est(600.0, n=200, method="bootstrap"),
+                )
+                for b in (1, 8)
+            ],
+        ),
+        ClassesResult(
+            alpha=0.05,
+            classes=[
+                ClassRow(label=k, name=f"class-{k}", n=50, recall=est(0.9, n=50)) for k in range(10)
+            ],
+            most_affected=["class-3", "class-7"],
+            worst_recall=est(0.82, n=50),
+            worst_recall_drop=est(0.04, n=50, method="newcombe"),
+        ),
+        FairnessResult(
+            task="multiclass",
+            groups=[
+                GroupRow(group=g, name=f"group-{g}", n=166, accuracy=est(0.9, n=166))
+                for g in range(3)
+            ],
+            worst_group="group-1",
+            worst_group_accuracy=est(0.88, n=166),
+            accuracy_gap=est(0.03, method="bootstrap"),
+            demographic_parity_difference=est(0.02, method="bootstrap"),
+            equalized_odds_difference=est(0.04, method="bootstrap"),
+            equal_opportunity_difference=est(0.03, method="bootstrap"),
+        ),
+    ]
+    dumped = [r.model_dump(mode="json") for r in results]
+    return {d["kind"]: d for d in dumped}
+
+
+MARK = 1234.5678125  # a number no template holds
+PRIMARY = {  # the estimate of each template that synthesis varies
+    "accuracy": "accuracy",
+    "paired": "difference",
+    "size": "ratio",
+    "fidelity": "agreement",
+    "calibration": None,
+    "latency": None,
+    "classes": "worst_recall",
+    "fairness": "worst_group_accuracy",
+}
+
+
+@dataclass
+class Synthesis:
+    """What was appended: counts per table, seconds, the ids the timings draw from."""
+
+    counts: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+    run_ids: list[str] = field(default_factory=list)
+    runs_of_recipe: dict[str, int] = field(default_factory=dict)
+    last_artifacts: list[str] = field(default_factory=list)  # the export stage's, per run
+    recipe_sha256: str = ""
+
+
+class Synthesizer:
+    """The rows of a seeded catalog of `variants` variants and exactly `events` events."""
+
+    def __init__(self, variants: int, events: int, seed: int) -> None:
+        self.rng = random.Random(seed)
+        self.runs = variants // len(STAGES)
+        self.variants = variants
+        self.events = events
+        # Each kind's canonical text, cut where the varied numbers go (json writes a float as
+        # its repr), so that a row costs a string join instead of a json.dumps.
+        self.texts: dict[str, list[str]] = {}
+        for kind, template in _templates().items():
+            key = PRIMARY[kind]
+            if key is None:
+                self.texts[kind] = [document(template)]
+                continue
+            marked = {**template, key: {**template[key], "ci_low": -MARK, "estimate": MARK}}
+            head, rest = document(marked).split(repr(-MARK))  # ci_low sorts before estimate
+            middle, tail = rest.split(repr(MARK))
+            self.texts[kind] = [head, middle, tail]
+            shown = {**template, key: {**template[key], "ci_low": 0.9 - 0.02, "estimate": 0.9}}
+            assert self._evaluation(kind, 0.9) == document(shown), kind
+        self.alias_moves = self.runs // ALIAS_EVERY
+        self.recipes = [
+            (name, version, self._hex()) for name in RECIPES for version in (1, 2)
+        ]  # (name, version, sha256)
+        # Every run: its row, its seed, its variants, its end; then evaluations and gate
+        # decisions share what is left of the budget, as evenly as the runs allow.
+        fixed = 1 + len(self.recipes) + self.runs * 3 + variants + self.alias_moves
+        self.extra = events - fixed
+        if self.extra < 0:
+            raise SystemExit(
+                f"--events {events:,} is too few for --variants {variants:,}: at least "
+                f"{fixed:,} (the migration, {len(self.recipes)} recipes, each run's row, seed "
+                f"and end, the variants and {self.alias_moves:,} alias moves)"
+            )
+        capacity = self.runs * len(STAGES) * len(EVALUATIONS)
+        self.evaluations = min(self.extra - self.extra // 7, capacity)
+        self.decisions = self.extra - self.evaluations
+        self.environment = self._environment()
+        self.when = datetime(2025, 1, 6, 8, 0, tzinfo=UTC)
+
+    def _hex(self) -> str:
+        return f"{self.rng.getrandbits(256):064x}"
+
+    @staticmethod
+    def _share(total: int, parts: int, index: int) -> int:
+        return total // parts + (1 if index < total % parts else 0)
+
+    def _environment(self) -> dict[str, Any]:
+        packages = {
+            "torch": "2.5.1",
+            "numpy": "2.1.3",
+            "onnx": "1.17.0",
+            "onnxruntime": "1.20.1",
+            "scipy": "1.14.1",
+            "pydantic": "2.10.3",
+            "sqlalchemy": "2.0.36",
+            "compressgate": "0.1.0",
+        }
+        fingerprint = {
+            "python": "3.11.7",
+            "implementation": "CPython",
+            "machine": "x86_64",
+            "threads": 8,
+            "packages": packages,
+        }
+        return {
+            "fingerprint": fingerprint,
+            "fingerprint_sha256": self._hex(),
+            "platform": "Linux-6.1.0-x86_64-with-glibc2.36",
+            "cuda": None,
+        }
+
+    def recipe_rows(self) -> list[Row]:
+        rows: list[Row] = []
+        for name, version, sha in self.recipes:
+            signers = ["ml-platform", "model-owner"]
+            content = (
+                f"name: {name}\nversion: {version}\nmodel: {{arch: {name}}}\n"
+                "stages:\n  - {name: distill, kind: distill}\n  - {name: prune, kind: prune, "
+                "method: magnitude, sparsity: 0.5}\n  - {name: int8, kind: quantize, method: "
+                "static}\n  - {name: export, kind: export}\n"
+            )
+            envelope = document(
+                {
+                    "payload": content.encode().hex(),
+                    "payloadType": "application/vnd.compressgate.recipe+yaml",
+                    "signatures": [
+                        {"keyid": self._hex()[:16], "sig": self._hex()} for _ in signers
+                    ],
+                }
+            )
+            rows.append(
+                (
+                    RecipeRow,
+                    {
+                        "sha256": sha,
+                        "name": name,
+                        "version": version,
+                        "path": f"recipes/{name}.yaml",
+                        "signers": document(signers),
+                        "content": content,
+                        "envelope": envelope,
+                        "recorded_at": self._stamp(self.when),
+                        "actor": "ci",
+                    },
+                )
+            )
+        return rows
+
+    @staticmethod
+    def _stamp(at: datetime) -> str:
+        return at.isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+    def _evaluation(self, kind: str, quality: float) -> str:
+        """The kind's template with this variant's estimate: what `document` would give."""
+        parts = self.texts[kind]
+        if len(parts) == 1:
+            return parts[0]
+        return f"{parts[0]}{quality - 0.02!r}{parts[1]}{quality!r}{parts[2]}"
+
+    def _metrics(self, quality: float, size: int) -> str:
+        r = self.rng
+        metrics = {
+            "accuracy": _estimate(quality),
+            "paired.accuracy_difference": _estimate(quality - 0.91, method="tango"),
+            "fidelity.agreement": _estimate(min(1.0, quality + 0.06)),
+            "calibration.ece": _estimate(r.uniform(0.01, 0.06), method="bootstrap"),
+            "latency.p50_ms": _estimate(r.uniform(0.5, 4.0), n=200, method="bootstrap"),
+            "size.bytes": Estimate.exact(size, unit="B", higher_is_better=False),
+        }
+        return document({k: v.model_dump(mode="json") for k, v in metrics.items()})
+
+    def run_rows(self, index: int, synthesis: Synthesis) -> Iterator[Row]:
+        """One run, in the order the executor appends it."""
+        r = self.rng
+        self.when += timedelta(minutes=r.uniform(5, 40))
+        run_id = f"run-{self.when:%Y%m%dT%H%M%SZ}-{r.getrandbits(24):06x}"
+        name, version, recipe_sha = self.recipes[r.randrange(len(self.recipes))]
+        synthesis.run_ids.append(run_id)
+        synthesis.runs_of_recipe[name] = synthesis.runs_of_recipe.get(name, 0) + 1
+        at = self.when
+        yield (
+            RunRow,
+            {
+                "run_id": run_id,
+                "recipe_sha256": recipe_sha,
+                "recipe_name": name,
+                "recipe_version": version,
+                "recipe_path": f"recipes/{name}.yaml",
+                "signers": document(["ml-platform", "model-owner"]),
+                "seeds": document([0]),
+                "workspace": f"/srv/compressgate/{name}",
+                "started_at": self._stamp(at),
+                "environment": document(self.environment),
+                "environment_sha256": self.environment["fingerprint_sha256"],
+                "lock_sha256": self.environment["fingerprint_sha256"],
+                "actor": r.choice(("ci", "alice", "bob", "carol")),
+            },
+        )
+        data = {split: self._hex() for split in ("train", "calibration", "test")}
+        yield (
+            RunSeedRow,
+            {"id": f"{run_id}/0", "run_id": run_id, "seed": 0, "data": document(data)},
+        )
+        evaluations = self._share(self.evaluations, self.runs, index)
+        decisions = self._share(self.decisions, self.runs, index)
+        parent: str | None = None
+        size = r.randrange(20_000_000, 90_000_000)
+        quality = r.uniform(0.88, 0.94)
+        stage_ids: list[tuple[str, str, str]] = []
+        for position, (stage, kind, fmt) in enumerate(STAGES):
+            at += timedelta(seconds=r.uniform(30, 600))
+            artifact = self._hex()
+            if position:
+                size = int(size * r.uniform(0.25, 0.8))
+                quality -= r.uniform(0.0, 0.01)
+            variant_id = f"{run_id}/0/{stage}"
+            name_of = "model.onnx" if fmt == "onnx" else "model.pt"
+            details: dict[str, Any] = {"device": "cpu"}
+            if stage == "prune":
+                details["sparsity"] = 0.5
+            if fmt == "onnx":
+                details["opset"] = 18
+            yield (
+                VariantRow,
+                {
+                    "id": variant_id,
+                    "run_id": run_id,
+                    "seed": 0,
+                    "stage": stage,
+                    "kind": kind,
+                    "format": fmt,
+                    "artifact_sha256": artifact,
+                    "parent_sha256": parent,
+                    "spec_sha256": self._hex(),
+                    "spec": document({"name": stage, "kind": kind, "epochs": 3, "lr": 0.001}),
+                    "recipe_sha256": recipe_sha,
+                    "cache_key": self._hex(),
+                    "cached": r.random() < 0.2,
+                    "size_bytes": size,
+                    "files": document([{"name": name_of, "sha256": self._hex(), "size": size}]),
+                    "params": size // 4,
+                    "nonzero_params": size // 8,
+                    "macs": size * 8,
+                    "metrics": self._metrics(quality, size),
+                    "details": document(details),
+                    "warnings": document([]),
+                    "evaluation_key": self._hex(),
+                    "seconds": r.uniform(1, 600),
+                    "eval_seconds": r.uniform(0.5, 30),
+                    "recorded_at": self._stamp(at),
+                },
+            )
+            for kind_index in range(self._share(evaluations, len(STAGES), position)):
+                kind_name = EVALUATIONS[kind_index]
+                yield (
+                    EvaluationRow,
+                    {
+                        "id": f"{variant_id}/{kind_name}",
+                        "variant_id": variant_id,
+                        "kind": kind_name,
+                        "result": self._evaluation(kind_name, quality),
+                    },
+                )
+            stage_ids.append((variant_id, stage, artifact))
+            parent = artifact
+        verdicts = []
+        for gate in range(decisions):
+            variant_id, stage, artifact = stage_ids[1 + gate % (len(STAGES) - 1)]
+            verdict = "pass" if r.random() < 0.9 else "fail"
+            verdicts.append(verdict)
+            estimate = quality - 0.91
+            yield (
+                GateDecisionRow,
+                {
+                    "id": f"{run_id}/0/gate-{gate}",
+                    "run_id": run_id,
+                    "seed": 0,
+                    "gate": f"gate-{gate}",
+                    "variant_id": variant_id,
+                    "stage": stage,
+                    "artifact_sha256": artifact,
+                    "metric": "paired.accuracy_difference",
+                    "rule": document(
+                        {"metric": "paired.accuracy_difference", "min": -0.02, "owner": "ml"}
+                    ),
+                    "estimate": estimate,
+                    "ci_low": estimate - 0.01,
+                    "ci_high": estimate + 0.01,
+                    "n": TEST_SAMPLES,
+                    "threshold": -0.02,
+                    "pvalue": r.random(),
+                    "verdict": verdict,
+                    "owner": "ml-platform",
+                    "evidence_sha256": self._hex(),
+                    "note": "",
+                    "decided_at": self._stamp(at),
+                },
+            )
+        synthesis.last_artifacts.append(stage_ids[-1][2])
+        aggregate = {
+            stage: {
+                "accuracy": SeedAggregate(
+                    mean=quality, ci_low=quality, ci_high=quality, seeds=1, sd=0.0, spread=0.0
+                ).model_dump(mode="json")
+            }
+            for _, stage, _ in stage_ids
+        }
+        total = (at - self.when).total_seconds()
+        yield (
+            RunEndRow,
+            {
+                "run_id": run_id,
+                "status": "failed" if "fail" in verdicts else "succeeded",
+                "finished_at": self._stamp(at),
+                "error": None,
+                "timing": document(
+                    {
+                        "total_seconds": total,
+                        "compute_seconds": total * 0.97,
+                        "overhead_seconds": total * 0.03,
+                        "overhead_fraction": 0.03,
+                    }
+                ),
+                "aggregate": document(aggregate),
+                "exemplars": document({}),
+                "failed_stages": document([]),
+            },
+        )
+
+    def rows(self, synthesis: Synthesis) -> Iterator[Row]:
+        """Every row of the catalog, oldest first."""
+        yield from self.recipe_rows()
+        current: dict[str, tuple[str, str] | None] = dict.fromkeys(ALIASES)
+        history: dict[str, list[tuple[str, str]]] = {a: [] for a in ALIASES}
+        for index in range(self.runs):
+            yield from self.run_rows(index, synthesis)
+            if (index + 1) % ALIAS_EVERY:
+                continue
+            alias = ALIASES[(index // ALIAS_EVERY) % len(ALIASES)]
+            previous = current[alias]
+            if previous is not None and history[alias] and self.rng.random() < 0.1:
+                target, action = history[alias].pop(), "rollback"
+            else:
+                recent = self.rng.randrange(max(0, index - 50), index + 1)
+                run_id = synthesis.run_ids[recent]
+                target = (f"{run_id}/0/export", synthesis.last_artifacts[recent])
+                action = "promote"
+                if previous is not None:
+                    history[alias].append(previous)
+            current[alias] = target
+            yield (
+                AliasMoveRow,
+                {
+                    "alias": alias,
+                    "variant_id": target[0],
+                    "artifact_sha256": target[1],
+                    "previous_variant_id": previous[0] if previous else None,
+                    "action": action,
+                    "actor": "oncall",
+                    "reason": f"{action} after review",
+                    "moved_at": self._stamp(self.when),
+                },
+            )
+
+
+def synthesize(
+    catalog: Catalog, variants: int, events: int, seed: int, batch: int, progress: bool
+) -> Synthesis:
+    synthesizer = Synthesizer(variants, events, seed)
+    synthesis = Synthesis(recipe_sha256=synthesizer.recipes[0][2])
+    pending: list[Row] = []
+    appended = 0
+    started = time.perf_counter()
+
+    def flush() -> None:
+        nonlocal appended
+        catalog.append(pending)
+        for model, _ in pending:
+            name = str(model.__tablename__)
+            synthesis.counts[name] = synthesis.counts.get(name, 0) + 1
+        appended += len(pending)
+        pending.clear()
+        if progress:
+            rate = appended / (time.perf_counter() - started)
+            print(
+                f"\r  synthesising: {appended:,} / {events - 1:,} rows ({rate:,.0f}/s)",
+                end="",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    for row in synthesizer.rows(synthesis):
+        pending.append(row)
+        # Flush only between runs (a run's end closes it), so a batch holds whole runs.
+        if len(pending) >= batch and row[0] in (RunEndRow, AliasMoveRow):
+            flush()
+    if pending:
+        flush()
+    if progress:
+        print(file=sys.stderr)
+    synthesis.seconds = time.perf_counter() - started
+    return synthesis
+
+
+# --- timing ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Figure:
+    operation: str
+    unit: str  # "ms" (lower is better) or "events/s" (higher is better)
+    median: float
+    p95: float  # ms: the 95th percentile; events/s: the slowest run
+    goal: float | None  # None: no target on this backend
+    samples: int
+    note: str = ""
+
+    @property
+    def ok(self) -> bool | None:
+        if self.goal is None:
+            return None
+        return self.median >= self.goal if self.unit == "events/s" else self.median <= self.goal
+
+
+def _p95(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(0.95 * len(ordered)) - 1)]
+
+
+def timed(
+    name: str,
+    goal: float | None,
+    call: Callable[[int], Any],
+    repeat: int,
+    warmup: int,
+    note: str = "",
+) -> Figure:
+    """`call(i)` `warmup` times untimed, then `repeat` times timed: median and p95 in ms."""
+    for i in range(warmup):
+        call(i)
+    times = []
+    for i in range(repeat):
+        start = time.perf_counter()
+        call(warmup + i)
+        times.append((time.perf_counter() - start) * 1e3)
+    return Figure(name, "ms", statistics.median(times), _p95(times), goal, repeat, note)
+
+
+def stage_record(
+    rng: random.Random, seed: int, name: str, parent: str | None, evaluation: bool
+) -> tuple[StageRecord, dict[str, Any]]:
+    size = rng.randrange(1_000_000, 50_000_000)
+    artifact = f"{rng.getrandbits(256):064x}"
+    evaluations: dict[str, Any] = {}
+    if evaluation:
+        evaluations["accuracy"] = AccuracyResult(
+            accuracy=_estimate(0.9),
+            correct=450,
+            predictions=[k % 10 for k in range(TEST_SAMPLES)],
+        )
+    record = StageRecord(
+        seed=seed,
+        name=name,
+        kind="prune",
+        status="done",
+        format="torch",
+        artifact_sha256=artifact,
+        parent_sha256=parent,
+        spec_sha256=f"{rng.getrandbits(256):064x}",
+        size_bytes=size,
+        files=[{"name": "model.pt", "sha256": f"{rng.getrandbits(256):064x}", "size": size}],
+        params=size // 4,
+        nonzero_params=size // 8,
+        metrics={
+            "accuracy": _estimate(0.9),
+            "paired.accuracy_difference": _estimate(-0.01, method="tango"),
+            "size.bytes": Estimate.exact(size, unit="B", higher_is_better=False),
+        },
+        evaluations=evaluations,
+        details={"sparsity": 0.5},
+        seconds=12.5,
+        eval_seconds=1.5,
+    )
+    return record, {"name": name, "kind": "prune", "method": "magnitude", "sparsity": 0.5}
+
+
+def measure(
+    catalog: Catalog, synthesis: Synthesis, repeat: int, warmup: int, verify_runs: int, seed: int
+) -> list[Figure]:
+    rng = random.Random(seed + 1)
+    runs = synthesis.run_ids
+    figures: list[Figure] = []
+
+    def alias(_: int) -> None:
+        assert catalog.alias(rng.choice(ALIASES)) is not None
+
+    figures.append(timed("alias resolve", GOAL_ALIAS_MS, alias, repeat, warmup))
+
+    def lineage_by_id(_: int) -> None:
+        chain = catalog.lineage(f"{rng.choice(runs)}/0/{STAGES[-1][0]}")
+        assert len(chain) == len(STAGES), chain
+
+    figures.append(
+        timed(
+            "lineage (by variant id)",
+            GOAL_LINEAGE_MS,
+            lineage_by_id,
+            repeat,
+            warmup,
+            note=f"{len(STAGES)} variants",
+        )
+    )
+
+    def lineage_by_sha(_: int) -> None:
+        chain = catalog.lineage(rng.choice(synthesis.last_artifacts)[:12])
+        assert len(chain) == len(STAGES), chain
+
+    figures.append(
+        timed(
+            "lineage (by sha256 prefix)",
+            GOAL_LINEAGE_MS,
+            lineage_by_sha,
+            repeat,
+            warmup,
+            note="12 hex digits",
+        )
+    )
+
+    def first_page(_: int) -> None:
+        assert len(catalog.runs(limit=PAGE)) == min(PAGE, len(runs))
+
+    figures.append(timed("list page (newest)", GOAL_PAGE_MS, first_page, repeat, warmup))
+
+    def any_page(_: int) -> None:
+        offset = rng.randrange(max(1, len(runs) - PAGE))
+        assert catalog.runs(limit=PAGE, offset=offset)
+
+    figures.append(
+        timed(
+            "list page (random offset)",
+            GOAL_PAGE_MS,
+            any_page,
+            repeat,
+            warmup,
+            note=f"offset 0…{len(runs) - PAGE:,}",
+        )
+    )
+    recipe, count = max(synthesis.runs_of_recipe.items(), key=lambda kv: kv[1])
+
+    def recipe_page(_: int) -> None:
+        offset = rng.randrange(max(1, count - PAGE))
+        assert catalog.runs(recipe=recipe, limit=PAGE, offset=offset)
+
+    figures.append(
+        timed(
+            "list page (one recipe, random offset)",
+            GOAL_PAGE_MS,
+            recipe_page,
+            repeat,
+            warmup,
+            note=f"{count:,} runs of {recipe}",
+        )
+    )
+
+    rates = []
+    for _ in range(verify_runs):
+        start = time.perf_counter()
+        head = catalog.verify_chain()
+        rates.append(head.size / (time.perf_counter() - start))
+    figures.append(
+        Figure(
+            "audit verify (hash chain)",
+            "events/s",
+            statistics.median(rates),
+            min(rates),
+            GOAL_VERIFY_EVENTS_S,
+            verify_runs,
+            note=f"{head.size:,} events",
+        )
+    )
+
+    # Registering: new stages of a new run, one committed transaction each.
+    run_id = "run-29991231T235959Z-bench0"
+    catalog.append(
+        [
+            (
+                RunRow,
+                {
+                    "run_id": run_id,
+                    "recipe_sha256": synthesis.recipe_sha256,
+                    "recipe_name": "bench",
+                    "recipe_version": 1,
+                    "recipe_path": "bench.yaml",
+                    "signers": document([]),
+                    "seeds": document([0, 1]),
+                    "workspace": "/tmp/bench",
+                    "started_at": "2999-12-31T23:59:59.000000Z",
+                    "environment": document({}),
+                    "environment_sha256": "",
+                    "lock_sha256": "",
+                    "actor": "bench",
+                },
+            )
+        ]
+    )
+    for seed, evaluation in ((0, False), (1, True)):
+        parent: list[str | None] = [None]
+        records = [
+            stage_record(rng, seed, f"step-{i:04d}", None, evaluation)
+            for i in range(warmup + repeat)
+        ]
+
+        def register(i: int, records: list[Any] = records, parent: list[Any] = parent) -> None:
+            record, spec = records[i]
+            record.parent_sha256 = parent[0]
+            catalog.record_stage(run_id, synthesis.recipe_sha256, record, spec)
+            parent[0] = record.artifact_sha256
+
+        figures.append(
+            timed(
+                "register one variant" + (" + 1 evaluation" if evaluation else ""),
+                GOAL_REGISTER_MS if catalog.dialect == "sqlite" else None,  # a SQLite target
+                register,
+                repeat,
+                warmup,
+                note="committed" + (", 500 predictions" if evaluation else ""),
+            )
+        )
+    return figures
+
+
+# --- report ------------------------------------------------------------------------------------
+
+
+def database_size(catalog: Catalog, path: Path | None) -> int:
+    if path is not None:
+        return sum(p.stat().st_size for p in path.parent.glob(path.name + "*"))
+    with catalog.engine.connect() as conn:
+        return int(
+            conn.exec_driver_sql(
+                "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c "
+                "JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE n.nspname = current_schema() AND c.relkind = 'r'"
+            ).scalar_one()
+        )
+
+
+def server_version(catalog: Catalog) -> str:
+    if catalog.dialect == "sqlite":
+        return f"SQLite {sqlite3.sqlite_version}"
+    with catalog.engine.connect() as conn:
+        version = conn.exec_driver_sql("SHOW server_version").scalar_one()
+    return f"PostgreSQL {version}"
+
+
+def checkpoint_wal(catalog: Catalog) -> None:
+    """Fold the WAL into the database file, as a quiet catalog would be after synthesis."""
+    raw = catalog.engine.raw_connection()
+    try:
+        raw.cursor().execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        raw.close()
+
+
+def _human(size: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:,.1f} {unit}" if unit != "B" else f"{size:,.0f} B"
+        size /= 1024
+    raise AssertionError
+
+
+def report(info: dict[str, Any], figures: list[Figure]) -> None:
+    print("compressgate catalog benchmark")
+    for key, value in info["summary"].items():
+        print(f"  {key:<11} {value}")
+    head = f"{'operation':<40} {'median':>14} {'p95':>14} {'goal':>16}  result"
+    print()
+    print(head)
+    print("-" * len(head))
+    for f in figures:
+        if f.unit == "ms":
+            median, p95 = f"{f.median:.2f} ms", f"{f.p95:.2f} ms"
+            goal = f"≤ {f.goal:g} ms" if f.goal is not None else "(SQLite only)"
+        else:
+            median, p95 = f"{f.median:,.0f} ev/s", f"{f.p95:,.0f} ev/s"
+            goal = f"≥ {f.goal:,.0f} ev/s" if f.goal is not None else "-"
+        verdict = {True: "ok", False: "MISS", None: "-"}[f.ok]
+        note = f"  ({f.note})" if f.note else ""
+        print(f"{f.operation:<40} {median:>14} {p95:>14} {goal:>16}  {verdict}{note}")
+    print()
+    print(
+        "median and p95 over the timed calls (audit verify: median and slowest of the runs); "
+        f"{sum(f.ok is False for f in figures)} of {sum(f.ok is not None for f in figures)} "
+        "targets missed"
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--variants", type=int, default=VARIANTS, help="a multiple of 5")
+    parser.add_argument("--events", type=int, default=EVENTS, help="events in the chain")
+    parser.add_argument("--catalog", help="an EMPTY catalog URL (default: SQLite in a temp dir)")
+    parser.add_argument("--repeat", type=int, default=200, help="timed calls per operation")
+    parser.add_argument("--warmup", type=int, default=20, help="untimed calls before them")
+    parser.add_argument("--verify-runs", type=int, default=3, help="full chain verifications")
+    parser.add_argument("--batch", type=int, default=10_000, help="rows per append")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--keep", action="store_true", help="keep the temporary SQLite file")
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    options = parser.parse_args()
+    if options.variants < len(STAGES) or options.variants % len(STAGES):
+        parser.error(f"--variants must be a positive multiple of {len(STAGES)}")
+
+    folder = None if options.catalog else Path(tempfile.mkdtemp(prefix="cg-bench-catalog-"))
+    path = folder / "catalog.db" if folder else None
+    url = options.catalog or f"sqlite:///{path}"
+    try:
+        catalog = Catalog(url)
+        events_before = catalog.head().size
+        if events_before != 1:
+            parser.error(
+                f"{safe_url(url)} holds {events_before:,} events: give an empty catalog "
+                "(its tables are append-only: use a fresh database or schema)"
+            )
+        synthesis = synthesize(
+            catalog,
+            options.variants,
+            options.events,
+            options.seed,
+            options.batch,
+            progress=sys.stderr.isatty(),
+        )
+        size = catalog.head().size
+        assert size == options.events, (size, options.events)
+        if catalog.dialect == "sqlite":
+            checkpoint_wal(catalog)
+        else:
+            with catalog.engine.connect() as conn:
+                conn.exec_driver_sql("ANALYZE")
+                conn.commit()
+        on_disk = database_size(catalog, path)
+        catalog.close()
+        # Let the OS write back what synthesis left dirty: an fsync at commit would otherwise
+        # queue behind gigabytes of writeback and time the synthesis, not the catalog.
+        os.sync()
+        load = os.getloadavg()[0]
+        catalog = Catalog(url)  # measured on a fresh engine, as a new process would
+        figures = measure(
+            catalog, synthesis, options.repeat, options.warmup, options.verify_runs, options.seed
+        )
+        version = server_version(catalog)
+        catalog.close()
+    finally:
+        if folder is not None and not options.keep:
+            for leftover in folder.iterdir():
+                leftover.unlink()
+            folder.rmdir()
+
+    counts = ", ".join(f"{n} {t}" for t, n in sorted(synthesis.counts.items(), key=lambda i: -i[1]))
+    info = {
+        "summary": {
+            "catalog": safe_url(url) + (" (kept)" if options.keep and folder else ""),
+            "versions": f"{version}, Python {platform.python_version()}, "
+            f"SQLAlchemy {sa.__version__}",
+            "contents": f"{options.variants:,} variants in {len(synthesis.run_ids):,} runs, "
+            f"{size:,} events",
+            "rows": f"{counts} (+1 schema migration)",
+            "synthesis": f"{synthesis.seconds:.1f} s ({(size - 1) / synthesis.seconds:,.0f} "
+            f"events/s, {options.batch:,} rows per append)",
+            "size": f"{_human(on_disk)} on disk ({on_disk / size:,.0f} B per event)",
+            "timing": f"{options.repeat} timed calls after {options.warmup} warm-up per "
+            f"operation; {options.verify_runs} chain verifications; load average "
+            f"{load:.2f} on {os.cpu_count()} CPUs before timing",
+        },
+        "catalog": safe_url(url),
+        "dialect": catalog.dialect,
+        "server": version,
+        "python": platform.python_version(),
+        "sqlalchemy": sa.__version__,
+        "variants": options.variants,
+        "runs": len(synthesis.run_ids),
+        "events": size,
+        "rows": synthesis.counts,
+        "synthesis_seconds": round(synthesis.seconds, 3),
+        "load_average": round(load, 2),
+        "cpus": os.cpu_count(),
+        "bytes_on_disk": on_disk,
+        "figures": [{**asdict(f), "ok": f.ok} for f in figures],
+    }
+    if options.json:
+        del info["summary"]
+        print(json.dumps(info, indent=2))
+    else:
+        report(info, figures)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
