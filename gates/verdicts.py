@@ -100,7 +100,8 @@ def _non_inferior(
     worst = found.ci_low if higher else found.ci_high
     threshold = reference.estimate - gate.margin if higher else reference.estimate + gate.margin
     passed = worst > threshold if higher else worst < threshold
-    return _judged(passed, found, threshold, "conservative interval end", worst)
+    note = f"conservative interval end {worst:.6g} vs {threshold:.6g}"
+    return _of(found, [] if passed else [note], threshold, note)
 
 
 def _bound(gate: BoundGate, found: Estimate) -> Judgement:
@@ -114,15 +115,7 @@ def _bound(gate: BoundGate, found: Estimate) -> Judgement:
         failures.append(f"{low:.6g} < min {gate.min:g}")
     threshold = gate.max if gate.max is not None else gate.min
     what = "interval" if interval else "estimate"
-    return Judgement(
-        verdict="fail" if failures else "pass",
-        estimate=found.estimate,
-        ci_low=found.ci_low,
-        ci_high=found.ci_high,
-        n=found.n,
-        threshold=threshold,
-        note="; ".join(failures) if failures else f"{what} within the bound",
-    )
+    return _of(found, failures, threshold, f"{what} within the bound")
 
 
 def _relative(gate: RelativeGate, found: Estimate, reference: Estimate | None) -> Judgement:
@@ -142,6 +135,11 @@ def _relative(gate: RelativeGate, found: Estimate, reference: Estimate | None) -
     if gate.max_increase is not None and rise > gate.max_increase:
         failures.append(f"increase {rise:.6g} > max_increase {gate.max_increase:g}")
     threshold = gate.max_drop if gate.max_drop is not None else gate.max_increase
+    return _of(found, failures, threshold, "change within the limits")
+
+
+def _of(found: Estimate, failures: list[str], threshold: float | None, ok: str) -> Judgement:
+    """The judgement of `found`: failed with the reasons given, else passed saying `ok`."""
     return Judgement(
         verdict="fail" if failures else "pass",
         estimate=found.estimate,
@@ -149,29 +147,9 @@ def _relative(gate: RelativeGate, found: Estimate, reference: Estimate | None) -
         ci_high=found.ci_high,
         n=found.n,
         threshold=threshold,
-        note="; ".join(failures) if failures else "change within the limits",
-    )
-
-
-def _judged(passed: bool, found: Estimate, threshold: float, what: str, value: float) -> Judgement:
-    return Judgement(
-        verdict="pass" if passed else "fail",
-        estimate=found.estimate,
-        ci_low=found.ci_low,
-        ci_high=found.ci_high,
-        n=found.n,
-        threshold=threshold,
-        note=f"{what} {value:.6g} vs {threshold:.6g}",
+        note="; ".join(failures) if failures else ok,
     )
 
 
 def _missing(metric: str, found: Estimate, why: str | None = None) -> Judgement:
-    return Judgement(
-        verdict="fail",
-        estimate=found.estimate,
-        ci_low=found.ci_low,
-        ci_high=found.ci_high,
-        n=found.n,
-        threshold=None,
-        note=why or f"no baseline value of '{metric}' to compare with",
-    )
+    return _of(found, [why or f"no baseline value of '{metric}' to compare with"], None, "")

@@ -1,0 +1,116 @@
+"""Gate rules judged on recorded evidence: each rule's pass and fail, at its edges."""
+
+from __future__ import annotations
+
+import pytest
+
+from evaluators.paired import non_inferiority_counts
+from evaluators.results import Estimate, PairedResult
+from gates.verdicts import judge
+from recipes.manifest import BoundGate, NonInferiorGate, RelativeGate
+
+
+def est(value: float, low: float, high: float, *, higher: bool | None = None) -> Estimate:
+    return Estimate(
+        estimate=value, ci_low=low, ci_high=high, n=450, method="t", higher_is_better=higher
+    )
+
+
+def paired(b: int, c: int, n: int = 450) -> PairedResult:
+    return PairedResult(
+        b=b,
+        c=c,
+        n=n,
+        baseline_accuracy=0.98,
+        candidate_accuracy=0.98 + (c - b) / n,
+        difference=est((c - b) / n, -0.01, 0.01),
+        mcnemar_pvalue=1.0,
+        mcnemar_midp=1.0,
+    )
+
+
+@pytest.mark.parametrize(
+    ("b", "c", "margin", "verdict"),
+    [(0, 0, 0.02, "pass"), (3, 3, 0.02, "pass"), (20, 2, 0.02, "fail"), (0, 0, 0.005, "fail")],
+)
+def test_non_inferiority_on_accuracy_uses_the_paired_counts(
+    b: int, c: int, margin: float, verdict: str
+) -> None:
+    gate = NonInferiorGate(name="g", owner="o", metric="accuracy", margin=margin)
+    judged = judge(gate, {"accuracy": est(0.98, 0.96, 0.99)}, {}, {"paired": paired(b, c)})
+    expected = non_inferiority_counts(b, c, 450, margin=margin, alpha=0.05)
+    assert judged.verdict == verdict
+    assert judged.ci_low == pytest.approx(expected.lower_bound)
+    assert judged.pvalue == pytest.approx(expected.pvalue)
+    assert judged.threshold == -margin and judged.n == 450
+
+
+def test_non_inferiority_on_another_metric_compares_the_conservative_end() -> None:
+    gate = NonInferiorGate(name="g", owner="o", metric="fidelity.agreement", margin=0.02)
+    baseline = {"fidelity.agreement": est(1.0, 1.0, 1.0)}
+    assert judge(gate, {"fidelity.agreement": est(0.99, 0.985, 0.995)}, baseline, {}).verdict == (
+        "pass"
+    )
+    assert judge(gate, {"fidelity.agreement": est(0.99, 0.975, 0.995)}, baseline, {}).verdict == (
+        "fail"
+    )
+    lower_better = {"calibration.ece": est(0.02, 0.01, 0.03, higher=False)}
+    gate = NonInferiorGate(name="g", owner="o", metric="calibration.ece", margin=0.02)
+    assert judge(gate, lower_better, {"calibration.ece": est(0.02, 0.0, 0.04)}, {}).verdict == (
+        "pass"
+    )
+
+
+@pytest.mark.parametrize(
+    ("bound", "basis", "interval", "verdict", "says"),
+    [
+        ({"max": 0.03}, "interval", (0.01, -0.01, 0.029), "pass", "interval within the bound"),
+        ({"max": 0.03}, "interval", (0.01, -0.01, 0.0331), "fail", "0.0331 > max 0.03"),
+        ({"max": 0.03}, "estimate", (0.01, -0.01, 0.0331), "pass", "estimate within the bound"),
+        ({"min": 1.5}, "interval", (1.55, 1.49, 1.6), "fail", "1.49 < min 1.5"),
+        ({"min": 1.5, "max": 2.0}, "interval", (1.8, 1.6, 2.1), "fail", "2.1 > max 2"),
+    ],
+)
+def test_bounds_judge_the_conservative_end_of_the_interval(
+    bound: dict[str, float],
+    basis: str,
+    interval: tuple[float, float, float],
+    verdict: str,
+    says: str,
+) -> None:
+    gate = BoundGate.model_validate(
+        {"name": "g", "owner": "o", "metric": "m.x", "basis": basis, **bound}
+    )
+    judged = judge(gate, {"m.x": est(*interval)}, {}, {})
+    assert (judged.verdict, judged.note) == (verdict, says)
+
+
+@pytest.mark.parametrize(
+    ("limits", "candidate", "verdict", "says"),
+    [
+        ({"max_drop": 0.05}, (0.95, 0.94, 0.96), "pass", "change within the limits"),
+        ({"max_drop": 0.05}, (0.95, 0.92, 0.96), "fail", "drop 0.06 > max_drop 0.05"),
+        # 0.06 of 0.98 is 6.12%: within 6.1 points absolute, beyond 6.1% relative.
+        ({"max_drop": 0.061}, (0.95, 0.92, 0.96), "pass", "within"),
+        ({"max_drop": 0.061, "relative": True}, (0.95, 0.92, 0.96), "fail", "drop 0.0612245 >"),
+        ({"max_increase": 0.01}, (0.985, 0.98, 0.995), "fail", "increase 0.015 > max_increase"),
+    ],
+)
+def test_relative_limits_are_measured_from_the_baseline_estimate(
+    limits: dict[str, float], candidate: tuple[float, float, float], verdict: str, says: str
+) -> None:
+    gate = RelativeGate.model_validate({"name": "g", "owner": "o", "metric": "m.x", **limits})
+    judged = judge(gate, {"m.x": est(*candidate)}, {"m.x": est(0.98, 0.97, 0.99)}, {})
+    assert judged.verdict == verdict and says in judged.note
+
+
+def test_missing_evidence_fails_and_says_why() -> None:
+    gate = BoundGate(name="g", owner="o", metric="m.x", max=1.0)
+    judged = judge(gate, {}, {}, {})
+    assert judged.verdict == "fail" and "'m.x' was not recorded" in judged.note
+    relative = RelativeGate(name="g", owner="o", metric="m.x", max_drop=0.1, relative=True)
+    zero = {"m.x": est(0.0, 0.0, 0.0)}
+    judged = judge(relative, {"m.x": est(0.5, 0.4, 0.6)}, zero, {})
+    assert judged.verdict == "fail" and "relative change is undefined" in judged.note
+    judged = judge(relative, {"m.x": est(0.5, 0.4, 0.6)}, {}, {})
+    assert judged.verdict == "fail" and "no baseline value" in judged.note
