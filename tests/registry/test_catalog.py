@@ -877,3 +877,85 @@ def test_a_refused_catalog_leaves_no_database_connection_open(pg_catalog: str) -
         gc.collect()
     leaked = [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)]
     assert not leaked
+
+
+RECORDER = """\
+import sys, time
+from pathlib import Path
+from evaluators.results import Estimate
+from registry.catalog import Catalog
+from registry.records import RecipeRef, RunRecord, StageRecord
+url, writer, go = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3])
+deadline = time.monotonic() + 120
+while not go.exists():
+    assert time.monotonic() < deadline, "never told to go"
+    time.sleep(0.002)
+for number in range(RUNS):
+    run_id = f"run-20261123T000000Z-{writer:02d}{number:04d}"
+    record = RunRecord(
+        run_id=run_id,
+        # Every writer records the same recipe: it must be stored once.
+        recipe=RecipeRef(name="shared", version=1, sha256="ef" * 32, path="/r.yaml", signers=[]),
+        started_at="2026-11-23T00:00:00Z",
+        workspace="/ws",
+        seeds=[0],
+    )
+    with Catalog(url) as catalog:  # as `compressgate run` does: one open per run
+        catalog.record_run_start(record, recipe_content="x", envelope="{}", lock_sha256="")
+        catalog.record_seed(run_id, 0, {"test": "t"})
+        parent = None
+        for index, name in enumerate(("baseline", "distill", "int8")):
+            sha = f"{writer:02d}{number:04d}{index:02d}".ljust(64, "0")
+            stage = StageRecord(
+                seed=0, name=name, kind=name, status="done", artifact_sha256=sha,
+                parent_sha256=parent,
+                metrics={"accuracy": Estimate(estimate=0.9, ci_low=0.8, ci_high=0.95, n=9,
+                                              method="w")},
+            )
+            catalog.record_stage(run_id, record.recipe.sha256, stage, {"name": name})
+            record.stages.append(stage)
+            parent = sha
+        record.status = "succeeded"
+        catalog.record_run_end(record)
+"""
+RUNS_PER_WRITER = 3
+
+
+def test_concurrent_processes_recording_runs_lose_nothing(catalog_url: str, tmp_path: Path) -> None:
+    go = tmp_path / "go"
+    with Catalog(catalog_url) as catalog:
+        initial = catalog.head().size
+    script = RECORDER.replace("RUNS", str(RUNS_PER_WRITER))
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, catalog_url, str(writer), str(go)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        for writer in range(WRITERS)
+    ]
+    try:
+        time.sleep(1.0)  # let them all import and wait
+        go.touch()
+        outputs = [p.communicate(timeout=300)[0].decode() for p in processes]
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    assert [p.returncode for p in processes] == [0] * WRITERS, outputs
+    runs = WRITERS * RUNS_PER_WRITER
+    # Per run: start, seed, three variants, end; plus the shared recipe once.
+    expected = initial + 1 + runs * 6
+    with Catalog(catalog_url) as catalog:
+        head = catalog.verify_chain()
+        assert head.size == expected
+        assert catalog.verify_rows() == expected
+        listed = catalog.runs(limit=1000)
+        assert len(listed) == runs and {r.status for r in listed} == {"succeeded"}
+        for run in listed:
+            assert [s.name for s in catalog.run(run.run_id).stages] == [
+                "baseline",
+                "distill",
+                "int8",
+            ]
