@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import pytest
 
 from evaluators.paired import non_inferiority_counts
@@ -114,3 +117,28 @@ def test_missing_evidence_fails_and_says_why() -> None:
     assert judged.verdict == "fail" and "relative change is undefined" in judged.note
     judged = judge(relative, {"m.x": est(0.5, 0.4, 0.6)}, {}, {})
     assert judged.verdict == "fail" and "no baseline value" in judged.note
+
+
+def test_a_non_inferiority_gate_rarely_passes_a_candidate_worse_by_exactly_the_margin() -> None:
+    """Over 1,000 simulated paired datasets of 450 samples where the candidate is truly worse
+    by the margin (3% of samples right only for the baseline, 1% only for the candidate), the
+    gate at confidence 0.95 passes at most 5% of the time, plus three Monte-Carlo errors."""
+    rng = np.random.default_rng(20261123)
+    n, margin, datasets = 450, 0.02, 1000
+    gate = NonInferiorGate(name="g", owner="o", metric="accuracy", margin=margin)
+    counts = rng.multinomial(n, [0.03, 0.01, 0.96], size=datasets)
+    passed = sum(
+        judge(gate, {"accuracy": est(0.97, 0.95, 0.98)}, {}, {"paired": paired(b, c)}).verdict
+        == "pass"
+        for b, c, _ in counts
+    )
+    rate = passed / datasets
+    assert rate <= 0.05 + 3 * math.sqrt(0.05 * 0.95 / datasets)
+    # And it is not a gate that never passes: truly equal models pass most of the time.
+    equal = rng.multinomial(n, [0.02, 0.02, 0.96], size=200)
+    passes = sum(
+        judge(gate, {"accuracy": est(0.97, 0.95, 0.98)}, {}, {"paired": paired(b, c)}).verdict
+        == "pass"
+        for b, c, _ in equal
+    )
+    assert passes / 200 > 0.5
