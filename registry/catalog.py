@@ -1195,16 +1195,6 @@ class Catalog:
         first = min((r for r in rows if r["run_id"] == newest), key=lambda r: r["event_seq"])
         return _variant_record(dict(first))
 
-    def variants_of(self, run_id: str) -> list[VariantRecord]:
-        variants = _table(VariantRow)
-        with self._reading() as conn:
-            rows = conn.execute(
-                sa.select(variants)
-                .where(variants.c.run_id == run_id)
-                .order_by(variants.c.event_seq)
-            ).mappings()
-            return [_variant_record(dict(r)) for r in rows]
-
     def records_of_artifact(self, sha256: str) -> list[VariantRecord]:
         variants = _table(VariantRow)
         with self._reading() as conn:
