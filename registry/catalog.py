@@ -591,20 +591,6 @@ def safe_url(url: str) -> str:
         return "<unparseable catalog URL>"
 
 
-def _bool(value: Any) -> bool:
-    return bool(value)
-
-
-_BOOLEAN_COLUMNS = {"variants": ("cached",)}
-
-
-def _normalised(table: str, row: dict[str, Any]) -> dict[str, Any]:
-    """A row as read back, in the types it was written with (SQLite gives booleans as 0/1)."""
-    for column in _BOOLEAN_COLUMNS.get(table, ()):
-        row[column] = _bool(row[column])
-    return row
-
-
 # --- the repository ----------------------------------------------------------------------------
 
 
@@ -1394,7 +1380,8 @@ class Catalog:
                     events, events.c.seq == table.c.event_seq
                 )
                 for mapping in conn.execution_options(yield_per=5000).execute(query).mappings():
-                    row = _normalised(name, {k: v for k, v in mapping.items() if k != "_content"})
+                    # As written: SQLite gives booleans back as 0/1.
+                    row = _coerced(model, {k: v for k, v in mapping.items() if k != "_content"})
                     if _sha(event_body(name, row)) != mapping["_content"]:
                         key = ", ".join(f"{c}={row[c]}" for c in _unique_columns(name)[:1])
                         raise IntegrityError(

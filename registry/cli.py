@@ -322,7 +322,7 @@ def _run_table(summary: Any) -> None:
         )
     Console(width=180).print(table)
     _seeds_table(summary)
-    _decisions_table([_Shown(**d) for d in summary.gates])
+    _decisions_table(summary.gates)
     click.echo(f"status: {summary.status}; recorded in the catalog {summary.record}")
     for mismatch in summary.environment_mismatches:
         click.echo(f"warning: environment differs from the lock: {mismatch}")
@@ -589,7 +589,7 @@ def catalog_show(ref: str, workspace: Path | None, catalog: str | None, as_json:
             _emit(record)
             return
         _run_table(api.summarize(record, where))
-        _decisions_table(decisions)
+        _decisions_table([d.model_dump() for d in decisions])
         return
     shown = api.catalog_show_variant(ref, workspace=workspace, catalog=catalog)
     if as_json:
@@ -603,17 +603,11 @@ def catalog_show(ref: str, workspace: Path | None, catalog: str | None, as_json:
     click.echo(f"  aliases: {', '.join(shown.aliases) or '-'}")
     click.echo("  promotable: yes" if shown.promotable else f"  promotable: no ({shown.problem})")
     _metric_table(v.metrics)
-    _decisions_table(shown.decisions)
+    _decisions_table([d.model_dump() for d in shown.decisions])
 
 
-class _Shown:
-    """Attribute access to a decision given as a dict."""
-
-    def __init__(self, **fields: Any) -> None:
-        self.__dict__.update(fields)
-
-
-def _decisions_table(decisions: Sequence[Any]) -> None:
+def _decisions_table(decisions: Sequence[dict[str, Any]]) -> None:
+    """The gate decisions (as `Decision` dicts), one row per gate and seed."""
     if not decisions:
         return
     from rich.console import Console
@@ -623,20 +617,17 @@ def _decisions_table(decisions: Sequence[Any]) -> None:
     for column in ("seed", "gate", "stage", "metric", "estimate", "interval", "verdict", "owner"):
         table.add_column(column)
     for d in decisions:
-        interval = (
-            f"[{_opt(d.ci_low)}, {_opt(d.ci_high)}]"
-            if d.ci_low is not None or d.ci_high is not None
-            else "-"
-        )
+        low, high = d["ci_low"], d["ci_high"]
+        interval = f"[{_opt(low)}, {_opt(high)}]" if low is not None or high is not None else "-"
         table.add_row(
-            str(d.seed),
-            d.gate,
-            d.stage,
-            d.metric,
-            _opt(d.estimate),
+            str(d["seed"]),
+            d["gate"],
+            d["stage"],
+            d["metric"],
+            _opt(d["estimate"]),
             interval,
-            f"{d.verdict} ({d.note})",
-            d.owner,
+            f"{d['verdict']} ({d['note']})",
+            d["owner"],
         )
     Console(width=200).print(table)
 
