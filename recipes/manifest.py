@@ -372,11 +372,44 @@ STAGE_KINDS: tuple[str, ...] = ("distill", "prune", "quantize", "export")
 # --- gates -------------------------------------------------------------------------------------
 
 
+SeedPolicy = Literal["every", "mean", "worst"]
+SEED_POLICIES: dict[str, str] = {
+    "every": "every seed must pass on its own",
+    "mean": "the interval of the mean over the seeds (Student t) is judged",
+    "worst": "the seed with the worst estimate is judged",
+}
+
+
+class Planning(Spec):
+    """What a power check assumes: how often the candidate's prediction differs from the
+    baseline's, and the chance the gate should have of passing a candidate that is truly as
+    good as the baseline."""
+
+    discordance: float = Field(
+        default=0.02,
+        gt=0,
+        lt=1,
+        description="share of test samples on which the candidate and the baseline disagree",
+    )
+    power: float = Field(default=0.8, gt=0.5, lt=1)
+
+
 class GateBase(Spec):
     name: Name
     owner: Name
     metric: MetricName
-    after: Name | None = Field(default=None, description="a stage name; default: the last stage")
+    after: Name | None = Field(
+        default=None,
+        description="a stage name; default: the last stage. A gate that fails after an "
+        "intermediate stage stops the pipeline before the later stages run",
+    )
+    seeds: SeedPolicy = Field(
+        default="every", description="; ".join(f"{k}: {v}" for k, v in SEED_POLICIES.items())
+    )
+    approval: Literal["none", "required"] = Field(
+        default="none", description="required: a passing gate waits for its owner's signed approval"
+    )
+    planning: Planning = Field(default_factory=Planning)
     description: str = ""
 
     def where(self) -> str:
@@ -544,6 +577,12 @@ def recipe_issues(recipe: Recipe) -> Iterator[tuple[Loc, str]]:
         gate_names.add(gate.name)
         if gate.after is not None and gate.after not in stage_names:
             yield ("gates", index, "after"), f"no stage is named '{gate.after}'; stages: {known}"
+        if gate.seeds == "mean" and len(recipe.seeds) < 2:
+            yield (
+                ("gates", index, "seeds"),
+                f"'mean' judges the interval of the mean over the seeds and needs at least two "
+                f"seeds (the recipe has {len(recipe.seeds)}); use 'every' or add seeds",
+            )
     yield from _format_issues(recipe)
     yield from _evaluator_issues(recipe)
     if (

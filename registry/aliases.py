@@ -1,65 +1,83 @@
-"""Aliases (`production`, `staging`): promotion of variants whose gates passed, and rollback.
+"""Aliases (`production`, `staging`): promotion of approved variants, and rollback.
 
 An alias points to a variant by an event in the catalog; it is never edited. Promotion records
-a move to a variant all of whose gates passed: every gate decision recorded for its run and seed
-on its own stage or on a stage before it, with at least one gate on its own stage. Rollback
-records a move back to the alias's previous known-good variant: the newest earlier target that
-was not itself rolled back from and whose gates still all pass.
+a move to a variant whose run's review is `approved` (every gate passed, was approved or was
+waived by its owner, as checked now against the trust file) and which every gate judged: each
+gate's stage is the variant's own or one before it, at least one its own. Rollback records a
+move back to the alias's previous known-good variant: the newest earlier target that was not
+itself rolled back from and whose run is still approved (a waiver may have expired since).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
-from registry.catalog import AliasMove, Catalog, Decision, VariantRecord
+from gates.review import ReviewStatus
+from registry.catalog import AliasMove, Catalog, VariantRecord
 from registry.errors import ManifestError, NotFoundError, Refused
+from registry.review import load_trust_for, status
 
 
 @dataclass(frozen=True)
 class GateStatus:
     variant: VariantRecord
-    decisions: tuple[Decision, ...]
-    problem: str | None  # None: every gate passed
+    review: ReviewStatus | None
+    problem: str | None  # None: the variant may be promoted
 
     @property
     def passed(self) -> bool:
         return self.problem is None
 
 
-def gate_status(catalog: Catalog, variant: VariantRecord) -> GateStatus:
-    """Whether every gate that judges `variant` or one of its ancestors passed."""
+def gate_status(catalog: Catalog, variant: VariantRecord, trust: Path | None) -> GateStatus:
+    """Whether `variant` may be promoted: its run's review is `approved` (every gate passed,
+    was approved or waived by its owner), and every gate judged its stage or one before it,
+    at least one its own stage."""
+    run = variant.run_id
+    found = status(catalog, run, load_trust_for(catalog, run, trust))
+    if found.status != "approved":
+        return GateStatus(
+            variant, found, f"run {run} is {found.status}: {'; '.join(found.reasons)}"
+        )
     chain = {v.stage for v in catalog.lineage(variant.id)}
-    decisions = tuple(
-        d
-        for d in catalog.decisions(run_id=variant.run_id)
-        if d.seed == variant.seed and d.stage in chain
-    )
-    failed = [d for d in decisions if d.verdict != "pass"]
-    if failed:
-        shown = "; ".join(f"gate '{d.gate}' ({d.stage}): {d.note}" for d in failed)
-        return GateStatus(variant, decisions, f"gate(s) failed: {shown}")
-    if not any(d.stage == variant.stage for d in decisions):
+    later = [g.decision for g in found.gates if g.decision.stage not in chain]
+    if later:
+        shown = ", ".join(f"'{d.gate}' (after {d.stage})" for d in later)
         return GateStatus(
             variant,
-            decisions,
-            f"no gate judged stage '{variant.stage}' of run {variant.run_id} (seed "
-            f"{variant.seed}): only a variant a gate has passed can be promoted",
+            found,
+            f"gate(s) {shown} judge a stage after '{variant.stage}': promote the variant they "
+            "judged, or a later one",
         )
-    return GateStatus(variant, decisions, None)
+    if not any(g.decision.stage == variant.stage for g in found.gates):
+        return GateStatus(
+            variant,
+            found,
+            f"no gate judged stage '{variant.stage}' of run {run}: only a variant a gate has "
+            "passed can be promoted",
+        )
+    return GateStatus(variant, found, None)
 
 
 def promote(
-    catalog: Catalog, ref: str, alias: str, *, reason: str, actor: str | None = None
+    catalog: Catalog,
+    ref: str,
+    alias: str,
+    *,
+    reason: str,
+    actor: str | None = None,
+    trust: Path | None = None,
 ) -> tuple[AliasMove, bool]:
     """Point `alias` at the variant `ref`; returns the move and whether the alias changed."""
     _check_alias(alias)
-    status = _best_record(catalog, ref)
-    variant = status.variant
-    if not status.passed:
+    best = _best_record(catalog, ref, trust)
+    variant = best.variant
+    if not best.passed:
         raise Refused(
             f"variant {variant.id} ({variant.artifact_sha256[:12]}) cannot be promoted to "
-            f"{alias}: {status.problem}",
-            hint="`compressgate catalog show RUN` shows the gate decisions",
+            f"{alias}: {best.problem}",
+            hint=f"`compressgate review status {variant.run_id}` shows each gate and its owner",
         )
     current = catalog.alias(alias)
     if current is not None and current.variant_id == variant.id:
@@ -82,6 +100,7 @@ def rollback(
     to: str | None = None,
     reason: str | None = None,
     actor: str | None = None,
+    trust: Path | None = None,
 ) -> AliasMove:
     """Move `alias` back to its previous known-good variant, or to `to`."""
     _check_alias(alias)
@@ -96,11 +115,11 @@ def rollback(
         target = catalog.variant(to)
         if target.id == current:
             raise ManifestError(f"alias {alias} already points to {target.id}; nothing changed")
-        status = gate_status(catalog, target)
-        if not status.passed:
-            raise Refused(f"cannot roll {alias} back to {target.id}: {status.problem}")
+        checked = gate_status(catalog, target, trust)
+        if not checked.passed:
+            raise Refused(f"cannot roll {alias} back to {target.id}: {checked.problem}")
     else:
-        target = _known_good(catalog, alias, history)
+        target = _known_good(catalog, alias, history, trust)
     return catalog.move_alias(
         alias,
         target,
@@ -111,20 +130,22 @@ def rollback(
     )
 
 
-def _best_record(catalog: Catalog, ref: str) -> GateStatus:
+def _best_record(catalog: Catalog, ref: str, trust: Path | None) -> GateStatus:
     """The gate status of the variant `ref` names. A sha256 prefix names bytes that several
     records may share (an export repeats int8's bytes; a cached stage repeats an earlier run's):
     the newest record whose gates all passed is taken, else the newest record."""
     variant = catalog.variant(ref)
     if "/" in ref:
-        return gate_status(catalog, variant)
+        return gate_status(catalog, variant, trust)
     statuses = [
-        gate_status(catalog, v) for v in catalog.records_of_artifact(variant.artifact_sha256)
+        gate_status(catalog, v, trust) for v in catalog.records_of_artifact(variant.artifact_sha256)
     ]
-    return next((s for s in statuses if s.passed), gate_status(catalog, variant))
+    return next((s for s in statuses if s.passed), gate_status(catalog, variant, trust))
 
 
-def _known_good(catalog: Catalog, alias: str, history: list[AliasMove]) -> VariantRecord:
+def _known_good(
+    catalog: Catalog, alias: str, history: list[AliasMove], trust: Path | None
+) -> VariantRecord:
     """The newest earlier target not rolled back from and whose gates all still pass."""
     current = history[-1].variant_id
     rolled_back_from = {m.previous_variant_id for m in history if m.action == "rollback"}
@@ -132,7 +153,7 @@ def _known_good(catalog: Catalog, alias: str, history: list[AliasMove]) -> Varia
         if move.variant_id in rolled_back_from or move.variant_id == current:
             continue
         candidate = catalog.variant(move.variant_id)
-        if gate_status(catalog, candidate).passed:
+        if gate_status(catalog, candidate, trust).passed:
             return candidate
     raise NotFoundError(
         f"alias {alias} has no earlier known-good variant to roll back to",

@@ -522,7 +522,12 @@ def catalog_show_variant(
 
     with open_catalog(workspace, catalog) as records:
         variant = records.variant(ref)
-        status = gate_status(records, variant)
+        try:
+            status = gate_status(records, variant, None)
+            promotable, problem = status.passed, status.problem
+        except NotFoundError as exc:  # no trust file to check the sign-offs with
+            promotable, problem = False, str(exc)
+        decisions = [d for d in records.decisions(run_id=variant.run_id) if d.seed == variant.seed]
         run = records.run(variant.run_id)
         kinds = list(run.stage(variant.seed, variant.stage).evaluations)
         aliases = [
@@ -530,11 +535,11 @@ def catalog_show_variant(
         ]
     return VariantShow(
         variant=variant,
-        decisions=list(status.decisions),
+        decisions=decisions,
         evaluations=kinds,
         aliases=aliases,
-        promotable=status.passed,
-        problem=status.problem,
+        promotable=promotable,
+        problem=problem,
     )
 
 
@@ -597,13 +602,16 @@ def promote_variant(
     actor: str | None = None,
     workspace: Path | None = None,
     catalog: str | None = None,
+    trust_path: Path | None = None,
 ) -> AliasResult:
-    """Point an alias at a variant whose gates all passed (exit 1 otherwise)."""
+    """Point an alias at a variant of an approved run (exit 1 otherwise)."""
     from registry.aliases import promote
     from registry.views import AliasResult
 
     with open_catalog(workspace, catalog) as records:
-        move, changed = promote(records, ref, alias, reason=reason or "promoted", actor=actor)
+        move, changed = promote(
+            records, ref, alias, reason=reason or "promoted", actor=actor, trust=trust_path
+        )
     return AliasResult(alias=alias, changed=changed, move=move)
 
 
@@ -615,13 +623,14 @@ def rollback_alias(
     actor: str | None = None,
     workspace: Path | None = None,
     catalog: str | None = None,
+    trust_path: Path | None = None,
 ) -> AliasResult:
     """Move an alias back to its previous known-good variant (or to `to`)."""
     from registry.aliases import rollback
     from registry.views import AliasResult
 
     with open_catalog(workspace, catalog) as records:
-        move = rollback(records, alias, to=to, reason=reason, actor=actor)
+        move = rollback(records, alias, to=to, reason=reason, actor=actor, trust=trust_path)
     return AliasResult(alias=alias, changed=True, move=move)
 
 
@@ -663,3 +672,161 @@ def audit_checkpoint(
     key = load_private_key(key_path)
     with open_catalog(workspace, catalog) as records:
         return checkpoint(records, key)
+
+
+# --- gated review ----------------------------------------------------------------------------
+
+
+def power_checks(path: Path, loaded: Any = None) -> tuple[list[dict[str, Any]], str | None]:
+    """Each statistical gate's power check at the recipe's test split size (the loader is run
+    for the first seed), or no checks and the reason they could not be made."""
+    from gates.power import check_recipe, sample_sizes
+    from registry.executor import load_splits
+
+    loaded = loaded or load_recipe(path)
+    recipe = loaded.recipe
+    if not recipe.gates:
+        return [], None
+    try:
+        splits = load_splits(recipe, path.parent.resolve(), recipe.seeds[0])
+    except CompressgateError as exc:
+        return [], f"the data loader failed, so the gates' power was not checked: {exc}"
+    checks = check_recipe(recipe, sample_sizes(splits))
+    return [c.model_dump(mode="json") for c in checks], None
+
+
+class SubmitResult(ApiResult):
+    """What `compressgate submit --json` prints: the run and its review."""
+
+    run: RunSummary
+    review: dict[str, Any]
+    power: list[dict[str, Any]] = []
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.review["status"] == "rejected" else 0
+
+
+def submit(
+    path: Path,
+    *,
+    trust_path: Path | None = None,
+    workspace: Path | None = None,
+    force: bool = False,
+    progress: bool = False,
+    catalog: str | None = None,
+) -> SubmitResult:
+    """Verify the signature and trust, run the recipe, judge its gates: the run's review."""
+    from recipes.signing import verify_recipe as verify
+    from registry.review import status
+
+    trust_file = _trust_for(path, trust_path)
+    trust = load_trust(trust_file)
+    verified = verify(path, trust, trust_source=str(trust_file))  # exit 3 before any work
+    power, _ = power_checks(path, verified.loaded)
+    summary = run_recipe(
+        path,
+        trust_path=trust_file,
+        workspace=workspace,
+        force=force,
+        progress=progress,
+        catalog=catalog,
+    )
+    with open_catalog(workspace, catalog) as records:
+        found = status(records, summary.run_id, trust)
+    return SubmitResult(run=summary, review=found.model_dump(mode="json"), power=power)
+
+
+def review_status(
+    run_id: str | None,
+    *,
+    trust_path: Path | None = None,
+    workspace: Path | None = None,
+    catalog: str | None = None,
+    limit: int = 10,
+) -> list[Any]:
+    """The review status of a run (or of the newest `limit` runs), sign-offs checked now."""
+    from registry.review import load_trust_for, status
+
+    with open_catalog(workspace, catalog) as records:
+        ids = [run_id] if run_id else [r.run_id for r in records.runs(limit=limit)]
+        return [status(records, rid, load_trust_for(records, rid, trust_path)) for rid in ids]
+
+
+class SignoffResult(ApiResult):
+    signoff: dict[str, Any]
+    review: dict[str, Any]
+    envelope: str | None = None  # where the envelope was written, with --out
+
+
+def sign_off(
+    run_id: str,
+    gate: str,
+    *,
+    kind: str,
+    key_path: Path | None = None,
+    envelope_path: Path | None = None,
+    reason: str | None = None,
+    expires: str | None = None,
+    out: Path | None = None,
+    trust_path: Path | None = None,
+    workspace: Path | None = None,
+    catalog: str | None = None,
+) -> SignoffResult:
+    """Sign with the owner's key (or take a signed envelope) and record an approval or
+    waiver of one gate of one run."""
+    from registry.dsse import Envelope
+    from registry.files import write_atomic
+    from registry.review import load_trust_for, status
+    from registry.review import sign_off as record
+
+    if (key_path is None) == (envelope_path is None):
+        raise ManifestError("give exactly one of --key KEY and --envelope FILE")
+    when = _expiry(expires) if expires else None
+    key = load_private_key(key_path) if key_path is not None else None
+    envelope = None
+    if envelope_path is not None:
+        try:
+            data = envelope_path.read_bytes()
+        except FileNotFoundError:
+            raise NotFoundError(f"envelope {envelope_path} not found") from None
+        envelope = Envelope.from_json(data, source=str(envelope_path))
+    with open_catalog(workspace, catalog) as records:
+        trust = load_trust_for(records, run_id, trust_path)
+        checked, signed = record(
+            records,
+            run_id,
+            gate,
+            kind=kind,  # type: ignore[arg-type]
+            trust=trust,
+            key=key,
+            envelope=envelope,
+            reason=reason,
+            expires=when,
+            source=str(envelope_path) if envelope_path else "the sign-off",
+        )
+        found = status(records, run_id, trust)
+    if out is not None:
+        write_atomic(out, signed.to_json())
+    return SignoffResult(
+        signoff=checked.model_dump(mode="json"),
+        review=found.model_dump(mode="json"),
+        envelope=str(out) if out else None,
+    )
+
+
+def _expiry(text: str) -> Any:
+    """--expires: a date (the waiver counts through that day, UTC) or an ISO 8601 time."""
+    from datetime import UTC, date, datetime, timedelta
+
+    try:
+        if len(text) == 10:
+            day = date.fromisoformat(text)
+            return datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(days=1)
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ManifestError(
+            f"--expires {text!r} is not a date",
+            hint="give YYYY-MM-DD (counts through that day, UTC) or an ISO 8601 time",
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

@@ -43,12 +43,14 @@ from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Field, SQLModel
 
 from evaluators.results import Estimate, ExemplarsResult, SeedAggregate
+from gates.review import GateDecision, SeedVerdict
 from registry.errors import (
     CompressgateError,
     EnvironmentMismatch,
     IntegrityError,
     ManifestError,
     NotFoundError,
+    Refused,
 )
 from registry.records import RecipeRef, RunRecord, StageRecord, Timing
 
@@ -197,6 +199,34 @@ class GateDecisionRow(SQLModel, table=True):
     event_seq: int = Field(unique=True)
 
 
+class GateVerdictRow(SQLModel, table=True):
+    """One gate of one run, decided over its seeds by the gate's seeds policy (schema v2)."""
+
+    __tablename__ = "gate_verdicts"
+    id: str = Field(primary_key=True)  # run_id/gate
+    run_id: str = Field(index=True)
+    gate: str
+    owner: str
+    metric: str
+    stage: str
+    policy: str
+    approval: str
+    rule: str  # the gate spec as JSON
+    estimate: float | None = None
+    ci_low: float | None = None
+    ci_high: float | None = None
+    n: int | None = None
+    threshold: float | None = None
+    pvalue: float | None = None
+    verdict: str
+    note: str
+    seeds: str  # each seed's judgement, as JSON
+    power: str  # the power check, as JSON (null when the rule has none)
+    evidence_sha256: str
+    decided_at: str
+    event_seq: int = Field(unique=True)
+
+
 class ApprovalRow(SQLModel, table=True):
     __tablename__ = "approvals"
     id: str = Field(primary_key=True)  # sha256 of the envelope
@@ -239,6 +269,7 @@ ROW_TABLES: tuple[type[SQLModel], ...] = (
     GateDecisionRow,
     ApprovalRow,
     AliasMoveRow,
+    GateVerdictRow,
 )
 TABLES: tuple[type[SQLModel], ...] = (Event, *ROW_TABLES)
 _BY_NAME: dict[str, type[SQLModel]] = {t.__tablename__: t for t in ROW_TABLES}  # type: ignore[misc]
@@ -251,6 +282,7 @@ DOCUMENTS: dict[str, frozenset[str]] = {
     "variants": frozenset({"spec", "files", "metrics", "details"}),
     "evaluations": frozenset({"result"}),
     "gate_decisions": frozenset({"rule"}),
+    "gate_verdicts": frozenset({"rule", "seeds", "power"}),
     "approvals": frozenset({"envelope"}),
 }
 
@@ -348,7 +380,22 @@ def _ddl_v1(dialect: str) -> list[str]:
             reason TEXT NOT NULL, moved_at TEXT NOT NULL)""",
         "CREATE INDEX ix_alias_moves_alias ON alias_moves (alias, event_seq)",
     ]
-    return statements + [s for t in TABLES for s in _guards(dialect, _name(t))]
+    return statements + [s for table in _V1_TABLES for s in _guards(dialect, table)]
+
+
+_V1_TABLES = (
+    "events",
+    "schema_migrations",
+    "recipes",
+    "runs",
+    "run_seeds",
+    "run_ends",
+    "variants",
+    "evaluations",
+    "gate_decisions",
+    "approvals",
+    "alias_moves",
+)
 
 
 def _guards(dialect: str, table: str) -> list[str]:
@@ -403,7 +450,31 @@ def _v1(dialect: str) -> list[str]:
     return ([_PG_FUNCTION] if dialect == "postgresql" else []) + _ddl_v1(dialect)
 
 
-MIGRATIONS: tuple[Migration, ...] = (Migration(1, "initial schema", _v1),)
+def _v2(dialect: str) -> list[str]:
+    """Run-level gate decisions: one row per gate of a run, decided by its seeds policy.
+
+    Approvals and waivers go to v1's `approvals` table: its `variant_id` is the variant the
+    gate judged for the run's first seed; the envelope binds every judged variant."""
+    double = "DOUBLE PRECISION"
+    return [
+        f"""CREATE TABLE gate_verdicts (
+            id TEXT PRIMARY KEY, run_id TEXT NOT NULL REFERENCES runs(run_id),
+            gate TEXT NOT NULL, owner TEXT NOT NULL, metric TEXT NOT NULL, stage TEXT NOT NULL,
+            policy TEXT NOT NULL, approval TEXT NOT NULL, rule TEXT NOT NULL,
+            estimate {double}, ci_low {double}, ci_high {double}, n BIGINT, threshold {double},
+            pvalue {double}, verdict TEXT NOT NULL, note TEXT NOT NULL, seeds TEXT NOT NULL,
+            power TEXT NOT NULL, evidence_sha256 TEXT NOT NULL, decided_at TEXT NOT NULL,
+            event_seq BIGINT NOT NULL UNIQUE REFERENCES events(seq))""",
+        "CREATE INDEX ix_gate_verdicts_run_id ON gate_verdicts (run_id)",
+        "CREATE INDEX ix_approvals_run_id ON approvals (run_id, gate)",
+        *_guards(dialect, "gate_verdicts"),
+    ]
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "initial schema", _v1),
+    Migration(2, "run-level gate decisions", _v2),
+)
 SCHEMA_VERSION = MIGRATIONS[-1].version
 
 
@@ -941,8 +1012,14 @@ class Catalog:
             )
         self.append(rows)
 
-    def record_run_end(self, record: RunRecord, decisions: Sequence[Decision] = ()) -> None:
-        """The run's outcome (and its gate decisions) in one transaction."""
+    def record_run_end(
+        self,
+        record: RunRecord,
+        decisions: Sequence[Decision] = (),
+        verdicts: Sequence[GateDecision] = (),
+    ) -> None:
+        """The run's outcome, its per-seed gate judgements and its gate decisions, in one
+        transaction."""
         failed = [s.model_dump(mode="json") for s in record.stages if s.status == "failed"]
         rows: list[tuple[type[SQLModel], dict[str, Any]]] = [
             (
@@ -954,6 +1031,19 @@ class Catalog:
                 },
             )
             for d in decisions
+        ]
+        rows += [
+            (
+                GateVerdictRow,
+                {
+                    **v.model_dump(mode="json", exclude={"rule", "seeds", "power"}),
+                    "id": f"{v.run_id}/{v.gate}",
+                    "rule": document(v.rule),
+                    "seeds": document([s.model_dump(mode="json") for s in v.seeds]),
+                    "power": document(v.power),
+                },
+            )
+            for v in verdicts
         ]
         rows.append(
             (
@@ -1235,6 +1325,64 @@ class Catalog:
                 )
                 for r in conn.execute(query).mappings()
             ]
+
+    def gate_verdicts(self, run_id: str) -> list[GateDecision]:
+        """The run's gate decisions (one per gate, by its seeds policy), in recipe order."""
+        table = _table(GateVerdictRow)
+        query = sa.select(table).where(table.c.run_id == run_id).order_by(table.c.event_seq)
+        with self._reading() as conn:
+            return [
+                GateDecision(
+                    **{
+                        k: v
+                        for k, v in r.items()
+                        if k not in ("id", "rule", "seeds", "power", "event_seq")
+                    },
+                    rule=json.loads(r["rule"]),
+                    seeds=[SeedVerdict.model_validate(s) for s in json.loads(r["seeds"])],
+                    power=json.loads(r["power"]),
+                )
+                for r in conn.execute(query).mappings()
+            ]
+
+    def record_signoff(self, row: dict[str, Any]) -> int:
+        """Record an approval or a waiver (the caller has checked its envelope); its id is the
+        envelope's sha256, so the same envelope is recorded once."""
+        table = _table(ApprovalRow)
+        with self._writing() as conn:
+            taken = conn.execute(sa.select(table.c.id).where(table.c.id == row["id"])).first()
+            if taken is not None:
+                raise Refused(
+                    f"this {row['kind']} is already recorded for run {row['run_id']}",
+                    hint="`compressgate review status` shows it",
+                )
+            (seq,) = self._append(conn, [(ApprovalRow, row)])
+            return seq
+
+    def signoffs(self, run_id: str) -> list[dict[str, Any]]:
+        """The approvals and waivers recorded for a run, oldest first, as stored."""
+        table = _table(ApprovalRow)
+        query = sa.select(table).where(table.c.run_id == run_id).order_by(table.c.event_seq)
+        with self._reading() as conn:
+            return [dict(r) for r in conn.execute(query).mappings()]
+
+    def reusable_run(self, recipe_sha256: str, environment_sha256: str) -> str | None:
+        """The newest finished run of this exact recipe in this exact environment, if any."""
+        runs, ends = _table(RunRow), _table(RunEndRow)
+        query = (
+            sa.select(runs.c.run_id)
+            .select_from(runs.join(ends, ends.c.run_id == runs.c.run_id))
+            .where(
+                runs.c.recipe_sha256 == recipe_sha256,
+                runs.c.environment_sha256 == environment_sha256,
+                ends.c.status.in_(("succeeded", "stopped")),
+            )
+            .order_by(runs.c.run_id.desc())
+            .limit(1)
+        )
+        with self._reading() as conn:
+            found = conn.execute(query).scalar()
+        return None if found is None else str(found)
 
     # -- aliases
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +27,13 @@ TRUST_OPTION = click.option(
     type=FILE,
     envvar="COMPRESSGATE_TRUST",
     help="Trust file of owners and keys [default: trust.yaml beside the recipe].",
+)
+RUN_TRUST_OPTION = click.option(
+    "--trust",
+    type=FILE,
+    envvar="COMPRESSGATE_TRUST",
+    help="Trust file the sign-offs are checked against [default: trust.yaml beside the "
+    "recipe the run recorded].",
 )
 JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 
@@ -726,11 +733,231 @@ def _move_line(move: Any) -> str:
     )
 
 
+@cli.command("submit")
+@click.argument("file", type=FILE)
+@TRUST_OPTION
+@WORKSPACE_OPTION
+@CATALOG_OPTION
+@click.option("--force", is_flag=True, help="Recompute every stage, ignoring the stage cache.")
+@JSON_OPTION
+def submit(
+    file: Path,
+    trust: Path | None,
+    workspace: Path | None,
+    catalog: str | None,
+    force: bool,
+    as_json: bool,
+) -> None:
+    """Submit a signed recipe for gated review: verify, run, judge the gates (exit 0 or 1).
+
+    The signature and the signers' trust are checked first (exit 3). Each statistical gate's
+    power at the test split's size is checked and an underpowered gate is flagged. The run
+    stops after an intermediate stage whose gate fails. The review status is `rejected`
+    (exit 1), `awaiting-approval` (gates with `approval: required` wait for their owners:
+    `compressgate approve`) or `approved` (exit 0).
+    """
+    from registry.api import submit as run_submit
+
+    result = run_submit(
+        file, trust_path=trust, workspace=workspace, force=force, progress=True, catalog=catalog
+    )
+    if as_json:
+        _emit(result)
+    else:
+        _power_lines(result.power)
+        _run_table(result.run)
+        _review_text(result.review)
+    sys.exit(result.exit_code)
+
+
+def _power_lines(checks: list[dict[str, Any]]) -> None:
+    for check in checks:
+        if check.get("underpowered"):
+            click.echo(f"warning: gate '{check['gate']}' is underpowered: {check['message']}")
+
+
+def _review_text(found: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(
+        title=f"review of {found['run_id']} ({found['recipe']} v{found['recipe_version']}): "
+        f"{found['status']}"
+    )
+    for column in (
+        "gate",
+        "owner",
+        "stage",
+        "seeds",
+        "estimate",
+        "interval",
+        "threshold",
+        "n",
+        "verdict",
+        "state",
+        "sign-off",
+    ):
+        table.add_column(column)
+    for gate in found["gates"]:
+        d = gate["decision"]
+        signed = [
+            f"{s['kind']} by {s['owner']}" + ("" if s["counts"] else f" (void: {s['problem']})")
+            for s in gate["signoffs"]
+        ]
+        low = "" if d["ci_low"] is None else f"{d['ci_low']:.4g}"
+        high = "" if d["ci_high"] is None else f"{d['ci_high']:.4g}"
+        table.add_row(
+            d["gate"],
+            d["owner"],
+            d["stage"],
+            d["policy"],
+            "-" if d["estimate"] is None else f"{d['estimate']:.4g}",
+            f"[{low}, {high}]" if low or high else "-",
+            "-" if d["threshold"] is None else f"{d['threshold']:.4g}",
+            "-" if d["n"] is None else str(d["n"]),
+            d["verdict"],
+            gate["state"],
+            "; ".join(signed) or "-",
+        )
+    Console(width=200).print(table)
+    for name in found["not_reached"]:
+        click.echo(f"gate '{name}': not judged, the pipeline stopped before its stage")
+    for reason in found["reasons"]:
+        click.echo(f"- {reason}")
+    click.echo(f"status: {found['status']}")
+
+
+@cli.group("review")
+def review_group() -> None:
+    """Read the review status of runs."""
+
+
+@review_group.command("status")
+@click.argument("run_id", required=False)
+@click.option("--limit", default=10, show_default=True, help="Runs shown without RUN_ID.")
+@RUN_TRUST_OPTION
+@WORKSPACE_OPTION
+@CATALOG_OPTION
+@JSON_OPTION
+def review_status(
+    run_id: str | None,
+    limit: int,
+    trust: Path | None,
+    workspace: Path | None,
+    catalog: str | None,
+    as_json: bool,
+) -> None:
+    """Each gate of RUN_ID (or of the newest runs): decision, owner, sign-offs, and the run's
+    status: rejected, awaiting-approval or approved. Sign-offs are checked now: a waiver past
+    its expiry, or signed by a key no longer trusted, does not count. Exit 1 if RUN_ID is
+    rejected."""
+    from registry.api import review_status as statuses
+
+    found = statuses(run_id, trust_path=trust, workspace=workspace, catalog=catalog, limit=limit)
+    if as_json:
+        _emit(found[0] if run_id else found)
+    else:
+        for item in found:
+            _review_text(item.model_dump(mode="json"))
+    if run_id and found[0].status == "rejected":
+        sys.exit(1)
+
+
+def _signoff_command(kind: str, run_id: str, gate: str, **options: Any) -> None:
+    from registry.api import sign_off
+
+    as_json = options.pop("as_json")
+    result = sign_off(run_id, gate, kind=kind, **options)
+    if as_json:
+        _emit(result)
+        return
+    s = result.signoff
+    click.echo(
+        f"{kind} of gate '{gate}' of {run_id} by {s['owner']} (key {s['keyid'][:16]}…) recorded"
+        + (f", until {s['expires']}" if s.get("expires") else "")
+    )
+    if result.envelope:
+        click.echo(f"wrote {result.envelope}")
+    click.echo(f"run {run_id} is now {result.review['status']}")
+
+
+SIGNOFF_OPTIONS = [
+    click.option("--gate", required=True, help="The gate's name in the recipe."),
+    click.option("--key", "key_path", type=FILE, help="The gate owner's private key."),
+    click.option(
+        "--envelope",
+        "envelope_path",
+        type=FILE,
+        help="Record a sign-off the owner signed elsewhere (instead of --key).",
+    ),
+    click.option("--out", type=FILE, help="Also write the signed envelope here."),
+    RUN_TRUST_OPTION,
+    WORKSPACE_OPTION,
+    CATALOG_OPTION,
+    JSON_OPTION,
+]
+
+
+def _with(options: list[Any]) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    def decorate(function: Any) -> Any:
+        for option in reversed(options):
+            function = option(function)
+        return function
+
+    return decorate
+
+
+@cli.command("approve")
+@click.argument("run_id")
+@_with(SIGNOFF_OPTIONS)
+def approve(run_id: str, gate: str, **options: Any) -> None:
+    """Sign and record the approval of a passing gate of RUN_ID by its owner.
+
+    The envelope (DSSE, in-toto Statement) binds the run id, the judged variants' digests, the
+    gate, its verdict and the evidence digest: it cannot be moved to another run. Exit 3 if
+    the key is not the gate owner's approver key in the trust file, or the envelope belongs to
+    another run or gate; exit 1 if the gate failed (its owner may waive it instead).
+    """
+    _signoff_command(
+        "approval",
+        run_id,
+        gate,
+        trust_path=options.pop("trust"),
+        **options,
+    )
+
+
+@cli.command("waive")
+@click.argument("run_id")
+@_with(SIGNOFF_OPTIONS)
+@click.option("--reason", required=True, help="Why the failing gate may be waived.")
+@click.option(
+    "--expires",
+    metavar="DATE",
+    help="YYYY-MM-DD (counts through that day, UTC) or an ISO 8601 time; after it the waiver "
+    "no longer counts.",
+)
+def waive(run_id: str, gate: str, **options: Any) -> None:
+    """Sign and record a waiver of a failing gate of RUN_ID by its owner, with a reason.
+
+    Bound like an approval to the run, gate, verdict and evidence; exit 3 for a key that is
+    not the gate owner's. A waiver with --expires stops counting after that time.
+    """
+    _signoff_command(
+        "waiver",
+        run_id,
+        gate,
+        trust_path=options.pop("trust"),
+        **options,
+    )
+
+
 @cli.command("promote")
 @click.argument("variant")
 @click.option("--alias", required=True, help="The alias to move, e.g. production.")
 @click.option("--reason", default="", help="Why, for the record.")
 @ACTOR_OPTION
+@RUN_TRUST_OPTION
 @WORKSPACE_OPTION
 @CATALOG_OPTION
 @JSON_OPTION
@@ -739,18 +966,27 @@ def promote(
     alias: str,
     reason: str,
     actor: str | None,
+    trust: Path | None,
     workspace: Path | None,
     catalog: str | None,
     as_json: bool,
 ) -> None:
-    """Point ALIAS at VARIANT, if every gate over it passed (exit 1 otherwise).
+    """Point ALIAS at VARIANT if its run's review is approved (exit 1 otherwise).
 
+    Approved: every gate passed, or was approved or waived by its owner (signatures checked
+    now against the trust file); and every gate judged VARIANT's stage or one before it.
     VARIANT is RUN/SEED/STAGE or an artifact sha256 prefix. The move is a new catalog event.
     """
     from registry.api import promote_variant
 
     result = promote_variant(
-        variant, alias, reason=reason, actor=actor, workspace=workspace, catalog=catalog
+        variant,
+        alias,
+        reason=reason,
+        actor=actor,
+        workspace=workspace,
+        catalog=catalog,
+        trust_path=trust,
     )
     if as_json:
         _emit(result)
@@ -765,6 +1001,7 @@ def promote(
 @click.option("--to", "to", metavar="VARIANT", help="Roll back to this variant instead.")
 @click.option("--reason", default=None, help="Why, for the record.")
 @ACTOR_OPTION
+@RUN_TRUST_OPTION
 @WORKSPACE_OPTION
 @CATALOG_OPTION
 @JSON_OPTION
@@ -773,19 +1010,26 @@ def rollback(
     to: str | None,
     reason: str | None,
     actor: str | None,
+    trust: Path | None,
     workspace: Path | None,
     catalog: str | None,
     as_json: bool,
 ) -> None:
     """Move ALIAS back to its previous known-good variant (or to --to VARIANT).
 
-    Known-good: an earlier target of the alias that was not rolled back from and whose gates
-    all passed. The move is a new catalog event.
+    Known-good: an earlier target of the alias that was not rolled back from and whose run's
+    review is still approved (a waiver may have expired). The move is a new catalog event.
     """
     from registry.api import rollback_alias
 
     result = rollback_alias(
-        alias, to=to, reason=reason, actor=actor, workspace=workspace, catalog=catalog
+        alias,
+        to=to,
+        reason=reason,
+        actor=actor,
+        workspace=workspace,
+        catalog=catalog,
+        trust_path=trust,
     )
     if as_json:
         _emit(result)

@@ -28,7 +28,7 @@ import secrets
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -41,6 +41,8 @@ import torch
 from evaluators import seeds as across_seeds
 from evaluators.base import EvalContext, Subject, evaluate_stage, flatten
 from evaluators.results import AccuracyResult, SizeResult
+from gates.power import SampleSizes, check_gate, sample_sizes
+from gates.review import GateDecision, SeedVerdict, decide, evidence_digest
 from gates.verdicts import judge
 from recipes import models, onnxio
 from recipes.data import Split, Splits
@@ -164,8 +166,7 @@ def run_recipe(path: Path, options: RunOptions) -> RunRecord:
                 lock_sha256=sha256_file(lock) if lock.is_file() else "",
             )
             try:
-                for seed in recipe.seeds:
-                    executor.run_seed(seed)
+                executor.run_stages()
             except BaseException as exc:  # a failed or interrupted run is recorded as failed
                 executor.fail(exc)
                 raise
@@ -314,6 +315,10 @@ class _Executor:
         self.variants = Path(self._scratch.name)
         # Each seed's test split, for the comparisons across seeds at the end.
         self.tests: dict[int, Split] = {}
+        self.decisions: list[Decision] = []  # each gate judged on each seed
+        self.verdicts: list[GateDecision] = []  # each gate decided over the seeds
+        self.stopped_after: str | None = None
+        self.sizes: SampleSizes | None = None  # the test split's, for the gates' power checks
 
     # -- bookkeeping
 
@@ -332,54 +337,17 @@ class _Executor:
     def finish(self) -> None:
         start = time.perf_counter()
         self._across_seeds()
-        decisions = self._decide()
         self.compute += time.perf_counter() - start
-        self.record.status = "succeeded"
+        self.record.status = "stopped" if self.stopped_after is not None else "succeeded"
         self._close()
-        self.catalog.record_run_end(self.record, decisions)
-
-    def _decide(self) -> list[Decision]:
-        """Every gate judged for every seed on the stage it names, from the recorded evidence."""
-        decisions = []
-        last = self.recipe.stages[-1].name
-        for seed in self.recipe.seeds:
-            baseline = self.record.stage(seed, BASELINE)
-            for gate in self.recipe.gates:
-                stage = self.record.stage(seed, gate.after or last)
-                judged = judge(gate, stage.metrics, baseline.metrics, stage.evaluations)
-                metrics = {k: v.model_dump(mode="json") for k, v in stage.metrics.items()}
-                assert stage.artifact_sha256 is not None
-                decisions.append(
-                    Decision(
-                        run_id=self.record.run_id,
-                        seed=seed,
-                        gate=gate.name,
-                        variant_id=f"{self.record.run_id}/{seed}/{stage.name}",
-                        stage=stage.name,
-                        artifact_sha256=stage.artifact_sha256,
-                        metric=gate.metric,
-                        rule=gate.model_dump(mode="json"),
-                        estimate=judged.estimate,
-                        ci_low=judged.ci_low,
-                        ci_high=judged.ci_high,
-                        n=judged.n,
-                        threshold=judged.threshold,
-                        pvalue=judged.pvalue,
-                        verdict=judged.verdict,
-                        owner=gate.owner,
-                        # the digest of the variant's recorded metrics text, as the catalog holds it
-                        evidence_sha256=sha256_bytes(document(metrics).encode("utf-8")),
-                        note=judged.note,
-                        decided_at=_now(),
-                    )
-                )
-        return decisions
+        self.catalog.record_run_end(self.record, self.decisions, self.verdicts)
 
     def _across_seeds(self) -> None:
         """Each stage's metrics over the seeds, and the compression-identified exemplars."""
         specs = self.recipe.evaluator_specs()
         confidence = specs[0].confidence
-        names = [BASELINE, *(s.name for s in self.recipe.stages)]
+        ran = {r.name for r in self.record.stages if r.status == "done"}
+        names = [n for n in [BASELINE, *(s.name for s in self.recipe.stages)] if n in ran]
         for name in names:
             per_seed = {r.seed: r.metrics for r in self.record.stages if r.name == name}
             summary = across_seeds.aggregate(per_seed, confidence)
@@ -445,7 +413,104 @@ class _Executor:
 
     # -- one seed
 
-    def run_seed(self, seed: int) -> None:
+    def run_stages(self) -> None:
+        """Every stage for every seed, stage by stage across the seeds (each seed's stages in
+        order), judging each stage's gates when all seeds have run it: a gate that fails after
+        an intermediate stage stops the pipeline there."""
+        seeds = list(self.recipe.seeds)
+        steps = {seed: self.seed_steps(seed) for seed in seeds}
+        try:
+            for name in [BASELINE, *(s.name for s in self.recipe.stages)]:
+                for seed in seeds:
+                    done = next(steps[seed])
+                    assert done == name, (done, name)
+                failed = self._judge_stage(name)
+                if failed and name != self.recipe.stages[-1].name:
+                    self.stopped_after = name
+                    self.record.error = (
+                        f"stopped after stage '{name}': gate {', '.join(map(repr, failed))} "
+                        "failed; the later stages were not run"
+                    )
+                    return
+        finally:
+            for generator in steps.values():
+                generator.close()
+
+    def _judge_stage(self, name: str) -> list[str]:
+        """Judge every gate on stage `name` for every seed; the names of the gates that fail."""
+        last = self.recipe.stages[-1].name
+        failed = []
+        for gate in self.recipe.gates:
+            if (gate.after or last) != name:
+                continue
+            per_seed: list[SeedVerdict] = []
+            candidates, baselines, differences = [], [], []
+            for seed in self.recipe.seeds:
+                stage = self.record.stage(seed, name)
+                baseline = self.record.stage(seed, BASELINE)
+                judged = judge(gate, stage.metrics, baseline.metrics, stage.evaluations)
+                assert stage.artifact_sha256 is not None
+                variant_id = f"{self.record.run_id}/{seed}/{name}"
+                metrics = {k: v.model_dump(mode="json") for k, v in stage.metrics.items()}
+                self.decisions.append(
+                    Decision(
+                        run_id=self.record.run_id,
+                        seed=seed,
+                        gate=gate.name,
+                        variant_id=variant_id,
+                        stage=name,
+                        artifact_sha256=stage.artifact_sha256,
+                        metric=gate.metric,
+                        rule=gate.model_dump(mode="json"),
+                        estimate=judged.estimate,
+                        ci_low=judged.ci_low,
+                        ci_high=judged.ci_high,
+                        n=judged.n,
+                        threshold=judged.threshold,
+                        pvalue=judged.pvalue,
+                        verdict=judged.verdict,
+                        owner=gate.owner,
+                        # the digest of the variant's recorded metrics, as the catalog holds it
+                        evidence_sha256=sha256_bytes(document(metrics).encode("utf-8")),
+                        note=judged.note,
+                        decided_at=_now(),
+                    )
+                )
+                per_seed.append(
+                    SeedVerdict(
+                        seed=seed,
+                        variant_id=variant_id,
+                        artifact_sha256=stage.artifact_sha256,
+                        **judged.model_dump(include=set(SeedVerdict.model_fields) - {"seed"}),
+                    )
+                )
+                candidates.append(stage.metrics.get(gate.metric))
+                baselines.append(baseline.metrics.get(gate.metric))
+                paired = stage.metrics.get("paired.accuracy_difference")
+                if paired is not None:
+                    differences.append(paired.estimate)
+            decision = decide(
+                gate,
+                self.record.run_id,
+                name,
+                per_seed,
+                candidates,
+                baselines,
+                differences if len(differences) == len(per_seed) else None,
+            )
+            check = check_gate(gate, self.sizes) if self.sizes else None
+            if check is not None:
+                decision = decision.model_copy(update={"power": check.model_dump(mode="json")})
+            decision = decision.model_copy(
+                update={"evidence_sha256": evidence_digest(decision), "decided_at": _now()}
+            )
+            self.verdicts.append(decision)
+            if decision.verdict == "fail":
+                failed.append(gate.name)
+        return failed
+
+    def seed_steps(self, seed: int) -> Generator[str]:
+        """Run one seed's baseline and stages in order, yielding each one's name when done."""
         splits = self._load_data(seed)
         self.record.data[str(seed)] = {
             "train": split_digest(splits.train),
@@ -455,8 +520,11 @@ class _Executor:
         self.catalog.record_seed(self.record.run_id, seed, self.record.data[str(seed)])
         data = _digest(self.record.data[str(seed)])
         self.tests[seed] = splits.test
+        if seed == self.recipe.seeds[0]:
+            self.sizes = sample_sizes(splits)
         state = _SeedState(seed, splits, data)
         current, parent = self._baseline(state)
+        yield BASELINE
         reference, reference_sha = (
             (current, parent) if isinstance(current, TorchModel) else (None, None)
         )
@@ -503,6 +571,7 @@ class _Executor:
             if isinstance(current, TorchModel):
                 reference, reference_sha = current, parent
             self._end(stage, spec)
+            yield spec.name
 
     def _load_data(self, seed: int) -> Splits:
         return load_splits(self.recipe, self.base, seed)

@@ -65,7 +65,9 @@ class RunRecord(BaseModel):
 
     run_id: str
     recipe: RecipeRef
-    status: Literal["running", "succeeded", "failed"] = "running"
+    status: Literal["running", "succeeded", "stopped", "failed"] = Field(
+        default="running", description="stopped: a gate failed after an intermediate stage"
+    )
     started_at: str
     finished_at: str | None = None
     workspace: str

@@ -39,6 +39,7 @@ from registry.catalog import (
     Catalog,
     EvaluationRow,
     GateDecisionRow,
+    GateVerdictRow,
     Head,
     RecipeRow,
     RunEndRow,
@@ -217,8 +218,31 @@ def seed_catalog(url: str, *, tag: str = "original") -> Seeded:
             "exemplars": document({}),
             "failed_stages": document([]),
         }
-        seqs["decision"], seqs["run-end"] = catalog.append(
-            [(GateDecisionRow, decision), (RunEndRow, end)]
+        verdict = {
+            "id": f"{RUN}/accuracy",
+            "run_id": RUN,
+            "gate": "accuracy",
+            "owner": "ml-lead",
+            "metric": "accuracy",
+            "stage": "int8",
+            "policy": "every",
+            "approval": "required",
+            "rule": document({"rule": "bound", "min": 0.9}),
+            "estimate": 0.93,
+            "ci_low": 0.91,
+            "ci_high": 0.95,
+            "n": 450,
+            "threshold": 0.9,
+            "pvalue": None,
+            "verdict": "pass",
+            "note": f"1/1 seeds pass ({tag})",
+            "seeds": document([{"seed": 0, "verdict": "pass"}]),
+            "power": document(None),
+            "evidence_sha256": sha("evidence"),
+            "decided_at": now(),
+        }
+        seqs["decision"], seqs["verdict"], seqs["run-end"] = catalog.append(
+            [(GateDecisionRow, decision), (GateVerdictRow, verdict), (RunEndRow, end)]
         )
         approval = {
             "id": sha(f"approval {tag}"),

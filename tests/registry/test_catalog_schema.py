@@ -75,7 +75,7 @@ def _filled(path: Path, events: int) -> str:
                         "actor": "test",
                     },
                 )
-                for i in range(events - 1)
+                for i in range(events - SCHEMA_VERSION)
             ]
         )
     return url

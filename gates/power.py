@@ -1,0 +1,367 @@
+"""Is a gate underpowered? What its rule can decide at the evaluation set's size.
+
+For the rules built on paired counts (b: only the baseline right, c: only the candidate right):
+
+- `non_inferior` on `accuracy`: passes iff the lower end of Tango's interval at two-sided
+  2c - 1 (`evaluators.paired`) is above -margin.
+- `bound` with `max` on `fairness.worst_group_accuracy_drop` or `classes.worst_recall_drop`:
+  the evaluators compute, within every group (class), Tango's interval of the drop at the
+  Bonferroni level 1 - (1 - confidence) / K and report the largest upper end, so the gate
+  passes iff every group's bound is at most `max`. Taking groups as independent, the power is
+  the product of the per-group powers; `n` is the smallest group, which sets the floor.
+
+The floor is the best case, b = c = 0, where Tango's lower end is -z² / (n + z²). The power is
+the chance of passing a candidate truly equal to the baseline that disagrees with it on
+`planning.discordance` = d of the samples, evenly both ways: b ~ binomial(n, d/2) (tails under
+1e-10 left out) and c | b ~ binomial(n - b, (d/2) / (1 - d/2)). Tango's lower end exceeds -m
+iff the score at -m exceeds z, and the score rises with c, so each b needs only its smallest
+passing c: exact (to 1e-9) and cheap at any n. `supported`, the smallest margin reaching the
+target, is found by bisection (power rises with the margin), rounded up to 3 significant digits.
+
+`bound` with `min` on `accuracy`, `fairness.worst_group_accuracy` or `classes.worst_recall`
+(Wilson intervals) gets its floor only, the lower end with every sample right: its power would
+need the true accuracy. `bound` gates read the evaluator's interval at the evaluator's
+confidence, not the gate's (`gates.verdicts._bound`). Other rules and metrics, `basis:
+estimate` and `seeds: mean` (a t interval over the seeds) are not analysed. Powers are per seed:
+under `seeds: every` all k seeds must pass, less likely still.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+from numpy.typing import NDArray
+from pydantic import BaseModel, ConfigDict
+from scipy import stats
+
+from evaluators.stats import wilson_interval
+from recipes.manifest import BoundGate, GateSpec, NonInferiorGate, Recipe
+
+if TYPE_CHECKING:
+    from recipes.data import Splits
+
+Floats = NDArray[np.float64]
+_TAIL = 1e-10  # each binomial tail of b left out: far less than 1e-9 of mass in all
+CAP = 10**6  # required_n searches no further
+
+
+class SampleSizes(BaseModel):
+    """How many test samples there are, in all, per fairness group and per class."""
+
+    model_config = ConfigDict(frozen=True)
+
+    test: int
+    groups: dict[str, int] = {}
+    classes: dict[str, int] = {}
+
+
+def sample_sizes(splits: Splits) -> SampleSizes:
+    """The test split's sizes, groups and classes named as the evaluators name them."""
+    test = splits.test
+    labels, per_label = np.unique(np.asarray(test.y), return_counts=True)
+    names = splits.class_names
+    classes = {
+        names[k] if 0 <= k < len(names) else str(k): int(m)
+        for k, m in zip(labels.tolist(), per_label, strict=True)
+    }
+    groups: dict[str, int] = {}
+    if test.groups is not None:
+        values, per_group = np.unique(np.asarray(test.groups), return_counts=True)
+        known = splits.group_names
+        for value, m in zip(values.tolist(), per_group, strict=True):
+            named = isinstance(value, int) and 0 <= value < len(known)
+            groups[known[value] if named else str(value)] = int(m)
+    return SampleSizes(test=len(test), groups=groups, classes=classes)
+
+
+class PowerCheck(BaseModel):
+    """What one gate's rule can decide at these sample sizes (see the module docstring)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    gate: str
+    metric: str
+    rule: str
+    n: int
+    scope: str
+    threshold: float
+    floor: float | None
+    impossible: bool
+    discordance: float
+    target_power: float
+    power: float | None
+    supported: float | None
+    required_n: int | None
+    underpowered: bool
+    message: str
+
+
+def _z(two_sided: float) -> float:
+    return float(stats.norm.ppf(0.5 + two_sided / 2))
+
+
+def tango_floor(n: int, two_sided: float) -> float:
+    """-(lower end of Tango's interval at b = c = 0): the smallest margin that can ever pass."""
+    z2 = _z(two_sided) ** 2
+    return z2 / (n + z2)
+
+
+def _score(b: Floats, c: Floats, n: int, delta: float) -> Floats:
+    """`evaluators.paired.tango_score`, vectorised over the counts."""
+    bb = -b - c + (2.0 * n - c + b) * delta
+    cc = -b * delta * (1.0 - delta)
+    q = (np.sqrt(np.maximum(bb * bb - 8.0 * n * cc, 0.0)) - bb) / (4.0 * n)
+    numerator = c - b - n * delta
+    variance = n * (2.0 * q + delta * (1.0 - delta))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        score = numerator / np.sqrt(variance)
+    edge = np.where(numerator == 0, 0.0, np.copysign(np.inf, numerator))
+    result: Floats = np.where(variance > 0, score, edge)
+    return result
+
+
+def pass_probability(n: int, margin: float, two_sided: float, discordance: float) -> float:
+    """P(Tango's lower bound > -margin) for a truly equal candidate, (b, c) trinomial."""
+    if margin <= 0:
+        return 0.0
+    if margin >= 1:
+        return 1.0
+    z, half = _z(two_sided), discordance / 2
+    b = np.arange(stats.binom.ppf(_TAIL, n, half), stats.binom.isf(_TAIL, n, half) + 1)
+    rest = n - b
+    low, high = np.full_like(b, -1.0), rest + 1  # score(low) <= z < score(high)
+    while np.any(high - low > 1):
+        mid = np.floor((low + high) / 2)
+        ok = _score(b, np.minimum(mid, rest), n, -margin) > z
+        high, low = np.where(ok, mid, high), np.where(ok, low, mid)
+    passing = stats.binom.sf(high - 1, rest, half / (1 - half))
+    return float(np.sum(stats.binom.pmf(b, n, half) * passing))
+
+
+def _round_up(x: float) -> float:
+    """The smallest number of three significant digits above x."""
+    digits = 2 - math.floor(math.log10(x))
+    return round((math.floor(x * 10.0**digits + 1e-9) + 1) / 10.0**digits, digits)
+
+
+class _Paired:
+    """A paired-count rule: passes iff Tango's bound passes in every one of `sizes`."""
+
+    def __init__(self, sizes: Sequence[int], two_sided: float, discordance: float) -> None:
+        self.sizes, self.two_sided, self.discordance = Counter(sizes), two_sided, discordance
+
+    def power(self, margin: float, scale: float = 1.0) -> float:
+        return math.prod(
+            pass_probability(max(1, round(m * scale)), margin, self.two_sided, self.discordance)
+            ** count
+            for m, count in self.sizes.items()
+        )
+
+    def supported(self, target: float) -> float | None:
+        low, high = tango_floor(min(self.sizes), self.two_sided), 1.0 - 1e-9
+        if self.power(high) < target:
+            return None
+        while high - low > 1e-7 * high:
+            mid = (low + high) / 2
+            low, high = (low, mid) if self.power(mid) >= target else (mid, high)
+        return _round_up(high)
+
+    def required_n(self, margin: float, target: float) -> int | None:
+        """The smallest group's size (others scaled alike) from which `margin` reaches the target.
+
+        Power saw-tooths in n (the counts are discrete): a crossing is found by bisection, and
+        kept only if 24 sizes up to 20% above it reach the target too; else the search goes on
+        above the dip.
+        """
+        n0 = min(self.sizes)
+
+        def reaches(m: int) -> bool:
+            return self.power(margin, m / n0) >= target
+
+        low, high = 1, 8  # not from n0, so the answer does not depend on the sizes given
+        while True:
+            while not reaches(high):
+                low, high = high, 2 * high
+                if high > CAP:
+                    return None
+            while high - low > 1:
+                mid = (low + high) // 2
+                low, high = (low, mid) if reaches(mid) else (mid, high)
+            probes = np.unique(np.round(np.linspace(high, 1.2 * high, 25)[1:]).astype(int))
+            dips = [int(m) for m in probes if not reaches(int(m))]
+            if not dips:
+                return high
+            low, high = dips[-1], round(1.2 * dips[-1]) + 1
+
+
+# metric -> (evaluator kind, SampleSizes field, what one of them is called)
+_DROPS = {
+    "fairness.worst_group_accuracy_drop": ("fairness", "groups", "group"),
+    "classes.worst_recall_drop": ("classes", "classes", "class"),
+}
+_RATES = {
+    "accuracy": ("accuracy", "", ""),
+    "fairness.worst_group_accuracy": ("fairness", "groups", "group"),
+    "classes.worst_recall": ("classes", "classes", "class"),
+}
+
+
+def _about(n: int) -> str:
+    return f"about {int(_round_up(n - 0.5)):,}" if n >= 1000 else f"{n:,}"
+
+
+def _smallest(sizes: Mapping[str, int], what: str) -> tuple[str, int]:
+    name = min(sizes, key=lambda k: sizes[k])
+    return f"smallest {what} '{name}'", sizes[name]
+
+
+def check_gate(
+    gate: GateSpec, sizes: SampleSizes, *, confidence: Mapping[str, float] | None = None
+) -> PowerCheck | None:
+    """The power check of `gate` at `sizes`; None for what is not analysed (module docstring).
+
+    `confidence` maps evaluator kinds to their declared confidence (default 0.95): `bound`
+    gates are judged on the evaluator's interval at that level.
+    """
+    plan, level = gate.planning, confidence or {}
+    if gate.seeds == "mean":
+        return None
+    if isinstance(gate, NonInferiorGate) and gate.metric == "accuracy":
+        what, threshold, two_sided = "non-inferiority margin", gate.margin, 2 * gate.confidence - 1
+        scope, all_sizes, each = "test split", [sizes.test], ""
+    elif not isinstance(gate, BoundGate) or gate.basis != "interval":
+        return None
+    elif gate.max is not None and gate.min is None and gate.metric in _DROPS:
+        evaluator, field, word = _DROPS[gate.metric]
+        found: dict[str, int] = getattr(sizes, field)
+        if not found:
+            return None
+        what, threshold = f"worst-{word} drop bound", gate.max
+        two_sided = 1 - (1 - level.get(evaluator, 0.95)) / len(found)
+        scope, all_sizes = _smallest(found, word)[0], list(found.values())
+        each = f", every one of {len(found)} {field} passing" if len(found) > 1 else ""
+    elif gate.min is not None and gate.metric in _RATES:
+        return _wilson_check(gate, gate.min, sizes, level.get(_RATES[gate.metric][0], 0.95))
+    else:
+        return None
+    rule = _Paired(all_sizes, two_sided, plan.discordance)
+    n, floor = min(all_sizes), tango_floor(min(all_sizes), two_sided)
+    # non_inferior passes iff lower > -margin; a bound iff the drop's upper end <= max.
+    strict = isinstance(gate, NonInferiorGate)
+    impossible = threshold <= floor if strict else threshold < floor
+    power = 0.0 if impossible else rule.power(threshold)
+    supported = rule.supported(plan.power)
+    required = rule.required_n(threshold, plan.power)
+    unit = "test samples" if scope == "test split" else f"samples in the {scope}"
+    noun = what.split()[-1]
+    fixes = [f"{noun} {supported:g} has {plan.power:.0%}"] if supported is not None else []
+    if required is None:
+        fixes.append(f"no n up to {CAP:,} does")
+    else:
+        fixes.append(f"or use {_about(required)} {unit}")
+        if scope != "test split":
+            total = _about(math.ceil(sizes.test * required / n))
+            fixes[-1] += f" ({total} test samples in the same proportions)"
+    assumed = f"(assuming {100 * plan.discordance:.3g}% discordance{each})"
+    if impossible:
+        message = (
+            f"{what} {threshold:g} can never pass on {n:,} {unit}: even with no disagreement "
+            f"the {noun} must {'exceed' if strict else 'be at least'} {floor:.4f}; "
+            + ", ".join(fixes)
+        )
+    elif power < plan.power:
+        message = f"{what} {threshold:g} on {n:,} {unit} has {power:.0%} power {assumed}; "
+        message += ", ".join(fixes)
+    else:
+        message = f"power {power:.0%} for {what} {threshold:g} on {n:,} {unit} {assumed}"
+    return PowerCheck(
+        gate=gate.name,
+        metric=gate.metric,
+        rule=gate.rule,
+        n=n,
+        scope=scope,
+        threshold=threshold,
+        floor=floor,
+        impossible=impossible,
+        power=power,
+        supported=supported,
+        required_n=required,
+        underpowered=impossible or power < plan.power,
+        discordance=plan.discordance,
+        target_power=plan.power,
+        message=message,
+    )
+
+
+def _wilson_check(
+    gate: BoundGate, minimum: float, sizes: SampleSizes, confidence: float
+) -> PowerCheck | None:
+    """The floor of a `min` bound on a Wilson interval: its lower end with every sample right."""
+    _, field, word = _RATES[gate.metric]
+    if field:
+        found: dict[str, int] = getattr(sizes, field)
+        if not found:
+            return None
+        (scope, n), two_sided = _smallest(found, word), 1 - (1 - confidence) / len(found)
+    else:
+        scope, n, two_sided = "test split", sizes.test, confidence
+    floor = wilson_interval(n, n, two_sided)[0]
+    impossible = minimum > floor
+    unit = "test samples" if field == "" else f"samples in the {scope}"
+    if impossible:
+        z2 = _z(two_sided) ** 2
+        fix = (
+            f"use {_about(math.ceil(z2 * minimum / (1 - minimum)))} {unit}"
+            if minimum < 1
+            else ("no sample size can show 1")
+        )
+        message = (
+            f"minimum {minimum:g} on {gate.metric} can never pass on {n:,} {unit}: even with "
+            f"every sample right the {two_sided:.4g} Wilson lower bound is {floor:.4f}; {fix}"
+        )
+    else:
+        message = (
+            f"minimum {minimum:g} on {gate.metric} can pass on {n:,} {unit} (Wilson lower bound "
+            f"{floor:.4f} with every sample right); power depends on the true value, not analysed"
+        )
+    plan = gate.planning
+    return PowerCheck(
+        gate=gate.name,
+        metric=gate.metric,
+        rule=gate.rule,
+        n=n,
+        scope=scope,
+        threshold=minimum,
+        floor=floor,
+        impossible=impossible,
+        discordance=plan.discordance,
+        target_power=plan.power,
+        power=None,
+        supported=None,
+        required_n=None,
+        underpowered=impossible,
+        message=message,
+    )
+
+
+def check_recipe(recipe: Recipe, sizes: SampleSizes) -> list[PowerCheck]:
+    """The power checks of a recipe's analysable gates, with its evaluators' confidences.
+
+    A `non_inferior` accuracy gate is judged on the paired counts only when the `paired`
+    evaluator runs (else on the Wilson interval against the baseline's estimate): without it,
+    it is not analysed.
+    """
+    specs = recipe.evaluator_specs()
+    confidence = {spec.kind: spec.confidence for spec in specs}
+    checks = []
+    for gate in recipe.gates:
+        if isinstance(gate, NonInferiorGate) and "paired" not in confidence:
+            continue
+        check = check_gate(gate, sizes, confidence=confidence)
+        if check is not None:
+            checks.append(check)
+    return checks

@@ -1,0 +1,365 @@
+"""From per-seed judgements to one decision per gate, and from decisions and sign-offs to a
+review status.
+
+A gate is judged on every seed (`gates.verdicts.judge`); its seeds policy makes one verdict of
+them:
+
+- `every`: the gate passes when every seed passes; the decision shows the first failing seed,
+  else the seed with the worst estimate.
+- `worst`: the seed with the worst estimate (by the metric's direction) is judged.
+- `mean`: the seeds' estimates are averaged and the Student t interval of the mean, at the
+  gate's confidence, is judged by the rule (for `non_inferior` on accuracy: the mean of the
+  paired differences).
+
+The review status of a run follows from its gate decisions and its owners' sign-offs:
+
+| decision | approval | sign-off | gate state |
+|---|---|---|---|
+| pass | none | — | passed |
+| pass | required | none valid | awaiting-approval |
+| pass | required | a valid approval | approved |
+| fail | — | a valid, unexpired waiver | waived |
+| fail | — | none valid | failed |
+
+A run is `rejected` when it did not finish, was stopped by a gate, or has a failed gate;
+`awaiting-approval` when a gate waits for its owner; `approved` otherwise.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from evaluators import stats
+from evaluators.results import Estimate
+from gates.verdicts import Judgement, Verdict, judge
+from recipes.manifest import GateSpec, NonInferiorGate
+
+GateState = Literal["passed", "failed", "waived", "awaiting-approval", "approved"]
+RunReview = Literal["rejected", "awaiting-approval", "approved"]
+SignoffKind = Literal["approval", "waiver"]
+
+
+class SeedVerdict(BaseModel):
+    """One seed's judgement of a gate, on the variant the gate names for that seed."""
+
+    model_config = ConfigDict(frozen=True)
+
+    seed: int
+    variant_id: str
+    artifact_sha256: str
+    verdict: Verdict
+    estimate: float | None
+    ci_low: float | None
+    ci_high: float | None
+    n: int | None
+    threshold: float | None
+    pvalue: float | None = None
+    note: str
+
+
+class GateDecision(BaseModel):
+    """One gate of one run: the evidence, the rule's threshold and the verdict, with its owner."""
+
+    model_config = ConfigDict(frozen=True)
+
+    run_id: str
+    gate: str
+    owner: str
+    metric: str
+    stage: str
+    rule: dict[str, Any] = Field(description="the gate as the recipe declares it")
+    policy: str = Field(description="the seeds policy: every, mean or worst")
+    approval: Literal["none", "required"]
+    estimate: float | None
+    ci_low: float | None
+    ci_high: float | None
+    n: int | None
+    threshold: float | None
+    pvalue: float | None = None
+    verdict: Verdict
+    note: str
+    seeds: list[SeedVerdict]
+    power: dict[str, Any] | None = Field(
+        default=None, description="the power check of the gate at the run's sample sizes"
+    )
+    evidence_sha256: str = ""
+    decided_at: str = ""
+
+    def subjects(self) -> list[tuple[str, str]]:
+        """The judged variants as (variant id, artifact sha256): what a sign-off binds."""
+        return [(s.variant_id, s.artifact_sha256) for s in self.seeds]
+
+    def interval(self) -> str:
+        if self.ci_low is None and self.ci_high is None:
+            return ""
+        low = "" if self.ci_low is None else f"{self.ci_low:.4g}"
+        high = "" if self.ci_high is None else f"{self.ci_high:.4g}"
+        return f"[{low}, {high}]"
+
+
+def evidence_digest(decision: GateDecision) -> str:
+    """sha256 of the decision's evidence: everything but the digest and the decision time."""
+    body = decision.model_dump(mode="json", exclude={"evidence_sha256", "decided_at"})
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+class Signoff(BaseModel):
+    """An owner's signed approval or waiver of one gate of one run, as checked now."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str = Field(description="sha256 of the envelope")
+    kind: SignoffKind
+    gate: str
+    owner: str
+    keyid: str
+    verdict: Verdict = Field(description="the gate verdict the owner signed off")
+    reason: str | None = None
+    expires: str | None = None
+    signed_at: str
+    recorded_at: str = ""
+    counts: bool = True
+    problem: str | None = Field(default=None, description="why it does not count, if it doesn't")
+
+
+class GateReview(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    decision: GateDecision
+    state: GateState
+    signoffs: list[Signoff] = Field(default_factory=list)
+
+
+class ReviewStatus(BaseModel):
+    """A run's review: each gate's state and the run's status."""
+
+    model_config = ConfigDict(frozen=True)
+
+    run_id: str
+    recipe: str
+    recipe_version: int
+    recipe_sha256: str
+    run_status: str
+    status: RunReview
+    stopped_after: str | None = None
+    gates: list[GateReview]
+    not_reached: list[str] = Field(
+        default_factory=list, description="gates never judged: the pipeline stopped before them"
+    )
+    reasons: list[str] = Field(description="why the run is not approved, one line each")
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.status == "rejected" else 0
+
+
+def decide(
+    gate: GateSpec,
+    run_id: str,
+    stage: str,
+    per_seed: Sequence[SeedVerdict],
+    candidates: Sequence[Estimate | None],
+    baselines: Sequence[Estimate | None],
+    differences: Sequence[float] | None = None,
+) -> GateDecision:
+    """One decision for `gate` from its per-seed judgements, by the gate's seeds policy.
+
+    `candidates` and `baselines` are each seed's estimate of the gate's metric (same order as
+    `per_seed`); `differences` each seed's paired accuracy difference, for `mean` of a
+    `non_inferior` accuracy gate.
+    """
+    headline: Judgement | SeedVerdict
+    if gate.seeds == "mean":
+        headline = _mean(gate, candidates, baselines, differences)
+    else:
+        worst = _worst_index(per_seed, candidates)
+        if gate.seeds == "every":
+            failing = [s for s in per_seed if s.verdict == "fail"]
+            headline = failing[0] if failing else per_seed[worst]
+            verdict: Verdict = "fail" if failing else "pass"
+        else:
+            headline = per_seed[worst]
+        if gate.seeds == "worst":
+            verdict = headline.verdict
+    if gate.seeds == "mean":
+        verdict = headline.verdict
+    policy_note = {
+        "every": f"{sum(s.verdict == 'pass' for s in per_seed)}/{len(per_seed)} seeds pass",
+        "worst": f"judged on the worst seed ({getattr(headline, 'seed', '?')})",
+        "mean": f"judged on the mean of {len(per_seed)} seeds",
+    }[gate.seeds]
+    seed_part = f"seed {headline.seed}: " if isinstance(headline, SeedVerdict) else ""
+    decision = GateDecision(
+        run_id=run_id,
+        gate=gate.name,
+        owner=gate.owner,
+        metric=gate.metric,
+        stage=stage,
+        rule=gate.model_dump(mode="json"),
+        policy=gate.seeds,
+        approval=gate.approval,
+        estimate=headline.estimate,
+        ci_low=headline.ci_low,
+        ci_high=headline.ci_high,
+        n=headline.n,
+        threshold=headline.threshold,
+        pvalue=headline.pvalue,
+        verdict=verdict,
+        note=f"{policy_note}; {seed_part}{headline.note}",
+        seeds=list(per_seed),
+    )
+    return decision.model_copy(update={"evidence_sha256": evidence_digest(decision)})
+
+
+def _worst_index(per_seed: Sequence[SeedVerdict], candidates: Sequence[Estimate | None]) -> int:
+    """The seed with the worst estimate by the metric's direction (the first, without one)."""
+    scored = [
+        (i, e.estimate if e.higher_is_better is not False else -e.estimate)
+        for i, e in enumerate(candidates)
+        if e is not None and e.higher_is_better is not None
+    ]
+    if not scored:
+        fails = [i for i, s in enumerate(per_seed) if s.verdict == "fail"]
+        return fails[0] if fails else 0
+    return min(scored, key=lambda pair: pair[1])[0]
+
+
+def _mean(
+    gate: GateSpec,
+    candidates: Sequence[Estimate | None],
+    baselines: Sequence[Estimate | None],
+    differences: Sequence[float] | None,
+) -> Judgement:
+    """The gate judged on the interval of the mean over the seeds."""
+    if any(c is None for c in candidates):
+        return judge(gate, {}, {}, {})  # "no evidence"
+    found = [c for c in candidates if c is not None]
+    confidence = gate.confidence
+    if isinstance(gate, NonInferiorGate) and gate.metric == "accuracy" and differences:
+        values = np.asarray(differences, dtype=np.float64)
+        low, high = stats.t_interval(values, 2 * confidence - 1)
+        passed = low > -gate.margin
+        return Judgement(
+            verdict="pass" if passed else "fail",
+            estimate=float(values.mean()),
+            ci_low=low,
+            ci_high=high,
+            n=len(values),
+            threshold=-gate.margin,
+            note=(
+                f"lower bound {low:+.4f} of the mean paired difference "
+                f"({2 * confidence - 1:.0%} t interval over {len(values)} seeds) "
+                f"vs -{gate.margin:g}"
+            ),
+        )
+    values = np.asarray([c.estimate for c in found], dtype=np.float64)
+    level = 2 * confidence - 1 if isinstance(gate, NonInferiorGate) else confidence
+    low, high = stats.t_interval(values, level)
+    first = found[0]
+    mean = first.model_copy(
+        update={
+            "estimate": float(values.mean()),
+            "ci_low": low,
+            "ci_high": high,
+            "n": len(values),
+            "confidence": level,
+            "method": f"student t over {len(values)} seeds",
+        }
+    )
+    reference: dict[str, Estimate] = {}
+    present = [b for b in baselines if b is not None]
+    if len(present) == len(baselines) and present:
+        reference[gate.metric] = present[0].model_copy(
+            update={"estimate": float(np.mean([b.estimate for b in present]))}
+        )
+    return judge(gate, {gate.metric: mean}, reference, {})
+
+
+def gate_state(decision: GateDecision, signoffs: Sequence[Signoff]) -> GateState:
+    counting = [s for s in signoffs if s.counts and s.gate == decision.gate]
+    if decision.verdict == "fail":
+        return "waived" if any(s.kind == "waiver" for s in counting) else "failed"
+    if decision.approval == "required":
+        return "approved" if any(s.kind == "approval" for s in counting) else "awaiting-approval"
+    return "passed"
+
+
+def review(
+    *,
+    run_id: str,
+    recipe: str,
+    recipe_version: int,
+    recipe_sha256: str,
+    run_status: str,
+    stopped_after: str | None,
+    decisions: Sequence[GateDecision],
+    signoffs: Sequence[Signoff],
+    gate_names: Sequence[str] = (),
+) -> ReviewStatus:
+    """The run's review status from its decisions and the sign-offs as checked now."""
+    gates = [
+        GateReview(
+            decision=d,
+            state=gate_state(d, signoffs),
+            signoffs=[s for s in signoffs if s.gate == d.gate],
+        )
+        for d in decisions
+    ]
+    judged = {d.gate for d in decisions}
+    not_reached = [name for name in gate_names if name not in judged]
+    reasons = []
+    if run_status == "failed":
+        reasons.append("the run failed before its gates were judged")
+    if stopped_after is not None:
+        reasons.append(f"the pipeline stopped after stage '{stopped_after}': a gate failed there")
+    for g in gates:
+        d = g.decision
+        if g.state == "failed":
+            reasons.append(f"gate '{d.gate}' failed ({d.note}); its owner '{d.owner}' may waive it")
+        elif g.state == "awaiting-approval":
+            reasons.append(f"gate '{d.gate}' awaits the signed approval of '{d.owner}'")
+    if not_reached and run_status != "failed":
+        reasons.append(f"not judged, the pipeline stopped first: {', '.join(not_reached)}")
+    status: RunReview
+    if (
+        run_status != "succeeded"
+        or stopped_after is not None
+        or not_reached
+        or any(g.state == "failed" for g in gates)
+    ):
+        status = "rejected"
+    elif any(g.state == "awaiting-approval" for g in gates):
+        status = "awaiting-approval"
+    else:
+        status = "approved"
+    return ReviewStatus(
+        run_id=run_id,
+        recipe=recipe,
+        recipe_version=recipe_version,
+        recipe_sha256=recipe_sha256,
+        run_status=run_status,
+        status=status,
+        stopped_after=stopped_after,
+        gates=gates,
+        not_reached=not_reached,
+        reasons=reasons,
+    )
+
+
+def expired(expires: str | None, now: datetime) -> bool:
+    """Whether a waiver's expiry (an ISO 8601 instant) has passed at `now`."""
+    if expires is None:
+        return False
+    return datetime.fromisoformat(expires) <= now
+
+
+def by_gate(decisions: Sequence[GateDecision]) -> Mapping[str, GateDecision]:
+    return {d.gate: d for d in decisions}

@@ -1,0 +1,192 @@
+"""Gated review of a run: its status from the recorded gate decisions and sign-offs, and the
+recording of owners' approvals and waivers.
+
+Every recorded envelope is checked again whenever a status is computed, against the trust
+file as it is now: a key removed from the trust file no longer approves anything, and a waiver
+past its expiry no longer counts.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+from gates.review import GateDecision, ReviewStatus, Signoff, review
+from gates.signoff import Kind, check_signoff, counting, signoff_envelope
+from recipes.load import parse_recipe
+from recipes.trust import Trust, load_trust
+from registry.catalog import Catalog, now
+from registry.dsse import Envelope
+from registry.errors import CompressgateError, ManifestError, NotFoundError, Refused
+from registry.keys import PrivateKey
+
+
+def trust_path_for(catalog: Catalog, run_id: str, explicit: Path | None) -> Path:
+    """The trust file to judge a run's sign-offs with: `explicit`, else `trust.yaml` beside the
+    recipe the run recorded."""
+    if explicit is not None:
+        return explicit
+    return Path(catalog.run(run_id).recipe.path).parent / "trust.yaml"
+
+
+def status(
+    catalog: Catalog, run_id: str, trust: Trust, *, at: datetime | None = None
+) -> ReviewStatus:
+    """The run's review status now (or at `at`)."""
+    record = catalog.run(run_id)
+    decisions = catalog.gate_verdicts(run_id)
+    recipe = catalog.recipe(record.recipe.sha256)
+    parsed, _ = parse_recipe(recipe.content.encode("utf-8"), f"recipe {recipe.sha256[:12]}")
+    signoffs = _signoffs(catalog, run_id, decisions, trust, record.recipe.sha256, at)
+    stopped = next(
+        (d.stage for d in decisions if d.verdict == "fail" and record.status == "stopped"), None
+    )
+    return review(
+        run_id=run_id,
+        recipe=record.recipe.name,
+        recipe_version=record.recipe.version,
+        recipe_sha256=record.recipe.sha256,
+        run_status=record.status,
+        stopped_after=stopped,
+        decisions=decisions,
+        signoffs=signoffs,
+        gate_names=[g.name for g in parsed.gates],
+    )
+
+
+def _signoffs(
+    catalog: Catalog,
+    run_id: str,
+    decisions: list[GateDecision],
+    trust: Trust,
+    recipe_sha256: str,
+    at: datetime | None,
+) -> list[Signoff]:
+    by_gate = {d.gate: d for d in decisions}
+    moment = at or datetime.now(UTC)
+    out = []
+    for row in catalog.signoffs(run_id):
+        source = f"{row['kind']} {row['id'][:12]} of gate '{row['gate']}'"
+        decision = by_gate.get(row["gate"])
+        base = Signoff(
+            id=row["id"],
+            kind=row["kind"],
+            gate=row["gate"],
+            owner=row["owner"],
+            keyid=row["keyid"],
+            verdict=row["verdict"],
+            reason=row["reason"],
+            expires=row["expires"],
+            signed_at="",
+            recorded_at=row["recorded_at"],
+            counts=False,
+        )
+        if decision is None:
+            out.append(base.model_copy(update={"problem": "the run has no such gate decision"}))
+            continue
+        try:
+            envelope = Envelope.from_json(row["envelope"].encode("utf-8"), source=source)
+            checked = check_signoff(
+                envelope,
+                trust=trust,
+                decision=decision,
+                recipe_sha256=recipe_sha256,
+                source=source,
+            )
+        except CompressgateError as exc:
+            out.append(base.model_copy(update={"problem": str(exc)}))
+            continue
+        out.append(counting(checked.model_copy(update={"recorded_at": row["recorded_at"]}), moment))
+    return out
+
+
+def sign_off(
+    catalog: Catalog,
+    run_id: str,
+    gate: str,
+    *,
+    kind: Kind,
+    trust: Trust,
+    key: PrivateKey | None = None,
+    envelope: Envelope | None = None,
+    reason: str | None = None,
+    expires: datetime | None = None,
+    source: str = "the sign-off",
+) -> tuple[Signoff, Envelope]:
+    """Sign (with `key`) or take (`envelope`) an approval or waiver of `gate` of `run_id`,
+    check it binds to that gate's decision, and record it. Exit 3 for a key or envelope that
+    is not the gate owner's or not for this run; exit 1 for a gate in the wrong state."""
+    decisions = {d.gate: d for d in catalog.gate_verdicts(run_id)}
+    if gate not in decisions:
+        catalog.run_info(run_id)  # exit 4 for an unknown run
+        known = ", ".join(decisions) or "none"
+        raise NotFoundError(
+            f"run {run_id} has no decision for gate '{gate}'; its gates: {known}",
+            hint="a gate the pipeline never reached cannot be signed off",
+        )
+    decision = decisions[gate]
+    record = catalog.run(run_id)
+    if expires is not None and expires <= datetime.now(UTC):
+        raise ManifestError(
+            f"--expires {expires.isoformat()} is in the past: the waiver would never count",
+            hint="give a future date (YYYY-MM-DD, or an ISO 8601 time)",
+        )
+    if envelope is None:
+        assert key is not None
+        owner = trust.owner_of(key.public) or "?"
+        envelope = signoff_envelope(
+            decision,
+            key,
+            kind=kind,
+            recipe_sha256=record.recipe.sha256,
+            owner=owner,
+            reason=reason,
+            expires=expires,
+        )
+        source = f"the {kind} signed with key {key.public.keyid[:16]}…"
+    checked = check_signoff(
+        envelope,
+        trust=trust,
+        decision=decision,
+        recipe_sha256=record.recipe.sha256,
+        source=source,
+    )
+    if checked.kind != kind:
+        raise ManifestError(
+            f"{source} is a {checked.kind}, not a {kind}",
+            hint=f"use `compressgate {'approve' if checked.kind == 'approval' else 'waive'}`",
+        )
+    counted = [
+        s
+        for s in _signoffs(catalog, run_id, [decision], trust, record.recipe.sha256, None)
+        if s.counts and s.kind == checked.kind and s.owner == checked.owner
+    ]
+    if counted:
+        raise Refused(
+            f"gate '{gate}' of run {run_id} already has a {kind} by '{checked.owner}' "
+            f"(signed {counted[0].signed_at}); nothing recorded",
+            hint=f"`compressgate review status {run_id}` shows it",
+        )
+    first = decision.seeds[0]
+    catalog.record_signoff(
+        {
+            "id": checked.id,
+            "run_id": run_id,
+            "gate": gate,
+            "variant_id": first.variant_id,
+            "artifact_sha256": first.artifact_sha256,
+            "kind": checked.kind,
+            "verdict": checked.verdict,
+            "owner": checked.owner,
+            "keyid": checked.keyid,
+            "reason": checked.reason,
+            "expires": checked.expires,
+            "envelope": envelope.to_json().decode("utf-8"),
+            "recorded_at": now(),
+        }
+    )
+    return checked, envelope
+
+
+def load_trust_for(catalog: Catalog, run_id: str, explicit: Path | None) -> Trust:
+    return load_trust(trust_path_for(catalog, run_id, explicit))
