@@ -792,7 +792,7 @@ def sign_off(
             raise NotFoundError(f"envelope {envelope_path} not found") from None
         envelope = Envelope.from_json(data, source=str(envelope_path))
     with open_catalog(workspace, catalog) as records:
-        trust = load_trust_for(records, run_id, trust_path)
+        trust = load_trust_for(records, run_id, trust_path)()
         checked, signed = record(
             records,
             run_id,
@@ -830,3 +830,155 @@ def _expiry(text: str) -> Any:
             hint="give YYYY-MM-DD (counts through that day, UTC) or an ISO 8601 time",
         ) from None
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+# --- ci ----------------------------------------------------------------------------------------
+
+
+def changed_recipes(base: str, root: Path | None = None) -> list[Path]:
+    """The recipe manifests changed against the git ref `base` (committed or not): a YAML file
+    with `kind: Recipe` that changed, or whose signature envelope did."""
+    import subprocess
+
+    import yaml
+
+    where = root or Path.cwd()
+    try:
+        top = subprocess.run(
+            ["git", "rev-parse", "--show-toplevel"],
+            cwd=where,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        names = subprocess.run(
+            ["git", "diff", "--name-only", "--diff-filter=ACMR", base, "--"],
+            cwd=top,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.splitlines()
+        untracked = subprocess.run(
+            ["git", "ls-files", "--others", "--exclude-standard"],
+            cwd=top,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.splitlines()
+    except FileNotFoundError:
+        raise NotFoundError("git is not installed: --base needs it") from None
+    except subprocess.CalledProcessError as exc:
+        raise ManifestError(
+            f"--base {base}: git could not compare against it ({exc.stderr.strip()})",
+            hint="give a ref that exists here, e.g. origin/main (fetch it first in CI)",
+        ) from None
+    found: dict[Path, None] = {}
+    for name in [*names, *untracked]:
+        path = Path(top) / name
+        if name.endswith(".dsse.json"):
+            path = path.with_name(path.name.removesuffix(".dsse.json"))
+        if path.suffix not in (".yaml", ".yml") or not path.is_file():
+            continue
+        try:
+            document = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (yaml.YAMLError, UnicodeDecodeError):
+            document = None
+        if isinstance(document, dict) and document.get("kind") == "Recipe":
+            found[path] = None
+        elif document is None and name.endswith((".yaml", ".yml")) and "recipe" in path.name:
+            found[path] = None  # unreadable: let validation report it
+    return sorted(found)
+
+
+def ci_check(
+    paths: Sequence[Path],
+    *,
+    base: str | None = None,
+    trust_path: Path | None = None,
+    workspace: Path | None = None,
+    catalog: str | None = None,
+    reuse: bool = True,
+    progress: bool = False,
+) -> list[Any]:
+    """Check each recipe (given, or changed against `base`): signature, run (or reuse a run of
+    the same recipe digest in the same environment), gates; one `gates.ci.CiResult` each."""
+    from gates.ci import CiResult
+    from recipes.signing import verify_recipe as verify
+    from registry.executor import environment_sha256
+    from registry.review import status
+
+    recipes: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            recipes += [p for p in sorted(path.rglob("*.y*ml")) if _is_recipe(p)]
+        else:
+            recipes.append(path)
+    if base is not None:
+        changed = {p.resolve() for p in changed_recipes(base)}
+        recipes = [p for p in recipes if p.resolve() in changed] if paths else sorted(changed)
+    results = []
+    for path in recipes:
+        try:
+            trust_file = _trust_for(path, trust_path)
+            trust = load_trust(trust_file)
+            verified = verify(path, trust, trust_source=str(trust_file))
+            loaded = verified.loaded
+            run_id = None
+            if reuse:
+                digest = environment_sha256(loaded.recipe, path.parent.resolve())
+                with open_catalog_for_writing(workspace, catalog) as records:
+                    run_id = records.reusable_run(loaded.sha256, digest)
+            cached = run_id is not None
+            if run_id is None:
+                run_id = run_recipe(
+                    path,
+                    trust_path=trust_file,
+                    workspace=workspace,
+                    progress=progress,
+                    catalog=catalog,
+                ).run_id
+            with open_catalog(workspace, catalog) as records:
+                found = status(records, run_id, trust)
+        except CompressgateError as exc:
+            results.append(
+                CiResult(
+                    path=str(path),
+                    exit_code=exc.exit_code,
+                    error=" ".join(str(exc).split()) or type(exc).__name__,
+                )
+            )
+            continue
+        results.append(
+            CiResult(
+                path=str(path),
+                recipe=f"{found.recipe}@{found.recipe_version}",
+                review=found,
+                exit_code=found.exit_code,
+                cached=cached,
+                run_id=run_id,
+                underpowered=[
+                    f"{g.decision.gate}: {g.decision.power['message']}"
+                    for g in found.gates
+                    if g.decision.power and g.decision.power.get("underpowered")
+                ],
+            )
+        )
+    return results
+
+
+def _is_recipe(path: Path) -> bool:
+    import yaml
+
+    try:
+        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError, OSError):
+        return False
+    return isinstance(document, dict) and document.get("kind") == "Recipe"
+
+
+def open_catalog_for_writing(workspace: Path | None = None, catalog: str | None = None) -> Catalog:
+    """The catalog, created (or migrated) if needed."""
+    from registry.catalog import Catalog as Opened
+    from registry.catalog import catalog_url
+
+    return Opened(catalog_url(workspace_dir(workspace), catalog))

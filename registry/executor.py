@@ -174,6 +174,15 @@ def run_recipe(path: Path, options: RunOptions) -> RunRecord:
     return record
 
 
+def environment_sha256(recipe: Recipe, base: Path) -> str:
+    """The digest of the environment fingerprint a run of `recipe` would record here: runs
+    with the same recipe digest and this digest may be reused (`compressgate ci`)."""
+    lock = base / recipe.environment.lock
+    with deterministic(THREADS):
+        fingerprint = environment.fingerprint(lock, threads=_threads(), seeds=tuple(recipe.seeds))
+    return _digest(fingerprint)
+
+
 def load_run(options: RunOptions, run_id: str) -> RunRecord:
     """A run's record, exported from the catalog."""
     with options.open_catalog(create=False) as catalog:

@@ -8,6 +8,7 @@ past its expiry no longer counts.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -29,10 +30,14 @@ def trust_path_for(catalog: Catalog, run_id: str, explicit: Path | None) -> Path
     return Path(catalog.run(run_id).recipe.path).parent / "trust.yaml"
 
 
+TrustSource = Trust | Callable[[], Trust]
+
+
 def status(
-    catalog: Catalog, run_id: str, trust: Trust, *, at: datetime | None = None
+    catalog: Catalog, run_id: str, trust: TrustSource, *, at: datetime | None = None
 ) -> ReviewStatus:
-    """The run's review status now (or at `at`)."""
+    """The run's review status now (or at `at`). `trust` may be a function that loads it: it
+    is called only if the run has sign-offs to check."""
     record = catalog.run(run_id)
     decisions = catalog.gate_verdicts(run_id)
     recipe = catalog.recipe(record.recipe.sha256)
@@ -58,14 +63,17 @@ def _signoffs(
     catalog: Catalog,
     run_id: str,
     decisions: list[GateDecision],
-    trust: Trust,
+    trust: TrustSource,
     recipe_sha256: str,
     at: datetime | None,
 ) -> list[Signoff]:
     by_gate = {d.gate: d for d in decisions}
     moment = at or datetime.now(UTC)
     out = []
-    for row in catalog.signoffs(run_id):
+    rows = catalog.signoffs(run_id)
+    if rows and not isinstance(trust, Trust):
+        trust = trust()
+    for row in rows:
         source = f"{row['kind']} {row['id'][:12]} of gate '{row['gate']}'"
         decision = by_gate.get(row["gate"])
         base = Signoff(
@@ -86,6 +94,7 @@ def _signoffs(
             continue
         try:
             envelope = Envelope.from_json(row["envelope"].encode("utf-8"), source=source)
+            assert isinstance(trust, Trust)
             checked = check_signoff(
                 envelope,
                 trust=trust,
@@ -188,5 +197,6 @@ def sign_off(
     return checked, envelope
 
 
-def load_trust_for(catalog: Catalog, run_id: str, explicit: Path | None) -> Trust:
-    return load_trust(trust_path_for(catalog, run_id, explicit))
+def load_trust_for(catalog: Catalog, run_id: str, explicit: Path | None) -> Callable[[], Trust]:
+    """A loader of the trust file for a run's sign-offs (read when there are some to check)."""
+    return lambda: load_trust(trust_path_for(catalog, run_id, explicit))
