@@ -57,7 +57,12 @@ demo: $(STAMP)
 	$(BIN)/compressgate recipe sign $(DEMO)/recipe.yaml --key $(DEMO)/keys/ml-platform.key
 	$(BIN)/compressgate recipe verify $(DEMO)/recipe.yaml --trust $(DEMO)/trust.yaml
 	$(BIN)/compressgate recipe explain $(DEMO)/recipe.yaml
-	$(BIN)/compressgate run $(DEMO)/recipe.yaml --trust $(DEMO)/trust.yaml --workspace .compressgate
+	$(BIN)/compressgate submit $(DEMO)/recipe.yaml --trust $(DEMO)/trust.yaml --workspace .compressgate
+	run=$$($(BIN)/compressgate review status --workspace .compressgate --limit 1 --json | $(BIN)/python -c 'import json, sys; print(json.load(sys.stdin)[0]["run_id"])') && \
+	$(BIN)/compressgate approve $$run --gate accuracy --key $(DEMO)/keys/ml-lead.key --workspace .compressgate && \
+	$(BIN)/compressgate approve $$run --gate fairness --key $(DEMO)/keys/responsible-ai.key --workspace .compressgate && \
+	$(BIN)/compressgate review status $$run --workspace .compressgate && \
+	$(BIN)/compressgate promote $$run/0/export --alias production --reason "make demo" --workspace .compressgate
 	$(BIN)/compressgate keys generate --owner auditor --out $(DEMO)/keys
 	$(BIN)/compressgate trust add --trust $(DEMO)/trust.yaml --owner auditor --key $(DEMO)/keys/auditor.pub.json --role auditor
 	$(BIN)/compressgate catalog list --workspace .compressgate --limit 5

@@ -180,7 +180,11 @@ def decide(
     if gate.seeds == "mean":
         headline = _mean(gate, candidates, baselines, differences)
     else:
-        worst = _worst_index(per_seed, candidates)
+        paired = isinstance(gate, NonInferiorGate) and gate.metric == "accuracy"
+        scores: list[float | None] = (
+            list(differences) if paired and differences else _scores(candidates)
+        )
+        worst = _worst_index(per_seed, scores)
         if gate.seeds == "every":
             failing = [s for s in per_seed if s.verdict == "fail"]
             headline = failing[0] if failing else per_seed[worst]
@@ -219,17 +223,23 @@ def decide(
     return decision.model_copy(update={"evidence_sha256": evidence_digest(decision)})
 
 
-def _worst_index(per_seed: Sequence[SeedVerdict], candidates: Sequence[Estimate | None]) -> int:
-    """The seed with the worst estimate by the metric's direction (the first, without one)."""
-    scored = [
-        (i, e.estimate if e.higher_is_better is not False else -e.estimate)
-        for i, e in enumerate(candidates)
-        if e is not None and e.higher_is_better is not None
+def _scores(candidates: Sequence[Estimate | None]) -> list[float | None]:
+    """Each estimate signed so that lower is worse (None without a direction)."""
+    return [
+        None
+        if e is None or e.higher_is_better is None
+        else (e.estimate if e.higher_is_better else -e.estimate)
+        for e in candidates
     ]
+
+
+def _worst_index(per_seed: Sequence[SeedVerdict], scores: Sequence[float | None]) -> int:
+    """The seed with the lowest score (the first failing seed, or the first, without scores)."""
+    scored = [(score, i) for i, score in enumerate(scores) if score is not None]
     if not scored:
         fails = [i for i, s in enumerate(per_seed) if s.verdict == "fail"]
         return fails[0] if fails else 0
-    return min(scored, key=lambda pair: pair[1])[0]
+    return min(scored)[1]
 
 
 def _mean(
@@ -239,9 +249,6 @@ def _mean(
     differences: Sequence[float] | None,
 ) -> Judgement:
     """The gate judged on the interval of the mean over the seeds."""
-    if any(c is None for c in candidates):
-        return judge(gate, {}, {}, {})  # "no evidence"
-    found = [c for c in candidates if c is not None]
     confidence = gate.confidence
     if isinstance(gate, NonInferiorGate) and gate.metric == "accuracy" and differences:
         values = np.asarray(differences, dtype=np.float64)
@@ -260,6 +267,9 @@ def _mean(
                 f"vs -{gate.margin:g}"
             ),
         )
+    if any(c is None for c in candidates):
+        return judge(gate, {}, {}, {})  # "no evidence"
+    found = [c for c in candidates if c is not None]
     values = np.asarray([c.estimate for c in found], dtype=np.float64)
     level = 2 * confidence - 1 if isinstance(gate, NonInferiorGate) else confidence
     low, high = stats.t_interval(values, level)

@@ -31,6 +31,10 @@ class GateExplanation(BaseModel):
     metric: str
     rule: str
     summary: str
+    seeds: str = "every"
+    approval: str = "none"
+    power: str | None = None  # the power check at the test split's size, when one applies
+    underpowered: bool = False
 
 
 class RecipeExplanation(BaseModel):
@@ -48,6 +52,7 @@ class RecipeExplanation(BaseModel):
     stages: list[StageExplanation]
     evaluators: list[EvaluatorExplanation]
     gates: list[GateExplanation]
+    power_note: str | None = None  # why the gates' power could not be checked
 
 
 def explain(loaded: LoadedRecipe) -> RecipeExplanation:
@@ -87,6 +92,8 @@ def explain(loaded: LoadedRecipe) -> RecipeExplanation:
                 metric=g.metric,
                 rule=g.rule,
                 summary=g.describe(),
+                seeds=g.seeds,
+                approval=g.approval,
             )
             for g in recipe.gates
         ],
@@ -114,7 +121,14 @@ def render_text(explanation: RecipeExplanation) -> str:
         lines.append(f"  - {evaluator.kind}: {evaluator.summary}")
         lines.append(f"    metrics: {', '.join(evaluator.metrics)}")
     lines += ["", "Gates:" if e.gates else "Gates: none (nothing stops a variant)"]
-    lines += [
-        f"  - {g.name}, owned by {g.owner}, after stage {g.after}: {g.summary}" for g in e.gates
-    ]
+    for g in e.gates:
+        policy = "" if g.seeds == "every" else f" (seeds: {g.seeds})"
+        signed = "; needs its owner's signed approval" if g.approval == "required" else ""
+        lines.append(
+            f"  - {g.name}, owned by {g.owner}, after stage {g.after}{policy}: {g.summary}{signed}"
+        )
+        if g.power:
+            lines.append(f"    {'UNDERPOWERED: ' if g.underpowered else 'power: '}{g.power}")
+    if e.power_note:
+        lines.append(f"  ({e.power_note})")
     return "\n".join(lines)

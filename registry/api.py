@@ -52,6 +52,8 @@ class ValidationResult(ApiResult):
     trust: str | None = None
     exit_code: int = 0
     issues: list[IssueResult] = []
+    power: list[dict[str, Any]] = []  # each statistical gate's power check
+    warnings: list[str] = []  # underpowered gates; a power check that could not be made
 
 
 class SignResult(ApiResult):
@@ -102,9 +104,11 @@ def find_trust(recipe: Path, explicit: Path | None) -> Path | None:
 
 
 def validate_recipes(
-    paths: Sequence[Path], trust_path: Path | None = None
+    paths: Sequence[Path], trust_path: Path | None = None, *, with_power: bool = True
 ) -> list[ValidationResult]:
-    """Validate each manifest; problems are reported per file, never raised."""
+    """Validate each manifest; problems are reported per file, never raised. With
+    `with_power`, each statistical gate's power is checked at the test split's size (the data
+    loader runs for the first seed) and an underpowered gate is a warning."""
     records = []
     trusts: dict[Path, Trust] = {}
     for path in paths:
@@ -125,6 +129,12 @@ def validate_recipes(
             )
             continue
         meta = loaded.recipe.metadata
+        checks, note = power_checks(path, loaded) if with_power else ([], None)
+        warnings = [
+            f"gate '{c['gate']}' is underpowered: {c['message']}"
+            for c in checks
+            if c["underpowered"]
+        ] + ([note] if note else [])
         records.append(
             ValidationResult(
                 file=str(path),
@@ -133,6 +143,8 @@ def validate_recipes(
                 version=meta.version,
                 sha256=loaded.sha256,
                 trust=str(found) if found else None,
+                power=checks,
+                warnings=warnings,
             )
         )
     return records
@@ -147,7 +159,23 @@ def recipe_schema() -> dict[str, Any]:
 
 
 def explain_recipe(path: Path) -> RecipeExplanation:
-    return explain(load_recipe(path))
+    """The recipe in plain words, with each statistical gate's power at the test split's size."""
+    loaded = load_recipe(path)
+    explanation = explain(loaded)
+    checks, note = power_checks(path, loaded)
+    by_gate = {c["gate"]: c for c in checks}
+    gates = [
+        g.model_copy(
+            update={
+                "power": by_gate[g.name]["message"],
+                "underpowered": by_gate[g.name]["underpowered"],
+            }
+        )
+        if g.name in by_gate
+        else g
+        for g in explanation.gates
+    ]
+    return explanation.model_copy(update={"gates": gates, "power_note": note})
 
 
 def sign_recipe(path: Path, key_path: Path) -> SignResult:

@@ -86,21 +86,37 @@ def recipe() -> None:
 @click.argument("files", nargs=-1, required=True, type=FILE)
 @TRUST_OPTION
 @JSON_OPTION
-def recipe_validate(files: tuple[Path, ...], trust: Path | None, as_json: bool) -> None:
+@click.option("--strict", is_flag=True, help="Exit 2 if a gate is underpowered.")
+@click.option("--no-power", "power", flag_value=False, default=True, help="Skip the power check.")
+def recipe_validate(
+    files: tuple[Path, ...], trust: Path | None, as_json: bool, strict: bool, power: bool
+) -> None:
     """Check manifests: schema, cross-references, files, imports and owners (exit 0 or 2).
 
     Every problem is printed as FILE:LINE FIELD: MESSAGE. Owners are checked against the trust
-    file when one is given or found beside the recipe.
+    file when one is given or found beside the recipe. Each statistical gate's power at the
+    test split's size is checked (the data loader runs): a gate that could never pass, or has
+    less than its planned power, is flagged with the margin or sample size that would work
+    (a warning; --strict makes it exit 2). --no-power skips the check (no data is loaded).
     """
     from registry.api import validate_recipes
 
-    records = validate_recipes(files, trust)
+    records = validate_recipes(files, trust, with_power=power)
+    if strict:
+        records = [
+            r.model_copy(update={"valid": False, "exit_code": 2})
+            if r.valid and any(p["underpowered"] for p in r.power)
+            else r
+            for r in records
+        ]
     if as_json:
         _emit(records)
     else:
         for record in records:
             if record.valid:
                 click.echo(f"ok {record.file} ({record.name} v{record.version})")
+            for warning in record.warnings:
+                click.echo(f"warning: {record.file}: {warning}", err=True)
             for issue in record.issues:
                 click.echo(f"Error: {Issue(**issue.model_dump())}", err=True)
     failed = [r for r in records if not r.valid]

@@ -8,7 +8,6 @@ the floors against `tango_interval` and scipy's Wilson interval.
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable
 from functools import cache
 from pathlib import Path
@@ -303,22 +302,32 @@ def test_sample_sizes_name_groups_and_classes_as_the_evaluators_do() -> None:
     )
 
 
-def test_the_example_recipe_accuracy_gate_is_fine_and_its_fairness_gate_underpowered() -> None:
+def test_the_reference_recipe_gates_have_their_planned_power_and_0_03_would_not() -> None:
     recipe = Recipe.model_validate(yaml.safe_load(EXAMPLE.read_text()))
     sizes = SampleSizes(test=450, groups={"first-half": 203, "second-half": 247})
     checks = {check.gate: check for check in check_recipe(recipe, sizes)}
-    assert set(checks) == {"accuracy", "fairness"}
-    assert not checks["accuracy"].underpowered
-    fairness = checks["fairness"]
+    assert set(checks) == {"prune-accuracy", "accuracy", "fairness"}
+    assert not any(check.underpowered for check in checks.values())
+    assert checks["accuracy"].power == pytest.approx(0.8532, abs=1e-4)
+    assert (checks["fairness"].power or 0) >= 0.8
+    # The fairness bound it had before: ~200 samples per group cannot show 3 points.
+    gates = tuple(
+        g.model_copy(update={"max": 0.03}) if g.name == "fairness" else g for g in recipe.gates
+    )
+    fairness = check_gate(recipe.model_copy(update={"gates": gates}).gates[2], sizes)
+    assert fairness is not None
     assert fairness.underpowered and not fairness.impossible and fairness.n == 203
     assert fairness.power == pytest.approx(0.2709, abs=1e-4)
+    assert fairness.supported == pytest.approx(0.0449, abs=1e-4)
     # The evaluator's confidence sets a bound's interval, not the gate's.
     stricter = [
         spec.model_copy(update={"confidence": 0.99}) if spec.kind == "fairness" else spec
         for spec in recipe.evaluators
     ]
     worse = check_recipe(recipe.model_copy(update={"evaluators": tuple(stricter)}), sizes)
-    assert next(c.power or 0 for c in worse if c.gate == "fairness") < (fairness.power or 0)
+    assert next(c.power or 0 for c in worse if c.gate == "fairness") < (
+        checks["fairness"].power or 0
+    )
 
 
 def test_without_the_paired_evaluator_a_non_inferior_accuracy_gate_is_not_analysed() -> None:
@@ -328,11 +337,13 @@ def test_without_the_paired_evaluator_a_non_inferior_accuracy_gate_is_not_analys
     assert [c.gate for c in checks] == []
 
 
-def test_a_check_is_fast_at_any_size() -> None:
+def test_a_check_works_at_any_size() -> None:
+    supported = []
     for n in (450, 10_000, 200_000):
-        start = time.perf_counter()
-        assert check_gate(non_inferior(0.01), SampleSizes(test=n)) is not None
-        assert time.perf_counter() - start < 1.0
+        check = check_gate(non_inferior(0.01), SampleSizes(test=n))
+        assert check is not None and check.supported is not None
+        supported.append(check.supported)
+    assert supported == sorted(supported, reverse=True)  # more samples show smaller margins
 
 
 def test_floor_formula_matches_tango_over_a_range() -> None:

@@ -1,0 +1,213 @@
+"""`compressgate ci` on a git repository of recipes: changed recipes found against a base ref,
+runs reused by recipe digest and environment, JUnit XML read back by junitparser, a Markdown
+summary (also appended to $GITHUB_STEP_SUMMARY), and the exit codes of DESIGN.md. Also the
+shipped pre-commit hooks and the GitHub Actions example."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from junitparser import Error, Failure, JUnitXml
+
+from recipes.signing import sign_recipe
+from registry.keys import load_private_key
+from tests.conftest import Invoke, Workspace
+from tests.registry.test_executor import write_recipe
+
+ROOT = Path(__file__).resolve().parents[2]
+GATES = """\
+gates:
+  - {name: prune-accuracy, owner: ml-lead, after: prune, metric: accuracy, rule: non_inferior,
+     margin: 0.1}
+  - {name: final-accuracy, owner: ml-lead, metric: accuracy, rule: non_inferior, margin: 0.1,
+     approval: required}
+  - {name: floor, owner: serving, metric: accuracy, rule: bound, min: MINIMUM}
+"""
+
+
+def gated(ws: Workspace, minimum: str = "0.5") -> Path:
+    write_recipe(ws)
+    with ws.recipe.open("a", encoding="utf-8") as handle:
+        handle.write(GATES.replace("MINIMUM", minimum))
+    sign_recipe(ws.recipe, load_private_key(ws.key("ml-platform")))
+    return ws.recipe
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args],
+        cwd=repo,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+
+
+@pytest.fixture
+def repo(workspace: Workspace, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The workspace as a git repository with one commit; the tests run inside it."""
+    (workspace.root / ".gitignore").write_text(".cg/\n")
+    git(workspace.root, "init", "-q")
+    git(workspace.root, "add", "-A")
+    git(workspace.root, "commit", "-qm", "base")
+    monkeypatch.chdir(workspace.root)
+    return workspace.root
+
+
+def ci(cli: Invoke, ws: Workspace, *args: str | Path) -> tuple[int, JUnitXml | None, str]:
+    junit = ws.root.parent / "junit.xml"
+    summary = ws.root.parent / "summary.md"
+    junit.unlink(missing_ok=True)
+    result = cli(
+        "ci", *args, "--workspace", ws.root / ".cg", "--junit", junit, "--summary", summary
+    )
+    xml = JUnitXml.fromfile(str(junit)) if junit.exists() else None
+    return result.exit_code, xml, summary.read_text() if summary.exists() else ""
+
+
+def test_ci_checks_the_changed_recipe_writes_junit_and_reuses_the_run(
+    repo: Path, workspace: Workspace, cli: Invoke, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    step = repo.parent / "step-summary.md"
+    step.write_text("earlier step\n")
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(step))
+    code, xml, summary = ci(cli, workspace, "--base", "HEAD")
+    assert code == 0
+    assert "no recipe" in summary or "0 recipes" in summary  # nothing changed yet
+
+    gated(workspace)  # the recipe changes: gates added, signed again
+    code, xml, summary = ci(cli, workspace, "--base", "HEAD")
+    assert code == 0  # every gate passed; one awaits its owner's approval
+    assert xml is not None
+    suites = list(xml)
+    assert len(suites) == 1
+    cases = {case.name: case for case in suites[0]}
+    assert set(cases) == {"prune-accuracy", "final-accuracy", "floor"}
+    assert all(not case.result for case in cases.values())  # no failure, no error
+    assert "awaits the signed approval of ml-lead" in (cases["final-accuracy"].system_out or "")
+    assert "**awaiting approval**" in summary
+    assert "| final-accuracy | ml-lead |" in summary
+    assert step.read_text().startswith("earlier step\n")
+    assert summary in step.read_text()  # appended, not overwritten
+
+    # The same recipe in the same environment: the recorded run is reused, not re-run.
+    code, again, summary = ci(cli, workspace, "--base", "HEAD")
+    assert code == 0
+    assert "reused" in summary
+    assert again is not None
+    properties = {p.name: p.value for p in next(iter(again)).properties()}  # type: ignore[no-untyped-call]
+    assert properties["cached"] == "true"
+    assert properties["run_id"] == {p.name: p.value for p in suites[0].properties()}["run_id"]  # type: ignore[no-untyped-call]
+
+
+def test_a_failing_gate_is_a_junit_failure_with_its_evidence_and_exit_1(
+    repo: Path, workspace: Workspace, cli: Invoke
+) -> None:
+    gated(workspace, minimum="0.99")  # no quick model reaches 99% on digits
+    code, xml, summary = ci(cli, workspace, workspace.recipe)
+    assert code == 1
+    assert xml is not None
+    (suite,) = list(xml)
+    failed = {case.name: case.result for case in suite if case.result}
+    assert list(failed) == ["floor"]
+    (failure,) = failed["floor"]
+    assert isinstance(failure, Failure)
+    message = failure.message or ""
+    estimate = float(re.search(r"estimate ([0-9.]+)", message).group(1))  # type: ignore[union-attr]
+    low, high = (
+        float(x)
+        for x in re.search(r"\[([0-9.]+), ([0-9.]+)\]", message).groups()  # type: ignore[union-attr]
+    )
+    assert low < estimate < high < 0.99
+    assert "threshold 0.99" in message
+    assert "n 450" in message
+    assert "**rejected**" in summary
+
+
+def test_a_tampered_signature_is_exit_3_and_a_junit_error(
+    repo: Path, workspace: Workspace, cli: Invoke
+) -> None:
+    gated(workspace)
+    text = workspace.recipe.read_text().replace("margin: 0.1,", "margin: 0.5,", 1)
+    workspace.recipe.write_text(text)  # edited after signing
+    code, xml, summary = ci(cli, workspace, "--base", "HEAD")
+    assert code == 3
+    assert xml is not None
+    (suite,) = list(xml)
+    (case,) = list(suite)
+    assert case.name == "recipe"
+    (error,) = case.result
+    assert isinstance(error, Error)
+    assert "signature" in (error.message or "")
+    assert "integrity" in summary
+    assert not (workspace.root / ".cg" / "catalog.db").exists() or "run-" not in summary
+
+
+def test_ci_without_paths_or_base_is_a_usage_error(cli: Invoke) -> None:
+    result = cli("ci")
+    assert result.exit_code == 2
+    assert "--base" in result.stderr
+
+
+def test_a_bad_base_ref_exits_2(repo: Path, workspace: Workspace, cli: Invoke) -> None:
+    code, _, _ = ci(cli, workspace, "--base", "no-such-ref")
+    assert code == 2
+
+
+# --- the shipped hooks and workflow ---------------------------------------------------------
+
+
+def hooks() -> dict[str, dict[str, str]]:
+    listed = yaml.safe_load((ROOT / ".pre-commit-hooks.yaml").read_text())
+    return {hook["id"]: hook for hook in listed}
+
+
+def run_hook(hook: dict[str, str], *files: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    return subprocess.run(
+        f"{hook['entry']} {' '.join(str(f) for f in files)}",
+        shell=True,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def test_the_pre_commit_hooks_validate_and_verify_recipes(workspace: Workspace) -> None:
+    found = hooks()
+    assert set(found) == {"compressgate-validate", "compressgate-verify"}
+    for hook in found.values():
+        pattern = re.compile(hook["files"])
+        assert pattern.search("recipes/examples/digits.yaml")
+        assert pattern.search("team/recipe.yaml")
+        assert not pattern.search("trust.yaml")
+    write_recipe(workspace)
+    validate = run_hook(found["compressgate-validate"], workspace.recipe)
+    assert validate.returncode == 0, validate.stderr
+    verify = run_hook(found["compressgate-verify"], workspace.recipe, workspace.recipe)
+    assert verify.returncode == 0, verify.stderr
+    workspace.recipe.write_text(workspace.recipe.read_text() + "\n# edited after signing\n")
+    tampered = run_hook(found["compressgate-verify"], workspace.recipe)
+    assert tampered.returncode == 3
+    broken = workspace.root / "broken-recipe.yaml"
+    broken.write_text("apiVersion: compressgate/v1\nkind: Recipe\n")
+    assert run_hook(found["compressgate-validate"], broken).returncode == 2
+
+
+def test_the_github_workflow_example_runs_ci_against_the_base_branch() -> None:
+    workflow = yaml.safe_load((ROOT / ".github" / "workflows" / "compressgate.yml").read_text())
+    steps = workflow["jobs"]["gates"]["steps"]
+    commands = " ".join(step.get("run", "") for step in steps)
+    assert "compressgate ci --base origin/${{ github.base_ref }}" in commands
+    assert "--junit compressgate-junit.xml" in commands
+    assert "--summary compressgate-summary.md" in commands
+    assert "torch==2.13.0" in commands
+    checkout = next(s for s in steps if s.get("uses", "").startswith("actions/checkout"))
+    assert checkout["with"]["fetch-depth"] == 0
