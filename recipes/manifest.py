@@ -647,7 +647,21 @@ def _evaluator_issues(recipe: Recipe) -> Iterator[tuple[Loc, str]]:
         for name in spec.metric_names()
     }
     onnx_only = recipe.onnx_only_metrics()
+    giver = {n: each for each in recipe.evaluator_specs() for n in each.metric_names()}
     for index, gate in enumerate(recipe.gates):
+        source = giver.get(gate.metric)
+        if (
+            isinstance(gate, BoundGate | RelativeGate)
+            and "confidence" in gate.model_fields_set
+            and source is not None
+            and source.confidence != gate.confidence
+        ):
+            yield (
+                ("gates", index, "confidence"),
+                f"this gate judges the interval the '{source.kind}' evaluator reports, at its "
+                f"confidence {source.confidence:g}; set 'confidence: {gate.confidence:g}' on that "
+                "evaluator instead, or drop it here",
+            )
         if gate.metric in known:
             stages = {stage.name: stage for stage in recipe.stages}
             judged = stages.get(gate.after) if gate.after else recipe.stages[-1]

@@ -454,6 +454,25 @@ CASES = [
         "occlusion severities are fractions of the input: each must be < 1",
     ),
     Case(
+        "bound-confidence-not-the-evaluators",
+        sub(
+            "rule: non_inferior\n    margin: 0.02",
+            "rule: bound\n    min: 0.9\n    confidence: 0.99",
+        ),
+        40,
+        "gates[0].confidence",
+        "set 'confidence: 0.99' on that evaluator instead",
+    ),
+    Case(
+        "mean-of-one-seed",
+        lambda text: sub("seeds: [0, 1]", "seeds: [0]")(
+            sub("margin: 0.02", "margin: 0.02\n    seeds: mean")(text)
+        ),
+        40,
+        "gates[0].seeds",
+        "needs at least two seeds (the recipe has 1)",
+    ),
+    Case(
         "robustness-without-shifts",
         with_evaluators("{kind: robustness, shifts: []}"),
         34,
