@@ -407,7 +407,9 @@ def run(
 
     Each stage output is stored by sha256, evaluated and recorded in the catalog; a stage whose
     inputs, spec, data, code and environment match an earlier run is reused (--force
-    recomputes). At the end every gate is judged for every seed and the decisions recorded.
+    recomputes). Stages run stage by stage across the seeds; each gate is judged when every
+    seed has run its stage, and one that fails after an intermediate stage stops the run
+    there (status `stopped`). `compressgate submit` adds the review (approvals, exit 1).
     Prints a table, or with --json: run_id, recipe, stages (artifact_sha256, size_bytes,
     params, macs, metrics.accuracy), status, record (the catalog).
     """
