@@ -507,12 +507,15 @@ if TYPE_CHECKING:
     from registry.views import AliasResult, Diff, Lineage, VariantShow
 
 
-def open_catalog(workspace: Path | None = None, catalog: str | None = None) -> Catalog:
+def open_catalog(
+    workspace: Path | None = None, catalog: str | None = None, *, migrate: bool = False
+) -> Catalog:
     """The existing catalog: `--catalog URL`, else $COMPRESSGATE_CATALOG, else
-    WORKSPACE/catalog.db (only `run` creates one)."""
+    WORKSPACE/catalog.db (only `run` creates one). With `migrate` (commands that write), an
+    older schema is migrated; without, it is refused (exit 5)."""
     from registry.catalog import Catalog, catalog_url
 
-    return Catalog(catalog_url(workspace_dir(workspace), catalog), create=False)
+    return Catalog(catalog_url(workspace_dir(workspace), catalog), create=False, migrate=migrate)
 
 
 def catalog_list(
@@ -636,7 +639,7 @@ def promote_variant(
     from registry.aliases import promote
     from registry.views import AliasResult
 
-    with open_catalog(workspace, catalog) as records:
+    with open_catalog(workspace, catalog, migrate=True) as records:
         move, changed = promote(
             records, ref, alias, reason=reason or "promoted", actor=actor, trust=trust_path
         )
@@ -657,7 +660,7 @@ def rollback_alias(
     from registry.aliases import rollback
     from registry.views import AliasResult
 
-    with open_catalog(workspace, catalog) as records:
+    with open_catalog(workspace, catalog, migrate=True) as records:
         move = rollback(records, alias, to=to, reason=reason, actor=actor, trust=trust_path)
     return AliasResult(alias=alias, changed=True, move=move)
 
@@ -819,7 +822,7 @@ def sign_off(
         except FileNotFoundError:
             raise NotFoundError(f"envelope {envelope_path} not found") from None
         envelope = Envelope.from_json(data, source=str(envelope_path))
-    with open_catalog(workspace, catalog) as records:
+    with open_catalog(workspace, catalog, migrate=True) as records:
         trust = load_trust_for(records, run_id, trust_path)()
         checked, signed = record(
             records,

@@ -668,9 +668,11 @@ def safe_url(url: str) -> str:
 class Catalog:
     """The one door to the catalog database: appends records, reads them back, verifies."""
 
-    def __init__(self, url: str, *, create: bool = True) -> None:
-        """Open the catalog at `url`. With `create` (the writing commands), create it or apply
-        pending migrations; without, only open an existing catalog of the current schema."""
+    def __init__(self, url: str, *, create: bool = True, migrate: bool = False) -> None:
+        """Open the catalog at `url`. With `create` (the commands that record runs), create it
+        or apply pending migrations; with `migrate` (the other writing commands), open an
+        existing catalog and apply pending migrations; with neither, only open an existing
+        catalog of the current schema."""
         self.url = url
         try:
             parsed = sa.engine.make_url(url)
@@ -695,6 +697,15 @@ class Catalog:
         self.engine = self._engine(url)
         try:
             if create:
+                self.migrate()
+            elif migrate:
+                with self._reading() as conn:
+                    if self._version(conn) == 0:
+                        raise NotFoundError(
+                            f"no catalog at {safe_url(self.url)}: the database has no catalog "
+                            "tables",
+                            hint="`compressgate run` creates it",
+                        )
                 self.migrate()
             else:
                 self._check_schema()
@@ -828,7 +839,8 @@ class Catalog:
             raise EnvironmentMismatch(
                 f"catalog {safe_url(self.url)} has schema version {current}, older than this "
                 f"compressgate's {SCHEMA_VERSION}",
-                hint="any writing command (run, promote) migrates it",
+                hint="any writing command (run, submit, ci, promote, rollback, approve, waive) "
+                "migrates it",
             )
 
     def migrate(self) -> None:

@@ -12,11 +12,18 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from gates.review import GateDecision, ReviewStatus, Signoff, review
+from gates.review import (
+    GateDecision,
+    ReviewStatus,
+    SeedVerdict,
+    Signoff,
+    evidence_digest,
+    review,
+)
 from gates.signoff import Kind, check_signoff, counting, signoff_envelope
 from recipes.load import parse_recipe
 from recipes.trust import Trust, load_trust
-from registry.catalog import Catalog, now
+from registry.catalog import Catalog, Decision, now
 from registry.dsse import Envelope
 from registry.errors import CompressgateError, ManifestError, NotFoundError, Refused
 from registry.keys import PrivateKey
@@ -39,7 +46,7 @@ def status(
     """The run's review status now (or at `at`). `trust` may be a function that loads it: it
     is called only if the run has sign-offs to check."""
     record = catalog.run(run_id)
-    decisions = catalog.gate_verdicts(run_id)
+    decisions = catalog.gate_verdicts(run_id) or _before_v2(catalog.decisions(run_id=run_id))
     recipe = catalog.recipe(record.recipe.sha256)
     parsed, _ = parse_recipe(recipe.content.encode("utf-8"), f"recipe {recipe.sha256[:12]}")
     signoffs = _signoffs(catalog, run_id, decisions, trust, record.recipe.sha256, at)
@@ -57,6 +64,60 @@ def status(
         signoffs=signoffs,
         gate_names=[g.name for g in parsed.gates],
     )
+
+
+def _before_v2(per_seed: list[Decision]) -> list[GateDecision]:
+    """The decisions of a run recorded before schema v2, which kept per-seed judgements only:
+    each gate decided as `every` seed (the only policy then)."""
+    gates: dict[str, list[Decision]] = {}
+    for each in per_seed:
+        gates.setdefault(each.gate, []).append(each)
+    out = []
+    for name, seeds in gates.items():
+        verdicts = [
+            SeedVerdict(
+                seed=d.seed,
+                variant_id=d.variant_id,
+                artifact_sha256=d.artifact_sha256,
+                verdict="pass" if d.verdict == "pass" else "fail",
+                estimate=d.estimate,
+                ci_low=d.ci_low,
+                ci_high=d.ci_high,
+                n=d.n,
+                threshold=d.threshold,
+                pvalue=d.pvalue,
+                note=d.note,
+            )
+            for d in seeds
+        ]
+        failing = [v for v in verdicts if v.verdict == "fail"]
+        head = failing[0] if failing else verdicts[0]
+        first = seeds[0]
+        decision = GateDecision(
+            run_id=first.run_id,
+            gate=name,
+            owner=first.owner,
+            metric=first.metric,
+            stage=first.stage,
+            rule=first.rule,
+            policy="every",
+            approval="none",
+            estimate=head.estimate,
+            ci_low=head.ci_low,
+            ci_high=head.ci_high,
+            n=head.n,
+            threshold=head.threshold,
+            pvalue=head.pvalue,
+            verdict="fail" if failing else "pass",
+            note=(
+                f"recorded before schema v2, per seed: {len(verdicts) - len(failing)}/"
+                f"{len(verdicts)} seeds pass; seed {head.seed}: {head.note}"
+            ),
+            seeds=verdicts,
+            decided_at=first.decided_at,
+        )
+        out.append(decision.model_copy(update={"evidence_sha256": evidence_digest(decision)}))
+    return out
 
 
 def _signoffs(
@@ -134,6 +195,11 @@ def sign_off(
             hint="a gate the pipeline never reached cannot be signed off",
         )
     decision = decisions[gate]
+    if kind == "approval" and decision.approval != "required" and decision.verdict == "pass":
+        raise Refused(
+            f"gate '{gate}' of run {run_id} passed and needs no approval; nothing recorded",
+            hint="only gates with `approval: required` wait for their owner",
+        )
     record = catalog.run(run_id)
     if expires is not None and expires <= datetime.now(UTC):
         raise ManifestError(
@@ -172,7 +238,8 @@ def sign_off(
     ]
     if counted:
         raise Refused(
-            f"gate '{gate}' of run {run_id} already has a {kind} by '{checked.owner}' "
+            f"gate '{gate}' of run {run_id} already has {_article(kind)} {kind} by "
+            f"'{checked.owner}' "
             f"(signed {counted[0].signed_at}); nothing recorded",
             hint=f"`compressgate review status {run_id}` shows it",
         )
@@ -200,3 +267,7 @@ def sign_off(
 def load_trust_for(catalog: Catalog, run_id: str, explicit: Path | None) -> Callable[[], Trust]:
     """A loader of the trust file for a run's sign-offs (read when there are some to check)."""
     return lambda: load_trust(trust_path_for(catalog, run_id, explicit))
+
+
+def _article(word: str) -> str:
+    return "an" if word[:1] in "aeiou" else "a"

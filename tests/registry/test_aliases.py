@@ -1,44 +1,105 @@
 """Promotion, rollback and alias history through the CLI, on a catalog of recorded runs.
 
-The runs are recorded through the catalog's own API (as the executor records them), with gate
-decisions that pass or fail; one test promotes the output of a real run.
+The runs are recorded through the catalog's own API as the executor records them: the recipe's
+exact bytes, each stage's variant, each seed's judgement of every gate and the run-level gate
+decision its seeds policy makes of them. Their gates pass or fail on the recorded accuracy;
+owners approve and waive them with their keys. One test promotes the output of a real run.
 """
 
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from evaluators.results import Estimate
+from gates.review import GateDecision, SeedVerdict, decide
+from gates.verdicts import judge
+from recipes.load import parse_recipe
+from recipes.manifest import GateSpec
 from recipes.signing import sign_recipe
-from registry.catalog import Catalog, Decision, catalog_url
-from registry.keys import load_private_key
+from recipes.trust import Trust, add_owner_key, load_trust
+from registry.catalog import Catalog, Decision, catalog_url, document
+from registry.digests import sha256_bytes
+from registry.keys import generate_keypair, load_private_key
 from registry.records import RecipeRef, RunRecord, StageRecord
+from registry.review import sign_off, status
 from tests.conftest import Invoke, Workspace
 from tests.registry.test_executor import run as run_recipe
 from tests.registry.test_executor import write_recipe
 
 STAGES = ("baseline", "distill", "int8")
 
+RECIPE = """\
+apiVersion: compressgate/v1
+kind: Recipe
+metadata: {name: digits, version: 1, owners: [ml-platform]}
+environment: {lock: requirements.lock, strict: true}
+model:
+  factory: recipes.examples.digits:build_cnn
+  train: {epochs: 3, lr: 0.003}
+data:
+  loader: recipes.examples.digits:load
+seeds: [0]
+stages:
+  - name: distill
+    kind: distill
+    student: {factory: recipes.examples.digits:build_student}
+    epochs: 4
+    lr: 0.003
+  - {name: int8, kind: quantize, method: static, calibration_samples: 64}
+gates:
+  - {name: accuracy, owner: ml-lead, metric: accuracy, rule: bound, min: 0.9, approval: APPROVAL}
+"""
 
-def record_run(url: str, run_id: str, accuracy: float, *, passes: bool) -> RunRecord:
-    """A finished run of three stages whose 'accuracy' gate on int8 passes or fails."""
+
+def recipe_file(path: Path, *, approval: str = "none", after: str | None = None) -> Path:
+    """The recipe the runs record: one 'accuracy' gate (interval above 0.9), on int8 unless
+    `after` names another stage, needing its owner's approval with `approval='required'`."""
+    text = RECIPE.replace("APPROVAL", approval)
+    if after is not None:
+        text = text.replace("approval:", f"after: {after}, approval:")
+    path.write_text(text)
+    return path
+
+
+def record_run(
+    url: str, run_id: str, accuracy: float, recipe: Path, *, run_level: bool = True
+) -> RunRecord:
+    """A finished run of `recipe` (baseline, distill, int8) whose every stage measured
+    `accuracy`, its gates judged as the executor judges them: per seed, then by seeds policy
+    (without `run_level`: per seed only, as runs were recorded before catalog schema v2)."""
+    content = recipe.read_bytes()
+    parsed, _ = parse_recipe(content, str(recipe))
     record = RunRecord(
         run_id=run_id,
-        recipe=RecipeRef(name="digits", version=1, sha256="ab" * 32, path="/r.yaml", signers=[]),
+        recipe=RecipeRef(
+            name=parsed.metadata.name,
+            version=parsed.metadata.version,
+            sha256=sha256_bytes(content),
+            path=str(recipe),
+            signers=[],
+        ),
         status="succeeded",
         started_at="2026-11-23T10:00:00Z",
         finished_at="2026-11-23T10:01:00Z",
         workspace="/ws",
-        seeds=[0],
+        seeds=list(parsed.seeds),
     )
     parent = None
     for index, name in enumerate(STAGES):
         sha = f"{run_id[-6:]}{index:02d}".ljust(64, "0")
         estimate = Estimate(
-            estimate=accuracy, ci_low=accuracy - 0.02, ci_high=accuracy + 0.02, n=450, method="w"
+            estimate=accuracy,
+            ci_low=accuracy - 0.02,
+            ci_high=accuracy + 0.02,
+            n=450,
+            method="wilson",
+            higher_is_better=True,
         )
         record.stages.append(
             StageRecord(
@@ -54,55 +115,104 @@ def record_run(url: str, run_id: str, accuracy: float, *, passes: bool) -> RunRe
             )
         )
         parent = sha
+    decisions, verdicts = judged(record, parsed.gates, parsed.stages[-1].name)
     with Catalog(url) as catalog:
-        catalog.record_run_start(record, recipe_content="x", envelope="{}", lock_sha256="")
+        catalog.record_run_start(
+            record, recipe_content=content.decode("utf-8"), envelope="{}", lock_sha256=""
+        )
         for stage in record.stages:
             catalog.record_stage(run_id, record.recipe.sha256, stage, {"name": stage.name})
-        int8 = record.stages[-1]
-        assert int8.artifact_sha256 is not None
-        decision = Decision(
-            run_id=run_id,
-            seed=0,
-            gate="accuracy",
-            variant_id=f"{run_id}/0/int8",
-            stage="int8",
-            artifact_sha256=int8.artifact_sha256,
-            metric="accuracy",
-            rule={"rule": "bound", "min": 0.9},
-            estimate=accuracy,
-            ci_low=accuracy - 0.02,
-            ci_high=accuracy + 0.02,
-            n=450,
-            threshold=0.9,
-            pvalue=None,
-            verdict="pass" if passes else "fail",
-            owner="ml-lead",
-            evidence_sha256="cd" * 32,
-            note="interval within the bound" if passes else f"{accuracy - 0.02:.4g} < min 0.9",
-            decided_at="2026-11-23T10:01:00Z",
-        )
-        catalog.record_run_end(record, [decision])
+        catalog.record_run_end(record, decisions, verdicts if run_level else ())
     return record
 
 
-@pytest.fixture
-def catalog(catalog_url: str) -> str:
-    record_run(catalog_url, "run-20261123T100000Z-aaaaaa", 0.97, passes=True)
-    record_run(catalog_url, "run-20261123T110000Z-bbbbbb", 0.96, passes=True)
-    record_run(catalog_url, "run-20261123T120000Z-cccccc", 0.80, passes=False)
-    return catalog_url
+def judged(
+    record: RunRecord, gates: Sequence[GateSpec], last: str
+) -> tuple[list[Decision], list[GateDecision]]:
+    """Each seed's judgement of each gate and each gate's decision over the seeds, as
+    `registry.executor` makes them."""
+    decisions, verdicts = [], []
+    for gate in gates:
+        name = gate.after or last
+        per_seed, candidates, baselines = [], [], []
+        for seed in record.seeds:
+            stage, baseline = record.stage(seed, name), record.stage(seed, "baseline")
+            judgement = judge(gate, stage.metrics, baseline.metrics, stage.evaluations)
+            assert stage.artifact_sha256 is not None
+            variant_id = f"{record.run_id}/{seed}/{name}"
+            metrics = {k: v.model_dump(mode="json") for k, v in stage.metrics.items()}
+            decisions.append(
+                Decision(
+                    run_id=record.run_id,
+                    seed=seed,
+                    gate=gate.name,
+                    variant_id=variant_id,
+                    stage=name,
+                    artifact_sha256=stage.artifact_sha256,
+                    metric=gate.metric,
+                    rule=gate.model_dump(mode="json"),
+                    owner=gate.owner,
+                    evidence_sha256=sha256_bytes(document(metrics).encode("utf-8")),
+                    decided_at="2026-11-23T10:01:00Z",
+                    **judgement.model_dump(),
+                )
+            )
+            per_seed.append(
+                SeedVerdict(
+                    seed=seed,
+                    variant_id=variant_id,
+                    artifact_sha256=stage.artifact_sha256,
+                    **judgement.model_dump(),
+                )
+            )
+            candidates.append(stage.metrics.get(gate.metric))
+            baselines.append(baseline.metrics.get(gate.metric))
+        decision = decide(gate, record.run_id, name, per_seed, candidates, baselines)
+        verdicts.append(decision.model_copy(update={"decided_at": "2026-11-23T10:01:00Z"}))
+    return decisions, verdicts
 
 
-GOOD, BAD_IN_PROD, FAILING = (
-    "run-20261123T100000Z-aaaaaa/0/int8",
-    "run-20261123T110000Z-bbbbbb/0/int8",
-    "run-20261123T120000Z-cccccc/0/int8",
+GOOD_RUN, BAD_RUN, FAILING_RUN = (
+    "run-20261123T100000Z-aaaaaa",
+    "run-20261123T110000Z-bbbbbb",
+    "run-20261123T120000Z-cccccc",
 )
+GOOD, BAD_IN_PROD, FAILING = (f"{run}/0/int8" for run in (GOOD_RUN, BAD_RUN, FAILING_RUN))
+
+
+@pytest.fixture
+def catalog(catalog_url: str, tmp_path: Path) -> str:
+    """Three runs of one recipe: two whose gate passes, then one whose gate fails."""
+    recipe = recipe_file(tmp_path / "recipe.yaml")
+    record_run(catalog_url, GOOD_RUN, 0.97, recipe)
+    record_run(catalog_url, BAD_RUN, 0.96, recipe)
+    record_run(catalog_url, FAILING_RUN, 0.80, recipe)
+    return catalog_url
 
 
 def events(url: str) -> int:
     with Catalog(url) as catalog:
         return catalog.head().size
+
+
+def no_trust_needed() -> Trust:
+    pytest.fail("the trust file was read for a run without sign-offs")
+
+
+def test_recorded_runs_are_reviewed_from_their_gate_decisions_without_a_trust_file(
+    catalog: str,
+) -> None:
+    with Catalog(catalog) as records:
+        passed = status(records, GOOD_RUN, no_trust_needed)
+        failed = status(records, FAILING_RUN, no_trust_needed)
+        per_seed = records.decisions(run_id=FAILING_RUN)
+    assert passed.status == "approved" and not passed.reasons
+    assert [(g.decision.gate, g.decision.stage, g.state) for g in passed.gates] == [
+        ("accuracy", "int8", "passed")
+    ]
+    assert failed.status == "rejected" and failed.gates[0].state == "failed"
+    assert failed.gates[0].decision.subjects() == [(FAILING, per_seed[0].artifact_sha256)]
+    assert [(d.gate, d.variant_id, d.verdict) for d in per_seed] == [("accuracy", FAILING, "fail")]
 
 
 def test_promote_a_bad_variant_then_rollback_restores_the_known_good_one(
@@ -145,21 +255,27 @@ def test_a_variant_whose_gate_failed_is_not_promoted_and_nothing_is_recorded(
     before = events(catalog)
     result = cli("promote", FAILING, "--alias", "production", "--catalog", catalog)
     assert result.exit_code == 1
-    assert "gate 'accuracy' (int8): 0.78 < min 0.9" in result.stderr
+    assert f"run {FAILING_RUN} is rejected" in result.stderr
+    assert (
+        "gate 'accuracy' failed (0/1 seeds pass; seed 0: 0.78 < min 0.9); "
+        "its owner 'ml-lead' may waive it"
+    ) in result.stderr
     assert events(catalog) == before
 
 
-def test_a_stage_no_gate_judged_is_not_promoted(catalog: str, cli: Invoke) -> None:
-    result = cli(
-        "promote",
-        "run-20261123T100000Z-aaaaaa/0/distill",
-        "--alias",
-        "staging",
-        "--catalog",
-        catalog,
-    )
+def test_a_stage_no_gate_judged_is_not_promoted(catalog: str, cli: Invoke, tmp_path: Path) -> None:
+    # Before the judged stage: the gate's verdict on int8 says nothing of distill.
+    result = cli("promote", f"{GOOD_RUN}/0/distill", "--alias", "staging", "--catalog", catalog)
     assert result.exit_code == 1
-    assert "no gate judged stage 'distill'" in result.stderr
+    assert "gate(s) 'accuracy' (after int8) judge a stage after 'distill'" in result.stderr
+    # After it: a run whose only gate judged distill has no gate on int8.
+    early = recipe_file(tmp_path / "early.yaml", after="distill")
+    run_id = record_run(catalog, "run-20261123T130000Z-dddddd", 0.97, early).run_id
+    result = cli("promote", f"{run_id}/0/int8", "--alias", "staging", "--catalog", catalog)
+    assert result.exit_code == 1
+    assert f"no gate judged stage 'int8' of run {run_id}" in result.stderr
+    judged_one = cli("promote", f"{run_id}/0/distill", "--alias", "staging", "--catalog", catalog)
+    assert judged_one.exit_code == 0, judged_one.stderr
 
 
 def test_promote_by_sha_prefix_is_idempotent(catalog: str, cli: Invoke) -> None:
@@ -183,11 +299,87 @@ def test_rollback_skips_what_was_rolled_back_from_and_says_when_nothing_is_left(
     result = cli("rollback", "production", "--catalog", catalog)
     assert result.exit_code == 4
     assert "no earlier known-good variant" in result.stderr
-    # Named explicitly, a variant whose gates passed is accepted again.
+    # Named explicitly, a variant of an approved run is accepted again.
     result = cli("rollback", "production", "--to", BAD_IN_PROD, "--catalog", catalog)
     assert result.exit_code == 0, result.stderr
     refused = cli("rollback", "production", "--to", FAILING, "--catalog", catalog)
-    assert refused.exit_code == 1 and "gate(s) failed" in refused.stderr
+    assert refused.exit_code == 1 and f"run {FAILING_RUN} is rejected" in refused.stderr
+
+
+def test_a_gate_that_requires_approval_is_promoted_only_once_its_owner_approves(
+    catalog_url: str, cli: Invoke, workspace: Workspace, tmp_path: Path
+) -> None:
+    # Recorded beside the workspace's trust file: the one its sign-offs are checked against.
+    recipe = recipe_file(workspace.root / "gated.yaml", approval="required")
+    run_id = record_run(catalog_url, "run-20261123T130000Z-eeeeee", 0.97, recipe).run_id
+    variant = f"{run_id}/0/int8"
+    promote = ("promote", variant, "--alias", "production", "--catalog", catalog_url)
+    before = events(catalog_url)
+    waiting = cli(*promote)
+    assert waiting.exit_code == 1
+    assert f"run {run_id} is awaiting-approval" in waiting.stderr
+    assert "gate 'accuracy' awaits the signed approval of 'ml-lead'" in waiting.stderr
+    assert events(catalog_url) == before
+    approve = ("approve", run_id, "--gate", "accuracy", "--catalog", catalog_url, "--key")
+    other = cli(*approve, workspace.key("serving"))
+    assert other.exit_code == 3 and "belongs to 'ml-lead'" in other.stderr
+    approved = cli(*approve, workspace.key("ml-lead"))
+    assert approved.exit_code == 0, approved.stderr
+    assert f"run {run_id} is now approved" in approved.stdout
+    result = cli(*promote)
+    assert result.exit_code == 0, result.stderr
+    assert f"promote production -> {variant}" in result.stdout
+    review = json.loads(cli("review", "status", run_id, "--catalog", catalog_url, "--json").stdout)
+    assert review["status"] == "approved"
+    assert [(s["kind"], s["owner"], s["counts"]) for s in review["gates"][0]["signoffs"]] == [
+        ("approval", "ml-lead", True)
+    ]
+    # Checked again at every promotion: once ml-lead's key is rotated out, it approves nothing.
+    _, _, public = generate_keypair("ml-lead", tmp_path / "rotated")
+    rotated = tmp_path / "rotated" / "trust.yaml"
+    add_owner_key(rotated, "ml-lead", public, ("approver",))
+    again = cli(
+        "promote", variant, "--alias", "staging", "--catalog", catalog_url, "--trust", rotated
+    )
+    assert again.exit_code == 1 and "is awaiting-approval" in again.stderr
+
+
+def test_rollback_skips_a_promoted_variant_whose_waiver_has_since_expired(
+    catalog: str, cli: Invoke, workspace: Workspace
+) -> None:
+    trust = load_trust(workspace.trust)
+    trusted = ("--catalog", catalog, "--trust", workspace.trust)
+    # Expiry is signed to the second: 2 to 3 seconds from now.
+    expires = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=3)
+    with Catalog(catalog) as records:
+        waiver, _ = sign_off(
+            records,
+            FAILING_RUN,
+            "accuracy",
+            kind="waiver",
+            trust=trust,
+            key=load_private_key(workspace.key("ml-lead")),
+            reason="the int8 regression is fixed by the next release",
+            expires=expires,
+        )
+    assert waiver.counts and waiver.expires is not None
+    for variant in (GOOD, FAILING, BAD_IN_PROD):
+        result = cli("promote", variant, "--alias", "production", *trusted)
+        assert result.exit_code == 0, result.stderr
+    with Catalog(catalog) as records:
+        valid = status(records, FAILING_RUN, trust, at=expires - timedelta(seconds=1))
+        lapsed = status(records, FAILING_RUN, trust, at=expires)
+    assert (valid.status, valid.gates[0].state) == ("approved", "waived")
+    assert (lapsed.status, lapsed.gates[0].state) == ("rejected", "failed")
+    assert lapsed.gates[0].signoffs[0].problem == f"expired at {waiver.expires}"
+    time.sleep(max(0.0, (expires - datetime.now(UTC)).total_seconds()) + 0.1)
+    # BAD_IN_PROD goes; FAILING was promoted under a waiver that no longer counts: GOOD it is.
+    result = cli("rollback", "production", "--json", *trusted)
+    assert result.exit_code == 0, result.stderr
+    move = json.loads(result.stdout)["move"]
+    assert (move["variant_id"], move["previous_variant_id"]) == (GOOD, BAD_IN_PROD)
+    refused = cli("rollback", "production", "--to", FAILING, *trusted)
+    assert refused.exit_code == 1 and f"run {FAILING_RUN} is rejected" in refused.stderr
 
 
 @pytest.mark.parametrize(
@@ -256,10 +448,13 @@ def test_a_real_run_records_gate_decisions_and_its_final_variant_can_be_promoted
     url = catalog_url(root)
     with Catalog(url) as records:
         decisions = records.decisions(run_id=summary["run_id"])
-    assert [(d.gate, d.stage, d.verdict) for d in decisions] == [
-        ("accuracy-floor", "export", "pass"),
-        ("no-collapse", "prune", "pass"),
-    ]
+        verdicts = records.gate_verdicts(summary["run_id"])
+        review = status(records, summary["run_id"], no_trust_needed)
+    # Each gate is judged when its stage is done: prune's before export's.
+    judged = [("no-collapse", "prune", "pass"), ("accuracy-floor", "export", "pass")]
+    assert [(d.gate, d.stage, d.verdict) for d in decisions] == judged
+    assert [(v.gate, v.stage, v.verdict) for v in verdicts] == judged
+    assert review.status == "approved"
     export = summary["stages"][-1]
     result = cli(
         "promote", export["artifact_sha256"][:12], "--alias", "production", "--workspace", root

@@ -21,8 +21,9 @@ from registry.catalog import (
     catalog_url,
     expected_triggers,
 )
-from registry.errors import IntegrityError
+from registry.errors import EXIT_ENVIRONMENT, EnvironmentMismatch, IntegrityError
 from tests.conftest import Invoke, Workspace
+from tests.registry.test_aliases import recipe_file, record_run
 from tests.registry.test_executor import write_recipe
 
 
@@ -40,6 +41,74 @@ def test_migrations_build_exactly_the_model_tables_with_their_guards(catalog_url
         assert again.head().size == SCHEMA_VERSION
         assert again.verify_chain().size == SCHEMA_VERSION
     assert len(expected_triggers("sqlite")) == 3 * len(TABLES)
+
+
+OLD_RUN, NEW_RUN = "run-20261123T100000Z-aaaaaa", "run-20261123T110000Z-bbbbbb"
+
+
+def test_a_v1_catalog_is_refused_read_only_and_migrated_to_v2_by_a_writing_open(
+    catalog_url: str, cli: Invoke, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    recipe = recipe_file(tmp_path / "recipe.yaml")
+    # A catalog written by a compressgate that knew only the first migration.
+    with monkeypatch.context() as patched:
+        patched.setattr(catalog_module, "MIGRATIONS", catalog_module.MIGRATIONS[:1])
+        patched.setattr(catalog_module, "SCHEMA_VERSION", 1)
+        with Catalog(catalog_url) as old:
+            record_run(catalog_url, OLD_RUN, 0.97, recipe, run_level=False)
+            assert old.schema_version() == 1
+            assert not sa.inspect(old.engine).has_table("gate_verdicts")
+            held, decisions, v1 = old.run(OLD_RUN), old.decisions(run_id=OLD_RUN), old.head()
+    assert SCHEMA_VERSION == 2 and len(decisions) == 1
+    # Reading commands do not migrate: exit 5, saying what does.
+    with pytest.raises(EnvironmentMismatch) as refused:
+        Catalog(catalog_url, create=False)
+    assert refused.value.exit_code == EXIT_ENVIRONMENT
+    assert "has schema version 1, older than this compressgate's 2" in str(refused.value)
+    assert "writing command" in str(refused.value.hint)
+    listed = cli("catalog", "list", "--catalog", catalog_url)
+    assert listed.exit_code == EXIT_ENVIRONMENT, listed.stderr
+    assert "schema version 1" in listed.stderr and "hint: any writing command" in listed.stderr
+    # A writing command migrates: promoting the old run's variant applies v2 (one event on
+    # the same chain), judges the old run from its per-seed decisions, then moves the alias.
+    promoted = cli(
+        "promote", f"{OLD_RUN}/0/int8", "--alias", "production", "--catalog", catalog_url
+    )
+    assert promoted.exit_code == 0, promoted.stderr
+    with Catalog(catalog_url, create=False) as catalog:
+        assert catalog.schema_version() == 2
+        assert catalog.head().size == v1.size + 2
+        assert catalog.event_hash(v1.size) == v1.sha256
+        assert catalog.verify_chain() == catalog.head()
+        assert catalog.verify_rows() == v1.size + 2
+        catalog.verify_triggers()  # gate_verdicts' append-only guards among them
+        with catalog.engine.connect() as conn:
+            body = conn.exec_driver_sql(
+                f"SELECT body FROM events WHERE seq = {v1.size + 1}"
+            ).scalar_one()
+        assert json.loads(body)["table"] == "schema_migrations"
+        assert json.loads(body)["row"]["version"] == 2
+        assert catalog.run(OLD_RUN) == held
+        assert catalog.decisions(run_id=OLD_RUN) == decisions
+        assert catalog.gate_verdicts(OLD_RUN) == []
+        moved = catalog.alias("production")
+        assert moved is not None and moved.variant_id == f"{OLD_RUN}/0/int8"
+    shown = json.loads(cli("review", "status", OLD_RUN, "--catalog", catalog_url, "--json").stdout)
+    assert shown["status"] == "approved"
+    (gate,) = shown["gates"]
+    assert gate["decision"]["note"].startswith("recorded before schema v2, per seed: 1/1")
+    # The migrated catalog takes run-level decisions, behind the same append-only guards.
+    record_run(catalog_url, NEW_RUN, 0.97, recipe)
+    with Catalog(catalog_url, create=False) as catalog:
+        assert [v.gate for v in catalog.gate_verdicts(NEW_RUN)] == ["accuracy"]
+        head = catalog.verify_chain()
+        assert catalog.verify_rows() == head.size
+        assert catalog.schema_version() == 2
+        with (
+            pytest.raises(sa.exc.IntegrityError, match="gate_verdicts is append-only"),
+            catalog.engine.begin() as conn,
+        ):
+            conn.exec_driver_sql("UPDATE gate_verdicts SET verdict = 'pass'")
 
 
 def test_the_exported_run_record_is_the_one_the_executor_held(
