@@ -249,7 +249,7 @@ def _mean(
     differences: Sequence[float] | None,
 ) -> Judgement:
     """The gate judged on the interval of the mean over the seeds."""
-    confidence = gate.confidence
+    confidence = gate.confidence or 0.95
     if isinstance(gate, NonInferiorGate) and gate.metric == "accuracy" and differences:
         values = np.asarray(differences, dtype=np.float64)
         low, high = stats.t_interval(values, 2 * confidence - 1)

@@ -372,6 +372,10 @@ STAGE_KINDS: tuple[str, ...] = ("distill", "prune", "quantize", "export")
 # --- gates -------------------------------------------------------------------------------------
 
 
+def _level(confidence: float | None) -> str:
+    return "its evaluator's confidence" if confidence is None else f"confidence {confidence:.0%}"
+
+
 SeedPolicy = Literal["every", "mean", "worst"]
 SEED_POLICIES: dict[str, str] = {
     "every": "every seed must pass on its own",
@@ -443,7 +447,12 @@ class BoundGate(GateBase):
     basis: Basis = Field(
         default="interval", description="interval: judge the conservative end of the interval"
     )
-    confidence: float = Field(default=0.95, gt=0.5, lt=1)
+    confidence: float | None = Field(
+        default=None,
+        gt=0.5,
+        lt=1,
+        description="the interval's level: its evaluator's (if given, it must be the same)",
+    )
 
     @model_validator(mode="after")
     def _some_bound(self) -> BoundGate:
@@ -457,7 +466,7 @@ class BoundGate(GateBase):
         what = (
             self.metric
             if self.basis == "estimate"
-            else f"the {self.confidence:.0%} interval of {self.metric}"
+            else f"the interval of {self.metric} (at {_level(self.confidence)})"
         )
         limits = []
         if self.min is not None:
@@ -475,7 +484,12 @@ class RelativeGate(GateBase):
     max_increase: float | None = Field(default=None, ge=0)
     relative: bool = Field(default=False, description="true: fractions of the baseline value")
     basis: Basis = "interval"
-    confidence: float = Field(default=0.95, gt=0.5, lt=1)
+    confidence: float | None = Field(
+        default=None,
+        gt=0.5,
+        lt=1,
+        description="the interval's level: its evaluator's (if given, it must be the same)",
+    )
 
     @model_validator(mode="after")
     def _some_bound(self) -> RelativeGate:
@@ -497,7 +511,7 @@ class RelativeGate(GateBase):
         side = (
             ""
             if self.basis == "estimate"
-            else f" (judged on the {self.confidence:.0%} interval of the change)"
+            else f" (judged on the interval of the change, at {_level(self.confidence)})"
         )
         return f"{self.metric} may {' and '.join(limits)} against the baseline{side}"
 
@@ -652,7 +666,7 @@ def _evaluator_issues(recipe: Recipe) -> Iterator[tuple[Loc, str]]:
         source = giver.get(gate.metric)
         if (
             isinstance(gate, BoundGate | RelativeGate)
-            and "confidence" in gate.model_fields_set
+            and gate.confidence is not None
             and source is not None
             and source.confidence != gate.confidence
         ):

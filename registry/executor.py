@@ -47,7 +47,7 @@ from gates.verdicts import judge
 from recipes import models, onnxio
 from recipes.data import Split, Splits
 from recipes.load import LoadedRecipe
-from recipes.manifest import ModelSpec, Recipe, iter_refs
+from recipes.manifest import GateSpec, ModelSpec, Recipe, iter_refs
 from recipes.models import OnnxModel, TorchModel, Variant
 from recipes.signing import verify_recipe
 from recipes.stages.base import NullProgress, StageContext, stage_for
@@ -172,6 +172,73 @@ def run_recipe(path: Path, options: RunOptions) -> RunRecord:
                 raise
         executor.finish()
     return record
+
+
+def judge_gate(
+    gate: GateSpec,
+    record: RunRecord,
+    name: str,
+    sizes: SampleSizes | None = None,
+    decided_at: str | None = None,
+) -> tuple[list[Decision], GateDecision]:
+    """`gate` judged on stage `name` of every seed of `record` against that seed's baseline:
+    each seed's judgement, and the gate's decision over the seeds by its seeds policy (with
+    its power check at `sizes`)."""
+    when = decided_at or _now()
+    decisions: list[Decision] = []
+    per_seed: list[SeedVerdict] = []
+    candidates, baselines, differences = [], [], []
+    for seed in record.seeds:
+        stage = record.stage(seed, name)
+        baseline = record.stage(seed, BASELINE)
+        judged = judge(gate, stage.metrics, baseline.metrics, stage.evaluations)
+        assert stage.artifact_sha256 is not None
+        variant_id = f"{record.run_id}/{seed}/{name}"
+        metrics = {k: v.model_dump(mode="json") for k, v in stage.metrics.items()}
+        decisions.append(
+            Decision(
+                run_id=record.run_id,
+                seed=seed,
+                gate=gate.name,
+                variant_id=variant_id,
+                stage=name,
+                artifact_sha256=stage.artifact_sha256,
+                metric=gate.metric,
+                rule=gate.model_dump(mode="json"),
+                owner=gate.owner,
+                # the digest of the variant's recorded metrics, as the catalog holds it
+                evidence_sha256=sha256_bytes(document(metrics).encode("utf-8")),
+                decided_at=when,
+                **judged.model_dump(),
+            )
+        )
+        per_seed.append(
+            SeedVerdict(
+                seed=seed,
+                variant_id=variant_id,
+                artifact_sha256=stage.artifact_sha256,
+                **judged.model_dump(),
+            )
+        )
+        candidates.append(stage.metrics.get(gate.metric))
+        baselines.append(baseline.metrics.get(gate.metric))
+        paired = stage.metrics.get("paired.accuracy_difference")
+        if paired is not None:
+            differences.append(paired.estimate)
+    decision = decide(
+        gate,
+        record.run_id,
+        name,
+        per_seed,
+        candidates,
+        baselines,
+        differences if len(differences) == len(per_seed) else None,
+    )
+    check = check_gate(gate, sizes) if sizes is not None else None
+    if check is not None:
+        decision = decision.model_copy(update={"power": check.model_dump(mode="json")})
+    decision = decision.model_copy(update={"decided_at": when})
+    return decisions, decision.model_copy(update={"evidence_sha256": evidence_digest(decision)})
 
 
 def environment_sha256(recipe: Recipe, base: Path) -> str:
@@ -452,67 +519,8 @@ class _Executor:
         for gate in self.recipe.gates:
             if (gate.after or last) != name:
                 continue
-            per_seed: list[SeedVerdict] = []
-            candidates, baselines, differences = [], [], []
-            for seed in self.recipe.seeds:
-                stage = self.record.stage(seed, name)
-                baseline = self.record.stage(seed, BASELINE)
-                judged = judge(gate, stage.metrics, baseline.metrics, stage.evaluations)
-                assert stage.artifact_sha256 is not None
-                variant_id = f"{self.record.run_id}/{seed}/{name}"
-                metrics = {k: v.model_dump(mode="json") for k, v in stage.metrics.items()}
-                self.decisions.append(
-                    Decision(
-                        run_id=self.record.run_id,
-                        seed=seed,
-                        gate=gate.name,
-                        variant_id=variant_id,
-                        stage=name,
-                        artifact_sha256=stage.artifact_sha256,
-                        metric=gate.metric,
-                        rule=gate.model_dump(mode="json"),
-                        estimate=judged.estimate,
-                        ci_low=judged.ci_low,
-                        ci_high=judged.ci_high,
-                        n=judged.n,
-                        threshold=judged.threshold,
-                        pvalue=judged.pvalue,
-                        verdict=judged.verdict,
-                        owner=gate.owner,
-                        # the digest of the variant's recorded metrics, as the catalog holds it
-                        evidence_sha256=sha256_bytes(document(metrics).encode("utf-8")),
-                        note=judged.note,
-                        decided_at=_now(),
-                    )
-                )
-                per_seed.append(
-                    SeedVerdict(
-                        seed=seed,
-                        variant_id=variant_id,
-                        artifact_sha256=stage.artifact_sha256,
-                        **judged.model_dump(include=set(SeedVerdict.model_fields) - {"seed"}),
-                    )
-                )
-                candidates.append(stage.metrics.get(gate.metric))
-                baselines.append(baseline.metrics.get(gate.metric))
-                paired = stage.metrics.get("paired.accuracy_difference")
-                if paired is not None:
-                    differences.append(paired.estimate)
-            decision = decide(
-                gate,
-                self.record.run_id,
-                name,
-                per_seed,
-                candidates,
-                baselines,
-                differences if len(differences) == len(per_seed) else None,
-            )
-            check = check_gate(gate, self.sizes) if self.sizes else None
-            if check is not None:
-                decision = decision.model_copy(update={"power": check.model_dump(mode="json")})
-            decision = decision.model_copy(
-                update={"evidence_sha256": evidence_digest(decision), "decided_at": _now()}
-            )
+            decisions, decision = judge_gate(gate, self.record, name, self.sizes)
+            self.decisions += decisions
             self.verdicts.append(decision)
             if decision.verdict == "fail":
                 failed.append(gate.name)

@@ -62,9 +62,9 @@ def test_bad_manifest_in_a_subprocess_is_one_line_and_exit_2(workspace: Workspac
 
 
 def test_unknown_option_is_bad_input(workspace: Workspace) -> None:
-    result = run("recipe", "validate", workspace.recipe, "--strict")
+    result = run("recipe", "validate", workspace.recipe, "--strictly")
     assert result.returncode == 2
-    assert "Error: No such option '--strict'" in result.stderr
+    assert "Error: No such option '--strictly'" in result.stderr
 
 
 def test_schema_is_json_schema_of_the_recipe() -> None:
@@ -81,6 +81,7 @@ def test_explain_json_lists_stages_in_order_and_gate_owners(workspace: Workspace
     explanation = json.loads(result.stdout)
     assert [s["name"] for s in explanation["stages"]] == ["distill", "prune", "int8", "export"]
     assert [(g["name"], g["owner"], g["after"]) for g in explanation["gates"]] == [
+        ("prune-accuracy", "ml-lead", "prune"),
         ("accuracy", "ml-lead", "int8"),
         ("fairness", "responsible-ai", "export"),
         ("latency", "serving", "export"),

@@ -346,13 +346,15 @@ def test_gate_descriptions_state_threshold_and_interval() -> None:
         "interval of (candidate - baseline) must be above -0.02 (one-sided confidence 95%)"
     )
     bound = m.BoundGate(name="lat", owner="serving", metric="latency.p95_ms", max=12.5)
-    assert bound.describe() == "the 95% interval of latency.p95_ms must be at most 12.5"
+    assert bound.describe() == (
+        "the interval of latency.p95_ms (at its evaluator's confidence) must be at most 12.5"
+    )
     drop = m.RelativeGate(
         name="f", owner="rai", metric="worst_group_accuracy", max_drop=0.05, relative=True
     )
     assert drop.describe() == (
         "worst_group_accuracy may drop by at most 5.0% of the baseline against the baseline "
-        "(judged on the 95% interval of the change)"
+        "(judged on the interval of the change, at its evaluator's confidence)"
     )
 
 

@@ -17,14 +17,14 @@ from pathlib import Path
 import pytest
 
 from evaluators.results import Estimate
-from gates.review import GateDecision, SeedVerdict, decide
-from gates.verdicts import judge
+from gates.review import GateDecision
 from recipes.load import parse_recipe
 from recipes.manifest import GateSpec
 from recipes.signing import sign_recipe
 from recipes.trust import Trust, add_owner_key, load_trust
-from registry.catalog import Catalog, Decision, catalog_url, document
+from registry.catalog import Catalog, Decision, catalog_url
 from registry.digests import sha256_bytes
+from registry.executor import judge_gate
 from registry.keys import generate_keypair, load_private_key
 from registry.records import RecipeRef, RunRecord, StageRecord
 from registry.review import sign_off, status
@@ -133,42 +133,9 @@ def judged(
     `registry.executor` makes them."""
     decisions, verdicts = [], []
     for gate in gates:
-        name = gate.after or last
-        per_seed, candidates, baselines = [], [], []
-        for seed in record.seeds:
-            stage, baseline = record.stage(seed, name), record.stage(seed, "baseline")
-            judgement = judge(gate, stage.metrics, baseline.metrics, stage.evaluations)
-            assert stage.artifact_sha256 is not None
-            variant_id = f"{record.run_id}/{seed}/{name}"
-            metrics = {k: v.model_dump(mode="json") for k, v in stage.metrics.items()}
-            decisions.append(
-                Decision(
-                    run_id=record.run_id,
-                    seed=seed,
-                    gate=gate.name,
-                    variant_id=variant_id,
-                    stage=name,
-                    artifact_sha256=stage.artifact_sha256,
-                    metric=gate.metric,
-                    rule=gate.model_dump(mode="json"),
-                    owner=gate.owner,
-                    evidence_sha256=sha256_bytes(document(metrics).encode("utf-8")),
-                    decided_at="2026-11-23T10:01:00Z",
-                    **judgement.model_dump(),
-                )
-            )
-            per_seed.append(
-                SeedVerdict(
-                    seed=seed,
-                    variant_id=variant_id,
-                    artifact_sha256=stage.artifact_sha256,
-                    **judgement.model_dump(),
-                )
-            )
-            candidates.append(stage.metrics.get(gate.metric))
-            baselines.append(baseline.metrics.get(gate.metric))
-        decision = decide(gate, record.run_id, name, per_seed, candidates, baselines)
-        verdicts.append(decision.model_copy(update={"decided_at": "2026-11-23T10:01:00Z"}))
+        each, decision = judge_gate(gate, record, gate.after or last, None, "2026-11-23T10:01:00Z")
+        decisions += each
+        verdicts.append(decision)
     return decisions, verdicts
 
 
