@@ -313,6 +313,13 @@ class RunSummary(ApiResult):
     environment_mismatches: list[str] = []
     timing: dict[str, float] = {}
     gates: list[dict[str, Any]] = []  # the recorded gate decisions, per seed
+    decisions: list[dict[str, Any]] = []  # each gate's decision over the seeds (its policy)
+
+    @property
+    def exit_code(self) -> int:
+        """1 if a gate failed (the run stopped, or a gate on the last stage failed)."""
+        failed = self.status == "stopped" or any(d["verdict"] != "pass" for d in self.decisions)
+        return 1 if failed else 0
 
 
 def workspace_dir(explicit: Path | None) -> Path:
@@ -422,8 +429,14 @@ def run_recipe(
     record = executor.run_recipe(path, options)
     with options.open_catalog() as records:
         decisions = records.decisions(run_id=record.run_id)
+        verdicts = records.gate_verdicts(record.run_id)
     summary = summarize(record, safe_url(catalog_url(root, catalog)))
-    return summary.model_copy(update={"gates": [d.model_dump(mode="json") for d in decisions]})
+    return summary.model_copy(
+        update={
+            "gates": [d.model_dump(mode="json") for d in decisions],
+            "decisions": [v.model_dump(mode="json") for v in verdicts],
+        }
+    )
 
 
 class StageComparison(ApiResult):

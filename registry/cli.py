@@ -409,7 +409,8 @@ def run(
     inputs, spec, data, code and environment match an earlier run is reused (--force
     recomputes). Stages run stage by stage across the seeds; each gate is judged when every
     seed has run its stage, and one that fails after an intermediate stage stops the run
-    there (status `stopped`). `compressgate submit` adds the review (approvals, exit 1).
+    there (status `stopped`). Exit 1 if a gate failed (owners' approvals and waivers are
+    `compressgate submit`'s review).
     Prints a table, or with --json: run_id, recipe, stages (artifact_sha256, size_bytes,
     params, macs, metrics.accuracy), status, record (the catalog).
     """
@@ -428,6 +429,7 @@ def run(
         _emit(summary)
     else:
         _run_table(summary)
+    sys.exit(summary.exit_code)
 
 
 @cli.command("reproduce")

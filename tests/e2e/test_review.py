@@ -381,6 +381,11 @@ def test_a_waiver_counts_until_it_expires(ws: Workspace, cli: Invoke) -> None:
     }
     floor = gates(found)["floor"]["decision"]
     assert floor["ci_low"] < floor["threshold"] == 0.99
+    # `run` (no review) exits 1 on the failing gate too, with its JSON summary.
+    plain = cli("run", ws.root / "strict.yaml", *store(ws), "--json")
+    assert plain.exit_code == 1, plain.stderr
+    ran = json.loads(plain.stdout)
+    assert {d["gate"]: d["verdict"] for d in ran["decisions"]}["floor"] == "fail"
 
     def sign(command: str, gate: str, owner: str, *extra: str) -> CliResult:
         return cli(command, run_id, "--gate", gate, "--key", ws.key(owner), *extra, *store(ws))

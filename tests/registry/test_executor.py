@@ -96,7 +96,7 @@ def recorded_stages(catalog: Path) -> set[str]:
 
 def run(cli: Invoke, ws: Workspace, *extra: str) -> tuple[int, dict, str]:  # type: ignore[type-arg]
     result = cli("run", ws.recipe, "--workspace", ws.root / ".cg", "--json", *extra)
-    summary = json.loads(result.stdout) if result.exit_code == 0 else {}
+    summary = json.loads(result.stdout) if result.exit_code in (0, 1) else {}
     return result.exit_code, summary, result.stderr
 
 
