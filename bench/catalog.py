@@ -71,6 +71,7 @@ from evaluators.results import (
     SizeResult,
 )
 from registry.catalog import (
+    SCHEMA_VERSION,
     AliasMoveRow,
     Catalog,
     EvaluationRow,
@@ -268,12 +269,12 @@ class Synthesizer:
         ]  # (name, version, sha256)
         # Every run: its row, its seed, its variants, its end; then evaluations and gate
         # decisions share what is left of the budget, as evenly as the runs allow.
-        fixed = 1 + len(self.recipes) + self.runs * 3 + variants + self.alias_moves
+        fixed = SCHEMA_VERSION + len(self.recipes) + self.runs * 3 + variants + self.alias_moves
         self.extra = events - fixed
         if self.extra < 0:
             raise SystemExit(
                 f"--events {events:,} is too few for --variants {variants:,}: at least "
-                f"{fixed:,} (the migration, {len(self.recipes)} recipes, each run's row, seed "
+                f"{fixed:,} (the migrations, {len(self.recipes)} recipes, each run's row, seed "
                 f"and end, the variants and {self.alias_moves:,} alias moves)"
             )
         capacity = self.runs * len(STAGES) * len(EVALUATIONS)
@@ -588,7 +589,8 @@ def synthesize(
         if progress:
             rate = appended / (time.perf_counter() - started)
             print(
-                f"\r  synthesising: {appended:,} / {events - 1:,} rows ({rate:,.0f}/s)",
+                f"\r  synthesising: {appended:,} / {events - SCHEMA_VERSION:,} rows "
+                f"({rate:,.0f}/s)",
                 end="",
                 file=sys.stderr,
                 flush=True,
@@ -923,7 +925,7 @@ def main() -> int:
     try:
         catalog = Catalog(url)
         events_before = catalog.head().size
-        if events_before != 1:
+        if events_before != SCHEMA_VERSION:  # one event per migration
             parser.error(
                 f"{safe_url(url)} holds {events_before:,} events: give an empty catalog "
                 "(its tables are append-only: use a fresh database or schema)"
@@ -970,8 +972,9 @@ def main() -> int:
             f"SQLAlchemy {sa.__version__}",
             "contents": f"{options.variants:,} variants in {len(synthesis.run_ids):,} runs, "
             f"{size:,} events",
-            "rows": f"{counts} (+1 schema migration)",
-            "synthesis": f"{synthesis.seconds:.1f} s ({(size - 1) / synthesis.seconds:,.0f} "
+            "rows": f"{counts} (+{SCHEMA_VERSION} schema migrations)",
+            "synthesis": f"{synthesis.seconds:.1f} s "
+            f"({(size - SCHEMA_VERSION) / synthesis.seconds:,.0f} "
             f"events/s, {options.batch:,} rows per append)",
             "size": f"{_human(on_disk)} on disk ({on_disk / size:,.0f} B per event)",
             "timing": f"{options.repeat} timed calls after {options.warmup} warm-up per "
