@@ -21,7 +21,7 @@ target, is found by bisection (power rises with the margin), rounded up to 3 sig
 `bound` with `min` on `accuracy`, `fairness.worst_group_accuracy` or `classes.worst_recall`
 (Wilson intervals) gets its floor only, the lower end with every sample right: its power would
 need the true accuracy. `bound` gates read the evaluator's interval at the evaluator's
-confidence, not the gate's (`gates.verdicts._bound`). Other rules and metrics, `basis:
+confidence (a gate may not ask for another). Other rules and metrics, `basis:
 estimate` and `seeds: mean` (a t interval over the seeds) are not analysed. Powers are per seed:
 under `seeds: every` all k seeds must pass, less likely still.
 """
