@@ -68,6 +68,9 @@ demo: $(STAMP)
 	$(BIN)/compressgate catalog list --workspace .compressgate --limit 5
 	$(BIN)/compressgate audit checkpoint --workspace .compressgate --key $(DEMO)/keys/auditor.key -o $(DEMO)/checkpoint.json
 	$(BIN)/compressgate audit verify --workspace .compressgate --checkpoint $(DEMO)/checkpoint.json --trust $(DEMO)/trust.yaml
+	run=$$($(BIN)/compressgate review status --workspace .compressgate --limit 1 --json | $(BIN)/python -c 'import json, sys; print(json.load(sys.stdin)[0]["run_id"])') && \
+	$(BIN)/compressgate report $$run --workspace .compressgate --trust $(DEMO)/trust.yaml --checkpoint $(DEMO)/checkpoint.json -o $(DEMO)/report.html && \
+	echo "audit report: $(CURDIR)/$(DEMO)/report.html"
 
 bench: $(STAMP)
 	@for script in bench/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done

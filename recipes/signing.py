@@ -84,7 +84,29 @@ def verify_recipe(
             f"{path} is not signed: {target} not found",
             hint=f"sign it with `compressgate recipe sign {path} --key KEY`",
         ) from None
-    envelope = dsse.Envelope.from_json(raw, source=str(target))
+    signers = check_signature(
+        data, raw, trust, source=str(target), name=str(path), trust_source=trust_source
+    )
+    loaded = load_recipe(path, trust=trust)
+    if loaded.data != data:
+        raise IntegrityError(f"{path} changed while it was being verified")
+    return VerifiedRecipe(loaded, target, signers)
+
+
+def check_signature(
+    data: bytes,
+    raw: bytes,
+    trust: Trust,
+    *,
+    source: str,
+    name: str,
+    trust_source: str = "the trust file",
+) -> tuple[Signer, ...]:
+    """The owners whose author keys signed the recipe bytes `data` in the envelope `raw`;
+    IntegrityError says what failed. (`verify_recipe` adds the file checks; a report checks
+    the bytes the catalog recorded.)"""
+    target, path = source, name
+    envelope = dsse.Envelope.from_json(raw, source=target)
     if envelope.payload_type != dsse.INTOTO_PAYLOAD_TYPE:
         raise IntegrityError(
             f"{target}: payloadType is {envelope.payload_type!r}, not {dsse.INTOTO_PAYLOAD_TYPE!r}"
@@ -102,7 +124,7 @@ def verify_recipe(
             f"{target}: no signature verifies with a key in {trust_source} "
             "(the envelope was changed, or signed by an untrusted key)"
         )
-    statement = dsse.parse_statement(envelope.payload, source=str(target))
+    statement = dsse.parse_statement(envelope.payload, source=target)
     if statement.predicate_type != RECIPE_PREDICATE_TYPE:
         raise IntegrityError(
             f"{target}: predicateType is {statement.predicate_type!r}; "
@@ -128,7 +150,4 @@ def verify_recipe(
             f"{path}: signed by {names}, not by one of its owners "
             f"({', '.join(recipe.metadata.owners)})"
         )
-    loaded = load_recipe(path, trust=trust)
-    if loaded.data != data:
-        raise IntegrityError(f"{path} changed while it was being verified")
-    return VerifiedRecipe(loaded, target, signers)
+    return signers

@@ -1026,3 +1026,189 @@ def open_catalog_for_writing(workspace: Path | None = None, catalog: str | None 
     from registry.catalog import catalog_url
 
     return Opened(catalog_url(workspace_dir(workspace), catalog))
+
+
+# --- reports -----------------------------------------------------------------------------------
+
+HISTORY_RUNS = 10  # earlier runs of the recipe shown on the accuracy plots
+
+
+def report_data(
+    run_id: str,
+    *,
+    trust_path: Path | None = None,
+    checkpoint: Path | None = None,
+    workspace: Path | None = None,
+    catalog: str | None = None,
+) -> Any:
+    """Everything a report of `run_id` shows, read from the catalog (`reports.model.ReportData`);
+    the recorded recipe's signature is checked now against the trust file."""
+    from recipes.load import parse_recipe
+    from recipes.signing import check_signature
+    from registry.audit import read_checkpoint
+    from registry.review import status, trust_path_for
+    from reports.model import Chain, Point, RecipeIdentity, ReportData, SignerInfo
+
+    with open_catalog(workspace, catalog) as records:
+        run = records.run(run_id)
+        info = records.run_info(run_id)
+        recorded = records.recipe(run.recipe.sha256)
+        parsed, _ = parse_recipe(recorded.content.encode("utf-8"), f"recipe {recorded.sha256[:12]}")
+        trust_file = trust_path_for(records, run_id, trust_path)
+        trust: Trust | None = None
+        try:
+            trust = load_trust(trust_file)
+            signed = check_signature(
+                recorded.content.encode("utf-8"),
+                recorded.envelope.encode("utf-8"),
+                trust,
+                source="the recorded envelope",
+                name=f"recipe {recorded.sha256[:12]}",
+                trust_source=str(trust_file),
+            )
+            signers = [SignerInfo(owner=s.owner, keyid=s.keyid) for s in signed]
+            verified, said = True, f"verified against {trust_file}"
+        except CompressgateError as exc:
+            signers = [SignerInfo(owner=o, keyid="?") for o in recorded.signers]
+            verified, said = False, f"NOT verified: {exc}"
+        review = status(
+            records, run_id, trust if trust is not None else (lambda: load_trust(trust_file))
+        )
+        history = _history(records, run, Point)
+        stages = [s for s in run.stages if s.status == "done"]
+        lineage: list[dict[str, Any]] = []
+        if stages:
+            seed = run.seeds[0]
+            final = [s for s in stages if s.seed == seed][-1]
+            lineage = [
+                {"id": v.id, "stage": v.stage, "artifact_sha256": v.artifact_sha256}
+                for v in records.lineage(f"{run_id}/{seed}/{final.name}")
+            ]
+        since = _since_previous(records, run, recorded.content, status, trust_file)
+        head = records.head()
+        shown = None
+        if checkpoint is not None and trust is not None:
+            at, signer = read_checkpoint(checkpoint, trust)
+            shown = {"tree_size": at.size, "head_sha256": at.sha256, "signer": signer}
+    return ReportData(
+        run=run.model_dump(mode="json"),
+        review=review,
+        recipe=RecipeIdentity(
+            name=run.recipe.name,
+            version=run.recipe.version,
+            sha256=run.recipe.sha256,
+            path=run.recipe.path,
+            description=" ".join(parsed.metadata.description.split()),
+            owners=list(parsed.metadata.owners),
+            signers=signers,
+            verified=verified,
+            signature=said,
+            content=recorded.content,
+        ),
+        lock_sha256=info.lock_sha256,
+        environment_sha256=info.environment_sha256,
+        history=history,
+        lineage=lineage,
+        since_previous=since,
+        chain=Chain(size=head.size, head_sha256=head.sha256, checkpoint=shown),
+    )
+
+
+def _history(records: Catalog, run: Any, point: Any) -> list[Any]:
+    """Every finished variant of this run and of the recipe's earlier runs, as plot points."""
+    earlier = [
+        r.run_id
+        for r in records.runs(recipe=run.recipe.name, limit=HISTORY_RUNS + 1)
+        if r.run_id < run.run_id
+    ][:HISTORY_RUNS]
+    runs = [run, *(records.run(r) for r in earlier)]
+    points = []
+    for each in runs:
+        for stage in each.stages:
+            accuracy = stage.metrics.get("accuracy")
+            if stage.status != "done" or accuracy is None:
+                continue
+            latency = stage.metrics.get("latency.p50_ms")
+            points.append(
+                point(
+                    run_id=each.run_id,
+                    seed=stage.seed,
+                    stage=stage.name,
+                    size_bytes=stage.size_bytes,
+                    latency_ms=None if latency is None else latency.estimate,
+                    accuracy=accuracy.estimate,
+                    ci_low=accuracy.ci_low,
+                    ci_high=accuracy.ci_high,
+                    current=each.run_id == run.run_id,
+                )
+            )
+    return points
+
+
+def _since_previous(records: Catalog, run: Any, content: str, status: Any, trust_file: Path) -> Any:
+    """The changes since the newest earlier approved run of the same recipe name."""
+    import difflib
+
+    from reports.model import Change, SincePrevious
+
+    for listed in records.runs(recipe=run.recipe.name, limit=HISTORY_RUNS + 1):
+        if listed.run_id >= run.run_id:
+            continue
+        try:
+            earlier = status(records, listed.run_id, lambda: load_trust(trust_file))
+        except CompressgateError:
+            continue
+        if earlier.status != "approved":
+            continue
+        before = records.run(listed.run_id)
+        old = records.recipe(before.recipe.sha256).content
+        changes = [
+            Change(field="recipe", before=a.removeprefix("-"), after="")
+            if a.startswith("-")
+            else Change(field="recipe", before="", after=a.removeprefix("+"))
+            for a in difflib.unified_diff(old.splitlines(), content.splitlines(), n=0, lineterm="")
+            if a[:1] in "+-" and not a.startswith(("+++", "---"))
+        ][:40]
+        for name in ("accuracy", "paired.accuracy_difference", "size.bytes", "latency.p50_ms"):
+            then, now_ = (_headline(r, name) for r in (before, run))
+            if then != now_:
+                changes.append(
+                    Change(
+                        field=f"{name} (seed {run.seeds[0]}, final stage)", before=then, after=now_
+                    )
+                )
+        return SincePrevious(
+            run_id=before.run_id,
+            recipe_version=before.recipe.version,
+            recipe_sha256=before.recipe.sha256,
+            changes=changes,
+        )
+    return None
+
+
+def _headline(run: Any, metric: str) -> str:
+    done = [s for s in run.stages if s.status == "done" and s.seed == run.seeds[0]]
+    if not done:
+        return "–"
+    found = done[-1].metrics.get(metric)
+    return "–" if found is None else f"{found.estimate:.6g}"
+
+
+def report(
+    run_id: str,
+    fmt: str = "html",
+    *,
+    trust_path: Path | None = None,
+    checkpoint: Path | None = None,
+    workspace: Path | None = None,
+    catalog: str | None = None,
+) -> bytes:
+    """The report of `run_id` in `fmt` (html, md, json, card)."""
+    from reports.render import FORMATS, render
+
+    if fmt not in FORMATS:
+        raise ManifestError(f"--format {fmt!r}: one of {', '.join(FORMATS)}")
+    data = report_data(
+        run_id, trust_path=trust_path, checkpoint=checkpoint, workspace=workspace, catalog=catalog
+    )
+    return render(data, fmt)  # type: ignore[arg-type]

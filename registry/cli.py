@@ -753,6 +753,52 @@ def _move_line(move: Any) -> str:
     )
 
 
+@cli.command("report")
+@click.argument("run_id")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["html", "md", "json", "card"]),
+    default="html",
+    show_default=True,
+    help="html: the self-contained audit report; md: for a pull request; json: the evidence "
+    "bundle; card: a model card (Markdown).",
+)
+@click.option("-o", "--output", type=FILE, help="Write here [default: stdout].")
+@click.option("--checkpoint", type=FILE, help="A signed catalog checkpoint to show (needs trust).")
+@RUN_TRUST_OPTION
+@WORKSPACE_OPTION
+@CATALOG_OPTION
+def report(
+    run_id: str,
+    fmt: str,
+    output: Path | None,
+    checkpoint: Path | None,
+    trust: Path | None,
+    workspace: Path | None,
+    catalog: str | None,
+) -> None:
+    """Render the audit report of RUN_ID from the catalog: recipe identity (the signature is
+    checked now), environment, stages, gates with sign-offs, plots, lineage, what changed since
+    the previous approved run, and the chain head. The same run gives the same bytes."""
+    from registry.api import report as render
+    from registry.files import write_atomic
+
+    body = render(
+        run_id,
+        fmt,
+        trust_path=trust,
+        checkpoint=checkpoint,
+        workspace=workspace,
+        catalog=catalog,
+    )
+    if output is None:
+        click.echo(body.decode("utf-8"), nl=False)
+    else:
+        write_atomic(output, body)
+        click.echo(f"wrote {output} ({len(body):,} bytes)")
+
+
 @cli.command("submit")
 @click.argument("file", type=FILE)
 @TRUST_OPTION

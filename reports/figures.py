@@ -1,0 +1,70 @@
+"""The report's plots from its data: adapters from recorded results to `reports.plots`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from reports.model import Point
+
+
+def accuracy_vs(points: Sequence[Point], axis: str) -> str:
+    """Accuracy (with its interval) against size or latency, this run's variants and the
+    recipe's earlier runs, with the Pareto frontier marked."""
+    from reports import plots
+
+    chosen = [p for p in points if (p.size_bytes if axis == "size" else p.latency_ms) is not None]
+    return plots.pareto(
+        [
+            plots.ParetoPoint(
+                label=f"{p.stage} (seed {p.seed})",
+                x=float(p.size_bytes if axis == "size" else p.latency_ms),  # type: ignore[arg-type]
+                y=p.accuracy,
+                y_low=p.ci_low,
+                y_high=p.ci_high,
+                group="this run" if p.current else "earlier runs",
+            )
+            for p in chosen
+        ],
+        x_label="size on disk (bytes)" if axis == "size" else "latency p50 at batch 1 (ms)",
+        y_label="test accuracy",
+        x_log=axis == "size",
+    )
+
+
+def reliability_of(calibration: dict[str, Any]) -> str:
+    from reports import plots
+
+    baseline = calibration.get("baseline_reliability")
+    final = calibration.get("reliability")
+    if not baseline or not final:
+        return ""
+    return plots.reliability(baseline, final)
+
+
+def group_changes(fairness: dict[str, Any]) -> str:
+    from reports import plots
+
+    rows = [
+        (f"group {g['name']}", -g["drop"]["estimate"], -g["drop"]["ci_high"], -g["drop"]["ci_low"])
+        for g in fairness.get("groups", [])
+        if g.get("drop")
+    ]
+    return plots.changes(rows, title="accuracy change per group", x_label="candidate − baseline")
+
+
+def class_changes(classes: dict[str, Any]) -> str:
+    from reports import plots
+
+    rows = [
+        (f"class {c['name']}", -c["drop"]["estimate"], -c["drop"]["ci_high"], -c["drop"]["ci_low"])
+        for c in classes.get("classes", [])
+        if c.get("drop")
+    ]
+    return plots.changes(rows, title="recall change per class", x_label="candidate − baseline")
+
+
+def latency_of(latency: dict[str, Any]) -> str:
+    from reports import plots
+
+    return plots.latency(latency.get("batches", []))

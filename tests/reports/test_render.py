@@ -1,0 +1,158 @@
+"""Reports rendered from a recorded run: every format, deterministic, escaped, self-contained."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from recipes.signing import sign_recipe
+from recipes.trust import add_owner_key
+from registry.api import init_example
+from registry.keys import generate_keypair, load_private_key
+from tests.conftest import GATE_OWNERS, Invoke
+from tests.registry.test_executor import DEFAULTS, QUICK
+
+HOSTILE = "<script>alert('x')</script> & \"quoted\" | piped"
+GATES = """\
+gates:
+  - {name: accuracy, owner: ml-lead, after: int8, metric: accuracy, rule: non_inferior,
+     margin: 0.15, approval: required}
+  - {name: floor, owner: serving, metric: accuracy, rule: bound, min: 0.5}
+"""
+
+
+@dataclass(frozen=True)
+class Recorded:
+    root: Path
+    store: Path
+    run_id: str
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory: pytest.TempPathFactory) -> Recorded:
+    """A submitted QUICK run whose recipe description is hostile HTML."""
+    from click.testing import CliRunner
+
+    from registry.cli import cli as group
+
+    tmp = tmp_path_factory.mktemp("report")
+    root = tmp / "ws"
+    init_example(root, "digits")
+    keys = tmp / "keys"
+    for owner, role in [("ml-platform", "author"), *((o, "approver") for o in GATE_OWNERS)]:
+        _, _, public = generate_keypair(owner, keys)
+        add_owner_key(root / "trust.yaml", owner, public, (role,))  # type: ignore[arg-type]
+    text = QUICK
+    for key, value in DEFAULTS.items():
+        text = text.replace(key, value)
+    described = json.dumps(HOSTILE)
+    text = text.replace(
+        "owners: [ml-platform]}", f"owners: [ml-platform], description: {described}}}"
+    )
+    recipe = root / "recipe.yaml"
+    recipe.write_text(text + GATES)
+    sign_recipe(recipe, load_private_key(keys / "ml-platform.key"))
+    store = root / ".cg"
+    result = CliRunner().invoke(group, ["submit", str(recipe), "--workspace", str(store), "--json"])
+    assert result.exit_code == 0, result.output
+    run_id = json.loads(result.stdout)["run"]["run_id"]
+    return Recorded(root, store, run_id)
+
+
+def render(cli: Invoke, recorded: Recorded, fmt: str, out: Path) -> bytes:
+    result = cli(
+        "report", recorded.run_id, "--format", fmt, "-o", out, "--workspace", recorded.store
+    )
+    assert result.exit_code == 0, result.stderr
+    return out.read_bytes()
+
+
+@pytest.mark.parametrize("fmt", ["html", "md", "json", "card"])
+def test_rendering_twice_gives_the_same_bytes(
+    fmt: str, recorded: Recorded, cli: Invoke, tmp_path: Path
+) -> None:
+    first = render(cli, recorded, fmt, tmp_path / "a")
+    second = render(cli, recorded, fmt, tmp_path / "b")
+    assert first == second
+    assert recorded.run_id.encode() in first
+
+
+def test_the_html_report_is_self_contained_and_escapes_the_recipe(
+    recorded: Recorded, cli: Invoke, tmp_path: Path
+) -> None:
+    page = render(cli, recorded, "html", tmp_path / "report.html").decode()
+    assert "<script>" not in page  # the hostile description is inert text
+    assert "&lt;script&gt;alert(" in page
+    assert "Content-Security-Policy" in page
+    urls = set(re.findall(r"(?:https?:)?//[\w.-]+[^\s\"'<>]*", page))
+    assert urls <= {"http://www.w3.org/2000/svg", "http://www.w3.org/1999/xlink"}, urls
+    assert re.search(r"<link\b|<img\b[^>]*src=\"(?!data:)|@import", page) is None
+    for heading in ("Recipe identity", "Environment", "Gates", "Stages", "Lineage", "Catalog"):
+        assert f"<h2>{heading}</h2>" in page
+    assert "verified against" in page  # the signature, checked at render time
+    assert "awaiting-approval" in page  # the gate waiting for ml-lead
+
+
+def test_the_markdown_report_escapes_table_cells(
+    recorded: Recorded, cli: Invoke, tmp_path: Path
+) -> None:
+    text = render(cli, recorded, "md", tmp_path / "report.md").decode()
+    rows = [line for line in text.splitlines() if line.startswith("| accuracy |")]
+    assert len(rows) == 1
+    assert rows[0].count("|") - rows[0].count("\\|") == 10  # nine cells
+    card = render(cli, recorded, "card", tmp_path / "card.md").decode()
+    assert "<script>" not in card and "&lt;script&gt;" in card
+
+
+def test_the_evidence_bundle_names_the_reports_sha256(
+    recorded: Recorded, cli: Invoke, tmp_path: Path
+) -> None:
+    bundle = json.loads(render(cli, recorded, "json", tmp_path / "evidence.json"))
+    page = render(cli, recorded, "html", tmp_path / "report.html")
+    text = render(cli, recorded, "md", tmp_path / "report.md")
+    assert bundle["reports"]["html_sha256"] == hashlib.sha256(page).hexdigest()
+    assert bundle["reports"]["md_sha256"] == hashlib.sha256(text).hexdigest()
+    assert bundle["run"]["run_id"] == recorded.run_id
+    assert bundle["recipe"]["description"] == HOSTILE  # the data itself is kept verbatim
+    assert bundle["recipe"]["verified"] is True
+    assert [g["decision"]["gate"] for g in bundle["review"]["gates"]] == ["accuracy", "floor"]
+
+
+def test_each_plot_is_inline_svg(recorded: Recorded, cli: Invoke, tmp_path: Path) -> None:
+    page = render(cli, recorded, "html", tmp_path / "report.html").decode()
+    plots = re.findall(r'<div class="plot" id="plot-([\w-]+)">(.*?)</div>', page, re.S)
+    names = [name for name, _ in plots]
+    assert {"accuracy_vs_size", "reliability", "classes"} <= set(names), names
+    for _, svg in plots:
+        ET.fromstring(svg)  # each is one well-formed <svg> element
+
+
+def test_an_unknown_run_or_format_is_refused(recorded: Recorded, cli: Invoke) -> None:
+    missing = cli("report", "run-20000101T000000Z-000000", "--workspace", recorded.store)
+    assert missing.exit_code == 4
+    bad = cli("report", recorded.run_id, "--format", "pdf", "--workspace", recorded.store)
+    assert bad.exit_code == 2
+
+
+def test_the_html_report_opens_in_headless_chromium_without_errors_or_requests(
+    recorded: Recorded, cli: Invoke, tmp_path: Path
+) -> None:
+    from tests.reports.browser import find_chromium, open_page
+
+    if find_chromium() is None:
+        pytest.skip("no chromium on PATH: the browser check needs Debian's chromium")
+    page = tmp_path / "report.html"
+    render(cli, recorded, "html", page)
+    shot = Path(os.environ.get("COMPRESSGATE_SCREENSHOT", tmp_path / "report.png"))
+    opened = open_page(page, shot)
+    assert opened.console == []
+    assert opened.requests == []
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert shot.stat().st_size > 20_000  # a rendered page, not a blank one
