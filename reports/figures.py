@@ -14,17 +14,20 @@ def accuracy_vs(points: Sequence[Point], axis: str) -> str:
     from reports import plots
 
     chosen = [p for p in points if (p.size_bytes if axis == "size" else p.latency_ms) is not None]
+    xs = [float(p.size_bytes if axis == "size" else p.latency_ms) for p in chosen]  # type: ignore[arg-type]
+    front = set(plots.pareto_front([(x, p.accuracy) for x, p in zip(xs, chosen, strict=True)]))
     return plots.pareto(
         [
             plots.ParetoPoint(
-                label=f"{p.stage} (seed {p.seed})",
-                x=float(p.size_bytes if axis == "size" else p.latency_ms),  # type: ignore[arg-type]
+                # Only the frontier is named: dozens of labels would hide the points.
+                label=f"{p.stage} (seed {p.seed})" if index in front else "",
+                x=xs[index],
                 y=p.accuracy,
                 y_low=p.ci_low,
                 y_high=p.ci_high,
                 group="this run" if p.current else "earlier runs",
             )
-            for p in chosen
+            for index, p in enumerate(chosen)
         ],
         x_label="size on disk (bytes)" if axis == "size" else "latency p50 at batch 1 (ms)",
         y_label="test accuracy",

@@ -176,6 +176,8 @@ def pareto(points: Sequence[PointLike], *, x_label: str, y_label: str, x_log: bo
         ax.step(fx, fy, where="post", color=_FRONTIER, lw=1.2, ls="--", label="frontier", zorder=1)
         position = _spread([math.log(p.x) if x_log else p.x for p in pts])
         for p, where in zip(pts, position, strict=True):
+            if not p.label:
+                continue  # an unlabelled point: drawn, not named
             right = where > 0.6  # labels of points on the right extend leftwards
             ax.annotate(
                 _short(p.label),
