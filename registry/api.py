@@ -1056,21 +1056,35 @@ def report_data(
         parsed, _ = parse_recipe(recorded.content.encode("utf-8"), f"recipe {recorded.sha256[:12]}")
         trust_file = trust_path_for(records, run_id, trust_path)
         trust: Trust | None = None
+        envelopes = records.recipe_envelopes(recorded.sha256)
+        signers = [SignerInfo(owner=o, keyid="?") for o in recorded.signers]
+        verified, said = False, "NOT verified: no envelope recorded"
         try:
             trust = load_trust(trust_file)
-            signed = check_signature(
-                recorded.content.encode("utf-8"),
-                recorded.envelope.encode("utf-8"),
-                trust,
-                source="the recorded envelope",
-                name=f"recipe {recorded.sha256[:12]}",
-                trust_source=str(trust_file),
-            )
-            signers = [SignerInfo(owner=s.owner, keyid=s.keyid) for s in signed]
-            verified, said = True, f"verified against {trust_file}"
         except CompressgateError as exc:
-            signers = [SignerInfo(owner=o, keyid="?") for o in recorded.signers]
-            verified, said = False, f"NOT verified: {exc}"
+            said = f"NOT verified: {exc}"
+        for index, envelope in reversed(list(enumerate(envelopes))):
+            if trust is None:
+                break
+            try:
+                signed = check_signature(
+                    recorded.content.encode("utf-8"),
+                    envelope.encode("utf-8"),
+                    trust,
+                    source=f"recorded envelope {index + 1} of {len(envelopes)}",
+                    name=f"recipe {recorded.sha256[:12]}",
+                    trust_source=str(trust_file),
+                )
+            except CompressgateError as exc:
+                if not verified and said.endswith("no envelope recorded"):
+                    said = f"NOT verified: {exc}"
+                continue
+            signers = [SignerInfo(owner=s.owner, keyid=s.keyid) for s in signed]
+            verified = True
+            said = (
+                f"verified against {trust_file} (recorded envelope {index + 1} of {len(envelopes)})"
+            )
+            break
         review = status(
             records, run_id, trust if trust is not None else (lambda: load_trust(trust_file))
         )

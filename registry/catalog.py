@@ -227,6 +227,18 @@ class GateVerdictRow(SQLModel, table=True):
     event_seq: int = Field(unique=True)
 
 
+class RecipeEnvelopeRow(SQLModel, table=True):
+    """A later signature envelope of a recorded recipe (re-signed, co-signed, a rotated key);
+    the first is in `recipes` (schema v2)."""
+
+    __tablename__ = "recipe_envelopes"
+    sha256: str = Field(primary_key=True)  # of the envelope's text
+    recipe_sha256: str = Field(index=True)
+    envelope: str
+    recorded_at: str
+    event_seq: int = Field(unique=True)
+
+
 class ApprovalRow(SQLModel, table=True):
     __tablename__ = "approvals"
     id: str = Field(primary_key=True)  # sha256 of the envelope
@@ -270,6 +282,7 @@ ROW_TABLES: tuple[type[SQLModel], ...] = (
     ApprovalRow,
     AliasMoveRow,
     GateVerdictRow,
+    RecipeEnvelopeRow,
 )
 TABLES: tuple[type[SQLModel], ...] = (Event, *ROW_TABLES)
 _BY_NAME: dict[str, type[SQLModel]] = {t.__tablename__: t for t in ROW_TABLES}  # type: ignore[misc]
@@ -283,6 +296,7 @@ DOCUMENTS: dict[str, frozenset[str]] = {
     "evaluations": frozenset({"result"}),
     "gate_decisions": frozenset({"rule"}),
     "gate_verdicts": frozenset({"rule", "seeds", "power"}),
+    "recipe_envelopes": frozenset({"envelope"}),
     "approvals": frozenset({"envelope"}),
 }
 
@@ -451,7 +465,8 @@ def _v1(dialect: str) -> list[str]:
 
 
 def _v2(dialect: str) -> list[str]:
-    """Run-level gate decisions: one row per gate of a run, decided by its seeds policy.
+    """Run-level gate decisions: one row per gate of a run, decided by its seeds policy; and
+    every later signature envelope of a recorded recipe.
 
     Approvals and waivers go to v1's `approvals` table: its `variant_id` is the variant the
     gate judged for the run's first seed; the envelope binds every judged variant."""
@@ -467,13 +482,19 @@ def _v2(dialect: str) -> list[str]:
             event_seq BIGINT NOT NULL UNIQUE REFERENCES events(seq))""",
         "CREATE INDEX ix_gate_verdicts_run_id ON gate_verdicts (run_id)",
         "CREATE INDEX ix_approvals_run_id ON approvals (run_id, gate)",
+        """CREATE TABLE recipe_envelopes (
+            sha256 TEXT PRIMARY KEY, recipe_sha256 TEXT NOT NULL REFERENCES recipes(sha256),
+            envelope TEXT NOT NULL, recorded_at TEXT NOT NULL,
+            event_seq BIGINT NOT NULL UNIQUE REFERENCES events(seq))""",
+        "CREATE INDEX ix_recipe_envelopes_recipe ON recipe_envelopes (recipe_sha256)",
         *_guards(dialect, "gate_verdicts"),
+        *_guards(dialect, "recipe_envelopes"),
     ]
 
 
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", _v1),
-    Migration(2, "run-level gate decisions", _v2),
+    Migration(2, "run-level gate decisions, recipe envelopes", _v2),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 
@@ -934,6 +955,8 @@ class Catalog:
             known = conn.execute(
                 sa.select(recipes.c.sha256).where(recipes.c.sha256 == record.recipe.sha256)
             ).first()
+            if known is not None:
+                rows += self._new_envelope(conn, record.recipe.sha256, envelope, at)
             if known is None:
                 rows.append(
                     (
@@ -972,6 +995,41 @@ class Catalog:
                 )
             )
             self._append(conn, rows)
+
+    def _new_envelope(
+        self, conn: Connection, recipe_sha256: str, envelope: str, at: str
+    ) -> list[tuple[type[SQLModel], dict[str, Any]]]:
+        """The row for `envelope` if the recipe has not been recorded with it yet."""
+        if envelope in self._envelopes(conn, recipe_sha256):
+            return []
+        return [
+            (
+                RecipeEnvelopeRow,
+                {
+                    "sha256": hashlib.sha256(envelope.encode("utf-8")).hexdigest(),
+                    "recipe_sha256": recipe_sha256,
+                    "envelope": envelope,
+                    "recorded_at": at,
+                },
+            )
+        ]
+
+    def _envelopes(self, conn: Connection, recipe_sha256: str) -> list[str]:
+        recipes, later = _table(RecipeRow), _table(RecipeEnvelopeRow)
+        first = conn.execute(
+            sa.select(recipes.c.envelope).where(recipes.c.sha256 == recipe_sha256)
+        ).scalar()
+        rest = conn.execute(
+            sa.select(later.c.envelope)
+            .where(later.c.recipe_sha256 == recipe_sha256)
+            .order_by(later.c.event_seq)
+        ).scalars()
+        return ([first] if first is not None else []) + list(rest)
+
+    def recipe_envelopes(self, recipe_sha256: str) -> list[str]:
+        """Every signature envelope the recipe was run with, oldest first."""
+        with self._reading() as conn:
+            return self._envelopes(conn, recipe_sha256)
 
     def record_seed(self, run_id: str, seed: int, data: dict[str, str]) -> None:
         """The digests of one seed's data splits, as the run loaded them."""

@@ -40,6 +40,7 @@ from registry.catalog import (
     EvaluationRow,
     GateDecisionRow,
     GateVerdictRow,
+    RecipeEnvelopeRow,
     Head,
     RecipeRow,
     RunEndRow,
@@ -260,6 +261,13 @@ def seed_catalog(url: str, *, tag: str = "original") -> Seeded:
             "recorded_at": now(),
         }
         (seqs["approval"],) = catalog.append([(ApprovalRow, approval)])
+        resigned = {
+            "sha256": sha(f"envelope {tag}"),
+            "recipe_sha256": recipe_sha,
+            "envelope": document({"payload": f"re-signed {tag}"}),
+            "recorded_at": now(),
+        }
+        (seqs["envelope"],) = catalog.append([(RecipeEnvelopeRow, resigned)])
         (seqs["promote-distill"],) = catalog.append(
             [(AliasMoveRow, alias_move(variants["distill"], reason=f"{tag} v1", previous=None))]
         )

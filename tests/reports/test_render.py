@@ -15,9 +15,9 @@ import pytest
 from recipes.signing import sign_recipe
 from recipes.trust import add_owner_key
 from registry.api import init_example
-from registry.keys import generate_keypair, load_private_key
-from tests.conftest import GATE_OWNERS, Invoke
-from tests.registry.test_executor import DEFAULTS, QUICK
+from registry.keys import generate_keypair, load_private_key, load_public_key
+from tests.conftest import GATE_OWNERS, Invoke, Workspace
+from tests.registry.test_executor import DEFAULTS, QUICK, write_recipe
 
 HOSTILE = "<script>alert('x')</script> & \"quoted\" | piped"
 GATES = """\
@@ -156,3 +156,40 @@ def test_the_html_report_opens_in_headless_chromium_without_errors_or_requests(
     assert opened.requests == []
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert shot.stat().st_size > 20_000  # a rendered page, not a blank one
+
+
+def test_a_recipe_re_signed_with_a_rotated_key_verifies_by_its_newest_envelope(
+    workspace: Workspace, cli: Invoke, tmp_path: Path
+) -> None:
+    from registry.catalog import Catalog, catalog_url
+
+    write_recipe(workspace)
+    store = workspace.root / ".cg"
+    first = cli("run", workspace.recipe, "--workspace", store, "--json")
+    assert first.exit_code == 0, first.stderr
+    # The author's key is rotated: a new trust file knows only the new key; the same recipe
+    # bytes are signed again and run again (every stage cached).
+    _, _, public = generate_keypair("ml-platform", tmp_path / "rotated")
+    for owner in GATE_OWNERS:
+        add_owner_key(
+            tmp_path / "trust.yaml",
+            owner,
+            load_public_key(workspace.keys / f"{owner}.pub.json"),
+            ("approver",),
+        )
+    add_owner_key(tmp_path / "trust.yaml", "ml-platform", public, ("author",))
+    workspace.trust.write_text((tmp_path / "trust.yaml").read_text())
+    sign_recipe(workspace.recipe, load_private_key(tmp_path / "rotated" / "ml-platform.key"))
+    second = cli("run", workspace.recipe, "--workspace", store, "--json")
+    assert second.exit_code == 0, second.stderr
+    run_id = json.loads(second.stdout)["run_id"]
+    with Catalog(catalog_url(store), create=False) as catalog:
+        recipe_sha = json.loads(second.stdout)["recipe"]["sha256"]
+        assert len(catalog.recipe_envelopes(recipe_sha)) == 2
+    out = tmp_path / "evidence.json"
+    result = cli("report", run_id, "--format", "json", "-o", out, "--workspace", store)
+    assert result.exit_code == 0, result.stderr
+    recipe = json.loads(out.read_text())["recipe"]
+    assert recipe["verified"] is True
+    assert "recorded envelope 2 of 2" in recipe["signature"]
+    assert recipe["signers"] == [{"owner": "ml-platform", "keyid": public.keyid}]
