@@ -30,3 +30,21 @@ def test_reference_recipe_is_20x_smaller_than_the_float_onnx_within_1_point(
         )
         assert drop <= 0.01, f"seed {seed}: accuracy fell by {drop:.2%}"
         assert baseline["metrics"]["accuracy"]["estimate"] >= 0.97
+    assert [d["verdict"] for d in summary["decisions"]] == ["pass"] * 4  # its gates hold
+
+    # The demo run's audit report: self-contained, and clean in a real browser.
+    page = workspace.root / "report.html"
+    rendered = cli("report", summary["run_id"], "--workspace", workspace.root / ".cg", "-o", page)
+    assert rendered.exit_code == 0, rendered.stderr
+    text = page.read_text()
+    for plot in ("accuracy_vs_size", "accuracy_vs_latency", "reliability", "groups", "classes"):
+        assert f'id="plot-{plot}"' in text, plot
+    assert 'id="plot-latency"' in text
+    from tests.reports.browser import find_chromium, open_page
+
+    if find_chromium() is None:
+        pytest.skip("no chromium on PATH: the browser check needs Debian's chromium")
+    shot = workspace.root / "report.png"
+    opened = open_page(page, shot)
+    assert opened.console == [] and opened.requests == []
+    assert shot.stat().st_size > 50_000
