@@ -189,7 +189,12 @@ def test_a_recipe_re_signed_with_a_rotated_key_verifies_by_its_newest_envelope(
     out = tmp_path / "evidence.json"
     result = cli("report", run_id, "--format", "json", "-o", out, "--workspace", store)
     assert result.exit_code == 0, result.stderr
-    recipe = json.loads(out.read_text())["recipe"]
+    bundle = json.loads(out.read_text())
+    recipe = bundle["recipe"]
     assert recipe["verified"] is True
     assert "recorded envelope 2 of 2" in recipe["signature"]
     assert recipe["signers"] == [{"owner": "ml-platform", "keyid": public.keyid}]
+    # The first run (no gates: approved) is the previous approved run; nothing changed.
+    previous = bundle["since_previous"]
+    assert previous["run_id"] == json.loads(first.stdout)["run_id"]
+    assert previous["changes"] == []
