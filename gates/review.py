@@ -46,22 +46,12 @@ RunReview = Literal["rejected", "awaiting-approval", "approved"]
 SignoffKind = Literal["approval", "waiver"]
 
 
-class SeedVerdict(BaseModel):
+class SeedVerdict(Judgement):
     """One seed's judgement of a gate, on the variant the gate names for that seed."""
-
-    model_config = ConfigDict(frozen=True)
 
     seed: int
     variant_id: str
     artifact_sha256: str
-    verdict: Verdict
-    estimate: float | None
-    ci_low: float | None
-    ci_high: float | None
-    n: int | None
-    threshold: float | None
-    pvalue: float | None = None
-    note: str
 
 
 class GateDecision(BaseModel):

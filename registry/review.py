@@ -12,16 +12,20 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
+from pydantic import TypeAdapter
+
 from gates.review import (
     GateDecision,
     ReviewStatus,
     SeedVerdict,
     Signoff,
+    decide,
     evidence_digest,
     review,
 )
 from gates.signoff import Kind, check_signoff, counting, signoff_envelope
 from recipes.load import parse_recipe
+from recipes.manifest import GateSpec
 from recipes.trust import Trust, load_trust
 from registry.catalog import Catalog, Decision, now
 from registry.dsse import Envelope
@@ -73,48 +77,23 @@ def _before_v2(per_seed: list[Decision]) -> list[GateDecision]:
     for each in per_seed:
         gates.setdefault(each.gate, []).append(each)
     out = []
-    for name, seeds in gates.items():
-        verdicts = [
-            SeedVerdict(
-                seed=d.seed,
-                variant_id=d.variant_id,
-                artifact_sha256=d.artifact_sha256,
-                verdict="pass" if d.verdict == "pass" else "fail",
-                estimate=d.estimate,
-                ci_low=d.ci_low,
-                ci_high=d.ci_high,
-                n=d.n,
-                threshold=d.threshold,
-                pvalue=d.pvalue,
-                note=d.note,
-            )
-            for d in seeds
-        ]
-        failing = [v for v in verdicts if v.verdict == "fail"]
-        head = failing[0] if failing else verdicts[0]
+    for seeds in gates.values():
         first = seeds[0]
-        decision = GateDecision(
-            run_id=first.run_id,
-            gate=name,
-            owner=first.owner,
-            metric=first.metric,
-            stage=first.stage,
-            rule=first.rule,
-            policy="every",
-            approval="none",
-            estimate=head.estimate,
-            ci_low=head.ci_low,
-            ci_high=head.ci_high,
-            n=head.n,
-            threshold=head.threshold,
-            pvalue=head.pvalue,
-            verdict="fail" if failing else "pass",
-            note=(
-                f"recorded before schema v2, per seed: {len(verdicts) - len(failing)}/"
-                f"{len(verdicts)} seeds pass; seed {head.seed}: {head.note}"
-            ),
-            seeds=verdicts,
-            decided_at=first.decided_at,
+        gate = TypeAdapter(GateSpec).validate_python(first.rule)
+        verdicts = [SeedVerdict.model_validate(d.model_dump()) for d in seeds]
+        decided = decide(
+            gate.model_copy(update={"seeds": "every", "approval": "none"}),
+            first.run_id,
+            first.stage,
+            verdicts,
+            [None] * len(seeds),
+            [None] * len(seeds),
+        )
+        decision = decided.model_copy(
+            update={
+                "note": f"recorded before schema v2, per seed: {decided.note}",
+                "decided_at": first.decided_at,
+            }
         )
         out.append(decision.model_copy(update={"evidence_sha256": evidence_digest(decision)}))
     return out
