@@ -6,7 +6,6 @@ import json
 import re
 import subprocess
 import sys
-import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from pathlib import Path
@@ -157,9 +156,7 @@ def test_pareto_front_is_exactly_the_undominated_points(xy: list[tuple[float, fl
 
 @pytest.mark.parametrize("kind", sorted(RENDERERS))
 def test_plot_is_deterministic_valid_small_and_self_contained(kind: str) -> None:
-    start = time.perf_counter()
     svg = RENDERERS[kind]()
-    elapsed = time.perf_counter() - start
     assert RENDERERS[kind]() == svg
     assert svg.startswith("<svg ")
     assert "<?xml" not in svg
@@ -171,7 +168,6 @@ def test_plot_is_deterministic_valid_small_and_self_contained(kind: str) -> None
     assert not re.search(r"https?://|//[a-z0-9.-]+\.[a-z]{2,}/", rest, re.IGNORECASE)
     assert "<image" not in svg
     assert len(svg.encode()) < 60_000
-    assert elapsed < 5
 
 
 def test_ids_are_unique_within_and_different_between_plots() -> None:
