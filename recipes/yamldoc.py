@@ -36,6 +36,24 @@ _Loader.yaml_implicit_resolvers = {
 }
 
 
+def _construct_int(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int:
+    """An integer, or a located error for one too long for Python to read (4,300 digits)."""
+    try:
+        return int(yaml.SafeLoader.construct_yaml_int(loader, node))
+    except ValueError:
+        raise yaml.constructor.ConstructorError(
+            None, None, f"the integer {node.value[:12]}… is too long", node.start_mark
+        ) from None
+
+
+_Loader.add_constructor("tag:yaml.org,2002:int", _construct_int)
+
+# Deeper than any manifest needs (pydantic's own limit is 200); aliases (`*name`) may repeat
+# at most this many values, so a small file cannot expand into a huge document.
+MAX_DEPTH = 100
+MAX_ALIASED_VALUES = 10_000
+
+
 class _Dumper(yaml.SafeDumper):
     """SafeDumper whose output reads back as the same data.
 
@@ -114,6 +132,14 @@ def parse_yaml(text: str, source: str) -> YamlDocument:
     """Parse exactly one YAML mapping document; syntax errors and duplicate keys are Issues."""
     try:
         nodes = list(yaml.compose_all(text, Loader=_Loader))
+    except RecursionError:
+        message = f"invalid YAML: nested more than {MAX_DEPTH} levels deep"
+        raise ManifestError(issues=(Issue(source, None, "", message),)) from None
+    except yaml.reader.ReaderError as exc:  # a control character, NUL among them
+        at = text.count("\n", 0, exc.position) + 1
+        code = exc.character if isinstance(exc.character, int) else ord(exc.character)
+        message = f"invalid YAML: unacceptable character #x{code:04x}: {exc.reason}"
+        raise ManifestError(issues=(Issue(source, at, "", message),)) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else None
@@ -123,7 +149,8 @@ def parse_yaml(text: str, source: str) -> YamlDocument:
             problem += f" ({exc.context} at line {context.line + 1})"
         raise ManifestError(issues=(Issue(source, line, "", f"invalid YAML: {problem}"),)) from None
     except yaml.YAMLError as exc:
-        raise ManifestError(issues=(Issue(source, None, "", f"invalid YAML: {exc}"),)) from None
+        message = f"invalid YAML: {' '.join(str(exc).split())}"
+        raise ManifestError(issues=(Issue(source, None, "", message),)) from None
     if not nodes:
         raise ManifestError(issues=(Issue(source, 1, "", "the document is empty"),))
     if len(nodes) > 1:
@@ -134,6 +161,7 @@ def parse_yaml(text: str, source: str) -> YamlDocument:
         raise ManifestError(
             issues=(Issue(source, root.start_mark.line + 1, "", "the document must be a mapping"),)
         )
+    _check_shape(root, source)
     duplicates = list(_duplicate_keys(root, ()))
     if duplicates:
         raise ManifestError(
@@ -151,6 +179,44 @@ def parse_yaml(text: str, source: str) -> YamlDocument:
             issues=(Issue(source, line, "", f"invalid YAML: {exc.problem}"),)
         ) from None
     return YamlDocument(source, data, root)
+
+
+def _check_shape(root: yaml.Node, source: str) -> None:
+    """Refuse a document nested deeper than MAX_DEPTH, an alias inside the value it names
+    (which never ends), or aliases that repeat more than MAX_ALIASED_VALUES values."""
+    seen: set[int] = set()
+    repeated = 0
+
+    def refuse(node: yaml.Node, message: str) -> ManifestError:
+        return ManifestError(issues=(Issue(source, node.start_mark.line + 1, "", message),))
+
+    def walk(node: yaml.Node, ancestors: list[int]) -> None:
+        nonlocal repeated
+        if id(node) in ancestors:
+            raise refuse(node, "invalid YAML: an alias (*name) inside the value it names")
+        if len(ancestors) >= MAX_DEPTH:
+            raise refuse(node, f"invalid YAML: nested more than {MAX_DEPTH} levels deep")
+        if id(node) in seen:
+            repeated += 1
+            if repeated > MAX_ALIASED_VALUES:
+                raise refuse(
+                    node,
+                    f"invalid YAML: aliases (*name) repeat more than {MAX_ALIASED_VALUES:,} "
+                    "values; write the values out",
+                )
+        seen.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            children = [child for pair in node.value for child in pair]
+        elif isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        else:
+            return
+        ancestors.append(id(node))
+        for child in children:
+            walk(child, ancestors)
+        ancestors.pop()
+
+    walk(root, [])
 
 
 def validate(model: type[M], document: YamlDocument) -> M:

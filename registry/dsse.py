@@ -56,7 +56,9 @@ class Envelope:
         """Parse an envelope; anything malformed is an integrity failure naming `source`."""
         try:
             body = json.loads(data)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        except RecursionError:
+            raise IntegrityError(f"{source}: not a DSSE envelope: JSON nested too deeply") from None
+        except ValueError as exc:  # invalid JSON or UTF-8, or an integer too long to read
             raise IntegrityError(f"{source}: not a DSSE envelope: invalid JSON ({exc})") from None
         if not isinstance(body, dict):
             raise IntegrityError(f"{source}: not a DSSE envelope: expected a JSON object")
@@ -132,7 +134,9 @@ def parse_statement(payload: bytes, *, source: str) -> Statement:
     """Read an in-toto Statement v1 payload; anything else is an integrity failure."""
     try:
         body = json.loads(payload)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except RecursionError:
+        raise IntegrityError(f"{source}: the payload is JSON nested too deeply") from None
+    except ValueError as exc:  # invalid JSON or UTF-8, or an integer too long to read
         raise IntegrityError(f"{source}: the payload is not JSON ({exc})") from None
     if not isinstance(body, dict) or body.get("_type") != STATEMENT_TYPE:
         raise IntegrityError(f"{source}: the payload is not an in-toto Statement v1")

@@ -156,7 +156,9 @@ def load_public_key(path: Path) -> PublicKey:
     data = _read(path, "public key")
     try:
         parsed = json.loads(data)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except RecursionError:
+        raise ManifestError(f"{path}: not a public key: JSON nested too deeply") from None
+    except ValueError as exc:  # invalid JSON or UTF-8, or an integer too long to read
         raise ManifestError(f"{path}: not JSON ({exc})") from None
     return PublicKey.from_dict(parsed, source=str(path))
 
@@ -168,3 +170,5 @@ def _read(path: Path, what: str) -> bytes:
         raise NotFoundError(f"{what} {path} not found") from None
     except IsADirectoryError:
         raise ManifestError(f"{path} is a directory, not a {what} file") from None
+    except OSError as exc:  # a symbolic link loop, no permission to read, …
+        raise ManifestError(f"{path}: cannot read the {what} ({exc.strerror or exc})") from None
