@@ -1,4 +1,5 @@
-"""`compressgate audit`: recompute the catalog's hash chain, rows and artifacts; sign checkpoints.
+"""`compressgate audit`: recompute the catalog's hash chain, rows and artifacts; sign checkpoints;
+check report files against the reports the catalog recorded.
 
 A checkpoint is a DSSE envelope over `{tree_size, head_sha256}`: the chain hash of event
 `tree_size`. Published outside the database (a release note, a ticket, another system), it lets
@@ -10,14 +11,15 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from recipes.trust import Trust
 from registry import dsse
-from registry.catalog import AuditReport, Catalog, Head, now, safe_url
+from registry.catalog import AuditReport, Catalog, Head, RecordedReport, now, safe_url
 from registry.digests import sha256_file
-from registry.errors import IntegrityError, ManifestError
+from registry.errors import IntegrityError, ManifestError, NotFoundError
 from registry.keys import PrivateKey
 from registry.store import ArtifactStore
 
@@ -70,11 +72,14 @@ def verify(
     *,
     checkpoint_file: Path | None = None,
     trust: Trust | None = None,
+    reports: Sequence[Path] = (),
 ) -> AuditReport:
-    """Triggers present, chain intact, every row matching its event, every artifact's bytes
-    matching its digest, and the chain extending the checkpoint. Raises IntegrityError (exit 3)
-    naming the first broken link."""
+    """The file intact (SQLite), triggers present, chain intact, every row matching its event,
+    every artifact's bytes matching its digest, the chain extending the checkpoint, and each
+    report file recorded as rendered. Raises IntegrityError (exit 3) naming the first broken
+    link."""
     started = time.perf_counter()
+    catalog.verify_storage()
     catalog.verify_triggers()
     chain_started = time.perf_counter()
     head = catalog.verify_chain()
@@ -112,7 +117,28 @@ def verify(
         seconds=round(time.perf_counter() - started, 4),
         events_per_second=round(head.size / chain_seconds, 1) if chain_seconds else 0.0,
         checkpoint=checked,
+        reports=[verify_report(catalog, path) for path in reports],
     )
+
+
+def verify_report(catalog: Catalog, path: Path) -> RecordedReport:
+    """The catalog's record of the report file at `path`: its bytes must be exactly those of a
+    report `report -o` wrote from this catalog; anything else is exit 3."""
+    try:
+        digest = sha256_file(path)
+    except FileNotFoundError:
+        raise NotFoundError(f"report {path} not found") from None
+    except OSError as exc:
+        raise ManifestError(f"{path}: cannot read the report ({exc.strerror})") from None
+    found = catalog.report_by_sha256(digest)
+    if found is None:
+        raise IntegrityError(
+            f"{path} matches no report rendered from this catalog: changed after rendering, "
+            "or rendered elsewhere",
+            hint=f"its sha256 is {digest}; render it again with `compressgate report RUN -o "
+            "FILE` and compare",
+        )
+    return found
 
 
 def verify_artifacts(catalog: Catalog, store: ArtifactStore) -> int:

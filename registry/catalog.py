@@ -31,7 +31,7 @@ import multiprocessing
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -257,6 +257,22 @@ class ApprovalRow(SQLModel, table=True):
     event_seq: int = Field(unique=True)
 
 
+class ReportRow(SQLModel, table=True):
+    """A report rendered to a file: the sha256 of its exact bytes (schema v3)."""
+
+    __tablename__ = "reports"
+    sha256: str = Field(primary_key=True)  # of the bytes written
+    run_id: str = Field(index=True)
+    format: str  # html | md | json | card
+    size_bytes: int
+    path: str  # where it was written
+    head_size: int  # the chain head the report shows: its event number
+    rendered_at: str
+    actor: str
+    tool: str  # compressgate and its version
+    event_seq: int = Field(unique=True)
+
+
 class AliasMoveRow(SQLModel, table=True):
     __tablename__ = "alias_moves"
     event_seq: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
@@ -283,6 +299,7 @@ ROW_TABLES: tuple[type[SQLModel], ...] = (
     AliasMoveRow,
     GateVerdictRow,
     RecipeEnvelopeRow,
+    ReportRow,
 )
 TABLES: tuple[type[SQLModel], ...] = (Event, *ROW_TABLES)
 _BY_NAME: dict[str, type[SQLModel]] = {t.__tablename__: t for t in ROW_TABLES}  # type: ignore[misc]
@@ -492,9 +509,24 @@ def _v2(dialect: str) -> list[str]:
     ]
 
 
+def _v3(dialect: str) -> list[str]:
+    """Rendered reports: each file `report -o` writes, by the sha256 of its bytes, so that
+    `audit verify --report FILE` tells a report as rendered from one changed since."""
+    return [
+        """CREATE TABLE reports (
+            sha256 TEXT PRIMARY KEY, run_id TEXT NOT NULL REFERENCES runs(run_id),
+            format TEXT NOT NULL, size_bytes BIGINT NOT NULL, path TEXT NOT NULL,
+            head_size BIGINT NOT NULL, rendered_at TEXT NOT NULL, actor TEXT NOT NULL,
+            tool TEXT NOT NULL, event_seq BIGINT NOT NULL UNIQUE REFERENCES events(seq))""",
+        "CREATE INDEX ix_reports_run_id ON reports (run_id)",
+        *_guards(dialect, "reports"),
+    ]
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", _v1),
     Migration(2, "run-level gate decisions, recipe envelopes", _v2),
+    Migration(3, "rendered reports", _v3),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 
@@ -620,6 +652,22 @@ class AuditReport(CatalogRecord):
     seconds: float
     events_per_second: float
     checkpoint: Head | None = None
+    reports: list[RecordedReport] = []
+
+
+class RecordedReport(CatalogRecord):
+    """A report file `report -o` wrote, as the catalog recorded it (schema v3)."""
+
+    sha256: str
+    run_id: str
+    format: str
+    size_bytes: int
+    path: str
+    head_size: int
+    rendered_at: str
+    actor: str
+    tool: str
+    seq: int
 
 
 # --- helpers -----------------------------------------------------------------------------------
@@ -647,6 +695,18 @@ def event_body(table: str, row: dict[str, Any]) -> str:
         if key != "event_seq"
     }
     return document({"table": table, "row": shown})
+
+
+def _json(text: str) -> Any:
+    """A JSON document read back from the catalog; one that no longer parses was changed
+    outside compressgate (exit 3)."""
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise IntegrityError(
+            f"catalog document is damaged: {exc}",
+            hint="run `compressgate audit verify` to find the changed row",
+        ) from None
 
 
 def now() -> str:
@@ -679,11 +739,22 @@ def safe_url(url: str) -> str:
     """The URL with any password masked, for messages."""
     try:
         return sa.engine.make_url(url).render_as_string(hide_password=True)
-    except sa.exc.ArgumentError:
+    except (sa.exc.ArgumentError, ValueError):
         return "<unparseable catalog URL>"
 
 
 # --- the repository ----------------------------------------------------------------------------
+
+# What SQLite says of a file it can open but not read: damage (exit 3), not an unreachable
+# catalog (exit 4). A flipped byte in a row's text, or in the schema's own SQL, says the last.
+_DAMAGE = (
+    "malformed",
+    "not a database",
+    "Could not decode to UTF-8",
+    "no such table",
+    "no such column",
+    "unsupported file format",
+)
 
 
 class Catalog:
@@ -697,7 +768,7 @@ class Catalog:
         self.url = url
         try:
             parsed = sa.engine.make_url(url)
-        except sa.exc.ArgumentError as exc:
+        except (sa.exc.ArgumentError, ValueError) as exc:  # ValueError: a port not a number
             raise ManifestError(
                 f"catalog URL {safe_url(url)!r} cannot be parsed: {exc}",
                 hint="use a path, sqlite:///PATH or postgresql+psycopg://USER@HOST/DB",
@@ -793,6 +864,8 @@ class Catalog:
             ) from None
         except sa.exc.DatabaseError as exc:
             raise self._damaged(exc) from None
+        except UnicodeDecodeError as exc:
+            raise self._undecodable(exc) from None
 
     @contextmanager
     def _reading(self) -> Iterator[Connection]:
@@ -803,6 +876,15 @@ class Catalog:
             raise self._unavailable(exc) from None
         except sa.exc.DatabaseError as exc:
             raise self._damaged(exc) from None
+        except UnicodeDecodeError as exc:  # SQLite quoting bytes of a damaged file
+            raise self._undecodable(exc) from None
+
+    def _undecodable(self, exc: UnicodeDecodeError) -> IntegrityError:
+        return IntegrityError(
+            f"catalog {safe_url(self.url)} is damaged: it holds bytes that are not UTF-8 "
+            f"({exc.reason} at {exc.start})",
+            hint="restore it from a backup and run `compressgate audit verify`",
+        )
 
     def _damaged(self, exc: sa.exc.DatabaseError) -> IntegrityError:
         text = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
@@ -813,7 +895,7 @@ class Catalog:
 
     def _unavailable(self, exc: sa.exc.OperationalError) -> CompressgateError:
         text = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
-        if "malformed" in text or "not a database" in text:
+        if any(sign in text for sign in _DAMAGE):
             return IntegrityError(
                 f"catalog {safe_url(self.url)} is damaged: {text}",
                 hint="restore it from a backup and run `compressgate audit verify`",
@@ -860,8 +942,8 @@ class Catalog:
             raise EnvironmentMismatch(
                 f"catalog {safe_url(self.url)} has schema version {current}, older than this "
                 f"compressgate's {SCHEMA_VERSION}",
-                hint="any writing command (run, submit, ci, promote, rollback, approve, waive) "
-                "migrates it",
+                hint="any writing command (run, submit, ci, promote, rollback, approve, waive, "
+                "report -o) migrates it",
             )
 
     def migrate(self) -> None:
@@ -1151,7 +1233,7 @@ class Catalog:
             end = conn.execute(sa.select(ends).where(ends.c.run_id == run_id)).mappings().first()
             seeds = _table(RunSeedRow)
             data = {
-                str(seed): json.loads(text)
+                str(seed): _json(text)
                 for seed, text in conn.execute(
                     sa.select(seeds.c.seed, seeds.c.data)
                     .where(seeds.c.run_id == run_id)
@@ -1175,10 +1257,10 @@ class Catalog:
                 .where(variants.c.run_id == run_id)
                 .order_by(evaluations.c.event_seq)
             ):
-                results.setdefault(evaluation[0], {})[evaluation[1]] = json.loads(evaluation[2])
+                results.setdefault(evaluation[0], {})[evaluation[1]] = _json(evaluation[2])
         stages = [_stage_record(dict(s), results.get(s["id"], {})) for s in stage_rows]
         if end is not None:
-            stages += [StageRecord.model_validate(s) for s in json.loads(end["failed_stages"])]
+            stages += [StageRecord.model_validate(s) for s in _json(end["failed_stages"])]
         return RunRecord(
             run_id=row["run_id"],
             recipe=RecipeRef(
@@ -1186,29 +1268,26 @@ class Catalog:
                 version=row["recipe_version"],
                 sha256=row["recipe_sha256"],
                 path=row["recipe_path"],
-                signers=json.loads(row["signers"]),
+                signers=_json(row["signers"]),
             ),
             status=end["status"] if end is not None else "running",
             started_at=row["started_at"],
             finished_at=end["finished_at"] if end is not None else None,
             workspace=row["workspace"],
-            seeds=json.loads(row["seeds"]),
-            environment=json.loads(row["environment"]),
+            seeds=_json(row["seeds"]),
+            environment=_json(row["environment"]),
             data=data,
             stages=stages,
             aggregate=(
                 {
                     stage: {m: SeedAggregate.model_validate(v) for m, v in metrics.items()}
-                    for stage, metrics in json.loads(end["aggregate"]).items()
+                    for stage, metrics in _json(end["aggregate"]).items()
                 }
                 if end is not None
                 else {}
             ),
             exemplars=(
-                {
-                    k: ExemplarsResult.model_validate(v)
-                    for k, v in json.loads(end["exemplars"]).items()
-                }
+                {k: ExemplarsResult.model_validate(v) for k, v in _json(end["exemplars"]).items()}
                 if end is not None
                 else {}
             ),
@@ -1233,13 +1312,13 @@ class Catalog:
             row = conn.execute(sa.select(runs).where(runs.c.run_id == run_id)).mappings().first()
             if row is None:
                 raise self._no_run(conn, run_id)
-        fingerprint = json.loads(row["environment"]).get("fingerprint", {})
+        fingerprint = _json(row["environment"]).get("fingerprint", {})
         return RunInfo(
             run_id=row["run_id"],
             recipe=row["recipe_name"],
             version=row["recipe_version"],
             recipe_sha256=row["recipe_sha256"],
-            signers=json.loads(row["signers"]),
+            signers=_json(row["signers"]),
             environment_sha256=row["environment_sha256"],
             lock_sha256=row["lock_sha256"],
             python=fingerprint.get("python"),
@@ -1283,8 +1362,8 @@ class Catalog:
                     status=r[4] or "running",
                     started_at=r[5],
                     finished_at=r[6],
-                    seeds=json.loads(r[7]),
-                    signers=json.loads(r[8]),
+                    seeds=_json(r[7]),
+                    signers=_json(r[8]),
                 )
                 for r in conn.execute(query)
             ]
@@ -1297,7 +1376,7 @@ class Catalog:
             raise NotFoundError(f"recipe {sha256} is not in the catalog")
         return RecipeRecord(
             **{k: v for k, v in row.items() if k not in ("signers", "actor", "event_seq")},
-            signers=json.loads(row["signers"]),
+            signers=_json(row["signers"]),
         )
 
     # -- variants
@@ -1391,7 +1470,7 @@ class Catalog:
             return [
                 Decision(
                     **{k: v for k, v in r.items() if k not in ("id", "rule", "event_seq")},
-                    rule=json.loads(r["rule"]),
+                    rule=_json(r["rule"]),
                 )
                 for r in conn.execute(query).mappings()
             ]
@@ -1408,9 +1487,9 @@ class Catalog:
                         for k, v in r.items()
                         if k not in ("id", "rule", "seeds", "power", "event_seq")
                     },
-                    rule=json.loads(r["rule"]),
-                    seeds=[SeedVerdict.model_validate(s) for s in json.loads(r["seeds"])],
-                    power=json.loads(r["power"]),
+                    rule=_json(r["rule"]),
+                    seeds=[SeedVerdict.model_validate(s) for s in _json(r["seeds"])],
+                    power=_json(r["power"]),
                 )
                 for r in conn.execute(query).mappings()
             ]
@@ -1453,6 +1532,32 @@ class Catalog:
         with self._reading() as conn:
             found = conn.execute(query).scalar()
         return None if found is None else str(found)
+
+    # -- reports
+
+    def record_report(self, row: dict[str, Any]) -> RecordedReport:
+        """Record a rendered report (a new event), unless its exact bytes are recorded already:
+        then the first record stands and nothing is appended."""
+        table = _table(ReportRow)
+        with self._writing() as conn:
+            taken = (
+                conn.execute(sa.select(table).where(table.c.sha256 == row["sha256"]))
+                .mappings()
+                .first()
+            )
+            if taken is not None:
+                return _recorded_report(dict(taken))
+            (seq,) = self._append(conn, [(ReportRow, row)])
+        return _recorded_report({**_coerced(ReportRow, row), "event_seq": seq})
+
+    def report_by_sha256(self, sha256: str) -> RecordedReport | None:
+        """The recorded report whose bytes have this sha256, or None."""
+        table = _table(ReportRow)
+        with self._reading() as conn:
+            found = (
+                conn.execute(sa.select(table).where(table.c.sha256 == sha256)).mappings().first()
+            )
+        return None if found is None else _recorded_report(dict(found))
 
     # -- aliases
 
@@ -1543,6 +1648,21 @@ class Catalog:
             Head(size=int(last[0]), sha256=str(last[1])) if last else Head(size=0, sha256=GENESIS)
         )
 
+    def evidence_head(self) -> Head:
+        """The newest event that is not a rendered report's: what a report shows as the chain
+        head, so that recording a report does not change the next rendering of it."""
+        events, reports = _table(Event), _table(ReportRow)
+        with self._reading() as conn:
+            last = conn.execute(
+                sa.select(events.c.seq, events.c.sha256)
+                .where(~events.c.seq.in_(sa.select(reports.c.event_seq)))
+                .order_by(events.c.seq.desc())
+                .limit(1)
+            ).first()
+        return (
+            Head(size=int(last[0]), sha256=str(last[1])) if last else Head(size=0, sha256=GENESIS)
+        )
+
     def event_hash(self, seq: int) -> str | None:
         events = _table(Event)
         with self._reading() as conn:
@@ -1597,16 +1717,19 @@ class Catalog:
                 query = sa.select(table, events.c.content_sha256.label("_content")).join(
                     events, events.c.seq == table.c.event_seq
                 )
-                for mapping in conn.execution_options(yield_per=5000).execute(query).mappings():
-                    # As written: SQLite gives booleans back as 0/1.
-                    row = _coerced(model, {k: v for k, v in mapping.items() if k != "_content"})
-                    if _sha(event_body(name, row)) != mapping["_content"]:
-                        key = ", ".join(f"{c}={row[c]}" for c in _unique_columns(name)[:1])
-                        raise IntegrityError(
-                            f"catalog row {name}({key}) does not match its event "
-                            f"{row['event_seq']}: the row was edited after it was recorded"
-                        )
-                    owned += 1
+                # Closed even when a row breaks off the loop: PostgreSQL streams through a
+                # server-side cursor.
+                with closing(conn.execution_options(yield_per=5000).execute(query)) as result:
+                    for mapping in result.mappings():
+                        # As written: SQLite gives booleans back as 0/1.
+                        row = _coerced(model, {k: v for k, v in mapping.items() if k != "_content"})
+                        if _sha(event_body(name, row)) != mapping["_content"]:
+                            key = ", ".join(f"{c}={row[c]}" for c in _unique_columns(name)[:1])
+                            raise IntegrityError(
+                                f"catalog row {name}({key}) does not match its event "
+                                f"{row['event_seq']}: the row was edited after it was recorded"
+                            )
+                        owned += 1
                 unowned = conn.execute(
                     sa.select(sa.func.count())
                     .select_from(table)
@@ -1623,6 +1746,63 @@ class Catalog:
                 "or inserted around the chain"
             )
         return owned
+
+    def verify_storage(self) -> None:
+        """SQLite: the file's pages, indexes and free list as SQLite checks them (`PRAGMA
+        integrity_check`): a changed byte that no row shows (an index entry, a page header);
+        and every table and index defined exactly as its migration created it."""
+        if self.dialect != "sqlite":
+            return
+        with self._reading() as conn:
+            found = [str(r[0]) for r in conn.exec_driver_sql("PRAGMA integrity_check")]
+            objects = [
+                (str(kind), str(name), str(table), sql)
+                for kind, name, table, sql in conn.exec_driver_sql(
+                    "SELECT type, name, tbl_name, sql FROM sqlite_master"
+                )
+            ]
+            version = self._version(conn)
+        defined = {n: " ".join(str(sql).split()) for k, n, _, sql in objects if sql is not None}
+        if found != ["ok"]:
+            raise IntegrityError(
+                f"catalog {safe_url(self.url)} is damaged: {found[0]}"
+                + (f" (and {len(found) - 1} more problem(s))" if len(found) > 1 else ""),
+                hint="restore it from a backup and run `compressgate audit verify`",
+            )
+        expected = {
+            statement.split()[2]: " ".join(statement.split())
+            for migration in MIGRATIONS
+            if migration.version <= version
+            for statement in migration.statements(self.dialect)
+            if statement.split()[:2] in (["CREATE", "TABLE"], ["CREATE", "INDEX"])
+        }
+        # Each object of the kind and on the table its name says (the triggers' text is
+        # `verify_triggers`'s); SQLite's own indexes for UNIQUE columns named after their table.
+        owners = {
+            n: (sql.split()[1].lower(), sql.split()[4] if sql.split()[1] == "INDEX" else n)
+            for n, sql in expected.items()
+        }
+        owners.update(
+            {
+                n: ("trigger", t)
+                for t in {o[1] for o in owners.values()}
+                for n, _ in _named_guards(self.dialect, t)
+            }
+        )
+        altered = sorted(n for n, sql in expected.items() if defined.get(n) != sql)
+        for kind, name, table, _ in objects:
+            auto = name.startswith("sqlite_autoindex_") and (
+                "index",
+                name.removeprefix("sqlite_autoindex_").rsplit("_", 1)[0],
+            )
+            if (kind, table) != (owners.get(name) or auto):
+                altered.append(name)
+        if altered:
+            raise IntegrityError(
+                f"catalog {safe_url(self.url)} schema altered: {', '.join(altered)} no longer "
+                "defined as its migration created it",
+                hint="someone altered the schema; audit the catalog against a checkpoint",
+            )
 
     def verify_triggers(self) -> None:
         """Every append-only trigger present, enabled and exactly as we created it."""
@@ -1689,7 +1869,7 @@ class Catalog:
             if sha in seen:
                 continue
             seen.add(sha)
-            yield sha, json.loads(files), json.loads(details)
+            yield sha, _json(files), _json(details)
 
 
 _PARALLEL_FROM = 20_000  # events: below this, one process is as fast as starting others
@@ -1713,6 +1893,7 @@ def _verify_span(url: str, start: int, end: int) -> _Span:
     prev: str | None = None
     expected = start
     body_sql = "CAST(body AS BLOB)" if engine.dialect.name == "sqlite" else "body"
+    rows = None
     try:
         with engine.connect() as conn:
             rows = conn.execution_options(stream_results=True, yield_per=20_000).exec_driver_sql(
@@ -1752,7 +1933,16 @@ def _verify_span(url: str, start: int, end: int) -> _Span:
                     return _Span(start, first_prev, prev, (seq, message, None))
                 prev = digest
                 expected += 1
+    except (sa.exc.DatabaseError, UnicodeDecodeError) as exc:
+        text = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        if isinstance(exc, sa.exc.DatabaseError) and not any(m in text for m in _DAMAGE):
+            raise
+        message = f"catalog {safe_url(url)} is damaged at event {expected}: {text}"
+        hint = "restore it from a backup and audit it against a checkpoint"
+        return _Span(start, first_prev, prev, (expected, message, hint))
     finally:
+        if rows is not None:
+            rows.close()  # a break returns mid-stream: PostgreSQL's server-side cursor
         engine.dispose()
     if expected <= end:
         return _Span(
@@ -1801,15 +1991,15 @@ def _stage_record(row: dict[str, Any], evaluations: dict[str, Any]) -> StageReco
             "spec_sha256": row["spec_sha256"],
             "cache_key": row["cache_key"],
             "size_bytes": row["size_bytes"],
-            "files": json.loads(row["files"]),
+            "files": _json(row["files"]),
             "params": row["params"],
             "nonzero_params": row["nonzero_params"],
             "macs": row["macs"],
-            "metrics": json.loads(row["metrics"]),
+            "metrics": _json(row["metrics"]),
             "evaluations": evaluations,
             "evaluation_key": row["evaluation_key"],
-            "details": json.loads(row["details"]),
-            "warnings": json.loads(row["warnings"]),
+            "details": _json(row["details"]),
+            "warnings": _json(row["warnings"]),
             "seconds": row["seconds"],
             "eval_seconds": row["eval_seconds"],
         }
@@ -1827,14 +2017,20 @@ def _variant_record(row: dict[str, Any]) -> VariantRecord:
         artifact_sha256=row["artifact_sha256"],
         parent_sha256=row["parent_sha256"],
         spec_sha256=row["spec_sha256"],
-        spec=json.loads(row["spec"]),
+        spec=_json(row["spec"]),
         recipe_sha256=row["recipe_sha256"],
         size_bytes=row["size_bytes"],
         params=row["params"],
         macs=row["macs"],
-        metrics=json.loads(row["metrics"]),
-        files=json.loads(row["files"]),
+        metrics=_json(row["metrics"]),
+        files=_json(row["files"]),
         recorded_at=row["recorded_at"],
+    )
+
+
+def _recorded_report(row: dict[str, Any]) -> RecordedReport:
+    return RecordedReport(
+        seq=row["event_seq"], **{k: v for k, v in row.items() if k != "event_seq"}
     )
 
 

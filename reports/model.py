@@ -66,6 +66,9 @@ class SincePrevious(Frozen):
 
 
 class Chain(Frozen):
+    """The catalog's chain head the report was rendered from: its newest event that is not a
+    recorded report's (recording a report does not change the next rendering)."""
+
     size: int
     head_sha256: str
     checkpoint: dict[str, Any] | None = Field(

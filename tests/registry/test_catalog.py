@@ -43,6 +43,7 @@ from registry.catalog import (
     Head,
     RecipeEnvelopeRow,
     RecipeRow,
+    ReportRow,
     RunEndRow,
     RunRow,
     RunSeedRow,
@@ -133,7 +134,8 @@ class Seeded:
 def seed_catalog(url: str, *, tag: str = "original") -> Seeded:
     """A run of three stages with every kind of row, appended as the executor would: recipe
     and run start together, one transaction per seed, per stage (variant and evaluation), the
-    run's end with its gate decision, an approval, then two alias moves."""
+    run's end with its gate decision, an approval, a re-signed envelope, a rendered report, then
+    two alias moves."""
     recipe_sha = sha(f"recipe {tag}")
     seqs: dict[str, int] = {}
     variants: dict[str, dict[str, Any]] = {}
@@ -268,6 +270,18 @@ def seed_catalog(url: str, *, tag: str = "original") -> Seeded:
             "recorded_at": now(),
         }
         (seqs["envelope"],) = catalog.append([(RecipeEnvelopeRow, resigned)])
+        report = {
+            "sha256": sha(f"report {tag}"),
+            "run_id": RUN,
+            "format": "html",
+            "size_bytes": 16384,
+            "path": "/ws/report.html",
+            "head_size": seqs["envelope"],
+            "rendered_at": now(),
+            "actor": "auditor",
+            "tool": "compressgate 0.1.0",
+        }
+        (seqs["report"],) = catalog.append([(ReportRow, report)])
         (seqs["promote-distill"],) = catalog.append(
             [(AliasMoveRow, alias_move(variants["distill"], reason=f"{tag} v1", previous=None))]
         )

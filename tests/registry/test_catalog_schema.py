@@ -59,28 +59,29 @@ def test_a_v1_catalog_is_refused_read_only_and_migrated_to_v2_by_a_writing_open(
             assert old.schema_version() == 1
             assert not sa.inspect(old.engine).has_table("gate_verdicts")
             held, decisions, v1 = old.run(OLD_RUN), old.decisions(run_id=OLD_RUN), old.head()
-    assert SCHEMA_VERSION == 2 and len(decisions) == 1
+    assert SCHEMA_VERSION == 3 and len(decisions) == 1
     # Reading commands do not migrate: exit 5, saying what does.
     with pytest.raises(EnvironmentMismatch) as refused:
         Catalog(catalog_url, create=False)
     assert refused.value.exit_code == EXIT_ENVIRONMENT
-    assert "has schema version 1, older than this compressgate's 2" in str(refused.value)
+    assert "has schema version 1, older than this compressgate's 3" in str(refused.value)
     assert "writing command" in str(refused.value.hint)
     listed = cli("catalog", "list", "--catalog", catalog_url)
     assert listed.exit_code == EXIT_ENVIRONMENT, listed.stderr
     assert "schema version 1" in listed.stderr and "hint: any writing command" in listed.stderr
-    # A writing command migrates: promoting the old run's variant applies v2 (one event on
-    # the same chain), judges the old run from its per-seed decisions, then moves the alias.
+    # A writing command migrates: promoting the old run's variant applies v2 and v3 (one event
+    # each on the same chain), judges the old run from its per-seed decisions, then moves the
+    # alias.
     promoted = cli(
         "promote", f"{OLD_RUN}/0/int8", "--alias", "production", "--catalog", catalog_url
     )
     assert promoted.exit_code == 0, promoted.stderr
     with Catalog(catalog_url, create=False) as catalog:
-        assert catalog.schema_version() == 2
-        assert catalog.head().size == v1.size + 2
+        assert catalog.schema_version() == 3
+        assert catalog.head().size == v1.size + 3
         assert catalog.event_hash(v1.size) == v1.sha256
         assert catalog.verify_chain() == catalog.head()
-        assert catalog.verify_rows() == v1.size + 2
+        assert catalog.verify_rows() == v1.size + 3
         catalog.verify_triggers()  # gate_verdicts' append-only guards among them
         with catalog.engine.connect() as conn:
             body = conn.exec_driver_sql(
@@ -103,12 +104,70 @@ def test_a_v1_catalog_is_refused_read_only_and_migrated_to_v2_by_a_writing_open(
         assert [v.gate for v in catalog.gate_verdicts(NEW_RUN)] == ["accuracy"]
         head = catalog.verify_chain()
         assert catalog.verify_rows() == head.size
-        assert catalog.schema_version() == 2
+        assert catalog.schema_version() == 3
         with (
             pytest.raises(sa.exc.IntegrityError, match="gate_verdicts is append-only"),
             catalog.engine.begin() as conn,
         ):
             conn.exec_driver_sql("UPDATE gate_verdicts SET verdict = 'pass'")
+
+
+def test_a_v2_catalog_is_migrated_to_v3_by_report_o_which_records_the_report(
+    catalog_url: str, cli: Invoke, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    recipe = recipe_file(tmp_path / "recipe.yaml")
+    with monkeypatch.context() as patched:
+        patched.setattr(catalog_module, "MIGRATIONS", catalog_module.MIGRATIONS[:2])
+        patched.setattr(catalog_module, "SCHEMA_VERSION", 2)
+        with Catalog(catalog_url) as old:
+            record_run(catalog_url, OLD_RUN, 0.97, recipe)
+            assert not sa.inspect(old.engine).has_table("reports")
+            held, v2 = old.run(OLD_RUN), old.head()
+    # Reading commands refuse it (exit 5) and say that `report -o` migrates.
+    printed = cli("report", OLD_RUN, "--format", "md", "--catalog", catalog_url)
+    assert printed.exit_code == EXIT_ENVIRONMENT, printed.stderr
+    assert "report -o" in printed.stderr
+    out = tmp_path / "report.md"
+    written = cli(
+        "report", OLD_RUN, "--format", "md", "-o", out, "--catalog", catalog_url,
+        "--trust", tmp_path / "trust.yaml", "--actor", "auditor-1",
+    )  # fmt: skip
+    assert written.exit_code == 0, written.stderr
+    with Catalog(catalog_url, create=False) as catalog:
+        assert catalog.schema_version() == 3
+        assert catalog.head().size == v2.size + 2  # the migration, then the report
+        assert catalog.event_hash(v2.size) == v2.sha256
+        assert catalog.verify_chain() == catalog.head()
+        assert catalog.verify_rows() == v2.size + 2
+        catalog.verify_triggers()  # the reports table's guards among them
+        assert catalog.run(OLD_RUN) == held
+        # The report shows the head it was rendered from, reports not counted.
+        assert catalog.evidence_head().size == v2.size + 1
+        with catalog.engine.connect() as conn:
+            row = conn.exec_driver_sql("SELECT * FROM reports").mappings().one()
+        assert (row["run_id"], row["format"], row["actor"]) == (OLD_RUN, "md", "auditor-1")
+        assert row["size_bytes"] == out.stat().st_size
+        with (
+            pytest.raises(sa.exc.IntegrityError, match="reports is append-only"),
+            catalog.engine.begin() as conn,
+        ):
+            conn.exec_driver_sql("UPDATE reports SET format = 'html'")
+    # Rendering again gives the same bytes and records nothing new.
+    again = cli("report", OLD_RUN, "--format", "md", "-o", tmp_path / "again.md",
+                "--catalog", catalog_url, "--trust", tmp_path / "trust.yaml")  # fmt: skip
+    assert again.exit_code == 0, again.stderr
+    assert (tmp_path / "again.md").read_bytes() == out.read_bytes()
+    verified = cli("audit", "verify", "--catalog", catalog_url, "--skip-artifacts",
+                   "--report", out, "--report", tmp_path / "again.md")  # fmt: skip
+    assert verified.exit_code == 0, verified.stderr
+    assert f"the md report of {OLD_RUN}" in verified.stdout
+    assert f"event {v2.size + 2})" in verified.stdout
+    with Catalog(catalog_url, create=False) as catalog:
+        assert catalog.head().size == v2.size + 2
+    out.write_bytes(out.read_bytes() + b"\n")
+    changed = cli("audit", "verify", "--catalog", catalog_url, "--skip-artifacts", "--report", out)
+    assert changed.exit_code == 3
+    assert "matches no report rendered from this catalog" in changed.stderr
 
 
 def test_the_exported_run_record_is_the_one_the_executor_held(
