@@ -28,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository's packages
 
-from harden.common import Figure, Options  # noqa: E402
+from harden.common import Figure, Options
 
 SECTIONS = ("bad_input", "tampering", "crash", "concurrency", "unsafe")
 
@@ -60,7 +60,9 @@ def main() -> int:
             if not args.json:
                 for f in found:
                     mark = "ok  " if f.met else "MISS"
-                    print(f"{mark} {f.section:<12} {f.name:<58} {f.held:>5}/{f.tried:<5} {f.detail}")
+                    print(
+                        f"{mark} {f.section:<12} {f.name:<58} {f.held:>5}/{f.tried:<5} {f.detail}"
+                    )
                 print(f"     {section} took {seconds:.0f} s", flush=True)
     if args.json:
         print(json.dumps([{**asdict(f), "met": f.met} for f in figures], indent=2))

@@ -2,8 +2,9 @@
 
 On top of the model's own checks: cross-field rules (unique stage names, gates after existing
 stages), file references that must exist inside the manifest's folder, factories and loaders
-whose modules must be importable (found without running them), and, given a trust file,
-owners that the trust file must know. All problems are reported together, each with its line.
+whose modules the trust file allow-lists (`recipes.examples` without one) and that must be
+importable (found without running them), and, given a trust file, owners that it must know.
+All problems are reported together, each with its line.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from importlib.machinery import ModuleSpec, PathFinder
 from pathlib import Path
 
 from recipes.manifest import FileRef, ImportRef, Loc, Recipe, iter_refs, recipe_issues
-from recipes.trust import Trust
+from recipes.trust import DEFAULT_MODULES, Trust, module_allowed
 from recipes.yamldoc import YamlDocument, parse_yaml, validate
 from registry.digests import sha256_bytes
 from registry.errors import Issue, ManifestError, NotFoundError
@@ -40,6 +41,8 @@ def read_manifest(path: Path) -> bytes:
         raise NotFoundError(f"recipe {path} not found") from None
     except IsADirectoryError:
         raise ManifestError(f"{path} is a directory; name a recipe YAML file") from None
+    except OSError as exc:  # a symbolic link loop, no permission to read, …
+        raise ManifestError(f"{path}: cannot be read ({exc.strerror or exc})") from None
 
 
 def load_recipe(path: Path, *, trust: Trust | None = None) -> LoadedRecipe:
@@ -47,7 +50,7 @@ def load_recipe(path: Path, *, trust: Trust | None = None) -> LoadedRecipe:
     data = read_manifest(path)
     recipe, document = parse_recipe(data, str(path))
     problems = list(recipe_issues(recipe))
-    problems += _reference_issues(recipe, path.parent)
+    problems += _reference_issues(recipe, path.parent, trust.modules if trust else DEFAULT_MODULES)
     if trust is not None:
         problems += _owner_issues(recipe, trust)
     if problems:
@@ -71,16 +74,31 @@ def parse_recipe(data: bytes, source: str) -> tuple[Recipe, YamlDocument]:
     return validate(Recipe, document), document
 
 
-def _reference_issues(recipe: Recipe, base: Path) -> list[tuple[Loc, str]]:
+def _reference_issues(
+    recipe: Recipe, base: Path, allowed: tuple[str, ...]
+) -> list[tuple[Loc, str]]:
     problems: list[tuple[Loc, str]] = []
     root = base.resolve()
     for loc, ref in iter_refs(recipe):
         if isinstance(ref, FileRef):
-            target = (base / ref).resolve()
+            try:
+                target = (base / ref).resolve()
+            except (OSError, RuntimeError):  # a symlink loop (RuntimeError before Python 3.13)
+                problems.append((loc, f"'{ref}' cannot be resolved: a symbolic link loop"))
+                continue
             if not target.is_relative_to(root):
                 problems.append((loc, f"'{ref}' resolves outside the manifest's folder ({root})"))
             elif not target.is_file():
                 problems.append((loc, f"file '{ref}' not found next to the manifest ({root})"))
+        elif isinstance(ref, ImportRef) and not module_allowed(ref.module, allowed):
+            listed = ", ".join(allowed) or "none"
+            problems.append(
+                (
+                    loc,
+                    f"module '{ref.module}' is not allow-listed in the trust file (allowed: "
+                    f"{listed}); an owner adds it with `compressgate trust allow {ref.module}`",
+                )
+            )
         elif isinstance(ref, ImportRef) and _find_module(ref.module, root) is None:
             problems.append(
                 (loc, f"module '{ref.module}' not found: install it or put it next to the manifest")

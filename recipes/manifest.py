@@ -77,7 +77,7 @@ MetricName = Annotated[
     str, AfterValidator(_metric), WithJsonSchema({"type": "string", "pattern": _METRIC.pattern})
 ]
 _DOTTED = r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*"
-_IMPORT_REF = f"^{_DOTTED}:{_DOTTED}$"
+_IMPORT_REF = f"^{_DOTTED}:[A-Za-z][A-Za-z0-9_]*$"
 Fraction = Annotated[float, Field(gt=0, lt=1)]
 
 
@@ -116,7 +116,8 @@ class FileRef(str):
 
 
 class ImportRef(str):
-    """`package.module:attribute`, the form of a model factory or a data loader."""
+    """`package.module:function`, the form of a model factory or a data loader: one public
+    name, defined in that module (no `module:other.attribute` reaching into what it imported)."""
 
     __slots__ = ()
 
@@ -139,9 +140,11 @@ class ImportRef(str):
     @classmethod
     def _check(cls, value: str) -> ImportRef:
         module, sep, attr = value.partition(":")
-        parts = [*module.split("."), *attr.split(".")]
+        parts = [*module.split("."), attr]
         if not sep or not all(_IDENTIFIER.match(p) and not keyword.iskeyword(p) for p in parts):
             raise ValueError(f"'{value}' must have the form 'package.module:function'")
+        if attr.startswith("_"):
+            raise ValueError(f"'{value}' names a private function ('{attr}'); name a public one")
         return cls(value)
 
     @property

@@ -5,6 +5,11 @@ architecture) or an ONNX model (`OnnxModel`: a directory holding the model file 
 external data). Torch variants are stored as a plain state dict plus the factory reference,
 loaded with `torch.load(weights_only=True)`: never a pickled module. A pruned model has smaller
 tensors than its factory builds, so loading resizes each parameter to the stored shape first.
+
+Factories and loaders are imported only from the modules the trust file allow-lists
+(`allowed_modules`, set by whoever loaded the trust file; `recipes.examples` otherwise), and
+the object named must be defined in such a module: `recipes.examples.digits:os.system` is
+refused like `os:system`.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import json
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +28,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from registry.errors import ManifestError, StageError
+from recipes.trust import DEFAULT_MODULES, module_allowed
+from registry.errors import IntegrityError, ManifestError, StageError
 
 TORCH_FILE = "model.pt"
 ONNX_FILE = "model.onnx"
@@ -61,6 +68,31 @@ class OnnxModel:
 
 Variant = TorchModel | OnnxModel
 
+_ALLOWED: ContextVar[tuple[str, ...]] = ContextVar("allowed_modules", default=DEFAULT_MODULES)
+
+
+@contextmanager
+def allowed_modules(modules: tuple[str, ...]) -> Iterator[None]:
+    """Within the block, `resolve` imports only from `modules` (a trust file's allow-list)."""
+    token = _ALLOWED.set(tuple(modules))
+    try:
+        yield
+    finally:
+        _ALLOWED.reset(token)
+
+
+def _refuse(ref: str, module: str, *, defined: bool = False) -> ManifestError:
+    allowed = ", ".join(_ALLOWED.get()) or "none"
+    what = f"the object is defined in {module}, which is" if defined else f"module {module} is"
+    top = module.partition(".")[0]
+    stdlib = top in sys.stdlib_module_names or top in sys.builtin_module_names
+    return ManifestError(
+        f"{ref}: {what} not allow-listed in the trust file (allowed: {allowed})",
+        hint="standard-library code can never be named by a recipe"
+        if stdlib
+        else f"if {module} is trusted code, add it with `compressgate trust allow {module}`",
+    )
+
 
 @contextmanager
 def importable_from(base: Path | None) -> Iterator[None]:
@@ -76,8 +108,14 @@ def importable_from(base: Path | None) -> Iterator[None]:
 
 
 def resolve(ref: str, base: Path | None = None) -> Callable[..., Any]:
-    """Import `module:function`; a missing module or attribute is bad input (exit 2)."""
+    """Import `module:function` from an allow-listed module; a module not allow-listed, an
+    object defined elsewhere, a missing module or attribute are bad input (exit 2)."""
     module_name, _, attr = ref.partition(":")
+    allowed = _ALLOWED.get()
+    if not module_allowed(module_name, allowed):
+        raise _refuse(ref, module_name)
+    if any(part.startswith("_") for part in attr.split(".")):
+        raise ManifestError(f"{ref}: a factory or loader cannot be a private name ('_…')")
     with importable_from(base):
         try:
             module = importlib.import_module(module_name)
@@ -91,6 +129,9 @@ def resolve(ref: str, base: Path | None = None) -> Callable[..., Any]:
                 hint="check the spelling of the function after the ':'",
             )
         target = getattr(target, part)
+    defined_in = getattr(target, "__module__", None)
+    if not isinstance(defined_in, str) or not module_allowed(defined_in, allowed):
+        raise _refuse(ref, defined_in or "an unknown module", defined=True)
     if not callable(target):
         raise ManifestError(f"{ref} is not callable")
     return target  # type: ignore[no-any-return]
@@ -118,16 +159,29 @@ def build(
             f"{what}: the factory {factory} returned {type(module).__name__}, not a torch.nn.Module"
         )
     if checkpoint is not None:
-        try:
-            state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise StageError(
-                f"{what}: cannot load the checkpoint {checkpoint} with weights_only=True: {exc}",
-                hint="save weights with torch.save(model.state_dict(), path)",
-            ) from exc
+        state = read_checkpoint(checkpoint, what=what)
         load_weights(module, state, what=f"{what} checkpoint {checkpoint}")
     module.eval()
     return TorchModel(module, factory, dict(args))
+
+
+def read_checkpoint(checkpoint: Path, *, what: str) -> Any:
+    """A checkpoint's tensors, read with `torch.load(weights_only=True)`: a pickle that would
+    run code is refused, never executed."""
+    try:
+        return torch.load(checkpoint, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise StageError(
+            f"{what}: cannot load the checkpoint {checkpoint} with weights_only=True: "
+            f"{_first_line(exc)}",
+            hint="save weights with torch.save(model.state_dict(), path)",
+        ) from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first non-empty line of an exception's message (torch's run to a page)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
 
 
 def save_torch(model: TorchModel, directory: Path) -> tuple[str, ...]:
@@ -148,7 +202,12 @@ def load_torch(source: Path | bytes, base: Path | None = None) -> TorchModel:
     """Rebuild a stored torch variant from its factory, then load (and reshape to) its weights."""
     what = f"variant {source}" if isinstance(source, Path) else "stored variant"
     stream = source if isinstance(source, Path) else io.BytesIO(source)
-    payload = torch.load(stream, map_location="cpu", weights_only=True)
+    try:
+        payload = torch.load(stream, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise IntegrityError(
+            f"{what} cannot be loaded with weights_only=True: {_first_line(exc)}"
+        ) from exc
     if not isinstance(payload, dict) or payload.get("format") != _FORMAT:
         raise ManifestError(f"{what} is not a compressgate torch variant")
     args = json.loads(payload["args"])

@@ -15,7 +15,7 @@ from recipes.load import LoadedRecipe, load_recipe, parse_recipe, read_manifest
 from recipes.trust import Trust
 from registry import dsse
 from registry.digests import sha256_bytes
-from registry.errors import IntegrityError, NotFoundError
+from registry.errors import IntegrityError, ManifestError, NotFoundError
 from registry.files import write_atomic
 from registry.keys import PrivateKey
 
@@ -48,12 +48,17 @@ def recipe_statement(loaded: LoadedRecipe) -> bytes:
     )
 
 
-def sign_recipe(path: Path, key: PrivateKey) -> tuple[Path, LoadedRecipe]:
-    """Sign a valid recipe; an existing envelope over the same bytes gains a co-signature."""
-    loaded = load_recipe(path)
+def sign_recipe(
+    path: Path, key: PrivateKey, trust: Trust | None = None
+) -> tuple[Path, LoadedRecipe]:
+    """Sign a valid recipe (checked against `trust` if given); an existing envelope over the
+    same bytes gains a co-signature."""
+    loaded = load_recipe(path, trust=trust)
     payload = recipe_statement(loaded)
     target = envelope_path(path)
     envelope = None
+    if target.is_dir():
+        raise ManifestError(f"{target} is a directory; move it away to sign {path}")
     if target.exists():
         try:
             existing = dsse.Envelope.from_json(target.read_bytes(), source=str(target))
@@ -84,6 +89,10 @@ def verify_recipe(
             f"{path} is not signed: {target} not found",
             hint=f"sign it with `compressgate recipe sign {path} --key KEY`",
         ) from None
+    except IsADirectoryError:
+        raise IntegrityError(f"{target} is a directory, not a DSSE envelope") from None
+    except OSError as exc:  # a symbolic link loop, no permission to read, …
+        raise IntegrityError(f"{target}: cannot be read ({exc.strerror or exc})") from None
     signers = check_signature(
         data, raw, trust, source=str(target), name=str(path), trust_source=trust_source
     )

@@ -8,16 +8,25 @@
         keys:
           - {keyid: 3f2a…, keytype: ed25519, scheme: ed25519, keyval: {public: 9c1d…}}
 
+    modules: [recipes.examples, acme.models]
+
 Roles: `author` signs recipes, `approver` signs gate approvals and waivers, `auditor` signs
 catalog checkpoints, `releaser` moves aliases. A key belongs to one owner only.
+
+`modules` is the allow-list of code a recipe may name: a factory or loader `pkg.mod:function` is
+imported only if `pkg.mod` or a package above it is listed, so a signed recipe still cannot run
+`os:system`. Without the key, only `recipes.examples` (the examples that ship with compressgate)
+is allowed. Standard-library modules can never be listed.
 """
 
 from __future__ import annotations
 
+import re
+import sys
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import AfterValidator, Field, ValidationError, model_validator
 
 from recipes.manifest import API_VERSION, Name
 from recipes.spec import Spec
@@ -28,6 +37,30 @@ from registry.keys import PublicKey
 
 Role = Literal["author", "approver", "auditor", "releaser"]
 ROLES: tuple[str, ...] = ("author", "approver", "auditor", "releaser")
+
+TRUST_FILE_NAME = "trust.yaml"  # looked for beside a recipe when no trust file is named
+DEFAULT_MODULES: tuple[str, ...] = ("recipes.examples",)
+_MODULE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+
+
+def _module_name(value: str) -> str:
+    if not _MODULE.match(value):
+        raise ValueError(f"'{value}' is not a module name (dotted identifiers, e.g. acme.models)")
+    top = value.partition(".")[0]
+    if top in sys.stdlib_module_names or top in sys.builtin_module_names:
+        raise ValueError(
+            f"'{value}' is in the standard library: recipes may not import from it; "
+            "list the package that holds your factories and loaders"
+        )
+    return value
+
+
+ModuleName = Annotated[str, AfterValidator(_module_name)]
+
+
+def module_allowed(module: str, allowed: tuple[str, ...]) -> bool:
+    """Whether `module` is one of `allowed` or inside one of those packages."""
+    return any(module == entry or module.startswith(f"{entry}.") for entry in allowed)
 
 
 class KeyVal(Spec):
@@ -63,6 +96,13 @@ class Trust(Spec):
     api_version: Literal["compressgate/v1"] = Field(alias="apiVersion")
     kind: Literal["Trust"]
     owners: dict[Name, Owner] = Field(min_length=1)
+    modules: tuple[ModuleName, ...] = Field(
+        default=DEFAULT_MODULES,
+        description="modules (and their submodules) whose factories and loaders recipes may name",
+    )
+
+    def allows(self, module: str) -> bool:
+        return module_allowed(module, self.modules)
 
     def keys_with_role(self, role: Role) -> dict[PublicKey, str]:
         """Every key whose owner holds `role`, mapped to the owner's name."""
@@ -94,6 +134,8 @@ def load_trust(path: Path) -> Trust:
         ) from None
     except (UnicodeDecodeError, IsADirectoryError) as exc:
         raise ManifestError(f"{path}: cannot be read as a UTF-8 text file ({exc})") from None
+    except OSError as exc:  # a symbolic link loop, no permission to read, …
+        raise ManifestError(f"{path}: cannot read the trust file ({exc.strerror or exc})") from None
     document = parse_yaml(text, str(path))
     trust = validate(Trust, document)
     seen: dict[str, str] = {}
@@ -117,9 +159,9 @@ def add_owner_key(path: Path, owner: str, key: PublicKey, roles: tuple[Role, ...
     """Add `key` and `roles` to `owner` in the trust file, creating the file if needed."""
     if path.exists():
         trust = load_trust(path)
-        owners = dict(trust.owners)
+        owners, modules = dict(trust.owners), trust.modules
     else:
-        owners = {}
+        owners, modules = {}, DEFAULT_MODULES
     holder = next((name for name, o in owners.items() for k in o.keys if k.public_key == key), None)
     if holder is not None and holder != owner:
         raise ManifestError(f"{path}: key {key.keyid} already belongs to '{holder}'")
@@ -129,9 +171,25 @@ def add_owner_key(path: Path, owner: str, key: PublicKey, roles: tuple[Role, ...
         keys.append(TrustedKey(keyid=key.keyid, keyval=KeyVal(public=key.public_hex)))
     merged_roles = tuple(dict.fromkeys([*(current.roles if current else ()), *roles]))
     owners[owner] = Owner(roles=merged_roles, keys=tuple(keys))
+    return _write_trust(path, owners, modules)
+
+
+def allow_modules(path: Path, modules: tuple[str, ...]) -> Trust:
+    """Add `modules` to the trust file's allow-list (the file must exist)."""
+    trust = load_trust(path)
+    merged = tuple(dict.fromkeys([*trust.modules, *modules]))
+    try:
+        return _write_trust(path, dict(trust.owners), merged)
+    except ValidationError as exc:
+        reason = exc.errors()[0]["msg"].removeprefix("Value error, ")
+        raise ManifestError(f"{path}: cannot allow it: {reason}") from None
+
+
+def _write_trust(path: Path, owners: dict[str, Owner], modules: tuple[str, ...]) -> Trust:
     trust = Trust.model_validate(
-        {"apiVersion": API_VERSION, "kind": "Trust", "owners": owners}, by_alias=True
+        {"apiVersion": API_VERSION, "kind": "Trust", "owners": owners, "modules": modules},
+        by_alias=True,
     )
-    body = dump_yaml(trust.model_dump(mode="json", exclude_none=True))
+    body = dump_yaml(trust.model_dump(mode="json", by_alias=True, exclude_none=True))
     write_atomic(path, body.encode("utf-8"))
     return trust

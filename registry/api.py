@@ -20,15 +20,14 @@ from recipes.load import load_recipe
 from recipes.manifest import FileRef, Recipe, iter_refs
 from recipes.signing import sign_recipe as _sign_recipe
 from recipes.signing import verify_recipe as _verify_recipe
-from recipes.trust import Role, Trust, add_owner_key, load_trust
+from recipes.trust import TRUST_FILE_NAME, Role, Trust, add_owner_key, load_trust
 from registry.errors import CompressgateError, Issue, ManifestError, NotFoundError
-from registry.keys import generate_keypair, load_private_key, load_public_key
+from registry.keys import OWNER_NAME, generate_keypair, load_private_key, load_public_key
 
 if TYPE_CHECKING:
     from registry.evaluate import OnDemandEvaluation
 
 TRUST_ENV = "COMPRESSGATE_TRUST"
-TRUST_FILE_NAME = "trust.yaml"
 EXAMPLES = ("digits", "digits-magnitude", "digits-qat")
 
 
@@ -129,7 +128,8 @@ def validate_recipes(
             )
             continue
         meta = loaded.recipe.metadata
-        checks, note = power_checks(path, loaded) if with_power else ([], None)
+        trusted = trusts.get(found) if found else None
+        checks, note = power_checks(path, loaded, trusted) if with_power else ([], None)
         warnings = [
             f"gate '{c['gate']}' is underpowered: {c['message']}"
             for c in checks
@@ -158,11 +158,13 @@ def recipe_schema() -> dict[str, Any]:
     return schema
 
 
-def explain_recipe(path: Path) -> RecipeExplanation:
+def explain_recipe(path: Path, trust_path: Path | None = None) -> RecipeExplanation:
     """The recipe in plain words, with each statistical gate's power at the test split's size."""
-    loaded = load_recipe(path)
+    found = find_trust(path, trust_path)
+    trust = load_trust(found) if found else None
+    loaded = load_recipe(path, trust=trust)
     explanation = explain(loaded)
-    checks, note = power_checks(path, loaded)
+    checks, note = power_checks(path, loaded, trust)
     by_gate = {c["gate"]: c for c in checks}
     gates = [
         g.model_copy(
@@ -178,9 +180,10 @@ def explain_recipe(path: Path) -> RecipeExplanation:
     return explanation.model_copy(update={"gates": gates, "power_note": note})
 
 
-def sign_recipe(path: Path, key_path: Path) -> SignResult:
+def sign_recipe(path: Path, key_path: Path, trust_path: Path | None = None) -> SignResult:
     key = load_private_key(key_path)
-    envelope, loaded = _sign_recipe(path, key)
+    found = find_trust(path, trust_path)
+    envelope, loaded = _sign_recipe(path, key, load_trust(found) if found else None)
     return SignResult(
         recipe=str(path), envelope=str(envelope), sha256=loaded.sha256, keyid=key.public.keyid
     )
@@ -212,11 +215,28 @@ def generate_keys(owner: str, out_dir: Path) -> KeyResult:
 
 
 def trust_add(trust_path: Path, owner: str, key_path: Path, roles: Sequence[Role]) -> TrustResult:
+    if not OWNER_NAME.match(owner):
+        raise ManifestError(
+            f"owner name {owner!r} must be lowercase letters, digits and '-' (at most 64)"
+        )
     key = load_public_key(key_path)
     trust = add_owner_key(trust_path, owner, key, tuple(roles))
     return TrustResult(
         trust=str(trust_path), owner=owner, keyid=key.keyid, roles=list(trust.owners[owner].roles)
     )
+
+
+class AllowResult(ApiResult):
+    trust: str
+    modules: list[str]
+
+
+def trust_allow(trust_path: Path, modules: Sequence[str]) -> AllowResult:
+    """Add modules to the trust file's allow-list of code recipes may import."""
+    from recipes.trust import allow_modules
+
+    trust = allow_modules(trust_path, tuple(modules))
+    return AllowResult(trust=str(trust_path), modules=list(trust.modules))
 
 
 def init_example(dest: Path, example: str = "digits") -> list[Path]:
@@ -504,11 +524,14 @@ def evaluate_variant(
     only: Sequence[str] = (),
     workspace: Path | None = None,
     catalog: str | None = None,
+    trust_path: Path | None = None,
 ) -> OnDemandEvaluation:
     """Measure a stored variant against a baseline with the recipe's evaluators (or `only`)."""
     from registry.evaluate import evaluate_variant as evaluate
 
-    return evaluate(workspace_dir(workspace), variant, against, only, catalog=catalog)
+    return evaluate(
+        workspace_dir(workspace), variant, against, only, catalog=catalog, trust_path=trust_path
+    )
 
 
 # --- the catalog --------------------------------------------------------------------------------
@@ -693,10 +716,12 @@ def audit_verify(
     checkpoint: Path | None = None,
     trust_path: Path | None = None,
     artifacts: bool = True,
+    reports: Sequence[Path] = (),
     workspace: Path | None = None,
     catalog: str | None = None,
 ) -> AuditReport:
-    """Recompute the chain, every row, every artifact digest, and check a checkpoint."""
+    """Recompute the chain, every row, every artifact digest, check a checkpoint, and find
+    each report file among the reports the catalog recorded."""
     from registry.audit import verify
     from registry.store import ArtifactStore
 
@@ -704,7 +729,7 @@ def audit_verify(
     trust = load_trust(trust_path) if trust_path is not None else None
     with open_catalog(workspace, catalog) as records:
         store = ArtifactStore(root) if artifacts else None
-        return verify(records, store, checkpoint_file=checkpoint, trust=trust)
+        return verify(records, store, checkpoint_file=checkpoint, trust=trust, reports=reports)
 
 
 def audit_checkpoint(
@@ -721,18 +746,23 @@ def audit_checkpoint(
 # --- gated review ----------------------------------------------------------------------------
 
 
-def power_checks(path: Path, loaded: Any = None) -> tuple[list[dict[str, Any]], str | None]:
-    """Each statistical gate's power check at the recipe's test split size (the loader is run
-    for the first seed), or no checks and the reason they could not be made."""
+def power_checks(
+    path: Path, loaded: Any = None, trust: Trust | None = None
+) -> tuple[list[dict[str, Any]], str | None]:
+    """Each statistical gate's power check at the recipe's test split size (the loader, from a
+    module `trust` allow-lists, is run for the first seed), or no checks and the reason."""
     from gates.power import check_recipe, sample_sizes
+    from recipes.models import allowed_modules
+    from recipes.trust import DEFAULT_MODULES
     from registry.executor import load_splits
 
-    loaded = loaded or load_recipe(path)
+    loaded = loaded or load_recipe(path, trust=trust)
     recipe = loaded.recipe
     if not recipe.gates:
         return [], None
     try:
-        splits = load_splits(recipe, path.parent.resolve(), recipe.seeds[0])
+        with allowed_modules(trust.modules if trust else DEFAULT_MODULES):
+            splits = load_splits(recipe, path.parent.resolve(), recipe.seeds[0])
     except CompressgateError as exc:
         return [], f"the data loader failed, so the gates' power was not checked: {exc}"
     checks = check_recipe(recipe, sample_sizes(splits))
@@ -767,7 +797,7 @@ def submit(
     trust_file = _trust_for(path, trust_path)
     trust = load_trust(trust_file)
     verified = verify(path, trust, trust_source=str(trust_file))  # exit 3 before any work
-    power, _ = power_checks(path, verified.loaded)
+    power, _ = power_checks(path, verified.loaded, trust)
     summary = run_recipe(
         path,
         trust_path=trust_file,
@@ -1099,7 +1129,7 @@ def report_data(
                 for v in records.lineage(f"{run_id}/{seed}/{final.name}")
             ]
         since = _since_previous(records, run, recorded.content, status, trust_file)
-        head = records.head()
+        head = records.evidence_head()  # recorded reports left out: the same bytes next time
         shown = None
         if checkpoint is not None and trust is not None:
             at, signer = read_checkpoint(checkpoint, trust)
@@ -1226,3 +1256,59 @@ def report(
         run_id, trust_path=trust_path, checkpoint=checkpoint, workspace=workspace, catalog=catalog
     )
     return render(data, fmt)  # type: ignore[arg-type]
+
+
+def write_report(
+    run_id: str,
+    out: Path,
+    fmt: str = "html",
+    *,
+    trust_path: Path | None = None,
+    checkpoint: Path | None = None,
+    workspace: Path | None = None,
+    catalog: str | None = None,
+    actor: str | None = None,
+) -> Any:
+    """Render the report of `run_id` to the file `out` and record it in the catalog (the
+    sha256 of its bytes, a new event unless those bytes are recorded already), so that
+    `audit verify --report FILE` can tell it from a changed copy; the `RecordedReport`."""
+    import contextlib
+    from importlib.metadata import PackageNotFoundError, version
+
+    from registry.catalog import default_actor, now
+    from registry.digests import sha256_bytes
+    from registry.files import write_atomic
+    from reports.render import FORMATS, render
+
+    if fmt not in FORMATS:
+        raise ManifestError(f"--format {fmt!r}: one of {', '.join(FORMATS)}")
+    with open_catalog(workspace, catalog, migrate=True):
+        pass  # an older catalog is migrated before anything is read from it
+    data = report_data(
+        run_id, trust_path=trust_path, checkpoint=checkpoint, workspace=workspace, catalog=catalog
+    )
+    body = render(data, fmt)  # type: ignore[arg-type]
+    try:
+        tool = f"compressgate {version('compressgate')}"
+    except PackageNotFoundError:
+        tool = "compressgate"
+    write_atomic(out, body)
+    try:
+        with open_catalog(workspace, catalog, migrate=True) as records:
+            return records.record_report(
+                {
+                    "sha256": sha256_bytes(body),
+                    "run_id": run_id,
+                    "format": fmt,
+                    "size_bytes": len(body),
+                    "path": str(out.resolve()),
+                    "head_size": data.chain.size,
+                    "rendered_at": now(),
+                    "actor": actor or default_actor(),
+                    "tool": tool,
+                }
+            )
+    except BaseException:
+        with contextlib.suppress(OSError):
+            out.unlink()  # a report file exists only if the catalog recorded it
+        raise

@@ -50,12 +50,43 @@ def _emit(data: BaseModel | Sequence[BaseModel] | dict[str, Any]) -> None:
     click.echo(json.dumps(payload, indent=2))
 
 
+class _UsageLine(click.UsageError):
+    """A usage error shown as one line, `Error: … (see 'compressgate run --help')`, exit 2."""
+
+    def __init__(self, error: click.UsageError) -> None:
+        super().__init__(error.format_message(), error.ctx)
+
+    def show(self, file: Any = None) -> None:
+        see = f" (see '{self.ctx.command_path} --help')" if self.ctx is not None else ""
+        message = " ".join(self.format_message().split()).removesuffix(".")
+        click.echo(f"Error: {message}{see}", err=True)
+
+
+def _one_line(error: click.UsageError) -> click.UsageError:
+    # A group called without a command still prints its help, as click does.
+    return error if isinstance(error, click.exceptions.NoArgsIsHelpError) else _UsageLine(error)
+
+
 class _Compressgate(click.Group):
     """The root group: the one place that turns our errors into messages and exit codes."""
+
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except click.UsageError as exc:
+            raise _one_line(exc) from None
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except click.UsageError as exc:
+            raise _one_line(exc) from None
         except CompressgateError as exc:
             for line in str(exc).splitlines() or [type(exc).__name__]:
                 click.echo(f"Error: {line}", err=True)
@@ -134,13 +165,14 @@ def recipe_schema() -> None:
 
 @recipe.command("explain")
 @click.argument("file", type=FILE)
+@TRUST_OPTION
 @JSON_OPTION
-def recipe_explain(file: Path, as_json: bool) -> None:
+def recipe_explain(file: Path, trust: Path | None, as_json: bool) -> None:
     """Say in plain words what a recipe does: its stages in order and who owns each gate."""
     from recipes.explain import render_text
     from registry.api import explain_recipe
 
-    explanation = explain_recipe(file)
+    explanation = explain_recipe(file, trust)
     if as_json:
         _emit(explanation)
     else:
@@ -150,12 +182,16 @@ def recipe_explain(file: Path, as_json: bool) -> None:
 @recipe.command("sign")
 @click.argument("file", type=FILE)
 @click.option("--key", "key", type=FILE, required=True, help="Private key (OWNER.key).")
+@TRUST_OPTION
 @JSON_OPTION
-def recipe_sign(file: Path, key: Path, as_json: bool) -> None:
-    """Sign a valid recipe, writing FILE.dsse.json (a co-signature if the file is unchanged)."""
+def recipe_sign(file: Path, key: Path, trust: Path | None, as_json: bool) -> None:
+    """Sign a valid recipe, writing FILE.dsse.json (a co-signature if the file is unchanged).
+
+    The recipe is checked as `recipe validate` checks it, against the trust file if one is
+    found (its owners, and the modules it allow-lists)."""
     from registry.api import sign_recipe
 
-    record = sign_recipe(file, key)
+    record = sign_recipe(file, key, trust)
     if as_json:
         _emit(record)
     else:
@@ -222,7 +258,26 @@ def keys_generate(owner: str, out: Path, as_json: bool) -> None:
 
 @cli.group()
 def trust() -> None:
-    """Manage the trust file of owners, keys and roles."""
+    """Manage the trust file of owners, keys, roles and allow-listed modules."""
+
+
+@trust.command("allow")
+@click.argument("modules", nargs=-1, required=True)
+@click.option("--trust", "trust_file", type=FILE, default=Path("trust.yaml"), show_default=True)
+@JSON_OPTION
+def trust_allow(modules: tuple[str, ...], trust_file: Path, as_json: bool) -> None:
+    """Allow recipes to name factories and loaders from MODULES (and their submodules).
+
+    Nothing else is ever imported for a recipe: without this list, only recipes.examples.
+    Standard-library modules cannot be allowed (a signed recipe still cannot name os:system).
+    """
+    from registry.api import trust_allow as allow
+
+    record = allow(trust_file, modules)
+    if as_json:
+        _emit(record)
+    else:
+        click.echo(f"{record.trust}: recipes may import from {', '.join(record.modules)}")
 
 
 @trust.command("add")
@@ -495,6 +550,13 @@ def reproduce(
 )
 @WORKSPACE_OPTION
 @CATALOG_OPTION
+@click.option(
+    "--trust",
+    type=FILE,
+    envvar="COMPRESSGATE_TRUST",
+    help="Trust file whose modules the recipe may import [default: trust.yaml beside the "
+    "recipe the run recorded].",
+)
 @JSON_OPTION
 def evaluate(
     variant: str,
@@ -502,6 +564,7 @@ def evaluate(
     only: tuple[str, ...],
     workspace: Path | None,
     catalog: str | None,
+    trust: Path | None,
     as_json: bool,
 ) -> None:
     """Measure a stored VARIANT (a prefix of its artifact sha256) against a baseline.
@@ -515,7 +578,7 @@ def evaluate(
     from registry.api import evaluate_variant
 
     result = evaluate_variant(
-        variant, against=against, only=only, workspace=workspace, catalog=catalog
+        variant, against=against, only=only, workspace=workspace, catalog=catalog, trust_path=trust
     )
     if as_json:
         _emit(result)
@@ -764,8 +827,14 @@ def _move_line(move: Any) -> str:
     help="html: the self-contained audit report; md: for a pull request; json: the evidence "
     "bundle; card: a model card (Markdown).",
 )
-@click.option("-o", "--output", type=FILE, help="Write here [default: stdout].")
+@click.option(
+    "-o",
+    "--output",
+    type=FILE,
+    help="Write here and record its sha256 in the catalog [default: stdout, not recorded].",
+)
 @click.option("--checkpoint", type=FILE, help="A signed catalog checkpoint to show (needs trust).")
+@ACTOR_OPTION
 @RUN_TRUST_OPTION
 @WORKSPACE_OPTION
 @CATALOG_OPTION
@@ -774,29 +843,46 @@ def report(
     fmt: str,
     output: Path | None,
     checkpoint: Path | None,
+    actor: str | None,
     trust: Path | None,
     workspace: Path | None,
     catalog: str | None,
 ) -> None:
     """Render the audit report of RUN_ID from the catalog: recipe identity (the signature is
     checked now), environment, stages, gates with sign-offs, plots, lineage, what changed since
-    the previous approved run, and the chain head. The same run gives the same bytes."""
-    from registry.api import report as render
-    from registry.files import write_atomic
+    the previous approved run, and the chain head. The same run gives the same bytes.
 
-    body = render(
+    With -o the file's sha256 is recorded in the catalog (a new event, unless those bytes are
+    recorded already), so `audit verify --report FILE` detects a changed copy; an older
+    catalog is migrated first. Printed to stdout, nothing is recorded."""
+    from registry.api import report as render
+    from registry.api import write_report
+
+    if output is None:
+        body = render(
+            run_id,
+            fmt,
+            trust_path=trust,
+            checkpoint=checkpoint,
+            workspace=workspace,
+            catalog=catalog,
+        )
+        click.echo(body.decode("utf-8"), nl=False)
+        return
+    recorded = write_report(
         run_id,
+        output,
         fmt,
         trust_path=trust,
         checkpoint=checkpoint,
         workspace=workspace,
         catalog=catalog,
+        actor=actor,
     )
-    if output is None:
-        click.echo(body.decode("utf-8"), nl=False)
-    else:
-        write_atomic(output, body)
-        click.echo(f"wrote {output} ({len(body):,} bytes)")
+    click.echo(
+        f"wrote {output} ({recorded.size_bytes:,} bytes), recorded in the catalog at event "
+        f"{recorded.seq} (sha256 {recorded.sha256[:16]}…)"
+    )
 
 
 @cli.command("submit")
@@ -1223,6 +1309,13 @@ def audit_group() -> None:
     help="Trust file naming the auditors whose keys sign checkpoints.",
 )
 @click.option("--skip-artifacts", is_flag=True, help="Do not re-hash the artifact store (faster).")
+@click.option(
+    "--report",
+    "reports",
+    type=FILE,
+    multiple=True,
+    help="A report file `report -o` wrote: its bytes must be recorded (repeatable).",
+)
 @WORKSPACE_OPTION
 @CATALOG_OPTION
 @JSON_OPTION
@@ -1230,18 +1323,21 @@ def audit_verify(
     checkpoint: Path | None,
     trust: Path | None,
     skip_artifacts: bool,
+    reports: tuple[Path, ...],
     workspace: Path | None,
     catalog: str | None,
     as_json: bool,
 ) -> None:
     """Recompute every event's hash and link, check every row against its event and every
-    artifact against its digest; exit 3 naming the first broken link."""
+    artifact against its digest; exit 3 naming the first broken link. Each --report FILE must
+    be a report rendered from this catalog, byte for byte (exit 3 if changed since)."""
     from registry.api import audit_verify as verify
 
     report = verify(
         checkpoint=checkpoint,
         trust_path=trust,
         artifacts=not skip_artifacts,
+        reports=reports,
         workspace=workspace,
         catalog=catalog,
     )
@@ -1257,6 +1353,11 @@ def audit_verify(
         click.echo(
             f"extends checkpoint at event {report.checkpoint.size} "
             f"({report.checkpoint.sha256[:16]}…)"
+        )
+    for path, found in zip(reports, report.reports, strict=True):
+        click.echo(
+            f"report {path}: the {found.format} report of {found.run_id} rendered at "
+            f"{found.rendered_at} by {found.actor} ({found.tool}; event {found.seq})"
         )
 
 

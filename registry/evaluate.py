@@ -28,7 +28,8 @@ from recipes.evaluation import (
 )
 from recipes.load import load_recipe
 from recipes.manifest import Recipe
-from recipes.models import Variant
+from recipes.models import Variant, allowed_modules
+from recipes.trust import DEFAULT_MODULES, TRUST_FILE_NAME, load_trust
 from registry.catalog import Catalog, catalog_url
 from registry.errors import IntegrityError, ManifestError
 from registry.executor import (
@@ -126,6 +127,7 @@ def evaluate_variant(
     only: Sequence[str] = (),
     *,
     catalog: str | None = None,
+    trust_path: Path | None = None,
 ) -> OnDemandEvaluation:
     """Run evaluators on a stored variant against a baseline; see the module docstring."""
     with Catalog(catalog_url(workspace, catalog), create=False) as records:
@@ -136,11 +138,19 @@ def evaluate_variant(
         else:
             other = locate(records, against, "--against")
     path = recorded_recipe(run)
-    recipe = load_recipe(path).recipe
+    # The trust file beside the recorded recipe (or `trust_path`) allow-lists its modules.
+    found = trust_path or path.parent / TRUST_FILE_NAME
+    trust = load_trust(found) if trust_path is not None or found.is_file() else None
+    modules = trust.modules if trust is not None else DEFAULT_MODULES
+    recipe = load_recipe(path, trust=trust).recipe
     specs = _specs(recipe, only)
     base = path.parent.resolve()
     store = ArtifactStore(workspace)
-    with deterministic(THREADS), tempfile.TemporaryDirectory(prefix="compressgate-eval-") as tmp:
+    with (
+        deterministic(THREADS),
+        allowed_modules(modules),
+        tempfile.TemporaryDirectory(prefix="compressgate-eval-") as tmp,
+    ):
         scratch = Path(tmp)
         splits = load_splits(recipe, base, seed)
         recorded = run.data.get(str(seed), {}).get("test")

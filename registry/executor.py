@@ -47,7 +47,7 @@ from gates.verdicts import judge
 from recipes import models, onnxio
 from recipes.data import Split, Splits
 from recipes.load import LoadedRecipe
-from recipes.manifest import GateSpec, ModelSpec, Recipe, iter_refs
+from recipes.manifest import GateSpec, ImportRef, ModelSpec, Recipe, iter_refs
 from recipes.models import OnnxModel, TorchModel, Variant
 from recipes.signing import verify_recipe
 from recipes.stages.base import NullProgress, StageContext, stage_for
@@ -147,7 +147,16 @@ def run_recipe(path: Path, options: RunOptions) -> RunRecord:
         workspace=str(options.workspace.resolve()),
         seeds=list(recipe.seeds),
     )
-    with options.open_catalog() as catalog:
+    # Every factory and loader is imported only from the trust file's allow-listed modules, and
+    # each is resolved before anything is recorded: code it may not name is bad input, no row.
+    # Checkpoints are read (weights only) before anything is recorded too.
+    with models.allowed_modules(trust.modules):
+        for loc, ref in iter_refs(recipe):
+            if isinstance(ref, ImportRef):
+                models.resolve(ref, base)
+            elif loc[-1] == "checkpoint":
+                models.read_checkpoint(base / ref, what=".".join(map(str, loc)))
+    with options.open_catalog() as catalog, models.allowed_modules(trust.modules):
         executor = _Executor(loaded, base, options, record, started, catalog)
         with deterministic(THREADS):
             fingerprint = environment.fingerprint(
@@ -172,6 +181,30 @@ def run_recipe(path: Path, options: RunOptions) -> RunRecord:
                 raise
         executor.finish()
     return record
+
+
+_ENTRY_DIGEST = "entry_sha256"
+
+
+def _read_cache_entry(path: Path) -> dict[str, Any] | None:
+    """A stage cache entry, checked against the digest written with it: a changed entry is an
+    integrity failure (exit 3), never trusted; one from before digests is recomputed."""
+    hint = "the cache is only a cache: delete the entry, or run with --force"
+    try:
+        entry = json.loads(path.read_bytes())
+    except ValueError:  # not JSON, or not UTF-8
+        raise IntegrityError(f"stage cache entry {path} is damaged: not JSON", hint=hint) from None
+    if not isinstance(entry, dict):
+        raise IntegrityError(f"stage cache entry {path} is damaged: not an object", hint=hint)
+    recorded = entry.pop(_ENTRY_DIGEST, None)
+    if recorded is None:
+        return None
+    if recorded != _digest(entry):
+        raise IntegrityError(
+            f"stage cache entry {path} changed after it was written (its sha256 does not match)",
+            hint=hint,
+        )
+    return entry
 
 
 def judge_gate(
@@ -714,7 +747,9 @@ class _Executor:
         entry_path = self.cache_dir / f"{stage.cache_key}.json"
         if not entry_path.is_file():
             return None
-        entry = json.loads(entry_path.read_bytes())
+        entry = _read_cache_entry(entry_path)
+        if entry is None:
+            return None
         artifact = Artifact.from_dict(entry.pop("artifact"))
         if not self.store.has(artifact):
             return None
@@ -744,6 +779,7 @@ class _Executor:
     def _write_cache(self, stage: StageRecord, artifact: Artifact) -> None:
         entry = stage.model_dump(mode="json", exclude={"cached", "seconds", "eval_seconds"})
         entry["artifact"] = artifact.to_dict()
+        entry[_ENTRY_DIGEST] = _digest(entry)
         write_atomic(self.cache_dir / f"{stage.cache_key}.json", json.dumps(entry).encode())
 
     def _evaluate(

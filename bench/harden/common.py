@@ -124,6 +124,21 @@ def cg(*args: str | Path, env: dict[str, str] | None = None, timeout: float = 60
     return Outcome(tuple(argv[1:]), done.returncode, done.stdout, done.stderr)
 
 
+def invoke(*args: str | Path) -> Outcome:
+    """Run `compressgate ARGS` in this process (click's runner): no start-up cost. An exception
+    that escapes the CLI counts as a traceback, as it would print one."""
+    from click.testing import CliRunner
+
+    from registry.cli import cli
+
+    argv = tuple(str(a) for a in args)
+    result = CliRunner().invoke(cli, argv, catch_exceptions=True)
+    stderr = result.stderr
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        stderr += f"\nTraceback: {type(result.exception).__name__}: {result.exception}"
+    return Outcome(argv, result.exit_code, result.stdout, stderr)
+
+
 @dataclass(frozen=True)
 class Footprint:
     """What a command may have left behind: catalog rows per table, and workspace files."""
@@ -139,7 +154,9 @@ def footprint(workspace: Path, extra: Sequence[Path] = ()) -> Footprint:
     db = workspace / "catalog.db"
     if db.exists():
         with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
-            tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+            tables = [
+                r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
+            ]
             rows = {t: conn.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0] for t in tables}
     files = frozenset(
         str(p) for folder in (workspace, *extra) if folder.exists() for p in folder.rglob("*")
@@ -157,7 +174,7 @@ class Options:
     scale: float = 1.0  # 1.0 is the issue's scale; `--quick` runs a fraction of it
     seed: int = 0
     postgres: str | None = None  # a PostgreSQL URL, or None to skip the PostgreSQL cases
-    folder: Path = Path(".")  # a scratch folder the section may fill
+    folder: Path = Path()  # a scratch folder the section may fill
 
     def count(self, full: int, least: int = 1) -> int:
         """`full` cases at scale 1.0; never fewer than `least`."""

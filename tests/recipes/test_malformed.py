@@ -292,10 +292,20 @@ CASES = [
     ),
     Case(
         "factory-module-not-found",
-        sub("factory: recipes.examples.digits:build_cnn", "factory: nosuch.models:build"),
+        sub(
+            "factory: recipes.examples.digits:build_cnn",
+            "factory: recipes.examples.nosuch:build",
+        ),
         12,
         "model.factory",
-        "module 'nosuch.models' not found",
+        "module 'recipes.examples.nosuch' not found",
+    ),
+    Case(
+        "factory-module-not-allow-listed",
+        sub("factory: recipes.examples.digits:build_cnn", "factory: os:system"),
+        12,
+        "model.factory",
+        "module 'os' is not allow-listed in the trust file (allowed: recipes.examples)",
     ),
     Case(
         "duplicate-stage-names",

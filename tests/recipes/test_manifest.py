@@ -24,7 +24,8 @@ names = st.from_regex(r"[a-z0-9]([a-z0-9-]{0,12}[a-z0-9])?", fullmatch=True)
 idents = st.from_regex(r"[a-z_][a-z0-9_]{0,8}", fullmatch=True).filter(
     lambda s: s not in {"if", "in", "is", "or", "as", "def", "for", "and", "not", "del", "try"}
 )
-import_refs = st.builds(lambda mod, attr: f"{mod}.{mod}:{attr}", idents, idents)
+public = idents.filter(lambda s: not s.startswith("_"))  # a factory is a public name
+import_refs = st.builds(lambda mod, attr: f"{mod}.{mod}:{attr}", idents, public)
 file_refs = st.lists(names, min_size=1, max_size=3).map("/".join)
 fractions = st.floats(min_value=0, max_value=1, exclude_min=True, exclude_max=True)
 json_scalars = st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(max_size=20)
@@ -307,6 +308,9 @@ def test_schema_carries_the_name_metric_and_import_patterns() -> None:
     pattern = re.compile(defs["DataSpec"]["properties"]["loader"]["pattern"])
     assert pattern.match("recipes.examples.digits:load")
     assert not pattern.match("recipes.examples.digits")
+    # one public name, defined in the module: not what the module imported, not a private name
+    assert not pattern.match("recipes.examples.digits:torch.load")
+    assert not pattern.match("recipes.examples.digits:_load")
 
 
 def test_every_bundled_example_loads() -> None:
