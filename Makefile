@@ -70,6 +70,7 @@ demo: $(STAMP)
 	$(BIN)/compressgate audit verify --workspace .compressgate --checkpoint $(DEMO)/checkpoint.json --trust $(DEMO)/trust.yaml
 	run=$$($(BIN)/compressgate review status --workspace .compressgate --limit 1 --json | $(BIN)/python -c 'import json, sys; print(json.load(sys.stdin)[0]["run_id"])') && \
 	$(BIN)/compressgate report $$run --workspace .compressgate --trust $(DEMO)/trust.yaml --checkpoint $(DEMO)/checkpoint.json -o $(DEMO)/report.html && \
+	$(BIN)/compressgate audit verify --workspace .compressgate --skip-artifacts --report $(DEMO)/report.html && \
 	echo "audit report: $(CURDIR)/$(DEMO)/report.html"
 
 bench: $(STAMP)

@@ -36,7 +36,19 @@ import yaml
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from .common import TINY, Bench, Figure, Footprint, Options, cg, footprint, make_bench
+from .common import (
+    TINY,
+    Bench,
+    Figure,
+    Footprint,
+    Options,
+    cg,
+    footprint,
+    make_bench,
+    sign_bytes,
+    traceback_of,
+)
+from .common import invoke as run_in_process
 
 SECTION = "bad input"
 BASE_NAME = "bad"  # malformed manifests are written as ROOT/bad.yaml, beside the trust file
@@ -888,27 +900,10 @@ def message_lines(stderr: str) -> tuple[str, ...]:
 def invoke(
     args: Sequence[str | Path], env: dict[str, str | None] | None = None
 ) -> tuple[int, str, str, str]:
-    """`compressgate ARGS` in-process: exit code, stdout, stderr, and a traceback's last line
+    """`compressgate ARGS` in-process: exit code, stdout, stderr, and a traceback's line
     ("" if none: an exception other than SystemExit escaping the CLI is a traceback)."""
-    from click.testing import CliRunner
-
-    from registry.cli import cli
-
-    isolated = {
-        "COMPRESSGATE_TRUST": None,
-        "COMPRESSGATE_WORKSPACE": None,
-        "COMPRESSGATE_CATALOG": None,
-        "COLUMNS": "200",
-        **(env or {}),
-    }
-    result = CliRunner().invoke(cli, [str(a) for a in args], prog_name="compressgate", env=isolated)
-    error = result.exception
-    traceback = ""
-    if error is not None and not isinstance(error, SystemExit):
-        traceback = f"{type(error).__name__}: {error}"[:300]
-    elif "Traceback" in result.stdout + result.stderr:
-        traceback = "Traceback in output"
-    return result.exit_code, result.stdout, result.stderr, traceback
+    out = run_in_process(*args, env=env)
+    return out.code, out.stdout, out.stderr, traceback_of(out)
 
 
 def check(
@@ -948,21 +943,12 @@ def check(
 def write_manifest(setup: Setup, case: Case, *, signed: bool) -> Path:
     """Write the case's bytes as ROOT/bad.yaml; with `signed`, sign those bytes as they are
     (as a careless author's tool might, with no validation) with the author's key."""
-    from recipes.signing import RECIPE_PREDICATE_TYPE, envelope_path
-    from registry import dsse
-    from registry.digests import sha256_bytes
-    from registry.keys import load_private_key
+    from recipes.signing import envelope_path
 
     setup.bad.write_bytes(case.data)
     envelope = envelope_path(setup.bad)
     if signed:
-        payload = dsse.statement(
-            [(setup.bad.name, sha256_bytes(case.data))],
-            RECIPE_PREDICATE_TYPE,
-            {"recipe": {"name": BASE_NAME, "version": 1}},
-        )
-        key = load_private_key(setup.bench.key("ml-platform"))
-        envelope.write_bytes(dsse.sign(payload, dsse.INTOTO_PAYLOAD_TYPE, [key]).to_json())
+        sign_bytes(setup.bench, setup.bad, BASE_NAME)
     else:
         envelope.unlink(missing_ok=True)
     return setup.bad

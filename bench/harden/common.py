@@ -4,10 +4,12 @@ checks that a refusal was clean (one line, no traceback) and left nothing behind
 from __future__ import annotations
 
 import os
+import secrets
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -124,19 +126,72 @@ def cg(*args: str | Path, env: dict[str, str] | None = None, timeout: float = 60
     return Outcome(tuple(argv[1:]), done.returncode, done.stdout, done.stderr)
 
 
-def invoke(*args: str | Path) -> Outcome:
-    """Run `compressgate ARGS` in this process (click's runner): no start-up cost. An exception
-    that escapes the CLI counts as a traceback, as it would print one."""
+def invoke(*args: str | Path, env: dict[str, str | None] | None = None) -> Outcome:
+    """Run `compressgate ARGS` in this process (click's runner): no start-up cost. The
+    COMPRESSGATE_* variables are unset unless `env` sets them. An exception that escapes the
+    CLI counts as a traceback, as the console script would print one (exit 1)."""
     from click.testing import CliRunner
 
     from registry.cli import cli
 
     argv = tuple(str(a) for a in args)
-    result = CliRunner().invoke(cli, argv, catch_exceptions=True)
-    stderr = result.stderr
+    isolated: dict[str, str | None] = {
+        "COMPRESSGATE_TRUST": None,
+        "COMPRESSGATE_WORKSPACE": None,
+        "COMPRESSGATE_CATALOG": None,
+        "COLUMNS": "200",
+        **(env or {}),
+    }
+    result = CliRunner().invoke(
+        cli, argv, prog_name="compressgate", env=isolated, catch_exceptions=True
+    )
+    stderr, code = result.stderr, result.exit_code
     if result.exception is not None and not isinstance(result.exception, SystemExit):
-        stderr += f"\nTraceback: {type(result.exception).__name__}: {result.exception}"
-    return Outcome(argv, result.exit_code, result.stdout, stderr)
+        stderr += f"\nTraceback: {type(result.exception).__name__}: {result.exception}"[:400]
+        code = 1
+    return Outcome(argv, code, result.stdout, stderr)
+
+
+def traceback_of(outcome: Outcome) -> str:
+    """The traceback line an outcome printed, or ''."""
+    text = outcome.stdout + outcome.stderr
+    return next((line for line in text.splitlines() if "Traceback" in line), "")
+
+
+def sign_bytes(bench: Bench, path: Path, name: str) -> None:
+    """Sign a manifest's bytes as they are, without validating them first (as a holder of an
+    author key could), so that what is refused is the content, not a missing signature."""
+    from recipes.signing import RECIPE_PREDICATE_TYPE, envelope_path
+    from registry import dsse
+    from registry.digests import sha256_bytes
+
+    data = path.read_bytes()
+    payload = dsse.statement(
+        [(path.name, sha256_bytes(data))],
+        RECIPE_PREDICATE_TYPE,
+        {"recipe": {"name": name, "version": 1}},
+    )
+    key = load_private_key(bench.key("ml-platform"))
+    envelope_path(path).write_bytes(dsse.sign(payload, dsse.INTOTO_PAYLOAD_TYPE, [key]).to_json())
+
+
+@contextmanager
+def postgres_schema(base: str, prefix: str = "cg_harden") -> Iterator[str]:
+    """A fresh schema on the server at `base`, dropped afterwards; yields the catalog URL."""
+    import sqlalchemy as sa
+    from sqlalchemy.pool import NullPool
+
+    schema = f"{prefix}_{secrets.token_hex(5)}"
+    engine = sa.create_engine(base, poolclass=NullPool)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
+    separator = "&" if "?" in base else "?"
+    try:
+        yield f"{base}{separator}options=-csearch_path%3D{schema}"
+    finally:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        engine.dispose()
 
 
 @dataclass(frozen=True)

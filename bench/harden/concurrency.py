@@ -23,17 +23,15 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .common import Figure, Options, Outcome, cg, make_bench
+from .common import Figure, Options, Outcome, cg, make_bench, postgres_schema
 
 SECTION = "concurrency"
 ALIAS = "production"
@@ -431,30 +429,12 @@ def _ending(outcome: Outcome) -> str:
 # --- PostgreSQL ---------------------------------------------------------------------------------
 
 
-@contextmanager
-def fresh_schema(base: str) -> Iterator[str]:
-    """A new, empty schema on the server at `base`, dropped afterwards; yields its URL."""
-    import sqlalchemy as sa
-
-    schema = f"cg_harden_{secrets.token_hex(6)}"
-    separator = "&" if "?" in base else "?"
-    engine = sa.create_engine(base)
-    with engine.begin() as conn:
-        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
-    try:
-        yield f"{base}{separator}options=-csearch_path%3D{schema}"
-    finally:
-        with engine.begin() as conn:
-            conn.exec_driver_sql(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
-        engine.dispose()
-
-
 def figures(options: Options) -> list[Figure]:
     found = run_scenario(options.folder / "sqlite", options.count(4, least=2))
     _show(found)
     results = [found]
     if options.postgres:
-        with fresh_schema(options.postgres) as url:
+        with postgres_schema(options.postgres) as url:
             found = run_scenario(options.folder / "postgresql", options.count(16, least=2), url)
         _show(found)
         results.append(found)

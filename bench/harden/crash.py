@@ -57,7 +57,7 @@ from registry.catalog import Catalog, catalog_url
 from registry.digests import sha256_file
 from registry.store import Artifact, ArtifactStore
 
-from .common import EXE, Bench, Figure, Options, make_bench
+from .common import EXE, Bench, Figure, Options, make_bench, postgres_schema
 
 SECTION = "crash"
 BACKENDS = ("sqlite", "postgres")
@@ -221,22 +221,6 @@ def phase(url: str) -> str:
         return PHASES[-1]
     recorded = {str(r[0]) for r in _query(url, "variants", "SELECT stage FROM variants")}
     return next((s for s in STAGES if s not in recorded), PHASES[-2])
-
-
-@contextlib.contextmanager
-def postgres_schema(base: str) -> Iterator[str]:
-    """A fresh schema on the server at `base`, dropped afterwards; yields the catalog URL."""
-    schema = f"cg_crash_{secrets.token_hex(5)}"
-    engine = sa.create_engine(base, poolclass=NullPool)
-    with engine.begin() as conn:
-        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
-    separator = "&" if "?" in base else "?"
-    try:
-        yield f"{base}{separator}options=-csearch_path%3D{schema}"
-    finally:
-        with engine.begin() as conn:
-            conn.exec_driver_sql(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
-        engine.dispose()
 
 
 # --- the store ----------------------------------------------------------------------------------
@@ -575,7 +559,11 @@ class Lab:
             seed = seeds[index % len(seeds)]
             plan = self.plan(index, rng, self.references[seed])
             attempts += 1
-            with postgres_schema(postgres) if postgres else contextlib.nullcontext() as url:
+            with (
+                postgres_schema(postgres, "cg_crash")
+                if postgres
+                else contextlib.nullcontext() as url
+            ):
                 done.append(self.trial(backend, index, plan, seed, url))
         return done
 

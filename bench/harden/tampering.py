@@ -42,7 +42,6 @@ import secrets
 import shutil
 import sqlite3
 import time
-import traceback
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -53,7 +52,7 @@ from typing import Any
 from recipes.trust import add_owner_key
 from registry.keys import generate_keypair
 
-from .common import TINY, Bench, Figure, Options, Outcome, cg, make_bench
+from .common import TINY, Bench, Figure, Options, Outcome, cg, invoke, make_bench
 
 SECTION = "tampering"
 
@@ -85,24 +84,6 @@ FULL = {  # flips per target at scale 1.0
 
 
 # --- running the CLI --------------------------------------------------------------------------
-
-
-def invoke(*args: str | Path) -> Outcome:
-    """`compressgate ARGS` in this process; an uncaught exception shows as a traceback on
-    stderr (as the console script would print it) and exit code 1."""
-    from click.testing import CliRunner
-
-    from registry.cli import cli
-
-    result = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=True)
-    stderr = result.stderr
-    code = result.exit_code
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        stderr += "Traceback (most recent call last):\n" + "".join(
-            traceback.format_exception(result.exception)
-        )
-        code = 1
-    return Outcome(tuple(str(a) for a in args), code, result.stdout, stderr)
 
 
 def traced(outcome: Outcome) -> bool:

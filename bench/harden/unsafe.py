@@ -27,12 +27,20 @@ from pathlib import Path
 
 import torch
 
-from recipes.signing import RECIPE_PREDICATE_TYPE, envelope_path
-from registry import dsse
-from registry.digests import sha256_bytes
 from registry.keys import load_private_key
 
-from .common import TINY, Bench, Figure, Options, Outcome, cg, footprint, invoke, make_bench
+from .common import (
+    TINY,
+    Bench,
+    Figure,
+    Options,
+    Outcome,
+    cg,
+    footprint,
+    invoke,
+    make_bench,
+    sign_bytes,
+)
 
 SECTION = "unsafe content"
 
@@ -79,19 +87,6 @@ class Check:
     name: str
     held: bool
     detail: str = ""
-
-
-def sign_bytes(bench: Bench, path: Path, name: str) -> None:
-    """Sign the manifest's bytes as they are, without validating them first (as a holder of an
-    author key could), so that what is refused is the content, not a missing signature."""
-    data = path.read_bytes()
-    payload = dsse.statement(
-        [(path.name, sha256_bytes(data))],
-        RECIPE_PREDICATE_TYPE,
-        {"recipe": {"name": name, "version": 1}},
-    )
-    key = load_private_key(bench.key("ml-platform"))
-    envelope_path(path).write_bytes(dsse.sign(payload, dsse.INTOTO_PAYLOAD_TYPE, [key]).to_json())
 
 
 def refused(outcome: Outcome, code: int = 2) -> str:
