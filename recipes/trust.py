@@ -33,7 +33,7 @@ from recipes.spec import Spec
 from recipes.yamldoc import dump_yaml, parse_yaml, validate
 from registry.errors import Issue, ManifestError, NotFoundError
 from registry.files import write_atomic
-from registry.keys import PublicKey
+from registry.keys import OWNER_NAME, PublicKey
 
 Role = Literal["author", "approver", "auditor", "releaser"]
 ROLES: tuple[str, ...] = ("author", "approver", "auditor", "releaser")
@@ -157,6 +157,10 @@ def load_trust(path: Path) -> Trust:
 
 def add_owner_key(path: Path, owner: str, key: PublicKey, roles: tuple[Role, ...]) -> Trust:
     """Add `key` and `roles` to `owner` in the trust file, creating the file if needed."""
+    if not OWNER_NAME.match(owner):  # the rule `keys generate` applies to the same names
+        raise ManifestError(
+            f"owner name {owner!r} must be lowercase letters, digits and '-' (at most 64)"
+        )
     if path.exists():
         trust = load_trust(path)
         owners, modules = dict(trust.owners), trust.modules

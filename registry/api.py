@@ -22,7 +22,7 @@ from recipes.signing import sign_recipe as _sign_recipe
 from recipes.signing import verify_recipe as _verify_recipe
 from recipes.trust import TRUST_FILE_NAME, Role, Trust, add_owner_key, load_trust
 from registry.errors import CompressgateError, Issue, ManifestError, NotFoundError
-from registry.keys import OWNER_NAME, generate_keypair, load_private_key, load_public_key
+from registry.keys import generate_keypair, load_private_key, load_public_key
 
 if TYPE_CHECKING:
     from registry.evaluate import OnDemandEvaluation
@@ -215,10 +215,6 @@ def generate_keys(owner: str, out_dir: Path) -> KeyResult:
 
 
 def trust_add(trust_path: Path, owner: str, key_path: Path, roles: Sequence[Role]) -> TrustResult:
-    if not OWNER_NAME.match(owner):
-        raise ManifestError(
-            f"owner name {owner!r} must be lowercase letters, digits and '-' (at most 64)"
-        )
     key = load_public_key(key_path)
     trust = add_owner_key(trust_path, owner, key, tuple(roles))
     return TrustResult(
