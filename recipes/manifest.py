@@ -6,7 +6,7 @@ file system or a trust file; the models here check everything a manifest says ab
     apiVersion: compressgate/v1
     kind: Recipe
     metadata: {name, version, owners, description}
-    environment: {lock, strict}
+    environment: {lock, strict, isolate}
     model: {factory | onnx, args, checkpoint}
     data: {loader, args}
     seeds: [0, 1, 2]
@@ -168,6 +168,11 @@ class EnvironmentSpec(Spec):
     lock: FileRef
     strict: bool = Field(
         default=True, description="true: a mismatch stops the run; false: it is recorded"
+    )
+    isolate: bool = Field(
+        default=False,
+        description="true: the stages run in a virtual environment built from the lock "
+        "(cached by its digest), not in the interpreter that runs compressgate",
     )
 
 

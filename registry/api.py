@@ -327,6 +327,9 @@ class RunSummary(ApiResult):
     aggregate: dict[str, dict[str, SeedSummary]] = {}
     exemplars: dict[str, dict[str, Any]] = {}
     environment_mismatches: list[str] = []
+    # An isolated run: the environment it ran in (lock_sha256, path, interpreter, built, and
+    # `prefix`, the sys.prefix the worker reported from inside).
+    isolated: dict[str, Any] | None = None
     timing: dict[str, float] = {}
     gates: list[dict[str, Any]] = []  # the recorded gate decisions, per seed
     decisions: list[dict[str, Any]] = []  # each gate's decision over the seeds (its policy)
@@ -410,8 +413,16 @@ def summarize(record: Any, where: str) -> RunSummary:
             for name, result in record.exemplars.items()
         },
         environment_mismatches=record.environment.get("mismatches", []),
+        isolated=_isolated(record.environment),
         timing=record.timing.model_dump(),
     )
+
+
+def _isolated(environment: dict[str, Any]) -> dict[str, Any] | None:
+    isolated = environment.get("isolated")
+    if isolated is None:
+        return None
+    return dict(isolated) | {"prefix": environment.get("fingerprint", {}).get("prefix")}
 
 
 _METRIC_FIELDS = set(MetricSummary.model_fields)
@@ -427,6 +438,8 @@ def run_recipe(
     progress: bool = False,
     on_stage: Any = None,
     catalog: str | None = None,
+    isolate: bool = False,
+    envs: Path | None = None,
 ) -> RunSummary:
     """Verify and run a recipe; every stage output lands in the workspace's artifact store
     and every record in the catalog."""
@@ -441,6 +454,8 @@ def run_recipe(
         progress=progress,
         on_stage=on_stage,
         catalog=catalog,
+        isolate=isolate,
+        envs=envs,
     )
     record = executor.run_recipe(path, options)
     with options.open_catalog() as records:
@@ -468,6 +483,7 @@ class ReproduceResult(ApiResult):
     reproduced_run_id: str
     identical: bool
     stages: list[StageComparison]
+    isolated: dict[str, Any] | None = None  # the environment both runs ran in
 
 
 def reproduce_run(
@@ -478,6 +494,7 @@ def reproduce_run(
     progress: bool = False,
     on_stage: Any = None,
     catalog: str | None = None,
+    envs: Path | None = None,
 ) -> ReproduceResult:
     """Re-run a recorded run from scratch and compare every stage's artifact digest."""
     from registry import executor
@@ -491,12 +508,14 @@ def reproduce_run(
         progress=progress,
         on_stage=on_stage,
         catalog=catalog,
+        envs=envs,
     )
     _, again, comparisons = executor.reproduce(run_id, options)
     return ReproduceResult(
         run_id=run_id,
         reproduced_run_id=again.run_id,
         identical=all(c.identical for c in comparisons),
+        isolated=_isolated(again.environment),
         stages=[
             StageComparison(
                 seed=c.seed,
@@ -507,6 +526,146 @@ def reproduce_run(
             )
             for c in comparisons
         ],
+    )
+
+
+# --- pinned environments -----------------------------------------------------------------------
+
+
+class EnvSummary(ApiResult):
+    lock_sha256: str
+    path: str
+    interpreter: str
+    python: str | None
+    pins: int | None
+    require_hashes: bool | None
+    created_at: str | None
+    compressgate_sha256: str | None
+    built: bool = False
+    refreshed: bool = False
+    seconds: float = 0.0
+
+
+def _env_summary(env: Any) -> EnvSummary:
+    marker = env.marker
+    return EnvSummary(
+        lock_sha256=env.digest,
+        path=str(env.path),
+        interpreter=str(env.python),
+        python=marker.get("python"),
+        pins=marker.get("pins"),
+        require_hashes=marker.get("require_hashes"),
+        created_at=marker.get("created_at"),
+        compressgate_sha256=marker.get("compressgate_sha256"),
+        built=env.built,
+        refreshed=env.refreshed,
+        seconds=round(env.seconds, 3),
+    )
+
+
+def env_create(
+    lock: Path, *, workspace: Path | None = None, envs: Path | None = None, say: Any = None
+) -> EnvSummary:
+    """Build the environment of `lock` (or find it built); see `registry.envs`."""
+    from registry import envs as store
+
+    return _env_summary(
+        store.ensure(lock, store.store_dir(workspace_dir(workspace), envs), say=say)
+    )
+
+
+class EnvListing(ApiResult):
+    store: str
+    environments: list[EnvSummary]
+    partial: list[str]  # folders of builds that never finished: never used
+
+
+def env_list(*, workspace: Path | None = None, envs: Path | None = None) -> EnvListing:
+    from registry import envs as store
+
+    root = store.store_dir(workspace_dir(workspace), envs)
+    found, partial = store.listing(root)
+    return EnvListing(
+        store=str(root),
+        environments=[_env_summary(e) for e in found],
+        partial=[str(p) for p in partial],
+    )
+
+
+class EnvDifference(ApiResult):
+    package: str
+    wanted: str | None  # None: installed, not in the lock
+    found: str | None  # None: locked, not installed
+    text: str
+
+
+class EnvVerifyResult(ApiResult):
+    lock: str
+    lock_sha256: str
+    interpreter: str
+    matches: bool
+    differences: list[EnvDifference]
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.matches else 5
+
+
+def env_verify(
+    lock: Path,
+    *,
+    workspace: Path | None = None,
+    envs: Path | None = None,
+    current: bool = False,
+) -> EnvVerifyResult:
+    """The environment of `lock` (or, with `current`, the running interpreter's), package by
+    package against the lock."""
+    import sys
+
+    from registry import envs as store
+    from registry.environment import installed, read_lock
+
+    if current:
+        interpreter = sys.executable
+        differences = store.differences(read_lock(lock), installed())
+    else:
+        env, differences = store.verify(lock, store.store_dir(workspace_dir(workspace), envs))
+        interpreter = str(env.python)
+    return EnvVerifyResult(
+        lock=str(lock),
+        lock_sha256=store.lock_digest(lock),
+        interpreter=interpreter,
+        matches=not differences,
+        differences=[
+            EnvDifference(package=d.package, wanted=d.wanted, found=d.found, text=str(d))
+            for d in differences
+        ],
+    )
+
+
+class EnvExportResult(ApiResult):
+    path: str | None
+    pins: int
+    sha256: str
+    text: str
+
+
+def env_export(
+    out: Path | None, *, requires: str | None = None, force: bool = False
+) -> EnvExportResult:
+    """The running environment as a lock of exact pins (written to `out` if given)."""
+    from registry import envs as store
+    from registry.digests import sha256_bytes
+
+    pins = store.export_pins(requires)
+    text = store.render_lock(pins, requires=requires)
+    if out is not None:
+        store.write_lock(out, text, force=force)
+    return EnvExportResult(
+        path=str(out) if out is not None else None,
+        pins=len(pins),
+        sha256=sha256_bytes(text.encode("utf-8")),
+        text=text,
     )
 
 

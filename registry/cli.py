@@ -319,6 +319,13 @@ WORKSPACE_OPTION = click.option(
     help="Where the artifact store, the stage cache and the default catalog live "
     "[default: ./.compressgate].",
 )
+ENVS_OPTION = click.option(
+    "--envs",
+    type=DIR,
+    envvar="COMPRESSGATE_ENVS",
+    help="Where environments built from locks are kept, one folder per lock sha256 "
+    "[default: WORKSPACE/envs].",
+)
 CATALOG_OPTION = click.option(
     "--catalog",
     metavar="URL",
@@ -449,6 +456,13 @@ def _seeds_table(summary: Any) -> None:
 @WORKSPACE_OPTION
 @CATALOG_OPTION
 @click.option("--force", is_flag=True, help="Recompute every stage, ignoring the stage cache.")
+@click.option(
+    "--isolate",
+    is_flag=True,
+    help="Run the stages in the environment built from the recipe's lock, as "
+    "`environment.isolate: true` does.",
+)
+@ENVS_OPTION
 @JSON_OPTION
 def run(
     file: Path,
@@ -456,6 +470,8 @@ def run(
     workspace: Path | None,
     catalog: str | None,
     force: bool,
+    isolate: bool,
+    envs: Path | None,
     as_json: bool,
 ) -> None:
     """Run a signed recipe: verify it, check the environment, run every stage for every seed.
@@ -466,8 +482,15 @@ def run(
     seed has run its stage, and one that fails after an intermediate stage stops the run
     there (status `stopped`). Exit 1 if a gate failed (owners' approvals and waivers are
     `compressgate submit`'s review).
+
+    Isolated (--isolate, or `environment.isolate: true`): the stages and evaluators run in a
+    subprocess of a virtual environment built from the recipe's lock, kept under
+    ENVS/<lock sha256>/ and reused by every later run with the same lock; this process keeps
+    the catalog and the progress. Exit 5 if pip cannot install the lock.
+
     Prints a table, or with --json: run_id, recipe, stages (artifact_sha256, size_bytes,
-    params, macs, metrics.accuracy), status, record (the catalog).
+    params, macs, metrics.accuracy), status, record (the catalog), isolated (lock_sha256,
+    path, interpreter, built, prefix).
     """
     from registry.api import run_recipe
 
@@ -479,6 +502,8 @@ def run(
         progress=True,
         on_stage=_stage_line,
         catalog=catalog,
+        isolate=isolate,
+        envs=envs,
     )
     if as_json:
         _emit(summary)
@@ -492,13 +517,20 @@ def run(
 @TRUST_OPTION
 @WORKSPACE_OPTION
 @CATALOG_OPTION
+@ENVS_OPTION
 @JSON_OPTION
 def reproduce(
-    run_id: str, trust: Path | None, workspace: Path | None, catalog: str | None, as_json: bool
+    run_id: str,
+    trust: Path | None,
+    workspace: Path | None,
+    catalog: str | None,
+    envs: Path | None,
+    as_json: bool,
 ) -> None:
     """Re-run RUN_ID from scratch in a temporary store and compare every artifact digest.
 
-    Exit 3 if any stage's artifact differs, naming the first such stage.
+    An isolated run is re-run in the same environment (its lock must have the recorded
+    sha256, exit 3 otherwise). Exit 3 if any stage's artifact differs, naming the first.
     """
     from registry.api import reproduce_run
     from registry.errors import IntegrityError
@@ -510,6 +542,7 @@ def reproduce(
         progress=True,
         on_stage=_stage_line,
         catalog=catalog,
+        envs=envs,
     )
     if as_json:
         _emit(result)
@@ -612,6 +645,121 @@ def _number(value: float) -> str:
 
 
 # --- the catalog ------------------------------------------------------------------------------
+
+
+@cli.group("env")
+def env_group() -> None:
+    """Environments built from locks: create, list, verify, export.
+
+    An environment is a virtual environment holding exactly a lock's pins and compressgate,
+    kept under ENVS/<sha256 of the lock>/ (ENVS: --envs, $COMPRESSGATE_ENVS, else
+    WORKSPACE/envs). It is built in a hidden temporary folder and renamed only when complete,
+    so a build killed half way is never used.
+    """
+
+
+@env_group.command("create")
+@click.argument("lock", type=FILE)
+@WORKSPACE_OPTION
+@ENVS_OPTION
+@JSON_OPTION
+def env_create(lock: Path, workspace: Path | None, envs: Path | None, as_json: bool) -> None:
+    """Build the environment of LOCK, or find it built (exit 5 if pip cannot install LOCK).
+
+    A lock whose pins carry --hash options is installed with --require-hashes.
+    """
+    from registry.api import env_create as create
+
+    result = create(lock, workspace=workspace, envs=envs, say=_say)
+    if as_json:
+        _emit(result)
+        return
+    what = "built" if result.built else "refreshed" if result.refreshed else "reused"
+    click.echo(f"{what} {result.path} in {result.seconds:.1f} s")
+    click.echo(f"  interpreter {result.interpreter} (Python {result.python})")
+
+
+def _say(text: str) -> None:
+    click.echo(text, err=True)
+
+
+@env_group.command("list")
+@WORKSPACE_OPTION
+@ENVS_OPTION
+@JSON_OPTION
+def env_list(workspace: Path | None, envs: Path | None, as_json: bool) -> None:
+    """The environments in the store, and any unfinished builds (never used)."""
+    from registry.api import env_list as listing
+
+    result = listing(workspace=workspace, envs=envs)
+    if as_json:
+        _emit(result)
+        return
+    if not result.environments:
+        click.echo(f"no environments in {result.store}")
+    for env in result.environments:
+        click.echo(
+            f"{env.lock_sha256[:16]}  Python {env.python}  {env.pins} pins"
+            f"{' (hashes)' if env.require_hashes else ''}  created {env.created_at}  {env.path}"
+        )
+    for path in result.partial:
+        click.echo(f"unfinished build (not used; the next build of its lock removes it): {path}")
+
+
+@env_group.command("verify")
+@click.argument("lock", type=FILE)
+@WORKSPACE_OPTION
+@ENVS_OPTION
+@click.option(
+    "--current", is_flag=True, help="Check the running interpreter instead of LOCK's environment."
+)
+@JSON_OPTION
+def env_verify(
+    lock: Path, workspace: Path | None, envs: Path | None, current: bool, as_json: bool
+) -> None:
+    """Check LOCK's environment package by package against LOCK (exit 5 listing every
+    difference: a package missing, at another version, or installed and not locked)."""
+    from registry.api import env_verify as verify
+
+    result = verify(lock, workspace=workspace, envs=envs, current=current)
+    if as_json:
+        _emit(result)
+    elif result.matches:
+        click.echo(f"{result.interpreter}: matches {lock} (sha256 {result.lock_sha256[:16]})")
+    else:
+        click.echo(
+            f"{result.interpreter}: {len(result.differences)} package(s) differ from {lock}:"
+        )
+        for difference in result.differences:
+            click.echo(f"  {difference.text}")
+    sys.exit(result.exit_code)
+
+
+@env_group.command("export")
+@click.option("-o", "--out", type=FILE, help="Write the lock here [default: print it].")
+@click.option(
+    "--requires",
+    metavar="DIST",
+    help="Only DIST and its requirements, transitively (e.g. compressgate: the smallest lock "
+    "that runs it) [default: every installed package].",
+)
+@click.option("--force", is_flag=True, help="Overwrite --out if it exists.")
+@JSON_OPTION
+def env_export(out: Path | None, requires: str | None, force: bool, as_json: bool) -> None:
+    """Write a lock of the running environment: exact pins, for a new recipe.
+
+    compressgate itself and pip are left out (an environment installs the running
+    compressgate); local version labels (+cpu) are noted in a comment, not pinned.
+    """
+    from registry.api import env_export as export
+
+    result = export(out, requires=requires, force=force)
+    if as_json:
+        _emit(result)
+    elif out is None:
+        click.echo(result.text, nl=False)
+    else:
+        click.echo(f"wrote {out}: {result.pins} pins (sha256 {result.sha256[:16]})")
 
 
 @cli.group("catalog")

@@ -13,6 +13,7 @@ import os
 import platform
 import re
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from registry.errors import EnvironmentMismatch, Issue, ManifestError, NotFoundE
 class Pin:
     name: str
     version: str
+    hashes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -43,32 +45,77 @@ class Mismatch:
         return f"{self.package}: wanted {self.wanted}, found {self.found or 'not installed'}"
 
 
+_HASH = re.compile(r"--hash[= ](sha256|sha384|sha512):([0-9a-fA-F]+)$")
+
+
+def _logical_lines(text: str) -> Iterator[tuple[int, str]]:
+    """(first line number, line) with comments removed and `\\` continuations joined."""
+    pending: list[str] = []
+    start = 0
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.split("#", 1)[0]
+        if not pending:
+            start = number
+        if line.rstrip().endswith("\\"):
+            pending.append(line.rstrip()[:-1])
+            continue
+        pending.append(line)
+        joined = " ".join(part.strip() for part in pending).strip()
+        pending = []
+        if joined:
+            yield start, joined
+    if pending and (joined := " ".join(p.strip() for p in pending).strip()):
+        yield start, joined
+
+
 def read_lock(path: Path) -> tuple[Pin, ...]:
-    """Parse a lock file of exact pins; anything else is an error naming the line."""
+    """Parse a lock file of exact pins, each optionally with `--hash=sha256:...` options (as
+    `pip-compile --generate-hashes` writes them); anything else is an error naming the line."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise NotFoundError(f"lock file {path} not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ManifestError(f"lock file {path} cannot be read: {exc}") from None
     pins: list[Pin] = []
     issues: list[Issue] = []
-    for number, raw in enumerate(text.splitlines(), start=1):
-        line = raw.split("#", 1)[0].strip()
-        if not line:
-            continue
+    for number, line in _logical_lines(text):
+        requirement_text, *options = line.split(" --")
+        hashes: list[str] = []
+        for option in options:
+            found = _HASH.match("--" + option.strip())
+            if found is None:
+                issues.append(
+                    Issue(str(path), number, "", f"'--{option.strip()}' is not a --hash option")
+                )
+            else:
+                hashes.append(f"{found[1]}:{found[2].lower()}")
         try:
-            requirement = Requirement(line)
+            requirement = Requirement(requirement_text.strip())
         except InvalidRequirement as exc:
             issues.append(Issue(str(path), number, "", f"not a requirement: {exc}"))
             continue
         specs = list(requirement.specifier)
         if len(specs) != 1 or specs[0].operator != "==" or "*" in specs[0].version:
             issues.append(
-                Issue(str(path), number, "", f"'{line}' is not an exact pin; write name==version")
+                Issue(
+                    str(path),
+                    number,
+                    "",
+                    f"'{requirement_text.strip()}' is not an exact pin; write name==version",
+                )
             )
             continue
-        pins.append(Pin(requirement.name, specs[0].version))
+        pins.append(Pin(requirement.name, specs[0].version, tuple(hashes)))
     if issues:
         raise ManifestError(issues=tuple(issues), hint="regenerate the lock with `make lock`")
+    hashed = [p for p in pins if p.hashes]
+    if hashed and len(hashed) != len(pins):
+        bare = ", ".join(p.name for p in pins if not p.hashes)
+        raise ManifestError(
+            f"lock file {path}: some pins have --hash options and some do not ({bare})",
+            hint="pip installs a hashed lock with --require-hashes: give every pin its hashes",
+        )
     return tuple(pins)
 
 
@@ -82,7 +129,8 @@ def installed() -> dict[str, tuple[str, str]]:
     return dict(sorted(found.items()))
 
 
-def _matches(wanted: str, found: str) -> bool:
+def matches(wanted: str, found: str) -> bool:
+    """Whether installed version `found` satisfies the pin `==wanted` (PEP 440 local labels)."""
     try:
         want, have = Version(wanted), Version(found)
     except InvalidVersion:
@@ -98,7 +146,7 @@ def check(pins: tuple[Pin, ...]) -> tuple[Mismatch, ...]:
     mismatches = []
     for pin in pins:
         entry = present.get(canonicalize_name(pin.name))
-        if entry is None or not _matches(pin.version, entry[1]):
+        if entry is None or not matches(pin.version, entry[1]):
             mismatches.append(Mismatch(pin.name, pin.version, entry[1] if entry else None))
     return tuple(mismatches)
 
@@ -133,6 +181,8 @@ def fingerprint(lock: Path, *, threads: dict[str, int], seeds: tuple[int, ...]) 
     packages = dict(installed().values())
     return {
         "python": sys.version.split()[0],
+        "executable": sys.executable,
+        "prefix": sys.prefix,
         "implementation": platform.python_implementation(),
         "platform": platform.platform(),
         "machine": platform.machine(),

@@ -26,9 +26,11 @@ import json
 import random
 import secrets
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -46,7 +48,7 @@ from gates.review import GateDecision, SeedVerdict, decide, evidence_digest
 from gates.verdicts import judge
 from recipes import models, onnxio
 from recipes.data import Split, Splits
-from recipes.load import LoadedRecipe
+from recipes.load import LoadedRecipe, load_recipe
 from recipes.manifest import GateSpec, ImportRef, ModelSpec, Recipe, iter_refs
 from recipes.models import OnnxModel, TorchModel, Variant
 from recipes.signing import verify_recipe
@@ -115,6 +117,8 @@ class RunOptions:
     on_stage: Callable[[StageRecord], None] | None = None
     run_id: str | None = None
     catalog: str | None = None  # URL; default: SQLite at WORKSPACE/catalog.db
+    isolate: bool = False  # run the stages under the recipe's lock even if it does not ask
+    envs: Path | None = None  # the environment store; default: $COMPRESSGATE_ENVS, WORKSPACE/envs
 
     def open_catalog(self, *, create: bool = True) -> Catalog:
         return Catalog(catalog_url(self.workspace, self.catalog), create=create)
@@ -125,7 +129,12 @@ def new_run_id() -> str:
 
 
 def run_recipe(path: Path, options: RunOptions) -> RunRecord:
-    """Verify, check the environment, run every stage for every seed; returns the run record."""
+    """Verify, check the environment, run every stage for every seed; returns the run record.
+
+    With `environment.isolate` (or `options.isolate`) the stages and evaluators run in a
+    subprocess of the lock's own environment (see `_run_isolated`); this process keeps the
+    verification, the catalog and the progress display.
+    """
     started = time.perf_counter()
     trust = load_trust(options.trust)
     verified = verify_recipe(path, trust, trust_source=str(options.trust))
@@ -133,7 +142,6 @@ def run_recipe(path: Path, options: RunOptions) -> RunRecord:
     recipe = loaded.recipe
     base = path.parent.resolve()
     lock = base / recipe.environment.lock
-    mismatches = environment.enforce(lock, strict=recipe.environment.strict)
     record = RunRecord(
         run_id=options.run_id or new_run_id(),
         recipe=RecipeRef(
@@ -147,27 +155,14 @@ def run_recipe(path: Path, options: RunOptions) -> RunRecord:
         workspace=str(options.workspace.resolve()),
         seeds=list(recipe.seeds),
     )
-    # Every factory and loader is imported only from the trust file's allow-listed modules, and
-    # each is resolved before anything is recorded: code it may not name is bad input, no row.
-    # Checkpoints are read (weights only) before anything is recorded too.
-    with models.allowed_modules(trust.modules):
-        for loc, ref in iter_refs(recipe):
-            if isinstance(ref, ImportRef):
-                models.resolve(ref, base)
-            elif loc[-1] == "checkpoint":
-                models.read_checkpoint(base / ref, what=".".join(map(str, loc)))
+    if options.isolate or recipe.environment.isolate:
+        return _run_isolated(path, options, verified, record, lock)
+    mismatches = environment.enforce(lock, strict=recipe.environment.strict)
+    _check_references(recipe, base, trust.modules)
     with options.open_catalog() as catalog, models.allowed_modules(trust.modules):
         executor = _Executor(loaded, base, options, record, started, catalog)
         with deterministic(THREADS):
-            fingerprint = environment.fingerprint(
-                lock, threads=_threads(), seeds=tuple(recipe.seeds)
-            )
-            record.environment = {
-                "fingerprint": fingerprint,
-                "fingerprint_sha256": _digest(fingerprint),
-                "mismatches": [str(m) for m in mismatches],
-                "strict": recipe.environment.strict,
-            }
+            record.environment = _environment_record(lock, recipe, mismatches)
             catalog.record_run_start(
                 record,
                 recipe_content=loaded.data.decode("utf-8"),
@@ -181,6 +176,295 @@ def run_recipe(path: Path, options: RunOptions) -> RunRecord:
                 raise
         executor.finish()
     return record
+
+
+def _check_references(recipe: Recipe, base: Path, modules: tuple[str, ...]) -> None:
+    """Every factory and loader is imported only from the trust file's allow-listed modules,
+    and each is resolved before anything is recorded: code it may not name is bad input, no
+    row. Checkpoints are read (weights only) before anything is recorded too."""
+    with models.allowed_modules(modules):
+        for loc, ref in iter_refs(recipe):
+            if isinstance(ref, ImportRef):
+                models.resolve(ref, base)
+            elif loc[-1] == "checkpoint":
+                models.read_checkpoint(base / ref, what=".".join(map(str, loc)))
+
+
+def _environment_record(
+    lock: Path, recipe: Recipe, mismatches: tuple[environment.Mismatch, ...]
+) -> dict[str, Any]:
+    """The run record's `environment`: the fingerprint of this interpreter (taken under the
+    executor's thread settings) and the lock's mismatches."""
+    fingerprint = environment.fingerprint(lock, threads=_threads(), seeds=tuple(recipe.seeds))
+    return {
+        "fingerprint": fingerprint,
+        "fingerprint_sha256": _digest(fingerprint),
+        "mismatches": [str(m) for m in mismatches],
+        "strict": recipe.environment.strict,
+    }
+
+
+# --- isolated runs: the stages in a subprocess of the lock's environment -------------------------
+#
+# The parent verifies the recipe, builds (or reuses) the lock's environment and starts
+# `ENV/bin/python -I -m registry.worker`. It sends one JSON line: the request. The worker
+# verifies the recipe again (same digest, or exit 3), checks its own interpreter against the
+# lock, resolves the recipe's references and answers `ready` with the fingerprint it took. Only
+# then does the parent record the run's start and answer `go`. From there the worker runs the
+# stages and evaluators and sends, one JSON line each, what the in-process executor would have
+# written to the catalog (`seed`, `stage`, `end`) or drawn (`task`, `advance`, `done`); a
+# failure ends with `error`. The parent writes the catalog, draws the progress and calls
+# `on_stage`. Whatever the worker prints goes to stderr: its stdout is the channel.
+
+
+def _run_isolated(
+    path: Path, options: RunOptions, verified: Any, record: RunRecord, lock: Path
+) -> RunRecord:
+    from registry import envs
+
+    store = envs.store_dir(options.workspace, options.envs)
+    say = _say if options.progress else None
+    env = envs.ensure(lock, store, say=say)
+    request = {
+        "recipe": str(path.resolve()),
+        "trust": str(options.trust.resolve()),
+        "workspace": str(options.workspace.resolve()),
+        "force": options.force,
+        "record": record.model_dump(mode="json"),
+    }
+    with _Worker(env.python, request) as worker:
+        ready = worker.expect("ready")
+        record.environment = ready["environment"] | {"isolated": env.describe()}
+        with options.open_catalog() as catalog:
+            catalog.record_run_start(
+                record,
+                recipe_content=verified.loaded.data.decode("utf-8"),
+                envelope=verified.envelope.read_text(encoding="utf-8"),
+                lock_sha256=env.digest,
+            )
+            worker.send({"op": "go", "environment": record.environment})
+            return _follow(worker, catalog, record, options)
+
+
+def _say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+class _Worker:
+    """The worker subprocess and its JSON-lines channel."""
+
+    def __init__(self, python: Path, request: dict[str, Any]) -> None:
+        from registry.envs import child_environ
+
+        self.process = subprocess.Popen(
+            [str(python), "-I", "-m", "registry.worker"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=child_environ(),
+        )
+        self.send(request)
+
+    def __enter__(self) -> _Worker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.process.poll() is None and exc[0] is not None:
+            self.process.kill()
+        with contextlib.suppress(OSError):
+            assert self.process.stdin is not None and self.process.stdout is not None
+            self.process.stdin.close()
+            self.process.stdout.close()
+        self.process.wait()
+
+    def send(self, message: dict[str, Any]) -> None:
+        assert self.process.stdin is not None
+        try:
+            self.process.stdin.write(json.dumps(message) + "\n")
+            self.process.stdin.flush()
+        except BrokenPipeError:
+            pass  # the worker ended; what it said (or its exit) tells why
+
+    def messages(self) -> Iterator[dict[str, Any]]:
+        """The worker's messages up to its `error`, which is raised as the error it was."""
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            message: dict[str, Any] = json.loads(line)
+            if message["op"] == "error":
+                raise _worker_error(message)
+            yield message
+        code = self.process.wait()
+        raise StageError(
+            f"the isolated worker ended without a result (exit {code})",
+            hint="its output above says why; a negative exit is the signal that killed it",
+        )
+
+    def expect(self, op: str) -> dict[str, Any]:
+        message = next(self.messages())
+        if message["op"] != op:
+            raise IntegrityError(f"the isolated worker said {message['op']!r} before {op!r}")
+        return message
+
+
+def _worker_error(message: dict[str, Any]) -> BaseException:
+    """The error the worker raised, as the same class (so the same exit code)."""
+    from registry import errors
+
+    kind = getattr(errors, message["type"], None)
+    text = message["message"]
+    if isinstance(kind, type) and issubclass(kind, CompressgateError):
+        if kind is errors.StageError:
+            return errors.StageError(
+                text, hint=message.get("hint"), stage=message.get("stage") or ""
+            )
+        return kind(text, hint=message.get("hint"))
+    return RuntimeError(f"the isolated worker raised {message['type']}: {text}")
+
+
+def _follow(worker: _Worker, catalog: Catalog, record: RunRecord, options: RunOptions) -> RunRecord:
+    """Record and draw what the worker reports until the run's end."""
+    progress = RichProgress(options.progress)
+    bars: dict[int, tuple[contextlib.AbstractContextManager[Ticker], Ticker]] = {}
+    ended = False
+    try:
+        for message in worker.messages():
+            op = message["op"]
+            if op == "seed":
+                record.data[str(message["seed"])] = message["data"]
+                catalog.record_seed(record.run_id, message["seed"], message["data"])
+            elif op == "stage":
+                stage = StageRecord.model_validate(message["stage"])
+                record.stages.append(stage)
+                catalog.record_stage(record.run_id, record.recipe.sha256, stage, message["spec"])
+                if options.on_stage is not None:
+                    options.on_stage(stage)
+            elif op == "task":
+                manager = progress.task(message["description"], message["total"])
+                bars[message["id"]] = (manager, manager.__enter__())
+            elif op == "advance":
+                bars[message["id"]][1].advance(message["steps"])
+            elif op == "done":
+                bars.pop(message["id"])[0].__exit__(None, None, None)
+            elif op == "end":
+                ended = True
+                final = RunRecord.model_validate(message["record"])
+                catalog.record_run_end(
+                    final,
+                    [Decision.model_validate(d) for d in message["decisions"]],
+                    [GateDecision.model_validate(v) for v in message["verdicts"]],
+                )
+                if final.status != "failed":
+                    return final
+    except BaseException as exc:
+        if not ended:  # killed, or the channel broke: the run is recorded as failed here
+            record.status, record.error = "failed", str(exc) or type(exc).__name__
+            record.finished_at = _now()
+            with contextlib.suppress(CompressgateError, OSError):
+                catalog.record_run_end(record)
+        raise
+    finally:
+        for still_open, _ in bars.values():
+            still_open.__exit__(None, None, None)
+    raise AssertionError("unreachable: messages() raises when the worker ends")
+
+
+class _RemoteCatalog:
+    """What the worker's executor writes to the catalog, sent to the parent instead."""
+
+    def __init__(self, send: Callable[[dict[str, Any]], None]) -> None:
+        self.send = send
+
+    def record_seed(self, run_id: str, seed: int, data: dict[str, str]) -> None:
+        self.send({"op": "seed", "seed": seed, "data": data})
+
+    def record_stage(self, run_id: str, recipe_sha256: str, stage: StageRecord, spec: Any) -> None:
+        self.send({"op": "stage", "stage": stage.model_dump(mode="json"), "spec": spec})
+
+    def record_run_end(
+        self,
+        record: RunRecord,
+        decisions: Sequence[Decision] = (),
+        verdicts: Sequence[GateDecision] = (),
+    ) -> None:
+        self.send(
+            {
+                "op": "end",
+                "record": record.model_dump(mode="json"),
+                "decisions": [d.model_dump(mode="json") for d in decisions],
+                "verdicts": [v.model_dump(mode="json") for v in verdicts],
+            }
+        )
+
+
+class _RemoteProgress:
+    """The worker's progress bars, drawn by the parent."""
+
+    def __init__(self, send: Callable[[dict[str, Any]], None]) -> None:
+        self.send = send
+        self.next_id = 0
+
+    @contextmanager
+    def task(self, description: str, total: int) -> Iterator[Ticker]:
+        self.next_id += 1
+        task_id, send = self.next_id, self.send
+        send({"op": "task", "id": task_id, "description": description, "total": total})
+
+        class _Ticker:
+            def advance(self, steps: int = 1) -> None:
+                send({"op": "advance", "id": task_id, "steps": steps})
+
+        try:
+            yield _Ticker()
+        finally:
+            send({"op": "done", "id": task_id})
+
+
+def serve(
+    request: dict[str, Any],
+    send: Callable[[dict[str, Any]], None],
+    receive: Callable[[], dict[str, Any] | None],
+) -> None:
+    """The worker's side of an isolated run (`python -m registry.worker`)."""
+    started = time.perf_counter()
+    path = Path(request["recipe"])
+    options = RunOptions(
+        workspace=Path(request["workspace"]), trust=Path(request["trust"]), force=request["force"]
+    )
+    trust = load_trust(options.trust)
+    verified = verify_recipe(path, trust, trust_source=str(options.trust))
+    record = RunRecord.model_validate(request["record"])
+    if verified.loaded.sha256 != record.recipe.sha256:
+        raise IntegrityError(
+            f"{path} changed while the run started: its sha256 is {verified.loaded.sha256}, "
+            f"the run verified {record.recipe.sha256}"
+        )
+    recipe = verified.loaded.recipe
+    base = path.parent.resolve()
+    lock = base / recipe.environment.lock
+    mismatches = environment.enforce(lock, strict=recipe.environment.strict)
+    _check_references(recipe, base, trust.modules)
+    with models.allowed_modules(trust.modules):
+        with deterministic(THREADS):
+            send({"op": "ready", "environment": _environment_record(lock, recipe, mismatches)})
+            go = receive()
+            if go is None or go.get("op") != "go":
+                return  # the parent stopped before the run's start was recorded
+            record.environment = go["environment"]
+            executor = _Executor(
+                verified.loaded,
+                base,
+                options,
+                record,
+                started,
+                _RemoteCatalog(send),
+                progress=_RemoteProgress(send),
+            )
+            try:
+                executor.run_stages()
+            except BaseException as exc:
+                executor.fail(exc)
+                raise
+        executor.finish()
 
 
 _ENTRY_DIGEST = "entry_sha256"
@@ -322,6 +606,20 @@ def reproduce(run_id: str, options: RunOptions) -> tuple[RunRecord, RunRecord, l
     if original.status != "succeeded":
         raise NotFoundError(f"run {run_id} did not succeed ({original.status}); nothing to compare")
     path = recorded_recipe(original)
+    isolated = original.environment.get("isolated")
+    envs_store = options.envs
+    if isolated is not None:
+        # The same environment: the lock must be the one the run used, and its store the same.
+        lock = (
+            path.parent / load_recipe(path, trust=load_trust(options.trust)).recipe.environment.lock
+        )
+        if not lock.is_file() or sha256_file(lock) != isolated["lock_sha256"]:
+            raise IntegrityError(
+                f"{lock} is not the lock run {run_id} ran under: its sha256 is "
+                f"{sha256_file(lock) if lock.is_file() else 'missing'}, the run recorded "
+                f"{isolated['lock_sha256']}"
+            )
+        envs_store = envs_store or Path(isolated["path"]).parent
     with tempfile.TemporaryDirectory(prefix="compressgate-reproduce-") as scratch:
         again = run_recipe(
             path,
@@ -331,6 +629,8 @@ def reproduce(run_id: str, options: RunOptions) -> tuple[RunRecord, RunRecord, l
                 force=True,
                 progress=options.progress,
                 on_stage=options.on_stage,
+                isolate=isolated is not None,
+                envs=envs_store,
             ),
         )
     comparisons = [
@@ -406,7 +706,8 @@ class _Executor:
         options: RunOptions,
         record: RunRecord,
         started: float,
-        catalog: Catalog,
+        catalog: Catalog | _RemoteCatalog,
+        progress: RichProgress | _RemoteProgress | None = None,
     ) -> None:
         self.recipe: Recipe = loaded.recipe
         self.base = base
@@ -416,7 +717,7 @@ class _Executor:
         self.store = ArtifactStore(options.workspace)
         self.cache_dir = options.workspace / "cache"
         self.catalog = catalog
-        self.progress = RichProgress(options.progress)
+        self.progress = progress or RichProgress(options.progress)
         self.compute = 0.0
         self.code = self._code_digest()
         # ONNX variants read back from the store live here for the run's duration.
