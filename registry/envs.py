@@ -321,8 +321,8 @@ def pip_failure(output: str) -> tuple[str | None, str]:
         culprit = next((line for line in lines[index + 1 :] if " from " in line), "")
         package = culprit.split(" from ", 1)[0].strip() or None
         got = next((line.split() for line in lines[index:] if line.startswith("Got")), [])
-        found = f" (pip got {got[-1]})" if len(got) > 1 else ""
-        return package, f"its hash does not match the lock's{found}"
+        reported = f" (pip got {got[-1]})" if len(got) > 1 else ""
+        return package, f"its hash does not match the lock's{reported}"
     reason = errors[0] if errors else (lines[-1] if lines else "no output")
     for line in errors or lines[-3:]:
         found = _REQUIREMENT.search(line)
