@@ -422,7 +422,7 @@ def _isolated(environment: dict[str, Any]) -> dict[str, Any] | None:
     isolated = environment.get("isolated")
     if isolated is None:
         return None
-    return dict(isolated) | {"prefix": environment.get("fingerprint", {}).get("prefix")}
+    return dict(isolated) | {"prefix": environment.get("interpreter", {}).get("prefix")}
 
 
 _METRIC_FIELDS = set(MetricSummary.model_fields)

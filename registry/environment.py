@@ -181,8 +181,6 @@ def fingerprint(lock: Path, *, threads: dict[str, int], seeds: tuple[int, ...]) 
     packages = dict(installed().values())
     return {
         "python": sys.version.split()[0],
-        "executable": sys.executable,
-        "prefix": sys.prefix,
         "implementation": platform.python_implementation(),
         "platform": platform.platform(),
         "machine": platform.machine(),

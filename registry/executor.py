@@ -194,11 +194,13 @@ def _environment_record(
     lock: Path, recipe: Recipe, mismatches: tuple[environment.Mismatch, ...]
 ) -> dict[str, Any]:
     """The run record's `environment`: the fingerprint of this interpreter (taken under the
-    executor's thread settings) and the lock's mismatches."""
+    executor's thread settings), where the interpreter is, and the lock's mismatches. Where
+    it is stays out of the fingerprint, whose digest says which runs `ci` may reuse."""
     fingerprint = environment.fingerprint(lock, threads=_threads(), seeds=tuple(recipe.seeds))
     return {
         "fingerprint": fingerprint,
         "fingerprint_sha256": _digest(fingerprint),
+        "interpreter": {"prefix": sys.prefix, "executable": sys.executable},
         "mismatches": [str(m) for m in mismatches],
         "strict": recipe.environment.strict,
     }
