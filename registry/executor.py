@@ -13,6 +13,10 @@ and evaluations, and at the end the gate decisions and the run's outcome. A run 
 SIGKILL stays recorded up to its last finished stage, with no end. `catalog show RUN --json`
 exports the record exactly as the executor held it.
 
+Isolation (`environment.isolate`, `run --isolate`): the stages and evaluators run in a worker
+subprocess of a virtual environment built from the recipe's lock (`registry.envs`), and this
+process records what the worker reports; see "isolated runs" below.
+
 Determinism: every stage runs with `torch.use_deterministic_algorithms(True)`, one intra-op
 thread in torch and onnxruntime, and every random generator seeded from the run seed and the
 stage name. On one machine and one environment the reference recipe reproduces bit for bit.
@@ -621,7 +625,10 @@ def reproduce(run_id: str, options: RunOptions) -> tuple[RunRecord, RunRecord, l
                 f"{sha256_file(lock) if lock.is_file() else 'missing'}, the run recorded "
                 f"{isolated['lock_sha256']}"
             )
-        envs_store = envs_store or Path(isolated["path"]).parent
+        # The environment it ran in, where it still is; else one built from the same lock.
+        recorded = Path(isolated["path"])
+        if (recorded / "compressgate-env.json").is_file() or envs_store is None:
+            envs_store = recorded.parent
     with tempfile.TemporaryDirectory(prefix="compressgate-reproduce-") as scratch:
         again = run_recipe(
             path,
