@@ -140,9 +140,12 @@ def matches(wanted: str, found: str) -> bool:
     return want == have
 
 
-def check(pins: tuple[Pin, ...]) -> tuple[Mismatch, ...]:
-    """Every pin the running environment does not satisfy."""
-    present = installed()
+def check(
+    pins: tuple[Pin, ...], present: dict[str, tuple[str, str]] | None = None
+) -> tuple[Mismatch, ...]:
+    """Every pin the running environment (or the distributions `present`, as `installed()`
+    gives them) does not satisfy."""
+    present = installed() if present is None else present
     mismatches = []
     for pin in pins:
         entry = present.get(canonicalize_name(pin.name))

@@ -40,7 +40,7 @@ from packaging.utils import canonicalize_name
 from packaging.version import Version
 
 from registry.digests import sha256_bytes, sha256_file
-from registry.environment import Mismatch, Pin, installed, matches, read_lock
+from registry.environment import Mismatch, Pin, check, installed, read_lock
 from registry.errors import EnvironmentMismatch, ManifestError, NotFoundError
 from registry.files import write_atomic
 
@@ -374,16 +374,17 @@ class Difference:
 
 def differences(pins: tuple[Pin, ...], present: dict[str, tuple[str, str]]) -> list[Difference]:
     """Every locked package missing or at another version, and every extra one."""
-    out: list[Difference] = []
+    out = [Difference(m.package, m.wanted, m.found) for m in check(pins, present)]
     locked = {canonicalize_name(p.name) for p in pins}
-    for pin in pins:
-        entry = present.get(canonicalize_name(pin.name))
-        if entry is None or not matches(pin.version, entry[1]):
-            out.append(Difference(pin.name, pin.version, entry[1] if entry else None))
     for key, (name, version) in present.items():
         if key not in locked and key not in _VENV_OWN and key != DISTRIBUTION:
             out.append(Difference(name, None, version))
     return out
+
+
+def is_built(path: Path) -> bool:
+    """Whether `path` is a complete environment (its marker written, its build finished)."""
+    return (path / MARKER).is_file()
 
 
 def verify(lock: Path, store: Path) -> tuple[Env, list[Difference]]:

@@ -615,6 +615,8 @@ def reproduce(run_id: str, options: RunOptions) -> tuple[RunRecord, RunRecord, l
     isolated = original.environment.get("isolated")
     envs_store = options.envs
     if isolated is not None:
+        from registry import envs
+
         # The same environment: the lock must be the one the run used, and its store the same.
         lock = (
             path.parent / load_recipe(path, trust=load_trust(options.trust)).recipe.environment.lock
@@ -627,7 +629,7 @@ def reproduce(run_id: str, options: RunOptions) -> tuple[RunRecord, RunRecord, l
             )
         # The environment it ran in, where it still is; else one built from the same lock.
         recorded = Path(isolated["path"])
-        if (recorded / "compressgate-env.json").is_file() or envs_store is None:
+        if envs.is_built(recorded) or envs_store is None:
             envs_store = recorded.parent
     with tempfile.TemporaryDirectory(prefix="compressgate-reproduce-") as scratch:
         again = run_recipe(
