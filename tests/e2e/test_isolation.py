@@ -3,7 +3,7 @@ about five minutes; the environment is built once, then reused, then reproduced 
 
 The lock is compressgate's runtime closure as `compressgate env export --requires compressgate`
 writes it from this interpreter: about fifty pins, torch included, no dev tools.
-`bench/isolation.py` times the same steps.
+`bench/isolation.py` times the same steps; this test asserts no time.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from registry import envs
 from registry.environment import read_lock
 from registry.keys import load_private_key
 from tests.conftest import Invoke, Workspace
+from tests.registry.test_envs import untouched
 
 
 @pytest.mark.slow
@@ -45,12 +46,13 @@ def test_the_reference_recipe_runs_isolated_reuses_and_reproduces_in_the_cached_
     assert built["isolated"]["interpreter"] == str(env / "bin" / "python")
     assert "building environment" in first.stderr
 
+    before = untouched(env)
     second = cli(*command)
     assert second.exit_code == 0, second.stderr
     reused = json.loads(second.stdout)
     assert reused["isolated"]["built"] is False and reused["isolated"]["refreshed"] is False
     assert reused["isolated"]["prefix"] == str(env)
-    assert reused["isolated"]["prepare_seconds"] < 1 < 10 < built["isolated"]["prepare_seconds"]
+    assert untouched(env) == before  # nothing installed, the marker as it was
     assert all(s["cached"] for s in reused["stages"])
     assert "building environment" not in second.stderr
 

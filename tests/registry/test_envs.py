@@ -32,6 +32,13 @@ def tiny_lock(tmp_path: Path, text: str = f"packaging=={PACKAGING}\n") -> Path:
     return lock
 
 
+def untouched(env: Path) -> tuple[bytes, list[tuple[str, int]]]:
+    """The marker's bytes and every installed distribution's name and mtime."""
+    site = env / "lib" / "python3.11" / "site-packages"
+    installed = sorted((p.name, p.stat().st_mtime_ns) for p in site.iterdir())
+    return (env / envs.MARKER).read_bytes(), installed
+
+
 # --- locks ------------------------------------------------------------------------------------
 
 
@@ -151,9 +158,10 @@ def test_create_builds_once_then_reuses_lists_and_verifies(tmp_path: Path, cli: 
     assert built["interpreter"] == str(store / digest / "bin" / "python")
     assert "building environment" in first.stderr
 
+    before = untouched(store / digest)
     again = json.loads(cli("env", "create", lock, "--envs", store, "--json").stdout)
     assert again["built"] is False and again["refreshed"] is False
-    assert again["seconds"] < 1.0 < built["seconds"]
+    assert untouched(store / digest) == before  # nothing installed, the marker as it was
 
     prefix = subprocess.run(
         [built["interpreter"], "-I", "-c", "import sys, registry; print(sys.prefix)"],
