@@ -79,7 +79,7 @@ bench: $(STAMP)
 # Re-resolve the lock from pyproject.toml in a scratch venv (needs the package registry).
 lock:
 	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
-	.lock-venv/bin/python -m pip install --quiet $(FIND_LINKS) "torch==2.13.0" -e ".[dev,postgres]" setuptools wheel
+	.lock-venv/bin/python -m pip install --quiet $(FIND_LINKS) "torch==2.13.0" -e ".[dev,postgres,examples]" setuptools wheel
 	{ sed -n '1,4p' requirements.lock; .lock-venv/bin/python -m pip freeze --all --exclude-editable \
 	  | grep -v -E '^(pip|compressgate)==' | sed 's/^torch==2.13.0+cpu$$/torch==2.13.0/'; } > requirements.lock.new
 	mv requirements.lock.new requirements.lock && rm -rf .lock-venv

@@ -27,6 +27,7 @@ from evaluators.base import (
 )
 from evaluators.paired import discordant, drop_estimate
 from evaluators.results import Estimate, FairnessResult, GroupRow
+from evaluators.stats import Bootstrap
 from recipes.data import Splits
 from recipes.evaluation import FairnessSpec
 
@@ -212,7 +213,25 @@ class Fairness(Evaluator[FairnessSpec]):
                 confidence=spec.confidence,
                 method=f"maximum of paired tango intervals, {simultaneous}",
             )
-        gap, parity = self._bootstrap(y, pred, g, size, probs.shape[1], spec, ctx)
+        bootstrap = ctx.bootstrap(spec.resamples)
+        classes = probs.shape[1]
+        gap, parity, replicates = self._bootstrap(y, pred, g, size, classes, spec, bootstrap)
+        changes: dict[str, Estimate] = {}
+        if baseline is not None:
+            # The baseline's differences on the same resamples: the change is a paired statistic.
+            base_pred = baseline.test_probabilities(test).argmax(axis=1)
+            _, _, base_replicates = self._bootstrap(y, base_pred, g, size, classes, spec, bootstrap)
+            changes = {
+                f"{name}_change": bootstrapped(
+                    values[0] - base_replicates[name][0],
+                    values[1:] - base_replicates[name][1:],
+                    n,
+                    spec.confidence,
+                    higher_is_better=False,
+                    paired=True,
+                )
+                for name, values in replicates.items()
+            }
         return FairnessResult(
             task="binary" if probs.shape[1] == 2 else "multiclass",
             groups=rows,
@@ -223,6 +242,12 @@ class Fairness(Evaluator[FairnessSpec]):
             demographic_parity_difference=parity["demographic_parity_difference"],
             equalized_odds_difference=parity["equalized_odds_difference"],
             equal_opportunity_difference=parity["equal_opportunity_difference"],
+            accuracy_gap_change=changes.get("accuracy_gap_change"),
+            demographic_parity_difference_change=changes.get(
+                "demographic_parity_difference_change"
+            ),
+            equalized_odds_difference_change=changes.get("equalized_odds_difference_change"),
+            equal_opportunity_difference_change=changes.get("equal_opportunity_difference_change"),
         )
 
     def _bootstrap(
@@ -233,9 +258,10 @@ class Fairness(Evaluator[FairnessSpec]):
         size: int,
         classes: int,
         spec: FairnessSpec,
-        ctx: EvalContext,
-    ) -> tuple[Estimate, dict[str, Estimate]]:
-        """Accuracy gap and parity differences with bootstrap intervals, from one matmul."""
+        bootstrap: Bootstrap,
+    ) -> tuple[Estimate, dict[str, Estimate], dict[str, np.ndarray]]:
+        """Accuracy gap and parity differences with bootstrap intervals, from one matmul; and
+        every statistic's point value followed by its replicates (for paired changes)."""
         n = len(y)
         # A binary task looks at the positive class only; a multiclass one at every class,
         # one-vs-rest, reporting the worst.
@@ -249,7 +275,7 @@ class Fairness(Evaluator[FairnessSpec]):
         ]
         matrix = np.hstack([member, member * hit, *per_cell])
         point = matrix.sum(axis=0)[None, :]
-        totals = np.vstack([point, ctx.bootstrap(spec.resamples).totals(matrix)])
+        totals = np.vstack([point, bootstrap.totals(matrix)])
         count, correct = totals[:, :size], totals[:, size : 2 * size]
         cells = size * len(labels)
         shaped = [
@@ -267,7 +293,7 @@ class Fairness(Evaluator[FairnessSpec]):
             name: bootstrapped(values[0], values[1:], n, spec.confidence, higher_is_better=False)
             for name, values in differences.items()
         }
-        return gap, parity
+        return gap, parity, {"accuracy_gap": gaps, **differences}
 
 
 def _group_name(value: object, names: tuple[str, ...]) -> str:

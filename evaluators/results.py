@@ -145,6 +145,11 @@ class FairnessResult(Result):
     demographic_parity_difference: Estimate
     equalized_odds_difference: Estimate
     equal_opportunity_difference: Estimate
+    # candidate - baseline on the same bootstrap resamples (None for the baseline itself)
+    accuracy_gap_change: Estimate | None = None
+    demographic_parity_difference_change: Estimate | None = None
+    equalized_odds_difference_change: Estimate | None = None
+    equal_opportunity_difference_change: Estimate | None = None
 
     def metrics(self) -> dict[str, Estimate]:
         return _present(
@@ -156,6 +161,10 @@ class FairnessResult(Result):
                 "demographic_parity_difference": self.demographic_parity_difference,
                 "equalized_odds_difference": self.equalized_odds_difference,
                 "equal_opportunity_difference": self.equal_opportunity_difference,
+                "accuracy_gap_change": self.accuracy_gap_change,
+                "demographic_parity_difference_change": self.demographic_parity_difference_change,
+                "equalized_odds_difference_change": self.equalized_odds_difference_change,
+                "equal_opportunity_difference_change": self.equal_opportunity_difference_change,
             },
         )
 

@@ -115,13 +115,18 @@ class FairnessSpec(EvaluatorSpec):
                 "demographic_parity_difference",
                 "equalized_odds_difference",
                 "equal_opportunity_difference",
+                "accuracy_gap_change",
+                "demographic_parity_difference_change",
+                "equalized_odds_difference_change",
+                "equal_opportunity_difference_change",
             )
         )
 
     def describe(self) -> str:
         return (
             "per-group accuracy, the worst group and its drop from the baseline (simultaneous "
-            "intervals), accuracy gap and fairlearn's parity differences"
+            "intervals), accuracy gap and fairlearn's parity differences, and their change from "
+            "the baseline (paired bootstrap)"
         )
 
 

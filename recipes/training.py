@@ -29,6 +29,24 @@ def cross_entropy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epoch: int
     return F.cross_entropy(model(x), y)
 
 
+def class_weights(split: Split) -> torch.Tensor | None:
+    """The split's class weights as the `weight` of `F.cross_entropy` (None: unweighted)."""
+    if split.class_weights is None:
+        return None
+    return torch.tensor(split.class_weights, dtype=torch.float32)
+
+
+def weighted_cross_entropy(weight: torch.Tensor | None) -> LossFn:
+    """Cross-entropy with class weights; plain `cross_entropy` when `weight` is None."""
+    if weight is None:
+        return cross_entropy
+
+    def loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epoch: int) -> torch.Tensor:
+        return F.cross_entropy(model(x), y, weight=weight)
+
+    return loss
+
+
 def fit(
     model: nn.Module,
     split: Split,
@@ -37,13 +55,18 @@ def fit(
     lr: float,
     batch_size: int,
     seed: int,
-    loss: LossFn = cross_entropy,
+    loss: LossFn | None = None,
     extra_parameters: tuple[nn.Parameter, ...] = (),
     ticker: Ticker | None = None,
 ) -> nn.Module:
-    """Train `model` in place for `epochs` over `split`; returns it in eval mode."""
+    """Train `model` in place for `epochs` over `split`; returns it in eval mode.
+
+    The default loss is cross-entropy, weighted by the split's class weights when it has them.
+    """
     if len(split) == 0:
         raise ValueError("the training split is empty")
+    if loss is None:
+        loss = weighted_cross_entropy(class_weights(split))
     generator = torch.Generator().manual_seed(seed)
     parameters = [p for p in model.parameters() if p.requires_grad] + list(extra_parameters)
     optimizer = torch.optim.Adam(parameters, lr=lr)

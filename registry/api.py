@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from registry.evaluate import OnDemandEvaluation
 
 TRUST_ENV = "COMPRESSGATE_TRUST"
-EXAMPLES = ("digits", "digits-magnitude", "digits-qat")
+EXAMPLES = ("digits", "digits-magnitude", "digits-qat", "arrests-fairness")
 
 
 class ApiResult(BaseModel):

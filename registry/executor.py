@@ -695,7 +695,10 @@ def _digest(value: Any) -> str:
 def split_digest(split: Split) -> str:
     parts = [split.x, split.y] + [t for t in (split.groups, split.ids) if t is not None]
     digest = [sha256_bytes(t.contiguous().numpy().tobytes()) for t in parts]
-    return _digest([list(t.shape) for t in parts] + [str(t.dtype) for t in parts] + digest)
+    described: list[object] = [list(t.shape) for t in parts] + [str(t.dtype) for t in parts]
+    if split.class_weights is not None:  # absent from older digests, which stay as they were
+        described.append({"class_weights": list(split.class_weights)})
+    return _digest(described + digest)
 
 
 @dataclass

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recipes import models
+from recipes import models, training
 from recipes.manifest import DistillSpec
 from recipes.models import TorchModel, Variant
 from recipes.stages.base import STAGES, Stage, StageContext
@@ -58,6 +58,8 @@ class Distill(Stage[DistillSpec]):
             share = epoch / (spec.epochs - 1)
             return spec.temperature + share * (spec.temperature_final - spec.temperature)
 
+        weight = training.class_weights(ctx.splits.train)
+
         def loss(net: nn.Module, x: torch.Tensor, y: torch.Tensor, epoch: int) -> torch.Tensor:
             t = temperature(epoch)
             logits = net(x)
@@ -65,7 +67,8 @@ class Distill(Stage[DistillSpec]):
                 soft = torch.stack([F.softmax(teacher(x) / t, dim=1) for teacher in teachers])
                 target = soft.mean(dim=0)
             kd = F.kl_div(F.log_softmax(logits / t, dim=1), target, reduction="batchmean")
-            value = (1 - spec.alpha) * F.cross_entropy(logits, y) + spec.alpha * t * t * kd
+            hard = F.cross_entropy(logits, y, weight=weight)
+            value = (1 - spec.alpha) * hard + spec.alpha * t * t * kd
             return value + hooks.loss(adapters)
 
         params = tuple(p for adapter in adapters for p in adapter.parameters())
