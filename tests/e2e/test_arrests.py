@@ -1,0 +1,126 @@
+"""Acceptance of the Arrests example (slow, about a minute and a half): the recipe passes its
+accuracy and fairness gates and its report shows both groups at every stage; a variant that
+prunes too hard passes the accuracy gate and is rejected by the fairness gate; and a run needs
+no network (under an empty network namespace, where `unshare` can make one).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from recipes.signing import sign_recipe
+from recipes.trust import add_owner_key
+from registry.api import init_example
+from registry.keys import generate_keypair, load_private_key
+from tests.conftest import Invoke
+
+OWNERS = ("ml-lead", "responsible-ai")
+
+
+def _workspace(root: Path, keys: Path, **changes: str) -> Path:
+    """The example copied to ROOT, its text changed where asked, signed; returns the recipe."""
+    init_example(root, "arrests-fairness")
+    trust = root / "trust.yaml"
+    for owner, role in [("ml-platform", "author"), *((o, "approver") for o in OWNERS)]:
+        _, _, public = generate_keypair(owner, keys)
+        add_owner_key(trust, owner, public, (role,))  # type: ignore[arg-type]
+    recipe = root / "recipe.yaml"
+    text = recipe.read_text()
+    for old, new in changes.items():
+        assert old in text
+        text = text.replace(old, new)
+    recipe.write_text(text)
+    sign_recipe(recipe, load_private_key(keys / "ml-platform.key"))
+    return recipe
+
+
+def _decisions(output: str, gate: str) -> list[dict[str, Any]]:
+    """The gate's decision for every seed, in seed order."""
+    found = [d for d in json.loads(output)["gates"] if d["gate"] == gate]
+    assert found, f"no decision of gate {gate}"
+    return found
+
+
+@pytest.mark.slow
+def test_the_recipe_passes_and_its_report_shows_both_groups_at_every_stage(
+    cli: Invoke, tmp_path: Path
+) -> None:
+    recipe = _workspace(tmp_path / "ws", tmp_path / "keys")
+    cache = tmp_path / "cg"
+    run = cli("run", recipe, "--workspace", cache, "--json")
+    assert run.exit_code == 0, run.stderr
+    result = json.loads(run.stdout)
+    assert result["status"] == "succeeded"
+    assert {d["verdict"] for d in result["gates"]} == {"pass"}
+    owners = {d["gate"]: d["owner"] for d in result["gates"]}
+    assert owners["accuracy"] == "ml-lead"
+    assert {owners[g] for g in ("worst-group", "parity", "equalized-odds")} == {"responsible-ai"}
+
+    report = tmp_path / "report.md"
+    rendered = cli("report", result["run_id"], "--workspace", cache, "--format", "md", "-o", report)
+    assert rendered.exit_code == 0, rendered.stderr
+    text = report.read_text()
+    interval = r"\d+\.\d+% \[\d+\.\d+%, \d+\.\d+%\]"
+    for seed in result["seeds"]:
+        for stage in ("baseline", "distill", "prune", "int8"):
+            for group in ("Black", "White"):
+                row = rf"\| {seed} \| {stage} \| {group}( \(worst\))? \| [\d,]+ \| {interval} \|"
+                assert re.search(row, text), f"no row for seed {seed}, {stage}, {group}"
+            parity = rf"\| {seed} \| {stage} \| \d\.\d+ \[\d\.\d+, \d\.\d+\] \|"
+            assert re.search(parity, text), f"no parity row for seed {seed}, {stage}"
+
+
+@pytest.mark.slow
+def test_pruning_too_hard_passes_accuracy_and_is_rejected_by_the_fairness_gate(
+    cli: Invoke, tmp_path: Path
+) -> None:
+    # Half of every hidden layer's units instead of a quarter; seeds 1 and 2.
+    recipe = _workspace(
+        tmp_path / "ws",
+        tmp_path / "keys",
+        **{"sparsity: 0.25": "sparsity: 0.5", "seeds: [0, 1]": "seeds: [1, 2]"},
+    )
+    run = cli("run", recipe, "--workspace", tmp_path / "cg", "--json")
+    assert run.exit_code == 1, run.stderr  # a gate failed
+    verdicts = {d["gate"]: d["verdict"] for d in json.loads(run.stdout)["decisions"]}
+    assert verdicts == {
+        "accuracy": "pass",
+        "worst-group": "fail",
+        "parity": "pass",
+        "equalized-odds": "pass",
+    }
+    accuracy = _decisions(run.stdout, "accuracy")
+    assert [d["verdict"] for d in accuracy] == ["pass", "pass"]
+    assert all(-0.04 < d["ci_low"] < d["estimate"] < 0 for d in accuracy)  # lower, within margin
+    worst = _decisions(run.stdout, "worst-group")
+    assert [d["verdict"] for d in worst] == ["fail", "fail"]
+    # The worse-off group lost accuracy for certain (the whole interval above 0), and possibly
+    # more than the 5 points the gate allows.
+    assert all(d["ci_low"] > 0 and d["ci_high"] > 0.05 for d in worst)
+
+
+@pytest.mark.slow
+def test_a_run_needs_no_network(tmp_path: Path) -> None:
+    unshare = shutil.which("unshare")
+    probe = subprocess.run([unshare or "unshare", "-n", "true"], capture_output=True, check=False)
+    if unshare is None or probe.returncode != 0:
+        pytest.skip("no empty network namespace here (unshare -n is missing or not permitted)")
+    recipe = _workspace(tmp_path / "ws", tmp_path / "keys", **{"seeds: [0, 1]": "seeds: [0]"})
+    # Inside the namespace there is only a loopback that is down: any connection fails.
+    connect = "import socket; socket.create_connection(('1.1.1.1', 443), timeout=5)"
+    blocked = subprocess.run([unshare, "-n", sys.executable, "-c", connect], capture_output=True)
+    assert blocked.returncode != 0 and b"OSError" in blocked.stderr
+    command = [str(Path(sys.executable).parent / "compressgate"), "run", str(recipe)]
+    command += ["--workspace", str(tmp_path / "cg"), "--json"]
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "PYTHONHASHSEED": "0"}
+    done = subprocess.run([unshare, "-n", *command], capture_output=True, env=env, check=False)
+    assert done.returncode == 0, done.stderr.decode()
+    assert json.loads(done.stdout)["status"] == "succeeded"
