@@ -73,6 +73,21 @@ class Subject:
     def test_probabilities(self, split: Split) -> Floats:
         return self.probabilities(split.x, TEST)
 
+    def embeddings(self, x: torch.Tensor, key: str) -> Floats:
+        """The model's raw outputs on `x` (an embedding model's vectors), in float64, cached
+        under `key` (apart from `probabilities`' cache: the two never share a model)."""
+        cache = f"embeddings:{key}"
+        if cache not in self.outputs:
+            import torch
+
+            from evaluators import runners
+
+            self.outputs[cache] = runners.logits(self.variant, x).to(torch.float64).numpy()
+        return self.outputs[cache]
+
+    def test_embeddings(self, split: Split) -> Floats:
+        return self.embeddings(split.x, TEST)
+
 
 @dataclass
 class EvalContext:
@@ -138,6 +153,8 @@ _MODULES = {
     "robustness": "evaluators.robustness",
     "latency": "evaluators.latency",
     "size": "evaluators.size",
+    "cosine": "evaluators.similarity",
+    "retrieval": "evaluators.similarity",
 }
 
 

@@ -230,7 +230,7 @@ class Latency(Evaluator[LatencySpec]):
                         cand.bind(batch),
                         None if base is None else base.bind(batch),
                         warmup=spec.warmup,
-                        repeats=spec.repeats,
+                        repeats=spec.repeats_at(size),
                     )
                     quantiles = quantile_estimates(cand_ns, spec.confidence)
                     batches.append(
@@ -246,6 +246,7 @@ class Latency(Evaluator[LatencySpec]):
                                 base_ns, cand_ns, spec.confidence, ctx.seed_for(f"latency-{size}")
                             ),
                             throughput=throughput(size, quantiles["p50"]),
+                            repeats=spec.repeats_at(size),
                         )
                     )
         return LatencyResult(

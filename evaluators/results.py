@@ -263,6 +263,7 @@ class LatencyBatch(BaseModel):
         default=None, description="baseline p50 / candidate p50, bootstrap over interleaved pairs"
     )
     throughput: Estimate = Field(description="samples per second at the p50 latency")
+    repeats: int | None = Field(default=None, description="timed calls of each model")
 
 
 class LatencyResult(Result):
@@ -335,6 +336,36 @@ class ExemplarsResult(Result):
         return {"exemplars.fraction": self.fraction}
 
 
+class CosineResult(Result):
+    """An embedding model's per-sample cosine similarity to the baseline's embeddings."""
+
+    kind: Literal["cosine"] = "cosine"
+    n: int
+    mean: Estimate
+    p1: Estimate = Field(description="the 1st percentile (lower order statistic)")
+    minimum: Estimate
+    worst: list[int] = Field(description="sample ids of the least similar samples, worst first")
+
+    def metrics(self) -> dict[str, Estimate]:
+        return {"cosine.mean": self.mean, "cosine.p1": self.p1, "cosine.min": self.minimum}
+
+
+class RetrievalResult(Result):
+    """Nearest-neighbour retrieval among the test samples, candidate against baseline."""
+
+    kind: Literal["retrieval"] = "retrieval"
+    n: int
+    k: int
+    top1_agreement: Estimate = Field(description="share of samples keeping their nearest")
+    overlap_at_k: Estimate = Field(description="mean share of the k nearest kept")
+
+    def metrics(self) -> dict[str, Estimate]:
+        return {
+            "retrieval.top1_agreement": self.top1_agreement,
+            "retrieval.overlap_at_k": self.overlap_at_k,
+        }
+
+
 EvaluationResult = Annotated[
     AccuracyResult
     | PairedResult
@@ -345,7 +376,9 @@ EvaluationResult = Annotated[
     | RobustnessResult
     | LatencyResult
     | SizeResult
-    | ExemplarsResult,
+    | ExemplarsResult
+    | CosineResult
+    | RetrievalResult,
     Field(discriminator="kind"),
 ]
 

@@ -44,8 +44,20 @@ class Split:
 
 @dataclass(frozen=True)
 class Splits:
+    """The three splits, the class and group names, and where the data came from.
+
+    `provenance` is recorded with the splits' digests in the run record (and so in the stage
+    cache key): say what the data is and pin its content, e.g. {"corpus_sha256": "…"}.
+    """
+
     train: Split
     calibration: Split
     test: Split
     class_names: tuple[str, ...]
     group_names: tuple[str, ...] = field(default=())
+    provenance: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        clash = {"train", "calibration", "test"} & set(self.provenance)
+        if clash:
+            raise ValueError(f"provenance may not use the split names as keys: {sorted(clash)}")

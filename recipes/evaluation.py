@@ -231,6 +231,11 @@ class LatencySpec(EvaluatorSpec):
     )
     warmup: int = Field(default=20, ge=0, le=100_000)
     repeats: int = Field(default=200, ge=20, le=1_000_000)
+    batch_repeats: dict[int, Annotated[int, Field(ge=20, le=1_000_000)]] = Field(
+        default_factory=dict,
+        description="timed calls at particular batch sizes, e.g. {32: 20} where one call is "
+        "slow; the other batch sizes take 'repeats'",
+    )
     threads: int = Field(default=1, ge=1, le=256, description="intra-op threads, pinned")
 
     _QUANTILES = ("p50", "p90", "p95", "p99")
@@ -239,7 +244,16 @@ class LatencySpec(EvaluatorSpec):
     def _distinct(self) -> LatencySpec:
         if len(set(self.batch_sizes)) != len(self.batch_sizes):
             raise ValueError("batch_sizes must differ from one another")
+        unknown = sorted(set(self.batch_repeats) - set(self.batch_sizes))
+        if unknown:
+            raise ValueError(
+                f"batch_repeats names batch size(s) {unknown} that batch_sizes does not list"
+            )
         return self
+
+    def repeats_at(self, size: int) -> int:
+        """The timed calls of each model at batch size `size`."""
+        return self.batch_repeats.get(size, self.repeats)
 
     def metric_names(self) -> tuple[str, ...]:
         per_batch = [f"{q}_ms" for q in self._QUANTILES] + ["speedup_p50", "throughput"]
@@ -250,9 +264,12 @@ class LatencySpec(EvaluatorSpec):
 
     def describe(self) -> str:
         sizes = ", ".join(str(b) for b in self.batch_sizes)
+        calls = ", ".join(str(self.repeats_at(b)) for b in self.batch_sizes)
+        calls += " timed calls" if self.batch_repeats else ""
+        calls = calls if self.batch_repeats else f"{self.repeats} timed calls"
         return (
             f"latency at batch sizes {sizes} ({self.runner} runner, {self.threads} thread(s), "
-            f"{self.warmup} warm-up and {self.repeats} timed calls interleaved with the baseline): "
+            f"{self.warmup} warm-up and {calls} interleaved with the baseline): "
             "p50/p90/p95/p99 with order-statistic intervals, speedup, throughput"
         )
 
@@ -277,6 +294,40 @@ class SizeSpec(EvaluatorSpec):
     def describe(self) -> str:
         memory = ", peak memory of an onnxruntime session" if self.memory else ""
         return f"bytes on disk and their ratio to the float baseline, parameters, MACs{memory}"
+
+
+class CosineSpec(EvaluatorSpec):
+    """Embedding models: cosine similarity of each test sample's embedding to the baseline's."""
+
+    kind: Literal["cosine"] = "cosine"
+    resamples: Resamples = 2000
+
+    def metric_names(self) -> tuple[str, ...]:
+        return ("cosine.mean", "cosine.p1", "cosine.min")
+
+    def describe(self) -> str:
+        return (
+            "cosine similarity of every test embedding to the baseline's: mean, 1st percentile "
+            f"and minimum, with {self.resamples}-resample bootstrap intervals"
+        )
+
+
+class RetrievalSpec(EvaluatorSpec):
+    """Embedding models: do the test samples keep their nearest neighbours (as retrieval)?"""
+
+    kind: Literal["retrieval"] = "retrieval"
+    k: int = Field(default=10, ge=1, le=100, description="neighbours compared per sample")
+    resamples: Resamples = 2000
+
+    def metric_names(self) -> tuple[str, ...]:
+        return ("retrieval.top1_agreement", "retrieval.overlap_at_k")
+
+    def describe(self) -> str:
+        return (
+            "nearest-neighbour retrieval among the test samples against the baseline's: top-1 "
+            f"neighbour agreement (Wilson interval) and overlap of the {self.k} nearest "
+            "(bootstrap interval)"
+        )
 
 
 class ExemplarsSpec(EvaluatorSpec):
@@ -305,6 +356,8 @@ AnyEvaluatorSpec = (
     | LatencySpec
     | SizeSpec
     | ExemplarsSpec
+    | CosineSpec
+    | RetrievalSpec
 )
 EvaluatorSpecs = Annotated[AnyEvaluatorSpec, Field(discriminator="kind")]
 EVALUATOR_KINDS: tuple[str, ...] = (
@@ -318,7 +371,22 @@ EVALUATOR_KINDS: tuple[str, ...] = (
     "latency",
     "size",
     "exemplars",
+    "cosine",
+    "retrieval",
 )
+# What each task may measure: classifiers have labels to be right about; embedding models have
+# only the baseline's embeddings to stay close to. Latency and size measure either.
+CLASSIFICATION_ONLY: tuple[str, ...] = (
+    "accuracy",
+    "paired",
+    "calibration",
+    "fairness",
+    "classes",
+    "fidelity",
+    "robustness",
+    "exemplars",
+)
+EMBEDDING_ONLY: tuple[str, ...] = ("cosine", "retrieval")
 # Evaluated across seeds once every seed has run, not after each stage.
 ACROSS_SEEDS: tuple[str, ...] = ("exemplars",)
 
@@ -338,4 +406,12 @@ OPTIONLESS_EVALUATORS: tuple[EvaluatorSpec, ...] = (
     FairnessSpec(),
     LatencySpec(),
     ExemplarsSpec(),
+    CosineSpec(),
+    RetrievalSpec(),
+)
+# An embedding recipe without an `evaluators:` section gets these.
+DEFAULT_EMBEDDING_EVALUATORS: tuple[AnyEvaluatorSpec, ...] = (
+    CosineSpec(),
+    RetrievalSpec(),
+    SizeSpec(),
 )

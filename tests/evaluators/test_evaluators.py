@@ -135,6 +135,36 @@ def test_fairness_of_a_binary_task_matches_fairlearn_and_the_low_level_functions
         assert estimate.ci_high == pytest.approx(max(high, point), abs=1e-9)
 
 
+def test_fairness_changes_are_paired_differences_recomputed_on_the_same_resamples() -> None:
+    result, splits, base, cand, ctx = run(ev.FairnessSpec(resamples=300), classes=2)
+    y, g = splits.test.y.numpy(), splits.test.groups.numpy()
+    ours, theirs = cand.argmax(axis=1), base.argmax(axis=1)
+    for name, function in (
+        ("demographic_parity_difference", fair.demographic_parity_difference),
+        ("equalized_odds_difference", fair.equalized_odds_difference),
+    ):
+        change = getattr(result, f"{name}_change")
+        point = function(y, ours, g) - function(y, theirs, g)
+        assert change.estimate == pytest.approx(point, abs=1e-12)
+        assert result.metrics()[f"fairness.{name}_change"] == change
+        direct = []
+        for row in range(300):
+            rows = resample(ctx, 300, row)
+            direct.append(
+                function(y[rows], ours[rows], g[rows]) - function(y[rows], theirs[rows], g[rows])
+            )
+        low, high = percentile_interval(np.array(direct), 0.95)
+        assert change.ci_low == pytest.approx(min(low, point), abs=1e-9)
+        assert change.ci_high == pytest.approx(max(high, point), abs=1e-9)
+        assert "paired bootstrap" in change.method
+    # The baseline against itself: no change, and none reported for the baseline itself.
+    same, *_ = run(ev.FairnessSpec(resamples=300), classes=2)
+    alone, *_ = run(ev.FairnessSpec(resamples=300), classes=2, baseline=False)
+    assert alone.demographic_parity_difference_change is None
+    assert "fairness.demographic_parity_difference_change" not in alone.metrics()
+    assert same.accuracy_gap_change is not None
+
+
 def test_fairness_of_a_multiclass_task_reports_the_worst_class_one_vs_rest() -> None:
     result, splits, _, cand, _ = run(ev.FairnessSpec(resamples=200), classes=4)
     y, g = splits.test.y.numpy(), splits.test.groups.numpy()
