@@ -9,7 +9,7 @@ FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels)
 PIP := $(BIN)/python -m pip --disable-pip-version-check --quiet
 DEMO := .compressgate/demo
 
-.PHONY: venv demo demo-arrests test test-slow test-all lint format typecheck importlint check bench lock clean
+.PHONY: venv demo demo-arrests demo-minilm test test-slow test-all lint format typecheck importlint check bench lock clean
 
 venv: $(STAMP)
 
@@ -96,6 +96,30 @@ demo-arrests: $(STAMP)
 	$(BIN)/compressgate report $$run --workspace $(ARRESTS) -o $(ARRESTS)/report.html && \
 	$(BIN)/compressgate report $$run --workspace $(ARRESTS) --format md -o $(ARRESTS)/report.md && \
 	echo "audit report: $(CURDIR)/$(ARRESTS)/report.html (Markdown: $(ARRESTS)/report.md)"
+
+# A pretrained sentence-embedding transformer (all-MiniLM-L6-v2, shipped in a package): float32
+# ONNX export, then dynamic int8, gated on fidelity to the float model and on speed and size
+# (about 5 minutes, most of it timing the models).
+MINILM := .compressgate/demo-minilm
+demo-minilm: $(STAMP)
+	rm -rf $(MINILM)
+	$(BIN)/compressgate recipe init $(MINILM)/recipe --example minilm-int8
+	for owner in ml-platform ml-lead serving; do \
+	  $(BIN)/compressgate keys generate --owner $$owner --out $(MINILM)/keys || exit 1; \
+	done
+	$(BIN)/compressgate trust add --trust $(MINILM)/recipe/trust.yaml --owner ml-platform --key $(MINILM)/keys/ml-platform.pub.json --role author
+	for owner in ml-lead serving; do \
+	  $(BIN)/compressgate trust add --trust $(MINILM)/recipe/trust.yaml --owner $$owner --key $(MINILM)/keys/$$owner.pub.json --role approver || exit 1; \
+	done
+	$(BIN)/compressgate recipe sign $(MINILM)/recipe/recipe.yaml --key $(MINILM)/keys/ml-platform.key
+	$(BIN)/compressgate recipe explain $(MINILM)/recipe/recipe.yaml
+	$(BIN)/compressgate submit $(MINILM)/recipe/recipe.yaml --workspace $(MINILM)
+	run=$$($(BIN)/compressgate review status --workspace $(MINILM) --limit 1 --json | $(BIN)/python -c 'import json, sys; print(json.load(sys.stdin)[0]["run_id"])') && \
+	$(BIN)/compressgate approve $$run --gate fidelity --key $(MINILM)/keys/ml-lead.key --workspace $(MINILM) && \
+	$(BIN)/compressgate review status $$run --workspace $(MINILM) && \
+	$(BIN)/compressgate report $$run --workspace $(MINILM) -o $(MINILM)/report.html && \
+	$(BIN)/compressgate report $$run --workspace $(MINILM) --format md -o $(MINILM)/report.md && \
+	echo "audit report: $(CURDIR)/$(MINILM)/report.html (Markdown: $(MINILM)/report.md)"
 
 bench: $(STAMP)
 	@for script in bench/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from registry.evaluate import OnDemandEvaluation
 
 TRUST_ENV = "COMPRESSGATE_TRUST"
-EXAMPLES = ("digits", "digits-magnitude", "digits-qat", "arrests-fairness")
+EXAMPLES = ("digits", "digits-magnitude", "digits-qat", "arrests-fairness", "minilm-int8")
 
 
 class ApiResult(BaseModel):

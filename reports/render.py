@@ -73,6 +73,7 @@ def _context(data: ReportData) -> dict[str, Any]:
         "review": data.review,
         "recipe": data.recipe,
         "stages": [_stage_row(s) for s in stages],
+        "embedding": any("cosine.mean" in s.get("metrics", {}) for s in stages),
         "groups": [row for s in stages for row in _group_rows(s)],
         "parity": [row for s in stages if (row := _parity_row(s)) is not None],
         "final": final,
@@ -101,7 +102,21 @@ def _stage_row(stage: dict[str, Any]) -> dict[str, Any]:
         "difference": estimate("paired.accuracy_difference"),
         "latency": estimate("latency.p50_ms"),
         "speedup": estimate("latency.speedup_p50"),
+        "cosine": estimate("cosine.mean"),
+        "cosine_p1": estimate("cosine.p1"),
+        "how": _how(stage),
     }
+
+
+def _how(stage: dict[str, Any]) -> str:
+    """What a quantize stage chose (method, weight granularity, layers kept in float)."""
+    details = stage.get("details") or {}
+    if stage.get("kind") != "quantize" or "method" not in details:
+        return ""
+    grain = "per-channel" if details.get("per_channel") else "per-tensor"
+    kept = details.get("kept_float") or []
+    text = f"{details['method']} int8, {grain} weights"
+    return text + (f", {len(kept)} layer(s) kept in float" if kept else ", none kept in float")
 
 
 def _group_rows(stage: dict[str, Any]) -> list[dict[str, Any]]:
