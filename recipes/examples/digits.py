@@ -10,10 +10,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
 from torch import nn
 
-from recipes.data import Split, Splits
+from recipes.data import Split, Splits, stratified_indices
 
 
 def load(
@@ -34,26 +33,13 @@ def load(
     x = (digits.images / 16.0).astype(np.float32)[:, None, :, :]
     y = digits.target.astype(np.int64)
     groups = (np.arange(len(y)) >= len(y) // 2).astype(np.int64)
-    index = np.arange(len(y))
-    if not (0 < test_fraction < 1 and 0 <= calibration_fraction < 1 - test_fraction):
-        raise ValueError(
-            "need 0 < test_fraction < 1 and 0 <= calibration_fraction < 1 - test_fraction"
-        )
-    rest, test = train_test_split(
-        index,
-        test_size=test_fraction,
-        stratify=y,
-        random_state=seed if test_seed is None else test_seed,
+    train, calibration, test = stratified_indices(
+        y,
+        seed,
+        test_fraction=test_fraction,
+        calibration_fraction=calibration_fraction,
+        test_seed=test_seed,
     )
-    if calibration_fraction == 0:
-        train, calibration = rest, rest[:0]
-    else:
-        train, calibration = train_test_split(
-            rest,
-            test_size=calibration_fraction / (1 - test_fraction),
-            stratify=y[rest],
-            random_state=seed,
-        )
 
     def split(rows: np.ndarray) -> Split:
         rows = np.sort(rows)
