@@ -1,7 +1,8 @@
-"""Acceptance of the Arrests example (slow, about a minute and a half): the recipe passes its
-accuracy and fairness gates and its report shows both groups at every stage; a variant that
-prunes too hard passes the accuracy gate and is rejected by the fairness gate; and a run needs
-no network (under an empty network namespace, where `unshare` can make one).
+"""Acceptance of the Arrests example (slow, about two minutes): the recipe passes its accuracy
+and fairness gates and its report shows both groups at every stage; a variant that prunes too
+hard passes the accuracy gate and is rejected by the fairness gate; one that prunes until it
+releases everyone is rejected by the recall gate; and a run needs no network (under an empty
+network namespace, where `unshare` can make one).
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ def test_the_recipe_passes_and_its_report_shows_both_groups_at_every_stage(
     assert result["status"] == "succeeded"
     assert {d["verdict"] for d in result["gates"]} == {"pass"}
     owners = {d["gate"]: d["owner"] for d in result["gates"]}
-    assert owners["accuracy"] == "ml-lead"
+    assert owners["accuracy"] == owners["recall"] == "ml-lead"
     assert {owners[g] for g in ("worst-group", "parity", "equalized-odds")} == {"responsible-ai"}
 
     report = tmp_path / "report.md"
@@ -90,9 +91,11 @@ def test_pruning_too_hard_passes_accuracy_and_is_rejected_by_the_fairness_gate(
     )
     run = cli("run", recipe, "--workspace", tmp_path / "cg", "--json")
     assert run.exit_code == 1, run.stderr  # a gate failed
-    verdicts = {d["gate"]: d["verdict"] for d in json.loads(run.stdout)["decisions"]}
-    assert verdicts == {
+    per_seed = {(d["gate"], d["seed"]): d["verdict"] for d in json.loads(run.stdout)["gates"]}
+    # Seed 2: only the fairness gate objects; accuracy and per-class recall pass.
+    assert {g: v for (g, seed), v in per_seed.items() if seed == 2} == {
         "accuracy": "pass",
+        "recall": "pass",
         "worst-group": "fail",
         "parity": "pass",
         "equalized-odds": "pass",
@@ -105,6 +108,34 @@ def test_pruning_too_hard_passes_accuracy_and_is_rejected_by_the_fairness_gate(
     # The worse-off group lost accuracy for certain (the whole interval above 0), and possibly
     # more than the 5 points the gate allows.
     assert all(d["ci_low"] > 0 and d["ci_high"] > 0.05 for d in worst)
+
+
+@pytest.mark.slow
+def test_pruning_until_it_releases_everyone_is_rejected_by_the_recall_gate(
+    cli: Invoke, tmp_path: Path
+) -> None:
+    # 90% of the units: the model collapses onto the majority class. Its accuracy rises to the
+    # share of releases and its groups look fairer (everyone is treated alike): only the
+    # per-class recall gate sees that no one is held any more.
+    recipe = _workspace(
+        tmp_path / "ws",
+        tmp_path / "keys",
+        **{"sparsity: 0.25": "sparsity: 0.9", "seeds: [0, 1]": "seeds: [0]"},
+    )
+    run = cli("run", recipe, "--workspace", tmp_path / "cg", "--json")
+    assert run.exit_code == 1, run.stderr
+    verdicts = {d["gate"]: d["verdict"] for d in json.loads(run.stdout)["gates"]}
+    assert verdicts == {
+        "accuracy": "pass",
+        "recall": "fail",
+        "worst-group": "pass",
+        "parity": "pass",
+        "equalized-odds": "pass",
+    }
+    (recall,) = _decisions(run.stdout, "recall")
+    assert recall["ci_low"] > 0.5  # the held class's recall fell from about 65% to 0
+    stages = {s["name"]: s for s in json.loads(run.stdout)["stages"]}
+    assert stages["int8"]["metrics"]["classes.worst_recall"]["estimate"] == 0
 
 
 @pytest.mark.slow
