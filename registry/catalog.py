@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import sqlalchemy as sa
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Field, SQLModel
 
@@ -1258,42 +1258,55 @@ class Catalog:
                 .order_by(evaluations.c.event_seq)
             ):
                 results.setdefault(evaluation[0], {})[evaluation[1]] = _json(evaluation[2])
-        stages = [_stage_record(dict(s), results.get(s["id"], {})) for s in stage_rows]
-        if end is not None:
-            stages += [StageRecord.model_validate(s) for s in _json(end["failed_stages"])]
-        return RunRecord(
-            run_id=row["run_id"],
-            recipe=RecipeRef(
-                name=row["recipe_name"],
-                version=row["recipe_version"],
-                sha256=row["recipe_sha256"],
-                path=row["recipe_path"],
-                signers=_json(row["signers"]),
-            ),
-            status=end["status"] if end is not None else "running",
-            started_at=row["started_at"],
-            finished_at=end["finished_at"] if end is not None else None,
-            workspace=row["workspace"],
-            seeds=_json(row["seeds"]),
-            environment=_json(row["environment"]),
-            data=data,
-            stages=stages,
-            aggregate=(
-                {
-                    stage: {m: SeedAggregate.model_validate(v) for m, v in metrics.items()}
-                    for stage, metrics in _json(end["aggregate"]).items()
-                }
-                if end is not None
-                else {}
-            ),
-            exemplars=(
-                {k: ExemplarsResult.model_validate(v) for k, v in _json(end["exemplars"]).items()}
-                if end is not None
-                else {}
-            ),
-            timing=Timing.model_validate_json(end["timing"]) if end is not None else Timing(),
-            error=end["error"] if end is not None else None,
-        )
+        try:
+            stages = [_stage_record(dict(s), results.get(s["id"], {})) for s in stage_rows]
+            if end is not None:
+                stages += [StageRecord.model_validate(s) for s in _json(end["failed_stages"])]
+            return RunRecord(
+                run_id=row["run_id"],
+                recipe=RecipeRef(
+                    name=row["recipe_name"],
+                    version=row["recipe_version"],
+                    sha256=row["recipe_sha256"],
+                    path=row["recipe_path"],
+                    signers=_json(row["signers"]),
+                ),
+                status=end["status"] if end is not None else "running",
+                started_at=row["started_at"],
+                finished_at=end["finished_at"] if end is not None else None,
+                workspace=row["workspace"],
+                seeds=_json(row["seeds"]),
+                environment=_json(row["environment"]),
+                data=data,
+                stages=stages,
+                aggregate=(
+                    {
+                        stage: {m: SeedAggregate.model_validate(v) for m, v in metrics.items()}
+                        for stage, metrics in _json(end["aggregate"]).items()
+                    }
+                    if end is not None
+                    else {}
+                ),
+                exemplars=(
+                    {
+                        k: ExemplarsResult.model_validate(v)
+                        for k, v in _json(end["exemplars"]).items()
+                    }
+                    if end is not None
+                    else {}
+                ),
+                timing=Timing.model_validate_json(end["timing"]) if end is not None else Timing(),
+                error=end["error"] if end is not None else None,
+            )
+        except ValidationError as exc:
+            # A JSON document that still parses but no longer holds what was written (a flipped
+            # byte in a key, say): changed outside compressgate, like one that does not parse.
+            where = ".".join(map(str, exc.errors()[0]["loc"]))
+            raise IntegrityError(
+                f"catalog rows of run {run_id} no longer form its record: "
+                f"{exc.error_count()} field(s) invalid, first {where}",
+                hint="run `compressgate audit verify` to find the changed row",
+            ) from None
 
     def _no_run(self, conn: Connection, run_id: str) -> NotFoundError:
         runs = _table(RunRow)

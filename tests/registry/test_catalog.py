@@ -52,7 +52,7 @@ from registry.catalog import (
     document,
     now,
 )
-from registry.errors import EXIT_ENVIRONMENT, EXIT_INTEGRITY, EnvironmentMismatch
+from registry.errors import EXIT_ENVIRONMENT, EXIT_INTEGRITY, EnvironmentMismatch, IntegrityError
 from registry.keys import generate_keypair
 from tests.conftest import Invoke, fresh_schema
 
@@ -1005,3 +1005,18 @@ def test_concurrent_processes_recording_runs_lose_nothing(catalog_url: str, tmp_
                 "distill",
                 "int8",
             ]
+
+
+def test_a_row_that_parses_but_no_longer_holds_a_record_is_an_integrity_error(
+    sqlite_catalog: Seeded,
+) -> None:
+    """The seeded variants' metrics parse as JSON but are not estimates (no interval, no
+    method), as a row edited outside compressgate, or one flipped byte in a key, leaves them:
+    reading the run (`catalog show`, reports) is exit 3 naming the field, not a traceback
+    (bench/hardening.py found one)."""
+    with Catalog(sqlite_catalog.url) as catalog, pytest.raises(IntegrityError) as refused:
+        catalog.run(RUN)
+    assert refused.value.exit_code == EXIT_INTEGRITY
+    assert f"catalog rows of run {RUN} no longer form its record" in str(refused.value)
+    assert "first metrics.accuracy.ci_low" in str(refused.value)
+    assert "compressgate audit verify" in (refused.value.hint or "")
