@@ -38,7 +38,11 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+# mypy does not run setuptools' editable import hook, so it reads the namespace from links.
+TYPECHECK := $(VENV)/typecheck/compressgate
 typecheck: $(STAMP)
+	mkdir -p $(TYPECHECK)
+	for pkg in registry recipes gates evaluators reports; do ln -sfn $(CURDIR)/$$pkg $(TYPECHECK)/$$pkg; done
 	$(BIN)/mypy
 
 check: lint typecheck test

@@ -54,7 +54,7 @@ if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
 
 import sqlalchemy as sa
 
-from evaluators.results import (
+from compressgate.evaluators.results import (
     AccuracyResult,
     CalibrationResult,
     ClassesResult,
@@ -70,7 +70,8 @@ from evaluators.results import (
     SeedAggregate,
     SizeResult,
 )
-from registry.catalog import (
+from compressgate.registry.catalog.records import StageRecord
+from compressgate.registry.catalog.repository import (
     SCHEMA_VERSION,
     AliasMoveRow,
     Catalog,
@@ -84,7 +85,6 @@ from registry.catalog import (
     document,
     safe_url,
 )
-from registry.records import StageRecord
 
 VARIANTS, EVENTS = 100_000, 1_000_000
 GOAL_ALIAS_MS, GOAL_LINEAGE_MS, GOAL_PAGE_MS = 5.0, 20.0, 50.0

@@ -36,7 +36,7 @@ TARGET_SECONDS, TARGET_OVERHEAD_NS = 2.0, 5_000.0
 def data(seed: int = 0) -> tuple[Any, np.ndarray, np.ndarray]:
     import torch
 
-    from recipes.data import Split, Splits
+    from compressgate.recipes.data import Split, Splits
 
     rng = np.random.default_rng(seed)
     labels = rng.integers(0, CLASSES, N)
@@ -62,8 +62,8 @@ def data(seed: int = 0) -> tuple[Any, np.ndarray, np.ndarray]:
 
 
 def one_pass(splits: Any, base_probs: np.ndarray, cand_probs: np.ndarray) -> dict[str, float]:
-    from evaluators.base import EvalContext, Subject, evaluate_stage
-    from recipes import evaluation as ev
+    from compressgate.evaluators.base import EvalContext, Subject, evaluate_stage
+    from compressgate.recipes import evaluation as ev
 
     def subject(name: str, probs: np.ndarray) -> Subject:
         holder = Subject(stage=name, variant=None, size_bytes=0)  # type: ignore[arg-type]
@@ -101,10 +101,10 @@ def main() -> int:
     options = parser.parse_args()
 
     begin = time.perf_counter()
-    import evaluators.base
-    import evaluators.latency  # torch: a one-off per process
+    import compressgate.evaluators.base
+    import compressgate.evaluators.latency  # torch: a one-off per process
 
-    evaluators.base.load_evaluators()
+    compressgate.evaluators.base.load_evaluators()
     print(f"imports (once per process, not counted): {time.perf_counter() - begin:.1f} s")
 
     splits, base_probs, cand_probs = data()
@@ -126,7 +126,7 @@ def main() -> int:
         f"(target ≤ {TARGET_SECONDS:.0f} s): {'ok' if ok_time else 'OVER TARGET'}"
     )
 
-    from evaluators.latency import timer_overhead
+    from compressgate.evaluators.latency import timer_overhead
 
     overheads = [timer_overhead() for _ in range(options.repeat)]
     overhead = statistics.median(overheads)

@@ -74,10 +74,10 @@ def main() -> int:
 
 
 def setup(root: Path, seeds: int) -> None:
-    from recipes.signing import sign_recipe
-    from recipes.trust import add_owner_key
-    from registry.api import init_example
-    from registry.keys import generate_keypair, load_private_key
+    from compressgate.recipes.signing import sign_recipe
+    from compressgate.recipes.trust import add_owner_key
+    from compressgate.registry.api import init_example
+    from compressgate.registry.kernel.keys import generate_keypair, load_private_key
 
     folder = root / "recipe"
     init_example(folder, "digits")

@@ -1,13 +1,17 @@
 """all-MiniLM-L6-v2 in int8: size, latency and embedding fidelity of dynamic quantization.
 
-Exports the packaged model (`recipes.examples.minilm`) to float32 ONNX through the export
-stage's path (`recipes.onnxio.export`, opset 18), checks onnxruntime against torch, then
+Exports the packaged model (`compressgate.recipes.examples.minilm`) to float32 ONNX through the
+export
+stage's path (`compressgate.recipes.onnxio.export`, opset 18), checks onnxruntime against torch,
+then
 quantizes it with `onnxruntime.quantization.quantize_dynamic` (int8 weights, activations
 quantized at run time), per output channel and per tensor. For each int8 model: file size and
 the ratio to float32; latency at batch 1 and 32 with one intra-op thread, timed interleaved with
-the float32 model (`evaluators.latency.time_calls`, ABBA order, after a warm-up), medians and
+the float32 model (`compressgate.evaluators.latency.time_calls`, ABBA order, after a warm-up),
+medians and
 the speedup of the medians with its bootstrap interval; and the embeddings' fidelity to the
-float32 model's on the corpus (`evaluators.embedding`): cosine mean, 1st percentile and minimum,
+float32 model's on the corpus (`compressgate.evaluators.embedding`): cosine mean, 1st percentile
+and minimum,
 and top-5 neighbour agreement. Inputs are 1,000 sentences of the standard library's docstrings
 at 48 tokens, as `recipes/examples/minilm-int8.yaml` gives them.
 
@@ -46,7 +50,7 @@ def quantize(source: Path, directory: Path, *, per_channel: bool) -> Any:
     from onnxruntime.quantization import QuantType, quantize_dynamic
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from recipes.models import ONNX_FILE, OnnxModel
+    from compressgate.recipes.models import ONNX_FILE, OnnxModel
 
     directory.mkdir(parents=True, exist_ok=True)
     prepared = directory / "prepared.onnx"
@@ -61,7 +65,7 @@ def quantize(source: Path, directory: Path, *, per_channel: bool) -> Any:
 def embed(model: Any, x: np.ndarray, batch_size: int) -> np.ndarray:
     """Embeddings through onnxruntime in batches of `batch_size` (a few threads: only the
     values matter here, and they do not depend on the thread count)."""
-    from recipes import onnxio
+    from compressgate.recipes import onnxio
 
     session: Any = onnxio.session(model, threads=min(4, os.cpu_count() or 1))
     name = session.get_inputs()[0].name
@@ -93,11 +97,11 @@ def main() -> int:
     begin = time.perf_counter()
     import torch
 
-    from evaluators import latency
-    from evaluators.embedding import cosine_summary, cosines, topk_agreement
-    from evaluators.stats import Bootstrap
-    from recipes import onnxio
-    from recipes.examples import minilm
+    from compressgate.evaluators import latency
+    from compressgate.evaluators.embedding import cosine_summary, cosines, topk_agreement
+    from compressgate.evaluators.stats import Bootstrap
+    from compressgate.recipes import onnxio
+    from compressgate.recipes.examples import minilm
 
     model = minilm.build_minilm()
     print(f"imports and model load (once per process): {time.perf_counter() - begin:.1f} s")

@@ -49,13 +49,13 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=5)
     options = parser.parse_args()
 
-    from recipes.signing import sign_recipe
-    from recipes.trust import add_owner_key
-    from registry.api import init_example, report, run_recipe
-    from registry.catalog import Catalog, catalog_url
-    from registry.executor import judge_gate
-    from registry.keys import generate_keypair, load_private_key
-    from registry.records import RunRecord
+    from compressgate.recipes.signing import sign_recipe
+    from compressgate.recipes.trust import add_owner_key
+    from compressgate.registry.api import init_example, report, run_recipe
+    from compressgate.registry.catalog.records import RunRecord
+    from compressgate.registry.catalog.repository import Catalog, catalog_url
+    from compressgate.registry.kernel.keys import generate_keypair, load_private_key
+    from compressgate.registry.run.engine import judge_gate
 
     sys.path.append(str(Path(__file__).resolve().parents[1]))  # for the tests' small recipe
     from tests.registry.test_executor import DEFAULTS, QUICK
@@ -101,7 +101,7 @@ def main() -> int:
             for stage in big.stages:
                 catalog.record_stage(big.run_id, big.recipe.sha256, stage, {"name": stage.name})
             decisions, verdicts = [], []
-            from recipes.load import parse_recipe
+            from compressgate.recipes.load import parse_recipe
 
             parsed, _ = parse_recipe(content.content.encode("utf-8"), "recipe")
             for gate in parsed.gates:

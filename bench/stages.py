@@ -34,13 +34,13 @@ def main() -> int:
     options = parser.parse_args()
 
     begin = time.perf_counter()
-    import registry.executor  # noqa: F401  (torch, onnx, onnxruntime: a one-off per process)
+    import compressgate.registry.run.engine  # noqa: F401  (torch, onnx, onnxruntime: a one-off per process)
 
     imports = time.perf_counter() - begin
-    from recipes.signing import sign_recipe
-    from recipes.trust import add_owner_key
-    from registry.api import init_example, run_recipe
-    from registry.keys import generate_keypair, load_private_key
+    from compressgate.recipes.signing import sign_recipe
+    from compressgate.recipes.trust import add_owner_key
+    from compressgate.registry.api import init_example, run_recipe
+    from compressgate.registry.kernel.keys import generate_keypair, load_private_key
 
     with tempfile.TemporaryDirectory(prefix="compressgate-bench-") as scratch:
         root = Path(scratch) / "recipe"

@@ -11,16 +11,16 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from evaluators.calibration import brier, classwise_ece, ece, mce, nll, rmsce
-    from evaluators.fairness import (
+    from compressgate.evaluators.calibration import brier, classwise_ece, ece, mce, nll, rmsce
+    from compressgate.evaluators.fairness import (
         demographic_parity_difference,
         equal_opportunity_difference,
         equalized_odds_difference,
         group_accuracy,
     )
-    from evaluators.fidelity import agreement, flip_rates, kl_divergence
-    from evaluators.paired import mcnemar, non_inferiority, paired_difference_ci
-    from evaluators.stats import holm, quantile_ci
+    from compressgate.evaluators.fidelity import agreement, flip_rates, kl_divergence
+    from compressgate.evaluators.paired import mcnemar, non_inferiority, paired_difference_ci
+    from compressgate.evaluators.stats import holm, quantile_ci
 
 _HOME = {
     "ece": "calibration",
@@ -68,7 +68,7 @@ __all__ = [
 def __getattr__(name: str) -> Any:
     if name not in _HOME:
         raise AttributeError(f"module 'evaluators' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"evaluators.{_HOME[name]}"), name)
+    value = getattr(importlib.import_module(f"{__name__}.{_HOME[name]}"), name)
     globals()[name] = value
     return value
 

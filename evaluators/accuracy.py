@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from evaluators.base import EVALUATORS, EvalContext, Evaluator, Subject, wilson
-from evaluators.results import AccuracyResult, Estimate
-from recipes.data import Splits
-from recipes.evaluation import AccuracySpec
+from compressgate.evaluators.base import EVALUATORS, EvalContext, Evaluator, Subject, wilson
+from compressgate.evaluators.results import AccuracyResult, Estimate
+from compressgate.recipes.data import Splits
+from compressgate.recipes.evaluation import AccuracySpec
 
 
 def accuracy(y_true: np.ndarray, y_pred: np.ndarray, confidence: float = 0.95) -> Estimate:

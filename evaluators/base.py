@@ -18,19 +18,19 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 import numpy as np
 
-from evaluators import stats
-from evaluators.results import Estimate, EvaluationResult
-from evaluators.stats import Floats
-from recipes.data import Split, Splits
-from recipes.evaluation import EvaluatorSpec
-from registry.digests import canonical_json, sha256_bytes
-from registry.errors import StageError
-from registry.plugins import Registry
+from compressgate.evaluators import stats
+from compressgate.evaluators.results import Estimate, EvaluationResult
+from compressgate.evaluators.stats import Floats
+from compressgate.recipes.data import Split, Splits
+from compressgate.recipes.evaluation import EvaluatorSpec
+from compressgate.registry.kernel.digests import canonical_json, sha256_bytes
+from compressgate.registry.kernel.errors import StageError
+from compressgate.registry.kernel.plugins import Registry
 
 if TYPE_CHECKING:  # torch stays unloaded until a model is run
     import torch
 
-    from recipes.models import OnnxModel, TorchModel, Variant
+    from compressgate.recipes.models import OnnxModel, TorchModel, Variant
 
 S = TypeVar("S", bound=EvaluatorSpec)
 TEST = "test"
@@ -64,7 +64,7 @@ class Subject:
         if key not in self.outputs:
             import torch
 
-            from evaluators import runners
+            from compressgate.evaluators import runners
 
             logits = runners.logits(self.variant, x).to(torch.float64)
             self.outputs[key] = torch.softmax(logits, dim=1).numpy()
@@ -80,7 +80,7 @@ class Subject:
         if cache not in self.outputs:
             import torch
 
-            from evaluators import runners
+            from compressgate.evaluators import runners
 
             self.outputs[cache] = runners.logits(self.variant, x).to(torch.float64).numpy()
         return self.outputs[cache]
@@ -142,19 +142,19 @@ class Evaluator(Generic[S]):
 
 EVALUATORS: Registry[type[Evaluator[Any]]] = Registry("evaluator")
 
-# Exemplars are judged across seeds (evaluators.seeds), not after each stage.
+# Exemplars are judged across seeds (compressgate.evaluators.seeds), not after each stage.
 _MODULES = {
-    "accuracy": "evaluators.accuracy",
-    "paired": "evaluators.paired",
-    "calibration": "evaluators.calibration",
-    "fairness": "evaluators.fairness",
-    "classes": "evaluators.classes",
-    "fidelity": "evaluators.fidelity",
-    "robustness": "evaluators.robustness",
-    "latency": "evaluators.latency",
-    "size": "evaluators.size",
-    "cosine": "evaluators.similarity",
-    "retrieval": "evaluators.similarity",
+    "accuracy": "compressgate.evaluators.accuracy",
+    "paired": "compressgate.evaluators.paired",
+    "calibration": "compressgate.evaluators.calibration",
+    "fairness": "compressgate.evaluators.fairness",
+    "classes": "compressgate.evaluators.classes",
+    "fidelity": "compressgate.evaluators.fidelity",
+    "robustness": "compressgate.evaluators.robustness",
+    "latency": "compressgate.evaluators.latency",
+    "size": "compressgate.evaluators.size",
+    "cosine": "compressgate.evaluators.similarity",
+    "retrieval": "compressgate.evaluators.similarity",
 }
 
 

@@ -14,11 +14,11 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
-from evaluators.base import EVALUATORS, EvalContext, Evaluator, Subject, bootstrapped
-from evaluators.results import CalibrationResult, ReliabilityBin
-from evaluators.stats import Floats
-from recipes.data import Splits
-from recipes.evaluation import CalibrationSpec
+from compressgate.evaluators.base import EVALUATORS, EvalContext, Evaluator, Subject, bootstrapped
+from compressgate.evaluators.results import CalibrationResult, ReliabilityBin
+from compressgate.evaluators.stats import Floats
+from compressgate.recipes.data import Splits
+from compressgate.recipes.evaluation import CalibrationSpec
 
 
 def check_probs(probs: np.ndarray, labels: np.ndarray) -> tuple[Floats, NDArray[np.int64]]:

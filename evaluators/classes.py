@@ -11,12 +11,19 @@ from __future__ import annotations
 
 import numpy as np
 
-from evaluators.base import EVALUATORS, EvalContext, Evaluator, Subject, extreme, wilson
-from evaluators.paired import discordant, drop_estimate, mcnemar_counts
-from evaluators.results import ClassesResult, ClassRow
-from evaluators.stats import holm
-from recipes.data import Splits
-from recipes.evaluation import ClassesSpec
+from compressgate.evaluators.base import (
+    EVALUATORS,
+    EvalContext,
+    Evaluator,
+    Subject,
+    extreme,
+    wilson,
+)
+from compressgate.evaluators.paired import discordant, drop_estimate, mcnemar_counts
+from compressgate.evaluators.results import ClassesResult, ClassRow
+from compressgate.evaluators.stats import holm
+from compressgate.recipes.data import Splits
+from compressgate.recipes.evaluation import ClassesSpec
 
 
 @EVALUATORS.register("classes")

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from evaluators.base import bootstrapped, wilson
-from evaluators.results import Estimate
-from evaluators.stats import Bootstrap, Floats
+from compressgate.evaluators.base import bootstrapped, wilson
+from compressgate.evaluators.results import Estimate
+from compressgate.evaluators.stats import Bootstrap, Floats
 
 _ROWS_PER_BLOCK = 1024  # similarity rows held at once by the neighbour search
 _RESAMPLES_PER_BLOCK = 200  # bootstrap rows held at once by the order statistics

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
-from evaluators.base import (
+from compressgate.evaluators.base import (
     EVALUATORS,
     EvalContext,
     Evaluator,
@@ -25,11 +25,11 @@ from evaluators.base import (
     extreme,
     wilson,
 )
-from evaluators.paired import discordant, drop_estimate
-from evaluators.results import Estimate, FairnessResult, GroupRow
-from evaluators.stats import Bootstrap
-from recipes.data import Splits
-from recipes.evaluation import FairnessSpec
+from compressgate.evaluators.paired import discordant, drop_estimate
+from compressgate.evaluators.results import Estimate, FairnessResult, GroupRow
+from compressgate.evaluators.stats import Bootstrap
+from compressgate.recipes.data import Splits
+from compressgate.recipes.evaluation import FairnessSpec
 
 
 def _arrays(

@@ -10,11 +10,18 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
-from evaluators.base import EVALUATORS, EvalContext, Evaluator, Subject, bootstrapped, wilson
-from evaluators.results import FidelityResult
-from evaluators.stats import Floats
-from recipes.data import Splits
-from recipes.evaluation import FidelitySpec
+from compressgate.evaluators.base import (
+    EVALUATORS,
+    EvalContext,
+    Evaluator,
+    Subject,
+    bootstrapped,
+    wilson,
+)
+from compressgate.evaluators.results import FidelityResult
+from compressgate.evaluators.stats import Floats
+from compressgate.recipes.data import Splits
+from compressgate.recipes.evaluation import FidelitySpec
 
 
 def _pair(probs_a: np.ndarray, probs_b: np.ndarray) -> tuple[Floats, Floats]:

@@ -28,12 +28,12 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from evaluators import stats
-from evaluators.base import EVALUATORS, EvalContext, Evaluator, Subject
-from evaluators.results import Estimate, LatencyBatch, LatencyResult
-from recipes.data import Splits
-from recipes.evaluation import LatencySpec
-from recipes.models import OnnxModel, TorchModel
+from compressgate.evaluators import stats
+from compressgate.evaluators.base import EVALUATORS, EvalContext, Evaluator, Subject
+from compressgate.evaluators.results import Estimate, LatencyBatch, LatencyResult
+from compressgate.recipes.data import Splits
+from compressgate.recipes.evaluation import LatencySpec
+from compressgate.recipes.models import OnnxModel, TorchModel
 
 Call = Callable[[], object]
 QUANTILES = {"p50": 0.5, "p90": 0.9, "p95": 0.95, "p99": 0.99}
@@ -115,7 +115,7 @@ class OnnxRunner:
     name = "onnxruntime"
 
     def __init__(self, model: OnnxModel, threads: int) -> None:
-        from recipes import onnxio
+        from compressgate.recipes import onnxio
 
         session: Any = onnxio.session(model, threads)
         self.session = session
@@ -294,7 +294,7 @@ class Latency(Evaluator[LatencySpec]):
             return OnnxRunner(subject.onnx, spec.threads)
         if isinstance(subject.variant, TorchModel):
             # A torch variant timed in onnxruntime: export it to float ONNX first.
-            from recipes import onnxio
+            from compressgate.recipes import onnxio
 
             exported, _ = onnxio.export(
                 subject.variant.module, ctx.splits.test.x, scratch / subject.stage, opset=18

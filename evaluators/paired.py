@@ -22,10 +22,10 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 from scipy import optimize, stats
 
-from evaluators.base import EVALUATORS, EvalContext, Evaluator, Subject
-from evaluators.results import Estimate, PairedResult
-from recipes.data import Splits
-from recipes.evaluation import PairedSpec
+from compressgate.evaluators.base import EVALUATORS, EvalContext, Evaluator, Subject
+from compressgate.evaluators.results import Estimate, PairedResult
+from compressgate.recipes.data import Splits
+from compressgate.recipes.evaluation import PairedSpec
 
 # Roots are searched strictly inside (-1, 1), where the score statistic is finite.
 _EDGE = 1e-12
@@ -233,7 +233,7 @@ class Paired(Evaluator[PairedSpec]):
     ) -> PairedResult | None:
         if baseline is None:
             return None
-        from evaluators.accuracy import correctness
+        from compressgate.evaluators.accuracy import correctness
 
         base = correctness(baseline, splits)
         cand = correctness(candidate, splits)

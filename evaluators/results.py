@@ -7,7 +7,8 @@ measured without sampling error (bytes on disk, a parameter count) has a zero-wi
 
 Each evaluator's result is a model tagged by `kind` whose `metrics()` flattens it to dotted
 metric names (`calibration.ece_change`, `latency.speedup_p50`): the names the recipe's gates
-refer to, declared by the evaluator specs in `recipes.evaluation`. Comparisons with the baseline
+refer to, declared by the evaluator specs in `compressgate.recipes.evaluation`. Comparisons with
+the baseline
 are absent (None) when the evaluated model is the baseline itself.
 """
 

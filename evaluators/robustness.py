@@ -16,7 +16,7 @@ import math
 import numpy as np
 import torch
 
-from evaluators.base import (
+from compressgate.evaluators.base import (
     EVALUATORS,
     EvalContext,
     Evaluator,
@@ -25,11 +25,11 @@ from evaluators.base import (
     extreme,
     wilson,
 )
-from evaluators.calibration import ece, top_label_columns, top_label_measures
-from evaluators.paired import discordant, tango_estimate
-from evaluators.results import Estimate, RobustnessResult, ShiftRow
-from recipes.data import Splits
-from recipes.evaluation import RobustnessSpec
+from compressgate.evaluators.calibration import ece, top_label_columns, top_label_measures
+from compressgate.evaluators.paired import discordant, tango_estimate
+from compressgate.evaluators.results import Estimate, RobustnessResult, ShiftRow
+from compressgate.recipes.data import Splits
+from compressgate.recipes.evaluation import RobustnessSpec
 
 _RESAMPLES = 2000
 

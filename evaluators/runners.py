@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from recipes import onnxio, training
-from recipes.models import TorchModel, Variant
+from compressgate.recipes import onnxio, training
+from compressgate.recipes.models import TorchModel, Variant
 
 
 def logits(model: Variant, x: torch.Tensor) -> torch.Tensor:

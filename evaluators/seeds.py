@@ -19,9 +19,9 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from evaluators import stats
-from evaluators.base import wilson
-from evaluators.results import Estimate, ExemplarsResult, SeedAggregate
+from compressgate.evaluators import stats
+from compressgate.evaluators.base import wilson
+from compressgate.evaluators.results import Estimate, ExemplarsResult, SeedAggregate
 
 
 def aggregate(

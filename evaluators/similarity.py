@@ -1,7 +1,8 @@
 """The evaluators of embedding models (`model.task: embedding`): `cosine` and `retrieval`.
 
 Both compare the candidate's embeddings of the test samples with the baseline's, sample by
-sample; the statistics and their intervals are `evaluators.embedding`'s. Neither applies to the
+sample; the statistics and their intervals are `compressgate.evaluators.embedding`'s. Neither
+applies to the
 baseline itself (there is nothing to compare it with).
 """
 
@@ -9,11 +10,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from evaluators.base import EVALUATORS, EvalContext, Evaluator, Subject
-from evaluators.embedding import cosine_summary, cosines, topk_agreement
-from evaluators.results import CosineResult, RetrievalResult
-from recipes.data import Splits
-from recipes.evaluation import CosineSpec, RetrievalSpec
+from compressgate.evaluators.base import EVALUATORS, EvalContext, Evaluator, Subject
+from compressgate.evaluators.embedding import cosine_summary, cosines, topk_agreement
+from compressgate.evaluators.results import CosineResult, RetrievalResult
+from compressgate.recipes.data import Splits
+from compressgate.recipes.evaluation import CosineSpec, RetrievalSpec
 
 _WORST = 10  # least similar samples listed in the result
 

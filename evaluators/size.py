@@ -21,12 +21,12 @@ from pathlib import Path
 
 import numpy as np
 
-from evaluators.base import EVALUATORS, EvalContext, Evaluator, Subject
-from evaluators.results import Estimate, SizeResult
-from recipes import models
-from recipes.data import Splits
-from recipes.evaluation import SizeSpec
-from recipes.models import OnnxModel
+from compressgate.evaluators.base import EVALUATORS, EvalContext, Evaluator, Subject
+from compressgate.evaluators.results import Estimate, SizeResult
+from compressgate.recipes import models
+from compressgate.recipes.data import Splits
+from compressgate.recipes.evaluation import SizeSpec
+from compressgate.recipes.models import OnnxModel
 
 _MEMORY_BATCH = 32
 # The child resets its peak resident set to the current one (Linux's /proc/self/clear_refs,

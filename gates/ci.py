@@ -28,8 +28,8 @@ from collections.abc import Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from gates.review import GateDecision, GateReview, ReviewStatus, Signoff
-from registry.errors import (
+from compressgate.gates.review import GateDecision, GateReview, ReviewStatus, Signoff
+from compressgate.registry.kernel.errors import (
     EXIT_BAD_INPUT,
     EXIT_ENVIRONMENT,
     EXIT_INTEGRITY,

@@ -3,7 +3,7 @@
 For the rules built on paired counts (b: only the baseline right, c: only the candidate right):
 
 - `non_inferior` on `accuracy`: passes iff the lower end of Tango's interval at two-sided
-  2c - 1 (`evaluators.paired`) is above -margin.
+  2c - 1 (`compressgate.evaluators.paired`) is above -margin.
 - `bound` with `max` on `fairness.worst_group_accuracy_drop` or `classes.worst_recall_drop`:
   the evaluators compute, within every group (class), Tango's interval of the drop at the
   Bonferroni level 1 - (1 - confidence) / K and report the largest upper end, so the gate
@@ -38,11 +38,11 @@ from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict
 from scipy import stats
 
-from evaluators.stats import wilson_interval
-from recipes.manifest import BoundGate, GateSpec, NonInferiorGate, Recipe
+from compressgate.evaluators.stats import wilson_interval
+from compressgate.recipes.manifest import BoundGate, GateSpec, NonInferiorGate, Recipe
 
 if TYPE_CHECKING:
-    from recipes.data import Splits
+    from compressgate.recipes.data import Splits
 
 Floats = NDArray[np.float64]
 _TAIL = 1e-10  # each binomial tail of b left out: far less than 1e-9 of mass in all
@@ -111,7 +111,7 @@ def tango_floor(n: int, two_sided: float) -> float:
 
 
 def _score(b: Floats, c: Floats, n: int, delta: float) -> Floats:
-    """`evaluators.paired.tango_score`, vectorised over the counts."""
+    """`compressgate.evaluators.paired.tango_score`, vectorised over the counts."""
     bb = -b - c + (2.0 * n - c + b) * delta
     cc = -b * delta * (1.0 - delta)
     q = (np.sqrt(np.maximum(bb * bb - 8.0 * n * cc, 0.0)) - bb) / (4.0 * n)

@@ -1,7 +1,8 @@
 """From per-seed judgements to one decision per gate, and from decisions and sign-offs to a
 review status.
 
-A gate is judged on every seed (`gates.verdicts.judge`); its seeds policy makes one verdict of
+A gate is judged on every seed (`compressgate.gates.verdicts.judge`); its seeds policy makes one
+verdict of
 them:
 
 - `every`: the gate passes when every seed passes; the decision shows the first failing seed,
@@ -36,10 +37,10 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from evaluators import stats
-from evaluators.results import Estimate
-from gates.verdicts import Judgement, Verdict, judge
-from recipes.manifest import GateSpec, NonInferiorGate
+from compressgate.evaluators import stats
+from compressgate.evaluators.results import Estimate
+from compressgate.gates.verdicts import Judgement, Verdict, judge
+from compressgate.recipes.manifest import GateSpec, NonInferiorGate
 
 GateState = Literal["passed", "failed", "waived", "awaiting-approval", "approved"]
 RunReview = Literal["rejected", "awaiting-approval", "approved"]

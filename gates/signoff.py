@@ -20,9 +20,9 @@ import hashlib
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from gates.review import GateDecision, Signoff, expired
-from recipes.trust import Trust
-from registry.dsse import (
+from compressgate.gates.review import GateDecision, Signoff, expired
+from compressgate.recipes.trust import Trust
+from compressgate.registry.kernel.dsse import (
     INTOTO_PAYLOAD_TYPE,
     Envelope,
     parse_statement,
@@ -30,8 +30,8 @@ from registry.dsse import (
     statement,
     verified_keys,
 )
-from registry.errors import IntegrityError, Refused
-from registry.keys import PrivateKey
+from compressgate.registry.kernel.errors import IntegrityError, Refused
+from compressgate.registry.kernel.keys import PrivateKey
 
 PREDICATE_TYPE = "https://compressgate.dev/gate-signoff/v1"
 Kind = Literal["approval", "waiver"]

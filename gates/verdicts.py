@@ -22,9 +22,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from evaluators.paired import non_inferiority_counts
-from evaluators.results import Estimate, EvaluationResult, PairedResult
-from recipes.manifest import BoundGate, GateSpec, NonInferiorGate, RelativeGate
+from compressgate.evaluators.paired import non_inferiority_counts
+from compressgate.evaluators.results import Estimate, EvaluationResult, PairedResult
+from compressgate.recipes.manifest import BoundGate, GateSpec, NonInferiorGate, RelativeGate
 
 Verdict = Literal["pass", "fail"]
 

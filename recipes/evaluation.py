@@ -24,7 +24,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from recipes.spec import Spec
+from compressgate.recipes.spec import Spec
 
 Confidence = Annotated[float, Field(gt=0.5, lt=1)]
 Resamples = Annotated[int, Field(ge=200, le=100_000, description="bootstrap resamples")]

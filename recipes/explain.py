@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict
 
-from recipes.load import LoadedRecipe
-from recipes.manifest import format_args
+from compressgate.recipes.load import LoadedRecipe
+from compressgate.recipes.manifest import format_args
 
 
 class StageExplanation(BaseModel):

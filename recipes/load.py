@@ -2,7 +2,8 @@
 
 On top of the model's own checks: cross-field rules (unique stage names, gates after existing
 stages), file references that must exist inside the manifest's folder, factories and loaders
-whose modules the trust file allow-lists (`recipes.examples` without one) and that must be
+whose modules the trust file allow-lists (`compressgate.recipes.examples` without one) and that
+must be
 importable (found without running them), and, given a trust file, owners that it must know.
 All problems are reported together, each with its line.
 """
@@ -10,15 +11,16 @@ All problems are reported together, each with its line.
 from __future__ import annotations
 
 import importlib.util
+import sys
 from dataclasses import dataclass
 from importlib.machinery import ModuleSpec, PathFinder
 from pathlib import Path
 
-from recipes.manifest import FileRef, ImportRef, Loc, Recipe, iter_refs, recipe_issues
-from recipes.trust import DEFAULT_MODULES, Trust, module_allowed
-from recipes.yamldoc import YamlDocument, parse_yaml, validate
-from registry.digests import sha256_bytes
-from registry.errors import Issue, ManifestError, NotFoundError
+from compressgate.recipes.manifest import FileRef, ImportRef, Loc, Recipe, iter_refs, recipe_issues
+from compressgate.recipes.trust import DEFAULT_MODULES, Trust, module_allowed
+from compressgate.recipes.yamldoc import YamlDocument, parse_yaml, validate
+from compressgate.registry.kernel.digests import sha256_bytes
+from compressgate.registry.kernel.errors import Issue, ManifestError, NotFoundError
 
 
 @dataclass(frozen=True)
@@ -118,8 +120,25 @@ def _find_module(name: str, base: Path) -> ModuleSpec | None:
         if spec is None or spec.submodule_search_locations is None:
             return None
         prefix = f"{prefix}.{part}"
-        spec = PathFinder.find_spec(prefix, list(spec.submodule_search_locations))
+        spec = _find_submodule(prefix, list(spec.submodule_search_locations))
     return spec
+
+
+def _find_submodule(name: str, path: list[str]) -> ModuleSpec | None:
+    """Ask the import system's finders for `name` inside `path`, as `import` would, without
+    importing its parent: an installed namespace (`compressgate.*`, mapped by an editable
+    install's own finder) is found like a plain folder."""
+    for finder in sys.meta_path:
+        find = getattr(finder, "find_spec", None)
+        if find is None:
+            continue
+        try:
+            spec = find(name, path)
+        except (ImportError, ValueError):
+            continue
+        if spec is not None:
+            return spec  # type: ignore[no-any-return]
+    return None
 
 
 def _owner_issues(recipe: Recipe, trust: Trust) -> list[tuple[Loc, str]]:

@@ -1,6 +1,7 @@
 """Recipe manifest v1: frozen pydantic models, stages and gate rules in tagged unions.
 
-A manifest is data only. `recipes.load` reads one from YAML and adds the checks that need the
+A manifest is data only. `compressgate.recipes.load` reads one from YAML and adds the checks that
+need the
 file system or a trust file; the models here check everything a manifest says about itself.
 
     apiVersion: compressgate/v1
@@ -36,7 +37,7 @@ from pydantic import (
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import core_schema
 
-from recipes.evaluation import (
+from compressgate.recipes.evaluation import (
     ACROSS_SEEDS,
     CLASSIFICATION_ONLY,
     DEFAULT_EMBEDDING_EVALUATORS,
@@ -48,7 +49,7 @@ from recipes.evaluation import (
     EvaluatorSpecs,
     LatencySpec,
 )
-from recipes.spec import Spec
+from compressgate.recipes.spec import Spec
 
 API_VERSION = "compressgate/v1"
 _NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
@@ -87,7 +88,8 @@ Fraction = Annotated[float, Field(gt=0, lt=1)]
 class FileRef(str):
     """A file the manifest names, relative to the manifest's folder and never outside it.
 
-    The model checks the form (relative, no `..` climbing out); `recipes.load` checks that the
+    The model checks the form (relative, no `..` climbing out); `compressgate.recipes.load` checks
+    that the
     file exists and that, links resolved, it stays inside the manifest's folder.
     """
 

@@ -7,8 +7,10 @@ loaded with `torch.load(weights_only=True)`: never a pickled module. A pruned mo
 tensors than its factory builds, so loading resizes each parameter to the stored shape first.
 
 Factories and loaders are imported only from the modules the trust file allow-lists
-(`allowed_modules`, set by whoever loaded the trust file; `recipes.examples` otherwise), and
-the object named must be defined in such a module: `recipes.examples.digits:os.system` is
+(`allowed_modules`, set by whoever loaded the trust file; `compressgate.recipes.examples`
+otherwise), and
+the object named must be defined in such a module: `compressgate.recipes.examples.digits:os.system`
+is
 refused like `os:system`.
 """
 
@@ -28,8 +30,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from recipes.trust import DEFAULT_MODULES, module_allowed
-from registry.errors import IntegrityError, ManifestError, StageError
+from compressgate.recipes.trust import DEFAULT_MODULES, module_allowed
+from compressgate.registry.kernel.errors import IntegrityError, ManifestError, StageError
 
 TORCH_FILE = "model.pt"
 ONNX_FILE = "model.onnx"

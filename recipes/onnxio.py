@@ -20,7 +20,7 @@ import onnx
 import torch
 from torch import nn
 
-from recipes.models import ONNX_DATA_FILE, ONNX_FILE, OnnxModel
+from compressgate.recipes.models import ONNX_DATA_FILE, ONNX_FILE, OnnxModel
 
 INPUT_NAME = "x"
 OUTPUT_NAME = "logits"

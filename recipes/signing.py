@@ -11,13 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from recipes.load import LoadedRecipe, load_recipe, parse_recipe, read_manifest
-from recipes.trust import Trust
-from registry import dsse
-from registry.digests import sha256_bytes
-from registry.errors import IntegrityError, ManifestError, NotFoundError
-from registry.files import write_atomic
-from registry.keys import PrivateKey
+from compressgate.recipes.load import LoadedRecipe, load_recipe, parse_recipe, read_manifest
+from compressgate.recipes.trust import Trust
+from compressgate.registry.kernel import dsse
+from compressgate.registry.kernel.digests import sha256_bytes
+from compressgate.registry.kernel.errors import IntegrityError, ManifestError, NotFoundError
+from compressgate.registry.kernel.files import write_atomic
+from compressgate.registry.kernel.keys import PrivateKey
 
 RECIPE_PREDICATE_TYPE = "https://compressgate.dev/attestation/recipe/v1"
 

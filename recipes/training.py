@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recipes.data import Split
+from compressgate.recipes.data import Split
 
 # (model, inputs, labels, epoch) -> loss
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor, int], torch.Tensor]

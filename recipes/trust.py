@@ -8,14 +8,15 @@
         keys:
           - {keyid: 3f2a…, keytype: ed25519, scheme: ed25519, keyval: {public: 9c1d…}}
 
-    modules: [recipes.examples, acme.models]
+    modules: [compressgate.recipes.examples, acme.models]
 
 Roles: `author` signs recipes, `approver` signs gate approvals and waivers, `auditor` signs
 catalog checkpoints, `releaser` moves aliases. A key belongs to one owner only.
 
 `modules` is the allow-list of code a recipe may name: a factory or loader `pkg.mod:function` is
 imported only if `pkg.mod` or a package above it is listed, so a signed recipe still cannot run
-`os:system`. Without the key, only `recipes.examples` (the examples that ship with compressgate)
+`os:system`. Without the key, only `compressgate.recipes.examples` (the examples that ship with
+compressgate)
 is allowed. Standard-library modules can never be listed.
 """
 
@@ -28,18 +29,18 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, ValidationError, model_validator
 
-from recipes.manifest import API_VERSION, Name
-from recipes.spec import Spec
-from recipes.yamldoc import dump_yaml, parse_yaml, validate
-from registry.errors import Issue, ManifestError, NotFoundError
-from registry.files import write_atomic
-from registry.keys import OWNER_NAME, PublicKey
+from compressgate.recipes.manifest import API_VERSION, Name
+from compressgate.recipes.spec import Spec
+from compressgate.recipes.yamldoc import dump_yaml, parse_yaml, validate
+from compressgate.registry.kernel.errors import Issue, ManifestError, NotFoundError
+from compressgate.registry.kernel.files import write_atomic
+from compressgate.registry.kernel.keys import OWNER_NAME, PublicKey
 
 Role = Literal["author", "approver", "auditor", "releaser"]
 ROLES: tuple[str, ...] = ("author", "approver", "auditor", "releaser")
 
 TRUST_FILE_NAME = "trust.yaml"  # looked for beside a recipe when no trust file is named
-DEFAULT_MODULES: tuple[str, ...] = ("recipes.examples",)
+DEFAULT_MODULES: tuple[str, ...] = ("compressgate.recipes.examples",)
 _MODULE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 
 

@@ -20,7 +20,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
-from registry.errors import Issue, ManifestError
+from compressgate.registry.kernel.errors import Issue, ManifestError
 
 M = TypeVar("M", bound=BaseModel)
 Loc = tuple[str | int, ...]

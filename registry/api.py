@@ -1,7 +1,8 @@
 """The Python API: one function per CLI command, taking paths and returning result models.
 
 The CLI parses arguments, calls one function here and prints; tests and other tools may call
-these directly. Errors are `registry.errors` exceptions carrying their exit codes.
+these directly. Errors are `compressgate.registry.kernel.errors` exceptions carrying their exit
+codes.
 """
 
 from __future__ import annotations
@@ -15,17 +16,22 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict
 
-from recipes.explain import RecipeExplanation, explain
-from recipes.load import load_recipe
-from recipes.manifest import FileRef, Recipe, iter_refs
-from recipes.signing import sign_recipe as _sign_recipe
-from recipes.signing import verify_recipe as _verify_recipe
-from recipes.trust import TRUST_FILE_NAME, Role, Trust, add_owner_key, load_trust
-from registry.errors import CompressgateError, Issue, ManifestError, NotFoundError
-from registry.keys import generate_keypair, load_private_key, load_public_key
+from compressgate.recipes.explain import RecipeExplanation, explain
+from compressgate.recipes.load import load_recipe
+from compressgate.recipes.manifest import FileRef, Recipe, iter_refs
+from compressgate.recipes.signing import sign_recipe as _sign_recipe
+from compressgate.recipes.signing import verify_recipe as _verify_recipe
+from compressgate.recipes.trust import TRUST_FILE_NAME, Role, Trust, add_owner_key, load_trust
+from compressgate.registry.kernel.errors import (
+    CompressgateError,
+    Issue,
+    ManifestError,
+    NotFoundError,
+)
+from compressgate.registry.kernel.keys import generate_keypair, load_private_key, load_public_key
 
 if TYPE_CHECKING:
-    from registry.evaluate import OnDemandEvaluation
+    from compressgate.registry.run.evaluate import OnDemandEvaluation
 
 TRUST_ENV = "COMPRESSGATE_TRUST"
 EXAMPLES = ("digits", "digits-magnitude", "digits-qat", "arrests-fairness", "minilm-int8")
@@ -229,7 +235,7 @@ class AllowResult(ApiResult):
 
 def trust_allow(trust_path: Path, modules: Sequence[str]) -> AllowResult:
     """Add modules to the trust file's allow-list of code recipes may import."""
-    from recipes.trust import allow_modules
+    from compressgate.recipes.trust import allow_modules
 
     trust = allow_modules(trust_path, tuple(modules))
     return AllowResult(trust=str(trust_path), modules=list(trust.modules))
@@ -239,7 +245,7 @@ def init_example(dest: Path, example: str = "digits") -> list[Path]:
     """Copy a bundled example recipe (as DEST/recipe.yaml) and the files it names into DEST."""
     if example not in EXAMPLES:
         raise ManifestError(f"unknown example '{example}'; known: {', '.join(EXAMPLES)}")
-    source_dir = Path(str(resources.files("recipes.examples")))
+    source_dir = Path(str(resources.files("compressgate.recipes.examples")))
     source = source_dir / f"{example}.yaml"
     loaded = load_recipe(source)
     copies = [(source, dest / "recipe.yaml")]
@@ -359,7 +365,8 @@ def _trust_for(path: Path, trust_path: Path | None) -> Path:
 
 
 def summarize(record: Any, where: str) -> RunSummary:
-    """The run summary of a `registry.records.RunRecord` held in the catalog `where`."""
+    """The run summary of a `compressgate.registry.catalog.records.RunRecord` held in the catalog
+    `where`."""
     return RunSummary(
         run_id=record.run_id,
         recipe=RecipeSummary(**record.recipe.model_dump()),
@@ -443,8 +450,8 @@ def run_recipe(
 ) -> RunSummary:
     """Verify and run a recipe; every stage output lands in the workspace's artifact store
     and every record in the catalog."""
-    from registry import executor
-    from registry.catalog import catalog_url, safe_url
+    from compressgate.registry.catalog.repository import catalog_url, safe_url
+    from compressgate.registry.run import engine as executor
 
     root = workspace_dir(workspace)
     options = executor.RunOptions(
@@ -497,7 +504,7 @@ def reproduce_run(
     envs: Path | None = None,
 ) -> ReproduceResult:
     """Re-run a recorded run from scratch and compare every stage's artifact digest."""
-    from registry import executor
+    from compressgate.registry.run import engine as executor
 
     root = workspace_dir(workspace)
     located = executor.RunOptions(workspace=root, trust=Path(), catalog=catalog)
@@ -566,8 +573,8 @@ def _env_summary(env: Any) -> EnvSummary:
 def env_create(
     lock: Path, *, workspace: Path | None = None, envs: Path | None = None, say: Any = None
 ) -> EnvSummary:
-    """Build the environment of `lock` (or find it built); see `registry.envs`."""
-    from registry import envs as store
+    """Build the environment of `lock` (or find it built); see `compressgate.registry.run.envs`."""
+    from compressgate.registry.run import envs as store
 
     return _env_summary(
         store.ensure(lock, store.store_dir(workspace_dir(workspace), envs), say=say)
@@ -581,7 +588,7 @@ class EnvListing(ApiResult):
 
 
 def env_list(*, workspace: Path | None = None, envs: Path | None = None) -> EnvListing:
-    from registry import envs as store
+    from compressgate.registry.run import envs as store
 
     root = store.store_dir(workspace_dir(workspace), envs)
     found, partial = store.listing(root)
@@ -622,8 +629,8 @@ def env_verify(
     package against the lock."""
     import sys
 
-    from registry import envs as store
-    from registry.environment import installed, read_lock
+    from compressgate.registry.run import envs as store
+    from compressgate.registry.run.environment import installed, read_lock
 
     if current:
         interpreter = sys.executable
@@ -654,8 +661,8 @@ def env_export(
     out: Path | None, *, requires: str | None = None, force: bool = False
 ) -> EnvExportResult:
     """The running environment as a lock of exact pins (written to `out` if given)."""
-    from registry import envs as store
-    from registry.digests import sha256_bytes
+    from compressgate.registry.kernel.digests import sha256_bytes
+    from compressgate.registry.run import envs as store
 
     pins = store.export_pins(requires)
     text = store.render_lock(pins, requires=requires)
@@ -682,7 +689,7 @@ def evaluate_variant(
     trust_path: Path | None = None,
 ) -> OnDemandEvaluation:
     """Measure a stored variant against a baseline with the recipe's evaluators (or `only`)."""
-    from registry.evaluate import evaluate_variant as evaluate
+    from compressgate.registry.run.evaluate import evaluate_variant as evaluate
 
     return evaluate(
         workspace_dir(workspace), variant, against, only, catalog=catalog, trust_path=trust_path
@@ -693,9 +700,15 @@ def evaluate_variant(
 
 
 if TYPE_CHECKING:
-    from registry.catalog import AliasMove, AuditReport, Catalog, Decision, RunListing
-    from registry.records import RunRecord
-    from registry.views import AliasResult, Diff, Lineage, VariantShow
+    from compressgate.registry.catalog.records import RunRecord
+    from compressgate.registry.catalog.repository import (
+        AliasMove,
+        AuditReport,
+        Catalog,
+        Decision,
+        RunListing,
+    )
+    from compressgate.registry.catalog.views import AliasResult, Diff, Lineage, VariantShow
 
 
 def open_catalog(
@@ -704,7 +717,7 @@ def open_catalog(
     """The existing catalog: `--catalog URL`, else $COMPRESSGATE_CATALOG, else
     WORKSPACE/catalog.db (only `run` creates one). With `migrate` (commands that write), an
     older schema is migrated; without, it is refused (exit 5)."""
-    from registry.catalog import Catalog, catalog_url
+    from compressgate.registry.catalog.repository import Catalog, catalog_url
 
     return Catalog(catalog_url(workspace_dir(workspace), catalog), create=False, migrate=migrate)
 
@@ -730,7 +743,7 @@ def catalog_show_run(
     run_id: str, *, workspace: Path | None = None, catalog: str | None = None
 ) -> tuple[RunRecord, list[Decision], str]:
     """A run's full record (the JSON export), its gate decisions, and where it is held."""
-    from registry.catalog import safe_url
+    from compressgate.registry.catalog.repository import safe_url
 
     with open_catalog(workspace, catalog) as records:
         return records.run(run_id), records.decisions(run_id=run_id), safe_url(records.url)
@@ -739,8 +752,8 @@ def catalog_show_run(
 def catalog_show_variant(
     ref: str, *, workspace: Path | None = None, catalog: str | None = None
 ) -> VariantShow:
-    from registry.aliases import gate_status
-    from registry.views import VariantShow
+    from compressgate.registry.catalog.views import VariantShow
+    from compressgate.registry.governance.aliases import gate_status
 
     with open_catalog(workspace, catalog) as records:
         variant = records.variant(ref)
@@ -768,7 +781,7 @@ def catalog_show_variant(
 def catalog_lineage(
     ref: str, *, workspace: Path | None = None, catalog: str | None = None
 ) -> Lineage:
-    from registry.views import Lineage
+    from compressgate.registry.catalog.views import Lineage
 
     with open_catalog(workspace, catalog) as records:
         chain = records.lineage(ref)
@@ -778,7 +791,7 @@ def catalog_lineage(
 def catalog_diff(
     ref_a: str, ref_b: str, *, workspace: Path | None = None, catalog: str | None = None
 ) -> Diff:
-    from registry.views import Diff, DiffRow
+    from compressgate.registry.catalog.views import Diff, DiffRow
 
     with open_catalog(workspace, catalog) as records:
         a, b = records.variant(ref_a), records.variant(ref_b)
@@ -827,8 +840,8 @@ def promote_variant(
     trust_path: Path | None = None,
 ) -> AliasResult:
     """Point an alias at a variant of an approved run (exit 1 otherwise)."""
-    from registry.aliases import promote
-    from registry.views import AliasResult
+    from compressgate.registry.catalog.views import AliasResult
+    from compressgate.registry.governance.aliases import promote
 
     with open_catalog(workspace, catalog, migrate=True) as records:
         move, changed = promote(
@@ -848,8 +861,8 @@ def rollback_alias(
     trust_path: Path | None = None,
 ) -> AliasResult:
     """Move an alias back to its previous known-good variant (or to `to`)."""
-    from registry.aliases import rollback
-    from registry.views import AliasResult
+    from compressgate.registry.catalog.views import AliasResult
+    from compressgate.registry.governance.aliases import rollback
 
     with open_catalog(workspace, catalog, migrate=True) as records:
         move = rollback(records, alias, to=to, reason=reason, actor=actor, trust=trust_path)
@@ -877,8 +890,8 @@ def audit_verify(
 ) -> AuditReport:
     """Recompute the chain, every row, every artifact digest, check a checkpoint, and find
     each report file among the reports the catalog recorded."""
-    from registry.audit import verify
-    from registry.store import ArtifactStore
+    from compressgate.registry.catalog.audit import verify
+    from compressgate.registry.catalog.store import ArtifactStore
 
     root = workspace_dir(workspace)
     trust = load_trust(trust_path) if trust_path is not None else None
@@ -891,7 +904,7 @@ def audit_checkpoint(
     key_path: Path, *, workspace: Path | None = None, catalog: str | None = None
 ) -> bytes:
     """A signed checkpoint (DSSE envelope JSON) of the catalog's head."""
-    from registry.audit import checkpoint
+    from compressgate.registry.catalog.audit import checkpoint
 
     key = load_private_key(key_path)
     with open_catalog(workspace, catalog) as records:
@@ -906,10 +919,10 @@ def power_checks(
 ) -> tuple[list[dict[str, Any]], str | None]:
     """Each statistical gate's power check at the recipe's test split size (the loader, from a
     module `trust` allow-lists, is run for the first seed), or no checks and the reason."""
-    from gates.power import check_recipe, sample_sizes
-    from recipes.models import allowed_modules
-    from recipes.trust import DEFAULT_MODULES
-    from registry.executor import load_splits
+    from compressgate.gates.power import check_recipe, sample_sizes
+    from compressgate.recipes.models import allowed_modules
+    from compressgate.recipes.trust import DEFAULT_MODULES
+    from compressgate.registry.run.engine import load_splits
 
     loaded = loaded or load_recipe(path, trust=trust)
     recipe = loaded.recipe
@@ -946,8 +959,8 @@ def submit(
     catalog: str | None = None,
 ) -> SubmitResult:
     """Verify the signature and trust, run the recipe, judge its gates: the run's review."""
-    from recipes.signing import verify_recipe as verify
-    from registry.review import status
+    from compressgate.recipes.signing import verify_recipe as verify
+    from compressgate.registry.governance.review import status
 
     trust_file = _trust_for(path, trust_path)
     trust = load_trust(trust_file)
@@ -975,7 +988,7 @@ def review_status(
     limit: int = 10,
 ) -> list[Any]:
     """The review status of a run (or of the newest `limit` runs), sign-offs checked now."""
-    from registry.review import load_trust_for, status
+    from compressgate.registry.governance.review import load_trust_for, status
 
     with open_catalog(workspace, catalog) as records:
         ids = [run_id] if run_id else [r.run_id for r in records.runs(limit=limit)]
@@ -1004,10 +1017,10 @@ def sign_off(
 ) -> SignoffResult:
     """Sign with the owner's key (or take a signed envelope) and record an approval or
     waiver of one gate of one run."""
-    from registry.dsse import Envelope
-    from registry.files import write_atomic
-    from registry.review import load_trust_for, status
-    from registry.review import sign_off as record
+    from compressgate.registry.governance.review import load_trust_for, status
+    from compressgate.registry.governance.review import sign_off as record
+    from compressgate.registry.kernel.dsse import Envelope
+    from compressgate.registry.kernel.files import write_atomic
 
     if (key_path is None) == (envelope_path is None):
         raise ManifestError("give exactly one of --key KEY and --envelope FILE")
@@ -1130,11 +1143,12 @@ def ci_check(
     progress: bool = False,
 ) -> list[Any]:
     """Check each recipe (given, or changed against `base`): signature, run (or reuse a run of
-    the same recipe digest in the same environment), gates; one `gates.ci.CiResult` each."""
-    from gates.ci import CiResult
-    from recipes.signing import verify_recipe as verify
-    from registry.executor import environment_sha256
-    from registry.review import status
+    the same recipe digest in the same environment), gates; one `compressgate.gates.ci.CiResult`
+    each."""
+    from compressgate.gates.ci import CiResult
+    from compressgate.recipes.signing import verify_recipe as verify
+    from compressgate.registry.governance.review import status
+    from compressgate.registry.run.engine import environment_sha256
 
     recipes: list[Path] = []
     for path in paths:
@@ -1207,8 +1221,8 @@ def _is_recipe(path: Path) -> bool:
 
 def open_catalog_for_writing(workspace: Path | None = None, catalog: str | None = None) -> Catalog:
     """The catalog, created (or migrated) if needed."""
-    from registry.catalog import Catalog as Opened
-    from registry.catalog import catalog_url
+    from compressgate.registry.catalog.repository import Catalog as Opened
+    from compressgate.registry.catalog.repository import catalog_url
 
     return Opened(catalog_url(workspace_dir(workspace), catalog))
 
@@ -1226,13 +1240,14 @@ def report_data(
     workspace: Path | None = None,
     catalog: str | None = None,
 ) -> Any:
-    """Everything a report of `run_id` shows, read from the catalog (`reports.model.ReportData`);
+    """Everything a report of `run_id` shows, read from the catalog
+    (`compressgate.reports.model.ReportData`);
     the recorded recipe's signature is checked now against the trust file."""
-    from recipes.load import parse_recipe
-    from recipes.signing import check_signature
-    from registry.audit import read_checkpoint
-    from registry.review import status, trust_path_for
-    from reports.model import Chain, Point, RecipeIdentity, ReportData, SignerInfo
+    from compressgate.recipes.load import parse_recipe
+    from compressgate.recipes.signing import check_signature
+    from compressgate.registry.catalog.audit import read_checkpoint
+    from compressgate.registry.governance.review import status, trust_path_for
+    from compressgate.reports.model import Chain, Point, RecipeIdentity, ReportData, SignerInfo
 
     with open_catalog(workspace, catalog) as records:
         run = records.run(run_id)
@@ -1348,7 +1363,7 @@ def _since_previous(records: Catalog, run: Any, content: str, status: Any, trust
     """The changes since the newest earlier approved run of the same recipe name."""
     import difflib
 
-    from reports.model import Change, SincePrevious
+    from compressgate.reports.model import Change, SincePrevious
 
     for listed in records.runs(recipe=run.recipe.name, limit=HISTORY_RUNS + 1):
         if listed.run_id >= run.run_id:
@@ -1403,7 +1418,7 @@ def report(
     catalog: str | None = None,
 ) -> bytes:
     """The report of `run_id` in `fmt` (html, md, json, card)."""
-    from reports.render import FORMATS, render
+    from compressgate.reports.render import FORMATS, render
 
     if fmt not in FORMATS:
         raise ManifestError(f"--format {fmt!r}: one of {', '.join(FORMATS)}")
@@ -1430,10 +1445,10 @@ def write_report(
     import contextlib
     from importlib.metadata import PackageNotFoundError, version
 
-    from registry.catalog import default_actor, now
-    from registry.digests import sha256_bytes
-    from registry.files import write_atomic
-    from reports.render import FORMATS, render
+    from compressgate.registry.catalog.repository import default_actor, now
+    from compressgate.registry.kernel.digests import sha256_bytes
+    from compressgate.registry.kernel.files import write_atomic
+    from compressgate.reports.render import FORMATS, render
 
     if fmt not in FORMATS:
         raise ManifestError(f"--format {fmt!r}: one of {', '.join(FORMATS)}")

@@ -1,17 +1,18 @@
-"""The report's plots from its data: adapters from recorded results to `reports.plots`."""
+"""The report's plots from its data: adapters from recorded results to
+`compressgate.reports.plots`."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
 
-from reports.model import Point
+from compressgate.reports.model import Point
 
 
 def accuracy_vs(points: Sequence[Point], axis: str) -> str:
     """Accuracy (with its interval) against size or latency, this run's variants and the
     recipe's earlier runs, with the Pareto frontier marked."""
-    from reports import plots
+    from compressgate.reports import plots
 
     chosen = [p for p in points if (p.size_bytes if axis == "size" else p.latency_ms) is not None]
     xs = [float(p.size_bytes if axis == "size" else p.latency_ms) for p in chosen]  # type: ignore[arg-type]
@@ -36,7 +37,7 @@ def accuracy_vs(points: Sequence[Point], axis: str) -> str:
 
 
 def reliability_of(calibration: dict[str, Any]) -> str:
-    from reports import plots
+    from compressgate.reports import plots
 
     baseline = calibration.get("baseline_reliability")
     final = calibration.get("reliability")
@@ -46,7 +47,7 @@ def reliability_of(calibration: dict[str, Any]) -> str:
 
 
 def group_changes(fairness: dict[str, Any]) -> str:
-    from reports import plots
+    from compressgate.reports import plots
 
     rows = [
         (f"group {g['name']}", -g["drop"]["estimate"], -g["drop"]["ci_high"], -g["drop"]["ci_low"])
@@ -57,7 +58,7 @@ def group_changes(fairness: dict[str, Any]) -> str:
 
 
 def class_changes(classes: dict[str, Any]) -> str:
-    from reports import plots
+    from compressgate.reports import plots
 
     rows = [
         (f"class {c['name']}", -c["drop"]["estimate"], -c["drop"]["ci_high"], -c["drop"]["ci_low"])
@@ -68,6 +69,6 @@ def class_changes(classes: dict[str, Any]) -> str:
 
 
 def latency_of(latency: dict[str, Any]) -> str:
-    from reports import plots
+    from compressgate.reports import plots
 
     return plots.latency(latency.get("batches", []))

@@ -1,8 +1,9 @@
 """What a report shows, as plain data: built by `registry` from catalog records, rendered here.
 
-`reports` never opens the catalog: `registry.api.report` reads the run, its review, the recipe
+`reports` never opens the catalog: `compressgate.registry.api.report` reads the run, its review,
+the recipe
 as recorded, earlier runs of the recipe and the chain head, checks the recipe's signature, and
-hands a `ReportData` to `reports.render`.
+hands a `ReportData` to `compressgate.reports.render`.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from gates.review import ReviewStatus
+from compressgate.gates.review import ReviewStatus
 
 
 class Frozen(BaseModel):

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from evaluators.results import LatencyBatch, ReliabilityBin
+from compressgate.evaluators.results import LatencyBatch, ReliabilityBin
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

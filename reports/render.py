@@ -12,7 +12,7 @@ from collections.abc import Callable
 from functools import cache
 from typing import TYPE_CHECKING, Any, Literal
 
-from reports.model import ReportData
+from compressgate.reports.model import ReportData
 
 if TYPE_CHECKING:
     import jinja2
@@ -153,7 +153,7 @@ def _parity_row(stage: dict[str, Any]) -> dict[str, Any] | None:
 
 def _plots(data: ReportData) -> dict[str, str]:
     """Inline SVG plots, by name (a plot without data is left out)."""
-    from reports import figures as plots
+    from compressgate.reports import figures as plots
 
     out: dict[str, str] = {}
     points = data.history

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from recipes.trust import add_owner_key
-from registry.api import init_example
-from registry.cli import cli as cli_group
-from registry.keys import generate_keypair
+from compressgate.recipes.trust import add_owner_key
+from compressgate.registry.api import init_example
+from compressgate.registry.cli import cli as cli_group
+from compressgate.registry.kernel.keys import generate_keypair
 
 GATE_OWNERS = ("ml-lead", "responsible-ai", "serving")
 
@@ -107,3 +107,18 @@ def catalog_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]
         return
     with fresh_schema(f"cg_test_{secrets.token_hex(6)}") as url:
         yield url
+
+
+# The repository's root is on sys.path while the tests run, so `import registry` would quietly
+# load a second copy of a package beside `compressgate.registry` (two plug-in registries, two
+# exception trees). Everything must go through the installed namespace.
+_BARE = ("registry", "recipes", "gates", "evaluators", "reports")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    import sys
+
+    stray = sorted(name for name in sys.modules if name.split(".")[0] in _BARE)
+    if stray:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        print(f"\nimported outside the compressgate namespace: {', '.join(stray[:10])}")

@@ -9,7 +9,8 @@ Manifests are made by hypothesis: each takes the valid TINY recipe and applies o
 reference to nothing, a duplicate, broken YAML syntax, bytes that are not UTF-8, a control
 character, a document too deep or expanded by aliases, a long integer, a YAML tag), so exactly
 one problem line is expected, and the line must name the field or the fault. They are checked
-in-process (click's CliRunner on `registry.cli:cli`) through `recipe validate`, a sample also
+in-process (click's CliRunner on `compressgate.registry.cli:cli`) through `recipe validate`, a
+sample also
 through `run` after signing the malformed bytes as they are (a correctly signed malformed
 manifest must still exit 2 with no catalog row and no artifact), and a sample through the
 installed console script in a subprocess.
@@ -94,7 +95,7 @@ def dump(data: Any) -> str:
         text = yaml.dump(data, Dumper=fast, sort_keys=False, allow_unicode=True)
         if _same(yaml.load(text, Loader=_FAST), data):
             return text
-    from recipes.yamldoc import dump_yaml
+    from compressgate.recipes.yamldoc import dump_yaml
 
     return dump_yaml(data)
 
@@ -110,7 +111,7 @@ def base_text() -> str:
 
 def shown(path: Path_) -> str:
     """`('stages', 0, 'sparsity')` -> `stages[0].sparsity`, as messages print it."""
-    from recipes.yamldoc import format_path
+    from compressgate.recipes.yamldoc import format_path
 
     return format_path(path)
 
@@ -350,7 +351,7 @@ ENUMS: list[tuple[Path_, tuple[str, ...]]] = [
 
 
 def _evaluator_kinds() -> tuple[str, ...]:
-    from recipes.evaluation import EVALUATOR_KINDS
+    from compressgate.recipes.evaluation import EVALUATOR_KINDS
 
     return tuple(EVALUATOR_KINDS)
 
@@ -402,7 +403,7 @@ def bad_references(draw: st.DrawFn) -> Case:
         path, says = ("metadata", "owners", 0), f"owner '{name}' is not in the trust file"
         run_code = 3  # the author's signature is not by one of the recipe's owners
     elif kind in ("factory", "loader"):
-        module = "recipes.examples.no_" + name.replace("-", "_")
+        module = "compressgate.recipes.examples.no_" + name.replace("-", "_")
         name = f"{module}:build"
         path = ("model", "factory") if kind == "factory" else ("data", "loader")
         says = f"module '{module}'"
@@ -715,7 +716,10 @@ def hand_written() -> list[Case]:
         ),
         _hand(
             "python/name tag",
-            _sub("factory: recipes.examples.digits:build_cnn", "factory: !!python/name:os.system"),
+            _sub(
+                "factory: compressgate.recipes.examples.digits:build_cnn",
+                "factory: !!python/name:os.system",
+            ),
             "invalid YAML",
         ),
         _hand(
@@ -767,7 +771,7 @@ def hand_written() -> list[Case]:
         _hand("owner of 65 letters", _sub("- ml-platform", "- " + "a" * 65), "metadata.owners[0]"),
         _hand(
             "import of a keyword module",
-            _sub("loader: recipes.examples.digits:load", "loader: recipes.class:load"),
+            _sub("loader: compressgate.recipes.examples.digits:load", "loader: recipes.class:load"),
             "data.loader",
         ),
         _hand("two documents, the second empty", text + "---\n", "one YAML document"),
@@ -795,7 +799,7 @@ class Setup:
 
 
 def make_setup(folder: Path) -> Setup:
-    from registry.catalog import Catalog, catalog_url
+    from compressgate.registry.catalog.repository import Catalog, catalog_url
 
     bench = make_bench(folder)
     recipe = bench.recipe("tiny")
@@ -943,7 +947,7 @@ def check(
 def write_manifest(setup: Setup, case: Case, *, signed: bool) -> Path:
     """Write the case's bytes as ROOT/bad.yaml; with `signed`, sign those bytes as they are
     (as a careless author's tool might, with no validation) with the author's key."""
-    from recipes.signing import envelope_path
+    from compressgate.recipes.signing import envelope_path
 
     setup.bad.write_bytes(case.data)
     envelope = envelope_path(setup.bad)
@@ -1202,10 +1206,10 @@ def envelope_cases(setup: Setup) -> list[Case]:
     """Broken envelopes of the valid signed recipe (each exit 3: an integrity failure)."""
     import base64
 
-    from recipes.signing import RECIPE_PREDICATE_TYPE, envelope_path
-    from registry import dsse
-    from registry.digests import sha256_bytes
-    from registry.keys import load_private_key
+    from compressgate.recipes.signing import RECIPE_PREDICATE_TYPE, envelope_path
+    from compressgate.registry.kernel import dsse
+    from compressgate.registry.kernel.digests import sha256_bytes
+    from compressgate.registry.kernel.keys import load_private_key
 
     raw = envelope_path(setup.recipe).read_bytes()
     body = json.loads(raw)
@@ -1299,7 +1303,7 @@ def envelope_cases(setup: Setup) -> list[Case]:
 
 
 def check_envelope(setup: Setup, case: Case, command: str) -> Checked:
-    from recipes.signing import envelope_path
+    from compressgate.recipes.signing import envelope_path
 
     target = envelope_path(setup.recipe)
     good = target.read_bytes()
@@ -1318,7 +1322,7 @@ def check_envelope_directory(setup: Setup, command: str) -> Checked:
     """The envelope's path is a directory (exit 3 for verify and run; 2 for sign)."""
     import shutil
 
-    from recipes.signing import envelope_path
+    from compressgate.recipes.signing import envelope_path
 
     target = envelope_path(setup.recipe)
     good = target.read_bytes()

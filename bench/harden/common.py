@@ -13,10 +13,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from recipes.signing import sign_recipe
-from recipes.trust import add_owner_key
-from registry.api import init_example
-from registry.keys import generate_keypair, load_private_key
+from compressgate.recipes.signing import sign_recipe
+from compressgate.recipes.trust import add_owner_key
+from compressgate.registry.api import init_example
+from compressgate.registry.kernel.keys import generate_keypair, load_private_key
 
 EXE = str(Path(sys.executable).parent / "compressgate")
 
@@ -28,11 +28,11 @@ kind: Recipe
 metadata: {name: NAME, version: 1, owners: [ml-platform]}
 environment: {lock: requirements.lock, strict: true}
 model:
-  factory: recipes.examples.digits:build_cnn
+  factory: compressgate.recipes.examples.digits:build_cnn
   args: {channels: [4, 8], hidden: 16}
   train: {epochs: 1, lr: 0.003}
 data:
-  loader: recipes.examples.digits:load
+  loader: compressgate.recipes.examples.digits:load
 seeds: [SEED]
 stages:
   - {name: prune, kind: prune, method: structured, scope: layer, sparsity: 0.25, rounds: 1,
@@ -132,7 +132,7 @@ def invoke(*args: str | Path, env: dict[str, str | None] | None = None) -> Outco
     CLI counts as a traceback, as the console script would print one (exit 1)."""
     from click.testing import CliRunner
 
-    from registry.cli import cli
+    from compressgate.registry.cli import cli
 
     argv = tuple(str(a) for a in args)
     isolated: dict[str, str | None] = {
@@ -161,9 +161,9 @@ def traceback_of(outcome: Outcome) -> str:
 def sign_bytes(bench: Bench, path: Path, name: str) -> None:
     """Sign a manifest's bytes as they are, without validating them first (as a holder of an
     author key could), so that what is refused is the content, not a missing signature."""
-    from recipes.signing import RECIPE_PREDICATE_TYPE, envelope_path
-    from registry import dsse
-    from registry.digests import sha256_bytes
+    from compressgate.recipes.signing import RECIPE_PREDICATE_TYPE, envelope_path
+    from compressgate.registry.kernel import dsse
+    from compressgate.registry.kernel.digests import sha256_bytes
 
     data = path.read_bytes()
     payload = dsse.statement(

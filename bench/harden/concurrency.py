@@ -15,7 +15,8 @@ in four `rollback`. A process may move the alias, find it already there, lose th
 The alias's history must hold exactly the moves the processes reported, each linked to the one
 before it in chain order, and the alias must point to the last of them.
 
-The processes run the CLI's own entry point (`registry.cli.main`, what the `compressgate`
+The processes run the CLI's own entry point (`compressgate.registry.cli.main`, what the
+`compressgate`
 console script calls) in fresh interpreters; only the wait for the "go" file is added.
 """
 
@@ -42,15 +43,17 @@ ROUNDS = 3  # rounds of concurrent alias moves
 LAUNCH = """\
 import sys, time
 from pathlib import Path
-import registry.api, registry.aliases, registry.cli
+import compressgate.registry.api
+import compressgate.registry.governance.aliases
+import compressgate.registry.cli
 if sys.argv[3] == "submit":
-    import registry.executor
+    import compressgate.registry.run.engine
 ready, go = Path(sys.argv[1]), Path(sys.argv[2])
 ready.touch()
 while not go.exists():
     time.sleep(0.005)
 sys.argv = ["compressgate", *sys.argv[3:]]
-from registry.cli import main
+from compressgate.registry.cli import main
 main()
 """
 
@@ -291,7 +294,7 @@ def _check_submits(
 
 def _check_runs(result: Result, url: str, run_ids: list[str]) -> None:
     """Every reported run is listed once, succeeded, with every stage done; nothing else is."""
-    from registry.catalog import Catalog
+    from compressgate.registry.catalog.repository import Catalog
 
     result.runs_tried = result.submitters
     with Catalog(url, create=False) as catalog:

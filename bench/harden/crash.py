@@ -53,9 +53,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
 
-from registry.catalog import Catalog, catalog_url
-from registry.digests import sha256_file
-from registry.store import Artifact, ArtifactStore
+from compressgate.registry.catalog.repository import Catalog, catalog_url
+from compressgate.registry.catalog.store import Artifact, ArtifactStore
+from compressgate.registry.kernel.digests import sha256_file
 
 from .common import EXE, Bench, Figure, Options, make_bench, postgres_schema
 
@@ -93,15 +93,15 @@ PRELOAD = [
     "rich.console",
     "rich.progress",
     "rich.table",
-    "registry.cli",
-    "registry.api",
-    "registry.executor",
-    "registry.audit",
-    "recipes.stages.prune",
-    "recipes.stages.quantize",
-    "recipes.stages.export",
-    "recipes.stages.distill",
-    "recipes.examples.digits",
+    "compressgate.registry.cli",
+    "compressgate.registry.api",
+    "compressgate.registry.run.engine",
+    "compressgate.registry.catalog.audit",
+    "compressgate.recipes.stages.prune",
+    "compressgate.recipes.stages.quantize",
+    "compressgate.recipes.stages.export",
+    "compressgate.recipes.stages.distill",
+    "compressgate.recipes.examples.digits",
 ]
 _BENCH = Path(__file__).resolve().parent.parent
 _HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -131,7 +131,7 @@ def _child(
     counts: Counter[str] = Counter()
     if pause is not None:
         _hook_writes(pause, Path(marker), counts, Path(argv[argv.index("--workspace") + 1]))
-    from registry.cli import main
+    from compressgate.registry.cli import main
 
     try:
         main()
@@ -143,7 +143,7 @@ def _child(
 def _hook_writes(pause: tuple[str, int], marker: Path, counts: Counter[str], ws: Path) -> None:
     """Patch (in the child only) the three kinds of durable write to count them, or to stop
     for good half-way through the n-th write of `pause`'s kind."""
-    from registry.catalog import Catalog as ChildCatalog
+    from compressgate.registry.catalog.repository import Catalog as ChildCatalog
 
     kind, nth = pause
 

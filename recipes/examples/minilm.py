@@ -8,8 +8,8 @@ token ids in channel 0, the attention mask in channel 1. `Embedder` unpacks it, 
 encoder, mean-pools over the mask and L2-normalises, exactly as the sentence-transformers
 pipeline of the packaged model does (`parity` measures it).
 
-    model.factory: recipes.examples.minilm:build_minilm
-    data.loader:   recipes.examples.minilm:load
+    model.factory: compressgate.recipes.examples.minilm:build_minilm
+    data.loader:   compressgate.recipes.examples.minilm:load
 
 Embedding models have no labels: the splits' `y` are zeros and there is one class,
 "embedding"; an embedding evaluator compares a candidate's vectors with the baseline's.
@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from recipes.data import Split, Splits
+from compressgate.recipes.data import Split, Splits
 
 # Before any Hugging Face import: a missing file must fail, not trigger a download.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -130,7 +130,7 @@ def corpus(limit: int = 1000, min_chars: int = 40, max_chars: int = 200) -> Corp
         )
     sentences = pool[:limit]
     # Sentences are printable, so json.dumps escapes only backslash and double quote: the same
-    # bytes as the canonical JSON of registry.digests.
+    # bytes as the canonical JSON of compressgate.registry.kernel.digests.
     encoded = json.dumps(list(sentences), ensure_ascii=False, separators=(",", ":"))
     source = (
         f"sentences of {min_chars}-{max_chars} characters from docstrings of the standard library "

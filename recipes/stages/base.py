@@ -15,14 +15,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
-from recipes import training
-from recipes.data import Splits
-from recipes.manifest import STAGE_KINDS, StageBase
-from recipes.models import TorchModel, Variant
-from recipes.training import Ticker
-from registry.digests import canonical_json, sha256_bytes
-from registry.errors import StageError
-from registry.plugins import Registry
+from compressgate.recipes import training
+from compressgate.recipes.data import Splits
+from compressgate.recipes.manifest import STAGE_KINDS, StageBase
+from compressgate.recipes.models import TorchModel, Variant
+from compressgate.recipes.training import Ticker
+from compressgate.registry.kernel.digests import canonical_json, sha256_bytes
+from compressgate.registry.kernel.errors import StageError
+from compressgate.registry.kernel.plugins import Registry
 
 S = TypeVar("S", bound=StageBase)
 
@@ -119,7 +119,7 @@ class Stage(Generic[S]):
 
 STAGES: Registry[type[Stage[Any]]] = Registry("stage")
 
-_MODULES = {kind: f"recipes.stages.{kind}" for kind in STAGE_KINDS}
+_MODULES = {kind: f"compressgate.recipes.stages.{kind}" for kind in STAGE_KINDS}
 
 
 def load_stages() -> Registry[type[Stage[Any]]]:

@@ -18,10 +18,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recipes import models, training
-from recipes.manifest import DistillSpec
-from recipes.models import TorchModel, Variant
-from recipes.stages.base import STAGES, Stage, StageContext
+from compressgate.recipes import models, training
+from compressgate.recipes.manifest import DistillSpec
+from compressgate.recipes.models import TorchModel, Variant
+from compressgate.recipes.stages.base import STAGES, Stage, StageContext
 
 
 @STAGES.register("distill")

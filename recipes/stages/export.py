@@ -13,10 +13,10 @@ import numpy as np
 import onnx
 import torch
 
-from recipes import onnxio, training
-from recipes.manifest import ExportSpec
-from recipes.models import TorchModel, Variant
-from recipes.stages.base import STAGES, Stage, StageContext
+from compressgate.recipes import onnxio, training
+from compressgate.recipes.manifest import ExportSpec
+from compressgate.recipes.models import TorchModel, Variant
+from compressgate.recipes.stages.base import STAGES, Stage, StageContext
 
 
 @STAGES.register("export")

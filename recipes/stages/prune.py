@@ -19,10 +19,10 @@ import torch
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
-from recipes import models
-from recipes.manifest import PruneSpec
-from recipes.models import TorchModel, Variant
-from recipes.stages.base import STAGES, Stage, StageContext
+from compressgate.recipes import models
+from compressgate.recipes.manifest import PruneSpec
+from compressgate.recipes.models import TorchModel, Variant
+from compressgate.recipes.stages.base import STAGES, Stage, StageContext
 
 _PRUNABLE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 

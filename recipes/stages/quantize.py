@@ -26,10 +26,10 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from recipes import models, onnxio
-from recipes.manifest import QuantizeSpec
-from recipes.models import ONNX_FILE, OnnxModel, TorchModel, Variant
-from recipes.stages.base import STAGES, Stage, StageContext
+from compressgate.recipes import models, onnxio
+from compressgate.recipes.manifest import QuantizeSpec
+from compressgate.recipes.models import ONNX_FILE, OnnxModel, TorchModel, Variant
+from compressgate.recipes.stages.base import STAGES, Stage, StageContext
 
 _OPSET = 18
 

@@ -15,8 +15,8 @@ import pytest
 import yaml
 from junitparser import Error, Failure, JUnitXml
 
-from recipes.signing import sign_recipe
-from registry.keys import load_private_key
+from compressgate.recipes.signing import sign_recipe
+from compressgate.registry.kernel.keys import load_private_key
 from tests.conftest import Invoke, Workspace
 from tests.registry.test_executor import write_recipe
 

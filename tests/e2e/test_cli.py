@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 import pytest
 
-from registry.cli import cli as cli_group
+from compressgate.registry.cli import cli as cli_group
 from tests.conftest import Invoke, Workspace
 
 EXE = Path(sys.executable).parent / "compressgate"
@@ -22,7 +22,7 @@ def run(*args: str | Path) -> subprocess.CompletedProcess[str]:
 
 def test_start_up_imports_neither_torch_nor_pydantic() -> None:
     code = (
-        "import sys, registry.cli; "
+        "import sys, compressgate.registry.cli; "
         "print(sorted(m for m in ('torch', 'pydantic', 'yaml', 'numpy') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

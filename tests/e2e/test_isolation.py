@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from recipes.signing import sign_recipe
-from registry import envs
-from registry.environment import read_lock
-from registry.keys import load_private_key
+from compressgate.recipes.signing import sign_recipe
+from compressgate.registry.kernel.keys import load_private_key
+from compressgate.registry.run import envs
+from compressgate.registry.run.environment import read_lock
 from tests.conftest import Invoke, Workspace
 from tests.registry.test_envs import untouched
 

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from recipes.signing import sign_recipe
-from recipes.trust import add_owner_key
-from registry.api import init_example
-from registry.keys import generate_keypair, load_private_key
+from compressgate.recipes.signing import sign_recipe
+from compressgate.recipes.trust import add_owner_key
+from compressgate.registry.api import init_example
+from compressgate.registry.kernel.keys import generate_keypair, load_private_key
 
 # The example at a smaller scale: 300 test sentences, batch 1 timed briefly.
 SMALLER = {

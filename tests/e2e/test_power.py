@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import json
 
-from recipes.signing import sign_recipe
-from registry.keys import load_private_key
+from compressgate.recipes.signing import sign_recipe
+from compressgate.registry.kernel.keys import load_private_key
 from tests.conftest import Invoke, Workspace
 from tests.registry.test_executor import write_recipe
 

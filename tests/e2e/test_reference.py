@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from recipes.signing import sign_recipe
-from registry.keys import load_private_key
+from compressgate.recipes.signing import sign_recipe
+from compressgate.registry.kernel.keys import load_private_key
 from tests.conftest import Invoke, Workspace
 
 

@@ -19,10 +19,10 @@ from typing import Any
 import pytest
 from scipy.stats import binomtest
 
-from recipes.signing import sign_recipe
-from recipes.trust import add_owner_key
-from registry.api import init_example
-from registry.keys import generate_keypair, load_private_key
+from compressgate.recipes.signing import sign_recipe
+from compressgate.recipes.trust import add_owner_key
+from compressgate.registry.api import init_example
+from compressgate.registry.kernel.keys import generate_keypair, load_private_key
 from tests.conftest import GATE_OWNERS, CliResult, Invoke, Workspace
 from tests.registry.test_executor import DEFAULTS, QUICK
 

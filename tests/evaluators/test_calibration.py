@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, brier_score_loss, log_loss
 
-from evaluators import brier, classwise_ece, ece, mce, nll, rmsce
-from evaluators.calibration import bin_index, reliability
+from compressgate.evaluators import brier, classwise_ece, ece, mce, nll, rmsce
+from compressgate.evaluators.calibration import bin_index, reliability
 
 
 def reference_top_label_bins(

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from scipy.spatial import distance
 
-from evaluators.embedding import (
+from compressgate.evaluators.embedding import (
     cosine_summary,
     cosines,
     lower_quantile,
@@ -20,8 +20,8 @@ from evaluators.embedding import (
     neighbour_overlap,
     topk_agreement,
 )
-from evaluators.results import Estimate
-from evaluators.stats import Bootstrap
+from compressgate.evaluators.results import Estimate
+from compressgate.evaluators.stats import Bootstrap
 
 
 def embeddings(
@@ -120,7 +120,7 @@ def test_nearest_neighbours_match_brute_force(seed: int, k: int) -> None:
 
 
 def test_nearest_neighbours_search_in_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
-    from evaluators import embedding
+    from compressgate.evaluators import embedding
 
     _, baseline = embeddings(3, n=50)
     whole = nearest_neighbours(baseline, 4)

@@ -11,14 +11,14 @@ import torch
 from fairlearn.metrics import equalized_odds_difference as fl_equalized_odds
 from scipy import stats
 
-from evaluators import calibration as cal
-from evaluators import fairness as fair
-from evaluators.base import EvalContext, Subject, evaluate_stage, flatten
-from evaluators.paired import tango_interval
-from evaluators.stats import holm, percentile_interval
-from recipes import evaluation as ev
-from recipes.data import Split, Splits
-from registry.errors import StageError
+from compressgate.evaluators import calibration as cal
+from compressgate.evaluators import fairness as fair
+from compressgate.evaluators.base import EvalContext, Subject, evaluate_stage, flatten
+from compressgate.evaluators.paired import tango_interval
+from compressgate.evaluators.stats import holm, percentile_interval
+from compressgate.recipes import evaluation as ev
+from compressgate.recipes.data import Split, Splits
+from compressgate.registry.kernel.errors import StageError
 
 N = 600
 

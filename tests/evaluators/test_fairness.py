@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score
 
-from evaluators import (
+from compressgate.evaluators import (
     demographic_parity_difference,
     equal_opportunity_difference,
     equalized_odds_difference,

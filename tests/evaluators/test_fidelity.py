@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from scipy import special, stats
 
-from evaluators import agreement, flip_rates, kl_divergence
+from compressgate.evaluators import agreement, flip_rates, kl_divergence
 
 
 def random_probs(rng: np.random.Generator, n: int, k: int) -> np.ndarray:

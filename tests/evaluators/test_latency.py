@@ -23,9 +23,9 @@ import pytest
 import torch
 from torch import nn
 
-from evaluators import stats
-from evaluators.base import EvalContext, Subject
-from evaluators.latency import (
+from compressgate.evaluators import stats
+from compressgate.evaluators.base import EvalContext, Subject
+from compressgate.evaluators.latency import (
     QUANTILES,
     Latency,
     pinned,
@@ -34,14 +34,14 @@ from evaluators.latency import (
     throughput,
     time_calls,
 )
-from recipes import onnxio
-from recipes.data import Split, Splits
-from recipes.evaluation import LatencySpec
-from recipes.examples import digits
-from recipes.models import OnnxModel, TorchModel
-from registry.errors import StageError
+from compressgate.recipes import onnxio
+from compressgate.recipes.data import Split, Splits
+from compressgate.recipes.evaluation import LatencySpec
+from compressgate.recipes.examples import digits
+from compressgate.recipes.models import OnnxModel, TorchModel
+from compressgate.registry.kernel.errors import StageError
 
-FACTORY = "recipes.examples.digits:build_cnn"
+FACTORY = "compressgate.recipes.examples.digits:build_cnn"
 ARGS = {"channels": (4, 8), "hidden": 16}
 
 

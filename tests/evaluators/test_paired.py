@@ -22,8 +22,8 @@ import numpy as np
 import pytest
 from scipy import optimize, special, stats
 
-from evaluators import mcnemar, non_inferiority, paired_difference_ci
-from evaluators.paired import (
+from compressgate.evaluators import mcnemar, non_inferiority, paired_difference_ci
+from compressgate.evaluators.paired import (
     mcnemar_counts,
     non_inferiority_counts,
     tango_interval,

@@ -21,19 +21,19 @@ import pytest
 import torch
 from torch import nn
 
-from evaluators.base import EvalContext, Subject
-from evaluators.calibration import ece
-from evaluators.paired import tango_interval
-from evaluators.results import RobustnessResult
-from evaluators.robustness import Robustness, shift_inputs
-from recipes import training
-from recipes.data import Split, Splits
-from recipes.evaluation import RobustnessSpec, ShiftSpec
-from recipes.examples import digits
-from recipes.models import TorchModel
-from registry.errors import StageError
+from compressgate.evaluators.base import EvalContext, Subject
+from compressgate.evaluators.calibration import ece
+from compressgate.evaluators.paired import tango_interval
+from compressgate.evaluators.results import RobustnessResult
+from compressgate.evaluators.robustness import Robustness, shift_inputs
+from compressgate.recipes import training
+from compressgate.recipes.data import Split, Splits
+from compressgate.recipes.evaluation import RobustnessSpec, ShiftSpec
+from compressgate.recipes.examples import digits
+from compressgate.recipes.models import TorchModel
+from compressgate.registry.kernel.errors import StageError
 
-FACTORY = "recipes.examples.digits:build_cnn"
+FACTORY = "compressgate.recipes.examples.digits:build_cnn"
 ARGS = {"channels": (4, 8), "hidden": 16}
 SPEC = RobustnessSpec(
     shifts=(

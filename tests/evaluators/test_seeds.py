@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from evaluators.results import Estimate
-from evaluators.seeds import aggregate, compression_identified, exemplars, modal_labels
+from compressgate.evaluators.results import Estimate
+from compressgate.evaluators.seeds import aggregate, compression_identified, exemplars, modal_labels
 
 
 def est(value: float, half: float = 0.01, hib: bool | None = True, unit: str = "") -> Estimate:

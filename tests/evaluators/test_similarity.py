@@ -1,5 +1,6 @@
 """The embedding evaluators as the executor runs them (`cosine`, `retrieval`): their points are
-`evaluators.embedding`'s on the subjects' embeddings, they skip the baseline itself, and they
+`compressgate.evaluators.embedding`'s on the subjects' embeddings, they skip the baseline itself,
+and they
 refuse outputs that are not one vector per sample."""
 
 from __future__ import annotations
@@ -8,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from evaluators import embedding
-from evaluators.base import EvalContext, Subject, evaluate_stage, flatten
-from recipes import evaluation as ev
-from recipes.data import Split, Splits
-from registry.errors import StageError
+from compressgate.evaluators import embedding
+from compressgate.evaluators.base import EvalContext, Subject, evaluate_stage, flatten
+from compressgate.recipes import evaluation as ev
+from compressgate.recipes.data import Split, Splits
+from compressgate.registry.kernel.errors import StageError
 
 N, DIM = 300, 16
 

@@ -4,7 +4,8 @@
   when measured twice (each measurement is a fresh subprocess, so there are few of them).
 - The `Size` evaluator: bytes and ratio exact (the ratio divides by the reference's float32
   ONNX export, or its artifact when it has none), parameters / non-zero parameters / MACs equal
-  `recipes.models`' counts of `counts_from` (and say when they are an ancestor's), memory only
+  `compressgate.recipes.models`' counts of `counts_from` (and say when they are an ancestor's),
+  memory only
   for subjects with an ONNX form (a note otherwise), none at all with `memory: false`, each
   subject measured once and kept, and the metric names its spec declares.
 """
@@ -16,16 +17,16 @@ import pytest
 import torch
 from torch import nn
 
-from evaluators.base import EvalContext, Subject
-from evaluators.results import SizeResult
-from evaluators.size import Size, memory_of, peak_session_memory
-from recipes import models, onnxio
-from recipes.data import Split, Splits
-from recipes.evaluation import SizeSpec
-from recipes.examples import digits
-from recipes.models import OnnxModel, TorchModel
+from compressgate.evaluators.base import EvalContext, Subject
+from compressgate.evaluators.results import SizeResult
+from compressgate.evaluators.size import Size, memory_of, peak_session_memory
+from compressgate.recipes import models, onnxio
+from compressgate.recipes.data import Split, Splits
+from compressgate.recipes.evaluation import SizeSpec
+from compressgate.recipes.examples import digits
+from compressgate.recipes.models import OnnxModel, TorchModel
 
-FACTORY = "recipes.examples.digits:build_cnn"
+FACTORY = "compressgate.recipes.examples.digits:build_cnn"
 ARGS = {"channels": (4, 8), "hidden": 16}
 MEMORY_KEY = "peak-memory:32"  # the evaluator measures one batch of 32
 

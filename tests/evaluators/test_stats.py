@@ -21,8 +21,13 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from evaluators import holm, quantile_ci
-from evaluators.stats import Bootstrap, percentile_interval, t_interval, wilson_interval
+from compressgate.evaluators import holm, quantile_ci
+from compressgate.evaluators.stats import (
+    Bootstrap,
+    percentile_interval,
+    t_interval,
+    wilson_interval,
+)
 
 # --------------------------------------------------------------------------- quantile_ci
 

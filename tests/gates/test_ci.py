@@ -11,8 +11,15 @@ import pytest
 from junitparser import Error, Failure, JUnitXml, TestCase, TestSuite
 from markdown_it import MarkdownIt
 
-from gates.ci import CiResult, exit_code, junit_xml, markdown_summary
-from gates.review import GateDecision, GateReview, GateState, ReviewStatus, SeedVerdict, Signoff
+from compressgate.gates.ci import CiResult, exit_code, junit_xml, markdown_summary
+from compressgate.gates.review import (
+    GateDecision,
+    GateReview,
+    GateState,
+    ReviewStatus,
+    SeedVerdict,
+    Signoff,
+)
 
 HOSTILE = "<script>alert('x')</script> ]]> & \"quoted\" a|b\nsecond line \\ *bold* [link](x)"
 SHA = "ab" * 32

@@ -17,14 +17,27 @@ import pytest
 import yaml
 from scipy import stats
 
-from evaluators.base import extreme
-from evaluators.paired import drop_estimate, non_inferiority_counts, tango_interval
-from evaluators.results import Estimate
-from gates.power import SampleSizes, check_gate, check_recipe, pass_probability, sample_sizes
-from gates.power import tango_floor as floor_of
-from gates.verdicts import judge
-from recipes.data import Split, Splits
-from recipes.manifest import BoundGate, GateSpec, NonInferiorGate, Planning, Recipe, RelativeGate
+from compressgate.evaluators.base import extreme
+from compressgate.evaluators.paired import drop_estimate, non_inferiority_counts, tango_interval
+from compressgate.evaluators.results import Estimate
+from compressgate.gates.power import (
+    SampleSizes,
+    check_gate,
+    check_recipe,
+    pass_probability,
+    sample_sizes,
+)
+from compressgate.gates.power import tango_floor as floor_of
+from compressgate.gates.verdicts import judge
+from compressgate.recipes.data import Split, Splits
+from compressgate.recipes.manifest import (
+    BoundGate,
+    GateSpec,
+    NonInferiorGate,
+    Planning,
+    Recipe,
+    RelativeGate,
+)
 
 EXAMPLE = Path(__file__).parents[2] / "recipes" / "examples" / "digits.yaml"
 

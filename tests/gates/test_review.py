@@ -12,15 +12,27 @@ from scipy import stats
 from securesystemslib.dsse import Envelope as SSlibEnvelope
 from securesystemslib.signer import Key  # type: ignore[attr-defined]
 
-from evaluators.results import Estimate
-from gates.review import GateDecision, SeedVerdict, Signoff, decide, evidence_digest, review
-from gates.signoff import PREDICATE_TYPE, check_signoff, counting, signoff_envelope
-from gates.verdicts import judge
-from recipes.manifest import BoundGate, NonInferiorGate
-from recipes.trust import Trust, add_owner_key
-from registry import dsse
-from registry.errors import IntegrityError, Refused
-from registry.keys import PrivateKey, generate_keypair, load_private_key, public_key_json
+from compressgate.evaluators.results import Estimate
+from compressgate.gates.review import (
+    GateDecision,
+    SeedVerdict,
+    Signoff,
+    decide,
+    evidence_digest,
+    review,
+)
+from compressgate.gates.signoff import PREDICATE_TYPE, check_signoff, counting, signoff_envelope
+from compressgate.gates.verdicts import judge
+from compressgate.recipes.manifest import BoundGate, NonInferiorGate
+from compressgate.recipes.trust import Trust, add_owner_key
+from compressgate.registry.kernel import dsse
+from compressgate.registry.kernel.errors import IntegrityError, Refused
+from compressgate.registry.kernel.keys import (
+    PrivateKey,
+    generate_keypair,
+    load_private_key,
+    public_key_json,
+)
 
 RUN = "run-20261123T100000Z-aaaaaa"
 

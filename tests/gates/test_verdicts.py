@@ -7,10 +7,10 @@ import math
 import numpy as np
 import pytest
 
-from evaluators.paired import non_inferiority_counts
-from evaluators.results import Estimate, PairedResult
-from gates.verdicts import judge
-from recipes.manifest import BoundGate, NonInferiorGate, RelativeGate
+from compressgate.evaluators.paired import non_inferiority_counts
+from compressgate.evaluators.results import Estimate, PairedResult
+from compressgate.gates.verdicts import judge
+from compressgate.recipes.manifest import BoundGate, NonInferiorGate, RelativeGate
 
 
 def est(value: float, low: float, high: float, *, higher: bool | None = None) -> Estimate:

@@ -35,7 +35,7 @@ def test_an_allow_listed_module_is_imported(bench: Bench) -> None:
     check = unsafe.allow_listing_works(bench)
     assert check.held, check.detail
     trust = (bench.root / "trust-allowing-evil.yaml").read_text()
-    assert "modules:\n- recipes.examples\n- evil\n" in trust
+    assert "modules:\n- compressgate.recipes.examples\n- evil\n" in trust
 
 
 def test_the_standard_library_cannot_be_allow_listed(bench: Bench) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from recipes.examples import arrests
+from compressgate.recipes.examples import arrests
 
 
 def test_the_packaged_file_has_the_pinned_digest_and_reads_as_the_r_data_frame() -> None:

@@ -24,15 +24,15 @@ environment:
   lock: requirements.lock
   strict: true
 model:
-  factory: recipes.examples.digits:build_cnn
+  factory: compressgate.recipes.examples.digits:build_cnn
   train: {epochs: 2}
 data:
-  loader: recipes.examples.digits:load
+  loader: compressgate.recipes.examples.digits:load
 seeds: [0, 1]
 stages:
   - name: distill
     kind: distill
-    student: {factory: recipes.examples.digits:build_student}
+    student: {factory: compressgate.recipes.examples.digits:build_student}
     temperature: 4
   - name: prune
     kind: prune
@@ -285,7 +285,7 @@ CASES = [
     ),
     Case(
         "factory-without-colon",
-        sub("factory: recipes.examples.digits:build_cnn", "factory: build_cnn"),
+        sub("factory: compressgate.recipes.examples.digits:build_cnn", "factory: build_cnn"),
         12,
         "model.factory",
         "must have the form 'package.module:function'",
@@ -293,19 +293,20 @@ CASES = [
     Case(
         "factory-module-not-found",
         sub(
-            "factory: recipes.examples.digits:build_cnn",
-            "factory: recipes.examples.nosuch:build",
+            "factory: compressgate.recipes.examples.digits:build_cnn",
+            "factory: compressgate.recipes.examples.nosuch:build",
         ),
         12,
         "model.factory",
-        "module 'recipes.examples.nosuch' not found",
+        "module 'compressgate.recipes.examples.nosuch' not found",
     ),
     Case(
         "factory-module-not-allow-listed",
-        sub("factory: recipes.examples.digits:build_cnn", "factory: os:system"),
+        sub("factory: compressgate.recipes.examples.digits:build_cnn", "factory: os:system"),
         12,
         "model.factory",
-        "module 'os' is not allow-listed in the trust file (allowed: recipes.examples)",
+        "module 'os' is not allow-listed in the trust file "
+        "(allowed: compressgate.recipes.examples)",
     ),
     Case(
         "duplicate-stage-names",
@@ -344,7 +345,7 @@ CASES = [
     ),
     Case(
         "missing-section",
-        sub("data:\n  loader: recipes.examples.digits:load\n", ""),
+        sub("data:\n  loader: compressgate.recipes.examples.digits:load\n", ""),
         1,
         "data",
         "required, but missing",
@@ -373,7 +374,9 @@ CASES = [
     ),
     Case(
         "student-without-factory",
-        sub("student: {factory: recipes.examples.digits:build_student}", "student: {}"),
+        sub(
+            "student: {factory: compressgate.recipes.examples.digits:build_student}", "student: {}"
+        ),
         20,
         "stages[0].student.factory",
         "required, but missing",

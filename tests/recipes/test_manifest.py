@@ -10,12 +10,12 @@ from pathlib import Path
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-import recipes.evaluation as ev
-import recipes.manifest as m
-from recipes.load import load_recipe, parse_recipe
-from recipes.yamldoc import dump_yaml
-from registry import api
-from registry.api import recipe_schema
+import compressgate.recipes.evaluation as ev
+import compressgate.recipes.manifest as m
+from compressgate.recipes.load import load_recipe, parse_recipe
+from compressgate.recipes.yamldoc import dump_yaml
+from compressgate.registry import api
+from compressgate.registry.api import recipe_schema
 
 EXAMPLES = Path(m.__file__).parent / "examples"
 SCHEMA_FILE = Path(m.__file__).parent / "schema" / "recipe-v1.schema.json"
@@ -276,7 +276,7 @@ def test_union_kind_literals_match_the_declared_kinds() -> None:
 
 
 def test_evaluator_registry_holds_every_per_stage_kind_of_the_union() -> None:
-    from evaluators.base import load_evaluators
+    from compressgate.evaluators.base import load_evaluators
 
     per_stage = tuple(k for k in ev.EVALUATOR_KINDS if k not in ev.ACROSS_SEEDS)
     assert load_evaluators().kinds() == tuple(sorted(per_stage))
@@ -306,11 +306,11 @@ def test_schema_carries_the_name_metric_and_import_patterns() -> None:
     assert defs["Metadata"]["properties"]["name"]["pattern"] == m._NAME.pattern
     assert defs["NonInferiorGate"]["properties"]["metric"]["pattern"] == m._METRIC.pattern
     pattern = re.compile(defs["DataSpec"]["properties"]["loader"]["pattern"])
-    assert pattern.match("recipes.examples.digits:load")
-    assert not pattern.match("recipes.examples.digits")
+    assert pattern.match("compressgate.recipes.examples.digits:load")
+    assert not pattern.match("compressgate.recipes.examples.digits")
     # one public name, defined in the module: not what the module imported, not a private name
-    assert not pattern.match("recipes.examples.digits:torch.load")
-    assert not pattern.match("recipes.examples.digits:_load")
+    assert not pattern.match("compressgate.recipes.examples.digits:torch.load")
+    assert not pattern.match("compressgate.recipes.examples.digits:_load")
 
 
 def test_every_bundled_example_loads() -> None:

@@ -22,8 +22,8 @@ import numpy as np
 import pytest
 import torch
 
-from recipes.examples import minilm
-from registry.digests import canonical_json
+from compressgate.recipes.examples import minilm
+from compressgate.registry.kernel.digests import canonical_json
 
 CLS, SEP, PAD = 101, 102, 0
 
@@ -52,7 +52,7 @@ def test_a_larger_corpus_extends_a_smaller_one() -> None:
 
 
 def test_corpus_digest_is_the_same_in_a_fresh_interpreter() -> None:
-    code = "from recipes.examples import minilm; print(minilm.corpus(100).sha256)"
+    code = "from compressgate.recipes.examples import minilm; print(minilm.corpus(100).sha256)"
     env = dict(os.environ, PYTHONHASHSEED="12345")
     out = subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
@@ -183,7 +183,7 @@ def test_onnx_export_matches_torch_and_can_be_prepared_for_quantization(
     from onnxruntime.quantization import QuantType, quantize_dynamic
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from recipes import onnxio
+    from compressgate.recipes import onnxio
 
     embedder = minilm._embedder(sentence_transformer)
     x = minilm.tokenize(sentences, 64)

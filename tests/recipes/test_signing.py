@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from recipes.load import load_recipe
-from recipes.signing import RECIPE_PREDICATE_TYPE, envelope_path, recipe_statement
-from recipes.trust import add_owner_key, load_trust
-from registry import dsse
-from registry.keys import PrivateKey, generate_keypair, load_private_key
+from compressgate.recipes.load import load_recipe
+from compressgate.recipes.signing import RECIPE_PREDICATE_TYPE, envelope_path, recipe_statement
+from compressgate.recipes.trust import add_owner_key, load_trust
+from compressgate.registry.kernel import dsse
+from compressgate.registry.kernel.keys import PrivateKey, generate_keypair, load_private_key
 from tests.conftest import Invoke, Workspace
 
 

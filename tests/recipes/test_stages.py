@@ -10,10 +10,10 @@ import onnx
 import pytest
 import torch
 
-from recipes import models, onnxio, training
-from recipes.data import Split, Splits
-from recipes.examples import digits
-from recipes.manifest import (
+from compressgate.recipes import models, onnxio, training
+from compressgate.recipes.data import Split, Splits
+from compressgate.recipes.examples import digits
+from compressgate.recipes.manifest import (
     STAGE_KINDS,
     DistillSpec,
     ExportSpec,
@@ -21,9 +21,9 @@ from recipes.manifest import (
     QuantizeSpec,
     StageSpec,
 )
-from recipes.models import OnnxModel, TorchModel, allowed_modules
-from recipes.stages.base import StageContext, load_stages, stage_for
-from registry.errors import ManifestError, StageError
+from compressgate.recipes.models import OnnxModel, TorchModel, allowed_modules
+from compressgate.recipes.stages.base import StageContext, load_stages, stage_for
+from compressgate.registry.kernel.errors import ManifestError, StageError
 
 SMALL = {"channels": [8, 16], "hidden": 32}
 
@@ -36,7 +36,7 @@ def splits() -> Splits:
 @pytest.fixture(scope="module")
 def trained(splits: Splits) -> TorchModel:
     torch.manual_seed(0)
-    model = models.build("recipes.examples.digits:build_cnn", SMALL, what="test model")
+    model = models.build("compressgate.recipes.examples.digits:build_cnn", SMALL, what="test model")
     training.fit(model.module, splits.train, epochs=4, lr=3e-3, batch_size=64, seed=0)
     return model
 
@@ -59,7 +59,7 @@ def without_calibration(splits: Splits) -> Splits:
 
 
 def accuracy(model: TorchModel | OnnxModel, split: Split) -> float:
-    from evaluators.runners import logits
+    from compressgate.evaluators.runners import logits
 
     return float((logits(model, split.x).argmax(1) == split.y).float().mean())
 
@@ -159,7 +159,7 @@ def test_distillation_trains_a_student_with_the_teacher_frozen(
         {
             "name": "d",
             "student": {
-                "factory": "recipes.examples.digits:build_student",
+                "factory": "compressgate.recipes.examples.digits:build_student",
                 "args": {"channels": [6, 12], "hidden": 24},
             },
             "epochs": 6,
@@ -172,7 +172,7 @@ def test_distillation_trains_a_student_with_the_teacher_frozen(
     c = ctx(splits, tmp_path)
     student = stage_for("distill").apply(teacher, spec, c)
     assert isinstance(student, TorchModel)
-    assert student.factory == "recipes.examples.digits:build_student"
+    assert student.factory == "compressgate.recipes.examples.digits:build_student"
     assert models.parameter_count(student.module) < models.parameter_count(teacher.module)
     for key, value in teacher.module.state_dict().items():
         assert torch.equal(value, before[key]), f"teacher weight {key} changed"
@@ -193,7 +193,7 @@ def test_student_that_does_not_fit_the_data_is_a_stage_error(
         }
     )
     with (
-        allowed_modules(("recipes.examples", "torch.nn")),
+        allowed_modules(("compressgate.recipes.examples", "torch.nn")),
         pytest.raises(StageError, match=r"stage 'distill' \(seed 0\): the student does not fit"),
     ):
         stage_for("distill").apply(trained, spec, ctx(splits, tmp_path, "distill"))
@@ -205,12 +205,15 @@ def test_a_student_factory_that_raises_names_the_factory(
     spec = DistillSpec.model_validate(
         {
             "name": "distill",
-            "student": {"factory": "recipes.examples.digits:build_student", "args": {"hidden": -1}},
+            "student": {
+                "factory": "compressgate.recipes.examples.digits:build_student",
+                "args": {"hidden": -1},
+            },
         }
     )
     with pytest.raises(
         StageError,
-        match=r"the factory recipes.examples.digits:build_student "
+        match=r"the factory compressgate.recipes.examples.digits:build_student "
         r"raised RuntimeError",
     ):
         stage_for("distill").apply(trained, spec, ctx(splits, tmp_path, "distill"))
@@ -348,7 +351,7 @@ def test_an_ensemble_of_teachers_from_checkpoints_is_averaged_and_frozen(
 ) -> None:
     torch.save(trained.module.state_dict(), tmp_path / "teacher.pt")
     ref = {
-        "factory": "recipes.examples.digits:build_cnn",
+        "factory": "compressgate.recipes.examples.digits:build_cnn",
         "args": SMALL,
         "checkpoint": "teacher.pt",
     }
@@ -356,7 +359,7 @@ def test_an_ensemble_of_teachers_from_checkpoints_is_averaged_and_frozen(
         {
             "name": "d",
             "student": {
-                "factory": "recipes.examples.digits:build_student",
+                "factory": "compressgate.recipes.examples.digits:build_student",
                 "args": {"channels": [6, 12], "hidden": 24},
             },
             "teachers": [ref, ref],
@@ -378,8 +381,8 @@ def test_a_teacher_without_weights_is_refused(
     spec = DistillSpec.model_validate(
         {
             "name": "distill",
-            "student": {"factory": "recipes.examples.digits:build_student"},
-            "teachers": [{"factory": "recipes.examples.digits:build_cnn"}],
+            "student": {"factory": "compressgate.recipes.examples.digits:build_student"},
+            "teachers": [{"factory": "compressgate.recipes.examples.digits:build_cnn"}],
         }
     )
     with pytest.raises(StageError, match=r"teachers\[0\] .* has no checkpoint"):

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from recipes.evaluation import CosineSpec, RetrievalSpec, SizeSpec
-from recipes.load import load_recipe
-from registry.api import init_example
-from registry.errors import ManifestError
+from compressgate.recipes.evaluation import CosineSpec, RetrievalSpec, SizeSpec
+from compressgate.recipes.load import load_recipe
+from compressgate.registry.api import init_example
+from compressgate.registry.kernel.errors import ManifestError
 
 
 @pytest.fixture

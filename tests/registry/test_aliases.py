@@ -16,18 +16,18 @@ from pathlib import Path
 
 import pytest
 
-from evaluators.results import Estimate
-from gates.review import GateDecision
-from recipes.load import parse_recipe
-from recipes.manifest import GateSpec
-from recipes.signing import sign_recipe
-from recipes.trust import Trust, add_owner_key, load_trust
-from registry.catalog import Catalog, Decision, catalog_url
-from registry.digests import sha256_bytes
-from registry.executor import judge_gate
-from registry.keys import generate_keypair, load_private_key
-from registry.records import RecipeRef, RunRecord, StageRecord
-from registry.review import sign_off, status
+from compressgate.evaluators.results import Estimate
+from compressgate.gates.review import GateDecision
+from compressgate.recipes.load import parse_recipe
+from compressgate.recipes.manifest import GateSpec
+from compressgate.recipes.signing import sign_recipe
+from compressgate.recipes.trust import Trust, add_owner_key, load_trust
+from compressgate.registry.catalog.records import RecipeRef, RunRecord, StageRecord
+from compressgate.registry.catalog.repository import Catalog, Decision, catalog_url
+from compressgate.registry.governance.review import sign_off, status
+from compressgate.registry.kernel.digests import sha256_bytes
+from compressgate.registry.kernel.keys import generate_keypair, load_private_key
+from compressgate.registry.run.engine import judge_gate
 from tests.conftest import Invoke, Workspace
 from tests.registry.test_executor import run as run_recipe
 from tests.registry.test_executor import write_recipe
@@ -40,15 +40,15 @@ kind: Recipe
 metadata: {name: digits, version: 1, owners: [ml-platform]}
 environment: {lock: requirements.lock, strict: true}
 model:
-  factory: recipes.examples.digits:build_cnn
+  factory: compressgate.recipes.examples.digits:build_cnn
   train: {epochs: 3, lr: 0.003}
 data:
-  loader: recipes.examples.digits:load
+  loader: compressgate.recipes.examples.digits:load
 seeds: [0]
 stages:
   - name: distill
     kind: distill
-    student: {factory: recipes.examples.digits:build_student}
+    student: {factory: compressgate.recipes.examples.digits:build_student}
     epochs: 4
     lr: 0.003
   - {name: int8, kind: quantize, method: static, calibration_samples: 64}
@@ -130,7 +130,7 @@ def judged(
     record: RunRecord, gates: Sequence[GateSpec], last: str
 ) -> tuple[list[Decision], list[GateDecision]]:
     """Each seed's judgement of each gate and each gate's decision over the seeds, as
-    `registry.executor` makes them."""
+    `compressgate.registry.run.engine` makes them."""
     decisions, verdicts = [], []
     for gate in gates:
         each, decision = judge_gate(gate, record, gate.after or last, None, "2026-11-23T10:01:00Z")

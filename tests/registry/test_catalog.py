@@ -30,8 +30,8 @@ import pytest
 import sqlalchemy as sa
 from sqlmodel import AutoString, SQLModel
 
-from recipes.trust import add_owner_key
-from registry.catalog import (
+from compressgate.recipes.trust import add_owner_key
+from compressgate.registry.catalog.repository import (
     SCHEMA_VERSION,
     TABLES,
     AliasMoveRow,
@@ -52,8 +52,13 @@ from registry.catalog import (
     document,
     now,
 )
-from registry.errors import EXIT_ENVIRONMENT, EXIT_INTEGRITY, EnvironmentMismatch, IntegrityError
-from registry.keys import generate_keypair
+from compressgate.registry.kernel.errors import (
+    EXIT_ENVIRONMENT,
+    EXIT_INTEGRITY,
+    EnvironmentMismatch,
+    IntegrityError,
+)
+from compressgate.registry.kernel.keys import generate_keypair
 from tests.conftest import Invoke, fresh_schema
 
 RUN = "20261123T100000Z-a1b2c3"
@@ -808,7 +813,7 @@ ROWS_PER_TRANSACTION = 2  # a variant and its evaluation
 WRITER = """\
 import json, sys, time
 from pathlib import Path
-from registry.catalog import Catalog, EvaluationRow, VariantRow
+from compressgate.registry.catalog.repository import Catalog, EvaluationRow, VariantRow
 models = {"variants": VariantRow, "evaluations": EvaluationRow}
 url, plan, ready, go = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4])
 transactions = json.loads(plan.read_text())
@@ -928,9 +933,9 @@ def test_a_refused_catalog_leaves_no_database_connection_open(pg_catalog: str) -
 RECORDER = """\
 import sys, time
 from pathlib import Path
-from evaluators.results import Estimate
-from registry.catalog import Catalog
-from registry.records import RecipeRef, RunRecord, StageRecord
+from compressgate.evaluators.results import Estimate
+from compressgate.registry.catalog.repository import Catalog
+from compressgate.registry.catalog.records import RecipeRef, RunRecord, StageRecord
 url, writer, go = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3])
 deadline = time.monotonic() + 120
 while not go.exists():

@@ -11,9 +11,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from registry import catalog as catalog_module
-from registry import executor
-from registry.catalog import (
+from compressgate.registry.catalog import repository as catalog_module
+from compressgate.registry.catalog.repository import (
     SCHEMA_VERSION,
     TABLES,
     Catalog,
@@ -21,7 +20,12 @@ from registry.catalog import (
     catalog_url,
     expected_triggers,
 )
-from registry.errors import EXIT_ENVIRONMENT, EnvironmentMismatch, IntegrityError
+from compressgate.registry.kernel.errors import (
+    EXIT_ENVIRONMENT,
+    EnvironmentMismatch,
+    IntegrityError,
+)
+from compressgate.registry.run import engine as executor
 from tests.conftest import Invoke, Workspace
 from tests.registry.test_aliases import recipe_file, record_run
 from tests.registry.test_executor import write_recipe

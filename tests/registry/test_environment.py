@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from registry import environment
-from registry.errors import EnvironmentMismatch, ManifestError
+from compressgate.registry.kernel.errors import EnvironmentMismatch, ManifestError
+from compressgate.registry.run import environment
 
 
 def test_lock_lines_that_are_not_exact_pins_are_named_with_their_line(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""Environments built from locks (`registry.envs`, `compressgate env ...`).
+"""Environments built from locks (`compressgate.registry.run.envs`, `compressgate env ...`).
 
 Builds here use a one-pin lock (about 10 s: venv, pip, a wheel of compressgate); the reference
 recipe under the real runtime lock is tests/e2e/test_isolation.py (slow).
@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from registry import envs
-from registry.environment import Pin, read_lock
-from registry.errors import EnvironmentMismatch, ManifestError
+from compressgate.registry.kernel.errors import EnvironmentMismatch, ManifestError
+from compressgate.registry.run import envs
+from compressgate.registry.run.environment import Pin, read_lock
 from tests.conftest import Invoke
 
 PACKAGING = importlib.metadata.version("packaging")

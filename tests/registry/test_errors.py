@@ -5,8 +5,8 @@ from __future__ import annotations
 import click
 import pytest
 
-from registry import errors
-from registry.cli import cli as cli_group
+from compressgate.registry.cli import cli as cli_group
+from compressgate.registry.kernel import errors
 from tests.conftest import Invoke
 
 

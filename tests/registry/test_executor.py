@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from recipes.signing import sign_recipe
-from recipes.trust import allow_modules, load_trust
-from registry.catalog import Catalog, catalog_url
-from registry.keys import load_private_key
-from registry.records import RunRecord
+from compressgate.recipes.signing import sign_recipe
+from compressgate.recipes.trust import allow_modules, load_trust
+from compressgate.registry.catalog.records import RunRecord
+from compressgate.registry.catalog.repository import Catalog, catalog_url
+from compressgate.registry.kernel.keys import load_private_key
 from tests.conftest import Invoke, Workspace
 
 QUICK = """\
@@ -28,11 +28,11 @@ kind: Recipe
 metadata: {name: digits-quick, version: 1, owners: [ml-platform]}
 environment: {lock: requirements.lock, strict: true}
 model:
-  factory: recipes.examples.digits:build_cnn
+  factory: compressgate.recipes.examples.digits:build_cnn
   args: {channels: [8, 16], hidden: 32}
   train: {epochs: 3, lr: 0.003}
 data:
-  loader: recipes.examples.digits:load
+  loader: compressgate.recipes.examples.digits:load
   args: {calibration_fraction: CALIBRATION}
 seeds: [0]
 stages:
@@ -59,7 +59,7 @@ stages:
 
 DEFAULTS = {
     "CALIBRATION": "0.15",
-    "STUDENT_FACTORY": "recipes.examples.digits:build_student",
+    "STUDENT_FACTORY": "compressgate.recipes.examples.digits:build_student",
     "STUDENT_ARGS": "{channels: [6, 12], hidden: 24}",
     "DISTILL_EPOCHS": "4",
     "PRUNE_EPOCHS": "1",
@@ -293,7 +293,8 @@ def test_final_artifact_runs_in_plain_onnxruntime(workspace: Workspace, cli: Inv
     final = summary["stages"][-1]
     sha = final["artifact_sha256"]
     path = workspace.root / ".cg" / "objects" / "sha256" / sha[:2] / sha[2:]
-    # The test split rebuilt with scikit-learn alone, as recipes.examples.digits.load(0) makes it.
+    # The test split rebuilt with scikit-learn alone, as
+    # compressgate.recipes.examples.digits.load(0) makes it.
     script = (
         "import sys, numpy as np, onnxruntime as ort\n"
         "from sklearn.datasets import load_digits\n"
@@ -306,7 +307,7 @@ def test_final_artifact_runs_in_plain_onnxruntime(workspace: Workspace, cli: Inv
         "s = ort.InferenceSession(sys.argv[1], providers=['CPUExecutionProvider'])\n"
         "out = s.run(None, {s.get_inputs()[0].name: x[test]})[0]\n"
         "assert not [m for m in sys.modules if m.split('.')[0] in "
-        "('registry', 'recipes', 'evaluators', 'torch')]\n"
+        "('compressgate', 'registry', 'recipes', 'evaluators', 'torch')]\n"
         "print(float((out.argmax(1) == d.target[test]).mean()))\n"
     )
     done = subprocess.run(

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from registry.files import write_atomic
+from compressgate.registry.kernel.files import write_atomic
 
 
 def test_write_atomic_sets_mode_and_leaves_no_temporary(tmp_path: Path) -> None:

@@ -24,13 +24,13 @@ from securesystemslib.exceptions import FormatError, VerificationError
 from securesystemslib.formats import encode_canonical
 from securesystemslib.signer import CryptoSigner, Key, Signer, SSlibKey
 
-from recipes import signing
-from recipes.load import load_recipe
-from recipes.trust import load_trust
-from registry import dsse
-from registry.digests import canonical_json
-from registry.errors import IntegrityError
-from registry.keys import (
+from compressgate.recipes import signing
+from compressgate.recipes.load import load_recipe
+from compressgate.recipes.trust import load_trust
+from compressgate.registry.kernel import dsse
+from compressgate.registry.kernel.digests import canonical_json
+from compressgate.registry.kernel.errors import IntegrityError
+from compressgate.registry.kernel.keys import (
     PrivateKey,
     PublicKey,
     generate_keypair,

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from registry import envs
-from registry.api import run_recipe
-from registry.catalog import Catalog, catalog_url
-from registry.errors import StageError
+from compressgate.registry.api import run_recipe
+from compressgate.registry.catalog.repository import Catalog, catalog_url
+from compressgate.registry.kernel.errors import StageError
+from compressgate.registry.run import envs
 from tests.conftest import Invoke, Workspace
 from tests.registry.test_executor import digests, exported, run, write_recipe
 

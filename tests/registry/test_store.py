@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from registry.digests import canonical_json, sha256_bytes
-from registry.errors import IntegrityError, NotFoundError
-from registry.store import Artifact, ArtifactStore
+from compressgate.registry.catalog.store import Artifact, ArtifactStore
+from compressgate.registry.kernel.digests import canonical_json, sha256_bytes
+from compressgate.registry.kernel.errors import IntegrityError, NotFoundError
 
 
 def test_one_file_artifact_is_named_by_the_file_digest(tmp_path: Path) -> None:

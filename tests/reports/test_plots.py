@@ -17,10 +17,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from evaluators.calibration import reliability_diagram
-from evaluators.results import Estimate, LatencyBatch, ReliabilityBin
-from reports import plots
-from reports.plots import ChangeRow, ParetoPoint, pareto_front
+from compressgate.evaluators.calibration import reliability_diagram
+from compressgate.evaluators.results import Estimate, LatencyBatch, ReliabilityBin
+from compressgate.reports import plots
+from compressgate.reports.plots import ChangeRow, ParetoPoint, pareto_front
 
 SVG_NS = "{http://www.w3.org/2000/svg}"
 HOSTILE = '<script>alert(1)</script> & "q"'
@@ -184,7 +184,7 @@ def test_ids_are_unique_within_and_different_between_plots() -> None:
 
 def test_pareto_is_identical_in_another_process() -> None:
     script = (
-        "import json, sys; from reports.plots import pareto;"
+        "import json, sys; from compressgate.reports.plots import pareto;"
         "sys.stdout.write(pareto(json.loads(sys.argv[1]), x_label='size (bytes)',"
         " y_label='accuracy', x_log=True))"
     )
@@ -200,7 +200,7 @@ def test_pareto_is_identical_in_another_process() -> None:
 
 def test_importing_plots_does_not_import_matplotlib_and_rendering_avoids_pyplot() -> None:
     script = (
-        "import sys; import reports.plots as p;"
+        "import sys; import compressgate.reports.plots as p;"
         "assert 'matplotlib' not in sys.modules, 'imported at module level';"
         "p.changes([('a', 0.0, -1.0, 1.0)], title='t', x_label='x');"
         "assert 'matplotlib.pyplot' not in sys.modules, 'pyplot imported'"

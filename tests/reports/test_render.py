@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from recipes.signing import sign_recipe
-from recipes.trust import add_owner_key
-from registry.api import init_example
-from registry.keys import generate_keypair, load_private_key, load_public_key
+from compressgate.recipes.signing import sign_recipe
+from compressgate.recipes.trust import add_owner_key
+from compressgate.registry.api import init_example
+from compressgate.registry.kernel.keys import generate_keypair, load_private_key, load_public_key
 from tests.conftest import GATE_OWNERS, Invoke, Workspace
 from tests.registry.test_executor import DEFAULTS, QUICK, write_recipe
 
@@ -40,7 +40,7 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> Recorded:
     """A submitted QUICK run whose recipe description is hostile HTML."""
     from click.testing import CliRunner
 
-    from registry.cli import cli as group
+    from compressgate.registry.cli import cli as group
 
     tmp = tmp_path_factory.mktemp("report")
     root = tmp / "ws"
@@ -161,7 +161,7 @@ def test_the_html_report_opens_in_headless_chromium_without_errors_or_requests(
 def test_a_recipe_re_signed_with_a_rotated_key_verifies_by_its_newest_envelope(
     workspace: Workspace, cli: Invoke, tmp_path: Path
 ) -> None:
-    from registry.catalog import Catalog, catalog_url
+    from compressgate.registry.catalog.repository import Catalog, catalog_url
 
     write_recipe(workspace)
     store = workspace.root / ".cg"

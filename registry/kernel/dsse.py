@@ -15,8 +15,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from registry.errors import IntegrityError
-from registry.keys import PrivateKey, PublicKey
+from compressgate.registry.kernel.errors import IntegrityError
+from compressgate.registry.kernel.keys import PrivateKey, PublicKey
 
 INTOTO_PAYLOAD_TYPE = "application/vnd.in-toto+json"
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"

@@ -39,10 +39,10 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
-from registry.digests import sha256_bytes, sha256_file
-from registry.environment import Mismatch, Pin, check, installed, read_lock
-from registry.errors import EnvironmentMismatch, ManifestError, NotFoundError
-from registry.files import write_atomic
+from compressgate.registry.kernel.digests import sha256_bytes, sha256_file
+from compressgate.registry.kernel.errors import EnvironmentMismatch, ManifestError, NotFoundError
+from compressgate.registry.kernel.files import write_atomic
+from compressgate.registry.run.environment import Mismatch, Pin, check, installed, read_lock
 
 ENVS_ENV = "COMPRESSGATE_ENVS"
 MARKER = "compressgate-env.json"
@@ -111,7 +111,10 @@ def code_digest() -> str:
 def _package_roots() -> list[Path]:
     import importlib
 
-    return [Path(str(importlib.import_module(name).__file__)).parent for name in PACKAGES]
+    return [
+        Path(str(importlib.import_module(f"compressgate.{name}").__file__)).parent
+        for name in PACKAGES
+    ]
 
 
 def find(lock: Path, store: Path) -> Env | None:
@@ -221,7 +224,11 @@ def _install_self(python: Path, code: str, marker: dict[str, Any]) -> dict[str, 
     with tempfile.TemporaryDirectory(prefix="compressgate-wheel-") as scratch:
         source = Path(scratch) / "src"
         for root in _package_roots():
-            shutil.copytree(root, source / root.name, ignore=shutil.ignore_patterns("__pycache__"))
+            shutil.copytree(
+                root,
+                source / "compressgate" / root.name,
+                ignore=shutil.ignore_patterns("__pycache__"),
+            )
         (source / "pyproject.toml").write_text(_pyproject(), encoding="utf-8")
         wheels = Path(scratch) / "dist"
         _run(
@@ -249,13 +256,12 @@ def _pip_for(python: Path) -> list[str]:
 
 
 def _pyproject() -> str:
-    packages = ", ".join(f'"{name}*"' for name in PACKAGES)
     return (
         '[build-system]\nrequires = ["setuptools>=69"]\nbuild-backend = "setuptools.build_meta"\n\n'
         f'[project]\nname = "{DISTRIBUTION}"\nversion = "{_own_version()}"\n'
         'requires-python = ">=3.11"\n\n'
-        '[project.scripts]\ncompressgate = "registry.cli:main"\n\n'
-        f"[tool.setuptools.packages.find]\ninclude = [{packages}]\n\n"
+        '[project.scripts]\ncompressgate = "compressgate.registry.cli:main"\n\n'
+        '[tool.setuptools.packages.find]\ninclude = ["compressgate*"]\nnamespaces = true\n\n'
         '[tool.setuptools.package-data]\n"*" = ["py.typed", "*.yaml", "*.json", "*.lock", "*.j2"]\n'
     )
 

@@ -18,21 +18,23 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from evaluators.base import EvalContext, Subject, evaluate_stage, flatten
-from evaluators.results import Estimate, EvaluationResult
-from recipes.evaluation import (
+from compressgate.evaluators.base import EvalContext, Subject, evaluate_stage, flatten
+from compressgate.evaluators.results import Estimate, EvaluationResult
+from compressgate.recipes.evaluation import (
     ACROSS_SEEDS,
     EVALUATOR_KINDS,
     OPTIONLESS_EVALUATORS,
     EvaluatorSpec,
 )
-from recipes.load import load_recipe
-from recipes.manifest import Recipe
-from recipes.models import Variant, allowed_modules
-from recipes.trust import DEFAULT_MODULES, TRUST_FILE_NAME, load_trust
-from registry.catalog import Catalog, catalog_url
-from registry.errors import IntegrityError, ManifestError
-from registry.executor import (
+from compressgate.recipes.load import load_recipe
+from compressgate.recipes.manifest import Recipe
+from compressgate.recipes.models import Variant, allowed_modules
+from compressgate.recipes.trust import DEFAULT_MODULES, TRUST_FILE_NAME, load_trust
+from compressgate.registry.catalog.records import RunRecord, StageRecord
+from compressgate.registry.catalog.repository import Catalog, catalog_url
+from compressgate.registry.catalog.store import Artifact, ArtifactStore
+from compressgate.registry.kernel.errors import IntegrityError, ManifestError
+from compressgate.registry.run.engine import (
     BASELINE,
     THREADS,
     deterministic,
@@ -42,8 +44,6 @@ from registry.executor import (
     split_digest,
     subject_of,
 )
-from registry.records import RunRecord, StageRecord
-from registry.store import Artifact, ArtifactStore
 
 _PREFIX = re.compile(r"^[0-9a-f]{6,64}$")
 

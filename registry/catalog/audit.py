@@ -15,13 +15,20 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from recipes.trust import Trust
-from registry import dsse
-from registry.catalog import AuditReport, Catalog, Head, RecordedReport, now, safe_url
-from registry.digests import sha256_file
-from registry.errors import IntegrityError, ManifestError, NotFoundError
-from registry.keys import PrivateKey
-from registry.store import ArtifactStore
+from compressgate.recipes.trust import Trust
+from compressgate.registry.catalog.repository import (
+    AuditReport,
+    Catalog,
+    Head,
+    RecordedReport,
+    now,
+    safe_url,
+)
+from compressgate.registry.catalog.store import ArtifactStore
+from compressgate.registry.kernel import dsse
+from compressgate.registry.kernel.digests import sha256_file
+from compressgate.registry.kernel.errors import IntegrityError, ManifestError, NotFoundError
+from compressgate.registry.kernel.keys import PrivateKey
 
 CHECKPOINT_TYPE = "application/vnd.compressgate.checkpoint+json"
 

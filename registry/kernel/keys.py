@@ -17,9 +17,9 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from registry.digests import canonical_json, sha256_bytes
-from registry.errors import ManifestError, NotFoundError
-from registry.files import write_atomic
+from compressgate.registry.kernel.digests import canonical_json, sha256_bytes
+from compressgate.registry.kernel.errors import ManifestError, NotFoundError
+from compressgate.registry.kernel.files import write_atomic
 
 KEYTYPE = "ed25519"
 SCHEME = "ed25519"

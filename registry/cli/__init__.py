@@ -1,4 +1,4 @@
-"""The `compressgate` command line: thin over `registry.api`.
+"""The `compressgate` command line: thin over `compressgate.registry.api`.
 
 Each command parses its arguments, makes one API call and prints. `main` is the one place that
 turns a `CompressgateError` into `Error: …` (and a hint) on stderr and its exit code. Heavy
@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from registry.errors import CompressgateError, Issue
+from compressgate.registry.kernel.errors import CompressgateError, Issue
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
@@ -130,7 +130,7 @@ def recipe_validate(
     less than its planned power, is flagged with the margin or sample size that would work
     (a warning; --strict makes it exit 2). --no-power skips the check (no data is loaded).
     """
-    from registry.api import validate_recipes
+    from compressgate.registry.api import validate_recipes
 
     records = validate_recipes(files, trust, with_power=power)
     if strict:
@@ -158,7 +158,7 @@ def recipe_validate(
 @recipe.command("schema")
 def recipe_schema() -> None:
     """Print the JSON Schema of recipe manifest v1."""
-    from registry.api import recipe_schema as schema
+    from compressgate.registry.api import recipe_schema as schema
 
     _emit(schema())
 
@@ -169,8 +169,8 @@ def recipe_schema() -> None:
 @JSON_OPTION
 def recipe_explain(file: Path, trust: Path | None, as_json: bool) -> None:
     """Say in plain words what a recipe does: its stages in order and who owns each gate."""
-    from recipes.explain import render_text
-    from registry.api import explain_recipe
+    from compressgate.recipes.explain import render_text
+    from compressgate.registry.api import explain_recipe
 
     explanation = explain_recipe(file, trust)
     if as_json:
@@ -189,7 +189,7 @@ def recipe_sign(file: Path, key: Path, trust: Path | None, as_json: bool) -> Non
 
     The recipe is checked as `recipe validate` checks it, against the trust file if one is
     found (its owners, and the modules it allow-lists)."""
-    from registry.api import sign_recipe
+    from compressgate.registry.api import sign_recipe
 
     record = sign_recipe(file, key, trust)
     if as_json:
@@ -209,7 +209,7 @@ def recipe_verify(file: Path, trust: Path | None, as_json: bool) -> None:
     Fails on a changed byte of the recipe or of the envelope, a key not in the trust file, a
     signer without the author role or not among the recipe's owners, or no subject digest.
     """
-    from registry.api import verify_recipe
+    from compressgate.registry.api import verify_recipe
 
     record = verify_recipe(file, trust)
     if as_json:
@@ -226,7 +226,7 @@ def recipe_verify(file: Path, trust: Path | None, as_json: bool) -> None:
 @click.option("--example", default="digits", show_default=True, help="Bundled example to copy.")
 def recipe_init(directory: Path, example: str) -> None:
     """Start a workspace from a bundled example: DIRECTORY/recipe.yaml and the files it names."""
-    from registry.api import init_example
+    from compressgate.registry.api import init_example
 
     for path in init_example(directory, example):
         click.echo(f"wrote {path}")
@@ -246,7 +246,7 @@ def keys() -> None:
 @JSON_OPTION
 def keys_generate(owner: str, out: Path, as_json: bool) -> None:
     """Write OUT/OWNER.key (private, mode 0600) and OUT/OWNER.pub.json (public, with keyid)."""
-    from registry.api import generate_keys
+    from compressgate.registry.api import generate_keys
 
     record = generate_keys(owner, out)
     if as_json:
@@ -268,10 +268,11 @@ def trust() -> None:
 def trust_allow(modules: tuple[str, ...], trust_file: Path, as_json: bool) -> None:
     """Allow recipes to name factories and loaders from MODULES (and their submodules).
 
-    Nothing else is ever imported for a recipe: without this list, only recipes.examples.
+    Nothing else is ever imported for a recipe: without this list, only
+    compressgate.recipes.examples.
     Standard-library modules cannot be allowed (a signed recipe still cannot name os:system).
     """
-    from registry.api import trust_allow as allow
+    from compressgate.registry.api import trust_allow as allow
 
     record = allow(trust_file, modules)
     if as_json:
@@ -298,7 +299,7 @@ def trust_add(
     trust_file: Path, owner: str, key: Path, roles: tuple[str, ...], as_json: bool
 ) -> None:
     """Add an owner's public key and roles to the trust file (created when missing)."""
-    from registry.api import trust_add as add
+    from compressgate.registry.api import trust_add as add
 
     record = add(trust_file, owner, key, roles)  # type: ignore[arg-type]
     if as_json:
@@ -519,7 +520,7 @@ def run(
     params, macs, metrics.accuracy), status, record (the catalog), isolated (lock_sha256,
     path, interpreter, built, prefix).
     """
-    from registry.api import run_recipe
+    from compressgate.registry.api import run_recipe
 
     summary = run_recipe(
         file,
@@ -559,8 +560,8 @@ def reproduce(
     An isolated run is re-run in the same environment (its lock must have the recorded
     sha256, exit 3 otherwise). Exit 3 if any stage's artifact differs, naming the first.
     """
-    from registry.api import reproduce_run
-    from registry.errors import IntegrityError
+    from compressgate.registry.api import reproduce_run
+    from compressgate.registry.kernel.errors import IntegrityError
 
     result = reproduce_run(
         run_id,
@@ -635,7 +636,7 @@ def evaluate(
     with --json: variant, against, metrics{name: estimate, ci_low, ci_high, n, method}, and
     evaluations{kind: full result}. Writes nothing.
     """
-    from registry.api import evaluate_variant
+    from compressgate.registry.api import evaluate_variant
 
     result = evaluate_variant(
         variant, against=against, only=only, workspace=workspace, catalog=catalog, trust_path=trust
@@ -695,7 +696,7 @@ def env_create(lock: Path, workspace: Path | None, envs: Path | None, as_json: b
 
     A lock whose pins carry --hash options is installed with --require-hashes.
     """
-    from registry.api import env_create as create
+    from compressgate.registry.api import env_create as create
 
     result = create(lock, workspace=workspace, envs=envs, say=_say)
     if as_json:
@@ -716,7 +717,7 @@ def _say(text: str) -> None:
 @JSON_OPTION
 def env_list(workspace: Path | None, envs: Path | None, as_json: bool) -> None:
     """The environments in the store, and any unfinished builds (never used)."""
-    from registry.api import env_list as listing
+    from compressgate.registry.api import env_list as listing
 
     result = listing(workspace=workspace, envs=envs)
     if as_json:
@@ -746,7 +747,7 @@ def env_verify(
 ) -> None:
     """Check LOCK's environment package by package against LOCK (exit 5 listing every
     difference: a package missing, at another version, or installed and not locked)."""
-    from registry.api import env_verify as verify
+    from compressgate.registry.api import env_verify as verify
 
     result = verify(lock, workspace=workspace, envs=envs, current=current)
     if as_json:
@@ -778,7 +779,7 @@ def env_export(out: Path | None, requires: str | None, force: bool, as_json: boo
     compressgate itself and pip are left out (an environment installs the running
     compressgate); local version labels (+cpu) are noted in a comment, not pinned.
     """
-    from registry.api import env_export as export
+    from compressgate.registry.api import env_export as export
 
     result = export(out, requires=requires, force=force)
     if as_json:
@@ -810,7 +811,7 @@ def catalog_list(
     as_json: bool,
 ) -> None:
     """List runs, newest first: run_id, recipe, version, status, started, seeds, signers."""
-    from registry.api import catalog_list as listing
+    from compressgate.registry.api import catalog_list as listing
 
     runs = listing(recipe=recipe, limit=limit, offset=offset, workspace=workspace, catalog=catalog)
     if as_json:
@@ -846,7 +847,7 @@ def catalog_show(ref: str, workspace: Path | None, catalog: str | None, as_json:
     For a run, --json exports its full record exactly as the executor held it: recipe,
     environment, data digests, every stage with metrics and evaluations, aggregates, timing.
     """
-    from registry import api
+    from compressgate.registry import api
 
     if api.is_run_id(ref):
         record, decisions, where = api.catalog_show_run(ref, workspace=workspace, catalog=catalog)
@@ -910,7 +911,7 @@ def catalog_lineage(
     variant: str, workspace: Path | None, catalog: str | None, as_json: bool
 ) -> None:
     """Show a variant's ancestry, baseline first, with its recipe, signers and environment."""
-    from registry.api import catalog_lineage as lineage
+    from compressgate.registry.api import catalog_lineage as lineage
 
     found = lineage(variant, workspace=workspace, catalog=catalog)
     if as_json:
@@ -945,7 +946,7 @@ def catalog_diff(
 ) -> None:
     """Two variants side by side: identity, stage configuration and metrics (A and B are
     RUN/SEED/STAGE or artifact sha256 prefixes)."""
-    from registry.api import catalog_diff as diff
+    from compressgate.registry.api import catalog_diff as diff
 
     found = diff(a, b, workspace=workspace, catalog=catalog)
     if as_json:
@@ -1030,8 +1031,8 @@ def report(
     With -o the file's sha256 is recorded in the catalog (a new event, unless those bytes are
     recorded already), so `audit verify --report FILE` detects a changed copy; an older
     catalog is migrated first. Printed to stdout, nothing is recorded."""
-    from registry.api import report as render
-    from registry.api import write_report
+    from compressgate.registry.api import report as render
+    from compressgate.registry.api import write_report
 
     if output is None:
         body = render(
@@ -1083,7 +1084,7 @@ def submit(
     (exit 1), `awaiting-approval` (gates with `approval: required` wait for their owners:
     `compressgate approve`) or `approved` (exit 0).
     """
-    from registry.api import submit as run_submit
+    from compressgate.registry.api import submit as run_submit
 
     result = run_submit(
         file, trust_path=trust, workspace=workspace, force=force, progress=True, catalog=catalog
@@ -1178,7 +1179,7 @@ def review_status(
     status: rejected, awaiting-approval or approved. Sign-offs are checked now: a waiver past
     its expiry, or signed by a key no longer trusted, does not count. Exit 1 if RUN_ID is
     rejected."""
-    from registry.api import review_status as statuses
+    from compressgate.registry.api import review_status as statuses
 
     found = statuses(run_id, trust_path=trust, workspace=workspace, catalog=catalog, limit=limit)
     if as_json:
@@ -1191,7 +1192,7 @@ def review_status(
 
 
 def _signoff_command(kind: str, run_id: str, gate: str, **options: Any) -> None:
-    from registry.api import sign_off
+    from compressgate.registry.api import sign_off
 
     as_json = options.pop("as_json")
     result = sign_off(run_id, gate, kind=kind, **options)
@@ -1317,9 +1318,9 @@ def ci(
     """
     import os
 
-    from gates.ci import exit_code, junit_xml, markdown_summary
-    from registry.api import ci_check
-    from registry.files import write_atomic
+    from compressgate.gates.ci import exit_code, junit_xml, markdown_summary
+    from compressgate.registry.api import ci_check
+    from compressgate.registry.kernel.files import write_atomic
 
     if not paths and base is None:
         raise click.UsageError("give recipe PATHS, --base REF, or both")
@@ -1381,7 +1382,7 @@ def promote(
     now against the trust file); and every gate judged VARIANT's stage or one before it.
     VARIANT is RUN/SEED/STAGE or an artifact sha256 prefix. The move is a new catalog event.
     """
-    from registry.api import promote_variant
+    from compressgate.registry.api import promote_variant
 
     result = promote_variant(
         variant,
@@ -1424,7 +1425,7 @@ def rollback(
     Known-good: an earlier target of the alias that was not rolled back from and whose run's
     review is still approved (a waiver may have expired). The move is a new catalog event.
     """
-    from registry.api import rollback_alias
+    from compressgate.registry.api import rollback_alias
 
     result = rollback_alias(
         alias,
@@ -1453,7 +1454,7 @@ def alias_group() -> None:
 @JSON_OPTION
 def alias_history(name: str, workspace: Path | None, catalog: str | None, as_json: bool) -> None:
     """Every move of alias NAME, oldest first: what, who, when and why."""
-    from registry.api import alias_history as history
+    from compressgate.registry.api import alias_history as history
 
     moves = history(name, workspace=workspace, catalog=catalog)
     if as_json:
@@ -1506,7 +1507,7 @@ def audit_verify(
     """Recompute every event's hash and link, check every row against its event and every
     artifact against its digest; exit 3 naming the first broken link. Each --report FILE must
     be a report rendered from this catalog, byte for byte (exit 3 if changed since)."""
-    from registry.api import audit_verify as verify
+    from compressgate.registry.api import audit_verify as verify
 
     report = verify(
         checkpoint=checkpoint,
@@ -1546,8 +1547,8 @@ def audit_checkpoint(
 ) -> None:
     """Sign the catalog's current head (tree size + head hash) as a DSSE envelope, to publish
     outside the database; `audit verify --checkpoint FILE` checks the catalog against it."""
-    from registry.api import audit_checkpoint as make
-    from registry.files import write_atomic
+    from compressgate.registry.api import audit_checkpoint as make
+    from compressgate.registry.kernel.files import write_atomic
 
     envelope = make(key, workspace=workspace, catalog=catalog)
     if output is None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
-from registry.errors import ManifestError
+from compressgate.registry.kernel.errors import ManifestError
 
 T = TypeVar("T")
 

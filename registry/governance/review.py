@@ -14,7 +14,7 @@ from pathlib import Path
 
 from pydantic import TypeAdapter
 
-from gates.review import (
+from compressgate.gates.review import (
     GateDecision,
     ReviewStatus,
     SeedVerdict,
@@ -23,14 +23,19 @@ from gates.review import (
     evidence_digest,
     review,
 )
-from gates.signoff import Kind, check_signoff, counting, signoff_envelope
-from recipes.load import parse_recipe
-from recipes.manifest import GateSpec
-from recipes.trust import Trust, load_trust
-from registry.catalog import Catalog, Decision, now
-from registry.dsse import Envelope
-from registry.errors import CompressgateError, ManifestError, NotFoundError, Refused
-from registry.keys import PrivateKey
+from compressgate.gates.signoff import Kind, check_signoff, counting, signoff_envelope
+from compressgate.recipes.load import parse_recipe
+from compressgate.recipes.manifest import GateSpec
+from compressgate.recipes.trust import Trust, load_trust
+from compressgate.registry.catalog.repository import Catalog, Decision, now
+from compressgate.registry.kernel.dsse import Envelope
+from compressgate.registry.kernel.errors import (
+    CompressgateError,
+    ManifestError,
+    NotFoundError,
+    Refused,
+)
+from compressgate.registry.kernel.keys import PrivateKey
 
 
 def trust_path_for(catalog: Catalog, run_id: str, explicit: Path | None) -> Path:

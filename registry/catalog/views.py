@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from registry.catalog import AliasMove, Decision, RunInfo, VariantRecord
+from compressgate.registry.catalog.repository import AliasMove, Decision, RunInfo, VariantRecord
 
 
 class ApiResult(BaseModel):

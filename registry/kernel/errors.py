@@ -6,9 +6,13 @@
     ├── StageError                    exit 2  a stage cannot run on the recipe's model or data
     ├── IntegrityError                exit 3  signature, digest, broken chain
     ├── NotFoundError (LookupError)   exit 4  a file, run or variant that does not exist
-    └── EnvironmentMismatch           exit 5  the running environment differs from the lock
+    ├── EnvironmentMismatch           exit 5  the running environment differs from the lock
+    └── Conflict                      exit 6  another process changed it first: retry
 
-A failing gate is a result, not an exception. Exit codes are those of DESIGN.md.
+Anything else that escapes a command is a bug: the CLI prints one line naming a log file that
+holds the traceback, and exits 70 (`EXIT_INTERNAL`, sysexits' EX_SOFTWARE) — never 1, which
+means "a gate failed". A failing gate is a result, not an exception. docs/architecture.md lists
+the exit codes.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ EXIT_BAD_INPUT = 2
 EXIT_INTEGRITY = 3
 EXIT_NOT_FOUND = 4
 EXIT_ENVIRONMENT = 5
+EXIT_CONFLICT = 6
+EXIT_INTERNAL = 70
 
 
 class CompressgateError(Exception):
@@ -103,3 +109,20 @@ class StageError(CompressgateError):
     def __init__(self, message: str, *, stage: str = "", hint: str | None = None) -> None:
         super().__init__(message, hint=hint)
         self.stage = stage
+
+
+class Conflict(CompressgateError):
+    """A lost race: another process moved the alias or recorded the sign-off first.
+
+    Nothing was written; the same command, run again, sees the other process's change.
+    """
+
+    exit_code = EXIT_CONFLICT
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        hint: str | None = "conflict: retry the command, which then sees the other change",
+    ) -> None:
+        super().__init__(message, hint=hint)

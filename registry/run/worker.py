@@ -1,7 +1,8 @@
-"""The worker of an isolated run: `ENV/bin/python -I -m registry.worker`.
+"""The worker of an isolated run: `ENV/bin/python -I -m compressgate.registry.run.worker`.
 
 It reads the request (one JSON line) on stdin and answers on its stdout, one JSON line per
-message (see the protocol in `registry.executor`). Everything else the stages print goes to
+message (see the protocol in `compressgate.registry.run.engine`). Everything else the stages print
+goes to
 stderr: the real stdout is kept for the channel and fd 1 is pointed at stderr before any stage
 code runs.
 """
@@ -28,8 +29,8 @@ def main() -> int:
         line = sys.stdin.readline()
         return json.loads(line) if line else None
 
-    from registry import executor
-    from registry.errors import CompressgateError, StageError
+    from compressgate.registry.kernel.errors import CompressgateError, StageError
+    from compressgate.registry.run import engine as executor
 
     request = receive()
     if request is None:

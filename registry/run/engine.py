@@ -14,7 +14,8 @@ SIGKILL stays recorded up to its last finished stage, with no end. `catalog show
 exports the record exactly as the executor held it.
 
 Isolation (`environment.isolate`, `run --isolate`): the stages and evaluators run in a worker
-subprocess of a virtual environment built from the recipe's lock (`registry.envs`), and this
+subprocess of a virtual environment built from the recipe's lock
+(`compressgate.registry.run.envs`), and this
 process records what the worker reports; see "isolated runs" below.
 
 Determinism: every stage runs with `torch.use_deterministic_algorithms(True)`, one intra-op
@@ -44,28 +45,34 @@ from typing import Any
 import numpy as np
 import torch
 
-from evaluators import seeds as across_seeds
-from evaluators.base import EvalContext, Subject, evaluate_stage, flatten
-from evaluators.results import AccuracyResult, SizeResult
-from gates.power import SampleSizes, check_gate, sample_sizes
-from gates.review import GateDecision, SeedVerdict, decide, evidence_digest
-from gates.verdicts import judge
-from recipes import models, onnxio
-from recipes.data import Split, Splits
-from recipes.load import LoadedRecipe, load_recipe
-from recipes.manifest import GateSpec, ImportRef, ModelSpec, Recipe, iter_refs
-from recipes.models import OnnxModel, TorchModel, Variant
-from recipes.signing import verify_recipe
-from recipes.stages.base import NullProgress, StageContext, stage_for
-from recipes.training import Ticker, fit
-from recipes.trust import load_trust
-from registry import environment
-from registry.catalog import Catalog, Decision, catalog_url, document
-from registry.digests import sha256_bytes, sha256_file
-from registry.errors import CompressgateError, IntegrityError, NotFoundError, StageError
-from registry.files import write_atomic
-from registry.records import RecipeRef, RunRecord, StageRecord, Timing
-from registry.store import Artifact, ArtifactStore, StoredFile
+from compressgate import evaluators, recipes
+from compressgate.evaluators import seeds as across_seeds
+from compressgate.evaluators.base import EvalContext, Subject, evaluate_stage, flatten
+from compressgate.evaluators.results import AccuracyResult, SizeResult
+from compressgate.gates.power import SampleSizes, check_gate, sample_sizes
+from compressgate.gates.review import GateDecision, SeedVerdict, decide, evidence_digest
+from compressgate.gates.verdicts import judge
+from compressgate.recipes import models, onnxio
+from compressgate.recipes.data import Split, Splits
+from compressgate.recipes.load import LoadedRecipe, load_recipe
+from compressgate.recipes.manifest import GateSpec, ImportRef, ModelSpec, Recipe, iter_refs
+from compressgate.recipes.models import OnnxModel, TorchModel, Variant
+from compressgate.recipes.signing import verify_recipe
+from compressgate.recipes.stages.base import NullProgress, StageContext, stage_for
+from compressgate.recipes.training import Ticker, fit
+from compressgate.recipes.trust import load_trust
+from compressgate.registry.catalog.records import RecipeRef, RunRecord, StageRecord, Timing
+from compressgate.registry.catalog.repository import Catalog, Decision, catalog_url, document
+from compressgate.registry.catalog.store import Artifact, ArtifactStore, StoredFile
+from compressgate.registry.kernel.digests import sha256_bytes, sha256_file
+from compressgate.registry.kernel.errors import (
+    CompressgateError,
+    IntegrityError,
+    NotFoundError,
+    StageError,
+)
+from compressgate.registry.kernel.files import write_atomic
+from compressgate.registry.run import environment
 
 THREADS = 1
 BASELINE = "baseline"
@@ -213,7 +220,8 @@ def _environment_record(
 # --- isolated runs: the stages in a subprocess of the lock's environment -------------------------
 #
 # The parent verifies the recipe, builds (or reuses) the lock's environment and starts
-# `ENV/bin/python -I -m registry.worker`. It sends one JSON line: the request. The worker
+# `ENV/bin/python -I -m compressgate.registry.run.worker`. It sends one JSON line: the request. The
+# worker
 # verifies the recipe again (same digest, or exit 3), checks its own interpreter against the
 # lock, resolves the recipe's references and answers `ready` with the fingerprint it took. Only
 # then does the parent record the run's start and answer `go`. From there the worker runs the
@@ -226,7 +234,7 @@ def _environment_record(
 def _run_isolated(
     path: Path, options: RunOptions, verified: Any, record: RunRecord, lock: Path
 ) -> RunRecord:
-    from registry import envs
+    from compressgate.registry.run import envs
 
     store = envs.store_dir(options.workspace, options.envs)
     say = _say if options.progress else None
@@ -260,10 +268,10 @@ class _Worker:
     """The worker subprocess and its JSON-lines channel."""
 
     def __init__(self, python: Path, request: dict[str, Any]) -> None:
-        from registry.envs import child_environ
+        from compressgate.registry.run.envs import child_environ
 
         self.process = subprocess.Popen(
-            [str(python), "-I", "-m", "registry.worker"],
+            [str(python), "-I", "-m", "compressgate.registry.run.worker"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -314,7 +322,7 @@ class _Worker:
 
 def _worker_error(message: dict[str, Any]) -> BaseException:
     """The error the worker raised, as the same class (so the same exit code)."""
-    from registry import errors
+    from compressgate.registry.kernel import errors
 
     kind = getattr(errors, message["type"], None)
     text = message["message"]
@@ -430,7 +438,7 @@ def serve(
     send: Callable[[dict[str, Any]], None],
     receive: Callable[[], dict[str, Any] | None],
 ) -> None:
-    """The worker's side of an isolated run (`python -m registry.worker`)."""
+    """The worker's side of an isolated run (`python -m compressgate.registry.run.worker`)."""
     started = time.perf_counter()
     path = Path(request["recipe"])
     options = RunOptions(
@@ -615,7 +623,7 @@ def reproduce(run_id: str, options: RunOptions) -> tuple[RunRecord, RunRecord, l
     isolated = original.environment.get("isolated")
     envs_store = options.envs
     if isolated is not None:
-        from registry import envs
+        from compressgate.registry.run import envs
 
         # The same environment: the lock must be the one the run used, and its store the same.
         lock = (
@@ -1203,7 +1211,7 @@ def load_splits(recipe: Recipe, base: Path, seed: int) -> Splits:
     if not isinstance(splits, Splits):
         raise StageError(
             f"data (seed {seed}): the loader {spec.loader} returned "
-            f"{type(splits).__name__}, not recipes.data.Splits"
+            f"{type(splits).__name__}, not compressgate.recipes.data.Splits"
         )
     if len(splits.train) == 0 or len(splits.test) == 0:
         raise StageError(f"data (seed {seed}): the train and test splits must not be empty")
@@ -1256,14 +1264,13 @@ def subject_of(
 
 def _own_code_digest() -> str:
     """sha256 over the source of the packages whose code shapes an artifact or its metrics."""
-    import evaluators
-    import recipes
 
     files: dict[str, str] = {}
     for package in (recipes, evaluators):
         root = Path(str(package.__file__)).parent
         for path in sorted(root.rglob("*.py")):
-            files[f"{package.__name__}/{path.relative_to(root)}"] = sha256_file(path)
+            name = package.__name__.removeprefix("compressgate.")
+            files[f"{name}/{path.relative_to(root)}"] = sha256_file(path)
     files["registry/executor.py"] = sha256_file(Path(__file__))
     return _digest(files)
 

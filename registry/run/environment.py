@@ -22,8 +22,13 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
-from registry.digests import sha256_bytes
-from registry.errors import EnvironmentMismatch, Issue, ManifestError, NotFoundError
+from compressgate.registry.kernel.digests import sha256_bytes
+from compressgate.registry.kernel.errors import (
+    EnvironmentMismatch,
+    Issue,
+    ManifestError,
+    NotFoundError,
+)
 
 
 @dataclass(frozen=True)

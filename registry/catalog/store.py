@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from registry.digests import canonical_json, sha256_bytes, sha256_file
-from registry.errors import IntegrityError, NotFoundError
+from compressgate.registry.kernel.digests import canonical_json, sha256_bytes, sha256_file
+from compressgate.registry.kernel.errors import IntegrityError, NotFoundError
 
 _CHUNK = 1 << 20
 

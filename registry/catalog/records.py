@@ -10,7 +10,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from evaluators.results import Estimate, EvaluationResult, ExemplarsResult, SeedAggregate
+from compressgate.evaluators.results import (
+    Estimate,
+    EvaluationResult,
+    ExemplarsResult,
+    SeedAggregate,
+)
 
 
 class StageRecord(BaseModel):

@@ -13,10 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from gates.review import ReviewStatus
-from registry.catalog import AliasMove, Catalog, VariantRecord
-from registry.errors import ManifestError, NotFoundError, Refused
-from registry.review import load_trust_for, status
+from compressgate.gates.review import ReviewStatus
+from compressgate.registry.catalog.repository import AliasMove, Catalog, VariantRecord
+from compressgate.registry.governance.review import load_trust_for, status
+from compressgate.registry.kernel.errors import ManifestError, NotFoundError, Refused
 
 
 @dataclass(frozen=True)

@@ -42,9 +42,10 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Field, SQLModel
 
-from evaluators.results import Estimate, ExemplarsResult, SeedAggregate
-from gates.review import GateDecision, SeedVerdict
-from registry.errors import (
+from compressgate.evaluators.results import Estimate, ExemplarsResult, SeedAggregate
+from compressgate.gates.review import GateDecision, SeedVerdict
+from compressgate.registry.catalog.records import RecipeRef, RunRecord, StageRecord, Timing
+from compressgate.registry.kernel.errors import (
     CompressgateError,
     EnvironmentMismatch,
     IntegrityError,
@@ -52,7 +53,6 @@ from registry.errors import (
     NotFoundError,
     Refused,
 )
-from registry.records import RecipeRef, RunRecord, StageRecord, Timing
 
 CATALOG_ENV = "COMPRESSGATE_CATALOG"
 CATALOG_FILE = "catalog.db"
