@@ -76,7 +76,7 @@ def main() -> int:
 def setup(root: Path, seeds: int) -> None:
     from compressgate.recipes.signing import sign_recipe
     from compressgate.recipes.trust import add_owner_key
-    from compressgate.registry.api import init_example
+    from compressgate.registry.authoring import init_example
     from compressgate.registry.kernel.keys import generate_keypair, load_private_key
 
     folder = root / "recipe"

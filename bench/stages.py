@@ -39,7 +39,8 @@ def main() -> int:
     imports = time.perf_counter() - begin
     from compressgate.recipes.signing import sign_recipe
     from compressgate.recipes.trust import add_owner_key
-    from compressgate.registry.api import init_example, run_recipe
+    from compressgate.registry import Workspace
+    from compressgate.registry.authoring import init_example
     from compressgate.registry.kernel.keys import generate_keypair, load_private_key
 
     with tempfile.TemporaryDirectory(prefix="compressgate-bench-") as scratch:
@@ -58,7 +59,8 @@ def main() -> int:
             add_owner_key(root / "trust.yaml", owner, key, ("approver",))
         sign_recipe(recipe, load_private_key(Path(scratch) / "keys" / "ml-platform.key"))
         start = time.perf_counter()
-        summary = run_recipe(recipe, workspace=Path(scratch) / "ws", force=True)
+        with Workspace(Path(scratch) / "ws") as ws:
+            summary = ws.run(recipe, force=True)
         wall = time.perf_counter() - start
 
     per_stage: dict[str, list[tuple[float, float]]] = defaultdict(list)

@@ -348,20 +348,31 @@ def _wilson_check(
     )
 
 
-def check_recipe(recipe: Recipe, sizes: SampleSizes) -> list[PowerCheck]:
-    """The power checks of a recipe's analysable gates, with its evaluators' confidences.
+def check_gates(recipe: Recipe, sizes: SampleSizes) -> dict[str, PowerCheck | None]:
+    """Every gate's power check at `sizes`, with its evaluators' confidences (None: a rule no
+    power analysis applies to). The engine records these with each gate's decision."""
+    confidence = {spec.kind: spec.confidence for spec in recipe.evaluator_specs()}
+    return {gate.name: check_gate(gate, sizes, confidence=confidence) for gate in recipe.gates}
+
+
+def check_recipe(
+    recipe: Recipe,
+    sizes: SampleSizes,
+    checks: Mapping[str, PowerCheck | None] | None = None,
+) -> list[PowerCheck]:
+    """The power checks of a recipe's analysable gates, with its evaluators' confidences
+    (`checks`: `check_gates`'s, if computed already).
 
     A `non_inferior` accuracy gate is judged on the paired counts only when the `paired`
     evaluator runs (else on the Wilson interval against the baseline's estimate): without it,
     it is not analysed.
     """
-    specs = recipe.evaluator_specs()
-    confidence = {spec.kind: spec.confidence for spec in specs}
-    checks = []
-    for gate in recipe.gates:
-        if isinstance(gate, NonInferiorGate) and "paired" not in confidence:
-            continue
-        check = check_gate(gate, sizes, confidence=confidence)
-        if check is not None:
-            checks.append(check)
-    return checks
+    paired = any(spec.kind == "paired" for spec in recipe.evaluator_specs())
+    if checks is None:
+        checks = check_gates(recipe, sizes)
+    return [
+        check
+        for gate in recipe.gates
+        if (check := checks[gate.name]) is not None
+        and (paired or not isinstance(gate, NonInferiorGate))
+    ]

@@ -34,10 +34,8 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, Literal
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from compressgate.evaluators import stats
 from compressgate.evaluators.results import Estimate
 from compressgate.gates.verdicts import Judgement, Verdict, judge
 from compressgate.recipes.manifest import GateSpec, NonInferiorGate
@@ -240,6 +238,11 @@ def _mean(
     differences: Sequence[float] | None,
 ) -> Judgement:
     """The gate judged on the interval of the mean over the seeds."""
+    # numpy and scipy (through stats) only here: reading a review must not import them.
+    import numpy as np
+
+    from compressgate.evaluators import stats
+
     confidence = gate.confidence or 0.95
     if isinstance(gate, NonInferiorGate) and gate.metric == "accuracy" and differences:
         values = np.asarray(differences, dtype=np.float64)

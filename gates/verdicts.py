@@ -22,7 +22,6 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from compressgate.evaluators.paired import non_inferiority_counts
 from compressgate.evaluators.results import Estimate, EvaluationResult, PairedResult
 from compressgate.recipes.manifest import BoundGate, GateSpec, NonInferiorGate, RelativeGate
 
@@ -77,6 +76,9 @@ def _non_inferior(
     paired: EvaluationResult | None,
 ) -> Judgement:
     if gate.metric == "accuracy" and isinstance(paired, PairedResult):
+        # scipy (through paired) only here: reading recorded verdicts must not import it.
+        from compressgate.evaluators.paired import non_inferiority_counts
+
         # Tango's interval depends on the discordant counts and n only.
         result = non_inferiority_counts(
             paired.b, paired.c, paired.n, margin=gate.margin, alpha=1 - gate.confidence

@@ -10,8 +10,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import numpy as np
     import torch
+
+    from compressgate.recipes.manifest import Recipe
 
 
 @dataclass(frozen=True)
@@ -101,3 +105,29 @@ def stratified_indices(
         random_state=seed,
     )
     return train, calibration, test
+
+
+def load_splits(recipe: Recipe, base: Path, seed: int) -> Splits:
+    """The recipe's data for one seed, from its loader (imported only from the allow-listed
+    modules in force: `compressgate.recipes.models.allowed_modules`); a failing loader is a
+    stage error."""
+    from compressgate.recipes import models
+    from compressgate.registry.kernel.errors import StageError
+
+    spec = recipe.data
+    loader = models.resolve(spec.loader, base)
+    try:
+        splits = loader(seed, **spec.args)
+    except Exception as exc:
+        raise StageError(
+            f"data (seed {seed}): the loader {spec.loader} raised {type(exc).__name__}: {exc}",
+            hint="fix the loader or its args in the recipe",
+        ) from exc
+    if not isinstance(splits, Splits):
+        raise StageError(
+            f"data (seed {seed}): the loader {spec.loader} returned "
+            f"{type(splits).__name__}, not compressgate.recipes.data.Splits"
+        )
+    if len(splits.train) == 0 or len(splits.test) == 0:
+        raise StageError(f"data (seed {seed}): the train and test splits must not be empty")
+    return splits

@@ -47,10 +47,21 @@ def read_manifest(path: Path) -> bytes:
         raise ManifestError(f"{path}: cannot be read ({exc.strerror or exc})") from None
 
 
-def load_recipe(path: Path, *, trust: Trust | None = None) -> LoadedRecipe:
-    """Read, validate and check a manifest; raises ManifestError listing every problem."""
-    data = read_manifest(path)
-    recipe, document = parse_recipe(data, str(path))
+def load_recipe(
+    path: Path,
+    *,
+    trust: Trust | None = None,
+    data: bytes | None = None,
+    parsed: tuple[Recipe, YamlDocument] | None = None,
+) -> LoadedRecipe:
+    """Read, validate and check a manifest; raises ManifestError listing every problem.
+
+    `data`, when given, are the manifest's bytes already read (by the signature check), so that
+    what is validated is exactly what was verified and the file is read once; `parsed`, those
+    bytes already parsed (`parse_recipe`), so that they are parsed once."""
+    if data is None:
+        data = read_manifest(path)
+    recipe, document = parsed if parsed is not None else parse_recipe(data, str(path))
     problems = list(recipe_issues(recipe))
     problems += _reference_issues(recipe, path.parent, trust.modules if trust else DEFAULT_MODULES)
     if trust is not None:

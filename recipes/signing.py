@@ -8,8 +8,10 @@ role and is among the recipe's `metadata.owners`, and the subject digest matches
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from compressgate.recipes.load import LoadedRecipe, load_recipe, parse_recipe, read_manifest
 from compressgate.recipes.trust import Trust
@@ -18,6 +20,10 @@ from compressgate.registry.kernel.digests import sha256_bytes
 from compressgate.registry.kernel.errors import IntegrityError, ManifestError, NotFoundError
 from compressgate.registry.kernel.files import write_atomic
 from compressgate.registry.kernel.keys import PrivateKey
+
+if TYPE_CHECKING:
+    from compressgate.recipes.manifest import Recipe
+    from compressgate.recipes.yamldoc import YamlDocument
 
 RECIPE_PREDICATE_TYPE = "https://compressgate.dev/attestation/recipe/v1"
 
@@ -93,12 +99,17 @@ def verify_recipe(
         raise IntegrityError(f"{target} is a directory, not a DSSE envelope") from None
     except OSError as exc:  # a symbolic link loop, no permission to read, …
         raise IntegrityError(f"{target}: cannot be read ({exc.strerror or exc})") from None
+    parsed: list[tuple[Recipe, YamlDocument]] = []
+
+    def parse() -> Recipe:  # once, after the digest matched: the bytes are the signed ones
+        if not parsed:
+            parsed.append(parse_recipe(data, str(path)))
+        return parsed[0][0]
+
     signers = check_signature(
-        data, raw, trust, source=str(target), name=str(path), trust_source=trust_source
+        data, raw, trust, source=str(target), name=str(path), trust_source=trust_source, parse=parse
     )
-    loaded = load_recipe(path, trust=trust)
-    if loaded.data != data:
-        raise IntegrityError(f"{path} changed while it was being verified")
+    loaded = load_recipe(path, trust=trust, data=data, parsed=parsed[0] if parsed else None)
     return VerifiedRecipe(loaded, target, signers)
 
 
@@ -110,10 +121,12 @@ def check_signature(
     source: str,
     name: str,
     trust_source: str = "the trust file",
+    parse: Callable[[], Recipe] | None = None,
 ) -> tuple[Signer, ...]:
     """The owners whose author keys signed the recipe bytes `data` in the envelope `raw`;
     IntegrityError says what failed. (`verify_recipe` adds the file checks; a report checks
-    the bytes the catalog recorded.)"""
+    the bytes the catalog recorded.) `parse`, if given, gives the parsed recipe (its owners
+    must have signed): the caller parses the bytes once for this and its own checks."""
     target, path = source, name
     envelope = dsse.Envelope.from_json(raw, source=target)
     if envelope.payload_type != dsse.INTOTO_PAYLOAD_TYPE:
@@ -148,7 +161,7 @@ def check_signature(
             f"{path} changed since it was signed: its sha256 is {actual}, "
             f"the signature covers {', '.join(digests)}"
         )
-    recipe, _ = parse_recipe(data, str(path))
+    recipe = parse() if parse is not None else parse_recipe(data, str(path))[0]
     owners = set(recipe.metadata.owners)
     signers = tuple(
         Signer(candidates[key], key.keyid) for key in valid if candidates[key] in owners

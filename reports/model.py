@@ -1,9 +1,9 @@
 """What a report shows, as plain data: built by `registry` from catalog records, rendered here.
 
-`reports` never opens the catalog: `compressgate.registry.api.report` reads the run, its review,
-the recipe
-as recorded, earlier runs of the recipe and the chain head, checks the recipe's signature, and
-hands a `ReportData` to `compressgate.reports.render`.
+`reports` never opens the catalog: `compressgate.registry.reporting` reads the run, its review,
+the recipe as recorded, earlier runs of the recipe and the chain head, checks the recipe's
+signature, and `compressgate.reports.assemble` turns those records into a `ReportData` for
+`compressgate.reports.render`.
 """
 
 from __future__ import annotations

@@ -1,33 +1,42 @@
-"""Shared fixtures: a CLI runner and a signed-recipe workspace built through the public API."""
+"""Shared fixtures: a CLI runner, a signed-recipe workspace built through the public API, and
+empty catalogs (SQLite, and PostgreSQL when $COMPRESSGATE_TEST_PG_URL names a server). Their
+types and the helpers tests import live in `tests/helpers/`."""
 
 from __future__ import annotations
 
-import os
 import secrets
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from click.testing import CliRunner
 
-from compressgate.recipes.trust import add_owner_key
-from compressgate.registry.api import init_example
-from compressgate.registry.cli import cli as cli_group
-from compressgate.registry.kernel.keys import generate_keypair
+# Before the helpers are imported: their asserts explain themselves as a test module's do.
+pytest.register_assert_rewrite("tests.helpers")
 
-GATE_OWNERS = ("ml-lead", "responsible-ai", "serving")
+from click.testing import CliRunner  # noqa: E402
 
-
-@dataclass(frozen=True)
-class CliResult:
-    exit_code: int
-    stdout: str
-    stderr: str
+from compressgate.registry.cli import cli as cli_group  # noqa: E402
+from tests.helpers.postgres import fresh_schema  # noqa: E402
+from tests.helpers.workspace import CliResult, Invoke, Workspace, make_workspace  # noqa: E402
 
 
-Invoke = Callable[..., CliResult]
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("hardening", "tests/hardening/test_guarantees.py (bench/hardening.py)")
+    group.addoption(
+        "--harden-scale",
+        type=float,
+        default=0.1,
+        help="the guarantees' counts: 1.0 is bench/hardening.py's, the default 0.1 its --quick",
+    )
+    group.addoption("--harden-seed", type=int, default=0, help="the scenarios' seed (default 0)")
+    group.addoption(
+        "--harden-figures",
+        type=Path,
+        default=None,
+        help="append each section's figures to FILE, one JSON line per section",
+    )
 
 
 @pytest.fixture
@@ -41,60 +50,10 @@ def cli() -> Invoke:
     return invoke
 
 
-@dataclass(frozen=True)
-class Workspace:
-    root: Path
-    recipe: Path
-    trust: Path
-    keys: Path
-
-    def key(self, owner: str) -> Path:
-        return self.keys / f"{owner}.key"
-
-
 @pytest.fixture
 def workspace(tmp_path: Path) -> Workspace:
     """The digits example copied into a folder, with keys for every owner and a trust file."""
-    root = tmp_path / "ws"
-    init_example(root, "digits")
-    keys = tmp_path / "keys"
-    trust = root / "trust.yaml"
-    for owner, role in [("ml-platform", "author"), *((o, "approver") for o in GATE_OWNERS)]:
-        _, _, public = generate_keypair(owner, keys)
-        add_owner_key(trust, owner, public, (role,))  # type: ignore[arg-type]
-    return Workspace(root, root / "recipe.yaml", trust, keys)
-
-
-# --- catalogs -----------------------------------------------------------------------------------
-
-PG_ENV = "COMPRESSGATE_TEST_PG_URL"
-
-
-def postgres_url(schema: str) -> str:
-    """$COMPRESSGATE_TEST_PG_URL with its search_path set to `schema` (skips without it)."""
-    base = os.environ.get(PG_ENV)
-    if not base:
-        pytest.skip(f"${PG_ENV} is not set: no PostgreSQL server to test against")
-    separator = "&" if "?" in base else "?"
-    return f"{base}{separator}options=-csearch_path%3D{schema}"
-
-
-@contextmanager
-def fresh_schema(schema: str) -> Iterator[str]:
-    """A new, empty PostgreSQL schema for one test, dropped afterwards; yields its URL."""
-    import sqlalchemy as sa
-
-    url = postgres_url(schema)
-    engine = sa.create_engine(os.environ[PG_ENV])
-    with engine.begin() as conn:
-        conn.exec_driver_sql(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
-        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
-    try:
-        yield url
-    finally:
-        with engine.begin() as conn:
-            conn.exec_driver_sql(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
-        engine.dispose()
+    return make_workspace(tmp_path)
 
 
 @pytest.fixture(
@@ -115,10 +74,34 @@ def catalog_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]
 _BARE = ("registry", "recipes", "gates", "evaluators", "reports")
 
 
-def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    import sys
+class _Shadow:
+    """A finder that refuses the bare names at the import that asks for one, so the test that
+    does it fails there, with its traceback."""
 
-    stray = sorted(name for name in sys.modules if name.split(".")[0] in _BARE)
+    @staticmethod
+    def find_spec(name: str, path: object = None, target: object = None) -> None:
+        if name.split(".")[0] in _BARE:
+            raise ImportError(f"import compressgate.{name}, not the bare {name!r}", name=name)
+
+
+sys.meta_path.insert(0, _Shadow())  # type: ignore[arg-type]
+
+
+_STRAY = pytest.StashKey[list[str]]()
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    """Under pytest-xdist, on the controller: what a worker found imported (the controller
+    imports no test module itself, and a worker's exit status is not the session's)."""
+    node.config.stash.setdefault(_STRAY, []).extend(node.workeroutput.get("stray", []))
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    from_workers: list[str] = session.config.stash.get(_STRAY, [])
+    stray = sorted({name for name in sys.modules if name.split(".")[0] in _BARE} | {*from_workers})
+    if hasattr(session.config, "workeroutput"):  # a pytest-xdist worker: tell the controller
+        session.config.workeroutput["stray"] = stray
     if stray:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
         print(f"\nimported outside the compressgate namespace: {', '.join(stray[:10])}")

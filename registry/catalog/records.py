@@ -1,14 +1,18 @@
-"""What a run leaves behind, as pydantic records: the run, each stage of each seed, timing.
+"""What the catalog takes and gives back, as pydantic records.
 
-The executor fills these in; the catalog stores them row by row and gives them back, so that
-`compressgate catalog show RUN --json` exports exactly the record the executor held.
+The run (`RunRecord`, each stage's `StageRecord`, `Timing`): the executor fills these in; the
+catalog stores them row by row and gives them back, so that `compressgate catalog show RUN
+--json` exports exactly the record the executor held. The catalog's own records (`VariantRecord`,
+`Decision`, `SignoffRecord`, `ReportEntry`, `AliasMove`, …) are frozen. A record that mirrors a
+table derives from that table's `*Fields` base in `schema`, so they share one declaration of
+each field; only JSON documents, stored as text, are typed here.
 """
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from compressgate.evaluators.results import (
     Estimate,
@@ -16,37 +20,39 @@ from compressgate.evaluators.results import (
     ExemplarsResult,
     SeedAggregate,
 )
+from compressgate.registry.catalog.schema import (
+    AliasMoveFields,
+    DecisionFields,
+    RecipeFields,
+    ReportFields,
+    SignoffFields,
+    StageFields,
+    VariantFields,
+)
+
+# --- the run, as the executor holds it ---------------------------------------------------------
 
 
-class StageRecord(BaseModel):
-    """One stage of one seed: what came out, from what, by which spec, and how good it is."""
+class StageDocuments(BaseModel):
+    """The JSON documents of a stage's variant (text in `VariantRow`)."""
 
-    seed: int
-    name: str
-    kind: str
-    status: Literal["running", "done", "failed"] = "running"
-    cached: bool = False
-    format: Literal["torch", "onnx"] | None = None
-    artifact_sha256: str | None = None
-    parent_sha256: str | None = None
-    spec_sha256: str | None = None
-    cache_key: str | None = None
-    size_bytes: int | None = None
     files: list[dict[str, Any]] = Field(default_factory=list)
-    params: int | None = None
-    nonzero_params: int | None = None
-    macs: int | None = None
     metrics: dict[str, Estimate] = Field(
         default_factory=dict, description="every evaluator's metrics under their dotted names"
     )
+    details: dict[str, Any] = Field(default_factory=dict)
+    warnings: list[str] = Field(default_factory=list)
+
+
+class StageRecord(StageFields, StageDocuments):
+    """One stage of one seed: what came out, from what, by which spec, and how good it is."""
+
+    name: str
+    status: Literal["running", "done", "failed"] = "running"
+    artifact_sha256: str | None = None
     evaluations: dict[str, EvaluationResult] = Field(
         default_factory=dict, description="each evaluator's full result, by kind"
     )
-    evaluation_key: str | None = None
-    details: dict[str, Any] = Field(default_factory=dict)
-    warnings: list[str] = Field(default_factory=list)
-    seconds: float = 0.0
-    eval_seconds: float = 0.0
     error: str | None = None
 
 
@@ -94,3 +100,102 @@ class RunRecord(BaseModel):
             if record.seed == seed and record.name == name:
                 return record
         raise KeyError((seed, name))
+
+
+# --- what the catalog gives back ---------------------------------------------------------------
+
+# A record built on a table's fields is a SQLModel, whose config type is its own (a TypedDict
+# like pydantic's): the same frozen config, typed loosely.
+_FROZEN: Any = ConfigDict(frozen=True)
+
+
+class CatalogRecord(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class VariantRecord(VariantFields, StageDocuments):
+    """A recorded variant: its stage's fields and documents, and its spec."""
+
+    model_config = _FROZEN
+    spec: dict[str, Any]
+
+
+class Decision(DecisionFields):
+    """One gate judged on one variant of one seed of a run."""
+
+    model_config = _FROZEN
+    rule: dict[str, Any]
+
+
+class SignoffRecord(SignoffFields):
+    """An approval or waiver as recorded (the caller checked its envelope): its id is the
+    envelope's sha256, so the same envelope is recorded once."""
+
+    model_config = _FROZEN
+
+
+class ReportEntry(ReportFields):
+    """A report file `report -o` wrote, to be recorded by the sha256 of its bytes."""
+
+    model_config = _FROZEN
+
+
+class RecordedReport(ReportEntry):
+    """A report file `report -o` wrote, as the catalog recorded it (schema v3)."""
+
+    seq: int
+
+
+class AliasMove(AliasMoveFields):
+    model_config = _FROZEN
+    seq: int
+
+
+class RecipeRecord(RecipeFields):
+    model_config = _FROZEN
+    signers: list[str]
+
+
+class RunListing(CatalogRecord):
+    run_id: str
+    recipe: str
+    version: int
+    recipe_sha256: str
+    status: str
+    started_at: str
+    finished_at: str | None
+    seeds: list[int]
+    signers: list[str]
+
+
+class RunInfo(CatalogRecord):
+    """A run's identity without its stages: recipe, signers, environment, who started it."""
+
+    run_id: str
+    recipe: str
+    version: int
+    recipe_sha256: str
+    signers: list[str]
+    environment_sha256: str
+    lock_sha256: str
+    python: str | None
+    started_at: str
+    actor: str
+
+
+class Head(CatalogRecord):
+    size: int
+    sha256: str
+
+
+class AuditReport(CatalogRecord):
+    catalog: str
+    schema_version: int
+    events: int
+    rows: int
+    artifacts: int
+    head: Head
+    seconds: float
+    events_per_second: float
+    checkpoint: Head | None = None
+    reports: list[RecordedReport] = []

@@ -52,3 +52,39 @@ class AliasResult(ApiResult):
     alias: str
     changed: bool
     move: AliasMove
+
+
+def diff(a: VariantRecord, b: VariantRecord) -> Diff:
+    """Two variants side by side: identity, stage configuration (flattened) and metrics."""
+    identity_fields = (
+        *("run_id", "seed", "stage", "kind", "format", "artifact_sha256"),
+        *("parent_sha256", "recipe_sha256", "size_bytes", "params", "macs"),
+    )
+    return Diff(
+        a=a.id,
+        b=b.id,
+        identity=_rows(
+            {k: getattr(a, k) for k in identity_fields}, {k: getattr(b, k) for k in identity_fields}
+        ),
+        config=_rows(_flat(a.spec), _flat(b.spec)),
+        metrics=_rows(
+            {k: [m.estimate, m.ci_low, m.ci_high] for k, m in a.metrics.items()},
+            {k: [m.estimate, m.ci_low, m.ci_high] for k, m in b.metrics.items()},
+        ),
+    )
+
+
+def _rows(left: dict[str, Any], right: dict[str, Any]) -> list[DiffRow]:
+    return [
+        DiffRow(key=k, a=left.get(k), b=right.get(k), same=left.get(k) == right.get(k))
+        for k in sorted(set(left) | set(right))
+    ]
+
+
+def _flat(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict) and value:
+        flat: dict[str, Any] = {}
+        for key, item in value.items():
+            flat.update(_flat(item, f"{prefix}.{key}" if prefix else str(key)))
+        return flat
+    return {prefix: value}

@@ -25,9 +25,10 @@ from compressgate.gates.review import (
 )
 from compressgate.gates.signoff import Kind, check_signoff, counting, signoff_envelope
 from compressgate.recipes.load import parse_recipe
-from compressgate.recipes.manifest import GateSpec
+from compressgate.recipes.manifest import GateSpec, Recipe
 from compressgate.recipes.trust import Trust, load_trust
-from compressgate.registry.catalog.repository import Catalog, Decision, now
+from compressgate.registry.catalog.records import RunRecord
+from compressgate.registry.catalog.repository import Catalog, Decision, SignoffRecord, now
 from compressgate.registry.kernel.dsse import Envelope
 from compressgate.registry.kernel.errors import (
     CompressgateError,
@@ -43,21 +44,36 @@ def trust_path_for(catalog: Catalog, run_id: str, explicit: Path | None) -> Path
     recipe the run recorded."""
     if explicit is not None:
         return explicit
-    return Path(catalog.run(run_id).recipe.path).parent / "trust.yaml"
+    return trust_path_of(catalog.run(run_id), None)
+
+
+def trust_path_of(record: RunRecord, explicit: Path | None) -> Path:
+    """`trust_path_for` of a run record already read."""
+    return explicit if explicit is not None else Path(record.recipe.path).parent / "trust.yaml"
 
 
 TrustSource = Trust | Callable[[], Trust]
 
 
 def status(
-    catalog: Catalog, run_id: str, trust: TrustSource, *, at: datetime | None = None
+    catalog: Catalog,
+    run_id: str,
+    trust: TrustSource,
+    *,
+    at: datetime | None = None,
+    record: RunRecord | None = None,
+    recipe: Recipe | None = None,
 ) -> ReviewStatus:
     """The run's review status now (or at `at`). `trust` may be a function that loads it: it
-    is called only if the run has sign-offs to check."""
-    record = catalog.run(run_id)
+    is called only if the run has sign-offs to check. A caller that holds the run's record or
+    its parsed recipe already passes them: they are not read again."""
+    if record is None:
+        record = catalog.run(run_id)
     decisions = catalog.gate_verdicts(run_id) or _before_v2(catalog.decisions(run_id=run_id))
-    recipe = catalog.recipe(record.recipe.sha256)
-    parsed, _ = parse_recipe(recipe.content.encode("utf-8"), f"recipe {recipe.sha256[:12]}")
+    if recipe is None:
+        recorded = catalog.recipe(record.recipe.sha256)
+        recipe, _ = parse_recipe(recorded.content.encode("utf-8"), f"recipe {recorded.sha256[:12]}")
+    parsed = recipe
     signoffs = _signoffs(catalog, run_id, decisions, trust, record.recipe.sha256, at)
     stopped = next(
         (d.stage for d in decisions if d.verdict == "fail" and record.status == "stopped"), None
@@ -119,26 +135,26 @@ def _signoffs(
     if rows and not isinstance(trust, Trust):
         trust = trust()
     for row in rows:
-        source = f"{row['kind']} {row['id'][:12]} of gate '{row['gate']}'"
-        decision = by_gate.get(row["gate"])
+        source = f"{row.kind} {row.id[:12]} of gate '{row.gate}'"
+        decision = by_gate.get(row.gate)
         base = Signoff(
-            id=row["id"],
-            kind=row["kind"],
-            gate=row["gate"],
-            owner=row["owner"],
-            keyid=row["keyid"],
-            verdict=row["verdict"],
-            reason=row["reason"],
-            expires=row["expires"],
+            id=row.id,
+            kind=row.kind,  # type: ignore[arg-type]
+            gate=row.gate,
+            owner=row.owner,
+            keyid=row.keyid,
+            verdict=row.verdict,  # type: ignore[arg-type]
+            reason=row.reason,
+            expires=row.expires,
             signed_at="",
-            recorded_at=row["recorded_at"],
+            recorded_at=row.recorded_at,
             counts=False,
         )
         if decision is None:
             out.append(base.model_copy(update={"problem": "the run has no such gate decision"}))
             continue
         try:
-            envelope = Envelope.from_json(row["envelope"].encode("utf-8"), source=source)
+            envelope = Envelope.from_json(row.envelope.encode("utf-8"), source=source)
             assert isinstance(trust, Trust)
             checked = check_signoff(
                 envelope,
@@ -150,7 +166,7 @@ def _signoffs(
         except CompressgateError as exc:
             out.append(base.model_copy(update={"problem": str(exc)}))
             continue
-        out.append(counting(checked.model_copy(update={"recorded_at": row["recorded_at"]}), moment))
+        out.append(counting(checked.model_copy(update={"recorded_at": row.recorded_at}), moment))
     return out
 
 
@@ -229,21 +245,21 @@ def sign_off(
         )
     first = decision.seeds[0]
     catalog.record_signoff(
-        {
-            "id": checked.id,
-            "run_id": run_id,
-            "gate": gate,
-            "variant_id": first.variant_id,
-            "artifact_sha256": first.artifact_sha256,
-            "kind": checked.kind,
-            "verdict": checked.verdict,
-            "owner": checked.owner,
-            "keyid": checked.keyid,
-            "reason": checked.reason,
-            "expires": checked.expires,
-            "envelope": envelope.to_json().decode("utf-8"),
-            "recorded_at": now(),
-        }
+        SignoffRecord(
+            id=checked.id,
+            run_id=run_id,
+            gate=gate,
+            variant_id=first.variant_id,
+            artifact_sha256=first.artifact_sha256,
+            kind=checked.kind,
+            verdict=checked.verdict,
+            owner=checked.owner,
+            keyid=checked.keyid,
+            reason=checked.reason,
+            expires=checked.expires,
+            envelope=envelope.to_json().decode("utf-8"),
+            recorded_at=now(),
+        )
     )
     return checked, envelope
 
@@ -255,3 +271,21 @@ def load_trust_for(catalog: Catalog, run_id: str, explicit: Path | None) -> Call
 
 def _article(word: str) -> str:
     return "an" if word[:1] in "aeiou" else "a"
+
+
+def parse_expiry(text: str) -> datetime:
+    """A waiver's `--expires`: a date (the waiver counts through that day, UTC) or an ISO 8601
+    time (a time without a zone is taken as UTC)."""
+    from datetime import date, timedelta
+
+    try:
+        if len(text) == 10:
+            day = date.fromisoformat(text)
+            return datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(days=1)
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ManifestError(
+            f"--expires {text!r} is not a date",
+            hint="give YYYY-MM-DD (counts through that day, UTC) or an ISO 8601 time",
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

@@ -20,6 +20,7 @@ from pydantic import BaseModel
 
 from compressgate.evaluators.base import EvalContext, Subject, evaluate_stage, flatten
 from compressgate.evaluators.results import Estimate, EvaluationResult
+from compressgate.recipes.data import load_splits
 from compressgate.recipes.evaluation import (
     ACROSS_SEEDS,
     EVALUATOR_KINDS,
@@ -34,16 +35,10 @@ from compressgate.registry.catalog.records import RunRecord, StageRecord
 from compressgate.registry.catalog.repository import Catalog, catalog_url
 from compressgate.registry.catalog.store import Artifact, ArtifactStore
 from compressgate.registry.kernel.errors import IntegrityError, ManifestError
-from compressgate.registry.run.engine import (
-    BASELINE,
-    THREADS,
-    deterministic,
-    load_splits,
-    load_variant,
-    recorded_recipe,
-    split_digest,
-    subject_of,
-)
+from compressgate.registry.run.determinism import THREADS, deterministic
+from compressgate.registry.run.engine import split_digest
+from compressgate.registry.run.reproduce import recorded_recipe
+from compressgate.registry.run.variants import BASELINE, load_variant, subject_of
 
 _PREFIX = re.compile(r"^[0-9a-f]{6,64}$")
 

@@ -1,10 +1,9 @@
 """The worker of an isolated run: `ENV/bin/python -I -m compressgate.registry.run.worker`.
 
 It reads the request (one JSON line) on stdin and answers on its stdout, one JSON line per
-message (see the protocol in `compressgate.registry.run.engine`). Everything else the stages print
-goes to
-stderr: the real stdout is kept for the channel and fd 1 is pointed at stderr before any stage
-code runs.
+message (the protocol is in `compressgate.registry.run.isolation`); `serve` is its end of it.
+Everything else the stages print goes to stderr: the real stdout is kept for the channel and
+fd 1 is pointed at stderr before any stage code, or anything heavy, is imported.
 """
 
 from __future__ import annotations
@@ -12,7 +11,10 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 import traceback
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 
@@ -30,13 +32,12 @@ def main() -> int:
         return json.loads(line) if line else None
 
     from compressgate.registry.kernel.errors import CompressgateError, StageError
-    from compressgate.registry.run import engine as executor
 
     request = receive()
     if request is None:
         return 2
     try:
-        executor.serve(request, send, receive)
+        serve(request, send, receive)
     except CompressgateError as exc:
         send(
             {
@@ -53,6 +54,65 @@ def main() -> int:
         send({"op": "error", "type": type(exc).__name__, "message": str(exc), "hint": None})
         return 1
     return 0
+
+
+def serve(
+    request: dict[str, Any],
+    send: Callable[[dict[str, Any]], None],
+    receive: Callable[[], dict[str, Any] | None],
+) -> None:
+    """The worker's end of an isolated run: verify, check, report `ready`, wait for `go`, then
+    run the stages with the catalog and the progress bars on the parent's side."""
+    from compressgate.recipes import models
+    from compressgate.recipes.signing import verify_recipe
+    from compressgate.recipes.trust import load_trust
+    from compressgate.registry.catalog.records import RunRecord
+    from compressgate.registry.kernel.errors import IntegrityError
+    from compressgate.registry.run import engine, environment
+    from compressgate.registry.run.determinism import THREADS, deterministic
+    from compressgate.registry.run.isolation import RemoteCatalog, RemoteProgress
+
+    started = time.perf_counter()  # after the imports, as in a run in this process
+    path = Path(request["recipe"])
+    options = engine.RunOptions(
+        workspace=Path(request["workspace"]), trust=Path(request["trust"]), force=request["force"]
+    )
+    trust = load_trust(options.trust)
+    verified = verify_recipe(path, trust, trust_source=str(options.trust))
+    record = RunRecord.model_validate(request["record"])
+    if verified.loaded.sha256 != record.recipe.sha256:
+        raise IntegrityError(
+            f"{path} changed while the run started: its sha256 is {verified.loaded.sha256}, "
+            f"the run verified {record.recipe.sha256}"
+        )
+    recipe = verified.loaded.recipe
+    base = path.parent.resolve()
+    lock = base / recipe.environment.lock
+    mismatches = environment.enforce(lock, strict=recipe.environment.strict)
+    engine.check_references(recipe, base, trust.modules)
+    with models.allowed_modules(trust.modules):
+        with deterministic(THREADS):
+            ready = engine.environment_record(lock, recipe, mismatches)
+            send({"op": "ready", "environment": ready})
+            go = receive()
+            if go is None or go.get("op") != "go":
+                return  # the parent stopped before the run's start was recorded
+            record.environment = go["environment"]
+            executor = engine.Executor(
+                verified.loaded,
+                base,
+                options,
+                record,
+                started,
+                RemoteCatalog(send),
+                progress=RemoteProgress(send),
+            )
+            try:
+                executor.run_stages()
+            except BaseException as exc:
+                executor.fail(exc)
+                raise
+        executor.finish()
 
 
 if __name__ == "__main__":

@@ -19,9 +19,9 @@ import pytest
 
 from compressgate.recipes.signing import sign_recipe
 from compressgate.recipes.trust import add_owner_key
-from compressgate.registry.api import init_example
+from compressgate.registry.authoring import init_example
 from compressgate.registry.kernel.keys import generate_keypair, load_private_key
-from tests.conftest import Invoke
+from tests.helpers.workspace import Invoke
 
 OWNERS = ("ml-lead", "responsible-ai")
 

@@ -1,6 +1,6 @@
 """`compressgate ci` on a git repository of recipes: changed recipes found against a base ref,
 runs reused by recipe digest and environment, JUnit XML read back by junitparser, a Markdown
-summary (also appended to $GITHUB_STEP_SUMMARY), and the exit codes of DESIGN.md. Also the
+summary (also appended to $GITHUB_STEP_SUMMARY), and docs/architecture.md's exit codes. Also the
 shipped pre-commit hooks and the GitHub Actions example."""
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from junitparser import Error, Failure, JUnitXml
 
 from compressgate.recipes.signing import sign_recipe
 from compressgate.registry.kernel.keys import load_private_key
-from tests.conftest import Invoke, Workspace
-from tests.registry.test_executor import write_recipe
+from tests.helpers.recipes import write_recipe
+from tests.helpers.workspace import Invoke, Workspace
 
 ROOT = Path(__file__).resolve().parents[2]
 GATES = """\

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +14,9 @@ import click
 import pytest
 
 from compressgate.registry.cli import cli as cli_group
-from tests.conftest import Invoke, Workspace
+from compressgate.registry.kernel.errors import EXIT_INTERNAL
+from compressgate.registry.workspace import Workspace as Registry
+from tests.helpers.workspace import Invoke, Workspace
 
 EXE = Path(sys.executable).parent / "compressgate"
 
@@ -113,3 +118,94 @@ def test_init_copies_the_example_and_its_files(tmp_path: Path, cli: Invoke) -> N
         "requirements.lock",
     ]
     assert cli("recipe", "validate", tmp_path / "new" / "recipe.yaml").exit_code == 0
+
+
+# --- an unexpected exception is a bug: exit 70, one line, the traceback in a log ----------------
+
+BUG_LINE = re.compile(
+    r"Error: internal error \(BUG\): RuntimeError: the catalog fell over; traceback in (\S+)\n"
+)
+
+
+def fall_over(*_: object, **__: object) -> None:
+    raise RuntimeError("the catalog fell over")
+
+
+def test_an_unexpected_exception_exits_70_with_one_line_and_the_traceback_in_a_log(
+    cli: Invoke, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COMPRESSGATE_LOG_DIR", str(tmp_path / "logs"))
+    monkeypatch.setattr(Registry, "runs", fall_over)
+    result = cli("catalog", "list", "--workspace", tmp_path / "ws")
+    assert result.exit_code == EXIT_INTERNAL == 70
+    assert result.stdout == ""
+    found = BUG_LINE.fullmatch(result.stderr)
+    assert found is not None, result.stderr
+    log = Path(found[1])
+    assert log.parent == (tmp_path / "logs").resolve()
+    assert stat.S_IMODE(log.stat().st_mode) == 0o600
+    text = log.read_text()
+    assert "Traceback (most recent call last):" in text
+    assert "in fall_over\n" in text
+    assert text.rstrip().endswith("RuntimeError: the catalog fell over")
+
+
+def test_without_a_log_folder_the_log_goes_to_the_workspace(
+    cli: Invoke, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("COMPRESSGATE_LOG_DIR", raising=False)
+    monkeypatch.setattr(Registry, "alias_history", fall_over)
+    (tmp_path / "ws").mkdir()
+    result = cli("alias", "history", "production", "--workspace", tmp_path / "ws")
+    assert result.exit_code == 70
+    found = BUG_LINE.fullmatch(result.stderr)
+    assert found is not None, result.stderr
+    assert Path(found[1]).parent == (tmp_path / "ws" / "logs").resolve()
+    assert "RuntimeError: the catalog fell over" in Path(found[1]).read_text()
+
+
+def test_the_console_script_exits_70_on_a_bug(tmp_path: Path) -> None:
+    # The real entry point in its own process, with one API function replaced by a failing one.
+    code = (
+        "import sys\n"
+        "from compressgate.registry.workspace import Workspace\n"
+        "def fall_over(*_, **__):\n"
+        "    raise RuntimeError('the catalog fell over')\n"
+        "Workspace.review = fall_over\n"
+        "sys.argv = ['compressgate', 'review', 'status', '--workspace', sys.argv[1]]\n"
+        "from compressgate.registry.cli import main\n"
+        "main()\n"
+    )
+    env = {**os.environ, "COMPRESSGATE_LOG_DIR": str(tmp_path / "logs")}
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "ws")],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    assert result.returncode == 70
+    found = BUG_LINE.fullmatch(result.stderr)
+    assert found is not None, result.stderr
+    assert "in fall_over" in Path(found[1]).read_text()
+
+
+def test_an_interrupt_exits_130_not_1(
+    cli: Invoke, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def interrupted(*_: object, **__: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setenv("COMPRESSGATE_LOG_DIR", str(tmp_path / "logs"))
+    monkeypatch.setattr(Registry, "runs", interrupted)
+    result = cli("catalog", "list", "--workspace", tmp_path / "ws")
+    assert result.exit_code == 130
+    assert result.stderr == "\nAborted!\n"
+    assert not (tmp_path / "logs").exists()
+
+
+def test_help_names_the_conflict_and_internal_error_exit_codes() -> None:
+    result = run("--help")
+    text = " ".join(result.stdout.split())
+    assert "6 conflict (another process changed it first: retry)" in text
+    assert "70 internal error (a bug: the log named holds the traceback)" in text

@@ -18,8 +18,8 @@ from compressgate.recipes.signing import sign_recipe
 from compressgate.registry.kernel.keys import load_private_key
 from compressgate.registry.run import envs
 from compressgate.registry.run.environment import read_lock
-from tests.conftest import Invoke, Workspace
-from tests.registry.test_envs import untouched
+from tests.helpers.envs import untouched
+from tests.helpers.workspace import Invoke, Workspace
 
 
 @pytest.mark.slow

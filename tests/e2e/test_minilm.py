@@ -17,7 +17,7 @@ import pytest
 
 from compressgate.recipes.signing import sign_recipe
 from compressgate.recipes.trust import add_owner_key
-from compressgate.registry.api import init_example
+from compressgate.registry.authoring import init_example
 from compressgate.registry.kernel.keys import generate_keypair, load_private_key
 
 # The example at a smaller scale: 300 test sentences, batch 1 timed briefly.

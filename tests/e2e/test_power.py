@@ -8,8 +8,8 @@ import json
 
 from compressgate.recipes.signing import sign_recipe
 from compressgate.registry.kernel.keys import load_private_key
-from tests.conftest import Invoke, Workspace
-from tests.registry.test_executor import write_recipe
+from tests.helpers.recipes import write_recipe
+from tests.helpers.workspace import Invoke, Workspace
 
 
 def one_point(ws: Workspace) -> None:

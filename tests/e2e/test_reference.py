@@ -8,7 +8,7 @@ import pytest
 
 from compressgate.recipes.signing import sign_recipe
 from compressgate.registry.kernel.keys import load_private_key
-from tests.conftest import Invoke, Workspace
+from tests.helpers.workspace import Invoke, Workspace
 
 
 @pytest.mark.slow
@@ -40,7 +40,7 @@ def test_reference_recipe_is_20x_smaller_than_the_float_onnx_within_1_point(
     for plot in ("accuracy_vs_size", "accuracy_vs_latency", "reliability", "groups", "classes"):
         assert f'id="plot-{plot}"' in text, plot
     assert 'id="plot-latency"' in text
-    from tests.reports.browser import find_chromium, open_page
+    from tests.helpers.browser import find_chromium, open_page
 
     if find_chromium() is None:
         pytest.skip("no chromium on PATH: the browser check needs Debian's chromium")

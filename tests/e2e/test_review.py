@@ -21,10 +21,10 @@ from scipy.stats import binomtest
 
 from compressgate.recipes.signing import sign_recipe
 from compressgate.recipes.trust import add_owner_key
-from compressgate.registry.api import init_example
+from compressgate.registry.authoring import init_example
 from compressgate.registry.kernel.keys import generate_keypair, load_private_key
-from tests.conftest import GATE_OWNERS, CliResult, Invoke, Workspace
-from tests.registry.test_executor import DEFAULTS, QUICK
+from tests.helpers.recipes import DEFAULTS, QUICK
+from tests.helpers.workspace import GATE_OWNERS, CliResult, Invoke, Workspace
 
 MARGIN = 0.15  # the good recipe's paired drop is about 0.06, an over-pruned one's about 0.6
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Invoke, Workspace
+from tests.helpers.workspace import Invoke, Workspace
 
 BASE = """\
 apiVersion: compressgate/v1

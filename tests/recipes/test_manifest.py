@@ -14,8 +14,8 @@ import compressgate.recipes.evaluation as ev
 import compressgate.recipes.manifest as m
 from compressgate.recipes.load import load_recipe, parse_recipe
 from compressgate.recipes.yamldoc import dump_yaml
-from compressgate.registry import api
-from compressgate.registry.api import recipe_schema
+from compressgate.registry import authoring
+from compressgate.registry.authoring import recipe_schema
 
 EXAMPLES = Path(m.__file__).parent / "examples"
 SCHEMA_FILE = Path(m.__file__).parent / "schema" / "recipe-v1.schema.json"
@@ -315,7 +315,7 @@ def test_schema_carries_the_name_metric_and_import_patterns() -> None:
 
 def test_every_bundled_example_loads() -> None:
     examples = sorted(EXAMPLES.glob("*.yaml"))
-    assert sorted(p.stem for p in examples) == sorted(api.EXAMPLES)
+    assert sorted(p.stem for p in examples) == sorted(authoring.EXAMPLES)
     for path in examples:
         assert load_recipe(path).recipe.metadata.owners == ("ml-platform",)
 

@@ -14,7 +14,7 @@ from compressgate.recipes.signing import RECIPE_PREDICATE_TYPE, envelope_path, r
 from compressgate.recipes.trust import add_owner_key, load_trust
 from compressgate.registry.kernel import dsse
 from compressgate.registry.kernel.keys import PrivateKey, generate_keypair, load_private_key
-from tests.conftest import Invoke, Workspace
+from tests.helpers.workspace import Invoke, Workspace
 
 
 def signed(ws: Workspace, cli: Invoke, owner: str = "ml-platform") -> Path:

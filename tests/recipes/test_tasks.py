@@ -10,7 +10,7 @@ import pytest
 
 from compressgate.recipes.evaluation import CosineSpec, RetrievalSpec, SizeSpec
 from compressgate.recipes.load import load_recipe
-from compressgate.registry.api import init_example
+from compressgate.registry.authoring import init_example
 from compressgate.registry.kernel.errors import ManifestError
 
 

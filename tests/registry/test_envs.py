@@ -20,7 +20,8 @@ import pytest
 from compressgate.registry.kernel.errors import EnvironmentMismatch, ManifestError
 from compressgate.registry.run import envs
 from compressgate.registry.run.environment import Pin, read_lock
-from tests.conftest import Invoke
+from tests.helpers.envs import untouched
+from tests.helpers.workspace import Invoke
 
 PACKAGING = importlib.metadata.version("packaging")
 
@@ -30,13 +31,6 @@ def tiny_lock(tmp_path: Path, text: str = f"packaging=={PACKAGING}\n") -> Path:
     lock.parent.mkdir(parents=True, exist_ok=True)
     lock.write_text(text)
     return lock
-
-
-def untouched(env: Path) -> tuple[bytes, list[tuple[str, int]]]:
-    """The marker's bytes and every installed distribution's name and mtime."""
-    site = env / "lib" / "python3.11" / "site-packages"
-    installed = sorted((p.name, p.stat().st_mtime_ns) for p in site.iterdir())
-    return (env / envs.MARKER).read_bytes(), installed
 
 
 # --- locks ------------------------------------------------------------------------------------
@@ -164,7 +158,7 @@ def test_create_builds_once_then_reuses_lists_and_verifies(tmp_path: Path, cli: 
     assert untouched(store / digest) == before  # nothing installed, the marker as it was
 
     prefix = subprocess.run(
-        [built["interpreter"], "-I", "-c", "import sys, registry; print(sys.prefix)"],
+        [built["interpreter"], "-I", "-c", "import sys, compressgate.registry; print(sys.prefix)"],
         capture_output=True,
         text=True,
         check=True,

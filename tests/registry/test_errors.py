@@ -1,4 +1,4 @@
-"""The exception tree carries the exit codes of DESIGN.md, and the CLI prints them as promised."""
+"""The exception tree carries docs/architecture.md's exit codes; the CLI prints them as promised."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 
 from compressgate.registry.cli import cli as cli_group
 from compressgate.registry.kernel import errors
-from tests.conftest import Invoke
+from tests.helpers.workspace import Invoke
 
 
 def test_exit_codes_are_those_of_design() -> None:

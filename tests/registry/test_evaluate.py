@@ -17,12 +17,12 @@ from compressgate.recipes.examples import digits
 from compressgate.recipes.load import load_recipe
 from compressgate.recipes.signing import sign_recipe
 from compressgate.recipes.trust import add_owner_key
-from compressgate.registry.api import init_example
+from compressgate.registry.authoring import init_example
 from compressgate.registry.catalog.records import RunRecord
 from compressgate.registry.catalog.repository import Catalog, catalog_url
 from compressgate.registry.cli import cli as cli_group
 from compressgate.registry.kernel.keys import generate_keypair, load_private_key
-from tests.registry.test_executor import DEFAULTS, QUICK
+from tests.helpers.recipes import DEFAULTS, QUICK
 
 EVALUATORS = """\
 evaluators:

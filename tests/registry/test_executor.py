@@ -16,72 +16,14 @@ from pathlib import Path
 import pytest
 
 from compressgate.recipes.signing import sign_recipe
-from compressgate.recipes.trust import allow_modules, load_trust
+from compressgate.recipes.trust import allow_modules
 from compressgate.registry.catalog.records import RunRecord
 from compressgate.registry.catalog.repository import Catalog, catalog_url
 from compressgate.registry.kernel.keys import load_private_key
-from tests.conftest import Invoke, Workspace
+from tests.helpers.recipes import digests, exported, run, write_recipe
+from tests.helpers.workspace import Invoke, Workspace
 
-QUICK = """\
-apiVersion: compressgate/v1
-kind: Recipe
-metadata: {name: digits-quick, version: 1, owners: [ml-platform]}
-environment: {lock: requirements.lock, strict: true}
-model:
-  factory: compressgate.recipes.examples.digits:build_cnn
-  args: {channels: [8, 16], hidden: 32}
-  train: {epochs: 3, lr: 0.003}
-data:
-  loader: compressgate.recipes.examples.digits:load
-  args: {calibration_fraction: CALIBRATION}
-seeds: [0]
-stages:
-  - name: distill
-    kind: distill
-    student: {factory: STUDENT_FACTORY, args: STUDENT_ARGS}
-    epochs: DISTILL_EPOCHS
-    lr: 0.003
-  - name: prune
-    kind: prune
-    method: structured
-    scope: layer
-    sparsity: 0.5
-    rounds: 2
-    finetune_epochs: PRUNE_EPOCHS
-    skip: SKIP
-  - name: int8
-    kind: quantize
-    method: static
-    calibration_samples: 64
-  - name: export
-    kind: export
-"""
-
-DEFAULTS = {
-    "CALIBRATION": "0.15",
-    "STUDENT_FACTORY": "compressgate.recipes.examples.digits:build_student",
-    "STUDENT_ARGS": "{channels: [6, 12], hidden: 24}",
-    "DISTILL_EPOCHS": "4",
-    "PRUNE_EPOCHS": "1",
-    "SKIP": "[]",
-}
 STAGES = ["baseline", "distill", "prune", "int8", "export"]
-
-
-def write_recipe(ws: Workspace, **changes: str) -> Path:
-    text = QUICK
-    for key, value in {**DEFAULTS, **changes}.items():
-        text = text.replace(key, value)
-    ws.recipe.write_text(text)
-    sign_recipe(ws.recipe, load_private_key(ws.key("ml-platform")), load_trust(ws.trust))
-    return ws.recipe
-
-
-def exported(cli: Invoke, ws: Workspace, run_id: str) -> dict:  # type: ignore[type-arg]
-    """A run's full record, as `catalog show RUN --json` exports it."""
-    result = cli("catalog", "show", run_id, "--workspace", ws.root / ".cg", "--json")
-    assert result.exit_code == 0, result.stderr
-    return json.loads(result.stdout)  # type: ignore[no-any-return]
 
 
 def recorded_stages(catalog: Path) -> set[str]:
@@ -93,16 +35,6 @@ def recorded_stages(catalog: Path) -> set[str]:
             return {row[0] for row in db.execute("SELECT stage FROM variants")}
     except sqlite3.OperationalError:  # not created yet
         return set()
-
-
-def run(cli: Invoke, ws: Workspace, *extra: str) -> tuple[int, dict, str]:  # type: ignore[type-arg]
-    result = cli("run", ws.recipe, "--workspace", ws.root / ".cg", "--json", *extra)
-    summary = json.loads(result.stdout) if result.exit_code in (0, 1) else {}
-    return result.exit_code, summary, result.stderr
-
-
-def digests(summary: dict) -> list[tuple[int, str, str]]:  # type: ignore[type-arg]
-    return [(s["seed"], s["name"], s["artifact_sha256"]) for s in summary["stages"]]
 
 
 def blobs(root: Path) -> set[str]:

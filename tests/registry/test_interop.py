@@ -37,7 +37,7 @@ from compressgate.registry.kernel.keys import (
     load_private_key,
     public_key_json,
 )
-from tests.conftest import Workspace
+from tests.helpers.workspace import Workspace
 
 # RFC 8032, section 7.1, test 1: a fixed Ed25519 public key.
 RFC8032_PUBLIC = "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a"

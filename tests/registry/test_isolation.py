@@ -19,12 +19,12 @@ from pathlib import Path
 
 import pytest
 
-from compressgate.registry.api import run_recipe
+from compressgate.registry import Workspace as Registry
 from compressgate.registry.catalog.repository import Catalog, catalog_url
 from compressgate.registry.kernel.errors import StageError
 from compressgate.registry.run import envs
-from tests.conftest import Invoke, Workspace
-from tests.registry.test_executor import digests, exported, run, write_recipe
+from tests.helpers.recipes import digests, exported, run, write_recipe
+from tests.helpers.workspace import Invoke, Workspace
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -128,14 +128,11 @@ def test_a_worker_killed_mid_run_is_recorded_failed_by_the_parent(workspace: Wor
             if int(fields[1]) == os.getpid():  # a child of this process: the worker
                 os.kill(int(stat.parent.name), signal.SIGKILL)
 
-    with pytest.raises(StageError, match=r"ended without a result \(exit -9\)"):
-        run_recipe(
-            workspace.recipe,
-            workspace=workspace.root / ".cg",
-            isolate=True,
-            envs=store,
-            on_stage=kill_the_worker,
-        )
+    with (
+        pytest.raises(StageError, match=r"ended without a result \(exit -9\)"),
+        Registry(workspace.root / ".cg", envs=store) as ws,
+    ):
+        ws.run(workspace.recipe, isolate=True, on_stage=kill_the_worker)
     ((status, error),) = runs_recorded(workspace)
     assert status == "failed" and "exit -9" in (error or "")
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.reports.browser import BrowserError, PageResult, find_chromium, open_page
+from tests.helpers.browser import BrowserError, PageResult, find_chromium, open_page
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

@@ -14,10 +14,10 @@ import pytest
 
 from compressgate.recipes.signing import sign_recipe
 from compressgate.recipes.trust import add_owner_key
-from compressgate.registry.api import init_example
+from compressgate.registry.authoring import init_example
 from compressgate.registry.kernel.keys import generate_keypair, load_private_key, load_public_key
-from tests.conftest import GATE_OWNERS, Invoke, Workspace
-from tests.registry.test_executor import DEFAULTS, QUICK, write_recipe
+from tests.helpers.recipes import DEFAULTS, QUICK, write_recipe
+from tests.helpers.workspace import GATE_OWNERS, Invoke, Workspace
 
 HOSTILE = "<script>alert('x')</script> & \"quoted\" | piped"
 GATES = """\
@@ -144,7 +144,7 @@ def test_an_unknown_run_or_format_is_refused(recorded: Recorded, cli: Invoke) ->
 def test_the_html_report_opens_in_headless_chromium_without_errors_or_requests(
     recorded: Recorded, cli: Invoke, tmp_path: Path
 ) -> None:
-    from tests.reports.browser import find_chromium, open_page
+    from tests.helpers.browser import find_chromium, open_page
 
     if find_chromium() is None:
         pytest.skip("no chromium on PATH: the browser check needs Debian's chromium")

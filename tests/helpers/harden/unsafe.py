@@ -348,6 +348,9 @@ def no_secrets(bench: Bench, postgres: str | None) -> Iterator[Check]:
             if leaked:
                 yield Check(f"{path.name} holds no secret", False, str(leaked))
         yield Check(f"{len(written)} files written hold no secret", True)
+        if postgres:  # with a server, the session did real work: a run, an approval, a report
+            report = bench.root / "secret-report.html"
+            yield Check("the session ran, approved and reported", report.exists(), str(report))
 
 
 @contextmanager

@@ -94,7 +94,7 @@ PRELOAD = [
     "rich.progress",
     "rich.table",
     "compressgate.registry.cli",
-    "compressgate.registry.api",
+    "compressgate.registry.workspace",
     "compressgate.registry.run.engine",
     "compressgate.registry.catalog.audit",
     "compressgate.recipes.stages.prune",
@@ -103,7 +103,6 @@ PRELOAD = [
     "compressgate.recipes.stages.distill",
     "compressgate.recipes.examples.digits",
 ]
-_BENCH = Path(__file__).resolve().parent.parent
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _PG_ENV = "COMPRESSGATE_TEST_PG_URL"
 
@@ -123,8 +122,8 @@ def _child(
         handle = os.open(f"{out}.{suffix}", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         os.dup2(handle, fd)
         os.close(handle)
-    # As a console-script process: no bench folder on the path, its own TMPDIR, wide output.
-    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _BENCH]
+    # As a console-script process: its own TMPDIR, wide output. (The repository's root stays on
+    # sys.path, as under pytest: compressgate comes from the installed namespace all the same.)
     os.environ.update({"TMPDIR": tmp, "COLUMNS": "200"})
     tempfile.tempdir = tmp
     sys.argv = ["compressgate", *argv]
@@ -637,7 +636,8 @@ def recorded_stages(trial: Trial) -> tuple[str, ...]:
 def figures(options: Options) -> list[Figure]:
     count = options.count(50, least=2)
     postgres = options.postgres
-    lab = Lab(options.folder, [1000 + options.seed * 10 + k for k in range(4)], cold=True)
+    seeds = options.count(4, least=2)  # recipe seeds: each one's uninterrupted runs come first
+    lab = Lab(options.folder, [1000 + options.seed * 10 + k for k in range(seeds)], cold=True)
     with _lanes(2) as pool:
         list(pool.map(lab.reference, sorted(lab.recipes)))
     found: list[Figure] = []

@@ -1546,9 +1546,14 @@ def figures(options: Options) -> list[Figure]:
     envelopes += [check_envelope_directory(setup, c) for c in ("sign", "verify", "run")]
     out.append(_figure("malformed envelopes of a valid recipe: verify, run (exit 3)", envelopes))
 
+    # Every case through the console script at full scale; a sample of them below it (the tests
+    # of `make test` pass every case to the CLI in-process).
+    every = argument_cases(setup)
+    size = min(len(every), options.count(len(every), least=5))
+    sample = random.Random(options.seed + 2).sample(every, size)
     arguments = [
         check_argument(setup, name, args, says, subprocess=True)
-        for name, args, says in argument_cases(setup)
+        for name, args, says in (every if options.scale >= 1 else sample)
     ]
     out.append(_figure("malformed CLI arguments (console script)", arguments))
 

@@ -11,7 +11,7 @@ must pass.
 The runs are approved at once (the TINY recipe's gate needs no sign-off). Then, for a few
 rounds, N processes move one alias together: most `promote` a variant of a different run, one
 in four `rollback`. A process may move the alias, find it already there, lose the race
-(`moved meanwhile`, exit 2) or find nothing to roll back to (exit 4), each said in one line.
+(`moved meanwhile`, exit 6) or find nothing to roll back to (exit 4), each said in one line.
 The alias's history must hold exactly the moves the processes reported, each linked to the one
 before it in chain order, and the alias must point to the last of them.
 
@@ -43,7 +43,7 @@ ROUNDS = 3  # rounds of concurrent alias moves
 LAUNCH = """\
 import sys, time
 from pathlib import Path
-import compressgate.registry.api
+import compressgate.registry.workspace
 import compressgate.registry.governance.aliases
 import compressgate.registry.cli
 if sys.argv[3] == "submit":
@@ -418,7 +418,7 @@ def _ending(outcome: Outcome) -> str:
         return "moved" if found["changed"] else "unchanged"
     if not outcome.clean:
         return "failed"
-    if outcome.code == 2 and "moved meanwhile" in outcome.stderr:
+    if outcome.code == 6 and "moved meanwhile" in outcome.stderr:
         return "raced"
     if (
         outcome.code == 4
@@ -433,12 +433,13 @@ def _ending(outcome: Outcome) -> str:
 
 
 def figures(options: Options) -> list[Figure]:
-    found = run_scenario(options.folder / "sqlite", options.count(4, least=2))
+    # At any scale at least 4 submitters (and 4 alias movers a round): fewer hardly contend.
+    found = run_scenario(options.folder / "sqlite", options.count(4, least=4))
     _show(found)
     results = [found]
     if options.postgres:
         with postgres_schema(options.postgres) as url:
-            found = run_scenario(options.folder / "postgresql", options.count(16, least=2), url)
+            found = run_scenario(options.folder / "postgresql", options.count(16, least=4), url)
         _show(found)
         results.append(found)
     return [f for r in results for f in r.figures()]

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from compressgate.recipes.signing import sign_recipe
 from compressgate.recipes.trust import add_owner_key
-from compressgate.registry.api import init_example
+from compressgate.registry.authoring import init_example
 from compressgate.registry.kernel.keys import generate_keypair, load_private_key
 
 EXE = str(Path(sys.executable).parent / "compressgate")
@@ -224,7 +224,8 @@ def footprint(workspace: Path, extra: Sequence[Path] = ()) -> Footprint:
 
 @dataclass(frozen=True)
 class Options:
-    """What `bench/hardening.py` passes every section: its scale and the catalogs to use."""
+    """What a section's `figures` is given (by tests/hardening/test_guarantees.py, which
+    `bench/hardening.py` runs): its scale and the catalogs to use."""
 
     scale: float = 1.0  # 1.0 is the issue's scale; `--quick` runs a fraction of it
     seed: int = 0

@@ -1,0 +1,102 @@
+"""One gate judged on one stage of a run: every seed against its own baseline, then one decision.
+
+For each seed of the run, the gate is judged on the variant of the stage it names against that
+seed's baseline (`compressgate.gates.verdicts.judge`); the seeds policy makes one decision of
+those judgements (`compressgate.gates.review.decide`), which carries the gate's power check at
+the run's sample sizes when they are known (`compressgate.gates.power.check_gate`), the time it
+was decided and the digest of its evidence.
+
+The run is read through two small protocols (`JudgedRun`, `JudgedStage`) that the catalog's
+run record satisfies, so that this layer needs nothing of the registry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Protocol
+
+from compressgate.evaluators.results import Estimate, EvaluationResult
+from compressgate.gates.power import PowerCheck, SampleSizes, check_gate
+from compressgate.gates.review import GateDecision, SeedVerdict, decide, evidence_digest
+from compressgate.gates.verdicts import Judgement, judge
+from compressgate.recipes.manifest import GateSpec
+
+
+class JudgedStage(Protocol):
+    """What a gate reads of one seed's stage: its stored variant and what was measured of it."""
+
+    @property
+    def artifact_sha256(self) -> str | None: ...
+    @property
+    def metrics(self) -> Mapping[str, Estimate]: ...
+    @property
+    def evaluations(self) -> Mapping[str, EvaluationResult]: ...
+
+
+class JudgedRun(Protocol):
+    """What a gate reads of a run (`compressgate.registry.catalog.records.RunRecord` is one)."""
+
+    @property
+    def run_id(self) -> str: ...
+    @property
+    def seeds(self) -> Sequence[int]: ...
+    def stage(self, seed: int, name: str) -> JudgedStage: ...
+
+
+def variant_id(run_id: str, seed: int, stage: str) -> str:
+    """The name of one seed's variant of a stage: `RUN/SEED/STAGE`."""
+    return f"{run_id}/{seed}/{stage}"
+
+
+def judge_gate(
+    gate: GateSpec,
+    run: JudgedRun,
+    name: str,
+    *,
+    baseline: str,
+    decided_at: str,
+    sizes: SampleSizes | None = None,
+    power: PowerCheck | None = None,
+) -> GateDecision:
+    """`gate` judged on stage `name` of every seed of `run` against stage `baseline` of the
+    same seed, and decided over the seeds by its seeds policy (with its power check: `power`,
+    computed once by the caller, else computed here at `sizes`). `decision.seeds` holds each
+    seed's judgement, in the run's seed order."""
+    per_seed: list[SeedVerdict] = []
+    candidates: list[Estimate | None] = []
+    baselines: list[Estimate | None] = []
+    differences: list[float] = []
+    for seed in run.seeds:
+        stage = run.stage(seed, name)
+        reference = run.stage(seed, baseline)
+        judged: Judgement = judge(gate, stage.metrics, reference.metrics, stage.evaluations)
+        assert stage.artifact_sha256 is not None
+        per_seed.append(
+            SeedVerdict(
+                seed=seed,
+                variant_id=variant_id(run.run_id, seed, name),
+                artifact_sha256=stage.artifact_sha256,
+                **judged.model_dump(),
+            )
+        )
+        candidates.append(stage.metrics.get(gate.metric))
+        baselines.append(reference.metrics.get(gate.metric))
+        paired = stage.metrics.get("paired.accuracy_difference")
+        if paired is not None:
+            differences.append(paired.estimate)
+    decision = decide(
+        gate,
+        run.run_id,
+        name,
+        per_seed,
+        candidates,
+        baselines,
+        differences if len(differences) == len(per_seed) else None,
+    )
+    check = power
+    if check is None and sizes is not None:
+        check = check_gate(gate, sizes)
+    if check is not None:
+        decision = decision.model_copy(update={"power": check.model_dump(mode="json")})
+    decision = decision.model_copy(update={"decided_at": decided_at})
+    return decision.model_copy(update={"evidence_sha256": evidence_digest(decision)})

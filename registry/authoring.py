@@ -1,0 +1,232 @@
+"""Authoring recipes: validate, explain, sign and verify them; keys, trust files and examples.
+
+These work on files, not on a workspace: nothing here opens a catalog. A recipe is prepared once
+(`prepare`): read and parsed once, its data loaded at most once per seed and each gate's power
+computed once, however many of those a command asks for.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from compressgate.recipes.explain import RecipeExplanation, explain
+from compressgate.recipes.load import load_recipe
+from compressgate.recipes.manifest import FileRef, Recipe, iter_refs
+from compressgate.recipes.signing import sign_recipe as _sign_recipe
+from compressgate.recipes.signing import verify_recipe as _verify_recipe
+from compressgate.recipes.trust import TRUST_FILE_NAME, Role, Trust, add_owner_key, load_trust
+from compressgate.registry.kernel.errors import (
+    CompressgateError,
+    Issue,
+    ManifestError,
+    NotFoundError,
+)
+from compressgate.registry.kernel.keys import generate_keypair, load_private_key, load_public_key
+from compressgate.registry.results import (
+    AllowResult,
+    EnvExportResult,
+    IssueResult,
+    KeyResult,
+    SignerResult,
+    SignResult,
+    TrustResult,
+    ValidationResult,
+    VerifyResult,
+)
+from compressgate.registry.run.prepared import PreparedRecipe
+
+if TYPE_CHECKING:
+    from compressgate.gates.power import PowerCheck
+
+TRUST_ENV = "COMPRESSGATE_TRUST"
+EXAMPLES = ("digits", "digits-magnitude", "digits-qat", "arrests-fairness", "minilm-int8")
+
+
+def find_trust(recipe: Path, explicit: Path | None) -> Path | None:
+    """The trust file: `--trust`, else $COMPRESSGATE_TRUST, else trust.yaml beside the recipe."""
+    if explicit is not None:
+        return explicit
+    if os.environ.get(TRUST_ENV):
+        return Path(os.environ[TRUST_ENV])
+    beside = recipe.parent / TRUST_FILE_NAME
+    return beside if beside.is_file() else None
+
+
+def power_checks(prepared: PreparedRecipe) -> tuple[list[PowerCheck], str | None]:
+    """Each statistical gate's power check at the recipe's test split size (the loader, from a
+    module the trust file allow-lists, runs for the first seed), or no checks and the reason."""
+    if not prepared.recipe.gates:
+        return [], None
+    try:
+        return prepared.power(), None
+    except CompressgateError as exc:
+        return [], f"the data loader failed, so the gates' power was not checked: {exc}"
+
+
+def validate_recipes(
+    paths: Sequence[Path], trust_path: Path | None = None, *, with_power: bool = True
+) -> list[ValidationResult]:
+    """Validate each manifest; problems are reported per file, never raised. With
+    `with_power`, each statistical gate's power is checked at the test split's size (the data
+    loader runs for the first seed) and an underpowered gate is a warning."""
+    records = []
+    trusts: dict[Path, Trust] = {}
+    for path in paths:
+        found = find_trust(path, trust_path)
+        try:
+            if found is not None and found not in trusts:
+                trusts[found] = load_trust(found)
+            trust = trusts.get(found) if found else None
+            prepared = PreparedRecipe(load_recipe(path, trust=trust), trust, str(found))
+        except CompressgateError as exc:
+            issues = getattr(exc, "issues", ()) or (Issue(str(path), None, "", str(exc)),)
+            records.append(
+                ValidationResult(
+                    file=str(path),
+                    valid=False,
+                    exit_code=exc.exit_code,
+                    issues=[IssueResult(**vars(issue)) for issue in issues],
+                )
+            )
+            continue
+        meta = prepared.recipe.metadata
+        checks, note = power_checks(prepared) if with_power else ([], None)
+        warnings = [
+            f"gate '{c.gate}' is underpowered: {c.message}" for c in checks if c.underpowered
+        ] + ([note] if note else [])
+        records.append(
+            ValidationResult(
+                file=str(path),
+                valid=True,
+                name=meta.name,
+                version=meta.version,
+                sha256=prepared.sha256,
+                trust=str(found) if found else None,
+                power=[c.model_dump(mode="json") for c in checks],
+                warnings=warnings,
+            )
+        )
+    return records
+
+
+def recipe_schema() -> dict[str, Any]:
+    """The JSON Schema of recipe manifest v1."""
+    schema = Recipe.model_json_schema(by_alias=True)
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["$id"] = "https://compressgate.dev/schema/recipe-v1.json"
+    return schema
+
+
+def explain_recipe(path: Path, trust_path: Path | None = None) -> RecipeExplanation:
+    """The recipe in plain words, with each statistical gate's power at the test split's size."""
+    found = find_trust(path, trust_path)
+    trust = load_trust(found) if found else None
+    prepared = PreparedRecipe(load_recipe(path, trust=trust), trust, str(found))
+    explanation = explain(prepared.loaded)
+    checks, note = power_checks(prepared)
+    by_gate = {c.gate: c for c in checks}
+    gates = [
+        g.model_copy(
+            update={"power": by_gate[g.name].message, "underpowered": by_gate[g.name].underpowered}
+        )
+        if g.name in by_gate
+        else g
+        for g in explanation.gates
+    ]
+    return explanation.model_copy(update={"gates": gates, "power_note": note})
+
+
+def sign_recipe(path: Path, key_path: Path, trust_path: Path | None = None) -> SignResult:
+    key = load_private_key(key_path)
+    found = find_trust(path, trust_path)
+    envelope, loaded = _sign_recipe(path, key, load_trust(found) if found else None)
+    return SignResult(
+        recipe=str(path), envelope=str(envelope), sha256=loaded.sha256, keyid=key.public.keyid
+    )
+
+
+def verify_recipe(path: Path, trust_path: Path | None = None) -> VerifyResult:
+    found = find_trust(path, trust_path)
+    if found is None:
+        raise NotFoundError(
+            f"no trust file for {path}",
+            hint=f"pass --trust FILE, set ${TRUST_ENV}, or put {TRUST_FILE_NAME} beside the recipe",
+        )
+    verified = _verify_recipe(path, load_trust(found), trust_source=str(found))
+    loaded = verified.loaded
+    return VerifyResult(
+        recipe=str(path),
+        name=loaded.recipe.metadata.name,
+        version=loaded.recipe.metadata.version,
+        sha256=loaded.sha256,
+        envelope=str(verified.envelope),
+        trust=str(found),
+        signers=[SignerResult(owner=s.owner, keyid=s.keyid) for s in verified.signers],
+    )
+
+
+def generate_keys(owner: str, out_dir: Path) -> KeyResult:
+    private, public, key = generate_keypair(owner, out_dir)
+    return KeyResult(owner=owner, keyid=key.keyid, private_key=str(private), public_key=str(public))
+
+
+def trust_add(trust_path: Path, owner: str, key_path: Path, roles: Sequence[Role]) -> TrustResult:
+    key = load_public_key(key_path)
+    trust = add_owner_key(trust_path, owner, key, tuple(roles))
+    return TrustResult(
+        trust=str(trust_path), owner=owner, keyid=key.keyid, roles=list(trust.owners[owner].roles)
+    )
+
+
+def trust_allow(trust_path: Path, modules: Sequence[str]) -> AllowResult:
+    """Add modules to the trust file's allow-list of code recipes may import."""
+    from compressgate.recipes.trust import allow_modules
+
+    trust = allow_modules(trust_path, tuple(modules))
+    return AllowResult(trust=str(trust_path), modules=list(trust.modules))
+
+
+def init_example(dest: Path, example: str = "digits") -> list[Path]:
+    """Copy a bundled example recipe (as DEST/recipe.yaml) and the files it names into DEST."""
+    if example not in EXAMPLES:
+        raise ManifestError(f"unknown example '{example}'; known: {', '.join(EXAMPLES)}")
+    source_dir = Path(str(resources.files("compressgate.recipes.examples")))
+    source = source_dir / f"{example}.yaml"
+    loaded = load_recipe(source)
+    copies = [(source, dest / "recipe.yaml")]
+    copies += [
+        (source_dir / ref, dest / ref)
+        for _, ref in iter_refs(loaded.recipe)
+        if isinstance(ref, FileRef)
+    ]
+    clashes = [str(target) for _, target in copies if target.exists()]
+    if clashes:
+        raise ManifestError(f"{', '.join(clashes)} already exist(s)", hint="choose an empty folder")
+    for src, target in copies:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, target)
+    return [target for _, target in copies]
+
+
+def env_export(
+    out: Path | None, *, requires: str | None = None, force: bool = False
+) -> EnvExportResult:
+    """The running environment as a lock of exact pins (written to `out` if given)."""
+    from compressgate.registry.kernel.digests import sha256_bytes
+    from compressgate.registry.run import envs as store
+
+    pins = store.export_pins(requires)
+    text = store.render_lock(pins, requires=requires)
+    if out is not None:
+        store.write_lock(out, text, force=force)
+    return EnvExportResult(
+        path=str(out) if out is not None else None,
+        pins=len(pins),
+        sha256=sha256_bytes(text.encode("utf-8")),
+        text=text,
+    )

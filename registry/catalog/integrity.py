@@ -1,0 +1,368 @@
+"""The audit checks over a catalog: its hash chain, its rows against their events, its storage
+and its append-only guards, each raising IntegrityError (exit 3) at the first thing that does
+not hold; `audit.verify` runs them all (and the artifact store's) for `compressgate audit`.
+
+- `verify_chain`: every event's chain hash, link and (where the event stores one, up to
+  schema v3) body against its content hash, in order; a long chain in several processes;
+- `verify_rows`: every row's event body, recomputed, against its event's content hash, and
+  every event owned by exactly one row;
+- `verify_storage`: SQLite's own check of the file, and every table and index as its migration
+  created it;
+- `verify_triggers`: every append-only trigger present, enabled and unchanged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import multiprocessing
+import os
+from collections.abc import Iterable
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import closing
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from compressgate.registry.catalog import migrations, schema
+from compressgate.registry.catalog.chain import GENESIS, coerced, event_body, read_json, sha
+from compressgate.registry.catalog.connection import DAMAGE, CatalogConnection, safe_url
+from compressgate.registry.catalog.migrations import PG_BODY, named_guards
+from compressgate.registry.catalog.records import Head
+from compressgate.registry.catalog.schema import (
+    ROW_TABLES,
+    TABLES,
+    Event,
+    ReportRow,
+    VariantRow,
+    unique_columns,
+)
+from compressgate.registry.kernel.errors import IntegrityError
+
+
+class CatalogIntegrity(CatalogConnection):
+    """The chain's head and the audit checks (a base of `repository.Catalog`)."""
+
+    def head(self) -> Head:
+        events = schema.table(Event)
+        with self._reading() as conn:
+            last = conn.execute(
+                sa.select(events.c.seq, events.c.sha256).order_by(events.c.seq.desc()).limit(1)
+            ).first()
+        return (
+            Head(size=int(last[0]), sha256=str(last[1])) if last else Head(size=0, sha256=GENESIS)
+        )
+
+    def evidence_head(self) -> Head:
+        """The newest event that is not a rendered report's: what a report shows as the chain
+        head, so that recording a report does not change the next rendering of it."""
+        events, reports = schema.table(Event), schema.table(ReportRow)
+        with self._reading() as conn:
+            last = conn.execute(
+                sa.select(events.c.seq, events.c.sha256)
+                .where(~events.c.seq.in_(sa.select(reports.c.event_seq)))
+                .order_by(events.c.seq.desc())
+                .limit(1)
+            ).first()
+        return (
+            Head(size=int(last[0]), sha256=str(last[1])) if last else Head(size=0, sha256=GENESIS)
+        )
+
+    def event_hash(self, seq: int) -> str | None:
+        events = schema.table(Event)
+        with self._reading() as conn:
+            return conn.execute(sa.select(events.c.sha256).where(events.c.seq == seq)).scalar()
+
+    def verify_chain(self, workers: int | None = None) -> Head:
+        """Recompute every event's chain hash, and its content hash where it stores its body (up
+        to schema v4; `verify_rows` recomputes every body from its row), in order; raise at the
+        first break.
+
+        A long chain is checked in `workers` processes (default: one per CPU, at most 8), each
+        over a contiguous range of events; the links between ranges are checked here."""
+        events = schema.table(Event)
+        with self._reading() as conn:
+            size = int(conn.execute(sa.select(sa.func.count()).select_from(events)).scalar_one())
+        count = workers or min(os.cpu_count() or 1, 8)
+        forking = "fork" in multiprocessing.get_all_start_methods()
+        if size < _PARALLEL_FROM or count < 2 or not forking:
+            spans = [_verify_span(self.url, 1, size)]
+        else:
+            bounds = [1 + size * k // count for k in range(count + 1)]
+            # fork: the workers open their own connections and never touch the parent's; spawn
+            # would re-import a caller's __main__.
+            context = multiprocessing.get_context("fork")
+            with ProcessPoolExecutor(count, mp_context=context) as pool:
+                spans = list(
+                    pool.map(
+                        _verify_span,
+                        [self.url] * count,
+                        bounds[:-1],
+                        [b - 1 for b in bounds[1:]],
+                    )
+                )
+        prev = GENESIS
+        for span in spans:
+            if span.first_prev is not None and span.first_prev != prev:
+                raise IntegrityError(
+                    f"catalog chain broken at event {span.start}: it does not link to event "
+                    f"{span.start - 1} (prev_sha256 {span.first_prev[:16]}…, expected "
+                    f"{prev[:16]}…)"
+                )
+            if span.error is not None:
+                raise IntegrityError(span.error[1], hint=span.error[2])
+            prev = span.last or prev
+        return Head(size=size, sha256=prev)
+
+    def verify_rows(self) -> int:
+        """Every row against its event's body; every event owned by exactly one row."""
+        owned = 0
+        with self._reading() as conn:
+            for model in ROW_TABLES:
+                table, name = schema.table(model), schema.name(model)
+                events = schema.table(Event)
+                query = sa.select(table, events.c.content_sha256.label("_content")).join(
+                    events, events.c.seq == table.c.event_seq
+                )
+                # Closed even when a row breaks off the loop: PostgreSQL streams through a
+                # server-side cursor.
+                with closing(conn.execution_options(yield_per=5000).execute(query)) as result:
+                    for mapping in result.mappings():
+                        # As written: SQLite gives booleans back as 0/1.
+                        row = coerced(model, {k: v for k, v in mapping.items() if k != "_content"})
+                        if sha(event_body(name, row)) != mapping["_content"]:
+                            key = ", ".join(f"{c}={row[c]}" for c in unique_columns(name)[:1])
+                            raise IntegrityError(
+                                f"catalog row {name}({key}) does not match its event "
+                                f"{row['event_seq']}: the row was edited after it was recorded"
+                            )
+                        owned += 1
+                unowned = conn.execute(
+                    sa.select(sa.func.count())
+                    .select_from(table)
+                    .where(~table.c.event_seq.in_(sa.select(events.c.seq)))
+                ).scalar_one()
+                if unowned:
+                    raise IntegrityError(
+                        f"catalog table {name} has {unowned} row(s) without an event"
+                    )
+            total = conn.execute(
+                sa.select(sa.func.count()).select_from(schema.table(Event))
+            ).scalar_one()
+        if owned != total:
+            raise IntegrityError(
+                f"catalog has {total} events but {owned} rows point at one: rows were deleted "
+                "or inserted around the chain"
+            )
+        return owned
+
+    def verify_storage(self) -> None:
+        """SQLite: the file's pages, indexes and free list as SQLite checks them (`PRAGMA
+        integrity_check`): a changed byte that no row shows (an index entry, a page header);
+        and every table and index defined exactly as its migration created it."""
+        if self.dialect != "sqlite":
+            return
+        with self._reading() as conn:
+            found = [str(r[0]) for r in conn.exec_driver_sql("PRAGMA integrity_check")]
+            objects = [
+                (str(kind), str(name), str(table), sql)
+                for kind, name, table, sql in conn.exec_driver_sql(
+                    "SELECT type, name, tbl_name, sql FROM sqlite_master"
+                )
+            ]
+            version = self._version(conn)
+        defined = {n: " ".join(str(sql).split()) for k, n, _, sql in objects if sql is not None}
+        if found != ["ok"]:
+            raise IntegrityError(
+                f"catalog {safe_url(self.url)} is damaged: {found[0]}"
+                + (f" (and {len(found) - 1} more problem(s))" if len(found) > 1 else ""),
+                hint="restore it from a backup and run `compressgate audit verify`",
+            )
+        expected = {
+            statement.split()[2]: " ".join(statement.split())
+            for migration in migrations.MIGRATIONS
+            if migration.version <= version
+            for statement in migration.statements(self.dialect)
+            if statement.split()[:2] in (["CREATE", "TABLE"], ["CREATE", "INDEX"])
+        }
+        # Each object of the kind and on the table its name says (the triggers' text is
+        # `verify_triggers`'s); SQLite's own indexes for UNIQUE columns named after their table.
+        owners = {
+            n: (sql.split()[1].lower(), sql.split()[4] if sql.split()[1] == "INDEX" else n)
+            for n, sql in expected.items()
+        }
+        owners.update(
+            {
+                n: ("trigger", t)
+                for t in {o[1] for o in owners.values()}
+                for n, _ in named_guards(self.dialect, t)
+            }
+        )
+        altered = sorted(n for n, sql in expected.items() if defined.get(n) != sql)
+        for kind, name, table, _ in objects:
+            auto = name.startswith("sqlite_autoindex_") and (
+                "index",
+                name.removeprefix("sqlite_autoindex_").rsplit("_", 1)[0],
+            )
+            if (kind, table) != (owners.get(name) or auto):
+                altered.append(name)
+        if altered:
+            raise IntegrityError(
+                f"catalog {safe_url(self.url)} schema altered: {', '.join(altered)} no longer "
+                "defined as its migration created it",
+                hint="someone altered the schema; audit the catalog against a checkpoint",
+            )
+
+    def verify_triggers(self) -> None:
+        """Every append-only trigger present, enabled and exactly as we created it."""
+        expected = {
+            name: " ".join(sql.split())
+            for model in TABLES
+            for name, sql in named_guards(self.dialect, schema.name(model))
+        }
+        with self._reading() as conn:
+            if self.dialect == "sqlite":
+                found = {
+                    str(name): " ".join(str(sql).split())
+                    for name, sql in conn.exec_driver_sql(
+                        "SELECT name, sql FROM sqlite_master WHERE type = 'trigger'"
+                    )
+                }
+                altered = sorted(n for n in expected if n in found and found[n] != expected[n])
+                disabled: list[str] = []
+                body_ok = True
+            else:
+                rows = conn.exec_driver_sql(
+                    "SELECT t.tgname, t.tgenabled, p.proname, p.prosrc FROM pg_trigger t "
+                    "JOIN pg_class c ON c.oid = t.tgrelid "
+                    "JOIN pg_namespace n ON n.oid = c.relnamespace "
+                    "JOIN pg_proc p ON p.oid = t.tgfoid "
+                    "WHERE NOT t.tgisinternal AND n.nspname = current_schema()"
+                ).all()
+                found = {str(r[0]): "" for r in rows}
+                disabled = sorted(str(r[0]) for r in rows if r[1] not in ("O", "A"))
+                altered = sorted(
+                    str(r[0])
+                    for r in rows
+                    if r[0] in expected and r[2] != "compressgate_append_only"
+                )
+                bodies = {" ".join(str(r[3]).split()) for r in rows if r[0] in expected}
+                body_ok = bodies <= {PG_BODY}
+        missing = sorted(set(expected) - set(found))
+        problems = []
+        if missing:
+            problems.append(f"trigger(s) {', '.join(missing)} missing")
+        if disabled:
+            problems.append(f"trigger(s) {', '.join(disabled)} disabled")
+        if altered:
+            problems.append(f"trigger(s) {', '.join(altered)} altered")
+        if not body_ok:
+            problems.append("the function compressgate_append_only() was replaced")
+        if problems:
+            raise IntegrityError(
+                f"catalog append-only guard removed: {'; '.join(problems)}",
+                hint="someone altered the schema; audit the catalog against a checkpoint",
+            )
+
+    def artifacts(self) -> Iterable[tuple[str, list[dict[str, Any]], dict[str, Any]]]:
+        """(artifact sha256, files, details) of every variant, one per distinct artifact."""
+        variants = schema.table(VariantRow)
+        seen: set[str] = set()
+        with self._reading() as conn:
+            rows = conn.execute(
+                sa.select(
+                    variants.c.artifact_sha256, variants.c.files, variants.c.details
+                ).order_by(variants.c.event_seq)
+            ).all()
+        for artifact, files, details in rows:
+            if artifact in seen:
+                continue
+            seen.add(artifact)
+            yield artifact, read_json(files), read_json(details)
+
+
+_PARALLEL_FROM = 20_000  # events: below this, one process is as fast as starting others
+
+
+@dataclass(frozen=True)
+class _Span:
+    """What one worker found over events start..end."""
+
+    start: int
+    first_prev: str | None  # the prev_sha256 stored in event `start`
+    last: str | None  # the chain hash of event `end`
+    error: tuple[int, str, str | None] | None  # (seq, message, hint) of the first break
+
+
+def _verify_span(url: str, start: int, end: int) -> _Span:
+    """Check events start..end: numbering, content hashes, links and chain hashes."""
+    engine = sa.create_engine(url)
+    digest_of = hashlib.sha256
+    first_prev: str | None = None
+    prev: str | None = None
+    expected = start
+    body_sql = "CAST(body AS BLOB)" if engine.dialect.name == "sqlite" else "body"
+    rows = None
+    try:
+        with engine.connect() as conn:
+            rows = conn.execution_options(stream_results=True, yield_per=20_000).exec_driver_sql(
+                f"SELECT seq, content_sha256, prev_sha256, sha256, {body_sql} FROM events "
+                f"WHERE seq >= {int(start)} AND seq <= {int(end)} ORDER BY seq"
+            )
+            for seq, content, stored_prev, digest, body in rows:
+                if seq != expected:
+                    what = "it is missing" if seq > expected else f"found event {seq} instead"
+                    return _Span(
+                        start,
+                        first_prev,
+                        prev,
+                        (
+                            expected,
+                            f"catalog chain broken at event {expected}: {what}",
+                            "events were deleted or renumbered; restore from a backup",
+                        ),
+                    )
+                if first_prev is None:
+                    first_prev = prev = stored_prev
+                data = body if isinstance(body, bytes) else str(body).encode()
+                # Empty from schema v4 on: the row states the body (`verify_rows`).
+                if data and digest_of(data).hexdigest() != content:
+                    message = (
+                        f"catalog chain broken at event {seq}: its body no longer matches its "
+                        "content hash (the event was edited)"
+                    )
+                    return _Span(start, first_prev, prev, (seq, message, None))
+                if stored_prev != prev:
+                    message = (
+                        f"catalog chain broken at event {seq}: it does not link to event "
+                        f"{seq - 1} (prev_sha256 {stored_prev[:16]}…, expected {str(prev)[:16]}…)"
+                    )
+                    return _Span(start, first_prev, prev, (seq, message, None))
+                if digest_of(f"{seq}\n{prev}\n{content}".encode()).hexdigest() != digest:
+                    message = f"catalog chain broken at event {seq}: its chain hash does not match"
+                    return _Span(start, first_prev, prev, (seq, message, None))
+                prev = digest
+                expected += 1
+    except (sa.exc.DatabaseError, UnicodeDecodeError) as exc:
+        text = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        if isinstance(exc, sa.exc.DatabaseError) and not any(m in text for m in DAMAGE):
+            raise
+        message = f"catalog {safe_url(url)} is damaged at event {expected}: {text}"
+        hint = "restore it from a backup and audit it against a checkpoint"
+        return _Span(start, first_prev, prev, (expected, message, hint))
+    finally:
+        if rows is not None:
+            rows.close()  # a break returns mid-stream: PostgreSQL's server-side cursor
+        engine.dispose()
+    if expected <= end:
+        return _Span(
+            start,
+            first_prev,
+            prev,
+            (
+                expected,
+                f"catalog chain broken at event {expected}: it is missing",
+                "events were deleted or renumbered; restore from a backup",
+            ),
+        )
+    return _Span(start, first_prev, prev, None)

@@ -1,0 +1,77 @@
+"""Which recipes a change touched: what `compressgate ci --base REF` checks.
+
+A recipe is a YAML file with `kind: Recipe`; it counts as changed when it, or its signature
+envelope (`NAME.dsse.json`), differs from the git ref, committed or not, or is new and not
+ignored.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from compressgate.registry.kernel.errors import ManifestError, NotFoundError
+
+
+def changed_recipes(base: str, root: Path | None = None) -> list[Path]:
+    """The recipe manifests changed against the git ref `base` (committed or not): a YAML file
+    with `kind: Recipe` that changed, or whose signature envelope did."""
+    import subprocess
+
+    import yaml
+
+    where = root or Path.cwd()
+    try:
+        top = subprocess.run(
+            ["git", "rev-parse", "--show-toplevel"],
+            cwd=where,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        names = subprocess.run(
+            ["git", "diff", "--name-only", "--diff-filter=ACMR", base, "--"],
+            cwd=top,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.splitlines()
+        untracked = subprocess.run(
+            ["git", "ls-files", "--others", "--exclude-standard"],
+            cwd=top,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.splitlines()
+    except FileNotFoundError:
+        raise NotFoundError("git is not installed: --base needs it") from None
+    except subprocess.CalledProcessError as exc:
+        raise ManifestError(
+            f"--base {base}: git could not compare against it ({exc.stderr.strip()})",
+            hint="give a ref that exists here, e.g. origin/main (fetch it first in CI)",
+        ) from None
+    found: dict[Path, None] = {}
+    for name in [*names, *untracked]:
+        path = Path(top) / name
+        if name.endswith(".dsse.json"):
+            path = path.with_name(path.name.removesuffix(".dsse.json"))
+        if path.suffix not in (".yaml", ".yml") or not path.is_file():
+            continue
+        try:
+            document = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (yaml.YAMLError, UnicodeDecodeError):
+            document = None
+        if isinstance(document, dict) and document.get("kind") == "Recipe":
+            found[path] = None
+        elif document is None and name.endswith((".yaml", ".yml")) and "recipe" in path.name:
+            found[path] = None  # unreadable: let validation report it
+    return sorted(found)
+
+
+def is_recipe(path: Path) -> bool:
+    import yaml
+
+    try:
+        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError, OSError):
+        return False
+    return isinstance(document, dict) and document.get("kind") == "Recipe"

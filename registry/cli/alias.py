@@ -1,0 +1,112 @@
+"""Aliases: `compressgate promote`, `rollback` and `alias history`.
+
+A move is a new catalog event. Two processes moving one alias at once: one wins, the other is
+told so (exit 6, `Conflict`) and writes nothing. `alias history` is a read command that must
+start fast (no scipy, no torch).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from compressgate.registry.cli.options import (
+    ACTOR_OPTION,
+    CATALOG_OPTION,
+    JSON_OPTION,
+    RUN_TRUST_OPTION,
+    WORKSPACE_OPTION,
+    open_workspace,
+)
+from compressgate.registry.cli.tables import emit, move_line
+
+
+@click.command("promote")
+@click.argument("variant")
+@click.option("--alias", required=True, help="The alias to move, e.g. production.")
+@click.option("--reason", default="", help="Why, for the record.")
+@ACTOR_OPTION
+@RUN_TRUST_OPTION
+@WORKSPACE_OPTION
+@CATALOG_OPTION
+@JSON_OPTION
+def promote(
+    variant: str,
+    alias: str,
+    reason: str,
+    actor: str | None,
+    trust: Path | None,
+    workspace: Path | None,
+    catalog: str | None,
+    as_json: bool,
+) -> None:
+    """Point ALIAS at VARIANT if its run's review is approved (exit 1 otherwise).
+
+    Approved: every gate passed, or was approved or waived by its owner (signatures checked
+    now against the trust file); and every gate judged VARIANT's stage or one before it.
+    VARIANT is RUN/SEED/STAGE or an artifact sha256 prefix. The move is a new catalog event;
+    exit 6 if another process moved the alias meanwhile (nothing written: retry).
+    """
+    with open_workspace(workspace, catalog=catalog, trust=trust) as ws:
+        result = ws.promote(variant, alias, reason=reason, actor=actor)
+    if as_json:
+        emit(result)
+    elif result.changed:
+        click.echo(move_line(result.move))
+    else:
+        click.echo(f"{alias} already points to {result.move.variant_id}; nothing changed")
+
+
+@click.command("rollback")
+@click.argument("alias")
+@click.option("--to", "to", metavar="VARIANT", help="Roll back to this variant instead.")
+@click.option("--reason", default=None, help="Why, for the record.")
+@ACTOR_OPTION
+@RUN_TRUST_OPTION
+@WORKSPACE_OPTION
+@CATALOG_OPTION
+@JSON_OPTION
+def rollback(
+    alias: str,
+    to: str | None,
+    reason: str | None,
+    actor: str | None,
+    trust: Path | None,
+    workspace: Path | None,
+    catalog: str | None,
+    as_json: bool,
+) -> None:
+    """Move ALIAS back to its previous known-good variant (or to --to VARIANT).
+
+    Known-good: an earlier target of the alias that was not rolled back from and whose run's
+    review is still approved (a waiver may have expired). The move is a new catalog event;
+    exit 6 if another process moved the alias meanwhile (nothing written: retry).
+    """
+    with open_workspace(workspace, catalog=catalog, trust=trust) as ws:
+        result = ws.rollback(alias, to=to, reason=reason, actor=actor)
+    if as_json:
+        emit(result)
+    else:
+        click.echo(move_line(result.move))
+
+
+@click.group("alias")
+def alias_group() -> None:
+    """Read aliases and their history."""
+
+
+@alias_group.command("history")
+@click.argument("name")
+@WORKSPACE_OPTION
+@CATALOG_OPTION
+@JSON_OPTION
+def alias_history(name: str, workspace: Path | None, catalog: str | None, as_json: bool) -> None:
+    """Every move of alias NAME, oldest first: what, who, when and why."""
+    with open_workspace(workspace, catalog=catalog) as ws:
+        moves = ws.alias_history(name)
+    if as_json:
+        emit(moves)
+    else:
+        for move in moves:
+            click.echo(move_line(move))

@@ -1,0 +1,196 @@
+"""The root `compressgate` group: its commands, and the one place that turns errors into
+messages and exit codes.
+
+- a `CompressgateError`: `Error: <message>` (one line per line of it) and `hint: <hint>` on
+  stderr, exit with its code (1 to 6, `compressgate.registry.kernel.errors`);
+- a click usage error: one line, `Error: … (see 'compressgate CMD --help')`, exit 2;
+- Ctrl-C: `Aborted!`, exit 130;
+- anything else is a bug: one line `Error: internal error (BUG): <type>: <message>; traceback
+  in <log>`, the full traceback in that log file (mode 0600), exit 70 — never 1, which means
+  "a gate failed". The log goes to $COMPRESSGATE_LOG_DIR, else the workspace's logs/ folder
+  (the command's --workspace, or ./.compressgate when it exists), else the system's temporary
+  folder.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import sys
+import tempfile
+import traceback
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from compressgate.registry.cli import alias, audit, catalog, ci, env, keys, recipe, report, review
+from compressgate.registry.cli import run as run_commands
+from compressgate.registry.cli.options import WORKSPACE_META
+from compressgate.registry.kernel.errors import EXIT_INTERNAL, CompressgateError
+
+LOG_DIR_ENV = "COMPRESSGATE_LOG_DIR"
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
+
+
+class _UsageLine(click.UsageError):
+    """A usage error shown as one line, `Error: … (see 'compressgate run --help')`, exit 2."""
+
+    def __init__(self, error: click.UsageError) -> None:
+        super().__init__(error.format_message(), error.ctx)
+
+    def show(self, file: Any = None) -> None:
+        see = f" (see '{self.ctx.command_path} --help')" if self.ctx is not None else ""
+        message = " ".join(self.format_message().split()).removesuffix(".")
+        click.echo(f"Error: {message}{see}", err=True)
+
+
+def _one_line(error: click.UsageError) -> click.UsageError:
+    # A group called without a command still prints its help, as click does.
+    return error if isinstance(error, click.exceptions.NoArgsIsHelpError) else _UsageLine(error)
+
+
+class _Compressgate(click.Group):
+    """The root group: the one place that turns our errors into messages and exit codes."""
+
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except click.UsageError as exc:
+            raise _one_line(exc) from None
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except click.UsageError as exc:
+            raise _one_line(exc) from None
+        except CompressgateError as exc:
+            for line in str(exc).splitlines() or [type(exc).__name__]:
+                click.echo(f"Error: {line}", err=True)
+            if exc.hint:
+                click.echo(f"hint: {exc.hint}", err=True)
+            ctx.exit(exc.exit_code)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise  # click's own: it prints them and exits with their codes
+        except KeyboardInterrupt:
+            click.echo(err=True)  # closes the terminal's ^C
+            click.echo("Aborted!", err=True)
+            ctx.exit(EXIT_INTERRUPTED)
+        except Exception as exc:
+            if isinstance(exc, OSError) and exc.errno == errno.EPIPE:
+                raise  # stdout closed early (`| head`): click quiets it
+            _internal_error(ctx, exc)
+
+
+def _internal_error(ctx: click.Context, exc: Exception) -> NoReturn:
+    """A bug: one line on stderr naming the log that holds the traceback; exit 70."""
+    kind = type(exc).__qualname__
+    if type(exc).__module__ != "builtins":
+        kind = f"{type(exc).__module__}.{kind}"
+    message = " ".join(str(exc).split())
+    what = f"{kind}: {message}" if message else kind
+    try:
+        log = _write_log(exc, ctx.meta.get(WORKSPACE_META))
+    except OSError as problem:
+        click.echo(
+            f"Error: internal error (BUG): {what}; no log could be written ({problem}): "
+            "the traceback follows",
+            err=True,
+        )
+        click.echo("".join(traceback.format_exception(exc)), err=True, nl=False)
+    else:
+        click.echo(f"Error: internal error (BUG): {what}; traceback in {log}", err=True)
+    ctx.exit(EXIT_INTERNAL)
+
+
+def _log_folders(workspace: Path | None) -> list[Path]:
+    """Where an internal error's log may go, in order of preference."""
+    folders = []
+    if os.environ.get(LOG_DIR_ENV):
+        folders.append(Path(os.environ[LOG_DIR_ENV]))
+    known = workspace if workspace is not None else Path(".compressgate")
+    if known.is_dir():
+        folders.append(known / "logs")
+    folders.append(Path(tempfile.gettempdir()))
+    return folders
+
+
+def _write_log(exc: Exception, workspace: Path | None) -> Path:
+    """Write the traceback (with the command line and versions) to a new file, mode 0600, in
+    the first folder that takes it; its path."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        ours = version("compressgate")
+    except PackageNotFoundError:
+        ours = "unknown"
+    at = datetime.now(UTC)
+    text = (
+        f"compressgate internal error at {at.isoformat()}\n"
+        f"command: {' '.join(sys.argv)}\n"
+        f"compressgate {ours}, Python {sys.version.split()[0]} ({sys.executable})\n\n"
+        + "".join(traceback.format_exception(exc))
+    )
+    name = f"compressgate-internal-{at.strftime('%Y%m%dT%H%M%S%fZ')}-{os.getpid()}.log"
+    last: OSError | None = None
+    for folder in _log_folders(workspace):
+        path = folder / name
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            handle = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except OSError as problem:
+            last = problem
+            continue
+        with os.fdopen(handle, "w", encoding="utf-8") as log:
+            log.write(text)
+        return path.resolve()
+    assert last is not None
+    raise last
+
+
+@click.group(cls=_Compressgate, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="compressgate")
+def cli() -> None:
+    """Govern model compression: signed recipes, gated decisions, an auditable catalog.
+
+    Exit codes: 0 ok, 1 a gate failed or a review was rejected, 2 bad input,
+    3 integrity failure, 4 not found, 5 environment mismatch, 6 conflict (another process
+    changed it first: retry), 70 internal error (a bug: the log named holds the traceback),
+    130 interrupted.
+    """
+
+
+COMMANDS: tuple[click.Command, ...] = (
+    recipe.recipe,
+    keys.keys,
+    keys.trust,
+    run_commands.run,
+    run_commands.reproduce,
+    run_commands.evaluate,
+    env.env_group,
+    catalog.catalog_group,
+    report.report,
+    review.submit,
+    review.review_group,
+    review.approve,
+    review.waive,
+    ci.ci,
+    alias.promote,
+    alias.rollback,
+    alias.alias_group,
+    audit.audit_group,
+)
+for _command in COMMANDS:
+    cli.add_command(_command)
+
+
+def main() -> None:
+    """The console script."""
+    cli(prog_name="compressgate")

@@ -1,0 +1,102 @@
+"""`compressgate audit ...`: verify the catalog's hash chain, rows, artifacts and recorded
+reports; sign checkpoints of its head."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from compressgate.registry.cli.options import (
+    CATALOG_OPTION,
+    FILE,
+    JSON_OPTION,
+    WORKSPACE_OPTION,
+    open_workspace,
+)
+from compressgate.registry.cli.tables import emit
+
+
+@click.group("audit")
+def audit_group() -> None:
+    """Verify the catalog's hash chain, rows and artifacts; sign checkpoints."""
+
+
+@audit_group.command("verify")
+@click.option(
+    "--checkpoint",
+    type=FILE,
+    help="A signed checkpoint: the chain must still pass through its head (needs --trust).",
+)
+@click.option(
+    "--trust",
+    type=FILE,
+    envvar="COMPRESSGATE_TRUST",
+    help="Trust file naming the auditors whose keys sign checkpoints.",
+)
+@click.option("--skip-artifacts", is_flag=True, help="Do not re-hash the artifact store (faster).")
+@click.option(
+    "--report",
+    "reports",
+    type=FILE,
+    multiple=True,
+    help="A report file `report -o` wrote: its bytes must be recorded (repeatable).",
+)
+@WORKSPACE_OPTION
+@CATALOG_OPTION
+@JSON_OPTION
+def audit_verify(
+    checkpoint: Path | None,
+    trust: Path | None,
+    skip_artifacts: bool,
+    reports: tuple[Path, ...],
+    workspace: Path | None,
+    catalog: str | None,
+    as_json: bool,
+) -> None:
+    """Recompute every event's hash and link, check every row against its event and every
+    artifact against its digest; exit 3 naming the first broken link. Each --report FILE must
+    be a report rendered from this catalog, byte for byte (exit 3 if changed since)."""
+    with open_workspace(workspace, catalog=catalog, trust=trust) as ws:
+        report = ws.verify_audit(
+            checkpoint=checkpoint, artifacts=not skip_artifacts, reports=reports
+        )
+    if as_json:
+        emit(report)
+        return
+    click.echo(
+        f"catalog {report.catalog} (schema v{report.schema_version}) verifies: "
+        f"{report.events} events, {report.rows} rows, {report.artifacts} artifact blobs; "
+        f"head {report.head.sha256[:16]}… ({report.events_per_second:,.0f} events/s)"
+    )
+    if report.checkpoint is not None:
+        click.echo(
+            f"extends checkpoint at event {report.checkpoint.size} "
+            f"({report.checkpoint.sha256[:16]}…)"
+        )
+    for path, found in zip(reports, report.reports, strict=True):
+        click.echo(
+            f"report {path}: the {found.format} report of {found.run_id} rendered at "
+            f"{found.rendered_at} by {found.actor} ({found.tool}; event {found.seq})"
+        )
+
+
+@audit_group.command("checkpoint")
+@click.option("--key", type=FILE, required=True, help="An auditor's private key (PEM).")
+@click.option("-o", "--output", type=FILE, help="Write the envelope here [default: stdout].")
+@WORKSPACE_OPTION
+@CATALOG_OPTION
+def audit_checkpoint(
+    key: Path, output: Path | None, workspace: Path | None, catalog: str | None
+) -> None:
+    """Sign the catalog's current head (tree size + head hash) as a DSSE envelope, to publish
+    outside the database; `audit verify --checkpoint FILE` checks the catalog against it."""
+    from compressgate.registry.kernel.files import write_atomic
+
+    with open_workspace(workspace, catalog=catalog) as ws:
+        envelope = ws.checkpoint(key)
+    if output is None:
+        click.echo(envelope.decode("utf-8"), nl=False)
+    else:
+        write_atomic(output, envelope)
+        click.echo(f"checkpoint written to {output}", err=True)

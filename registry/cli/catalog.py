@@ -1,0 +1,145 @@
+"""`compressgate catalog ...`: reading the catalog (runs, variants, lineage, differences).
+
+`catalog list` is a read command that must start fast: nothing here imports more than click at
+import time, and the API call imports only the catalog (no scipy, no torch).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from compressgate.registry.cli.options import (
+    CATALOG_OPTION,
+    JSON_OPTION,
+    WORKSPACE_OPTION,
+    open_workspace,
+)
+from compressgate.registry.cli.tables import (
+    decisions_table,
+    diff_tables,
+    emit,
+    metric_table,
+    run_table,
+    runs_table,
+    size,
+)
+
+
+@click.group("catalog")
+def catalog_group() -> None:
+    """Read the catalog: runs, variants, lineage and differences (it is never edited)."""
+
+
+@catalog_group.command("list")
+@click.option("--recipe", metavar="NAME", help="Only runs of this recipe.")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10_000))
+@click.option("--offset", default=0, show_default=True, type=click.IntRange(0))
+@WORKSPACE_OPTION
+@CATALOG_OPTION
+@JSON_OPTION
+def catalog_list(
+    recipe: str | None,
+    limit: int,
+    offset: int,
+    workspace: Path | None,
+    catalog: str | None,
+    as_json: bool,
+) -> None:
+    """List runs, newest first: run_id, recipe, version, status, started, seeds, signers."""
+    with open_workspace(workspace, catalog=catalog) as ws:
+        runs = ws.runs(recipe=recipe, limit=limit, offset=offset)
+    if as_json:
+        emit(runs)
+        return
+    runs_table(runs)
+
+
+@catalog_group.command("show")
+@click.argument("ref", metavar="ID")
+@WORKSPACE_OPTION
+@CATALOG_OPTION
+@JSON_OPTION
+def catalog_show(ref: str, workspace: Path | None, catalog: str | None, as_json: bool) -> None:
+    """Show a run (ID = run-…) or a variant (RUN/SEED/STAGE or an artifact sha256 prefix).
+
+    For a run, --json exports its full record exactly as the executor held it: recipe,
+    environment, data digests, every stage with metrics and evaluations, aggregates, timing.
+    """
+    from compressgate.registry.results import summarize
+    from compressgate.registry.workspace import is_run_id
+
+    with open_workspace(workspace, catalog=catalog) as ws:
+        if is_run_id(ref):
+            record, decisions, where = ws.show_run(ref)
+            if as_json:
+                emit(record)
+                return
+            run_table(summarize(record, where))
+            decisions_table(decisions)
+            return
+        shown = ws.show_variant(ref)
+    if as_json:
+        emit(shown)
+        return
+    v = shown.variant
+    click.echo(f"variant {v.id} [{v.kind}, {v.format}] artifact {v.artifact_sha256}")
+    click.echo(f"  parent {v.parent_sha256 or '-'} · recipe {v.recipe_sha256[:12]}")
+    click.echo(f"  size {size(v.size_bytes)} · params {v.params} · MACs {v.macs}")
+    click.echo(f"  evaluations: {', '.join(shown.evaluations) or '-'}")
+    click.echo(f"  aliases: {', '.join(shown.aliases) or '-'}")
+    click.echo("  promotable: yes" if shown.promotable else f"  promotable: no ({shown.problem})")
+    metric_table(v.metrics)
+    decisions_table(shown.decisions)
+
+
+@catalog_group.command("lineage")
+@click.argument("variant")
+@WORKSPACE_OPTION
+@CATALOG_OPTION
+@JSON_OPTION
+def catalog_lineage(
+    variant: str, workspace: Path | None, catalog: str | None, as_json: bool
+) -> None:
+    """Show a variant's ancestry, baseline first, with its recipe, signers and environment."""
+    with open_workspace(workspace, catalog=catalog) as ws:
+        found = ws.lineage(variant)
+    if as_json:
+        emit(found)
+        return
+    run = found.run
+    click.echo(
+        f"recipe {run.recipe} v{run.version} ({run.recipe_sha256[:12]}) signed by "
+        f"{', '.join(run.signers) or 'nobody'}; run {run.run_id} by {run.actor}"
+    )
+    click.echo(
+        f"environment {run.environment_sha256[:12]} (python {run.python}), "
+        f"lock {run.lock_sha256[:12] or '-'}"
+    )
+    for depth, v in enumerate(found.chain):
+        accuracy = v.metrics.get("accuracy")
+        score = f" · accuracy {accuracy.estimate:.2%}" if accuracy else ""
+        click.echo(
+            f"{'  ' * depth}{'└─ ' if depth else ''}{v.stage} [{v.kind}, {v.format}] "
+            f"{v.artifact_sha256[:12]} · {size(v.size_bytes)}{score}"
+        )
+
+
+@catalog_group.command("diff")
+@click.argument("a")
+@click.argument("b")
+@WORKSPACE_OPTION
+@CATALOG_OPTION
+@JSON_OPTION
+def catalog_diff(
+    a: str, b: str, workspace: Path | None, catalog: str | None, as_json: bool
+) -> None:
+    """Two variants side by side: identity, stage configuration and metrics (A and B are
+    RUN/SEED/STAGE or artifact sha256 prefixes)."""
+    with open_workspace(workspace, catalog=catalog) as ws:
+        found = ws.diff(a, b)
+    if as_json:
+        emit(found)
+        return
+    diff_tables(found)

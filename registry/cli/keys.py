@@ -1,0 +1,87 @@
+"""`compressgate keys generate` and `compressgate trust add|allow`: signing keys and the trust
+file of owners, keys, roles and allow-listed modules."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from compressgate.registry.cli.options import DIR, FILE, JSON_OPTION
+from compressgate.registry.cli.tables import emit
+
+
+@click.group()
+def keys() -> None:
+    """Create signing keys."""
+
+
+@keys.command("generate")
+@click.option("--owner", required=True, help="Owner name, as in recipes and the trust file.")
+@click.option("--out", "out", type=DIR, required=True, help="Folder for the key files.")
+@JSON_OPTION
+def keys_generate(owner: str, out: Path, as_json: bool) -> None:
+    """Write OUT/OWNER.key (private, mode 0600) and OUT/OWNER.pub.json (public, with keyid)."""
+    from compressgate.registry.authoring import generate_keys
+
+    record = generate_keys(owner, out)
+    if as_json:
+        emit(record)
+    else:
+        click.echo(f"wrote {record.private_key} (private, mode 0600) and {record.public_key}")
+        click.echo(f"keyid {record.keyid}")
+
+
+@click.group()
+def trust() -> None:
+    """Manage the trust file of owners, keys, roles and allow-listed modules."""
+
+
+@trust.command("allow")
+@click.argument("modules", nargs=-1, required=True)
+@click.option("--trust", "trust_file", type=FILE, default=Path("trust.yaml"), show_default=True)
+@JSON_OPTION
+def trust_allow(modules: tuple[str, ...], trust_file: Path, as_json: bool) -> None:
+    """Allow recipes to name factories and loaders from MODULES (and their submodules).
+
+    Nothing else is ever imported for a recipe: without this list, only
+    compressgate.recipes.examples.
+    Standard-library modules cannot be allowed (a signed recipe still cannot name os:system).
+    """
+    from compressgate.registry.authoring import trust_allow as allow
+
+    record = allow(trust_file, modules)
+    if as_json:
+        emit(record)
+    else:
+        click.echo(f"{record.trust}: recipes may import from {', '.join(record.modules)}")
+
+
+@trust.command("add")
+@click.option("--trust", "trust_file", type=FILE, default=Path("trust.yaml"), show_default=True)
+@click.option("--owner", required=True, help="Owner name.")
+@click.option("--key", "key", type=FILE, required=True, help="Public key (OWNER.pub.json).")
+@click.option(
+    "--role",
+    "roles",
+    multiple=True,
+    required=True,
+    type=click.Choice(["author", "approver", "auditor", "releaser"]),
+    help="author signs recipes, approver signs approvals and waivers, auditor signs "
+    "checkpoints, releaser moves aliases. Repeat for several.",
+)
+@JSON_OPTION
+def trust_add(
+    trust_file: Path, owner: str, key: Path, roles: tuple[str, ...], as_json: bool
+) -> None:
+    """Add an owner's public key and roles to the trust file (created when missing)."""
+    from compressgate.registry.authoring import trust_add as add
+
+    record = add(trust_file, owner, key, roles)  # type: ignore[arg-type]
+    if as_json:
+        emit(record)
+    else:
+        click.echo(
+            f"{record.trust}: {record.owner} holds key {record.keyid[:16]}… "
+            f"with roles {', '.join(record.roles)}"
+        )

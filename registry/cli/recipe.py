@@ -1,0 +1,136 @@
+"""`compressgate recipe ...`: validate, explain, sign, verify, init, and print the schema."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from compressgate.registry.cli.options import DIR, FILE, JSON_OPTION, TRUST_OPTION
+from compressgate.registry.cli.tables import emit
+from compressgate.registry.kernel.errors import Issue
+
+
+@click.group()
+def recipe() -> None:
+    """Validate, explain, sign and verify recipe manifests."""
+
+
+@recipe.command("validate")
+@click.argument("files", nargs=-1, required=True, type=FILE)
+@TRUST_OPTION
+@JSON_OPTION
+@click.option("--strict", is_flag=True, help="Exit 2 if a gate is underpowered.")
+@click.option("--no-power", "power", flag_value=False, default=True, help="Skip the power check.")
+def recipe_validate(
+    files: tuple[Path, ...], trust: Path | None, as_json: bool, strict: bool, power: bool
+) -> None:
+    """Check manifests: schema, cross-references, files, imports and owners (exit 0 or 2).
+
+    Every problem is printed as FILE:LINE FIELD: MESSAGE. Owners are checked against the trust
+    file when one is given or found beside the recipe. Each statistical gate's power at the
+    test split's size is checked (the data loader runs): a gate that could never pass, or has
+    less than its planned power, is flagged with the margin or sample size that would work
+    (a warning; --strict makes it exit 2). --no-power skips the check (no data is loaded).
+    """
+    from compressgate.registry.authoring import validate_recipes
+
+    records = validate_recipes(files, trust, with_power=power)
+    if strict:
+        records = [
+            r.model_copy(update={"valid": False, "exit_code": 2})
+            if r.valid and any(p["underpowered"] for p in r.power)
+            else r
+            for r in records
+        ]
+    if as_json:
+        emit(records)
+    else:
+        for record in records:
+            if record.valid:
+                click.echo(f"ok {record.file} ({record.name} v{record.version})")
+            for warning in record.warnings:
+                click.echo(f"warning: {record.file}: {warning}", err=True)
+            for issue in record.issues:
+                click.echo(f"Error: {Issue(**issue.model_dump())}", err=True)
+    failed = [r for r in records if not r.valid]
+    if failed:
+        sys.exit(failed[0].exit_code)
+
+
+@recipe.command("schema")
+def recipe_schema() -> None:
+    """Print the JSON Schema of recipe manifest v1."""
+    from compressgate.registry.authoring import recipe_schema as schema
+
+    emit(schema())
+
+
+@recipe.command("explain")
+@click.argument("file", type=FILE)
+@TRUST_OPTION
+@JSON_OPTION
+def recipe_explain(file: Path, trust: Path | None, as_json: bool) -> None:
+    """Say in plain words what a recipe does: its stages in order and who owns each gate."""
+    from compressgate.recipes.explain import render_text
+    from compressgate.registry.authoring import explain_recipe
+
+    explanation = explain_recipe(file, trust)
+    if as_json:
+        emit(explanation)
+    else:
+        click.echo(render_text(explanation))
+
+
+@recipe.command("sign")
+@click.argument("file", type=FILE)
+@click.option("--key", "key", type=FILE, required=True, help="Private key (OWNER.key).")
+@TRUST_OPTION
+@JSON_OPTION
+def recipe_sign(file: Path, key: Path, trust: Path | None, as_json: bool) -> None:
+    """Sign a valid recipe, writing FILE.dsse.json (a co-signature if the file is unchanged).
+
+    The recipe is checked as `recipe validate` checks it, against the trust file if one is
+    found (its owners, and the modules it allow-lists)."""
+    from compressgate.registry.authoring import sign_recipe
+
+    record = sign_recipe(file, key, trust)
+    if as_json:
+        emit(record)
+    else:
+        click.echo(f"signed {record.recipe} (sha256 {record.sha256}) with key {record.keyid}")
+        click.echo(f"wrote {record.envelope}")
+
+
+@recipe.command("verify")
+@click.argument("file", type=FILE)
+@TRUST_OPTION
+@JSON_OPTION
+def recipe_verify(file: Path, trust: Path | None, as_json: bool) -> None:
+    """Verify a recipe's signature against the trust file (exit 0, or 3 on any failure).
+
+    Fails on a changed byte of the recipe or of the envelope, a key not in the trust file, a
+    signer without the author role or not among the recipe's owners, or no subject digest.
+    """
+    from compressgate.registry.authoring import verify_recipe
+
+    record = verify_recipe(file, trust)
+    if as_json:
+        emit(record)
+    else:
+        signers = ", ".join(f"{s.owner} (key {s.keyid[:16]}…)" for s in record.signers)
+        click.echo(
+            f"verified {record.recipe}: {record.name} v{record.version}, signed by {signers}"
+        )
+
+
+@recipe.command("init")
+@click.argument("directory", type=DIR)
+@click.option("--example", default="digits", show_default=True, help="Bundled example to copy.")
+def recipe_init(directory: Path, example: str) -> None:
+    """Start a workspace from a bundled example: DIRECTORY/recipe.yaml and the files it names."""
+    from compressgate.registry.authoring import init_example
+
+    for path in init_example(directory, example):
+        click.echo(f"wrote {path}")

@@ -1,0 +1,374 @@
+"""How the commands print what the API returns: JSON, tables (rich) and one-line summaries.
+
+Each printer takes the API's typed result (a run summary, gate decisions, a review, an alias
+move, ...) and prints it the same way wherever it appears. rich, and the models the printers
+take, are imported only when something is printed, so that importing the CLI stays light.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
+
+import click
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+    from compressgate.evaluators.results import Estimate
+    from compressgate.gates.review import ReviewStatus
+    from compressgate.registry.catalog.records import StageRecord
+    from compressgate.registry.catalog.repository import AliasMove, Decision, RunListing
+    from compressgate.registry.catalog.views import Diff
+    from compressgate.registry.results import RunSummary
+
+
+class _Interval(Protocol):
+    """An estimate with its interval: a recorded `Estimate` or a run summary's metric."""
+
+    @property
+    def estimate(self) -> float: ...
+    @property
+    def ci_low(self) -> float: ...
+    @property
+    def ci_high(self) -> float: ...
+
+
+def emit(data: BaseModel | Sequence[BaseModel] | dict[str, Any]) -> None:
+    """Print a result (or a list of them) as indented JSON: what every `--json` prints."""
+    from pydantic import BaseModel
+
+    if isinstance(data, BaseModel):
+        payload: Any = data.model_dump(mode="json")
+    elif isinstance(data, dict):
+        payload = data
+    else:
+        payload = [item.model_dump(mode="json") for item in data]
+    click.echo(json.dumps(payload, indent=2))
+
+
+# --- numbers ------------------------------------------------------------------------------------
+
+
+def size(n: int | None) -> str:
+    if n is None:
+        return "-"
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000  # type: ignore[assignment]
+    return str(n)
+
+
+def plain(metric: _Interval | None) -> str:
+    """An estimate near 1 (a cosine, an agreement) with its interval, to four places."""
+    if metric is None:
+        return "-"
+    return f"{metric.estimate:.4f} [{metric.ci_low:.4f}, {metric.ci_high:.4f}]"
+
+
+def interval(metric: _Interval | None, *, signed: bool = False) -> str:
+    if metric is None:
+        return "-"
+    sign = "+" if signed else ""
+    return f"{metric.estimate:{sign}.2%} [{metric.ci_low:{sign}.1%}, {metric.ci_high:{sign}.1%}]"
+
+
+def number(value: float) -> str:
+    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4g}"
+
+
+def opt(value: float | None) -> str:
+    return "-" if value is None else number(value)
+
+
+def cell(value: Any) -> str:
+    """A diff cell: an [estimate, low, high] triple as `estimate [low, high]`, else as is."""
+    if isinstance(value, list) and len(value) == 3 and all(isinstance(x, float) for x in value):
+        return f"{number(value[0])} [{number(value[1])}, {number(value[2])}]"
+    return "-" if value is None else str(value)
+
+
+# --- runs ---------------------------------------------------------------------------------------
+
+
+def stage_line(stage: StageRecord) -> None:
+    """One line on stderr as each stage of a run finishes."""
+    accuracy = stage.metrics.get("accuracy")
+    cosine = stage.metrics.get("cosine.mean")
+    score = (
+        f"accuracy {accuracy.estimate:.2%} [{accuracy.ci_low:.2%}, {accuracy.ci_high:.2%}]"
+        if accuracy
+        else f"cosine {plain(cosine)}"
+        if cosine
+        else ""
+    )
+    how = "cached" if stage.cached else f"{stage.seconds:.1f} s"
+    click.echo(
+        f"seed {stage.seed} · {stage.name} [{stage.kind}] {score} · "
+        f"{size(stage.size_bytes)} · {how}",
+        err=True,
+    )
+
+
+_Column = tuple[str, Callable[[Any], str]]
+
+
+def _headline(summary: RunSummary) -> tuple[_Column, _Column]:
+    """The two quality columns of the run table: accuracy and its paired change for a
+    classifier; cosine to the baseline (mean, 1st percentile) for an embedding model."""
+    if any("cosine.mean" in stage.metrics for stage in summary.stages):
+        return (
+            ("cosine mean [95% CI]", lambda s: plain(s.metrics.get("cosine.mean"))),
+            ("cosine p1 [CI]", lambda s: plain(s.metrics.get("cosine.p1"))),
+        )
+    return (
+        ("accuracy [95% CI]", lambda s: interval(s.metrics.get("accuracy"))),
+        (
+            "Δ vs baseline [CI]",
+            lambda s: interval(s.metrics.get("paired.accuracy_difference"), signed=True),
+        ),
+    )
+
+
+def run_table(summary: RunSummary) -> None:
+    """A run: every stage of every seed, the seeds' aggregate, the gate decisions, the status."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from compressgate.registry.catalog.repository import Decision
+
+    (first, first_of), (second, second_of) = _headline(summary)
+    table = Table(title=f"{summary.recipe.name} v{summary.recipe.version} · {summary.run_id}")
+    for column in (
+        "seed",
+        "stage",
+        "kind",
+        "format",
+        "size",
+        "vs float ONNX",
+        "params",
+        "MACs",
+        first,
+        second,
+        "time",
+        "sha256",
+    ):
+        table.add_column(
+            column, justify="right" if column in ("size", "params", "MACs") else "left"
+        )
+    reference: dict[int, int] = {}
+    for stage in summary.stages:
+        if stage.kind == "baseline" and "onnx_size_bytes" in stage.details:
+            reference[stage.seed] = stage.details["onnx_size_bytes"]
+        ratio = reference.get(stage.seed)
+        smaller = f"{ratio / stage.size_bytes:.1f}x smaller" if ratio and stage.size_bytes else "-"
+        if stage.kind == "baseline" and ratio:
+            smaller = f"is {size(ratio)}"
+        table.add_row(
+            str(stage.seed),
+            stage.name,
+            stage.kind,
+            stage.format or "-",
+            size(stage.size_bytes),
+            smaller,
+            f"{stage.params:,}" if stage.params is not None else "-",
+            f"{stage.macs:,}" if stage.macs is not None else "-",
+            first_of(stage),
+            second_of(stage),
+            "cached" if stage.cached else f"{stage.seconds:.1f} s",
+            (stage.artifact_sha256 or "-")[:12],
+        )
+    Console(width=180).print(table)
+    seeds_table(summary)
+    decisions_table([Decision.model_validate(d) for d in summary.gates])
+    click.echo(f"status: {summary.status}; recorded in the catalog {summary.record}")
+    for mismatch in summary.environment_mismatches:
+        click.echo(f"warning: environment differs from the lock: {mismatch}")
+
+
+def seeds_table(summary: RunSummary) -> None:
+    """Accuracy and its change over the seeds, per stage (mean, t interval, worst seed)."""
+    if not summary.aggregate:
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"over {len(summary.seeds)} seeds: mean with t interval, worst seed")
+    for column in ("stage", "accuracy", "worst", "Δ vs baseline", "worst Δ", "exemplars"):
+        table.add_column(column)
+    for name, metrics in summary.aggregate.items():
+        row = [name]
+        for metric in ("accuracy", "paired.accuracy_difference"):
+            value = metrics.get(metric)
+            signed = "+" if metric != "accuracy" else ""
+            row += (
+                [
+                    f"{value.mean:{signed}.2%} [{value.ci_low:{signed}.1%}, "
+                    f"{value.ci_high:{signed}.1%}]",
+                    f"{value.worst:{signed}.2%} (seed {value.worst_seed})",
+                ]
+                if value is not None
+                else ["-", "-"]
+            )
+        found = summary.exemplars.get(name)
+        row.append(f"{found['count']} of {found['n']}" if found else "-")
+        table.add_row(*row)
+    Console(width=180).print(table)
+
+
+def metric_table(metrics: Mapping[str, Estimate]) -> None:
+    """Every metric of a variant with its interval, sample size and method."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table()
+    for column in ("metric", "estimate", "interval", "n", "method"):
+        table.add_column(column, justify="right" if column in ("estimate", "n") else "left")
+    for name, m in metrics.items():
+        shown = (
+            "exact"
+            if m.method == "exact"
+            else f"[{number(m.ci_low)}, {number(m.ci_high)}] ({m.confidence:.0%})"
+        )
+        table.add_row(name, f"{number(m.estimate)} {m.unit}".strip(), shown, str(m.n), m.method)
+    Console(width=200).print(table)
+
+
+def decisions_table(decisions: Sequence[Decision]) -> None:
+    """The gate decisions, one row per gate and seed."""
+    if not decisions:
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="gate decisions")
+    for column in ("seed", "gate", "stage", "metric", "estimate", "interval", "verdict", "owner"):
+        table.add_column(column)
+    for d in decisions:
+        low, high = d.ci_low, d.ci_high
+        shown = f"[{opt(low)}, {opt(high)}]" if low is not None or high is not None else "-"
+        table.add_row(
+            str(d.seed),
+            d.gate,
+            d.stage,
+            d.metric,
+            opt(d.estimate),
+            shown,
+            f"{d.verdict} ({d.note})",
+            d.owner,
+        )
+    Console(width=200).print(table)
+
+
+# --- reviews ------------------------------------------------------------------------------------
+
+
+def power_lines(checks: list[dict[str, Any]]) -> None:
+    for check in checks:
+        if check.get("underpowered"):
+            click.echo(f"warning: gate '{check['gate']}' is underpowered: {check['message']}")
+
+
+def review_table(found: ReviewStatus) -> None:
+    """A run's review: each gate's decision, state and sign-offs, then the run's status."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(
+        title=f"review of {found.run_id} ({found.recipe} v{found.recipe_version}): {found.status}"
+    )
+    for column in (
+        "gate",
+        "owner",
+        "stage",
+        "seeds",
+        "estimate",
+        "interval",
+        "threshold",
+        "n",
+        "verdict",
+        "state",
+        "sign-off",
+    ):
+        table.add_column(column)
+    for gate in found.gates:
+        d = gate.decision
+        signed = [
+            f"{s.kind} by {s.owner}" + ("" if s.counts else f" (void: {s.problem})")
+            for s in gate.signoffs
+        ]
+        low = "" if d.ci_low is None else f"{d.ci_low:.4g}"
+        high = "" if d.ci_high is None else f"{d.ci_high:.4g}"
+        table.add_row(
+            d.gate,
+            d.owner,
+            d.stage,
+            d.policy,
+            "-" if d.estimate is None else f"{d.estimate:.4g}",
+            f"[{low}, {high}]" if low or high else "-",
+            "-" if d.threshold is None else f"{d.threshold:.4g}",
+            "-" if d.n is None else str(d.n),
+            d.verdict,
+            gate.state,
+            "; ".join(signed) or "-",
+        )
+    Console(width=200).print(table)
+    for name in found.not_reached:
+        click.echo(f"gate '{name}': not judged, the pipeline stopped before its stage")
+    for reason in found.reasons:
+        click.echo(f"- {reason}")
+    click.echo(f"status: {found.status}")
+
+
+# --- the catalog --------------------------------------------------------------------------------
+
+
+def runs_table(runs: Sequence[RunListing]) -> None:
+    """`catalog list`: one row per run."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table()
+    for column in ("run", "recipe", "status", "started", "seeds", "signers", "recipe sha256"):
+        table.add_column(column)
+    for r in runs:
+        table.add_row(
+            r.run_id,
+            f"{r.recipe} v{r.version}",
+            r.status,
+            r.started_at,
+            ",".join(map(str, r.seeds)),
+            ", ".join(r.signers),
+            r.recipe_sha256[:12],
+        )
+    Console(width=200).print(table)
+
+
+def diff_tables(found: Diff) -> None:
+    """`catalog diff`: identity, configuration and metrics of two variants side by side."""
+    from rich.console import Console
+    from rich.table import Table
+
+    for title, rows in (
+        ("identity", found.identity),
+        ("configuration", found.config),
+        ("metrics: estimate [interval]", found.metrics),
+    ):
+        table = Table(title=title)
+        for column in ("", found.a, found.b):
+            table.add_column(column)
+        for row in rows:
+            mark = "" if row.same else "[bold]"
+            table.add_row(f"{mark}{row.key}", cell(row.a), cell(row.b))
+        Console(width=200).print(table)
+
+
+def move_line(move: AliasMove) -> str:
+    """One alias move: number, time, action, target, previous target, who and why."""
+    previous = f" (was {move.previous_variant_id})" if move.previous_variant_id else ""
+    return (
+        f"#{move.seq} {move.moved_at} {move.action} {move.alias} -> {move.variant_id} "
+        f"[{move.artifact_sha256[:12]}]{previous} by {move.actor}: {move.reason}"
+    )

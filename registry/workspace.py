@@ -1,0 +1,608 @@
+"""The workspace: compressgate's Python API.
+
+A `Workspace` is one folder (`--workspace`, else $COMPRESSGATE_WORKSPACE, else ./.compressgate)
+with its catalog (`--catalog URL`, else $COMPRESSGATE_CATALOG, else WORKSPACE/catalog.db), its
+artifact store and the trust it judges with. It is built once per command, resolves each of
+those once, and passes verified objects down — a `PreparedRecipe` (read, parsed and verified
+once, with its data loaded once per seed and each gate's power computed once), an open
+`Catalog` — never a path for a lower layer to read again.
+
+    from compressgate.registry import Workspace
+
+    with Workspace(Path(".compressgate")) as ws:
+        result = ws.submit(Path("recipes/resnet.yaml"))
+        print(result.review.status)
+
+Every verb returns a typed result (`compressgate.registry.results`, or the catalog's and gates'
+own records); errors are `compressgate.registry.kernel.errors` exceptions carrying exit codes.
+The trust file is found by one rule (`trust_file`): `--trust`, else $COMPRESSGATE_TRUST, else
+`trust.yaml` beside the recipe; for a recorded run, beside the recipe the run recorded.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from compressgate.recipes.trust import TRUST_FILE_NAME, Trust, load_trust
+from compressgate.registry.authoring import TRUST_ENV, find_trust
+from compressgate.registry.kernel.errors import CompressgateError, ManifestError, NotFoundError
+from compressgate.registry.results import (
+    EnvListing,
+    EnvSummary,
+    EnvVerifyResult,
+    ReproduceResult,
+    RunSummary,
+    SignoffResult,
+    SubmitResult,
+    env_summary,
+    env_verify_result,
+    reproduce_result,
+    summarize,
+)
+
+if TYPE_CHECKING:
+    from compressgate.gates.ci import CiResult
+    from compressgate.gates.review import ReviewStatus
+    from compressgate.registry.catalog.records import RunRecord, StageRecord
+    from compressgate.registry.catalog.repository import (
+        AliasMove,
+        AuditReport,
+        Catalog,
+        Decision,
+        RecordedReport,
+        RunListing,
+    )
+    from compressgate.registry.catalog.store import ArtifactStore
+    from compressgate.registry.catalog.views import AliasResult, Diff, Lineage, VariantShow
+    from compressgate.registry.run.evaluate import OnDemandEvaluation
+    from compressgate.registry.run.prepared import PreparedRecipe
+    from compressgate.reports.model import ReportData
+
+WORKSPACE_ENV = "COMPRESSGATE_WORKSPACE"
+DEFAULT_WORKSPACE = Path(".compressgate")
+
+
+def workspace_dir(explicit: Path | None) -> Path:
+    """`--workspace`, else $COMPRESSGATE_WORKSPACE, else ./.compressgate."""
+    if explicit is not None:
+        return explicit
+    return Path(os.environ.get(WORKSPACE_ENV) or DEFAULT_WORKSPACE)
+
+
+def is_run_id(ref: str) -> bool:
+    return ref.startswith("run-") and "/" not in ref
+
+
+class Workspace:
+    """A workspace folder, its catalog, artifact store and trust, each resolved once."""
+
+    def __init__(
+        self,
+        root: Path | None = None,
+        *,
+        catalog: str | None = None,
+        trust: Path | None = None,
+        envs: Path | None = None,
+    ) -> None:
+        self.root = workspace_dir(root)
+        self.catalog_option = catalog
+        self.trust_option = trust
+        self.envs_option = envs
+        self._catalog: Catalog | None = None
+        self._writable = False
+        self._trusts: dict[Path, Trust] = {}
+
+    # --- what a workspace holds, opened once --------------------------------------------------
+
+    @cached_property
+    def catalog_url(self) -> str:
+        from compressgate.registry.catalog.repository import catalog_url
+
+        return catalog_url(self.root, self.catalog_option)
+
+    def catalog(self, *, write: bool = False) -> Catalog:
+        """The catalog, opened on first use and kept open. Reading needs it to exist and be of
+        the current schema (exit 4, exit 5); `write` creates it, or migrates an older one."""
+        from compressgate.registry.catalog.repository import Catalog
+
+        if self._catalog is not None and (self._writable or not write):
+            return self._catalog
+        if self._catalog is not None:
+            self._catalog.close()
+        self._catalog = Catalog(self.catalog_url, create=write, migrate=write)
+        self._writable = write
+        return self._catalog
+
+    @cached_property
+    def store(self) -> ArtifactStore:
+        from compressgate.registry.catalog.store import ArtifactStore
+
+        return ArtifactStore(self.root)
+
+    def close(self) -> None:
+        if self._catalog is not None:
+            self._catalog.close()
+            self._catalog = None
+
+    def __enter__(self) -> Workspace:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    # --- trust ------------------------------------------------------------------------------
+
+    def trust_file(self, recipe: Path) -> Path:
+        """The trust file for `recipe`: `--trust`, else $COMPRESSGATE_TRUST, else trust.yaml
+        beside it; none is exit 4."""
+        found = find_trust(recipe, self.trust_option)
+        if found is None:
+            raise NotFoundError(
+                f"no trust file for {recipe}: a run verifies the recipe's signature first",
+                hint=f"pass --trust FILE, set ${TRUST_ENV}, or put {TRUST_FILE_NAME} beside "
+                "the recipe",
+            )
+        return found
+
+    def trust(self, path: Path) -> Trust:
+        """The trust file at `path`, loaded once per workspace."""
+        if path not in self._trusts:
+            self._trusts[path] = load_trust(path)
+        return self._trusts[path]
+
+    def run_trust_file(self, run_id: str) -> Path:
+        """The trust file a recorded run is judged with: `--trust`, else trust.yaml beside the
+        recipe the run recorded."""
+        from compressgate.registry.governance.review import trust_path_for
+
+        return trust_path_for(self.catalog(), run_id, self.trust_option)
+
+    def run_trust(self, run_id: str) -> Callable[[], Trust]:
+        """The trust of a recorded run, loaded only when a sign-off must be checked."""
+        return lambda: self.trust(self.run_trust_file(run_id))
+
+    # --- recipes ----------------------------------------------------------------------------
+
+    def prepare(self, path: Path) -> PreparedRecipe:
+        """The recipe at `path`, its signature verified against its trust file (exit 3 before
+        any work): read once, parsed once, handed down from here."""
+        from compressgate.recipes.signing import verify_recipe
+        from compressgate.registry.run.prepared import PreparedRecipe
+
+        trust_file = self.trust_file(path)
+        trust = self.trust(trust_file)
+        verified = verify_recipe(path, trust, trust_source=str(trust_file))
+        return PreparedRecipe(verified.loaded, trust, str(trust_file), verified)
+
+    # --- running ----------------------------------------------------------------------------
+
+    def run(
+        self,
+        recipe: Path | PreparedRecipe,
+        *,
+        force: bool = False,
+        progress: Any = None,
+        on_stage: Callable[[StageRecord], None] | None = None,
+        isolate: bool = False,
+    ) -> RunSummary:
+        """Run a verified recipe: every stage output lands in the artifact store and every
+        record in the catalog. The summary is built from what the engine holds."""
+        from compressgate.registry.catalog.repository import safe_url
+        from compressgate.registry.run import engine
+
+        prepared = self.prepare(recipe) if isinstance(recipe, Path) else recipe
+        options = engine.RunOptions(
+            workspace=self.root,
+            trust=Path(prepared.trust_source or ""),
+            force=force,
+            progress=progress,
+            on_stage=on_stage,
+            catalog=self.catalog_option,
+            isolate=isolate,
+            envs=self.envs_option,
+        )
+        outcome = engine.execute(prepared, lambda: self.catalog(write=True), options)
+        summary = summarize(outcome.record, safe_url(self.catalog_url))
+        return summary.model_copy(
+            update={
+                "gates": [d.model_dump(mode="json") for d in outcome.decisions],
+                "decisions": [v.model_dump(mode="json") for v in outcome.verdicts],
+            }
+        )
+
+    def submit(self, recipe: Path, *, force: bool = False, progress: Any = None) -> SubmitResult:
+        """Verify the signature and trust, run the recipe, judge its gates: the run's review."""
+        from compressgate.registry.authoring import power_checks
+        from compressgate.registry.governance.review import status
+
+        prepared = self.prepare(recipe)
+        checks, _ = power_checks(prepared)
+        summary = self.run(prepared, force=force, progress=progress)
+        assert prepared.trust is not None
+        found = status(self.catalog(), summary.run_id, prepared.trust, recipe=prepared.recipe)
+        return SubmitResult(
+            run=summary,
+            review=found.model_dump(mode="json"),
+            power=[c.model_dump(mode="json") for c in checks],
+        )
+
+    def reproduce(
+        self,
+        run_id: str,
+        *,
+        progress: Any = None,
+        on_stage: Callable[[StageRecord], None] | None = None,
+    ) -> ReproduceResult:
+        """Re-run a recorded run from scratch and compare every stage's artifact digest."""
+        from compressgate.registry.run import engine
+        from compressgate.registry.run.reproduce import reproduce
+
+        original = self.catalog().run(run_id)
+        options = engine.RunOptions(
+            workspace=self.root,
+            trust=self.trust_file(Path(original.recipe.path)),
+            progress=progress,
+            on_stage=on_stage,
+            catalog=self.catalog_option,
+            envs=self.envs_option,
+        )
+        _, again, comparisons = reproduce(run_id, options)
+        return reproduce_result(run_id, again, comparisons)
+
+    def evaluate(
+        self, variant: str, *, against: str | None = None, only: Sequence[str] = ()
+    ) -> OnDemandEvaluation:
+        """Measure a stored variant against a baseline with the recipe's evaluators (or
+        `only`); nothing is written."""
+        from compressgate.registry.run.evaluate import evaluate_variant
+
+        return evaluate_variant(
+            self.root,
+            variant,
+            against,
+            only,
+            catalog=self.catalog_option,
+            trust_path=self.trust_option,
+        )
+
+    # --- pinned environments ----------------------------------------------------------------
+
+    @property
+    def envs_dir(self) -> Path:
+        from compressgate.registry.run import envs
+
+        return envs.store_dir(self.root, self.envs_option)
+
+    def env_create(self, lock: Path, *, say: Callable[[str], None] | None = None) -> EnvSummary:
+        """Build the environment of `lock` (or find it built)."""
+        from compressgate.registry.run import envs
+
+        return env_summary(envs.ensure(lock, self.envs_dir, say=say))
+
+    def env_list(self) -> EnvListing:
+        from compressgate.registry.run import envs
+
+        found, partial = envs.listing(self.envs_dir)
+        return EnvListing(
+            store=str(self.envs_dir),
+            environments=[env_summary(e) for e in found],
+            partial=[str(p) for p in partial],
+        )
+
+    def env_verify(self, lock: Path, *, current: bool = False) -> EnvVerifyResult:
+        """The environment of `lock` (or, with `current`, the running interpreter's), package by
+        package against the lock."""
+        import sys
+
+        from compressgate.registry.run import envs
+        from compressgate.registry.run.environment import installed, read_lock
+
+        if current:
+            interpreter = sys.executable
+            differences = envs.differences(read_lock(lock), installed())
+        else:
+            env, differences = envs.verify(lock, self.envs_dir)
+            interpreter = str(env.python)
+        return env_verify_result(lock, envs.lock_digest(lock), interpreter, differences)
+
+    # --- the catalog ------------------------------------------------------------------------
+
+    def runs(
+        self, *, recipe: str | None = None, limit: int = 50, offset: int = 0
+    ) -> list[RunListing]:
+        """Runs, newest first, optionally of one recipe, a page at a time."""
+        return self.catalog().runs(recipe=recipe, limit=limit, offset=offset)
+
+    def show_run(self, run_id: str) -> tuple[RunRecord, list[Decision], str]:
+        """A run's full record (the JSON export), its per-seed gate outcomes, and where it is."""
+        from compressgate.registry.catalog.repository import safe_url
+
+        records = self.catalog()
+        return records.run(run_id), records.decisions(run_id=run_id), safe_url(records.url)
+
+    def show_variant(self, ref: str) -> VariantShow:
+        from compressgate.registry.catalog.views import VariantShow
+        from compressgate.registry.governance.aliases import gate_status
+
+        records = self.catalog()
+        variant = records.variant(ref)
+        try:
+            found = gate_status(records, variant, self.trust_option)
+            promotable, problem = found.passed, found.problem
+        except NotFoundError as exc:  # no trust file to check the sign-offs with
+            promotable, problem = False, str(exc)
+        decisions = [d for d in records.decisions(run_id=variant.run_id) if d.seed == variant.seed]
+        run = records.run(variant.run_id)
+        kinds = list(run.stage(variant.seed, variant.stage).evaluations)
+        aliases = [
+            name for name, move in records.aliases().items() if move.variant_id == variant.id
+        ]
+        return VariantShow(
+            variant=variant,
+            decisions=decisions,
+            evaluations=kinds,
+            aliases=aliases,
+            promotable=promotable,
+            problem=problem,
+        )
+
+    def lineage(self, ref: str) -> Lineage:
+        from compressgate.registry.catalog.views import Lineage
+
+        records = self.catalog()
+        chain = records.lineage(ref)
+        return Lineage(run=records.run_info(chain[-1].run_id), chain=chain)
+
+    def diff(self, ref_a: str, ref_b: str) -> Diff:
+        from compressgate.registry.catalog.views import diff
+
+        records = self.catalog()
+        return diff(records.variant(ref_a), records.variant(ref_b))
+
+    # --- aliases ----------------------------------------------------------------------------
+
+    def promote(
+        self, ref: str, alias: str, *, reason: str = "", actor: str | None = None
+    ) -> AliasResult:
+        """Point an alias at a variant of an approved run (exit 1 otherwise)."""
+        from compressgate.registry.catalog.views import AliasResult
+        from compressgate.registry.governance.aliases import promote
+
+        move, changed = promote(
+            self.catalog(write=True),
+            ref,
+            alias,
+            reason=reason or "promoted",
+            actor=actor,
+            trust=self.trust_option,
+        )
+        return AliasResult(alias=alias, changed=changed, move=move)
+
+    def rollback(
+        self,
+        alias: str,
+        *,
+        to: str | None = None,
+        reason: str | None = None,
+        actor: str | None = None,
+    ) -> AliasResult:
+        """Move an alias back to its previous known-good variant (or to `to`)."""
+        from compressgate.registry.catalog.views import AliasResult
+        from compressgate.registry.governance.aliases import rollback
+
+        move = rollback(
+            self.catalog(write=True),
+            alias,
+            to=to,
+            reason=reason,
+            actor=actor,
+            trust=self.trust_option,
+        )
+        return AliasResult(alias=alias, changed=True, move=move)
+
+    def alias_history(self, alias: str) -> list[AliasMove]:
+        history = self.catalog().alias_history(alias)
+        if not history:
+            raise NotFoundError(f"alias {alias} has never pointed anywhere")
+        return history
+
+    # --- audit ------------------------------------------------------------------------------
+
+    def verify_audit(
+        self,
+        *,
+        checkpoint: Path | None = None,
+        artifacts: bool = True,
+        reports: Sequence[Path] = (),
+    ) -> AuditReport:
+        """Recompute the chain, every row, every artifact digest, check a checkpoint, and find
+        each report file among the reports the catalog recorded."""
+        from compressgate.registry.catalog.audit import verify
+
+        trust = self.trust(self.trust_option) if self.trust_option is not None else None
+        return verify(
+            self.catalog(),
+            self.store if artifacts else None,
+            checkpoint_file=checkpoint,
+            trust=trust,
+            reports=reports,
+        )
+
+    def checkpoint(self, key_path: Path) -> bytes:
+        """A signed checkpoint (DSSE envelope JSON) of the catalog's head."""
+        from compressgate.registry.catalog.audit import checkpoint
+        from compressgate.registry.kernel.keys import load_private_key
+
+        return checkpoint(self.catalog(), load_private_key(key_path))
+
+    # --- gated review -----------------------------------------------------------------------
+
+    def review(self, run_id: str | None = None, *, limit: int = 10) -> list[ReviewStatus]:
+        """The review status of a run (or of the newest `limit` runs), sign-offs checked now."""
+        from compressgate.registry.governance.review import status
+
+        records = self.catalog()
+        ids = [run_id] if run_id else [r.run_id for r in records.runs(limit=limit)]
+        return [status(records, rid, self.run_trust(rid)) for rid in ids]
+
+    def sign_off(
+        self,
+        run_id: str,
+        gate: str,
+        *,
+        kind: str,
+        key_path: Path | None = None,
+        envelope_path: Path | None = None,
+        reason: str | None = None,
+        expires: str | None = None,
+        out: Path | None = None,
+    ) -> SignoffResult:
+        """Sign with the owner's key (or take a signed envelope) and record an approval or
+        waiver of one gate of one run."""
+        from compressgate.registry.governance.review import parse_expiry, status
+        from compressgate.registry.governance.review import sign_off as record
+        from compressgate.registry.kernel.dsse import Envelope
+        from compressgate.registry.kernel.files import write_atomic
+        from compressgate.registry.kernel.keys import load_private_key
+
+        if (key_path is None) == (envelope_path is None):
+            raise ManifestError("give exactly one of --key KEY and --envelope FILE")
+        when = parse_expiry(expires) if expires else None
+        key = load_private_key(key_path) if key_path is not None else None
+        envelope = None
+        if envelope_path is not None:
+            try:
+                data = envelope_path.read_bytes()
+            except FileNotFoundError:
+                raise NotFoundError(f"envelope {envelope_path} not found") from None
+            envelope = Envelope.from_json(data, source=str(envelope_path))
+        records = self.catalog(write=True)
+        trust = self.trust(self.run_trust_file(run_id))
+        checked, signed = record(
+            records,
+            run_id,
+            gate,
+            kind=kind,  # type: ignore[arg-type]
+            trust=trust,
+            key=key,
+            envelope=envelope,
+            reason=reason,
+            expires=when,
+            source=str(envelope_path) if envelope_path else "the sign-off",
+        )
+        found = status(records, run_id, trust)
+        if out is not None:
+            write_atomic(out, signed.to_json())
+        return SignoffResult(
+            signoff=checked.model_dump(mode="json"),
+            review=found.model_dump(mode="json"),
+            envelope=str(out) if out else None,
+        )
+
+    def ci(
+        self,
+        paths: Sequence[Path],
+        *,
+        base: str | None = None,
+        reuse: bool = True,
+        progress: Any = None,
+    ) -> list[CiResult]:
+        """Check each recipe (given, or changed against `base`): signature, run (or reuse a run
+        of the same recipe digest in the same environment), gates; one result each."""
+        from compressgate.gates.ci import CiResult
+        from compressgate.registry.changes import changed_recipes, is_recipe
+        from compressgate.registry.governance.review import status
+        from compressgate.registry.run.cache import environment_sha256
+
+        recipes: list[Path] = []
+        for path in paths:
+            if path.is_dir():
+                recipes += [p for p in sorted(path.rglob("*.y*ml")) if is_recipe(p)]
+            else:
+                recipes.append(path)
+        if base is not None:
+            changed = {p.resolve() for p in changed_recipes(base)}
+            recipes = [p for p in recipes if p.resolve() in changed] if paths else sorted(changed)
+        results = []
+        for path in recipes:
+            try:
+                prepared = self.prepare(path)
+                run_id = None
+                if reuse:
+                    digest = environment_sha256(prepared.recipe, prepared.base)
+                    run_id = self.catalog(write=True).reusable_run(prepared.sha256, digest)
+                cached = run_id is not None
+                if run_id is None:
+                    run_id = self.run(prepared, progress=progress).run_id
+                assert prepared.trust is not None
+                found = status(self.catalog(), run_id, prepared.trust, recipe=prepared.recipe)
+            except CompressgateError as exc:
+                results.append(
+                    CiResult(
+                        path=str(path),
+                        exit_code=exc.exit_code,
+                        error=" ".join(str(exc).split()) or type(exc).__name__,
+                    )
+                )
+                continue
+            results.append(
+                CiResult(
+                    path=str(path),
+                    recipe=f"{found.recipe}@{found.recipe_version}",
+                    review=found,
+                    exit_code=found.exit_code,
+                    cached=cached,
+                    run_id=run_id,
+                    underpowered=[
+                        f"{g.decision.gate}: {g.decision.power['message']}"
+                        for g in found.gates
+                        if g.decision.power and g.decision.power.get("underpowered")
+                    ],
+                )
+            )
+        return results
+
+    # --- reports ----------------------------------------------------------------------------
+
+    def report_data(self, run_id: str, *, checkpoint: Path | None = None) -> ReportData:
+        """Everything a report of `run_id` shows, each record read from the catalog once; the
+        recorded recipe's signature is checked now against the trust file."""
+        from compressgate.registry.reporting import gather
+
+        return gather(self.catalog(), run_id, trust=self.trust_option, checkpoint=checkpoint)
+
+    def report(self, run_id: str, fmt: str = "html", *, checkpoint: Path | None = None) -> bytes:
+        """The report of `run_id` in `fmt` (html, md, json, card)."""
+        from compressgate.reports.render import FORMATS, render
+
+        if fmt not in FORMATS:
+            raise ManifestError(f"--format {fmt!r}: one of {', '.join(FORMATS)}")
+        return render(self.report_data(run_id, checkpoint=checkpoint), fmt)  # type: ignore[arg-type]
+
+    def write_report(
+        self,
+        run_id: str,
+        out: Path,
+        fmt: str = "html",
+        *,
+        checkpoint: Path | None = None,
+        actor: str | None = None,
+    ) -> RecordedReport:
+        """Render the report of `run_id` to the file `out` and record it in the catalog (the
+        sha256 of its bytes, a new event unless those bytes are recorded already), so that
+        `audit verify --report FILE` can tell it from a changed copy."""
+        from compressgate.registry.kernel.files import write_atomic
+        from compressgate.registry.reporting import record_report
+        from compressgate.reports.render import FORMATS, render
+
+        if fmt not in FORMATS:
+            raise ManifestError(f"--format {fmt!r}: one of {', '.join(FORMATS)}")
+        records = self.catalog(write=True)  # an older catalog is migrated before it is read
+        data = self.report_data(run_id, checkpoint=checkpoint)
+        body = render(data, fmt)  # type: ignore[arg-type]
+        write_atomic(out, body)
+        return record_report(records, run_id, body, fmt=fmt, out=out, data=data, actor=actor)
