@@ -77,7 +77,7 @@ from compressgate.registry.catalog.repository import (
     AliasMoveRow,
     Catalog,
     EvaluationRow,
-    GateDecisionRow,
+    GateJudgementRow,
     RecipeRow,
     RunEndRow,
     RunRow,
@@ -490,7 +490,7 @@ class Synthesizer:
             verdicts.append(verdict)
             estimate = quality - 0.91
             yield (
-                GateDecisionRow,
+                GateJudgementRow,
                 {
                     "id": f"{run_id}/0/gate-{gate}",
                     "run_id": run_id,

@@ -17,7 +17,7 @@ from typing import Protocol
 
 from compressgate.evaluators.results import Estimate, EvaluationResult
 from compressgate.gates.power import PowerCheck, SampleSizes, check_gate
-from compressgate.gates.review import GateDecision, SeedVerdict, decide, evidence_digest
+from compressgate.gates.review import GateDecision, SeedJudgement, decide, evidence_digest
 from compressgate.gates.verdicts import Judgement, judge
 from compressgate.recipes.manifest import GateSpec
 
@@ -62,7 +62,7 @@ def judge_gate(
     same seed, and decided over the seeds by its seeds policy (with its power check: `power`,
     computed once by the caller, else computed here at `sizes`). `decision.seeds` holds each
     seed's judgement, in the run's seed order."""
-    per_seed: list[SeedVerdict] = []
+    per_seed: list[SeedJudgement] = []
     candidates: list[Estimate | None] = []
     baselines: list[Estimate | None] = []
     differences: list[float] = []
@@ -72,7 +72,7 @@ def judge_gate(
         judged: Judgement = judge(gate, stage.metrics, reference.metrics, stage.evaluations)
         assert stage.artifact_sha256 is not None
         per_seed.append(
-            SeedVerdict(
+            SeedJudgement(
                 seed=seed,
                 variant_id=variant_id(run.run_id, seed, name),
                 artifact_sha256=stage.artifact_sha256,

@@ -45,7 +45,7 @@ RunReview = Literal["rejected", "awaiting-approval", "approved"]
 SignoffKind = Literal["approval", "waiver"]
 
 
-class SeedVerdict(Judgement):
+class SeedJudgement(Judgement):
     """One seed's judgement of a gate, on the variant the gate names for that seed."""
 
     seed: int
@@ -74,7 +74,7 @@ class GateDecision(BaseModel):
     pvalue: float | None = None
     verdict: Verdict
     note: str
-    seeds: list[SeedVerdict]
+    seeds: list[SeedJudgement]
     power: dict[str, Any] | None = Field(
         default=None, description="the power check of the gate at the run's sample sizes"
     )
@@ -154,7 +154,7 @@ def decide(
     gate: GateSpec,
     run_id: str,
     stage: str,
-    per_seed: Sequence[SeedVerdict],
+    per_seed: Sequence[SeedJudgement],
     candidates: Sequence[Estimate | None],
     baselines: Sequence[Estimate | None],
     differences: Sequence[float] | None = None,
@@ -165,7 +165,7 @@ def decide(
     `per_seed`); `differences` each seed's paired accuracy difference, for `mean` of a
     `non_inferior` accuracy gate.
     """
-    headline: Judgement | SeedVerdict
+    headline: Judgement | SeedJudgement
     if gate.seeds == "mean":
         headline = _mean(gate, candidates, baselines, differences)
     else:
@@ -189,7 +189,7 @@ def decide(
         "worst": f"judged on the worst seed ({getattr(headline, 'seed', '?')})",
         "mean": f"judged on the mean of {len(per_seed)} seeds",
     }[gate.seeds]
-    seed_part = f"seed {headline.seed}: " if isinstance(headline, SeedVerdict) else ""
+    seed_part = f"seed {headline.seed}: " if isinstance(headline, SeedJudgement) else ""
     decision = GateDecision(
         run_id=run_id,
         gate=gate.name,
@@ -222,7 +222,7 @@ def _scores(candidates: Sequence[Estimate | None]) -> list[float | None]:
     ]
 
 
-def _worst_index(per_seed: Sequence[SeedVerdict], scores: Sequence[float | None]) -> int:
+def _worst_index(per_seed: Sequence[SeedJudgement], scores: Sequence[float | None]) -> int:
     """The seed with the lowest score (the first failing seed, or the first, without scores)."""
     scored = [(score, i) for i, score in enumerate(scores) if score is not None]
     if not scored:

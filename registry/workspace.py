@@ -27,8 +27,6 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from compressgate.recipes.trust import TRUST_FILE_NAME, Trust, load_trust
-from compressgate.registry.authoring import TRUST_ENV, find_trust
 from compressgate.registry.kernel.errors import CompressgateError, ManifestError, NotFoundError
 from compressgate.registry.results import (
     EnvListing,
@@ -47,12 +45,13 @@ from compressgate.registry.results import (
 if TYPE_CHECKING:
     from compressgate.gates.ci import CiResult
     from compressgate.gates.review import ReviewStatus
+    from compressgate.recipes.trust import Trust
     from compressgate.registry.catalog.records import RunRecord, StageRecord
     from compressgate.registry.catalog.repository import (
         AliasMove,
         AuditReport,
         Catalog,
-        Decision,
+        JudgementRecord,
         RecordedReport,
         RunListing,
     )
@@ -139,6 +138,9 @@ class Workspace:
     def trust_file(self, recipe: Path) -> Path:
         """The trust file for `recipe`: `--trust`, else $COMPRESSGATE_TRUST, else trust.yaml
         beside it; none is exit 4."""
+        from compressgate.recipes.trust import TRUST_FILE_NAME
+        from compressgate.registry.authoring import TRUST_ENV, find_trust
+
         found = find_trust(recipe, self.trust_option)
         if found is None:
             raise NotFoundError(
@@ -150,6 +152,8 @@ class Workspace:
 
     def trust(self, path: Path) -> Trust:
         """The trust file at `path`, loaded once per workspace."""
+        from compressgate.recipes.trust import load_trust
+
         if path not in self._trusts:
             self._trusts[path] = load_trust(path)
         return self._trusts[path]
@@ -209,8 +213,8 @@ class Workspace:
         summary = summarize(outcome.record, safe_url(self.catalog_url))
         return summary.model_copy(
             update={
-                "gates": [d.model_dump(mode="json") for d in outcome.decisions],
-                "decisions": [v.model_dump(mode="json") for v in outcome.verdicts],
+                "gates": [j.model_dump(mode="json") for j in outcome.judgements],
+                "decisions": [d.model_dump(mode="json") for d in outcome.decisions],
             }
         )
 
@@ -317,12 +321,12 @@ class Workspace:
         """Runs, newest first, optionally of one recipe, a page at a time."""
         return self.catalog().runs(recipe=recipe, limit=limit, offset=offset)
 
-    def show_run(self, run_id: str) -> tuple[RunRecord, list[Decision], str]:
+    def show_run(self, run_id: str) -> tuple[RunRecord, list[JudgementRecord], str]:
         """A run's full record (the JSON export), its per-seed gate outcomes, and where it is."""
         from compressgate.registry.catalog.repository import safe_url
 
         records = self.catalog()
-        return records.run(run_id), records.decisions(run_id=run_id), safe_url(records.url)
+        return records.run(run_id), records.judgements(run_id=run_id), safe_url(records.url)
 
     def show_variant(self, ref: str) -> VariantShow:
         from compressgate.registry.catalog.views import VariantShow
@@ -335,7 +339,7 @@ class Workspace:
             promotable, problem = found.passed, found.problem
         except NotFoundError as exc:  # no trust file to check the sign-offs with
             promotable, problem = False, str(exc)
-        decisions = [d for d in records.decisions(run_id=variant.run_id) if d.seed == variant.seed]
+        decisions = [d for d in records.judgements(run_id=variant.run_id) if d.seed == variant.seed]
         run = records.run(variant.run_id)
         kinds = list(run.stage(variant.seed, variant.stage).evaluations)
         aliases = [

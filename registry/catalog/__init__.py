@@ -14,7 +14,7 @@ database driver):
   stored in from v4 on (defaults left out, a repeated estimate stored once, long documents
   deflated);
 - `records`: the run as the executor holds it (`RunRecord`, `StageRecord`) and the frozen
-  records the catalog hands out (`VariantRecord`, `Decision`, `SignoffRecord`, `ReportEntry`,
+  records the catalog hands out (`VariantRecord`, `JudgementRecord`, `SignoffRecord`, `ReportEntry`,
   `AliasMove`, `Head`, …);
 - `connection`: the catalog URL, the engine, one transaction per read or write, database
   errors as ours, migrating, and the chained append;

@@ -5,20 +5,19 @@ sign-offs, reports and aliases, each read in one transaction and handed out as r
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import sqlalchemy as sa
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.engine import Connection
 
 from compressgate.evaluators.results import ExemplarsResult, SeedAggregate
-from compressgate.gates.review import GateDecision, SeedVerdict
 from compressgate.registry.catalog import schema
 from compressgate.registry.catalog.chain import read_json, unpack_metrics
 from compressgate.registry.catalog.connection import CatalogConnection, safe_url
 from compressgate.registry.catalog.records import (
     AliasMove,
-    Decision,
+    JudgementRecord,
     RecipeRecord,
     RecipeRef,
     RecordedReport,
@@ -35,7 +34,7 @@ from compressgate.registry.catalog.schema import (
     ApprovalRow,
     EvaluationRow,
     GateDecisionRow,
-    GateVerdictRow,
+    GateJudgementRow,
     RecipeEnvelopeRow,
     RecipeRow,
     ReportRow,
@@ -47,6 +46,10 @@ from compressgate.registry.catalog.schema import (
 from compressgate.registry.kernel.errors import IntegrityError, ManifestError, NotFoundError
 
 R = TypeVar("R", bound=BaseModel)
+
+
+if TYPE_CHECKING:
+    from compressgate.gates.review import GateDecision
 
 
 class CatalogQueries(CatalogConnection):
@@ -321,8 +324,10 @@ class CatalogQueries(CatalogConnection):
                 chain.append(_variant_record(dict(row)))
         return chain[::-1]
 
-    def decisions(self, variant_id: str | None = None, run_id: str | None = None) -> list[Decision]:
-        table = schema.table(GateDecisionRow)
+    def judgements(
+        self, variant_id: str | None = None, run_id: str | None = None
+    ) -> list[JudgementRecord]:
+        table = schema.table(GateJudgementRow)
         query = sa.select(table).order_by(table.c.event_seq)
         if variant_id is not None:
             query = query.where(table.c.variant_id == variant_id)
@@ -330,13 +335,18 @@ class CatalogQueries(CatalogConnection):
             query = query.where(table.c.run_id == run_id)
         with self._reading() as conn:
             return [
-                _record(Decision, {**r, "rule": read_json(r["rule"])}, f"gate decision {r['id']}")
+                _record(
+                    JudgementRecord, {**r, "rule": read_json(r["rule"])}, f"gate decision {r['id']}"
+                )
                 for r in conn.execute(query).mappings()
             ]
 
-    def gate_verdicts(self, run_id: str) -> list[GateDecision]:
+    def gate_decisions(self, run_id: str) -> list[GateDecision]:
         """The run's gate decisions (one per gate, by its seeds policy), in recipe order."""
-        table = schema.table(GateVerdictRow)
+        # The gates' models load the recipe language: only commands that judge pay for it.
+        from compressgate.gates.review import GateDecision, SeedJudgement
+
+        table = schema.table(GateDecisionRow)
         query = sa.select(table).where(table.c.run_id == run_id).order_by(table.c.event_seq)
         with self._reading() as conn:
             return [
@@ -347,7 +357,7 @@ class CatalogQueries(CatalogConnection):
                         if k not in ("id", "rule", "seeds", "power", "event_seq")
                     },
                     rule=read_json(r["rule"]),
-                    seeds=[SeedVerdict.model_validate(s) for s in read_json(r["seeds"])],
+                    seeds=[SeedJudgement.model_validate(s) for s in read_json(r["seeds"])],
                     power=read_json(r["power"]),
                 )
                 for r in conn.execute(query).mappings()

@@ -3,9 +3,15 @@
 The run (`RunRecord`, each stage's `StageRecord`, `Timing`): the executor fills these in; the
 catalog stores them row by row and gives them back, so that `compressgate catalog show RUN
 --json` exports exactly the record the executor held. The catalog's own records (`VariantRecord`,
-`Decision`, `SignoffRecord`, `ReportEntry`, `AliasMove`, …) are frozen. A record that mirrors a
-table derives from that table's `*Fields` base in `schema`, so they share one declaration of
-each field; only JSON documents, stored as text, are typed here.
+`JudgementRecord`, `SignoffRecord`, `ReportEntry`, `AliasMove`, …) are frozen. A record that
+mirrors a table derives from that table's `*Fields` base in `schema`, so they share one
+declaration of each field; only JSON documents, stored as text, are typed here.
+
+Words: a gate's outcome on one seed is a *judgement* (`JudgementRecord`, table `gate_decisions`,
+named before the words were settled); its outcome over the seeds, by its seeds policy, is its
+*decision* (`compressgate.gates.review.GateDecision`, table `gate_verdicts`); a decision with its
+sign-offs is its *review* (`GateReview`). A *verdict* is the value of any of them: pass or fail.
+The table names stay: they are in every event of the hash chain.
 """
 
 from __future__ import annotations
@@ -120,7 +126,7 @@ class VariantRecord(VariantFields, StageDocuments):
     spec: dict[str, Any]
 
 
-class Decision(DecisionFields):
+class JudgementRecord(DecisionFields):
     """One gate judged on one variant of one seed of a run."""
 
     model_config = _FROZEN

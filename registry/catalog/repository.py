@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from sqlmodel import SQLModel
 
-from compressgate.gates.review import GateDecision
 from compressgate.registry.catalog import schema
 from compressgate.registry.catalog.chain import (
     GENESIS,
@@ -47,8 +46,8 @@ from compressgate.registry.catalog.queries import CatalogQueries, recorded_repor
 from compressgate.registry.catalog.records import (
     AliasMove,
     AuditReport,
-    Decision,
     Head,
+    JudgementRecord,
     RecipeRecord,
     RecordedReport,
     ReportEntry,
@@ -68,7 +67,7 @@ from compressgate.registry.catalog.schema import (
     EvaluationRow,
     Event,
     GateDecisionRow,
-    GateVerdictRow,
+    GateJudgementRow,
     RecipeEnvelopeRow,
     RecipeRow,
     ReportRow,
@@ -95,12 +94,12 @@ __all__ = [
     "ApprovalRow",
     "AuditReport",
     "Catalog",
-    "Decision",
     "EvaluationRow",
     "Event",
     "GateDecisionRow",
-    "GateVerdictRow",
+    "GateJudgementRow",
     "Head",
+    "JudgementRecord",
     "RecipeEnvelopeRow",
     "RecipeRecord",
     "RecipeRow",
@@ -127,6 +126,10 @@ __all__ = [
 ]
 
 Rows = list[tuple[type[SQLModel], dict[str, Any]]]
+
+
+if TYPE_CHECKING:
+    from compressgate.gates.review import GateDecision
 
 
 class Catalog(CatalogQueries, CatalogIntegrity):
@@ -250,26 +253,26 @@ class Catalog(CatalogQueries, CatalogIntegrity):
     def record_run_end(
         self,
         record: RunRecord,
-        decisions: Sequence[Decision] = (),
-        verdicts: Sequence[GateDecision] = (),
+        judgements: Sequence[JudgementRecord] = (),
+        decisions: Sequence[GateDecision] = (),
     ) -> None:
         """The run's outcome, its per-seed gate judgements and its gate decisions, in one
         transaction."""
         failed = [s.model_dump(mode="json") for s in record.stages if s.status == "failed"]
         rows: Rows = [
             (
-                GateDecisionRow,
+                GateJudgementRow,
                 {
-                    **d.model_dump(exclude={"rule"}),
-                    "id": f"{d.run_id}/{d.seed}/{d.gate}",
-                    "rule": stored(d.rule),
+                    **j.model_dump(exclude={"rule"}),
+                    "id": f"{j.run_id}/{j.seed}/{j.gate}",
+                    "rule": stored(j.rule),
                 },
             )
-            for d in decisions
+            for j in judgements
         ]
         rows += [
             (
-                GateVerdictRow,
+                GateDecisionRow,
                 {
                     **v.model_dump(mode="json", exclude={"rule", "seeds", "power"}),
                     "id": f"{v.run_id}/{v.gate}",
@@ -278,7 +281,7 @@ class Catalog(CatalogQueries, CatalogIntegrity):
                     "power": stored(v.power),
                 },
             )
-            for v in verdicts
+            for v in decisions
         ]
         rows.append(
             (

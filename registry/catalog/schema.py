@@ -168,7 +168,7 @@ class EvaluationRow(SQLModel, table=True):
 
 
 class DecisionFields(SQLModel):
-    """One gate judged on one variant of one seed of a run (`Decision`)."""
+    """One gate judged on one variant of one seed of a run (`JudgementRecord`)."""
 
     run_id: str
     seed: int
@@ -190,14 +190,14 @@ class DecisionFields(SQLModel):
     decided_at: str
 
 
-class GateDecisionRow(DecisionFields, table=True):
+class GateJudgementRow(DecisionFields, table=True):
     __tablename__ = "gate_decisions"
     id: str = Field(primary_key=True)  # run_id/seed/gate
     rule: str  # the gate spec as JSON
     event_seq: int = Field(unique=True)
 
 
-class GateVerdictRow(SQLModel, table=True):
+class GateDecisionRow(SQLModel, table=True):
     """One gate of one run, decided over its seeds by the gate's seeds policy (schema v2);
     its record is `compressgate.gates.review.GateDecision`, a layer below the catalog."""
 
@@ -298,10 +298,10 @@ ROW_TABLES: tuple[type[SQLModel], ...] = (  # parents before children (foreign k
     RunEndRow,
     VariantRow,
     EvaluationRow,
-    GateDecisionRow,
+    GateJudgementRow,
     ApprovalRow,
     AliasMoveRow,
-    GateVerdictRow,
+    GateDecisionRow,
     RecipeEnvelopeRow,
     ReportRow,
 )

@@ -6,7 +6,12 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from compressgate.registry.catalog.repository import AliasMove, Decision, RunInfo, VariantRecord
+from compressgate.registry.catalog.repository import (
+    AliasMove,
+    JudgementRecord,
+    RunInfo,
+    VariantRecord,
+)
 
 
 class ApiResult(BaseModel):
@@ -17,7 +22,7 @@ class VariantShow(ApiResult):
     """A variant, the gate decisions over it, its evaluations and the aliases on it."""
 
     variant: VariantRecord
-    decisions: list[Decision]
+    decisions: list[JudgementRecord]
     evaluations: list[str]
     aliases: list[str]
     promotable: bool

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from compressgate.evaluators.results import Estimate
     from compressgate.gates.review import ReviewStatus
     from compressgate.registry.catalog.records import StageRecord
-    from compressgate.registry.catalog.repository import AliasMove, Decision, RunListing
+    from compressgate.registry.catalog.repository import AliasMove, JudgementRecord, RunListing
     from compressgate.registry.catalog.views import Diff
     from compressgate.registry.results import RunSummary
 
@@ -137,7 +137,7 @@ def run_table(summary: RunSummary) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from compressgate.registry.catalog.repository import Decision
+    from compressgate.registry.catalog.repository import JudgementRecord
 
     (first, first_of), (second, second_of) = _headline(summary)
     table = Table(title=f"{summary.recipe.name} v{summary.recipe.version} · {summary.run_id}")
@@ -182,7 +182,7 @@ def run_table(summary: RunSummary) -> None:
         )
     Console(width=180).print(table)
     seeds_table(summary)
-    decisions_table([Decision.model_validate(d) for d in summary.gates])
+    decisions_table([JudgementRecord.model_validate(d) for d in summary.gates])
     click.echo(f"status: {summary.status}; recorded in the catalog {summary.record}")
     for mismatch in summary.environment_mismatches:
         click.echo(f"warning: environment differs from the lock: {mismatch}")
@@ -236,7 +236,7 @@ def metric_table(metrics: Mapping[str, Estimate]) -> None:
     Console(width=200).print(table)
 
 
-def decisions_table(decisions: Sequence[Decision]) -> None:
+def decisions_table(decisions: Sequence[JudgementRecord]) -> None:
     """The gate decisions, one row per gate and seed."""
     if not decisions:
         return

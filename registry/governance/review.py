@@ -17,7 +17,7 @@ from pydantic import TypeAdapter
 from compressgate.gates.review import (
     GateDecision,
     ReviewStatus,
-    SeedVerdict,
+    SeedJudgement,
     Signoff,
     decide,
     evidence_digest,
@@ -28,7 +28,7 @@ from compressgate.recipes.load import parse_recipe
 from compressgate.recipes.manifest import GateSpec, Recipe
 from compressgate.recipes.trust import Trust, load_trust
 from compressgate.registry.catalog.records import RunRecord
-from compressgate.registry.catalog.repository import Catalog, Decision, SignoffRecord, now
+from compressgate.registry.catalog.repository import Catalog, JudgementRecord, SignoffRecord, now
 from compressgate.registry.kernel.dsse import Envelope
 from compressgate.registry.kernel.errors import (
     CompressgateError,
@@ -69,7 +69,7 @@ def status(
     its parsed recipe already passes them: they are not read again."""
     if record is None:
         record = catalog.run(run_id)
-    decisions = catalog.gate_verdicts(run_id) or _before_v2(catalog.decisions(run_id=run_id))
+    decisions = catalog.gate_decisions(run_id) or _before_v2(catalog.judgements(run_id=run_id))
     if recipe is None:
         recorded = catalog.recipe(record.recipe.sha256)
         recipe, _ = parse_recipe(recorded.content.encode("utf-8"), f"recipe {recorded.sha256[:12]}")
@@ -91,17 +91,17 @@ def status(
     )
 
 
-def _before_v2(per_seed: list[Decision]) -> list[GateDecision]:
+def _before_v2(per_seed: list[JudgementRecord]) -> list[GateDecision]:
     """The decisions of a run recorded before schema v2, which kept per-seed judgements only:
     each gate decided as `every` seed (the only policy then)."""
-    gates: dict[str, list[Decision]] = {}
+    gates: dict[str, list[JudgementRecord]] = {}
     for each in per_seed:
         gates.setdefault(each.gate, []).append(each)
     out = []
     for seeds in gates.values():
         first = seeds[0]
         gate = TypeAdapter(GateSpec).validate_python(first.rule)
-        verdicts = [SeedVerdict.model_validate(d.model_dump()) for d in seeds]
+        verdicts = [SeedJudgement.model_validate(d.model_dump()) for d in seeds]
         decided = decide(
             gate.model_copy(update={"seeds": "every", "approval": "none"}),
             first.run_id,
@@ -186,7 +186,7 @@ def sign_off(
     """Sign (with `key`) or take (`envelope`) an approval or waiver of `gate` of `run_id`,
     check it binds to that gate's decision, and record it. Exit 3 for a key or envelope that
     is not the gate owner's or not for this run; exit 1 for a gate in the wrong state."""
-    decisions = {d.gate: d for d in catalog.gate_verdicts(run_id)}
+    decisions = {d.gate: d for d in catalog.gate_decisions(run_id)}
     if gate not in decisions:
         catalog.run_info(run_id)  # exit 4 for an unknown run
         known = ", ".join(decisions) or "none"

@@ -56,7 +56,7 @@ from compressgate.recipes.signing import verify_recipe
 from compressgate.recipes.stages.base import NullProgress, Progress, StageContext, stage_for
 from compressgate.recipes.trust import load_trust
 from compressgate.registry.catalog.records import RecipeRef, RunRecord, StageRecord, Timing
-from compressgate.registry.catalog.repository import Catalog, Decision, catalog_url
+from compressgate.registry.catalog.repository import Catalog, JudgementRecord, catalog_url
 from compressgate.registry.catalog.store import Artifact, ArtifactStore
 from compressgate.registry.kernel.digests import sha256_bytes, sha256_file
 from compressgate.registry.kernel.errors import CompressgateError, IntegrityError, StageError
@@ -182,7 +182,7 @@ def execute(
                 executor.fail(exc)
                 raise
         executor.finish()
-    return Outcome(record, executor.decisions, executor.verdicts)
+    return Outcome(record, executor.judgements, executor.decisions)
 
 
 def check_references(recipe: Recipe, base: Path, modules: tuple[str, ...]) -> None:
@@ -274,8 +274,8 @@ class Executor:
         self.variants = Path(self._scratch.name)
         # Each seed's test split, for the comparisons across seeds at the end.
         self.tests: dict[int, Split] = {}
-        self.decisions: list[Decision] = []  # each gate judged on each seed
-        self.verdicts: list[GateDecision] = []  # each gate decided over the seeds
+        self.judgements: list[JudgementRecord] = []  # each gate judged on each seed
+        self.decisions: list[GateDecision] = []  # each gate decided over the seeds
         self.stopped_after: str | None = None
         self.sizes: SampleSizes | None = None  # the test split's, for the gates' power checks
         # A seed's data, and a gate's power check computed once by whoever prepared the recipe
@@ -303,7 +303,7 @@ class Executor:
         self.compute += time.perf_counter() - start
         self.record.status = "stopped" if self.stopped_after is not None else "succeeded"
         self._close()
-        self.catalog.record_run_end(self.record, self.decisions, self.verdicts)
+        self.catalog.record_run_end(self.record, self.judgements, self.decisions)
 
     def _close(self) -> None:
         self._scratch.cleanup()
@@ -377,13 +377,13 @@ class Executor:
             if (gate.after or last) != name:
                 continue
             if self.power is None:  # computed here, at this run's sizes
-                decisions, decision = judge_for_catalog(gate, self.record, name, self.sizes)
+                judgements, decision = judge_for_catalog(gate, self.record, name, self.sizes)
             else:  # computed once by whoever prepared the recipe
-                decisions, decision = judge_for_catalog(
+                judgements, decision = judge_for_catalog(
                     gate, self.record, name, power=self.power(gate.name)
                 )
-            self.decisions += decisions
-            self.verdicts.append(decision)
+            self.judgements += judgements
+            self.decisions.append(decision)
             if decision.verdict == "fail":
                 failed.append(gate.name)
         return failed

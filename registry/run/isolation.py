@@ -42,7 +42,7 @@ from compressgate.recipes.signing import VerifiedRecipe
 from compressgate.recipes.stages.base import NullProgress, Progress
 from compressgate.recipes.training import Ticker
 from compressgate.registry.catalog.records import RunRecord, StageRecord
-from compressgate.registry.catalog.repository import Catalog, Decision
+from compressgate.registry.catalog.repository import Catalog, JudgementRecord
 from compressgate.registry.kernel.errors import CompressgateError, IntegrityError, StageError
 from compressgate.registry.run import envs
 from compressgate.registry.run.determinism import now
@@ -71,8 +71,8 @@ class Outcome:
     catalog's per-seed rows) and each gate decided over the seeds."""
 
     record: RunRecord
-    decisions: list[Decision] = field(default_factory=list)
-    verdicts: list[GateDecision] = field(default_factory=list)
+    judgements: list[JudgementRecord] = field(default_factory=list)  # each gate on each seed
+    decisions: list[GateDecision] = field(default_factory=list)  # each gate over the seeds
 
 
 def run_isolated(
@@ -217,10 +217,10 @@ def _follow(
                 final = RunRecord.model_validate(message["record"])
                 outcome = Outcome(
                     final,
-                    [Decision.model_validate(d) for d in message["decisions"]],
-                    [GateDecision.model_validate(v) for v in message["verdicts"]],
+                    [JudgementRecord.model_validate(j) for j in message["judgements"]],
+                    [GateDecision.model_validate(d) for d in message["decisions"]],
                 )
-                catalog.record_run_end(final, outcome.decisions, outcome.verdicts)
+                catalog.record_run_end(final, outcome.judgements, outcome.decisions)
                 if final.status != "failed":
                     return outcome
     except BaseException as exc:
@@ -251,15 +251,15 @@ class RemoteCatalog:
     def record_run_end(
         self,
         record: RunRecord,
-        decisions: Sequence[Decision] = (),
-        verdicts: Sequence[GateDecision] = (),
+        judgements: Sequence[JudgementRecord] = (),
+        decisions: Sequence[GateDecision] = (),
     ) -> None:
         self.send(
             {
                 "op": "end",
                 "record": record.model_dump(mode="json"),
+                "judgements": [j.model_dump(mode="json") for j in judgements],
                 "decisions": [d.model_dump(mode="json") for d in decisions],
-                "verdicts": [v.model_dump(mode="json") for v in verdicts],
             }
         )
 

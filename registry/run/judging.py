@@ -1,7 +1,7 @@
 """Gates judged on a run record, in the catalog's terms.
 
 `compressgate.gates.judge.judge_gate` judges a gate on every seed of a run and decides it over
-the seeds; here each seed's judgement also becomes the catalog's decision row (`Decision`), bound
+the seeds; here each seed's judgement also becomes the catalog's row (`JudgementRecord`), bound
 to the digest of the judged variant's recorded metrics. The engine judges each stage's gates
 this way as soon as every seed has run the stage.
 """
@@ -13,7 +13,7 @@ from compressgate.gates.power import PowerCheck, SampleSizes
 from compressgate.gates.review import GateDecision
 from compressgate.recipes.manifest import GateSpec
 from compressgate.registry.catalog.records import RunRecord
-from compressgate.registry.catalog.repository import Decision, document
+from compressgate.registry.catalog.repository import JudgementRecord, document
 from compressgate.registry.kernel.digests import sha256_bytes
 from compressgate.registry.run.determinism import now
 from compressgate.registry.run.variants import BASELINE
@@ -26,7 +26,7 @@ def judge_for_catalog(
     sizes: SampleSizes | None = None,
     decided_at: str | None = None,
     power: PowerCheck | None = None,
-) -> tuple[list[Decision], GateDecision]:
+) -> tuple[list[JudgementRecord], GateDecision]:
     """`gate` judged on stage `name` of every seed of `record` against that seed's baseline:
     each seed's decision row, and the gate's decision over the seeds by its seeds policy (with
     its power check at `sizes`), both decided at `decided_at` (default: now)."""
@@ -34,13 +34,13 @@ def judge_for_catalog(
     decision = judge_gate(
         gate, record, name, baseline=BASELINE, decided_at=when, sizes=sizes, power=power
     )
-    decisions: list[Decision] = []
+    judgements: list[JudgementRecord] = []
     for judged in decision.seeds:
         metrics = {
             k: v.model_dump(mode="json") for k, v in record.stage(judged.seed, name).metrics.items()
         }
-        decisions.append(
-            Decision(
+        judgements.append(
+            JudgementRecord(
                 run_id=record.run_id,
                 seed=judged.seed,
                 gate=gate.name,
@@ -56,4 +56,4 @@ def judge_for_catalog(
                 **judged.model_dump(exclude={"seed", "variant_id", "artifact_sha256"}),
             )
         )
-    return decisions, decision
+    return judgements, decision

@@ -17,7 +17,7 @@ from compressgate.gates.review import (
     GateReview,
     GateState,
     ReviewStatus,
-    SeedVerdict,
+    SeedJudgement,
     Signoff,
 )
 
@@ -25,8 +25,8 @@ HOSTILE = "<script>alert('x')</script> ]]> & \"quoted\" a|b\nsecond line \\ *bol
 SHA = "ab" * 32
 
 
-def seed(seed: int, verdict: str, estimate: float, low: float | None, note: str) -> SeedVerdict:
-    return SeedVerdict(
+def seed(seed: int, verdict: str, estimate: float, low: float | None, note: str) -> SeedJudgement:
+    return SeedJudgement(
         seed=seed,
         variant_id=f"v-{seed}",
         artifact_sha256=SHA,

@@ -11,7 +11,7 @@ import pytest
 from compressgate.evaluators.results import Estimate, EvaluationResult
 from compressgate.gates.judge import judge_gate
 from compressgate.gates.power import SampleSizes, check_gate
-from compressgate.gates.review import SeedVerdict, decide, evidence_digest
+from compressgate.gates.review import SeedJudgement, decide, evidence_digest
 from compressgate.gates.verdicts import judge
 from compressgate.recipes.manifest import BoundGate, RelativeGate
 
@@ -85,7 +85,7 @@ def test_the_decision_is_the_seeds_policys_with_its_time_and_evidence_digest() -
     run = run_of([0.99] * 3, values)
     decision = judge_gate(gate, run, "int8", baseline="baseline", decided_at=WHEN)
     per_seed = [
-        SeedVerdict(
+        SeedJudgement(
             seed=seed,
             variant_id=f"{RUN}/{seed}/int8",
             artifact_sha256=f"{seed:064x}",

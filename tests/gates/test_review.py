@@ -15,7 +15,7 @@ from securesystemslib.signer import Key  # type: ignore[attr-defined]
 from compressgate.evaluators.results import Estimate
 from compressgate.gates.review import (
     GateDecision,
-    SeedVerdict,
+    SeedJudgement,
     Signoff,
     decide,
     evidence_digest,
@@ -48,16 +48,16 @@ def accuracy(value: float, n: int = 450) -> Estimate:
     )
 
 
-def seeds_of(gate: BoundGate | NonInferiorGate, values: list[float]) -> list[SeedVerdict]:
+def seeds_of(gate: BoundGate | NonInferiorGate, values: list[float]) -> list[SeedJudgement]:
     out = []
     for seed, value in enumerate(values):
         judged = judge(gate, {gate.metric: accuracy(value)}, {gate.metric: accuracy(0.98)}, {})
         out.append(
-            SeedVerdict(
+            SeedJudgement(
                 seed=seed,
                 variant_id=f"{RUN}/{seed}/int8",
                 artifact_sha256=f"{seed:064x}",
-                **judged.model_dump(include=set(SeedVerdict.model_fields) - {"seed"}),
+                **judged.model_dump(include=set(SeedJudgement.model_fields) - {"seed"}),
             )
         )
     return out

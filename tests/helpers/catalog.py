@@ -12,7 +12,7 @@ from compressgate.gates.review import GateDecision
 from compressgate.recipes.load import parse_recipe
 from compressgate.recipes.manifest import GateSpec
 from compressgate.registry.catalog.records import RecipeRef, RunRecord, StageRecord
-from compressgate.registry.catalog.repository import Catalog, Decision
+from compressgate.registry.catalog.repository import Catalog, JudgementRecord
 from compressgate.registry.kernel.digests import sha256_bytes
 from compressgate.registry.run.judging import judge_for_catalog as judge_gate
 
@@ -112,7 +112,7 @@ def record_run(
 
 def judged(
     record: RunRecord, gates: Sequence[GateSpec], last: str
-) -> tuple[list[Decision], list[GateDecision]]:
+) -> tuple[list[JudgementRecord], list[GateDecision]]:
     """Each seed's judgement of each gate and each gate's decision over the seeds, as
     `compressgate.registry.run.engine` makes them."""
     decisions, verdicts = [], []

@@ -58,7 +58,7 @@ def test_recorded_runs_are_reviewed_from_their_gate_decisions_without_a_trust_fi
     with Catalog(catalog) as records:
         passed = status(records, GOOD_RUN, no_trust_needed)
         failed = status(records, FAILING_RUN, no_trust_needed)
-        per_seed = records.decisions(run_id=FAILING_RUN)
+        per_seed = records.judgements(run_id=FAILING_RUN)
     assert passed.status == "approved" and not passed.reasons
     assert [(g.decision.gate, g.decision.stage, g.state) for g in passed.gates] == [
         ("accuracy", "int8", "passed")
@@ -300,8 +300,8 @@ def test_a_real_run_records_gate_decisions_and_its_final_variant_can_be_promoted
     root = workspace.root / ".cg"
     url = catalog_url(root)
     with Catalog(url) as records:
-        decisions = records.decisions(run_id=summary["run_id"])
-        verdicts = records.gate_verdicts(summary["run_id"])
+        decisions = records.judgements(run_id=summary["run_id"])
+        verdicts = records.gate_decisions(summary["run_id"])
         review = status(records, summary["run_id"], no_trust_needed)
     # Each gate is judged when its stage is done: prune's before export's.
     judged = [("no-collapse", "prune", "pass"), ("accuracy-floor", "export", "pass")]

@@ -39,7 +39,7 @@ from compressgate.registry.catalog.repository import (
     Catalog,
     EvaluationRow,
     GateDecisionRow,
-    GateVerdictRow,
+    GateJudgementRow,
     Head,
     RecipeEnvelopeRow,
     RecipeRow,
@@ -251,7 +251,7 @@ def seed_catalog(url: str, *, tag: str = "original") -> Seeded:
             "decided_at": now(),
         }
         seqs["decision"], seqs["verdict"], seqs["run-end"] = catalog.append(
-            [(GateDecisionRow, decision), (GateVerdictRow, verdict), (RunEndRow, end)]
+            [(GateJudgementRow, decision), (GateDecisionRow, verdict), (RunEndRow, end)]
         )
         approval = {
             "id": sha(f"approval {tag}"),

@@ -20,7 +20,7 @@ from compressgate.registry.catalog import chain, migrations, schema
 from compressgate.registry.catalog.chain import event_body
 from compressgate.registry.catalog.records import (
     AliasMove,
-    Decision,
+    JudgementRecord,
     RecipeRecord,
     RecordedReport,
     SignoffRecord,
@@ -33,7 +33,7 @@ from compressgate.registry.catalog.schema import (
     AliasMoveRow,
     ApprovalRow,
     GateDecisionRow,
-    GateVerdictRow,
+    GateJudgementRow,
     RecipeRow,
     ReportRow,
     VariantRow,
@@ -134,8 +134,8 @@ PAIRS: list[tuple[type[SQLModel], type[BaseModel], dict[str, str], set[str], set
         {"status", "evaluations", "error"},
     ),
     (RecipeRow, RecipeRecord, {}, {"event_seq"}, set()),
-    (GateDecisionRow, Decision, {}, {"event_seq", "id"}, set()),  # id: run_id/seed/gate
-    (GateVerdictRow, GateDecision, {}, {"event_seq", "id"}, set()),  # id: run_id/gate
+    (GateJudgementRow, JudgementRecord, {}, {"event_seq", "id"}, set()),  # id: run_id/seed/gate
+    (GateDecisionRow, GateDecision, {}, {"event_seq", "id"}, set()),  # id: run_id/gate
     (ApprovalRow, SignoffRecord, {}, {"event_seq"}, set()),
     (ReportRow, RecordedReport, {"event_seq": "seq"}, set(), set()),
     (AliasMoveRow, AliasMove, {"event_seq": "seq"}, set(), set()),

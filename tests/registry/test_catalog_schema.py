@@ -72,7 +72,7 @@ def test_a_v1_catalog_is_refused_read_only_and_migrated_to_v4_by_a_writing_open(
             record_run(catalog_url, OLD_RUN, 0.97, recipe, run_level=False)
             assert old.schema_version() == 1
             assert not sa.inspect(old.engine).has_table("gate_verdicts")
-            held, decisions, v1 = old.run(OLD_RUN), old.decisions(run_id=OLD_RUN), old.head()
+            held, decisions, v1 = old.run(OLD_RUN), old.judgements(run_id=OLD_RUN), old.head()
     assert SCHEMA_VERSION == 4 and len(decisions) == 1
     # Reading commands do not migrate: exit 5, saying what does.
     with pytest.raises(EnvironmentMismatch) as refused:
@@ -104,8 +104,8 @@ def test_a_v1_catalog_is_refused_read_only_and_migrated_to_v4_by_a_writing_open(
         assert json.loads(body)["table"] == "schema_migrations"
         assert json.loads(body)["row"]["version"] == 2
         assert catalog.run(OLD_RUN) == held
-        assert catalog.decisions(run_id=OLD_RUN) == decisions
-        assert catalog.gate_verdicts(OLD_RUN) == []
+        assert catalog.judgements(run_id=OLD_RUN) == decisions
+        assert catalog.gate_decisions(OLD_RUN) == []
         moved = catalog.alias("production")
         assert moved is not None and moved.variant_id == f"{OLD_RUN}/0/int8"
     shown = json.loads(cli("review", "status", OLD_RUN, "--catalog", catalog_url, "--json").stdout)
@@ -115,7 +115,7 @@ def test_a_v1_catalog_is_refused_read_only_and_migrated_to_v4_by_a_writing_open(
     # The migrated catalog takes run-level decisions, behind the same append-only guards.
     record_run(catalog_url, NEW_RUN, 0.97, recipe)
     with Catalog(catalog_url, create=False) as catalog:
-        assert [v.gate for v in catalog.gate_verdicts(NEW_RUN)] == ["accuracy"]
+        assert [v.gate for v in catalog.gate_decisions(NEW_RUN)] == ["accuracy"]
         head = catalog.verify_chain()
         assert catalog.verify_rows() == head.size
         assert catalog.schema_version() == 4
