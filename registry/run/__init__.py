@@ -5,10 +5,11 @@ evaluation. Top to bottom (the import-linter contract "The run room" in pyprojec
     evaluate      on-demand evaluation of a recorded variant (`compressgate evaluate`)
     reproduce     a recorded run re-run from scratch, digests compared
     worker        the isolated worker's process and its end of the protocol
-    engine        `RunOptions`, `run_recipe`, the `Executor` of seeds and stages
+    engine        `RunOptions`, `execute` (and `run_recipe`), the `Executor` of seeds and stages
     prepared      a recipe read, parsed and verified once, handed down to the engine
     isolation     the parent's end of an isolated run, and the protocol
-    judging       gates judged on a run record, as the catalog's decision rows
+    judging       gates judged on a run record: each seed's judgement row, the decision
+    across        each stage over the seeds: aggregates and exemplars
     cache         the stage cache, its keys, and the digest that lets `ci` reuse a run
     variants      the baseline built, stages applied, variants read back and measured
     determinism   deterministic kernels, fixed threads, seeding, canonical digests, timestamps

@@ -31,20 +31,15 @@ import secrets
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Generator, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import torch
-
 from compressgate import evaluators, recipes
-from compressgate.evaluators import seeds as across_seeds
 from compressgate.evaluators.base import EvalContext, Subject, evaluate_stage, flatten
-from compressgate.evaluators.results import AccuracyResult
 from compressgate.gates.power import PowerCheck, SampleSizes, sample_sizes
 from compressgate.gates.review import GateDecision
 from compressgate.recipes import models
@@ -61,6 +56,7 @@ from compressgate.registry.catalog.store import Artifact, ArtifactStore
 from compressgate.registry.kernel.digests import sha256_bytes, sha256_file
 from compressgate.registry.kernel.errors import CompressgateError, IntegrityError, StageError
 from compressgate.registry.run import cache, environment, variants
+from compressgate.registry.run.across import across_seeds
 from compressgate.registry.run.determinism import (
     THREADS,
     deterministic,
@@ -78,7 +74,7 @@ if TYPE_CHECKING:
 
 # The modules of this package whose code shapes an output or its record: part of every stage's
 # cache key, with the recipe's own modules and compressgate's stages, models and evaluators.
-_ENGINE_CODE = ("engine.py", "variants.py", "cache.py", "determinism.py")
+_ENGINE_CODE = ("engine.py", "variants.py", "cache.py", "determinism.py", "across.py")
 
 
 # --- options and entry points -------------------------------------------------------------------
@@ -299,7 +295,7 @@ class Executor:
 
     def finish(self) -> None:
         start = time.perf_counter()
-        _across_seeds(self.recipe, self.record, self.tests)
+        across_seeds(self.recipe, self.record, self.tests)
         self.compute += time.perf_counter() - start
         self.record.status = "stopped" if self.stopped_after is not None else "succeeded"
         self._close()
@@ -590,46 +586,6 @@ class Executor:
         )
         if self.options.on_stage is not None:
             self.options.on_stage(stage)
-
-
-def _across_seeds(recipe: Recipe, record: RunRecord, tests: Mapping[int, Split]) -> None:
-    """Each stage's metrics over the seeds, and the compression-identified exemplars, on
-    `record` (`aggregate`, `exemplars`)."""
-    specs = recipe.evaluator_specs()
-    confidence = specs[0].confidence
-    ran = {r.name for r in record.stages if r.status == "done"}
-    names = [n for n in [BASELINE, *(s.name for s in recipe.stages)] if n in ran]
-    for name in names:
-        per_seed = {r.seed: r.metrics for r in record.stages if r.name == name}
-        summary = across_seeds.aggregate(per_seed, confidence)
-        if summary:
-            record.aggregate[name] = summary
-    wanted = next((s for s in specs if s.kind == "exemplars"), None)
-    if wanted is None:
-        return
-    seeds = list(recipe.seeds)
-    ids = {seed: _numpy_or_none(tests[seed].ids) for seed in seeds}
-    labels = {seed: tests[seed].y.numpy() for seed in seeds}
-    baseline = {seed: _predictions(record, seed, BASELINE) for seed in seeds}
-    for name in names[1:]:
-        record.exemplars[name] = across_seeds.exemplars(
-            seeds,
-            ids,
-            labels,
-            baseline,
-            {seed: _predictions(record, seed, name) for seed in seeds},
-            wanted.confidence,
-        )
-
-
-def _predictions(record: RunRecord, seed: int, name: str) -> np.ndarray:
-    result = record.stage(seed, name).evaluations["accuracy"]
-    assert isinstance(result, AccuracyResult)
-    return np.asarray(result.predictions, dtype=np.int64)
-
-
-def _numpy_or_none(tensor: torch.Tensor | None) -> np.ndarray | None:
-    return None if tensor is None else tensor.numpy()
 
 
 def _own_code_digest() -> str:
