@@ -25,8 +25,10 @@ What "detected" means per target:
 - the SQLite catalog: a flip that changes the database's content (a row as SELECT reads it, or
   a structure `PRAGMA integrity_check` checks) must make `audit verify` exit 3, and no command
   may answer with a traceback; a flip in bytes SQLite never reads back (free space, unused page
-  tails) is counted apart. Rows edited with the `sqlite3` library (UPDATE, the guard triggers
-  dropped and put back exactly) are exit 3, on SQLite and PostgreSQL;
+  tails, or a row's hidden rowid, which only orders rows no query reads in that order), or one
+  that only changes white space in a schema entry's SQL (the same trigger), is counted apart.
+  Rows edited with the `sqlite3` library (UPDATE, the guard triggers dropped and put back
+  exactly) are exit 3, on SQLite and PostgreSQL;
 - reports written with `report -o`: `audit verify --report FILE` exits 3;
 - sign-offs: an approval for run A presented for run B is exit 3, the same approval presented
   twice is refused (exit 1, nothing recorded), a waiver with an expiry in the past is refused at
@@ -463,19 +465,29 @@ def _dump(path: Path) -> tuple[list[Any], str]:
     schema) if SQLite cannot read the file."""
     with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True)) as db:
         db.text_factory = bytes  # as stored: a flip may leave text that is not UTF-8
-        schema = list(db.execute("SELECT type, name, sql FROM sqlite_master ORDER BY rowid"))
+        # A schema entry's SQL up to white space: `CREATE\tTRIGGER …` is the same trigger (and
+        # `audit verify` compares triggers so, since migrations may format their SQL anew).
+        schema = [
+            (kind, name, None if sql is None else b" ".join(sql.split()))
+            for kind, name, sql in db.execute(
+                "SELECT type, name, sql FROM sqlite_master ORDER BY rowid"
+            )
+        ]
         rows: list[Any] = [schema]
         for kind, name, _ in schema:
             if kind == b"table":
                 quoted = name.replace(b'"', b'""').decode("utf-8", "replace")
-                rows.append(list(db.execute(f'SELECT * FROM "{quoted}" ORDER BY rowid')))
+                # As a set: a flip in a row's hidden rowid reorders rows but changes no value
+                # any read sees (every query orders by its own columns), so it is not content.
+                rows.append(sorted(repr(r) for r in db.execute(f'SELECT * FROM "{quoted}"')))
         check = b" ".join(r[0] for r in db.execute("PRAGMA integrity_check")).decode("latin-1")
     return rows, check
 
 
 def catalog_flips(scene: Scene, count: int, rng: random.Random) -> list[Figure]:
     """One byte changed in the (closed) SQLite catalog: content flips are exit 3 from `audit
-    verify`; flips in bytes SQLite never reads back are counted apart; no command tracebacks."""
+    verify`; flips that change no content (unused space, a hidden rowid, white space in a
+    schema entry's SQL) are counted apart; no command tracebacks."""
     work = copy_scene(scene, "catalog")
     db = work.workspace / "catalog.db"
     for leftover in (db.with_name("catalog.db-wal"), db.with_name("catalog.db-shm")):
@@ -515,7 +527,9 @@ def catalog_flips(scene: Scene, count: int, rng: random.Random) -> list[Figure]:
             f"of {count} flips: {shown} (row: a SELECT reads another value; structure: "
             "PRAGMA integrity_check objects; unreadable: SQLite reports corruption)",
         ),
-        unused.figure("catalog.db: a byte in space SQLite never reads back, verifies (by design)"),
+        unused.figure(
+            "catalog.db: a byte that changes no content SQLite reads back, verifies (by design)"
+        ),
         readers.figure("catalog.db: any flipped byte, `catalog show` answers without traceback"),
     ]
 
