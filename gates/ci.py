@@ -25,6 +25,7 @@ from __future__ import annotations
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
+from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -36,6 +37,7 @@ from compressgate.registry.kernel.errors import (
     EXIT_NOT_FOUND,
     EXIT_OK,
     EXIT_REJECTED,
+    CompressgateError,
 )
 
 # Worst first: a broken signature says more than anything a run could show (integrity first),
@@ -85,6 +87,30 @@ class CiResult(BaseModel):
     underpowered: list[str] = Field(
         default_factory=list, description="one line per gate flagged underpowered"
     )
+
+    @classmethod
+    def of_review(cls, path: Path, review: ReviewStatus, *, cached: bool, run_id: str) -> CiResult:
+        """A recipe that ran (or whose run was reused): its review, and the gates flagged
+        underpowered."""
+        return cls(
+            path=str(path),
+            recipe=f"{review.recipe}@{review.recipe_version}",
+            review=review,
+            exit_code=review.exit_code,
+            cached=cached,
+            run_id=run_id,
+            underpowered=[
+                f"{g.decision.gate}: {g.decision.power['message']}"
+                for g in review.gates
+                if g.decision.power and g.decision.power.get("underpowered")
+            ],
+        )
+
+    @classmethod
+    def of_error(cls, path: Path, error: CompressgateError) -> CiResult:
+        """A recipe that could not be run: the error's exit code and its text on one line."""
+        text = " ".join(str(error).split()) or type(error).__name__
+        return cls(path=str(path), exit_code=error.exit_code, error=text)
 
     def label(self) -> str:
         """name@version, from the result or its review; else the path."""

@@ -57,6 +57,17 @@ def find_trust(recipe: Path, explicit: Path | None) -> Path | None:
     return beside if beside.is_file() else None
 
 
+def require_trust(recipe: Path, explicit: Path | None, why: str = "") -> Path:
+    """`find_trust`, where a recipe cannot be checked without one: none is exit 4."""
+    found = find_trust(recipe, explicit)
+    if found is None:
+        raise NotFoundError(
+            f"no trust file for {recipe}{why}",
+            hint=f"pass --trust FILE, set ${TRUST_ENV}, or put {TRUST_FILE_NAME} beside the recipe",
+        )
+    return found
+
+
 def power_checks(prepared: PreparedRecipe) -> tuple[list[PowerCheck], str | None]:
     """Each statistical gate's power check at the recipe's test split size (the loader, from a
     module the trust file allow-lists, runs for the first seed), or no checks and the reason."""
@@ -151,12 +162,7 @@ def sign_recipe(path: Path, key_path: Path, trust_path: Path | None = None) -> S
 
 
 def verify_recipe(path: Path, trust_path: Path | None = None) -> VerifyResult:
-    found = find_trust(path, trust_path)
-    if found is None:
-        raise NotFoundError(
-            f"no trust file for {path}",
-            hint=f"pass --trust FILE, set ${TRUST_ENV}, or put {TRUST_FILE_NAME} beside the recipe",
-        )
+    found = require_trust(path, trust_path)
     verified = _verify_recipe(path, load_trust(found), trust_source=str(found))
     loaded = verified.loaded
     return VerifyResult(

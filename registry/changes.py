@@ -7,6 +7,7 @@ ignored.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from compressgate.registry.kernel.errors import ManifestError, NotFoundError
@@ -75,3 +76,18 @@ def is_recipe(path: Path) -> bool:
     except (yaml.YAMLError, UnicodeDecodeError, OSError):
         return False
     return isinstance(document, dict) and document.get("kind") == "Recipe"
+
+
+def recipes_to_check(paths: Sequence[Path], base: str | None = None) -> list[Path]:
+    """What `compressgate ci` checks: the files given and the recipes under the folders given;
+    with `base`, only those changed against it (every changed recipe when none is given)."""
+    recipes: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            recipes += [p for p in sorted(path.rglob("*.y*ml")) if is_recipe(p)]
+        else:
+            recipes.append(path)
+    if base is not None:
+        changed = {p.resolve() for p in changed_recipes(base)}
+        recipes = [p for p in recipes if p.resolve() in changed] if paths else sorted(changed)
+    return recipes

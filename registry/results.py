@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 
     from compressgate.registry.catalog.records import RunRecord
     from compressgate.registry.run.envs import Difference, Env
+    from compressgate.registry.run.isolation import Outcome
     from compressgate.registry.run.reproduce import Comparison
 
 
@@ -226,6 +227,18 @@ def summarize(record: RunRecord, where: str) -> RunSummary:
     )
 
 
+def summarize_outcome(outcome: Outcome, where: str) -> RunSummary:
+    """The summary of a run the engine just finished, from what it holds (nothing re-read): its
+    record, each seed's judgement of each gate and each gate's decision over the seeds."""
+    summary = summarize(outcome.record, where)
+    return summary.model_copy(
+        update={
+            "gates": [j.model_dump(mode="json") for j in outcome.judgements],
+            "decisions": [d.model_dump(mode="json") for d in outcome.decisions],
+        }
+    )
+
+
 def isolated_environment(environment: dict[str, Any]) -> dict[str, Any] | None:
     isolated = environment.get("isolated")
     if isolated is None:
@@ -328,6 +341,35 @@ class EnvVerifyResult(Result):
     @property
     def exit_code(self) -> int:
         return 0 if self.matches else 5
+
+
+def env_listing(store: Path) -> EnvListing:
+    """The environments built in `store`, and the folders of builds that never finished."""
+    from compressgate.registry.run import envs
+
+    found, partial = envs.listing(store)
+    return EnvListing(
+        store=str(store),
+        environments=[env_summary(e) for e in found],
+        partial=[str(p) for p in partial],
+    )
+
+
+def env_verification(lock: Path, store: Path, *, current: bool = False) -> EnvVerifyResult:
+    """The environment of `lock` in `store` (or, with `current`, the running interpreter's),
+    package by package against the lock."""
+    import sys
+
+    from compressgate.registry.run import envs
+    from compressgate.registry.run.environment import installed, read_lock
+
+    if current:
+        interpreter = sys.executable
+        differences = envs.differences(read_lock(lock), installed())
+    else:
+        env, differences = envs.verify(lock, store)
+        interpreter = str(env.python)
+    return env_verify_result(lock, envs.lock_digest(lock), interpreter, differences)
 
 
 def env_verify_result(

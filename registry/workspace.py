@@ -25,9 +25,9 @@ import os
 from collections.abc import Callable, Sequence
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
-from compressgate.registry.kernel.errors import CompressgateError, ManifestError, NotFoundError
+from compressgate.registry.kernel.errors import CompressgateError, NotFoundError
 from compressgate.registry.results import (
     EnvListing,
     EnvSummary,
@@ -36,10 +36,11 @@ from compressgate.registry.results import (
     RunSummary,
     SignoffResult,
     SubmitResult,
+    env_listing,
     env_summary,
-    env_verify_result,
+    env_verification,
     reproduce_result,
-    summarize,
+    summarize_outcome,
 )
 
 if TYPE_CHECKING:
@@ -57,6 +58,7 @@ if TYPE_CHECKING:
     )
     from compressgate.registry.catalog.store import ArtifactStore
     from compressgate.registry.catalog.views import AliasResult, Diff, Lineage, VariantShow
+    from compressgate.registry.run.engine import RunOptions
     from compressgate.registry.run.evaluate import OnDemandEvaluation
     from compressgate.registry.run.prepared import PreparedRecipe
     from compressgate.reports.model import ReportData
@@ -76,8 +78,10 @@ def is_run_id(ref: str) -> bool:
     return ref.startswith("run-") and "/" not in ref
 
 
-class Workspace:
-    """A workspace folder, its catalog, artifact store and trust, each resolved once."""
+class WorkspaceBase:
+    """What a workspace holds, each resolved once: its folder, catalog, artifact store, trust
+    files, and recipes prepared (read, parsed, verified) against them. `Workspace` adds the
+    verbs."""
 
     def __init__(
         self,
@@ -127,7 +131,7 @@ class Workspace:
             self._catalog.close()
             self._catalog = None
 
-    def __enter__(self) -> Workspace:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *_: object) -> None:
@@ -138,17 +142,11 @@ class Workspace:
     def trust_file(self, recipe: Path) -> Path:
         """The trust file for `recipe`: `--trust`, else $COMPRESSGATE_TRUST, else trust.yaml
         beside it; none is exit 4."""
-        from compressgate.recipes.trust import TRUST_FILE_NAME
-        from compressgate.registry.authoring import TRUST_ENV, find_trust
+        from compressgate.registry.authoring import require_trust
 
-        found = find_trust(recipe, self.trust_option)
-        if found is None:
-            raise NotFoundError(
-                f"no trust file for {recipe}: a run verifies the recipe's signature first",
-                hint=f"pass --trust FILE, set ${TRUST_ENV}, or put {TRUST_FILE_NAME} beside "
-                "the recipe",
-            )
-        return found
+        return require_trust(
+            recipe, self.trust_option, ": a run verifies the recipe's signature first"
+        )
 
     def trust(self, path: Path) -> Trust:
         """The trust file at `path`, loaded once per workspace."""
@@ -182,6 +180,21 @@ class Workspace:
         verified = verify_recipe(path, trust, trust_source=str(trust_file))
         return PreparedRecipe(verified.loaded, trust, str(trust_file), verified)
 
+    def _run_options(self, trust: Path, **settings: Any) -> RunOptions:
+        from compressgate.registry.run.engine import RunOptions
+
+        return RunOptions(
+            workspace=self.root,
+            trust=trust,
+            catalog=self.catalog_option,
+            envs=self.envs_option,
+            **settings,
+        )
+
+
+class Workspace(WorkspaceBase):
+    """A workspace: one method per command, each returning a typed result."""
+
     # --- running ----------------------------------------------------------------------------
 
     def run(
@@ -199,24 +212,12 @@ class Workspace:
         from compressgate.registry.run import engine
 
         prepared = self.prepare(recipe) if isinstance(recipe, Path) else recipe
-        options = engine.RunOptions(
-            workspace=self.root,
-            trust=Path(prepared.trust_source or ""),
-            force=force,
-            progress=progress,
-            on_stage=on_stage,
-            catalog=self.catalog_option,
-            isolate=isolate,
-            envs=self.envs_option,
+        trust = Path(prepared.trust_source or "")
+        options = self._run_options(
+            trust, force=force, progress=progress, on_stage=on_stage, isolate=isolate
         )
         outcome = engine.execute(prepared, lambda: self.catalog(write=True), options)
-        summary = summarize(outcome.record, safe_url(self.catalog_url))
-        return summary.model_copy(
-            update={
-                "gates": [j.model_dump(mode="json") for j in outcome.judgements],
-                "decisions": [d.model_dump(mode="json") for d in outcome.decisions],
-            }
-        )
+        return summarize_outcome(outcome, safe_url(self.catalog_url))
 
     def submit(self, recipe: Path, *, force: bool = False, progress: Any = None) -> SubmitResult:
         """Verify the signature and trust, run the recipe, judge its gates: the run's review."""
@@ -242,18 +243,10 @@ class Workspace:
         on_stage: Callable[[StageRecord], None] | None = None,
     ) -> ReproduceResult:
         """Re-run a recorded run from scratch and compare every stage's artifact digest."""
-        from compressgate.registry.run import engine
         from compressgate.registry.run.reproduce import reproduce
 
-        original = self.catalog().run(run_id)
-        options = engine.RunOptions(
-            workspace=self.root,
-            trust=self.trust_file(Path(original.recipe.path)),
-            progress=progress,
-            on_stage=on_stage,
-            catalog=self.catalog_option,
-            envs=self.envs_option,
-        )
+        trust = self.trust_file(Path(self.catalog().run(run_id).recipe.path))
+        options = self._run_options(trust, progress=progress, on_stage=on_stage)
         _, again, comparisons = reproduce(run_id, options)
         return reproduce_result(run_id, again, comparisons)
 
@@ -288,30 +281,12 @@ class Workspace:
         return env_summary(envs.ensure(lock, self.envs_dir, say=say))
 
     def env_list(self) -> EnvListing:
-        from compressgate.registry.run import envs
-
-        found, partial = envs.listing(self.envs_dir)
-        return EnvListing(
-            store=str(self.envs_dir),
-            environments=[env_summary(e) for e in found],
-            partial=[str(p) for p in partial],
-        )
+        return env_listing(self.envs_dir)
 
     def env_verify(self, lock: Path, *, current: bool = False) -> EnvVerifyResult:
         """The environment of `lock` (or, with `current`, the running interpreter's), package by
         package against the lock."""
-        import sys
-
-        from compressgate.registry.run import envs
-        from compressgate.registry.run.environment import installed, read_lock
-
-        if current:
-            interpreter = sys.executable
-            differences = envs.differences(read_lock(lock), installed())
-        else:
-            env, differences = envs.verify(lock, self.envs_dir)
-            interpreter = str(env.python)
-        return env_verify_result(lock, envs.lock_digest(lock), interpreter, differences)
+        return env_verification(lock, self.envs_dir, current=current)
 
     # --- the catalog ------------------------------------------------------------------------
 
@@ -329,30 +304,9 @@ class Workspace:
         return records.run(run_id), records.judgements(run_id=run_id), safe_url(records.url)
 
     def show_variant(self, ref: str) -> VariantShow:
-        from compressgate.registry.catalog.views import VariantShow
-        from compressgate.registry.governance.aliases import gate_status
+        from compressgate.registry.governance.aliases import show_variant
 
-        records = self.catalog()
-        variant = records.variant(ref)
-        try:
-            found = gate_status(records, variant, self.trust_option)
-            promotable, problem = found.passed, found.problem
-        except NotFoundError as exc:  # no trust file to check the sign-offs with
-            promotable, problem = False, str(exc)
-        decisions = [d for d in records.judgements(run_id=variant.run_id) if d.seed == variant.seed]
-        run = records.run(variant.run_id)
-        kinds = list(run.stage(variant.seed, variant.stage).evaluations)
-        aliases = [
-            name for name, move in records.aliases().items() if move.variant_id == variant.id
-        ]
-        return VariantShow(
-            variant=variant,
-            decisions=decisions,
-            evaluations=kinds,
-            aliases=aliases,
-            promotable=promotable,
-            problem=problem,
-        )
+        return show_variant(self.catalog(), ref, self.trust_option)
 
     def lineage(self, ref: str) -> Lineage:
         from compressgate.registry.catalog.views import Lineage
@@ -373,10 +327,9 @@ class Workspace:
         self, ref: str, alias: str, *, reason: str = "", actor: str | None = None
     ) -> AliasResult:
         """Point an alias at a variant of an approved run (exit 1 otherwise)."""
-        from compressgate.registry.catalog.views import AliasResult
         from compressgate.registry.governance.aliases import promote
 
-        move, changed = promote(
+        return promote(
             self.catalog(write=True),
             ref,
             alias,
@@ -384,7 +337,6 @@ class Workspace:
             actor=actor,
             trust=self.trust_option,
         )
-        return AliasResult(alias=alias, changed=changed, move=move)
 
     def rollback(
         self,
@@ -395,10 +347,9 @@ class Workspace:
         actor: str | None = None,
     ) -> AliasResult:
         """Move an alias back to its previous known-good variant (or to `to`)."""
-        from compressgate.registry.catalog.views import AliasResult
         from compressgate.registry.governance.aliases import rollback
 
-        move = rollback(
+        return rollback(
             self.catalog(write=True),
             alias,
             to=to,
@@ -406,7 +357,6 @@ class Workspace:
             actor=actor,
             trust=self.trust_option,
         )
-        return AliasResult(alias=alias, changed=True, move=move)
 
     def alias_history(self, alias: str) -> list[AliasMove]:
         history = self.catalog().alias_history(alias)
@@ -467,23 +417,12 @@ class Workspace:
     ) -> SignoffResult:
         """Sign with the owner's key (or take a signed envelope) and record an approval or
         waiver of one gate of one run."""
-        from compressgate.registry.governance.review import parse_expiry, status
+        from compressgate.registry.governance.review import parse_expiry, signing_inputs, status
         from compressgate.registry.governance.review import sign_off as record
-        from compressgate.registry.kernel.dsse import Envelope
         from compressgate.registry.kernel.files import write_atomic
-        from compressgate.registry.kernel.keys import load_private_key
 
-        if (key_path is None) == (envelope_path is None):
-            raise ManifestError("give exactly one of --key KEY and --envelope FILE")
+        key, envelope = signing_inputs(key_path, envelope_path)
         when = parse_expiry(expires) if expires else None
-        key = load_private_key(key_path) if key_path is not None else None
-        envelope = None
-        if envelope_path is not None:
-            try:
-                data = envelope_path.read_bytes()
-            except FileNotFoundError:
-                raise NotFoundError(f"envelope {envelope_path} not found") from None
-            envelope = Envelope.from_json(data, source=str(envelope_path))
         records = self.catalog(write=True)
         trust = self.trust(self.run_trust_file(run_id))
         checked, signed = record(
@@ -518,21 +457,12 @@ class Workspace:
         """Check each recipe (given, or changed against `base`): signature, run (or reuse a run
         of the same recipe digest in the same environment), gates; one result each."""
         from compressgate.gates.ci import CiResult
-        from compressgate.registry.changes import changed_recipes, is_recipe
+        from compressgate.registry.changes import recipes_to_check
         from compressgate.registry.governance.review import status
         from compressgate.registry.run.cache import environment_sha256
 
-        recipes: list[Path] = []
-        for path in paths:
-            if path.is_dir():
-                recipes += [p for p in sorted(path.rglob("*.y*ml")) if is_recipe(p)]
-            else:
-                recipes.append(path)
-        if base is not None:
-            changed = {p.resolve() for p in changed_recipes(base)}
-            recipes = [p for p in recipes if p.resolve() in changed] if paths else sorted(changed)
         results = []
-        for path in recipes:
+        for path in recipes_to_check(paths, base):
             try:
                 prepared = self.prepare(path)
                 run_id = None
@@ -545,29 +475,9 @@ class Workspace:
                 assert prepared.trust is not None
                 found = status(self.catalog(), run_id, prepared.trust, recipe=prepared.recipe)
             except CompressgateError as exc:
-                results.append(
-                    CiResult(
-                        path=str(path),
-                        exit_code=exc.exit_code,
-                        error=" ".join(str(exc).split()) or type(exc).__name__,
-                    )
-                )
+                results.append(CiResult.of_error(path, exc))
                 continue
-            results.append(
-                CiResult(
-                    path=str(path),
-                    recipe=f"{found.recipe}@{found.recipe_version}",
-                    review=found,
-                    exit_code=found.exit_code,
-                    cached=cached,
-                    run_id=run_id,
-                    underpowered=[
-                        f"{g.decision.gate}: {g.decision.power['message']}"
-                        for g in found.gates
-                        if g.decision.power and g.decision.power.get("underpowered")
-                    ],
-                )
-            )
+            results.append(CiResult.of_review(path, found, cached=cached, run_id=run_id))
         return results
 
     # --- reports ----------------------------------------------------------------------------
@@ -581,11 +491,9 @@ class Workspace:
 
     def report(self, run_id: str, fmt: str = "html", *, checkpoint: Path | None = None) -> bytes:
         """The report of `run_id` in `fmt` (html, md, json, card)."""
-        from compressgate.reports.render import FORMATS, render
+        from compressgate.reports.render import render
 
-        if fmt not in FORMATS:
-            raise ManifestError(f"--format {fmt!r}: one of {', '.join(FORMATS)}")
-        return render(self.report_data(run_id, checkpoint=checkpoint), fmt)  # type: ignore[arg-type]
+        return render(self.report_data(run_id, checkpoint=checkpoint), fmt)
 
     def write_report(
         self,
@@ -601,12 +509,11 @@ class Workspace:
         `audit verify --report FILE` can tell it from a changed copy."""
         from compressgate.registry.kernel.files import write_atomic
         from compressgate.registry.reporting import record_report
-        from compressgate.reports.render import FORMATS, render
+        from compressgate.reports.render import check_format, render
 
-        if fmt not in FORMATS:
-            raise ManifestError(f"--format {fmt!r}: one of {', '.join(FORMATS)}")
+        check_format(fmt)
         records = self.catalog(write=True)  # an older catalog is migrated before it is read
         data = self.report_data(run_id, checkpoint=checkpoint)
-        body = render(data, fmt)  # type: ignore[arg-type]
+        body = render(data, fmt)
         write_atomic(out, body)
         return record_report(records, run_id, body, fmt=fmt, out=out, data=data, actor=actor)

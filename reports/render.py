@@ -21,8 +21,17 @@ Format = Literal["html", "md", "json", "card"]
 FORMATS: tuple[str, ...] = ("html", "md", "json", "card")
 
 
-def render(data: ReportData, fmt: Format) -> bytes:
-    """The report in `fmt`, as the bytes to write."""
+def check_format(fmt: str) -> None:
+    """A report format this module renders; any other is bad input (exit 2)."""
+    if fmt not in FORMATS:
+        from compressgate.registry.kernel.errors import ManifestError
+
+        raise ManifestError(f"--format {fmt!r}: one of {', '.join(FORMATS)}")
+
+
+def render(data: ReportData, fmt: Format | str) -> bytes:
+    """The report in `fmt` (checked: `check_format`), as the bytes to write."""
+    check_format(fmt)
     renderers: dict[str, Callable[[ReportData], str]] = {
         "html": html,
         "md": markdown,

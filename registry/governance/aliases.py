@@ -15,6 +15,7 @@ from pathlib import Path
 
 from compressgate.gates.review import ReviewStatus
 from compressgate.registry.catalog.repository import AliasMove, Catalog, VariantRecord
+from compressgate.registry.catalog.views import AliasResult, VariantShow
 from compressgate.registry.governance.review import load_trust_for, status
 from compressgate.registry.kernel.errors import ManifestError, NotFoundError, Refused
 
@@ -60,6 +61,27 @@ def gate_status(catalog: Catalog, variant: VariantRecord, trust: Path | None) ->
     return GateStatus(variant, found, None)
 
 
+def show_variant(catalog: Catalog, ref: str, trust: Path | None) -> VariantShow:
+    """A variant with its per-seed judgements, the evaluations recorded for its stage, the
+    aliases pointing at it, and whether it may be promoted (and if not, why)."""
+    variant = catalog.variant(ref)
+    try:
+        found = gate_status(catalog, variant, trust)
+        promotable, problem = found.passed, found.problem
+    except NotFoundError as exc:  # no trust file to check the sign-offs with
+        promotable, problem = False, str(exc)
+    judgements = catalog.judgements(run_id=variant.run_id)
+    run = catalog.run(variant.run_id)
+    return VariantShow(
+        variant=variant,
+        decisions=[j for j in judgements if j.seed == variant.seed],
+        evaluations=list(run.stage(variant.seed, variant.stage).evaluations),
+        aliases=[name for name, move in catalog.aliases().items() if move.variant_id == variant.id],
+        promotable=promotable,
+        problem=problem,
+    )
+
+
 def promote(
     catalog: Catalog,
     ref: str,
@@ -68,8 +90,8 @@ def promote(
     reason: str,
     actor: str | None = None,
     trust: Path | None = None,
-) -> tuple[AliasMove, bool]:
-    """Point `alias` at the variant `ref`; returns the move and whether the alias changed."""
+) -> AliasResult:
+    """Point `alias` at the variant `ref`: the move, and whether the alias changed."""
     _check_alias(alias)
     best = _best_record(catalog, ref, trust)
     variant = best.variant
@@ -81,7 +103,7 @@ def promote(
         )
     current = catalog.alias(alias)
     if current is not None and current.variant_id == variant.id:
-        return current, False
+        return AliasResult(alias=alias, changed=False, move=current)
     move = catalog.move_alias(
         alias,
         variant,
@@ -90,7 +112,7 @@ def promote(
         actor=actor,
         expected_previous=current.variant_id if current else None,
     )
-    return move, True
+    return AliasResult(alias=alias, changed=True, move=move)
 
 
 def rollback(
@@ -101,7 +123,7 @@ def rollback(
     reason: str | None = None,
     actor: str | None = None,
     trust: Path | None = None,
-) -> AliasMove:
+) -> AliasResult:
     """Move `alias` back to its previous known-good variant, or to `to`."""
     _check_alias(alias)
     history = catalog.alias_history(alias)
@@ -120,7 +142,7 @@ def rollback(
             raise Refused(f"cannot roll {alias} back to {target.id}: {checked.problem}")
     else:
         target = _known_good(catalog, alias, history, trust)
-    return catalog.move_alias(
+    move = catalog.move_alias(
         alias,
         target,
         action="rollback",
@@ -128,6 +150,7 @@ def rollback(
         actor=actor,
         expected_previous=current,
     )
+    return AliasResult(alias=alias, changed=True, move=move)
 
 
 def _best_record(catalog: Catalog, ref: str, trust: Path | None) -> GateStatus:

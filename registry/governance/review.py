@@ -264,6 +264,25 @@ def sign_off(
     return checked, envelope
 
 
+def signing_inputs(
+    key_path: Path | None, envelope_path: Path | None
+) -> tuple[PrivateKey | None, Envelope | None]:
+    """What a sign-off is made from: exactly one of a private key file (`--key`) and a signed
+    envelope file (`--envelope`), read and parsed."""
+    from compressgate.registry.kernel.keys import load_private_key
+
+    if (key_path is None) == (envelope_path is None):
+        raise ManifestError("give exactly one of --key KEY and --envelope FILE")
+    if key_path is not None:
+        return load_private_key(key_path), None
+    assert envelope_path is not None
+    try:
+        data = envelope_path.read_bytes()
+    except FileNotFoundError:
+        raise NotFoundError(f"envelope {envelope_path} not found") from None
+    return None, Envelope.from_json(data, source=str(envelope_path))
+
+
 def load_trust_for(catalog: Catalog, run_id: str, explicit: Path | None) -> Callable[[], Trust]:
     """A loader of the trust file for a run's sign-offs (read when there are some to check)."""
     return lambda: load_trust(trust_path_for(catalog, run_id, explicit))
