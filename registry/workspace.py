@@ -28,21 +28,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
 from compressgate.registry.kernel.errors import CompressgateError, NotFoundError
-from compressgate.registry.results import (
-    EnvListing,
-    EnvSummary,
-    EnvVerifyResult,
-    ReproduceResult,
-    RunSummary,
-    SignoffResult,
-    SubmitResult,
-    env_listing,
-    env_summary,
-    env_verification,
-    reproduce_result,
-    summarize_outcome,
-)
 
+# The results (pydantic models) are imported by the verbs that build them: a read command that
+# prints catalog rows never builds their classes.
 if TYPE_CHECKING:
     from compressgate.gates.ci import CiResult
     from compressgate.gates.review import ReviewStatus
@@ -58,6 +46,15 @@ if TYPE_CHECKING:
     )
     from compressgate.registry.catalog.store import ArtifactStore
     from compressgate.registry.catalog.views import AliasResult, Diff, Lineage, VariantShow
+    from compressgate.registry.results import (
+        EnvListing,
+        EnvSummary,
+        EnvVerifyResult,
+        ReproduceResult,
+        RunSummary,
+        SignoffResult,
+        SubmitResult,
+    )
     from compressgate.registry.run.engine import RunOptions
     from compressgate.registry.run.evaluate import OnDemandEvaluation
     from compressgate.registry.run.prepared import PreparedRecipe
@@ -209,6 +206,7 @@ class Workspace(WorkspaceBase):
         """Run a verified recipe: every stage output lands in the artifact store and every
         record in the catalog. The summary is built from what the engine holds."""
         from compressgate.registry.catalog.repository import safe_url
+        from compressgate.registry.results import summarize_outcome
         from compressgate.registry.run import engine
 
         prepared = self.prepare(recipe) if isinstance(recipe, Path) else recipe
@@ -223,6 +221,7 @@ class Workspace(WorkspaceBase):
         """Verify the signature and trust, run the recipe, judge its gates: the run's review."""
         from compressgate.registry.authoring import power_checks
         from compressgate.registry.governance.review import status
+        from compressgate.registry.results import SubmitResult
 
         prepared = self.prepare(recipe)
         checks, _ = power_checks(prepared)
@@ -243,6 +242,7 @@ class Workspace(WorkspaceBase):
         on_stage: Callable[[StageRecord], None] | None = None,
     ) -> ReproduceResult:
         """Re-run a recorded run from scratch and compare every stage's artifact digest."""
+        from compressgate.registry.results import reproduce_result
         from compressgate.registry.run.reproduce import reproduce
 
         trust = self.trust_file(Path(self.catalog().run(run_id).recipe.path))
@@ -276,16 +276,21 @@ class Workspace(WorkspaceBase):
 
     def env_create(self, lock: Path, *, say: Callable[[str], None] | None = None) -> EnvSummary:
         """Build the environment of `lock` (or find it built)."""
+        from compressgate.registry.results import env_summary
         from compressgate.registry.run import envs
 
         return env_summary(envs.ensure(lock, self.envs_dir, say=say))
 
     def env_list(self) -> EnvListing:
+        from compressgate.registry.results import env_listing
+
         return env_listing(self.envs_dir)
 
     def env_verify(self, lock: Path, *, current: bool = False) -> EnvVerifyResult:
         """The environment of `lock` (or, with `current`, the running interpreter's), package by
         package against the lock."""
+        from compressgate.registry.results import env_verification
+
         return env_verification(lock, self.envs_dir, current=current)
 
     # --- the catalog ------------------------------------------------------------------------
@@ -420,6 +425,7 @@ class Workspace(WorkspaceBase):
         from compressgate.registry.governance.review import parse_expiry, signing_inputs, status
         from compressgate.registry.governance.review import sign_off as record
         from compressgate.registry.kernel.files import write_atomic
+        from compressgate.registry.results import SignoffResult
 
         key, envelope = signing_inputs(key_path, envelope_path)
         when = parse_expiry(expires) if expires else None

@@ -1,24 +1,32 @@
-"""Acceptance of the reference recipe, end to end (slow: about a minute and a half)."""
+"""Acceptance of the reference recipe, end to end, from one `submit` (slow: about two minutes).
+
+The same submit is counted (tests/helpers/counting.py): the manifest read, parsed and verified
+once, each seed's data loaded once, each gate's power computed once, the catalog opened once —
+tests/registry/test_workspace.py counts the same in the fast suite, on one epoch per stage.
+"""
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
-from compressgate.recipes.signing import sign_recipe
-from compressgate.registry.kernel.keys import load_private_key
+from tests.helpers.counting import Spies, assert_each_done_once, sign, spies, submit, watch_submit
 from tests.helpers.workspace import Invoke, Workspace
+
+__all__ = ["spies"]  # the fixture
 
 
 @pytest.mark.slow
 def test_reference_recipe_is_20x_smaller_than_the_float_onnx_within_1_point(
-    workspace: Workspace, cli: Invoke
+    workspace: Workspace, cli: Invoke, spies: Spies
 ) -> None:
-    sign_recipe(workspace.recipe, load_private_key(workspace.key("ml-platform")))
-    result = cli("run", workspace.recipe, "--workspace", workspace.root / ".cg", "--json")
-    assert result.exit_code == 0, result.stderr
-    summary = json.loads(result.stdout)
+    sign(cli, workspace)
+    watch_submit(spies, workspace.recipe)
+    submitted = submit(cli, workspace)
+    summary = submitted["run"]
+    assert summary["seeds"] == [0, 1, 2]
+    assert_each_done_once(spies, submitted)
+    spies.monkeypatch.undo()  # the report below is not counted
+
     for seed in summary["seeds"]:
         stages = {s["name"]: s for s in summary["stages"] if s["seed"] == seed}
         baseline, final = stages["baseline"], stages["export"]
@@ -32,7 +40,7 @@ def test_reference_recipe_is_20x_smaller_than_the_float_onnx_within_1_point(
         assert baseline["metrics"]["accuracy"]["estimate"] >= 0.97
     assert [d["verdict"] for d in summary["decisions"]] == ["pass"] * 4  # its gates hold
 
-    # The demo run's audit report: self-contained, and clean in a real browser.
+    # The run's audit report: self-contained, and clean in a real browser.
     page = workspace.root / "report.html"
     rendered = cli("report", summary["run_id"], "--workspace", workspace.root / ".cg", "-o", page)
     assert rendered.exit_code == 0, rendered.stderr
