@@ -15,7 +15,10 @@ venv: $(STAMP)
 
 # uv installs the lock (about 25 s on a fresh machine, where pip took 3 to 7 minutes); it lives in
 # a venv of its own, .uv, so that .venv holds the lock and compressgate and nothing else (the
-# examples' recipes check their environment strictly against the same lock).
+# examples' recipes check their environment strictly against the same lock). Everything is
+# compiled to bytecode at install, as pip does, our own editable sources included: where
+# $PYTHONDONTWRITEBYTECODE is set (it is on our machines) nothing would be cached at run time,
+# and every command would compile all it imports again (`import sqlmodel`: 2.3 s instead of 0.9).
 UV_VERSION := 0.13.9
 UV := .uv/bin/uv
 
@@ -25,8 +28,9 @@ $(UV):
 
 $(STAMP): requirements.lock pyproject.toml | $(UV)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(UV) pip install --quiet --python $(BIN)/python $(FIND_LINKS) -r requirements.lock
+	$(UV) pip install --quiet --compile-bytecode --python $(BIN)/python $(FIND_LINKS) -r requirements.lock
 	$(PIP) install --no-deps --no-build-isolation -e .
+	$(BIN)/python -m compileall -q -j 0 registry recipes gates evaluators reports
 	touch $(STAMP)
 
 # Two pytest-xdist workers, one a core: every stage runs on one thread (registry/run/
