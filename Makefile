@@ -39,8 +39,12 @@ $(STAMP): requirements.lock pyproject.toml | $(UV)
 # --durations: the log names the slowest tests, where CI's minutes go.
 XDIST := -n 2 --dist loadfile --durations=15
 
+# `make test TEST_MARKERS="not bench"` runs the slow tests too, in the same two workers: what CI
+# does, so that the short files fill the gaps the long ones leave (tests/conftest.py starts them
+# first).
+TEST_MARKERS ?= not slow
 test: $(STAMP)
-	$(BIN)/python -m pytest -m "not slow" -q $(XDIST)
+	$(BIN)/python -m pytest -m "$(TEST_MARKERS)" -q $(XDIST)
 
 # The slow tests but the hardening guarantees (marked `bench`), which bench/hardening.py runs:
 # CI at a tenth of the counts (--quick), `make bench` at all of them. Exit 5 is pytest's "no test

@@ -39,6 +39,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The files that hold slow tests first, each file's tests in their own order. pytest-xdist
+    hands out whole files (`--dist loadfile`) in this order, so the long ones start first and
+    the short ones fill the gaps, rather than one worker running a long file alone at the end."""
+    slow = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow)
+
+
 @pytest.fixture
 def cli() -> Invoke:
     """Run `compressgate ARGS...` in-process; stdout and stderr kept apart."""
