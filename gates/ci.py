@@ -241,7 +241,7 @@ class _Suite:
             name += f" ({result.path})"
         self.element = ET.Element("testsuite", name=_xml(name))
         self.classname = _xml(f"compressgate.{result.label()}")
-        self.tests = self.failures = self.errors = 0
+        self.tests = self.failures = self.errors = self.skipped = 0
 
     def case(self, name: str, state: Sequence[tuple[str, str]] = ()) -> ET.Element:
         self.tests += 1
@@ -253,6 +253,10 @@ class _Suite:
         self.failures += 1
         failure = ET.SubElement(case, "failure", message=_xml(message), type=_xml(kind))
         failure.text = _xml("\n".join(detail))
+
+    def skip(self, case: ET.Element, message: str) -> None:
+        self.skipped += 1
+        ET.SubElement(case, "skipped", message=_xml(message))
 
     def error(self, case: ET.Element, message: str, kind: str, detail: str) -> None:
         self.errors += 1
@@ -326,6 +330,11 @@ def _suite(result: CiResult) -> ET.Element:
         cases.append(case)
     if review is not None:
         cases += [_gate_case(suite, review, gate) for gate in review.gates]
+        for name in review.not_reached:  # a gate the pipeline never reached: skipped, and why
+            case = suite.case(name, [("state", "not-reached")])
+            where = f" after stage '{review.stopped_after}'" if review.stopped_after else ""
+            suite.skip(case, f"not judged: the pipeline stopped{where} before this gate's stage")
+            cases.append(case)
         run_failed = review.run_status not in ("succeeded", "stopped")
         no_failed_gate = all(g.state != "failed" for g in review.gates)
         if run_failed or (review.status == "rejected" and no_failed_gate):
@@ -337,7 +346,7 @@ def _suite(result: CiResult) -> ET.Element:
     suite.element.set("tests", str(suite.tests))
     suite.element.set("failures", str(suite.failures))
     suite.element.set("errors", str(suite.errors))
-    suite.element.set("skipped", "0")
+    suite.element.set("skipped", str(suite.skipped))
     lines = [*(f"reason: {r}" for r in review.reasons)] if review is not None else []
     lines += [f"underpowered: {u}" for u in result.underpowered]
     if result.cached:

@@ -21,6 +21,8 @@ from compressgate.gates.review import GateDecision, SeedJudgement, decide, evide
 from compressgate.gates.verdicts import Judgement, judge
 from compressgate.recipes.manifest import GateSpec
 
+BASELINE = "baseline"  # the stage every gate is judged against, in every run
+
 
 class JudgedStage(Protocol):
     """What a gate reads of one seed's stage: its stored variant and what was measured of it."""

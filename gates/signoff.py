@@ -6,7 +6,10 @@ gate's verdict and the digest of its evidence:
 
     predicateType: https://compressgate.dev/gate-signoff/v1
     predicate: {decision: approve | waive, run_id, gate, verdict, evidence_sha256,
-                recipe_sha256, owner, reason, expires, signed_at}
+                recipe_sha256, owner, reason, expires, signed_at, catalog_head}
+
+`catalog_head` ({size, sha256}: the chain head the signer saw) is bound under a catalog's
+policy; `audit verify` checks the chain still passes through it.
 
 An envelope counts for one gate of one run only when a key of the gate's owner, holding the
 `approver` role in the trust file, signed it and every bound field matches that run's recorded
@@ -17,6 +20,7 @@ A waiver whose `expires` has passed is kept but no longer counts.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -48,6 +52,7 @@ def signoff_envelope(
     reason: str | None = None,
     expires: datetime | None = None,
     signed_at: datetime | None = None,
+    head: tuple[int, str] | None = None,
 ) -> Envelope:
     """Sign an approval (of a passing gate) or a waiver (of a failing one)."""
     if kind == "approval" and decision.verdict != "pass":
@@ -77,6 +82,8 @@ def signoff_envelope(
         "expires": None if expires is None else _iso(expires),
         "signed_at": _iso(when),
     }
+    if head is not None:  # the catalog head the signer saw (under a policy)
+        predicate["catalog_head"] = {"size": head[0], "sha256": head[1]}
     payload = statement(decision.subjects(), PREDICATE_TYPE, predicate)
     return sign(payload, INTOTO_PAYLOAD_TYPE, [key])
 
@@ -88,9 +95,11 @@ def check_signoff(
     decision: GateDecision,
     recipe_sha256: str,
     source: str,
+    recipe_signers: Sequence[str] = (),
 ) -> Signoff:
     """The sign-off an envelope carries for `decision`; exit 3 if it does not bind to it or
-    was not signed by the gate's owner as an approver. (Expiry is judged by `counting`.)"""
+    was not signed by the gate's owner as an approver, or (separation of duties) the owner is
+    one of `recipe_signers`. (Expiry is judged by `counting`.)"""
     if envelope.payload_type != INTOTO_PAYLOAD_TYPE:
         raise IntegrityError(
             f"{source}: payloadType is {envelope.payload_type!r}, not {INTOTO_PAYLOAD_TYPE!r}"
@@ -115,6 +124,13 @@ def check_signoff(
         raise IntegrityError(
             f"{source}: signed by '{who}', but gate '{decision.gate}' belongs to "
             f"'{decision.owner}': only its owner's approver key signs it off",
+        )
+    if decision.owner in recipe_signers:
+        raise IntegrityError(
+            f"{source}: '{decision.owner}' signed the recipe of run {decision.run_id} and may "
+            f"not also sign off its gate '{decision.gate}' (separation of duties)",
+            hint="the policy's `separation: false` allows it; otherwise another owner holds "
+            "the gate",
         )
     mismatches = [
         f"{field} is {predicate.get(field)!r}, the decision's is {expected!r}"

@@ -11,7 +11,18 @@
     modules: [compressgate.recipes.examples, acme.models]
 
 Roles: `author` signs recipes, `approver` signs gate approvals and waivers, `auditor` signs
-catalog checkpoints, `releaser` moves aliases. A key belongs to one owner only.
+catalog checkpoints, `releaser` moves aliases, `root` signs the next version of the policy,
+`runner` attests the runs it ran (and signs their stage cache entries). A key belongs to one
+owner only.
+
+A trust file is a proposal until a catalog adopts it as its **policy** (`compressgate trust
+init`, then `trust sign` and `trust apply` for each later version, `registry.governance.policy`):
+then it also declares its root role and may declare duties and alias rules:
+
+    root: {threshold: 2}          # distinct root owners who must sign the next version
+    separation: true              # a recipe's signers may not approve or waive its gates
+    aliases:
+      production: {releasers: [release-eng], separate: true}
 
 `modules` is the allow-list of code a recipe may name: a factory or loader `pkg.mod:function` is
 imported only if `pkg.mod` or a package above it is listed, so a signed recipe still cannot run
@@ -36,8 +47,9 @@ from compressgate.registry.kernel.errors import Issue, ManifestError, NotFoundEr
 from compressgate.registry.kernel.files import write_atomic
 from compressgate.registry.kernel.keys import OWNER_NAME, PublicKey
 
-Role = Literal["author", "approver", "auditor", "releaser"]
-ROLES: tuple[str, ...] = ("author", "approver", "auditor", "releaser")
+Role = Literal["author", "approver", "auditor", "releaser", "root", "runner"]
+ROLES: tuple[str, ...] = ("author", "approver", "auditor", "releaser", "root", "runner")
+SEPARATE_BY_DEFAULT = ("production",)  # aliases whose releaser may not be the recipe's signer
 
 TRUST_FILE_NAME = "trust.yaml"  # looked for beside a recipe when no trust file is named
 DEFAULT_MODULES: tuple[str, ...] = ("compressgate.recipes.examples",)
@@ -93,6 +105,24 @@ class Owner(Spec):
     keys: tuple[TrustedKey, ...] = Field(min_length=1)
 
 
+class RootRole(Spec):
+    """Who may change the policy: `threshold` distinct owners holding the `root` role sign each
+    next version (and the first one), as TUF's root role signs the next root."""
+
+    threshold: int = Field(ge=1, le=64)
+
+
+class AliasRule(Spec):
+    """Who may move an alias. `releasers`: the owners (each with the `releaser` role) allowed,
+    default every releaser; `separate`: the releaser may not be one of the recipe's signers,
+    default true for `production` only; `attested_by`: the run must have been attested by one
+    of these runners (each with the `runner` role), default any runner."""
+
+    releasers: tuple[Name, ...] | None = None
+    separate: bool | None = None
+    attested_by: tuple[Name, ...] | None = None
+
+
 class Trust(Spec):
     api_version: Literal["compressgate/v1"] = Field(alias="apiVersion")
     kind: Literal["Trust"]
@@ -101,6 +131,46 @@ class Trust(Spec):
         default=DEFAULT_MODULES,
         description="modules (and their submodules) whose factories and loaders recipes may name",
     )
+    root: RootRole | None = Field(
+        default=None, description="the root role; a catalog's policy must declare it"
+    )
+    separation: bool = Field(
+        default=True, description="a recipe's signers may not approve or waive its gates"
+    )
+    aliases: dict[str, AliasRule] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _roots_reach_threshold(self) -> Trust:
+        if self.root is not None:
+            holders = [n for n, o in self.owners.items() if "root" in o.roles]
+            if len(holders) < self.root.threshold:
+                raise ValueError(
+                    f"root.threshold is {self.root.threshold} but only {len(holders)} owner(s) "
+                    "hold the 'root' role: the policy could never change"
+                )
+        for alias, rule in self.aliases.items():
+            for field, role, names in (
+                ("releasers", "releaser", rule.releasers),
+                ("attested_by", "runner", rule.attested_by),
+            ):
+                for name in names or ():
+                    owner = self.owners.get(name)
+                    if owner is None or role not in owner.roles:
+                        raise ValueError(
+                            f"aliases.{alias}.{field} names '{name}', who does not hold the "
+                            f"'{role}' role"
+                        )
+        return self
+
+    def alias_rule(self, alias: str) -> AliasRule:
+        """The rule for `alias`, with its defaults filled in."""
+        rule = self.aliases.get(alias, AliasRule())
+        separate = rule.separate if rule.separate is not None else alias in SEPARATE_BY_DEFAULT
+        return AliasRule(releasers=rule.releasers, separate=separate, attested_by=rule.attested_by)
+
+    def root_owners(self) -> dict[PublicKey, str]:
+        """Every root key, mapped to its owner."""
+        return self.keys_with_role("root")
 
     def allows(self, module: str) -> bool:
         return module_allowed(module, self.modules)
@@ -137,7 +207,13 @@ def load_trust(path: Path) -> Trust:
         raise ManifestError(f"{path}: cannot be read as a UTF-8 text file ({exc})") from None
     except OSError as exc:  # a symbolic link loop, no permission to read, …
         raise ManifestError(f"{path}: cannot read the trust file ({exc.strerror or exc})") from None
-    document = parse_yaml(text, str(path))
+    return parse_trust(text, str(path))
+
+
+def parse_trust(text: str, source: str) -> Trust:
+    """A trust document's text, checked; errors name `source`, the line and the field."""
+    path = source
+    document = parse_yaml(text, source)
     trust = validate(Trust, document)
     seen: dict[str, str] = {}
     for name, owner in trust.owners.items():
@@ -164,9 +240,9 @@ def add_owner_key(path: Path, owner: str, key: PublicKey, roles: tuple[Role, ...
         )
     if path.exists():
         trust = load_trust(path)
-        owners, modules = dict(trust.owners), trust.modules
+        owners, modules, rest = dict(trust.owners), trust.modules, _rest(trust)
     else:
-        owners, modules = {}, DEFAULT_MODULES
+        owners, modules, rest = {}, DEFAULT_MODULES, {}
     holder = next((name for name, o in owners.items() for k in o.keys if k.public_key == key), None)
     if holder is not None and holder != owner:
         raise ManifestError(f"{path}: key {key.keyid} already belongs to '{holder}'")
@@ -176,7 +252,7 @@ def add_owner_key(path: Path, owner: str, key: PublicKey, roles: tuple[Role, ...
         keys.append(TrustedKey(keyid=key.keyid, keyval=KeyVal(public=key.public_hex)))
     merged_roles = tuple(dict.fromkeys([*(current.roles if current else ()), *roles]))
     owners[owner] = Owner(roles=merged_roles, keys=tuple(keys))
-    return _write_trust(path, owners, modules)
+    return _write_trust(path, owners, modules, rest)
 
 
 def allow_modules(path: Path, modules: tuple[str, ...]) -> Trust:
@@ -184,17 +260,41 @@ def allow_modules(path: Path, modules: tuple[str, ...]) -> Trust:
     trust = load_trust(path)
     merged = tuple(dict.fromkeys([*trust.modules, *modules]))
     try:
-        return _write_trust(path, dict(trust.owners), merged)
+        return _write_trust(path, dict(trust.owners), merged, _rest(trust))
     except ValidationError as exc:
         reason = exc.errors()[0]["msg"].removeprefix("Value error, ")
         raise ManifestError(f"{path}: cannot allow it: {reason}") from None
 
 
-def _write_trust(path: Path, owners: dict[str, Owner], modules: tuple[str, ...]) -> Trust:
+def _rest(trust: Trust) -> dict[str, object]:
+    """The policy's fields other than owners and modules, as a file states them."""
+    return trust.model_dump(
+        mode="json", by_alias=True, exclude_unset=True, include={"root", "separation", "aliases"}
+    )
+
+
+def _write_trust(
+    path: Path, owners: dict[str, Owner], modules: tuple[str, ...], rest: dict[str, object]
+) -> Trust:
     trust = Trust.model_validate(
-        {"apiVersion": API_VERSION, "kind": "Trust", "owners": owners, "modules": modules},
+        {"apiVersion": API_VERSION, "kind": "Trust", "owners": owners, "modules": modules, **rest},
         by_alias=True,
     )
-    body = dump_yaml(trust.model_dump(mode="json", by_alias=True, exclude_none=True))
+    dumped = trust.model_dump(mode="json", by_alias=True, exclude_none=True)
+    for field, default in (("separation", True), ("aliases", {})):  # said only when not default
+        if dumped.get(field) == default:
+            dumped.pop(field)
+    body = dump_yaml(dumped)
     write_atomic(path, body.encode("utf-8"))
     return trust
+
+
+def set_root_threshold(path: Path, threshold: int) -> Trust:
+    """Declare the root role's threshold in the trust file (a policy needs it)."""
+    trust = load_trust(path)
+    rest = _rest(trust) | {"root": {"threshold": threshold}}
+    try:
+        return _write_trust(path, dict(trust.owners), trust.modules, rest)
+    except ValidationError as exc:
+        reason = exc.errors()[0]["msg"].removeprefix("Value error, ")
+        raise ManifestError(f"{path}: cannot set root.threshold: {reason}") from None

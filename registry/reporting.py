@@ -22,14 +22,21 @@ if TYPE_CHECKING:
     from compressgate.recipes.manifest import Recipe
     from compressgate.registry.catalog.records import RunRecord
     from compressgate.registry.catalog.repository import Catalog, RecipeRecord, RecordedReport
-    from compressgate.reports.model import ReportData, SignerInfo
+    from compressgate.registry.governance.policy import PolicyChain
+    from compressgate.reports.model import Governance, ReportData, SignerInfo
 
 
 def gather(
-    catalog: Catalog, run_id: str, *, trust: Path | None = None, checkpoint: Path | None = None
+    catalog: Catalog,
+    run_id: str,
+    *,
+    trust: Path | None = None,
+    checkpoint: Path | None = None,
+    chain: PolicyChain | None = None,
 ) -> ReportData:
-    """Everything a report of `run_id` shows (see the module docstring), judged with the trust
-    file `trust`, else the one beside the recipe the run recorded."""
+    """Everything a report of `run_id` shows (see the module docstring), judged with the
+    catalog's policy (`chain`), else (the unsigned regime) the trust file `trust`, else the one
+    beside the recipe the run recorded."""
     from compressgate.recipes.load import parse_recipe
     from compressgate.registry.catalog.audit import read_checkpoint
     from compressgate.registry.governance.review import status, trust_path_of
@@ -43,15 +50,24 @@ def gather(
     parsed, _ = parse_recipe(recorded.content.encode("utf-8"), f"recipe {recorded.sha256[:12]}")
     trusted: Trust | None = None
     problem = None
-    try:
-        trusted = load_trust(trust_file)
-    except CompressgateError as exc:
-        problem = f"NOT verified: {exc}"
+    policy = chain.current if chain is not None else None
+    if policy is not None:
+        trusted = policy.trust
+        trust_file = Path(f"the catalog's policy v{policy.version}")
+    else:
+        try:
+            trusted = load_trust(trust_file)
+        except CompressgateError as exc:
+            problem = f"NOT verified: {exc}"
     signers, verified, said = _signature(catalog, recorded, trusted, trust_file, problem)
     review = status(
         catalog,
         run_id,
-        trusted if trusted is not None else (lambda: load_trust(trust_file)),
+        chain
+        if chain is not None and policy is not None
+        else trusted
+        if trusted is not None
+        else (lambda: load_trust(trust_file)),
         record=run,
         recipe=parsed,
     )
@@ -72,6 +88,7 @@ def gather(
             {"id": v.id, "stage": v.stage, "artifact_sha256": v.artifact_sha256}
             for v in catalog.lineage(f"{run_id}/{seed}/{final.name}")
         ]
+    governance = _governance(catalog, run, chain)
     head = catalog.evidence_head()  # recorded reports left out: the same bytes next time
     shown = None
     if checkpoint is not None and trusted is not None:
@@ -100,6 +117,54 @@ def gather(
         if previous is None
         else since_previous(run, recorded.content, previous[0], previous[1]),
         chain=Chain(size=head.size, head_sha256=head.sha256, checkpoint=shown),
+        governance=governance,
+    )
+
+
+def _governance(catalog: Catalog, run: RunRecord, chain: PolicyChain | None) -> Governance:
+    """The policy the run began under, its runner's attestation checked now, its packages."""
+    from compressgate.registry.governance.attestation import check_attestation
+    from compressgate.registry.kernel.dsse import Envelope
+    from compressgate.reports.model import Governance
+
+    fingerprint = run.environment.get("fingerprint", {})
+    packages = fingerprint.get("packages", {}) if isinstance(fingerprint, dict) else {}
+    current = chain.current if chain is not None else None
+    began = None
+    if chain is not None and current is not None:
+        began = chain.at(catalog.run_seqs().get(run.run_id, 0))
+    found = catalog.attestations([run.run_id]).get(run.run_id)
+    said, attested = "no attestation: the run was recorded under the unsigned regime", False
+    if began is not None:
+        said = "NOT attested: no runner signed this run"
+    if found is not None and chain is not None:
+        policy = chain.at(found.seq)
+        try:
+            assert policy is not None
+            info = catalog.run_info(run.run_id)
+            done = check_attestation(
+                Envelope.from_json(found.envelope.encode("utf-8"), source="its attestation"),
+                trust=policy.trust,
+                policy_version=policy.version,
+                record=run,
+                decisions=catalog.gate_decisions(run.run_id),
+                environment_sha256=info.environment_sha256,
+                lock_sha256=info.lock_sha256,
+                source="its attestation",
+            )
+            said, attested = f"attested by {done.owner} under policy v{policy.version}", True
+        except (CompressgateError, AssertionError) as exc:
+            said = f"NOT verified: {exc}"
+    return Governance(
+        regime="policy" if began is not None else "unsigned",
+        policy_version=None if began is None else began.version,
+        policy_sha256=None if began is None else began.sha256,
+        current_version=None if current is None else current.version,
+        runner=None if found is None else found.owner,
+        runner_keyid=None if found is None else found.keyid,
+        attestation=said,
+        attested=attested,
+        packages={str(k): str(v) for k, v in sorted(packages.items())},
     )
 
 

@@ -27,7 +27,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
-from compressgate.registry.kernel.errors import CompressgateError, NotFoundError
+from compressgate.registry.kernel.errors import CompressgateError, IntegrityError, NotFoundError
 
 # The results (pydantic models) are imported by the verbs that build them: a read command that
 # prints catalog rows never builds their classes.
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from compressgate.gates.ci import CiResult
     from compressgate.gates.review import ReviewStatus
     from compressgate.recipes.trust import Trust
-    from compressgate.registry.catalog.records import RunRecord, StageRecord
+    from compressgate.registry.catalog.records import AttestationRecord, RunRecord, StageRecord
     from compressgate.registry.catalog.repository import (
         AliasMove,
         AuditReport,
@@ -46,6 +46,9 @@ if TYPE_CHECKING:
     )
     from compressgate.registry.catalog.store import ArtifactStore
     from compressgate.registry.catalog.views import AliasResult, Diff, Lineage, VariantShow
+    from compressgate.registry.governance.policy import PolicyChain
+    from compressgate.registry.governance.review import TrustSource
+    from compressgate.registry.kernel.keys import PrivateKey
     from compressgate.registry.results import (
         EnvListing,
         EnvSummary,
@@ -57,6 +60,7 @@ if TYPE_CHECKING:
     )
     from compressgate.registry.run.engine import RunOptions
     from compressgate.registry.run.evaluate import OnDemandEvaluation
+    from compressgate.registry.run.isolation import Outcome
     from compressgate.registry.run.prepared import PreparedRecipe
     from compressgate.reports.model import ReportData
 
@@ -69,6 +73,18 @@ def workspace_dir(explicit: Path | None) -> Path:
     if explicit is not None:
         return explicit
     return Path(os.environ.get(WORKSPACE_ENV) or DEFAULT_WORKSPACE)
+
+
+def _no_sqlite_file(url: str) -> bool:
+    """Whether `url` names a SQLite catalog whose file does not exist (yet)."""
+    prefix = "sqlite:///"
+    return url.startswith(prefix) and not Path(url.removeprefix(prefix)).is_file()
+
+
+def _private_key(path: Path | None) -> PrivateKey | None:
+    from compressgate.registry.kernel.keys import load_private_key
+
+    return None if path is None else load_private_key(path)
 
 
 def is_run_id(ref: str) -> bool:
@@ -87,14 +103,17 @@ class WorkspaceBase:
         catalog: str | None = None,
         trust: Path | None = None,
         envs: Path | None = None,
+        key: Path | None = None,
     ) -> None:
         self.root = workspace_dir(root)
         self.catalog_option = catalog
         self.trust_option = trust
         self.envs_option = envs
+        self.key_option = key  # the runner's private key: attests runs under a policy
         self._catalog: Catalog | None = None
         self._writable = False
         self._trusts: dict[Path, Trust] = {}
+        self._chain: PolicyChain | None = None
 
     # --- what a workspace holds, opened once --------------------------------------------------
 
@@ -111,8 +130,10 @@ class WorkspaceBase:
 
         if self._catalog is not None and (self._writable or not write):
             return self._catalog
-        if self._catalog is not None:
-            self._catalog.close()
+        if self._catalog is not None:  # opened to read, now to write: migrate it in place
+            self._catalog.migrate()
+            self._writable = True
+            return self._catalog
         self._catalog = Catalog(self.catalog_url, create=write, migrate=write)
         self._writable = write
         return self._catalog
@@ -136,11 +157,67 @@ class WorkspaceBase:
 
     # --- trust ------------------------------------------------------------------------------
 
+    def policy_chain(self) -> PolicyChain:
+        """The catalog's policy versions, each verified (exit 3 for one that does not count);
+        empty where there is no catalog yet or it has no policy (the unsigned regime)."""
+        from compressgate.registry.governance.policy import PolicyChain, load_chain
+
+        if self._chain is None:
+            if self._catalog is None and _no_sqlite_file(self.catalog_url):
+                return PolicyChain(())  # nothing to open: no catalog yet
+            try:
+                catalog = self.catalog()
+            except NotFoundError:
+                return PolicyChain(())
+            self._chain = load_chain(catalog)
+        return self._chain
+
+    def judge(self, run_id: str) -> TrustSource:
+        """What a run's sign-offs are checked with: the policy chain, else (unsigned regime)
+        the run's trust file, loaded only if there is a sign-off to check."""
+        chain = self.policy_chain()
+        if chain.current is None:
+            return self.run_trust(run_id)
+        self._policy_file()  # a --trust that is not the policy in force is refused
+        return chain
+
+    def _judge_option(self) -> Path | PolicyChain | None:
+        chain = self.policy_chain()
+        if chain.current is None:
+            return self.trust_option
+        self._policy_file()  # a --trust that is not the policy in force is refused
+        return chain
+
+    def _policy_file(self) -> Path | None:
+        """Under a policy, the policy in force as a file (its exact bytes from the catalog); a
+        `--trust` file must be exactly it (exit 3 otherwise): a trust file is a proposal."""
+        from compressgate.registry.governance.policy import materialize
+        from compressgate.registry.kernel.digests import sha256_file
+
+        current = self.policy_chain().current
+        if current is None:
+            return None
+        if self.trust_option is not None:
+            given = sha256_file(self.trust_option) if self.trust_option.is_file() else None
+            if given != current.sha256:
+                raise IntegrityError(
+                    f"{self.trust_option} is not the catalog's policy in force (version "
+                    f"{current.version}, sha256 {current.sha256[:16]}…): a trust file is only "
+                    "a proposal here",
+                    hint="leave out --trust; propose a change with `compressgate trust propose "
+                    "FILE`, signed by the root owners",
+                )
+        return materialize(self.root, current)
+
     def trust_file(self, recipe: Path) -> Path:
-        """The trust file for `recipe`: `--trust`, else $COMPRESSGATE_TRUST, else trust.yaml
-        beside it; none is exit 4."""
+        """The trust for `recipe`: the catalog's policy in force; without one (the unsigned
+        regime), `--trust`, else $COMPRESSGATE_TRUST, else trust.yaml beside it; none is
+        exit 4."""
         from compressgate.registry.authoring import require_trust
 
+        policy = self._policy_file()
+        if policy is not None:
+            return policy
         return require_trust(
             recipe, self.trust_option, ": a run verifies the recipe's signature first"
         )
@@ -158,6 +235,9 @@ class WorkspaceBase:
         recipe the run recorded."""
         from compressgate.registry.governance.review import trust_path_for
 
+        policy = self._policy_file()
+        if policy is not None:
+            return policy
         return trust_path_for(self.catalog(), run_id, self.trust_option)
 
     def run_trust(self, run_id: str) -> Callable[[], Trust]:
@@ -177,15 +257,79 @@ class WorkspaceBase:
         verified = verify_recipe(path, trust, trust_source=str(trust_file))
         return PreparedRecipe(verified.loaded, trust, str(trust_file), verified)
 
+    def runner(self) -> tuple[PrivateKey, str] | None:
+        """Under a policy, the runner's key (`key`) and its owner, who must hold the `runner`
+        role (exit 3 without a key, or with another's); None under the unsigned regime."""
+        from compressgate.registry.kernel.keys import load_private_key
+
+        current = self.policy_chain().current
+        if current is None:
+            return None
+        if self.key_option is None:
+            raise IntegrityError(
+                f"a run under the catalog's policy v{current.version} is attested by its runner: "
+                "no key given",
+                hint="give --key RUNNER_KEY (an owner with the 'runner' role), or set "
+                "$COMPRESSGATE_RUNNER_KEY",
+            )
+        key = load_private_key(self.key_option)
+        owner = current.trust.keys_with_role("runner").get(key.public)
+        if owner is None:
+            who = current.trust.owner_of(key.public)
+            raise IntegrityError(
+                f"key {key.public.keyid[:16]}… "
+                + (f"of '{who}' lacks" if who else "is not in the policy and lacks")
+                + f" the 'runner' role in policy v{current.version}: it cannot attest a run",
+                hint="a runner's key attests runs; the policy's root owners grant the role",
+            )
+        return key, owner
+
     def _run_options(self, trust: Path, **settings: Any) -> RunOptions:
         from compressgate.registry.run.engine import RunOptions
 
+        current = self.policy_chain().current
+        if current is not None:
+            self.runner()  # exit 3 before any work without a runner's key
+            settings["runner_key"] = self.key_option
+            settings["trusted_runners"] = tuple(
+                k.public_hex for k in current.trust.keys_with_role("runner")
+            )
         return RunOptions(
             workspace=self.root,
             trust=trust,
             catalog=self.catalog_option,
             envs=self.envs_option,
             **settings,
+        )
+
+    def _attest(self, outcome: Outcome) -> None:
+        """Under a policy, the runner's signed statement of the finished run, recorded."""
+        from compressgate.registry.governance.attestation import attest
+
+        current = self.policy_chain().current
+        found = self.runner()
+        if current is None or found is None:
+            return
+        key, owner = found
+        catalog = self.catalog(write=True)
+        info = catalog.run_info(outcome.record.run_id)
+        head = catalog.head()
+        envelope = attest(
+            outcome.record,
+            list(outcome.decisions),
+            key,
+            owner=owner,
+            environment_sha256=info.environment_sha256,
+            lock_sha256=info.lock_sha256,
+            policy=(current.version, current.sha256),
+            head=(head.size, head.sha256),
+        )
+        catalog.record_attestation(
+            run_id=outcome.record.run_id,
+            owner=owner,
+            keyid=key.public.keyid,
+            policy_version=current.version,
+            envelope=envelope.to_json().decode("utf-8"),
         )
 
 
@@ -215,6 +359,7 @@ class Workspace(WorkspaceBase):
             trust, force=force, progress=progress, on_stage=on_stage, isolate=isolate
         )
         outcome = engine.execute(prepared, lambda: self.catalog(write=True), options)
+        self._attest(outcome)
         return summarize_outcome(outcome, safe_url(self.catalog_url))
 
     def submit(self, recipe: Path, *, force: bool = False, progress: Any = None) -> SubmitResult:
@@ -227,7 +372,9 @@ class Workspace(WorkspaceBase):
         checks, _ = power_checks(prepared)
         summary = self.run(prepared, force=force, progress=progress)
         assert prepared.trust is not None
-        found = status(self.catalog(), summary.run_id, prepared.trust, recipe=prepared.recipe)
+        chain = self.policy_chain()
+        judge = chain if chain.current is not None else prepared.trust
+        found = status(self.catalog(), summary.run_id, judge, recipe=prepared.recipe)
         return SubmitResult(
             run=summary,
             review=found.model_dump(mode="json"),
@@ -308,10 +455,14 @@ class Workspace(WorkspaceBase):
         records = self.catalog()
         return records.run(run_id), records.judgements(run_id=run_id), safe_url(records.url)
 
+    def attestation(self, run_id: str) -> AttestationRecord | None:
+        """The run's attestation by its runner, if it has one (under a policy)."""
+        return self.catalog().attestations([run_id]).get(run_id)
+
     def show_variant(self, ref: str) -> VariantShow:
         from compressgate.registry.governance.aliases import show_variant
 
-        return show_variant(self.catalog(), ref, self.trust_option)
+        return show_variant(self.catalog(), ref, self._judge_option())
 
     def lineage(self, ref: str) -> Lineage:
         from compressgate.registry.catalog.views import Lineage
@@ -329,18 +480,27 @@ class Workspace(WorkspaceBase):
     # --- aliases ----------------------------------------------------------------------------
 
     def promote(
-        self, ref: str, alias: str, *, reason: str = "", actor: str | None = None
+        self,
+        ref: str,
+        alias: str,
+        *,
+        reason: str = "",
+        actor: str | None = None,
+        key_path: Path | None = None,
     ) -> AliasResult:
-        """Point an alias at a variant of an approved run (exit 1 otherwise)."""
+        """Point an alias at a variant of an approved run (exit 1 otherwise); under a policy,
+        signed with a releaser's key."""
         from compressgate.registry.governance.aliases import promote
 
+        catalog = self.catalog(write=True)
         return promote(
-            self.catalog(write=True),
+            catalog,
             ref,
             alias,
             reason=reason or "promoted",
             actor=actor,
-            trust=self.trust_option,
+            trust=self._judge_option(),
+            key=_private_key(key_path),
         )
 
     def rollback(
@@ -350,24 +510,30 @@ class Workspace(WorkspaceBase):
         to: str | None = None,
         reason: str | None = None,
         actor: str | None = None,
+        key_path: Path | None = None,
     ) -> AliasResult:
-        """Move an alias back to its previous known-good variant (or to `to`)."""
+        """Move an alias back to its previous known-good variant (or to `to`); under a policy,
+        signed with a releaser's key."""
         from compressgate.registry.governance.aliases import rollback
 
+        catalog = self.catalog(write=True)
         return rollback(
-            self.catalog(write=True),
+            catalog,
             alias,
             to=to,
             reason=reason,
             actor=actor,
-            trust=self.trust_option,
+            trust=self._judge_option(),
+            key=_private_key(key_path),
         )
 
     def alias_history(self, alias: str) -> list[AliasMove]:
-        history = self.catalog().alias_history(alias)
+        catalog = self.catalog()
+        history = catalog.alias_history(alias)
         if not history:
             raise NotFoundError(f"alias {alias} has never pointed anywhere")
-        return history
+        releases = catalog.releases([m.seq for m in history])
+        return [m.model_copy(update={"release": releases.get(m.seq)}) for m in history]
 
     # --- audit ------------------------------------------------------------------------------
 
@@ -377,18 +543,39 @@ class Workspace(WorkspaceBase):
         checkpoint: Path | None = None,
         artifacts: bool = True,
         reports: Sequence[Path] = (),
+        meaning: bool = True,
     ) -> AuditReport:
         """Recompute the chain, every row, every artifact digest, check a checkpoint, and find
         each report file among the reports the catalog recorded."""
-        from compressgate.registry.catalog.audit import verify
+        import time
 
-        trust = self.trust(self.trust_option) if self.trust_option is not None else None
-        return verify(
-            self.catalog(),
-            self.store if artifacts else None,
-            checkpoint_file=checkpoint,
-            trust=trust,
-            reports=reports,
+        from compressgate.registry.catalog.audit import verify, verify_checkpoint
+        from compressgate.registry.governance.meaning import verify_meaning
+
+        started = time.perf_counter()
+        store = self.store if artifacts else None
+        catalog = self.catalog()
+        # The hashes first: a policy row written around compressgate is named by them, or by
+        # the policy chain's own check, which every later step needs.
+        found = verify(catalog, store, reports=reports)
+        chain = self.policy_chain() if meaning or checkpoint is not None else None
+        if chain is not None and chain.current is not None:
+            self._policy_file()  # a --trust that is not the policy in force is refused
+            trust: Trust | None = chain.current.trust
+        else:
+            trust = self.trust(self.trust_option) if self.trust_option is not None else None
+        if checkpoint is not None:
+            found = found.model_copy(
+                update={"checkpoint": verify_checkpoint(catalog, checkpoint, trust, found.head)}
+            )
+        checked = verify_meaning(catalog, store, chain) if meaning and chain is not None else None
+        seconds = time.perf_counter() - started
+        return found.model_copy(
+            update={
+                "meaning": None if checked is None else checked.model_dump(mode="json"),
+                "seconds": round(seconds, 4),
+                "events_per_second": round(found.events / seconds, 1) if seconds else 0.0,
+            }
         )
 
     def checkpoint(self, key_path: Path) -> bytes:
@@ -406,7 +593,7 @@ class Workspace(WorkspaceBase):
 
         records = self.catalog()
         ids = [run_id] if run_id else [r.run_id for r in records.runs(limit=limit)]
-        return [status(records, rid, self.run_trust(rid)) for rid in ids]
+        return [status(records, rid, self.judge(rid)) for rid in ids]
 
     def sign_off(
         self,
@@ -430,7 +617,11 @@ class Workspace(WorkspaceBase):
         key, envelope = signing_inputs(key_path, envelope_path)
         when = parse_expiry(expires) if expires else None
         records = self.catalog(write=True)
-        trust = self.trust(self.run_trust_file(run_id))
+        from compressgate.registry.governance.policy import PolicyChain
+
+        trust = self.judge(run_id)
+        if not isinstance(trust, PolicyChain):
+            trust = self.trust(self.run_trust_file(run_id))
         checked, signed = record(
             records,
             run_id,
@@ -479,7 +670,9 @@ class Workspace(WorkspaceBase):
                 if run_id is None:
                     run_id = self.run(prepared, progress=progress).run_id
                 assert prepared.trust is not None
-                found = status(self.catalog(), run_id, prepared.trust, recipe=prepared.recipe)
+                chain = self.policy_chain()
+                judge = chain if chain.current is not None else prepared.trust
+                found = status(self.catalog(), run_id, judge, recipe=prepared.recipe)
             except CompressgateError as exc:
                 results.append(CiResult.of_error(path, exc))
                 continue
@@ -493,6 +686,10 @@ class Workspace(WorkspaceBase):
         recorded recipe's signature is checked now against the trust file."""
         from compressgate.registry.reporting import gather
 
+        chain = self.policy_chain()
+        if chain.current is not None:
+            self._policy_file()  # a --trust that is not the policy in force is refused
+            return gather(self.catalog(), run_id, checkpoint=checkpoint, chain=chain)
         return gather(self.catalog(), run_id, trust=self.trust_option, checkpoint=checkpoint)
 
     def report(self, run_id: str, fmt: str = "html", *, checkpoint: Path | None = None) -> bytes:

@@ -77,6 +77,22 @@ class Chain(Frozen):
     )
 
 
+class Governance(Frozen):
+    """Who ran the run, under which policy, and what it ran on: what an auditor asks first."""
+
+    regime: str = Field(description="policy: recorded under a catalog's signed trust policy")
+    policy_version: int | None = Field(default=None, description="in force when the run began")
+    policy_sha256: str | None = None
+    current_version: int | None = Field(default=None, description="in force at render time")
+    runner: str | None = Field(default=None, description="the owner whose key attested the run")
+    runner_keyid: str | None = None
+    attestation: str = Field(description="what the attestation check at render time said")
+    attested: bool = False
+    packages: dict[str, str] = Field(
+        default_factory=dict, description="the installed packages the run's fingerprint lists"
+    )
+
+
 class ReportData(Frozen):
     run: dict[str, Any] = Field(description="the run record, as `catalog show RUN --json`")
     review: ReviewStatus
@@ -89,3 +105,4 @@ class ReportData(Frozen):
     )
     since_previous: SincePrevious | None = None
     chain: Chain
+    governance: Governance | None = None

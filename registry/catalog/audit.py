@@ -95,25 +95,7 @@ def verify(
     artifacts = verify_artifacts(catalog, store) if store is not None else 0
     checked = None
     if checkpoint_file is not None:
-        if trust is None:
-            raise ManifestError(
-                "verifying a checkpoint needs the trust file that names the auditors",
-                hint="pass --trust FILE or set $COMPRESSGATE_TRUST",
-            )
-        checked, _ = read_checkpoint(checkpoint_file, trust)
-        if checked.size > head.size:
-            raise IntegrityError(
-                f"catalog history rewritten: the checkpoint {checkpoint_file} covers "
-                f"{checked.size} events, the catalog has only {head.size}"
-            )
-        at = catalog.event_hash(checked.size)
-        if at != checked.sha256:
-            raise IntegrityError(
-                f"catalog history rewritten: event {checked.size} hashes to "
-                f"{(at or 'nothing')[:16]}…, the checkpoint {checkpoint_file} says "
-                f"{checked.sha256[:16]}…",
-                hint="the catalog was rebuilt since the checkpoint; restore it from a backup",
-            )
+        checked = verify_checkpoint(catalog, checkpoint_file, trust, head)
     return AuditReport(
         catalog=safe_url(catalog.url),
         schema_version=catalog.schema_version(),
@@ -122,10 +104,42 @@ def verify(
         artifacts=artifacts,
         head=head,
         seconds=round(time.perf_counter() - started, 4),
-        events_per_second=round(head.size / chain_seconds, 1) if chain_seconds else 0.0,
+        events_per_second=_rate(head.size, time.perf_counter() - started),
+        chain_events_per_second=_rate(head.size, chain_seconds),
         checkpoint=checked,
         reports=[verify_report(catalog, path) for path in reports],
     )
+
+
+def verify_checkpoint(
+    catalog: Catalog, checkpoint_file: Path, trust: Trust | None, head: Head
+) -> Head:
+    """The checkpoint's head, once its auditor's signature verifies and the chain (whose head
+    is `head`) still passes through it; exit 3 otherwise."""
+    if trust is None:
+        raise ManifestError(
+            "verifying a checkpoint needs the trust file that names the auditors",
+            hint="pass --trust FILE or set $COMPRESSGATE_TRUST",
+        )
+    checked, _ = read_checkpoint(checkpoint_file, trust)
+    if checked.size > head.size:
+        raise IntegrityError(
+            f"catalog history rewritten: the checkpoint {checkpoint_file} covers "
+            f"{checked.size} events, the catalog has only {head.size}"
+        )
+    at = catalog.event_hash(checked.size)
+    if at != checked.sha256:
+        raise IntegrityError(
+            f"catalog history rewritten: event {checked.size} hashes to "
+            f"{(at or 'nothing')[:16]}…, the checkpoint {checkpoint_file} says "
+            f"{checked.sha256[:16]}…",
+            hint="the catalog was rebuilt since the checkpoint; restore it from a backup",
+        )
+    return checked
+
+
+def _rate(events: int, seconds: float) -> float:
+    return round(events / seconds, 1) if seconds else 0.0
 
 
 def verify_report(catalog: Catalog, path: Path) -> RecordedReport:

@@ -13,6 +13,9 @@ migration created. Each applied migration is a row of `schema_migrations` with i
   `chain.pack_metrics`, `chain.stored`). A compressgate that knows only v3 refuses the catalog
   (exit 5) instead of misreading an empty body as an edited one; this one reads a v3 catalog as
   it is (`READABLE_FROM`).
+- v5: the trust policy's signed versions (`policies`), the signed statement behind each
+  alias move (`releases`) and each run's attestation by its runner (`attestations`). A v3 or
+  v4 catalog is read as it is: it has no policy.
 """
 
 from __future__ import annotations
@@ -37,6 +40,19 @@ KEYS: dict[str, tuple[str, ...]] = {
     "gate_verdicts": ("id", "event_seq"),
     "recipe_envelopes": ("sha256", "event_seq"),
     "reports": ("sha256", "event_seq"),
+    "policies": ("version", "event_seq"),
+    "releases": ("move_seq", "event_seq"),
+    "attestations": ("run_id", "event_seq"),
+}
+# The schema version that created each table after v1 (a catalog read as it is, older than
+# the code, lacks the later ones).
+INTRODUCED: dict[str, int] = {
+    "gate_verdicts": 2,
+    "recipe_envelopes": 2,
+    "reports": 3,
+    "policies": 5,
+    "releases": 5,
+    "attestations": 5,
 }
 
 
@@ -234,11 +250,34 @@ def _v4(dialect: str) -> list[str]:
     return []
 
 
+def _v5(dialect: str) -> list[str]:
+    """The trust policy anchored in the catalog: each version signed by the root threshold of
+    the one before it; each alias move's signed release; each run's attestation."""
+    return [
+        """CREATE TABLE policies (
+            version INTEGER PRIMARY KEY, sha256 TEXT NOT NULL, content TEXT NOT NULL,
+            envelope TEXT NOT NULL, recorded_at TEXT NOT NULL, signers TEXT NOT NULL,
+            event_seq BIGINT NOT NULL UNIQUE REFERENCES events(seq))""",
+        """CREATE TABLE releases (
+            move_seq BIGINT PRIMARY KEY REFERENCES alias_moves(event_seq), owner TEXT NOT NULL,
+            keyid TEXT NOT NULL, policy_version INTEGER NOT NULL REFERENCES policies(version),
+            envelope TEXT NOT NULL, event_seq BIGINT NOT NULL UNIQUE REFERENCES events(seq))""",
+        """CREATE TABLE attestations (
+            run_id TEXT PRIMARY KEY REFERENCES runs(run_id), owner TEXT NOT NULL,
+            keyid TEXT NOT NULL, policy_version INTEGER NOT NULL REFERENCES policies(version),
+            envelope TEXT NOT NULL, event_seq BIGINT NOT NULL UNIQUE REFERENCES events(seq))""",
+        *_guards(dialect, "policies"),
+        *_guards(dialect, "releases"),
+        *_guards(dialect, "attestations"),
+    ]
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", _v1),
     Migration(2, "run-level gate decisions, recipe envelopes", _v2),
     Migration(3, "rendered reports", _v3),
     Migration(4, "events without bodies, compact documents", _v4),
+    Migration(5, "trust policy versions, signed releases, run attestations", _v5),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 # The oldest schema read (and audited) as it is: v4 created nothing, it changed only what is
@@ -247,6 +286,12 @@ SCHEMA_VERSION = MIGRATIONS[-1].version
 READABLE_FROM = 3
 
 
-def expected_triggers(dialect: str) -> set[str]:
-    """The names of the append-only triggers a catalog of this dialect must have."""
-    return {name for table in KEYS for name, _ in named_guards(dialect, table)}
+def expected_triggers(dialect: str, version: int = SCHEMA_VERSION) -> set[str]:
+    """The names of the append-only triggers a catalog of this dialect and schema version must
+    have."""
+    return {
+        name
+        for table in KEYS
+        if INTRODUCED.get(table, 1) <= version
+        for name, _ in named_guards(dialect, table)
+    }

@@ -28,8 +28,11 @@ from compressgate.evaluators.results import (
 )
 from compressgate.registry.catalog.schema import (
     AliasMoveFields,
+    AttestationFields,
     DecisionFields,
+    PolicyFields,
     RecipeFields,
+    ReleaseFields,
     ReportFields,
     SignoffFields,
     StageFields,
@@ -152,9 +155,32 @@ class RecordedReport(ReportEntry):
     seq: int
 
 
+class PolicyRecord(PolicyFields):
+    """A version of the trust policy as recorded (schema v5)."""
+
+    model_config = _FROZEN
+    signers: list[str]
+    seq: int
+
+
+class AttestationRecord(AttestationFields):
+    """A run's attestation by its runner (schema v5)."""
+
+    model_config = _FROZEN
+    seq: int
+
+
+class ReleaseRecord(ReleaseFields):
+    """The signed release of one alias move (schema v5)."""
+
+    model_config = _FROZEN
+    seq: int
+
+
 class AliasMove(AliasMoveFields):
     model_config = _FROZEN
     seq: int
+    release: ReleaseRecord | None = None  # the signed release, under a policy (schema v5)
 
 
 class RecipeRecord(RecipeFields):
@@ -202,6 +228,8 @@ class AuditReport(CatalogRecord):
     artifacts: int
     head: Head
     seconds: float
-    events_per_second: float
+    events_per_second: float  # the whole verification's rate: events / seconds
     checkpoint: Head | None = None
     reports: list[RecordedReport] = []
+    chain_events_per_second: float = 0.0  # the hash chain's check alone
+    meaning: dict[str, Any] | None = None  # `governance.meaning.MeaningReport`

@@ -42,6 +42,7 @@ from compressgate.registry.catalog.connection import (
 )
 from compressgate.registry.catalog.integrity import CatalogIntegrity
 from compressgate.registry.catalog.migrations import MIGRATIONS, SCHEMA_VERSION, expected_triggers
+from compressgate.registry.catalog.policies import CatalogPolicies
 from compressgate.registry.catalog.queries import CatalogQueries, recorded_report
 from compressgate.registry.catalog.records import (
     AliasMove,
@@ -50,6 +51,7 @@ from compressgate.registry.catalog.records import (
     JudgementRecord,
     RecipeRecord,
     RecordedReport,
+    ReleaseRecord,
     ReportEntry,
     RunInfo,
     RunListing,
@@ -64,12 +66,15 @@ from compressgate.registry.catalog.schema import (
     TABLES,
     AliasMoveRow,
     ApprovalRow,
+    AttestationRow,
     EvaluationRow,
     Event,
     GateDecisionRow,
     GateJudgementRow,
+    PolicyRow,
     RecipeEnvelopeRow,
     RecipeRow,
+    ReleaseRow,
     ReportRow,
     RunEndRow,
     RunRow,
@@ -92,6 +97,7 @@ __all__ = [
     "AliasMove",
     "AliasMoveRow",
     "ApprovalRow",
+    "AttestationRow",
     "AuditReport",
     "Catalog",
     "EvaluationRow",
@@ -100,10 +106,12 @@ __all__ = [
     "GateJudgementRow",
     "Head",
     "JudgementRecord",
+    "PolicyRow",
     "RecipeEnvelopeRow",
     "RecipeRecord",
     "RecipeRow",
     "RecordedReport",
+    "ReleaseRow",
     "ReportEntry",
     "ReportRow",
     "RunEndRow",
@@ -132,7 +140,7 @@ if TYPE_CHECKING:
     from compressgate.gates.review import GateDecision
 
 
-class Catalog(CatalogQueries, CatalogIntegrity):
+class Catalog(CatalogQueries, CatalogPolicies, CatalogIntegrity):
     """The one door to the catalog database: appends records, reads them back, verifies."""
 
     # -- recording a run
@@ -351,9 +359,11 @@ class Catalog(CatalogQueries, CatalogIntegrity):
         reason: str,
         actor: str | None = None,
         expected_previous: str | Literal[False] | None = False,
+        release: dict[str, Any] | None = None,
     ) -> AliasMove:
         """Point `alias` at `variant` (a new event). With `expected_previous`, refuse if the
-        alias moved meanwhile (another on-call got there first)."""
+        alias moved meanwhile (another on-call got there first). `release` (owner, keyid,
+        policy_version, envelope): the signed release, recorded with the move."""
         moves = schema.table(AliasMoveRow)
         with self._writing() as conn:
             current = conn.execute(
@@ -379,5 +389,10 @@ class Catalog(CatalogQueries, CatalogIntegrity):
                 reason=reason,
                 moved_at=now(),
             )
-            (seq,) = self._append(conn, [(AliasMoveRow, move.model_dump(exclude={"seq"}))])
-        return move.model_copy(update={"seq": seq})
+            row = move.model_dump(exclude={"seq", "release"})
+            (seq,) = self._append(conn, [(AliasMoveRow, row)])
+            signed = None
+            if release is not None:
+                (at,) = self._append(conn, [(ReleaseRow, {**release, "move_seq": seq})])
+                signed = ReleaseRecord.model_validate({**release, "move_seq": seq, "seq": at})
+        return move.model_copy(update={"seq": seq, "release": signed})

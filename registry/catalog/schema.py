@@ -288,6 +288,55 @@ class AliasMoveRow(AliasMoveFields, table=True):
     event_seq: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
 
 
+# --- the trust policy and signed releases (schema v5) -----------------------------------------
+
+
+class PolicyFields(SQLModel):
+    """A version of the trust policy, with the envelope whose root signatures made it count."""
+
+    version: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    sha256: str  # of the document's exact bytes (a later version may repeat an earlier one)
+    content: str  # the trust document's exact text
+    envelope: str  # the DSSE envelope's exact text
+    recorded_at: str
+
+
+class PolicyRow(PolicyFields, table=True):
+    __tablename__ = "policies"
+    signers: str  # JSON list of the root owners whose signatures counted
+    event_seq: int = Field(unique=True)
+
+
+class ReleaseFields(SQLModel):
+    """The signed statement behind one alias move: who released, under which policy."""
+
+    move_seq: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    owner: str
+    keyid: str
+    policy_version: int
+    envelope: str
+
+
+class ReleaseRow(ReleaseFields, table=True):
+    __tablename__ = "releases"
+    event_seq: int = Field(unique=True)
+
+
+class AttestationFields(SQLModel):
+    """The runner's signed statement of a finished run (`governance.attestation`)."""
+
+    run_id: str = Field(primary_key=True)
+    owner: str
+    keyid: str
+    policy_version: int
+    envelope: str
+
+
+class AttestationRow(AttestationFields, table=True):
+    __tablename__ = "attestations"
+    event_seq: int = Field(unique=True)
+
+
 # --- the tables as a whole ---------------------------------------------------------------------
 
 ROW_TABLES: tuple[type[SQLModel], ...] = (  # parents before children (foreign keys)
@@ -304,6 +353,9 @@ ROW_TABLES: tuple[type[SQLModel], ...] = (  # parents before children (foreign k
     GateDecisionRow,
     RecipeEnvelopeRow,
     ReportRow,
+    PolicyRow,
+    ReleaseRow,
+    AttestationRow,
 )
 TABLES: tuple[type[SQLModel], ...] = (Event, *ROW_TABLES)
 # Document columns: their event carries the sha256 of the text.
@@ -318,6 +370,9 @@ DOCUMENTS: dict[str, frozenset[str]] = {
     "gate_verdicts": frozenset({"rule", "seeds", "power"}),
     "recipe_envelopes": frozenset({"envelope"}),
     "approvals": frozenset({"envelope"}),
+    "policies": frozenset({"content", "envelope"}),
+    "releases": frozenset({"envelope"}),
+    "attestations": frozenset({"envelope"}),
 }
 # Columns a later migration adds to an existing table (ALTER TABLE … ADD COLUMN, declared
 # here like any other field): left out of a row's event body while NULL, so that the rows

@@ -14,6 +14,7 @@ import click
 from compressgate.registry.cli.options import (
     ACTOR_OPTION,
     CATALOG_OPTION,
+    FILE,
     JSON_OPTION,
     RUN_TRUST_OPTION,
     WORKSPACE_OPTION,
@@ -21,11 +22,19 @@ from compressgate.registry.cli.options import (
 )
 from compressgate.registry.cli.tables import emit, move_line
 
+RELEASER_KEY_OPTION = click.option(
+    "--key",
+    "key",
+    type=FILE,
+    help="A releaser's private key: signs the move (required under a trust policy).",
+)
+
 
 @click.command("promote")
 @click.argument("variant")
 @click.option("--alias", required=True, help="The alias to move, e.g. production.")
 @click.option("--reason", default="", help="Why, for the record.")
+@RELEASER_KEY_OPTION
 @ACTOR_OPTION
 @RUN_TRUST_OPTION
 @WORKSPACE_OPTION
@@ -35,6 +44,7 @@ def promote(
     variant: str,
     alias: str,
     reason: str,
+    key: Path | None,
     actor: str | None,
     trust: Path | None,
     workspace: Path | None,
@@ -46,10 +56,12 @@ def promote(
     Approved: every gate passed, or was approved or waived by its owner (signatures checked
     now against the trust file); and every gate judged VARIANT's stage or one before it.
     VARIANT is RUN/SEED/STAGE or an artifact sha256 prefix. The move is a new catalog event;
-    exit 6 if another process moved the alias meanwhile (nothing written: retry).
+    exit 6 if another process moved the alias meanwhile (nothing written: retry). Under the
+    catalog's trust policy the move is signed with a releaser's --key (exit 3 without one, or
+    with a key the policy does not let move ALIAS) and the actor is the key's owner.
     """
     with open_workspace(workspace, catalog=catalog, trust=trust) as ws:
-        result = ws.promote(variant, alias, reason=reason, actor=actor)
+        result = ws.promote(variant, alias, reason=reason, actor=actor, key_path=key)
     if as_json:
         emit(result)
     elif result.changed:
@@ -62,6 +74,7 @@ def promote(
 @click.argument("alias")
 @click.option("--to", "to", metavar="VARIANT", help="Roll back to this variant instead.")
 @click.option("--reason", default=None, help="Why, for the record.")
+@RELEASER_KEY_OPTION
 @ACTOR_OPTION
 @RUN_TRUST_OPTION
 @WORKSPACE_OPTION
@@ -71,6 +84,7 @@ def rollback(
     alias: str,
     to: str | None,
     reason: str | None,
+    key: Path | None,
     actor: str | None,
     trust: Path | None,
     workspace: Path | None,
@@ -81,10 +95,11 @@ def rollback(
 
     Known-good: an earlier target of the alias that was not rolled back from and whose run's
     review is still approved (a waiver may have expired). The move is a new catalog event;
-    exit 6 if another process moved the alias meanwhile (nothing written: retry).
+    exit 6 if another process moved the alias meanwhile (nothing written: retry). Under the
+    catalog's trust policy the move is signed with a releaser's --key, as `promote` is.
     """
     with open_workspace(workspace, catalog=catalog, trust=trust) as ws:
-        result = ws.rollback(alias, to=to, reason=reason, actor=actor)
+        result = ws.rollback(alias, to=to, reason=reason, actor=actor, key_path=key)
     if as_json:
         emit(result)
     else:

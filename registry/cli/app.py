@@ -26,6 +26,7 @@ from typing import Any, NoReturn
 import click
 
 from compressgate.registry.cli import alias, audit, catalog, ci, env, keys, recipe, report, review
+from compressgate.registry.cli import policy as _policy  # noqa: F401 - adds `trust` verbs
 from compressgate.registry.cli import run as run_commands
 from compressgate.registry.cli.options import WORKSPACE_META
 from compressgate.registry.kernel.errors import EXIT_INTERNAL, CompressgateError

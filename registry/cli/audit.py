@@ -42,6 +42,12 @@ def audit_group() -> None:
     multiple=True,
     help="A report file `report -o` wrote: its bytes must be recorded (repeatable).",
 )
+@click.option(
+    "--skip-meaning",
+    is_flag=True,
+    help="Check hashes only: not the policy, decisions, sign-offs, releases and aliases (for "
+    "synthetic catalogs whose rows no run made; an audit leaves this out).",
+)
 @WORKSPACE_OPTION
 @CATALOG_OPTION
 @JSON_OPTION
@@ -50,16 +56,24 @@ def audit_verify(
     trust: Path | None,
     skip_artifacts: bool,
     reports: tuple[Path, ...],
+    skip_meaning: bool,
     workspace: Path | None,
     catalog: str | None,
     as_json: bool,
 ) -> None:
     """Recompute every event's hash and link, check every row against its event and every
-    artifact against its digest; exit 3 naming the first broken link. Each --report FILE must
-    be a report rendered from this catalog, byte for byte (exit 3 if changed since)."""
+    artifact against its digest, and check meaning: the policy's signed versions, every gate
+    decision re-derived from its evidence, every sign-off and release against the policy in
+    force when it was recorded, every alias target held and every signed head still in the
+    chain; exit 3 naming the first broken link. Each --report FILE must be a report rendered
+    from this catalog, byte for byte (exit 3 if changed since). The rate printed is the whole
+    verification's."""
     with open_workspace(workspace, catalog=catalog, trust=trust) as ws:
         report = ws.verify_audit(
-            checkpoint=checkpoint, artifacts=not skip_artifacts, reports=reports
+            checkpoint=checkpoint,
+            artifacts=not skip_artifacts,
+            reports=reports,
+            meaning=not skip_meaning,
         )
     if as_json:
         emit(report)
@@ -67,8 +81,33 @@ def audit_verify(
     click.echo(
         f"catalog {report.catalog} (schema v{report.schema_version}) verifies: "
         f"{report.events} events, {report.rows} rows, {report.artifacts} artifact blobs; "
-        f"head {report.head.sha256[:16]}… ({report.events_per_second:,.0f} events/s)"
+        f"head {report.head.sha256[:16]}… ({report.events_per_second:,.0f} events/s, "
+        f"{report.seconds:.2f} s)"
     )
+    meaning = report.meaning or {}
+    if meaning:
+        regime = (
+            f"policy v{meaning['policy_version']}"
+            if meaning["regime"] == "policy"
+            else "the unsigned regime (no policy)"
+        )
+        click.echo(
+            f"meaning holds under {regime}: {meaning['decisions']} gate decisions re-derived, "
+            f"{meaning['attestations']} run attestations, {meaning['signoffs']} sign-offs and "
+            f"{meaning['releases']} releases checked, {meaning['moves']} alias moves, "
+            f"{meaning['signed_heads']} signed heads in the chain"
+            + (
+                f"; {meaning['unattested_runs']} run(s) not attested"
+                if meaning["unattested_runs"]
+                else ""
+            )
+            + (
+                f"; {meaning['unsigned_moves'] + meaning['unsigned_signoffs']} record(s) from "
+                "before the policy"
+                if meaning["unsigned_moves"] + meaning["unsigned_signoffs"]
+                else ""
+            )
+        )
     if report.checkpoint is not None:
         click.echo(
             f"extends checkpoint at event {report.checkpoint.size} "

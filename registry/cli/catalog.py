@@ -65,7 +65,9 @@ def catalog_show(ref: str, workspace: Path | None, catalog: str | None, as_json:
     """Show a run (ID = run-…) or a variant (RUN/SEED/STAGE or an artifact sha256 prefix).
 
     For a run, --json exports its full record exactly as the executor held it: recipe,
-    environment, data digests, every stage with metrics and evaluations, aggregates, timing.
+    environment, data digests, every stage with metrics and evaluations, aggregates, timing;
+    and, for a run attested under a trust policy, `attestation` (runner, key, policy version,
+    the DSSE envelope).
     """
     from compressgate.registry.results import summarize
     from compressgate.registry.workspace import is_run_id
@@ -74,7 +76,11 @@ def catalog_show(ref: str, workspace: Path | None, catalog: str | None, as_json:
         if is_run_id(ref):
             record, decisions, where = ws.show_run(ref)
             if as_json:
-                emit(record)
+                attested = ws.attestation(ref)
+                if attested is None:
+                    emit(record)
+                else:
+                    emit(record.model_dump(mode="json") | {"attestation": attested.model_dump()})
                 return
             run_table(summarize(record, where))
             decisions_table(decisions)

@@ -12,6 +12,7 @@ from compressgate.registry.cli.options import (
     CATALOG_OPTION,
     FILE,
     JSON_OPTION,
+    RUNNER_KEY_OPTION,
     TRUST_OPTION,
     WORKSPACE_OPTION,
     open_workspace,
@@ -34,6 +35,7 @@ from compressgate.registry.cli.tables import emit, review_table
 @TRUST_OPTION
 @WORKSPACE_OPTION
 @CATALOG_OPTION
+@RUNNER_KEY_OPTION
 @JSON_OPTION
 def ci(
     paths: tuple[Path, ...],
@@ -44,6 +46,7 @@ def ci(
     trust: Path | None,
     workspace: Path | None,
     catalog: str | None,
+    runner_key: Path | None,
     as_json: bool,
 ) -> None:
     """Check recipes for a merge: verify, run (or reuse a run), judge the gates, report.
@@ -63,7 +66,7 @@ def ci(
 
     if not paths and base is None:
         raise click.UsageError("give recipe PATHS, --base REF, or both")
-    with open_workspace(workspace, catalog=catalog, trust=trust) as ws:
+    with open_workspace(workspace, catalog=catalog, trust=trust, key=runner_key) as ws:
         results = ws.ci(
             list(paths),
             base=base,

@@ -34,7 +34,12 @@ def keys_generate(owner: str, out: Path, as_json: bool) -> None:
 
 @click.group()
 def trust() -> None:
-    """Manage the trust file of owners, keys, roles and allow-listed modules."""
+    """The trust policy: owners, keys, roles, allow-listed modules, duties and alias rules.
+
+    A trust file is edited with `add` and `allow`. A catalog adopts one as its signed policy
+    with `init` (the root owners sign it); from then on every check uses the policy in the
+    catalog, and a changed trust file is a proposal: `propose` shows what it changes, the root
+    owners `sign` it, `apply` records it as the next version."""
 
 
 @trust.command("allow")
@@ -66,9 +71,11 @@ def trust_allow(modules: tuple[str, ...], trust_file: Path, as_json: bool) -> No
     "roles",
     multiple=True,
     required=True,
-    type=click.Choice(["author", "approver", "auditor", "releaser"]),
+    type=click.Choice(["author", "approver", "auditor", "releaser", "root", "runner"]),
     help="author signs recipes, approver signs approvals and waivers, auditor signs "
-    "checkpoints, releaser moves aliases. Repeat for several.",
+    "checkpoints, releaser moves aliases, root signs the next version of the policy, runner "
+    "attests runs. Repeat "
+    "for several.",
 )
 @JSON_OPTION
 def trust_add(

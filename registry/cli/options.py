@@ -71,6 +71,14 @@ ACTOR_OPTION = click.option(
     help="Who is acting, for the record [default: the login name].",
 )
 
+RUNNER_KEY_OPTION = click.option(
+    "--key",
+    "runner_key",
+    type=FILE,
+    envvar="COMPRESSGATE_RUNNER_KEY",
+    help="A runner's private key: attests the run (required under a trust policy).",
+)
+
 SIGNOFF_OPTIONS = [
     click.option("--gate", required=True, help="The gate's name in the recipe."),
     click.option("--key", "key_path", type=FILE, help="The gate owner's private key."),
@@ -105,8 +113,9 @@ def open_workspace(
     catalog: str | None = None,
     trust: Path | None = None,
     envs: Path | None = None,
+    key: Path | None = None,
 ) -> Workspace:
     """The command's one `Workspace`, built from its options (use it in a `with` block)."""
     from compressgate.registry.workspace import Workspace
 
-    return Workspace(workspace, catalog=catalog, trust=trust, envs=envs)
+    return Workspace(workspace, catalog=catalog, trust=trust, envs=envs, key=key)

@@ -18,6 +18,7 @@ from compressgate.registry.cli.options import (
     FILE,
     JSON_OPTION,
     RUN_TRUST_OPTION,
+    RUNNER_KEY_OPTION,
     SIGNOFF_OPTIONS,
     TRUST_OPTION,
     WORKSPACE_OPTION,
@@ -33,6 +34,7 @@ from compressgate.registry.cli.tables import emit, power_lines, review_table, ru
 @WORKSPACE_OPTION
 @CATALOG_OPTION
 @click.option("--force", is_flag=True, help="Recompute every stage, ignoring the stage cache.")
+@RUNNER_KEY_OPTION
 @JSON_OPTION
 def submit(
     file: Path,
@@ -40,6 +42,7 @@ def submit(
     workspace: Path | None,
     catalog: str | None,
     force: bool,
+    runner_key: Path | None,
     as_json: bool,
 ) -> None:
     """Submit a signed recipe for gated review: verify, run, judge the gates (exit 0 or 1).
@@ -48,12 +51,13 @@ def submit(
     power at the test split's size is checked and an underpowered gate is flagged. The run
     stops after an intermediate stage whose gate fails. The review status is `rejected`
     (exit 1), `awaiting-approval` (gates with `approval: required` wait for their owners:
-    `compressgate approve`) or `approved` (exit 0).
+    `compressgate approve`) or `approved` (exit 0). Under the catalog's trust policy the run is
+    attested by a runner's --key (exit 3 without one).
     """
     from compressgate.gates.review import ReviewStatus
     from compressgate.registry.cli.progress import RichProgress
 
-    with open_workspace(workspace, catalog=catalog, trust=trust) as ws:
+    with open_workspace(workspace, catalog=catalog, trust=trust, key=runner_key) as ws:
         result = ws.submit(file, force=force, progress=RichProgress())
     if as_json:
         emit(result)

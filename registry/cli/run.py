@@ -13,6 +13,7 @@ from compressgate.registry.cli.options import (
     ENVS_OPTION,
     FILE,
     JSON_OPTION,
+    RUNNER_KEY_OPTION,
     TRUST_OPTION,
     WORKSPACE_OPTION,
     open_workspace,
@@ -33,6 +34,7 @@ from compressgate.registry.cli.tables import emit, metric_table, run_table, stag
     "`environment.isolate: true` does.",
 )
 @ENVS_OPTION
+@RUNNER_KEY_OPTION
 @JSON_OPTION
 def run(
     file: Path,
@@ -42,6 +44,7 @@ def run(
     force: bool,
     isolate: bool,
     envs: Path | None,
+    runner_key: Path | None,
     as_json: bool,
 ) -> None:
     """Run a signed recipe: verify it, check the environment, run every stage for every seed.
@@ -58,13 +61,17 @@ def run(
     ENVS/<lock sha256>/ and reused by every later run with the same lock; this process keeps
     the catalog and the progress. Exit 5 if pip cannot install the lock.
 
+    Under the catalog's trust policy the run is attested by a runner's --key (exit 3 without
+    one): a signed statement of its variants, metrics and decisions, recorded with it; and it
+    reuses only stage cache entries signed by a runner key of the policy.
+
     Prints a table, or with --json: run_id, recipe, stages (artifact_sha256, size_bytes,
     params, macs, metrics.accuracy), status, record (the catalog), isolated (lock_sha256,
     path, interpreter, built, prefix).
     """
     from compressgate.registry.cli.progress import RichProgress
 
-    with open_workspace(workspace, catalog=catalog, trust=trust, envs=envs) as ws:
+    with open_workspace(workspace, catalog=catalog, trust=trust, envs=envs, key=runner_key) as ws:
         summary = ws.run(
             file, force=force, progress=RichProgress(), on_stage=stage_line, isolate=isolate
         )

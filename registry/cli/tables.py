@@ -368,7 +368,12 @@ def diff_tables(found: Diff) -> None:
 def move_line(move: AliasMove) -> str:
     """One alias move: number, time, action, target, previous target, who and why."""
     previous = f" (was {move.previous_variant_id})" if move.previous_variant_id else ""
+    signed = (
+        f" (signed, key {move.release.keyid[:12]}…, policy v{move.release.policy_version})"
+        if move.release is not None
+        else ""
+    )
     return (
         f"#{move.seq} {move.moved_at} {move.action} {move.alias} -> {move.variant_id} "
-        f"[{move.artifact_sha256[:12]}]{previous} by {move.actor}: {move.reason}"
+        f"[{move.artifact_sha256[:12]}]{previous} by {move.actor}{signed}: {move.reason}"
     )

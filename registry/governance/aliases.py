@@ -6,6 +6,10 @@ waived by its owner, as checked now against the trust file) and which every gate
 gate's stage is the variant's own or one before it, at least one its own. Rollback records a
 move back to the alias's previous known-good variant: the newest earlier target that was not
 itself rolled back from and whose run is still approved (a waiver may have expired since).
+
+Under a catalog's policy every move is signed by a releaser's key (`release`): the actor is the
+key's owner, and the signed release is recorded with the move. Under the unsigned regime (no
+policy) a move needs no key and `actor` is free text, as before.
 """
 
 from __future__ import annotations
@@ -16,8 +20,24 @@ from pathlib import Path
 from compressgate.gates.review import ReviewStatus
 from compressgate.registry.catalog.repository import AliasMove, Catalog, VariantRecord
 from compressgate.registry.catalog.views import AliasResult, VariantShow
-from compressgate.registry.governance.review import load_trust_for, status
-from compressgate.registry.kernel.errors import ManifestError, NotFoundError, Refused
+from compressgate.registry.governance.policy import PolicyChain
+from compressgate.registry.governance.release import (
+    Move,
+    authorize,
+    check_release,
+    release_envelope,
+)
+from compressgate.registry.governance.review import TrustSource, load_trust_for, status
+from compressgate.registry.kernel.dsse import Envelope, sign
+from compressgate.registry.kernel.errors import (
+    IntegrityError,
+    ManifestError,
+    NotFoundError,
+    Refused,
+)
+from compressgate.registry.kernel.keys import PrivateKey
+
+Judge = Path | PolicyChain | None  # a trust file option (unsigned regime) or the policy chain
 
 
 @dataclass(frozen=True)
@@ -31,12 +51,18 @@ class GateStatus:
         return self.problem is None
 
 
-def gate_status(catalog: Catalog, variant: VariantRecord, trust: Path | None) -> GateStatus:
+def _source(catalog: Catalog, run: str, trust: Judge) -> TrustSource:
+    if isinstance(trust, PolicyChain) and trust.current is not None:
+        return trust
+    return load_trust_for(catalog, run, trust if isinstance(trust, Path) else None)
+
+
+def gate_status(catalog: Catalog, variant: VariantRecord, trust: Judge) -> GateStatus:
     """Whether `variant` may be promoted: its run's review is `approved` (every gate passed,
     was approved or waived by its owner), and every gate judged its stage or one before it,
     at least one its own stage."""
     run = variant.run_id
-    found = status(catalog, run, load_trust_for(catalog, run, trust))
+    found = status(catalog, run, _source(catalog, run, trust))
     if found.status != "approved":
         return GateStatus(
             variant, found, f"run {run} is {found.status}: {'; '.join(found.reasons)}"
@@ -61,7 +87,7 @@ def gate_status(catalog: Catalog, variant: VariantRecord, trust: Path | None) ->
     return GateStatus(variant, found, None)
 
 
-def show_variant(catalog: Catalog, ref: str, trust: Path | None) -> VariantShow:
+def show_variant(catalog: Catalog, ref: str, trust: Judge) -> VariantShow:
     """A variant with its per-seed judgements, the evaluations recorded for its stage, the
     aliases pointing at it, and whether it may be promoted (and if not, why)."""
     variant = catalog.variant(ref)
@@ -89,10 +115,13 @@ def promote(
     *,
     reason: str,
     actor: str | None = None,
-    trust: Path | None = None,
+    trust: Judge = None,
+    key: PrivateKey | None = None,
 ) -> AliasResult:
     """Point `alias` at the variant `ref`: the move, and whether the alias changed."""
+    chain = _policy(trust, key, actor)
     _check_alias(alias)
+    _authorize(catalog, chain, key, alias, catalog.variant(ref))
     best = _best_record(catalog, ref, trust)
     variant = best.variant
     if not best.passed:
@@ -104,13 +133,16 @@ def promote(
     current = catalog.alias(alias)
     if current is not None and current.variant_id == variant.id:
         return AliasResult(alias=alias, changed=False, move=current)
+    previous = current.variant_id if current else None
+    release = _release(catalog, chain, key, alias, "promote", variant, previous, reason)
     move = catalog.move_alias(
         alias,
         variant,
         action="promote",
         reason=reason,
-        actor=actor,
-        expected_previous=current.variant_id if current else None,
+        actor=str(release["owner"]) if release else actor,
+        expected_previous=previous,
+        release=release,
     )
     return AliasResult(alias=alias, changed=True, move=move)
 
@@ -122,9 +154,11 @@ def rollback(
     to: str | None = None,
     reason: str | None = None,
     actor: str | None = None,
-    trust: Path | None = None,
+    trust: Judge = None,
+    key: PrivateKey | None = None,
 ) -> AliasResult:
     """Move `alias` back to its previous known-good variant, or to `to`."""
+    chain = _policy(trust, key, actor)
     _check_alias(alias)
     history = catalog.alias_history(alias)
     if not history:
@@ -135,6 +169,7 @@ def rollback(
     current = history[-1].variant_id
     if to is not None:
         target = catalog.variant(to)
+        _authorize(catalog, chain, key, alias, target)
         if target.id == current:
             raise ManifestError(f"alias {alias} already points to {target.id}; nothing changed")
         checked = gate_status(catalog, target, trust)
@@ -142,18 +177,164 @@ def rollback(
             raise Refused(f"cannot roll {alias} back to {target.id}: {checked.problem}")
     else:
         target = _known_good(catalog, alias, history, trust)
+        _authorize(catalog, chain, key, alias, target)
+    why = reason or f"rolled back from {current}"
+    release = _release(catalog, chain, key, alias, "rollback", target, current, why)
     move = catalog.move_alias(
         alias,
         target,
         action="rollback",
-        reason=reason or f"rolled back from {current}",
-        actor=actor,
+        reason=why,
+        actor=str(release["owner"]) if release else actor,
         expected_previous=current,
+        release=release,
     )
     return AliasResult(alias=alias, changed=True, move=move)
 
 
-def _best_record(catalog: Catalog, ref: str, trust: Path | None) -> GateStatus:
+def _policy(trust: Judge, key: PrivateKey | None, actor: str | None) -> PolicyChain | None:
+    """The policy chain a move is signed under (None: the unsigned regime); under a policy a
+    move without a key is refused and `actor` is not taken."""
+    if not isinstance(trust, PolicyChain) or trust.current is None:
+        return None
+    if key is None:
+        raise IntegrityError(
+            f"an unsigned alias move is refused: the catalog's policy v{trust.current.version} "
+            "is in force",
+            hint="sign the move with a releaser's key: --key KEY",
+        )
+    if actor is not None and actor != trust.current.trust.owner_of(key.public):
+        raise ManifestError(
+            f"--actor {actor!r} is not taken under a trust policy: the actor is the owner of "
+            "the key that signs the move",
+            hint="leave out --actor (and $COMPRESSGATE_ACTOR)",
+        )
+    return trust
+
+
+def _authorize(
+    catalog: Catalog,
+    chain: PolicyChain | None,
+    key: PrivateKey | None,
+    alias: str,
+    variant: VariantRecord,
+) -> None:
+    """Before anything else is judged: the key may move `alias` to a variant of this run under
+    the policy in force (exit 3 otherwise); nothing under the unsigned regime."""
+    if chain is None or chain.current is None:
+        return
+    assert key is not None
+    policy = chain.current
+    probe = sign(b"authorize", "application/vnd.compressgate.probe", [key])
+    authorize(
+        probe,
+        policy.trust,
+        policy.version,
+        alias,
+        variant.run_id,
+        list(catalog.run_info(variant.run_id).signers),
+        f"the move of {alias} signed with key {key.public.keyid[:16]}…",
+    )
+
+
+def _check_attested(
+    catalog: Catalog, chain: PolicyChain, alias: str, variant: VariantRecord
+) -> None:
+    """Under a policy, the variant's run was attested by a runner the policy trusted when it
+    was recorded, and the statement still matches the catalog; a run from before the policy
+    (the unsigned regime) passes unless the alias's rule names its runners (`attested_by`)."""
+    from compressgate.registry.governance.attestation import check_attestation
+
+    assert chain.current is not None
+    rule = chain.current.trust.alias_rule(alias)
+    run_id = variant.run_id
+    found = catalog.attestations([run_id]).get(run_id)
+    started = catalog.run_seqs().get(run_id, 0)
+    if found is None:
+        if chain.at(started) is None and rule.attested_by is None:
+            return  # recorded under the unsigned regime
+        raise IntegrityError(
+            f"run {run_id} has no runner's attestation: it cannot be released to {alias}",
+            hint="a run under the policy is attested with the runner's --key of run/submit/ci",
+        )
+    policy = chain.at(found.seq)
+    assert policy is not None
+    envelope = Envelope.from_json(
+        found.envelope.encode("utf-8"), source=f"run {run_id}'s attestation"
+    )
+    info = catalog.run_info(run_id)
+    done = check_attestation(
+        envelope,
+        trust=policy.trust,
+        policy_version=policy.version,
+        record=catalog.run(run_id),
+        decisions=catalog.gate_decisions(run_id),
+        environment_sha256=info.environment_sha256,
+        lock_sha256=info.lock_sha256,
+        source=f"run {run_id}'s attestation",
+    )
+    if rule.attested_by is not None and done.owner not in rule.attested_by:
+        raise IntegrityError(
+            f"run {run_id} was attested by '{done.owner}'; alias {alias} takes runs attested by "
+            f"{', '.join(rule.attested_by)} only (policy v{chain.current.version})",
+            hint="run the recipe where the policy's named runner runs it (e.g. CI)",
+        )
+
+
+def _release(
+    catalog: Catalog,
+    chain: PolicyChain | None,
+    key: PrivateKey | None,
+    alias: str,
+    action: str,
+    variant: VariantRecord,
+    previous: str | None,
+    reason: str,
+) -> dict[str, object] | None:
+    """The signed release of a move under the policy in force (checked as `audit verify`
+    checks it), as the catalog records it; None under the unsigned regime."""
+    if chain is None or chain.current is None:
+        return None
+    assert key is not None
+    policy = chain.current
+    run = catalog.run_info(variant.run_id)
+    _check_attested(catalog, chain, alias, variant)
+    move = Move(
+        alias=alias,
+        action=action,
+        variant_id=variant.id,
+        artifact_sha256=variant.artifact_sha256,
+        run_id=variant.run_id,
+        recipe_sha256=variant.recipe_sha256,
+        previous_variant_id=previous,
+    )
+    head = catalog.head()
+    owner = policy.trust.owner_of(key.public) or "?"
+    envelope = release_envelope(
+        move,
+        key,
+        owner=owner,
+        reason=reason,
+        head=(head.size, head.sha256),
+        policy=(policy.version, policy.sha256),
+    )
+    released = check_release(
+        envelope,
+        trust=policy.trust,
+        policy_version=policy.version,
+        move=move,
+        recipe_signers=list(run.signers),
+        source=f"the {action} of {alias} signed with key {key.public.keyid[:16]}…",
+    )
+    return {
+        "owner": released.owner,
+        "keyid": released.keyid,
+        "policy_version": policy.version,
+        "envelope": envelope.to_json().decode("utf-8"),
+    }
+
+
+def _best_record(catalog: Catalog, ref: str, trust: Judge) -> GateStatus:
     """The gate status of the variant `ref` names. A sha256 prefix names bytes that several
     records may share (an export repeats int8's bytes; a cached stage repeats an earlier run's):
     the newest record whose gates all passed is taken, else the newest record."""
@@ -167,7 +348,7 @@ def _best_record(catalog: Catalog, ref: str, trust: Path | None) -> GateStatus:
 
 
 def _known_good(
-    catalog: Catalog, alias: str, history: list[AliasMove], trust: Path | None
+    catalog: Catalog, alias: str, history: list[AliasMove], trust: Judge
 ) -> VariantRecord:
     """The newest earlier target not rolled back from and whose gates all still pass."""
     current = history[-1].variant_id

@@ -1,9 +1,12 @@
 """Gated review of a run: its status from the recorded gate decisions and sign-offs, and the
 recording of owners' approvals and waivers.
 
-Every recorded envelope is checked again whenever a status is computed, against the trust
-file as it is now: a key removed from the trust file no longer approves anything, and a waiver
-past its expiry no longer counts.
+Every recorded envelope is checked again whenever a status is computed. Under a catalog's
+policy, each against the policy version in force when it was recorded (a sign-off survives its
+key's later rotation out of the policy; one recorded before the first version is judged by
+version 1, the trust file the catalog adopted), and a recipe's signers may not approve or waive
+its gates unless the policy turns `separation` off. Under the unsigned regime (no policy),
+against the trust file as it is now. A waiver past its expiry no longer counts.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from compressgate.recipes.manifest import GateSpec, Recipe
 from compressgate.recipes.trust import Trust, load_trust
 from compressgate.registry.catalog.records import RunRecord
 from compressgate.registry.catalog.repository import Catalog, JudgementRecord, SignoffRecord, now
+from compressgate.registry.governance.policy import PolicyChain
 from compressgate.registry.kernel.dsse import Envelope
 from compressgate.registry.kernel.errors import (
     CompressgateError,
@@ -52,7 +56,7 @@ def trust_path_of(record: RunRecord, explicit: Path | None) -> Path:
     return explicit if explicit is not None else Path(record.recipe.path).parent / "trust.yaml"
 
 
-TrustSource = Trust | Callable[[], Trust]
+TrustSource = Trust | Callable[[], Trust] | PolicyChain
 
 
 def status(
@@ -74,7 +78,9 @@ def status(
         recorded = catalog.recipe(record.recipe.sha256)
         recipe, _ = parse_recipe(recorded.content.encode("utf-8"), f"recipe {recorded.sha256[:12]}")
     parsed = recipe
-    signoffs = _signoffs(catalog, run_id, decisions, trust, record.recipe.sha256, at)
+    signoffs = _signoffs(
+        catalog, run_id, decisions, trust, record.recipe.sha256, at, record.recipe.signers
+    )
     stopped = next(
         (d.stage for d in decisions if d.verdict == "fail" and record.status == "stopped"), None
     )
@@ -89,6 +95,14 @@ def status(
         signoffs=signoffs,
         gate_names=[g.name for g in parsed.gates],
     )
+
+
+def checked_signoffs(catalog: Catalog, run_id: str, trust: TrustSource) -> list[Signoff]:
+    """Every sign-off recorded for a run, each checked (`counts`, `problem`), including any
+    for a gate the run has no decision of."""
+    info = catalog.run_info(run_id)
+    decisions = catalog.gate_decisions(run_id) or _before_v2(catalog.judgements(run_id=run_id))
+    return _signoffs(catalog, run_id, decisions, trust, info.recipe_sha256, None, info.signers)
 
 
 def _before_v2(per_seed: list[JudgementRecord]) -> list[GateDecision]:
@@ -127,13 +141,16 @@ def _signoffs(
     trust: TrustSource,
     recipe_sha256: str,
     at: datetime | None,
+    recipe_signers: list[str] = [],  # noqa: B006 - read only
 ) -> list[Signoff]:
     by_gate = {d.gate: d for d in decisions}
     moment = at or datetime.now(UTC)
     out = []
     rows = catalog.signoffs(run_id)
-    if rows and not isinstance(trust, Trust):
-        trust = trust()
+    chain = trust if isinstance(trust, PolicyChain) and trust.current is not None else None
+    seqs = catalog.signoff_seqs(run_id) if chain is not None and rows else {}
+    if rows and chain is None and not isinstance(trust, Trust):
+        trust = trust()  # type: ignore[operator]
     for row in rows:
         source = f"{row.kind} {row.id[:12]} of gate '{row.gate}'"
         decision = by_gate.get(row.gate)
@@ -155,13 +172,14 @@ def _signoffs(
             continue
         try:
             envelope = Envelope.from_json(row.envelope.encode("utf-8"), source=source)
-            assert isinstance(trust, Trust)
+            judge, separate = _judge(chain, seqs.get(row.id), trust)
             checked = check_signoff(
                 envelope,
-                trust=trust,
+                trust=judge,
                 decision=decision,
                 recipe_sha256=recipe_sha256,
                 source=source,
+                recipe_signers=recipe_signers if separate else (),
             )
         except CompressgateError as exc:
             out.append(base.model_copy(update={"problem": str(exc)}))
@@ -170,13 +188,32 @@ def _signoffs(
     return out
 
 
+def _head(catalog: Catalog) -> tuple[int, str]:
+    head = catalog.head()
+    return head.size, head.sha256
+
+
+def _judge(chain: PolicyChain | None, seq: int | None, trust: object) -> tuple[Trust, bool]:
+    """The trust a recorded sign-off is checked with, and whether duties are separated: under
+    a policy, the version in force when it was recorded (version 1 for one recorded before
+    it, without separation: the unsigned regime did not ask it)."""
+    if chain is None:
+        assert isinstance(trust, Trust)
+        return trust, False
+    assert chain.versions
+    at = chain.at(seq) if seq is not None else chain.current
+    if at is None:
+        return chain.versions[0].trust, False
+    return at.trust, at.trust.separation
+
+
 def sign_off(
     catalog: Catalog,
     run_id: str,
     gate: str,
     *,
     kind: Kind,
-    trust: Trust,
+    trust: Trust | PolicyChain,
     key: PrivateKey | None = None,
     envelope: Envelope | None = None,
     reason: str | None = None,
@@ -201,6 +238,10 @@ def sign_off(
             hint="only gates with `approval: required` wait for their owner",
         )
     record = catalog.run(run_id)
+    chain = trust if isinstance(trust, PolicyChain) and trust.current is not None else None
+    judge = chain.current.trust if chain is not None and chain.current else trust
+    assert isinstance(judge, Trust)
+    separate = chain is not None and judge.separation
     if expires is not None and expires <= datetime.now(UTC):
         raise ManifestError(
             f"--expires {expires.isoformat()} is in the past: the waiver would never count",
@@ -208,7 +249,7 @@ def sign_off(
         )
     if envelope is None:
         assert key is not None
-        owner = trust.owner_of(key.public) or "?"
+        owner = judge.owner_of(key.public) or "?"
         envelope = signoff_envelope(
             decision,
             key,
@@ -217,14 +258,16 @@ def sign_off(
             owner=owner,
             reason=reason,
             expires=expires,
+            head=_head(catalog) if chain is not None else None,
         )
         source = f"the {kind} signed with key {key.public.keyid[:16]}…"
     checked = check_signoff(
         envelope,
-        trust=trust,
+        trust=judge,
         decision=decision,
         recipe_sha256=record.recipe.sha256,
         source=source,
+        recipe_signers=record.recipe.signers if separate else (),
     )
     if checked.kind != kind:
         raise ManifestError(
@@ -233,7 +276,9 @@ def sign_off(
         )
     counted = [
         s
-        for s in _signoffs(catalog, run_id, [decision], trust, record.recipe.sha256, None)
+        for s in _signoffs(
+            catalog, run_id, [decision], trust, record.recipe.sha256, None, record.recipe.signers
+        )
         if s.counts and s.kind == checked.kind and s.owner == checked.owner
     ]
     if counted:

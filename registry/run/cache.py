@@ -13,6 +13,12 @@ A stage record also carries its evaluation key (`key(...)` of the variant, the s
 and parent, the evaluators, data, code and environment): a cached stage whose evaluation key
 changed is evaluated again and its entry rewritten.
 
+Under a catalog's trust policy the runner signs each entry it writes (Ed25519 over the DSSE
+encoding of the entry's digest) and a run reuses only entries signed by a runner key the policy
+holds: an entry without a signature, or by another key, is recomputed; one whose signature no
+longer verifies was changed after it was signed (exit 3). Re-sealing an entry with a recomputed
+digest, as an insider with write access to the workspace could, therefore buys nothing.
+
 A whole run is reused (`compressgate ci`) when its recipe digest and `environment_sha256` match.
 """
 
@@ -26,13 +32,17 @@ from typing import Any
 from compressgate.recipes.manifest import Recipe
 from compressgate.registry.catalog.records import StageRecord
 from compressgate.registry.catalog.store import Artifact, ArtifactStore
+from compressgate.registry.kernel.dsse import pae
 from compressgate.registry.kernel.errors import IntegrityError
 from compressgate.registry.kernel.files import write_atomic
+from compressgate.registry.kernel.keys import PrivateKey, PublicKey
 from compressgate.registry.run import environment
 from compressgate.registry.run.determinism import THREADS, deterministic, digest, threads
 
 VERSION = 1
 _ENTRY_DIGEST = "entry_sha256"
+_SIGNATURE = "signature"  # {keyid, sig}: the runner's, under a policy
+ENTRY_TYPE = "application/vnd.compressgate.cache-entry+json"
 # What a cached stage takes from its entry: everything the stage produced and measured.
 _RESTORED = (
     "format",
@@ -74,10 +84,22 @@ def environment_key(fingerprint: Mapping[str, Any]) -> str:
 class StageCache:
     """The entries under `directory`, for the artifacts in `store`; with `force`, none is read."""
 
-    def __init__(self, directory: Path, store: ArtifactStore, *, force: bool) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        store: ArtifactStore,
+        *,
+        force: bool,
+        signer: PrivateKey | None = None,
+        trusted: tuple[PublicKey, ...] | None = None,
+    ) -> None:
+        """`signer` signs the entries written; `trusted` (under a policy) are the runner keys
+        whose entries are reused, None to reuse any entry whose digest matches."""
         self.directory = directory
         self.store = store
         self.force = force
+        self.signer = signer
+        self.trusted = trusted
 
     def restore(self, stage: StageRecord) -> Artifact | None:
         """The artifact an earlier run stored for `stage.cache_key`, with what that run measured
@@ -89,6 +111,9 @@ class StageCache:
             return None
         entry = read_entry(path)
         if entry is None:
+            return None
+        signature = entry.pop(_SIGNATURE, None)
+        if self.trusted is not None and not self._signed(path, entry, signature):
             return None
         artifact = Artifact.from_dict(entry.pop("artifact"))
         if not self.store.has(artifact):
@@ -104,7 +129,32 @@ class StageCache:
         entry = stage.model_dump(mode="json", exclude={"cached", "seconds", "eval_seconds"})
         entry["artifact"] = artifact.to_dict()
         entry[_ENTRY_DIGEST] = digest(entry)
+        if self.signer is not None:
+            sig = self.signer.sign(pae(ENTRY_TYPE, entry[_ENTRY_DIGEST].encode("ascii")))
+            entry[_SIGNATURE] = {"keyid": self.signer.public.keyid, "sig": sig.hex()}
         write_atomic(self._path(stage), json.dumps(entry).encode())
+
+    def _signed(self, path: Path, entry: dict[str, Any], signature: Any) -> bool:
+        """Whether a trusted runner key signed the entry (its digest already checked); a
+        signature that no longer verifies is exit 3."""
+        assert self.trusted is not None
+        if not isinstance(signature, dict):
+            return False  # unsigned: written before the policy, or without a runner key
+        keyid, sig = signature.get("keyid"), signature.get("sig")
+        key = next((k for k in self.trusted if k.keyid == keyid), None)
+        if key is None:
+            return False  # another key's: recomputed
+        try:
+            raw = bytes.fromhex(str(sig))
+        except ValueError:
+            raw = b""
+        message = pae(ENTRY_TYPE, digest(entry).encode("ascii"))
+        if not key.verify(raw, message):
+            raise IntegrityError(
+                f"stage cache entry {path} changed after its runner signed it",
+                hint="the cache is only a cache: delete the entry, or run with --force",
+            )
+        return True
 
     def _path(self, stage: StageRecord) -> Path:
         return self.directory / f"{stage.cache_key}.json"
@@ -120,6 +170,7 @@ def read_entry(path: Path) -> dict[str, Any] | None:
         raise IntegrityError(f"stage cache entry {path} is damaged: not JSON", hint=hint) from None
     if not isinstance(entry, dict):
         raise IntegrityError(f"stage cache entry {path} is damaged: not an object", hint=hint)
+    signature = entry.pop(_SIGNATURE, None)  # over the digest: not part of it
     recorded = entry.pop(_ENTRY_DIGEST, None)
     if recorded is None:
         return None
@@ -128,4 +179,6 @@ def read_entry(path: Path) -> dict[str, Any] | None:
             f"stage cache entry {path} changed after it was written (its sha256 does not match)",
             hint=hint,
         )
+    if signature is not None:
+        entry[_SIGNATURE] = signature
     return entry

@@ -91,6 +91,23 @@ class RunOptions:
     catalog: str | None = None  # URL; default: SQLite at WORKSPACE/catalog.db
     isolate: bool = False  # run the stages under the recipe's lock even if it does not ask
     envs: Path | None = None  # the environment store; default: $COMPRESSGATE_ENVS, WORKSPACE/envs
+    # Under a catalog's trust policy: the runner's key file, which signs the stage cache entries
+    # written, and the runner keys (public, hex) whose entries are reused; None: any entry.
+    runner_key: Path | None = None
+    trusted_runners: tuple[str, ...] | None = None
+
+    def stage_cache(self, store: ArtifactStore) -> cache.StageCache:
+        from compressgate.registry.kernel.keys import PublicKey, load_private_key
+
+        return cache.StageCache(
+            self.workspace / "cache",
+            store,
+            force=self.force,
+            signer=None if self.runner_key is None else load_private_key(self.runner_key),
+            trusted=None
+            if self.trusted_runners is None
+            else tuple(PublicKey(k) for k in self.trusted_runners),
+        )
 
     def open_catalog(self, *, create: bool = True) -> Catalog:
         return Catalog(catalog_url(self.workspace, self.catalog), create=create)
@@ -260,7 +277,7 @@ class Executor:
         self.record = record
         self.started = started
         self.store = ArtifactStore(options.workspace)
-        self.cache = cache.StageCache(options.workspace / "cache", self.store, force=options.force)
+        self.cache = options.stage_cache(self.store)
         self.catalog = catalog
         self.progress: Progress = progress or options.progress or NullProgress()
         self.compute = 0.0

@@ -59,6 +59,8 @@ class ParentOptions(Protocol):
     trust: Path
     force: bool
     envs: Path | None
+    runner_key: Path | None
+    trusted_runners: tuple[str, ...] | None
     progress: Progress | None
     on_stage: Callable[[StageRecord], None] | None
 
@@ -94,6 +96,10 @@ def run_isolated(
         "workspace": str(options.workspace.resolve()),
         "force": options.force,
         "record": record.model_dump(mode="json"),
+        "runner_key": str(options.runner_key.resolve()) if options.runner_key else None,
+        "trusted_runners": None
+        if options.trusted_runners is None
+        else list(options.trusted_runners),
     }
     with _Worker(env.python, request) as worker:
         ready = worker.expect("ready")

@@ -16,6 +16,7 @@ import torch
 
 from compressgate.evaluators.base import Subject
 from compressgate.evaluators.results import SizeResult
+from compressgate.gates.judge import BASELINE as JUDGED_AGAINST
 from compressgate.recipes import models, onnxio
 from compressgate.recipes.data import Splits
 from compressgate.recipes.manifest import ModelSpec
@@ -27,7 +28,7 @@ from compressgate.registry.catalog.store import Artifact, ArtifactStore, StoredF
 from compressgate.registry.kernel.errors import CompressgateError, StageError
 from compressgate.registry.run.determinism import seed_everything
 
-BASELINE = "baseline"
+BASELINE = JUDGED_AGAINST  # the first stage of every seed
 
 
 def build_baseline(

@@ -74,8 +74,13 @@ def serve(
 
     started = time.perf_counter()  # after the imports, as in a run in this process
     path = Path(request["recipe"])
+    runners = request.get("trusted_runners")
     options = engine.RunOptions(
-        workspace=Path(request["workspace"]), trust=Path(request["trust"]), force=request["force"]
+        workspace=Path(request["workspace"]),
+        trust=Path(request["trust"]),
+        force=request["force"],
+        runner_key=Path(request["runner_key"]) if request.get("runner_key") else None,
+        trusted_runners=None if runners is None else tuple(runners),
     )
     trust = load_trust(options.trust)
     verified = verify_recipe(path, trust, trust_source=str(options.trust))

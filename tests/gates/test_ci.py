@@ -440,3 +440,20 @@ def test_markdown_stays_under_the_step_summary_cap() -> None:
 
 def test_markdown_without_results_says_so() -> None:
     assert markdown_summary([]) == "## compressgate ci: exit 0 (ok)\n\n0 recipes checked.\n"
+
+
+def test_junit_lists_a_gate_never_reached_as_skipped_with_the_reason(tmp_path: Path) -> None:
+    stopped = status(
+        [(ACCURACY, "failed", [])], run_status="stopped", stopped_after="int8"
+    ).model_copy(update={"not_reached": ["fairness", "latency"]})
+    result = CiResult(
+        path="recipes/mnist.yaml", recipe="mnist-small@3", review=stopped, exit_code=1
+    )
+    [suite] = read_back(tmp_path, [result])
+    found = cases(suite)
+    assert list(found) == ["accuracy", "fairness", "latency"]
+    assert (suite.tests, suite.failures, suite.skipped) == (3, 1, 2)
+    [skipped] = found["latency"].result
+    assert skipped.message == (
+        "not judged: the pipeline stopped after stage 'int8' before this gate's stage"
+    )

@@ -36,13 +36,16 @@ from compressgate.registry.catalog.repository import (
     TABLES,
     AliasMoveRow,
     ApprovalRow,
+    AttestationRow,
     Catalog,
     EvaluationRow,
     GateDecisionRow,
     GateJudgementRow,
     Head,
+    PolicyRow,
     RecipeEnvelopeRow,
     RecipeRow,
+    ReleaseRow,
     ReportRow,
     RunEndRow,
     RunRow,
@@ -137,11 +140,12 @@ class Seeded:
     variants: dict[str, dict[str, Any]]  # by stage
 
 
-def seed_catalog(url: str, *, tag: str = "original") -> Seeded:
+def seed_catalog(url: str, *, tag: str = "original", policy: bool = False) -> Seeded:
     """A run of three stages with every kind of row, appended as the executor would: recipe
     and run start together, one transaction per seed, per stage (variant and evaluation), the
     run's end with its gate decision, an approval, a re-signed envelope, a rendered report, then
-    two alias moves."""
+    two alias moves; with `policy`, a policy version and a release too (unsigned: the catalog
+    then reads only with its meaning left unchecked)."""
     recipe_sha = sha(f"recipe {tag}")
     seqs: dict[str, int] = {}
     variants: dict[str, dict[str, Any]] = {}
@@ -299,6 +303,43 @@ def seed_catalog(url: str, *, tag: str = "original") -> Seeded:
                         int8, reason=f"{tag} int8 passes", previous=variants["distill"]["id"]
                     ),
                 )
+            ]
+        )
+        if not policy:
+            return Seeded(url, catalog.head().size, seqs, variants)
+        seqs["policy"], seqs["release"], seqs["attestation"] = catalog.append(
+            [
+                (
+                    PolicyRow,
+                    {
+                        "version": 1,
+                        "sha256": sha(f"policy {tag}"),
+                        "content": f"apiVersion: compressgate/v1\n# {tag}\n",
+                        "envelope": document({"payload": f"policy {tag}"}),
+                        "recorded_at": now(),
+                        "signers": document(["root-a", "root-b"]),
+                    },
+                ),
+                (
+                    ReleaseRow,
+                    {
+                        "move_seq": seqs["promote-int8"],
+                        "owner": "serving",
+                        "keyid": sha("serving key"),
+                        "policy_version": 1,
+                        "envelope": document({"payload": f"release {tag}"}),
+                    },
+                ),
+                (
+                    AttestationRow,
+                    {
+                        "run_id": RUN,
+                        "owner": "ci",
+                        "keyid": sha("ci key"),
+                        "policy_version": 1,
+                        "envelope": document({"payload": f"run {tag}"}),
+                    },
+                ),
             ]
         )
         return Seeded(url, catalog.head().size, seqs, variants)
@@ -474,9 +515,16 @@ def psql(url: str, sql: str) -> subprocess.CompletedProcess[str]:
 def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Seeded:
     """One seeded SQLite catalog, closed (its WAL checkpointed), for tests to copy."""
     path = tmp_path_factory.mktemp("template") / "catalog.db"
-    seeded = seed_catalog(f"sqlite:///{path}")
+    seeded = seed_catalog(f"sqlite:///{path}", policy=True)
     assert not Path(f"{path}-wal").exists()
     return seeded
+
+
+@pytest.fixture(scope="module")
+def sqlite_template_unsigned(tmp_path_factory: pytest.TempPathFactory) -> Seeded:
+    """The same without a policy (the unsigned regime: a trust file names the auditors)."""
+    path = tmp_path_factory.mktemp("template") / "catalog.db"
+    return seed_catalog(f"sqlite:///{path}")
 
 
 @pytest.fixture
@@ -488,6 +536,14 @@ def sqlite_catalog(sqlite_template: Seeded, tmp_path: Path) -> Seeded:
 
 
 @pytest.fixture
+def unsigned_catalog(sqlite_template_unsigned: Seeded, tmp_path: Path) -> Seeded:
+    """A copy of the seeded SQLite catalog without a policy."""
+    path = tmp_path / "catalog.db"
+    shutil.copyfile(sqlite_path(sqlite_template_unsigned.url), path)
+    return dataclasses.replace(sqlite_template_unsigned, url=f"sqlite:///{path}")
+
+
+@pytest.fixture
 def pg_catalog() -> Iterator[str]:
     """A seeded catalog in a fresh PostgreSQL schema (skips without $COMPRESSGATE_TEST_PG_URL)."""
     with fresh_schema(f"cg_test_{secrets.token_hex(6)}") as url:
@@ -496,13 +552,15 @@ def pg_catalog() -> Iterator[str]:
 
 
 def test_the_seeded_catalog_fills_every_table_and_verifies(catalog_url: str, cli: Invoke) -> None:
-    seeded = seed_catalog(catalog_url)
+    seeded = seed_catalog(catalog_url, policy=True)
     with Catalog(catalog_url) as catalog:
         verified = state(catalog)
     assert all(verified.counts.values()), verified.counts
     events = verified.counts.pop("events")
     assert events == verified.head.size == seeded.events == sum(verified.counts.values())
-    result = cli("audit", "verify", "--catalog", catalog_url, "--skip-artifacts", "--json")
+    result = cli(
+        "audit", "verify", "--catalog", catalog_url, "--skip-artifacts", "--skip-meaning", "--json"
+    )
     assert result.exit_code == 0, result.stderr
     report = json.loads(result.stdout)
     assert (report["events"], report["rows"]) == (seeded.events, seeded.events)
@@ -579,7 +637,7 @@ def closed_sqlite_file(url: str) -> Path:
 
 
 def verify(cli: Invoke, url: str, *extra: str | Path) -> tuple[int, str]:
-    result = cli("audit", "verify", "--catalog", url, "--skip-artifacts", *extra)
+    result = cli("audit", "verify", "--catalog", url, "--skip-artifacts", "--skip-meaning", *extra)
     return result.exit_code, result.stdout + result.stderr
 
 
@@ -596,7 +654,7 @@ def test_an_event_edited_in_the_sqlite_file_is_named_by_audit_verify(
     # One hex letter of the event's content hash changes case.
     flip_letter(path, content.encode())
 
-    result = cli("audit", "verify", "--catalog", url, "--skip-artifacts")
+    result = cli("audit", "verify", "--catalog", url, "--skip-artifacts", "--skip-meaning")
     assert result.exit_code == EXIT_INTEGRITY, result.stderr
     assert f"event {seq}: its chain hash does not match" in result.stderr
     assert f"event {seq + 1}" not in result.stderr
@@ -622,7 +680,7 @@ def test_a_row_edited_in_the_sqlite_file_is_named_by_audit_verify(
     path = closed_sqlite_file(url)
     flip_letter(path, value.encode(), not_after=f'"{column}":"'.encode())
 
-    result = cli("audit", "verify", "--catalog", url, "--skip-artifacts")
+    result = cli("audit", "verify", "--catalog", url, "--skip-artifacts", "--skip-meaning")
     assert result.exit_code == EXIT_INTEGRITY, result.stderr
     assert f"catalog row {table}(" in result.stderr, result.stderr
     assert f"does not match its event {seq}" in result.stderr
@@ -779,24 +837,24 @@ def test_a_history_rebuilt_with_a_valid_chain_fails_the_checkpoint(
 
 @pytest.mark.parametrize("signer", ["approver", "stranger"])
 def test_a_checkpoint_not_signed_by_an_auditor_is_refused(
-    sqlite_catalog: Seeded, cli: Invoke, signers: Signers, tmp_path: Path, signer: str
+    unsigned_catalog: Seeded, cli: Invoke, signers: Signers, tmp_path: Path, signer: str
 ) -> None:
     checkpoint = tmp_path / "cp.json"
-    sign_checkpoint(cli, sqlite_catalog.url, getattr(signers, signer), checkpoint)
+    sign_checkpoint(cli, unsigned_catalog.url, getattr(signers, signer), checkpoint)
     code, output = verify(
-        cli, sqlite_catalog.url, "--checkpoint", checkpoint, "--trust", signers.trust
+        cli, unsigned_catalog.url, "--checkpoint", checkpoint, "--trust", signers.trust
     )
     assert code == EXIT_INTEGRITY, output
     assert "no valid signature by a key with the 'auditor' role" in output
 
 
 def test_a_checkpoint_with_a_flipped_payload_byte_is_refused(
-    sqlite_catalog: Seeded, cli: Invoke, signers: Signers, tmp_path: Path
+    unsigned_catalog: Seeded, cli: Invoke, signers: Signers, tmp_path: Path
 ) -> None:
     checkpoint = tmp_path / "cp.json"
-    head = sign_checkpoint(cli, sqlite_catalog.url, signers.auditor, checkpoint)["head_sha256"]
+    head = sign_checkpoint(cli, unsigned_catalog.url, signers.auditor, checkpoint)["head_sha256"]
     against = ("--checkpoint", checkpoint, "--trust", signers.trust)
-    assert verify(cli, sqlite_catalog.url, *against)[0] == 0
+    assert verify(cli, unsigned_catalog.url, *against)[0] == 0
     envelope = json.loads(checkpoint.read_bytes())
     payload = base64.b64decode(envelope["payload"])
     at = payload.index(head.encode())
@@ -804,7 +862,7 @@ def test_a_checkpoint_with_a_flipped_payload_byte_is_refused(
     envelope["payload"] = base64.b64encode(payload[:at] + flipped + payload[at + 1 :]).decode()
     checkpoint.write_text(json.dumps(envelope))
 
-    code, output = verify(cli, sqlite_catalog.url, *against)
+    code, output = verify(cli, unsigned_catalog.url, *against)
     assert code == EXIT_INTEGRITY, output
     assert "no valid signature" in output
 

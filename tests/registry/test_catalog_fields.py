@@ -20,9 +20,12 @@ from compressgate.registry.catalog import chain, migrations, schema
 from compressgate.registry.catalog.chain import event_body
 from compressgate.registry.catalog.records import (
     AliasMove,
+    AttestationRecord,
     JudgementRecord,
+    PolicyRecord,
     RecipeRecord,
     RecordedReport,
+    ReleaseRecord,
     SignoffRecord,
     StageRecord,
     VariantRecord,
@@ -32,9 +35,12 @@ from compressgate.registry.catalog.schema import (
     TABLES,
     AliasMoveRow,
     ApprovalRow,
+    AttestationRow,
     GateDecisionRow,
     GateJudgementRow,
+    PolicyRow,
     RecipeRow,
+    ReleaseRow,
     ReportRow,
     VariantRow,
 )
@@ -138,7 +144,10 @@ PAIRS: list[tuple[type[SQLModel], type[BaseModel], dict[str, str], set[str], set
     (GateDecisionRow, GateDecision, {}, {"event_seq", "id"}, set()),  # id: run_id/gate
     (ApprovalRow, SignoffRecord, {}, {"event_seq"}, set()),
     (ReportRow, RecordedReport, {"event_seq": "seq"}, set(), set()),
-    (AliasMoveRow, AliasMove, {"event_seq": "seq"}, set(), set()),
+    (AliasMoveRow, AliasMove, {"event_seq": "seq"}, set(), {"release"}),
+    (PolicyRow, PolicyRecord, {"event_seq": "seq"}, set(), set()),
+    (ReleaseRow, ReleaseRecord, {"event_seq": "seq"}, set(), set()),
+    (AttestationRow, AttestationRecord, {"event_seq": "seq"}, set(), set()),
 ]
 
 
@@ -174,7 +183,7 @@ def test_a_row_s_document_columns_are_its_record_s_json_fields() -> None:
     """Each text column whose record field is a JSON document is stored as canonical JSON; those
     in `DOCUMENTS` reach the event as their sha256 (a variant's warnings and a recipe's signers,
     short, as their text; a recipe's content and envelopes are text, not JSON)."""
-    as_text = {"variants": {"warnings"}, "recipes": {"signers"}}
+    as_text = {"variants": {"warnings"}, "recipes": {"signers"}, "policies": {"signers"}}
     documents: dict[type[SQLModel], set[str]] = {}
     for row, record, renamed, row_only, _ in PAIRS:
         fields = _fields(record)

@@ -348,3 +348,65 @@ def test_recipe_signed_by_securesystemslib_with_an_approver_key_is_refused(
 
     with pytest.raises(IntegrityError, match="ml-lead, who lack the 'author' role"):
         signing.verify_recipe(recipe, load_trust(trust))
+
+
+# --- policies and releases (issue 21) -------------------------------------------------------
+
+
+def _policy_file(tmp_path: Path, roots: list[PrivateKey]) -> Path:
+    from compressgate.recipes.trust import add_owner_key, set_root_threshold
+
+    trust = tmp_path / "trust.yaml"
+    for index, private in enumerate(roots):
+        add_owner_key(trust, f"root-{index}", private.public, ("root",))
+    set_root_threshold(trust, 2)
+    return trust
+
+
+def test_securesystemslib_verifies_a_policy_at_its_threshold_and_we_accept_its_co_signature(
+    tmp_path: Path,
+) -> None:
+    from compressgate.recipes.policy import check_policy, envelope_path, sign_policy
+
+    first, second, third = (PrivateKey.generate() for _ in range(3))
+    trust = _policy_file(tmp_path, [first, second, third])
+    sign_policy(trust, first, version=1, previous=None)
+    # The second root signs with securesystemslib, over the same envelope.
+    theirs = SSlibEnvelope.from_dict(json.loads(envelope_path(trust).read_bytes()))
+    theirs.sign(sslib_signer(second))
+    envelope_path(trust).write_text(json.dumps(theirs.to_dict()))
+
+    keys = [sslib_key(k.public) for k in (first, second, third)]
+    assert set(theirs.verify(keys, threshold=2)) == {first.public.keyid, second.public.keyid}
+    with pytest.raises(VerificationError, match="Found: 2, Expected 3"):
+        theirs.verify(keys, threshold=3)
+    ours = dsse.Envelope.from_json(envelope_path(trust).read_bytes(), source="policy")
+    checked = check_policy(trust.read_bytes(), ours, source="policy", previous=None)
+    assert (checked.version, checked.signers) == (1, ("root-0", "root-1"))
+    subject = json.loads(theirs.payload)["subject"][0]["digest"]["sha256"]
+    assert subject == hashlib.sha256(trust.read_bytes()).hexdigest() == checked.sha256
+
+
+def test_in_toto_verifies_a_release_and_securesystemslib_agrees() -> None:
+    from compressgate.registry.governance.release import Move, release_envelope
+
+    releaser, stranger = PrivateKey.generate(), PrivateKey.generate()
+    move = Move("production", "promote", "run-x/0/int8", "cd" * 32, "run-x", "ef" * 32, None)
+    envelope = release_envelope(
+        move, releaser, owner="release-eng", reason="r", head=(7, "ab" * 32), policy=(1, "0" * 64)
+    )
+    body = envelope_dict(envelope)
+
+    Metadata.from_dict(copy.deepcopy(body)).verify_signature(
+        json.loads(public_key_json(releaser.public))
+    )
+    with pytest.raises(SignatureVerificationError):
+        Metadata.from_dict(copy.deepcopy(body)).verify_signature(
+            json.loads(public_key_json(stranger.public))
+        )
+    theirs = SSlibEnvelope.from_dict(body)
+    theirs.verify([sslib_key(releaser.public)], threshold=1)
+    statement = json.loads(theirs.payload)
+    assert statement["predicateType"] == "https://compressgate.dev/release/v1"
+    assert statement["subject"] == [{"name": "run-x/0/int8", "digest": {"sha256": "cd" * 32}}]
+    assert statement["predicate"]["catalog_head"] == {"size": 7, "sha256": "ab" * 32}

@@ -1,0 +1,196 @@
+"""The trust policy's versions and the signed releases behind alias moves (schema v5), as the
+catalog stores them; what makes a version or a release count is `governance.policy`'s to judge.
+
+A catalog read as it is at an older schema (v3, v4) has neither table: it has no policy.
+"""
+
+from __future__ import annotations
+
+import json
+
+import sqlalchemy as sa
+
+from compressgate.registry.catalog import schema
+from compressgate.registry.catalog.chain import document, now
+from compressgate.registry.catalog.connection import CatalogConnection
+from compressgate.registry.catalog.records import (
+    AliasMove,
+    AttestationRecord,
+    PolicyRecord,
+    ReleaseRecord,
+)
+from compressgate.registry.catalog.schema import (
+    AliasMoveRow,
+    ApprovalRow,
+    AttestationRow,
+    Event,
+    GateDecisionRow,
+    PolicyRow,
+    ReleaseRow,
+    RunRow,
+    VariantRow,
+)
+from compressgate.registry.kernel.errors import Conflict
+
+POLICY_FROM = 5  # the schema version that added policies and releases
+
+
+class CatalogPolicies(CatalogConnection):
+    """Policy versions and releases (a base of `repository.Catalog`)."""
+
+    def record_policy(
+        self, *, version: int, sha256: str, content: str, envelope: str, signers: list[str]
+    ) -> PolicyRecord:
+        """Append policy `version` (the caller checked its signatures against the version
+        before it); exit 6 if another version was recorded meanwhile."""
+        table = schema.table(PolicyRow)
+        row = {
+            "version": version,
+            "sha256": sha256,
+            "content": content,
+            "envelope": envelope,
+            "recorded_at": now(),
+            "signers": document(signers),
+        }
+        with self._writing() as conn:
+            current = conn.execute(sa.select(sa.func.max(table.c.version))).scalar() or 0
+            if current != version - 1:
+                raise Conflict(
+                    f"policy version {version} cannot follow version {current}: another policy "
+                    "was recorded meanwhile; nothing recorded",
+                    hint="`compressgate trust show` shows the version in force; sign again for it",
+                )
+            (seq,) = self._append(conn, [(PolicyRow, row)])
+        return PolicyRecord.model_validate({**row, "signers": signers, "seq": seq})
+
+    def policies(self) -> list[PolicyRecord]:
+        """Every recorded policy version, oldest first."""
+        if self.applied < POLICY_FROM:
+            return []
+        table = schema.table(PolicyRow)
+        with self._reading() as conn:
+            rows = conn.execute(sa.select(table).order_by(table.c.version)).mappings().all()
+        return [
+            PolicyRecord.model_validate(
+                {**dict(r), "signers": json.loads(r["signers"]), "seq": r["event_seq"]}
+            )
+            for r in rows
+        ]
+
+    def releases(self, move_seqs: list[int] | None = None) -> dict[int, ReleaseRecord]:
+        """The signed release of each alias move (all, or those of `move_seqs`), by move."""
+        if self.applied < POLICY_FROM:
+            return {}
+        table = schema.table(ReleaseRow)
+        query = sa.select(table)
+        if move_seqs is not None:
+            query = query.where(table.c.move_seq.in_(move_seqs))
+        with self._reading() as conn:
+            rows = conn.execute(query).mappings().all()
+        return {
+            int(r["move_seq"]): ReleaseRecord.model_validate({**dict(r), "seq": r["event_seq"]})
+            for r in rows
+        }
+
+    def signoff_seqs(self, run_id: str) -> dict[str, int]:
+        """The event number of each sign-off of a run, by its id."""
+        table = schema.table(ApprovalRow)
+        with self._reading() as conn:
+            rows = conn.execute(
+                sa.select(table.c.id, table.c.event_seq).where(table.c.run_id == run_id)
+            ).all()
+        return {str(i): int(s) for i, s in rows}
+
+    def count_runs(self) -> int:
+        table = schema.table(RunRow)
+        with self._reading() as conn:
+            return int(conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one())
+
+    def alias_moves(self) -> list[AliasMove]:
+        """Every move of every alias, oldest first."""
+        moves = schema.table(AliasMoveRow)
+        with self._reading() as conn:
+            rows = conn.execute(sa.select(moves).order_by(moves.c.event_seq)).mappings().all()
+        return [AliasMove.model_validate({**dict(r), "seq": r["event_seq"]}) for r in rows]
+
+    def variant_artifacts(self, ids: list[str]) -> dict[str, tuple[str, str]]:
+        """(artifact sha256, files document) of each of the variants `ids` the catalog holds."""
+        variants = schema.table(VariantRow)
+        out: dict[str, tuple[str, str]] = {}
+        with self._reading() as conn:
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                query = sa.select(
+                    variants.c.id, variants.c.artifact_sha256, variants.c.files
+                ).where(variants.c.id.in_(chunk))
+                out.update({str(i): (str(a), str(f)) for i, a, f in conn.execute(query)})
+        return out
+
+    def signed_runs(self) -> dict[str, list[int]]:
+        """The runs with sign-offs, each with its sign-offs' event numbers."""
+        table = schema.table(ApprovalRow)
+        out: dict[str, list[int]] = {}
+        with self._reading() as conn:
+            for run_id, seq in conn.execute(sa.select(table.c.run_id, table.c.event_seq)):
+                out.setdefault(str(run_id), []).append(int(seq))
+        return out
+
+    def decided_runs(self) -> list[str]:
+        """The runs with gate decisions (schema v2 on), oldest first."""
+        table = schema.table(GateDecisionRow)
+        with self._reading() as conn:
+            return [
+                str(r[0])
+                for r in conn.execute(
+                    sa.select(table.c.run_id).group_by(table.c.run_id).order_by(table.c.run_id)
+                )
+            ]
+
+    def event_hashes(self, seqs: list[int]) -> dict[int, str]:
+        """The chain hash of each event of `seqs` the catalog holds."""
+        events = schema.table(Event)
+        out: dict[int, str] = {}
+        with self._reading() as conn:
+            for start in range(0, len(seqs), 500):
+                chunk = seqs[start : start + 500]
+                query = sa.select(events.c.seq, events.c.sha256).where(events.c.seq.in_(chunk))
+                out.update({int(s): str(h) for s, h in conn.execute(query)})
+        return out
+
+    def record_attestation(
+        self, *, run_id: str, owner: str, keyid: str, policy_version: int, envelope: str
+    ) -> AttestationRecord:
+        """Append a run's attestation (the caller checked it); one per run."""
+        row = {
+            "run_id": run_id,
+            "owner": owner,
+            "keyid": keyid,
+            "policy_version": policy_version,
+            "envelope": envelope,
+        }
+        (seq,) = self.append([(AttestationRow, row)])
+        return AttestationRecord.model_validate({**row, "seq": seq})
+
+    def attestations(self, run_ids: list[str] | None = None) -> dict[str, AttestationRecord]:
+        """The attestation of each run (all, or those of `run_ids`) that has one, by run."""
+        if self.applied < POLICY_FROM:
+            return {}
+        table = schema.table(AttestationRow)
+        query = sa.select(table)
+        if run_ids is not None:
+            query = query.where(table.c.run_id.in_(run_ids))
+        with self._reading() as conn:
+            rows = conn.execute(query).mappings().all()
+        return {
+            str(r["run_id"]): AttestationRecord.model_validate({**dict(r), "seq": r["event_seq"]})
+            for r in rows
+        }
+
+    def run_seqs(self) -> dict[str, int]:
+        """The event number of each run's start, by run."""
+        table = schema.table(RunRow)
+        with self._reading() as conn:
+            return {
+                str(r): int(s)
+                for r, s in conn.execute(sa.select(table.c.run_id, table.c.event_seq))
+            }

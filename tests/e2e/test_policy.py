@@ -1,0 +1,102 @@
+"""A catalog under a signed trust policy, end to end through the CLI (issue 21): an attested
+run, approvals, a signed release, a report naming runner, policy and evidence, a key rotated
+out of the policy without voiding what it signed, and an audit that checks meaning."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from compressgate.recipes.trust import add_owner_key, set_root_threshold
+from compressgate.registry.kernel.keys import generate_keypair
+from tests.helpers.harden.common import TINY, make_bench
+from tests.helpers.workspace import Invoke
+
+pytestmark = pytest.mark.slow
+
+GATES = """\
+gates:
+  - {name: accuracy, owner: ml-lead, metric: accuracy, rule: bound, min: 0.05,
+     approval: required}
+  - {name: strict, owner: ml-lead, metric: accuracy, rule: bound, min: 0.999}
+"""
+
+
+def test_a_governed_run_from_policy_to_report_survives_a_key_rotation(
+    cli: Invoke, tmp_path: Path
+) -> None:
+    bench = make_bench(tmp_path)  # ml-platform (author), ml-lead (approver), serving (releaser)
+    for owner, role in [("ci", "runner"), ("root-a", "root"), ("root-b", "root")]:
+        _, _, public = generate_keypair(owner, bench.keys)
+        add_owner_key(bench.trust, owner, public, (role,))  # type: ignore[arg-type]
+    set_root_threshold(bench.trust, 2)
+    ws = ("--workspace", bench.workspace)
+    roots = ("--key", bench.key("root-a"), "--key", bench.key("root-b"))
+    assert cli("trust", "init", bench.trust, *roots, *ws).exit_code == 0
+
+    body = TINY.replace("NAME", "governed").replace("SEED", "0")
+    recipe = bench.recipe("governed", text=body.partition("gates:\n")[0] + GATES)
+    submitted = cli("submit", recipe, "--key", bench.key("ci"), *ws, "--json")
+    assert submitted.exit_code == 1, submitted.stderr  # the strict gate fails: rejected
+    run = json.loads(submitted.stdout)["run"]["run_id"]
+    approved = cli("approve", run, "--gate", "accuracy", "--key", bench.key("ml-lead"), *ws)
+    assert approved.exit_code == 0, approved.stderr
+    waived = cli("waive", run, "--gate", "strict", "--key", bench.key("ml-lead"), "--reason",
+                 "audit RAI-7 accepts it", "--expires", "2099-01-31", *ws)  # fmt: skip
+    assert waived.exit_code == 0, waived.stderr
+    promoted = cli("promote", f"{run}/0/export", "--alias", "production",
+                   "--key", bench.key("serving"), *ws)  # fmt: skip
+    assert promoted.exit_code == 0, promoted.stderr
+    assert "by serving (signed, key" in promoted.stdout
+
+    report = json.loads(cli("report", run, "--format", "json", *ws).stdout)
+    governance = report["governance"]
+    assert (governance["regime"], governance["policy_version"]) == ("policy", 1)
+    assert (governance["runner"], governance["attested"]) == ("ci", True)
+    assert governance["packages"]["torch"].startswith("2.")
+    md = cli("report", run, "--format", "md", *ws).stdout
+    assert "Runner: ci (key" in md and "attested by ci under policy v1" in md
+    assert "waiver of gate strict by ml-lead" in md
+    assert "until 2099-02-01T00:00:00Z: audit RAI-7 accepts it" in md
+    evidence = {
+        g["decision"]["gate"]: g["decision"]["evidence_sha256"] for g in report["review"]["gates"]
+    }
+    assert f"binds evidence `{evidence['accuracy'][:16]}…`" in md
+
+    # ml-lead's key leaves the policy (v2 gives ml-lead a new key): what it signed under v1
+    # still counts, so the run stays approved and production can be rolled back to it.
+    v2 = tmp_path / "v2.yaml"
+    shutil.copy(bench.trust, v2)
+    data = yaml.safe_load(v2.read_text())
+    _, _, fresh = generate_keypair("ml-lead-2026", bench.keys)
+    data["owners"]["ml-lead"]["keys"] = [
+        {"keytype": "ed25519", "scheme": "ed25519", "keyval": {"public": fresh.public_hex}}
+    ]
+    v2.write_text(yaml.safe_dump(data, sort_keys=False))
+    for root in ("root-a", "root-b"):
+        assert cli("trust", "sign", v2, "--key", bench.key(root), *ws).exit_code == 0
+    assert cli("trust", "apply", v2, *ws).exit_code == 0
+    shown = json.loads(cli("review", "status", run, *ws, "--json").stdout)
+    assert shown["status"] == "approved"
+    again = cli("submit", recipe, "--key", bench.key("ci"), "--force", *ws, "--json")
+    second = json.loads(again.stdout)["run"]["run_id"]
+    assert cli("approve", second, "--gate", "accuracy", "--key", bench.key("ml-lead-2026"),
+               *ws).exit_code == 0  # fmt: skip
+    assert cli("waive", second, "--gate", "strict", "--key", bench.key("ml-lead-2026"),
+               "--reason", "again", *ws).exit_code == 0  # fmt: skip
+    assert cli("promote", f"{second}/0/export", "--alias", "production",
+               "--key", bench.key("serving"), *ws).exit_code == 0  # fmt: skip
+    rolled = cli("rollback", "production", "--key", bench.key("serving"), *ws)
+    assert rolled.exit_code == 0, rolled.stderr
+    assert f"-> {run}/0/export" in rolled.stdout
+
+    audited = cli("audit", "verify", *ws, "--json")
+    assert audited.exit_code == 0, audited.stderr
+    meaning = json.loads(audited.stdout)["meaning"]
+    assert (meaning["regime"], meaning["policy_version"], meaning["policies"]) == ("policy", 2, 2)
+    assert (meaning["attestations"], meaning["releases"], meaning["signoffs"]) == (2, 3, 4)
+    assert meaning["unattested_runs"] == 0
