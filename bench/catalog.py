@@ -78,6 +78,7 @@ from compressgate.registry.catalog.repository import (
     Catalog,
     EvaluationRow,
     GateJudgementRow,
+    PolicyRow,
     RecipeRow,
     RunEndRow,
     RunRow,
@@ -847,6 +848,55 @@ def measure(
                 repeat,
                 warmup,
                 note="committed" + (", 500 predictions" if evaluation else ""),
+            )
+        )
+
+    # Moving an alias: without a release (the unsigned regime), and with the signed release a
+    # releaser's `promote` records under a trust policy (one more row in the same transaction).
+    from compressgate.registry.governance.release import Move, release_envelope
+    from compressgate.registry.kernel.keys import PrivateKey
+
+    targets = [catalog.variant(f"{run_id}/0/step-{i:04d}") for i in range(warmup + repeat)]
+    releaser = PrivateKey.generate()
+    policy = {  # a policy row for the releases to name (its content is not judged here)
+        "version": 1,
+        "sha256": "0" * 64,
+        "content": "apiVersion: compressgate/v1\nkind: Trust\n",
+        "envelope": document({"payload": "bench"}),
+        "recorded_at": "2999-12-31T23:59:59.000000Z",
+        "signers": document(["root-a", "root-b"]),
+    }
+    catalog.append([(PolicyRow, policy)])
+    for signed in (False, True):
+        alias = "bench-signed" if signed else "bench-unsigned"
+
+        def move(i: int, alias: str = alias, signed: bool = signed) -> None:
+            target = targets[i]
+            release = None
+            if signed:
+                head = catalog.head()
+                envelope = release_envelope(
+                    Move(alias, "promote", target.id, target.artifact_sha256, run_id,
+                         synthesis.recipe_sha256, None),
+                    releaser, owner="release-eng", reason="bench",
+                    head=(head.size, head.sha256), policy=(1, "0" * 64),
+                )  # fmt: skip
+                release = {
+                    "owner": "release-eng",
+                    "keyid": releaser.public.keyid,
+                    "policy_version": 1,
+                    "envelope": envelope.to_json().decode("utf-8"),
+                }
+            catalog.move_alias(alias, target, action="promote", reason="bench", release=release)
+
+        figures.append(
+            timed(
+                "move an alias" + (" + its signed release" if signed else ""),
+                None,
+                move,
+                repeat,
+                warmup,
+                note="committed" + (", signed with Ed25519" if signed else ""),
             )
         )
     return figures

@@ -158,6 +158,20 @@ def check_policy(
     return PolicyVersion(version, digest, content, trust, envelope, signers)
 
 
+def check_on_its_own(content: bytes, envelope: dsse.Envelope, *, source: str) -> PolicyVersion:
+    """A policy version read from a file, not a catalog (the base branch's, for `ci --base`):
+    its subject and its own root threshold checked, its version taken as it states it (the
+    versions before it are not at hand)."""
+    trust = parse_policy(content, source)
+    version, _ = proposed_version(envelope, source)
+    stated = dsse.parse_statement(envelope.payload, source=source)
+    digest = sha256_bytes(content)
+    if digest not in [sha for _, sha in stated.subjects]:
+        raise IntegrityError(f"{source}: the policy changed since it was signed")
+    signers = _root_signers(envelope, trust, f"{source} (its own root role)")
+    return PolicyVersion(version, digest, content, trust, envelope, signers)
+
+
 def _root_signers(envelope: dsse.Envelope, trust: Trust, role: str) -> tuple[str, ...]:
     """The distinct root owners of `trust` whose keys signed; IntegrityError if fewer than its
     threshold (two keys of one owner count once)."""

@@ -116,11 +116,17 @@ class AliasRule(Spec):
     """Who may move an alias. `releasers`: the owners (each with the `releaser` role) allowed,
     default every releaser; `separate`: the releaser may not be one of the recipe's signers,
     default true for `production` only; `attested_by`: the run must have been attested by one
-    of these runners (each with the `runner` role), default any runner."""
+    of these runners (each with the `runner` role), default any runner; `shared`: the alias is
+    one across recipes, where by default a policy scopes it to one (`digits-cnn:production`)."""
 
     releasers: tuple[Name, ...] | None = None
     separate: bool | None = None
     attested_by: tuple[Name, ...] | None = None
+    shared: bool = Field(
+        default=False,
+        description="one alias across recipes; by default an alias belongs to one recipe "
+        "(`RECIPE:NAME`)",
+    )
 
 
 class Trust(Spec):
@@ -164,9 +170,10 @@ class Trust(Spec):
 
     def alias_rule(self, alias: str) -> AliasRule:
         """The rule for `alias`, with its defaults filled in."""
-        rule = self.aliases.get(alias, AliasRule())
-        separate = rule.separate if rule.separate is not None else alias in SEPARATE_BY_DEFAULT
-        return AliasRule(releasers=rule.releasers, separate=separate, attested_by=rule.attested_by)
+        bare = alias.rpartition(":")[2]  # a scoped alias (RECIPE:NAME) follows NAME's rule
+        rule = self.aliases.get(bare, AliasRule())
+        separate = rule.separate if rule.separate is not None else bare in SEPARATE_BY_DEFAULT
+        return rule.model_copy(update={"separate": separate})
 
     def root_owners(self) -> dict[PublicKey, str]:
         """Every root key, mapped to its owner."""

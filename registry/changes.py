@@ -1,4 +1,5 @@
-"""Which recipes a change touched: what `compressgate ci --base REF` checks.
+"""Which recipes a change touched: what `compressgate ci --base REF` checks; and a file as the
+base ref has it, for the trust `ci --base` judges with (`file_at`).
 
 A recipe is a YAML file with `kind: Recipe`; it counts as changed when it, or its signature
 envelope (`NAME.dsse.json`), differs from the git ref, committed or not, or is new and not
@@ -91,3 +92,28 @@ def recipes_to_check(paths: Sequence[Path], base: str | None = None) -> list[Pat
         changed = {p.resolve() for p in changed_recipes(base)}
         recipes = [p for p in recipes if p.resolve() in changed] if paths else sorted(changed)
     return recipes
+
+
+def file_at(base: str, path: Path) -> bytes | None:
+    """The bytes of `path` (in the work tree of a git repository) as the ref `base` has them;
+    None when `base` has no such file."""
+    import subprocess
+
+    resolved = path.resolve()
+    try:
+        top = subprocess.run(
+            ["git", "rev-parse", "--show-toplevel"],
+            cwd=resolved.parent,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except FileNotFoundError:
+        raise NotFoundError("git is not installed: --base needs it") from None
+    except subprocess.CalledProcessError as exc:
+        raise ManifestError(f"{path} is not in a git repository ({exc.stderr.strip()})") from None
+    relative = resolved.relative_to(Path(top).resolve()).as_posix()
+    shown = subprocess.run(
+        ["git", "show", f"{base}:{relative}"], cwd=top, capture_output=True, check=False
+    )
+    return shown.stdout if shown.returncode == 0 else None

@@ -110,6 +110,7 @@ class WorkspaceBase:
         self.trust_option = trust
         self.envs_option = envs
         self.key_option = key  # the runner's private key: attests runs under a policy
+        self.base_ref: str | None = None  # `ci --base`: trust as the protected branch has it
         self._catalog: Catalog | None = None
         self._writable = False
         self._trusts: dict[Path, Trust] = {}
@@ -218,9 +219,64 @@ class WorkspaceBase:
         policy = self._policy_file()
         if policy is not None:
             return policy
-        return require_trust(
+        found = require_trust(
             recipe, self.trust_option, ": a run verifies the recipe's signature first"
         )
+        return found if self.base_ref is None else self._base_trust(found)
+
+    def _base_trust(self, found: Path) -> Path:
+        """`ci --base REF` without a catalog policy: the trust file as the protected branch has
+        it, never the pull request's. A trust file the pull request changed counts only as the
+        next version of a signed policy on the base, signed by that policy's root threshold;
+        one the base does not have, or any other change, is refused (exit 3)."""
+        from compressgate.recipes.policy import (
+            check_on_its_own,
+            check_policy,
+            envelope_path,
+            parse_policy,
+        )
+        from compressgate.registry.changes import file_at
+        from compressgate.registry.kernel.digests import sha256_bytes
+        from compressgate.registry.kernel.dsse import Envelope
+        from compressgate.registry.kernel.files import write_atomic
+
+        assert self.base_ref is not None
+        base = file_at(self.base_ref, found)
+        if base is None:
+            raise IntegrityError(
+                f"{found}: {self.base_ref} has no such trust file; a trust file added by the "
+                "change under review is not trusted to judge it",
+                hint="add the trust file on the protected branch first (or adopt a policy in "
+                "the catalog: `compressgate trust init`)",
+            )
+        mine = found.read_bytes()
+        if mine != base:
+            try:
+                previous_envelope = file_at(self.base_ref, envelope_path(found))
+                if previous_envelope is None:
+                    raise IntegrityError(f"{self.base_ref}: {found.name} is not a signed policy")
+                previous = check_on_its_own(
+                    base,
+                    Envelope.from_json(previous_envelope, source=f"{self.base_ref}:{found.name}"),
+                    source=f"{self.base_ref}:{found.name}",
+                )
+                raw = envelope_path(found).read_bytes()
+                parse_policy(mine, str(found))
+                signed = Envelope.from_json(raw, source=str(envelope_path(found)))
+                check_policy(mine, signed, source=str(found), previous=previous)
+            except (CompressgateError, OSError) as exc:
+                raise IntegrityError(
+                    f"{found} differs from {self.base_ref}'s: the change under review changes "
+                    f"the trust it is judged by, which only the base policy's root owners may "
+                    f"do ({exc})",
+                    hint="sign the new trust file as the next version (`compressgate trust "
+                    "sign --offline`) with the base policy's root threshold",
+                ) from None
+            base = mine  # the next version, signed by the base policy's root threshold
+        target = self.root / "policy" / f"base-{sha256_bytes(base)[:16]}.yaml"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(target, base)
+        return target
 
     def trust(self, path: Path) -> Trust:
         """The trust file at `path`, loaded once per workspace."""
@@ -528,7 +584,11 @@ class Workspace(WorkspaceBase):
         )
 
     def alias_history(self, alias: str) -> list[AliasMove]:
+        from compressgate.registry.governance.aliases import resolve_alias
+
         catalog = self.catalog()
+        chain = self.policy_chain()
+        alias = resolve_alias(catalog, chain if chain.current is not None else None, alias)
         history = catalog.alias_history(alias)
         if not history:
             raise NotFoundError(f"alias {alias} has never pointed anywhere")
@@ -659,6 +719,7 @@ class Workspace(WorkspaceBase):
         from compressgate.registry.run.cache import environment_sha256
 
         results = []
+        self.base_ref = base
         for path in recipes_to_check(paths, base):
             try:
                 prepared = self.prepare(path)

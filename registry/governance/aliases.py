@@ -121,6 +121,7 @@ def promote(
     """Point `alias` at the variant `ref`: the move, and whether the alias changed."""
     chain = _policy(trust, key, actor)
     _check_alias(alias)
+    alias = _scoped(catalog, chain, alias, catalog.variant(ref))
     _authorize(catalog, chain, key, alias, catalog.variant(ref))
     best = _best_record(catalog, ref, trust)
     variant = best.variant
@@ -160,6 +161,7 @@ def rollback(
     """Move `alias` back to its previous known-good variant, or to `to`."""
     chain = _policy(trust, key, actor)
     _check_alias(alias)
+    alias = resolve_alias(catalog, chain, alias)
     history = catalog.alias_history(alias)
     if not history:
         raise NotFoundError(
@@ -366,8 +368,54 @@ def _known_good(
 
 
 def _check_alias(alias: str) -> None:
-    if not alias or len(alias) > 64 or not all(ch.isalnum() or ch in "-_." for ch in alias):
+    scope, _, name = alias.rpartition(":")
+    if (
+        not name
+        or len(alias) > 130
+        or len(name) > 64
+        or not all(ch.isalnum() or ch in "-_." for ch in name + scope)
+        or (":" in alias and not scope)
+    ):
         raise ManifestError(
             f"alias {alias!r} is not a valid name",
-            hint="use letters, digits, '-', '_' or '.', at most 64 characters",
+            hint="use letters, digits, '-', '_' or '.', at most 64 characters, optionally "
+            "after the recipe's name and ':' (digits-cnn:production)",
         )
+
+
+def _scoped(catalog: Catalog, chain: PolicyChain | None, alias: str, variant: VariantRecord) -> str:
+    """Under a policy an alias belongs to one recipe: NAME becomes RECIPE:NAME (the variant's
+    recipe), unless the policy shares NAME across recipes; a RECIPE:NAME given must be the
+    variant's recipe's. Under the unsigned regime, as given."""
+    if chain is None or chain.current is None:
+        return alias
+    recipe = catalog.run_info(variant.run_id).recipe
+    scope, _, name = alias.rpartition(":")
+    if chain.current.trust.alias_rule(name).shared:
+        if scope:
+            raise ManifestError(f"alias {name} is shared across recipes by the policy: give {name}")
+        return name
+    if scope and scope != recipe:
+        raise IntegrityError(
+            f"alias {alias} belongs to recipe {scope}; {variant.id} is a variant of {recipe}",
+            hint=f"an alias moves only between variants of its recipe: {recipe}:{name}",
+        )
+    return f"{recipe}:{name}"
+
+
+def resolve_alias(catalog: Catalog, chain: PolicyChain | None, alias: str) -> str:
+    """The alias a name means under a policy: RECIPE:NAME as given; NAME shared by the policy
+    as is; else the one recipe's NAME there is (several: exit 2, naming them)."""
+    if chain is None or chain.current is None or ":" in alias:
+        return alias
+    if chain.current.trust.alias_rule(alias).shared:
+        return alias
+    scoped = sorted(a for a in catalog.aliases() if a.endswith(f":{alias}"))
+    if len(scoped) == 1:
+        return scoped[0]
+    if scoped:
+        raise ManifestError(
+            f"alias {alias} is one per recipe here: {', '.join(scoped)}; name one",
+            hint="give RECIPE:NAME",
+        )
+    return alias

@@ -211,3 +211,79 @@ def test_the_github_workflow_example_runs_ci_against_the_base_branch() -> None:
     assert "torch==2.13.0" in commands
     checkout = next(s for s in steps if s.get("uses", "").startswith("actions/checkout"))
     assert checkout["with"]["fetch-depth"] == 0
+
+
+def test_ci_judges_with_the_base_branch_trust_file_never_the_pull_request_s(
+    repo: Path, workspace: Workspace, cli: Invoke, tmp_path: Path
+) -> None:
+    """A pull request that adds its own key under ml-platform to the trust file and signs a
+    loosened recipe with it is refused (exit 3): `ci --base` reads the trust file as the base
+    branch has it, and a changed trust file counts only as the next version of a signed policy
+    on the base, signed by that policy's root owners."""
+    from compressgate.recipes.signing import sign_recipe
+    from compressgate.recipes.trust import add_owner_key
+    from compressgate.registry.kernel.keys import generate_keypair
+
+    _, _, mine = generate_keypair("mallory", tmp_path / "mallory")
+    add_owner_key(workspace.trust, "ml-platform", mine, ("author",))  # the PR's own key
+    gated(workspace, minimum="0.01")  # loosened, then signed by the PR's key alone
+    workspace.recipe.with_name("recipe.yaml.dsse.json").unlink()
+    sign_recipe(workspace.recipe, load_private_key(tmp_path / "mallory" / "mallory.key"))
+    code, xml, summary = ci(cli, workspace, "--base", "HEAD")
+    assert code == 3
+    assert xml is not None
+    [case] = list(next(iter(xml)))
+    assert "differs from HEAD's: the change under review changes the trust" in str(
+        case.result[0].message
+    )
+    # Without the change to the trust file, the same signature is refused by the base's.
+    git(repo, "checkout", "--", "trust.yaml")
+    code, _, _ = ci(cli, workspace, "--base", "HEAD")
+    assert code == 3
+
+
+def test_a_trust_file_the_base_does_not_have_is_refused(
+    repo: Path, workspace: Workspace, cli: Invoke
+) -> None:
+    git(repo, "rm", "-q", "--cached", "trust.yaml")
+    git(repo, "commit", "-qm", "no trust file on the base")
+    gated(workspace)
+    code, xml, _ = ci(cli, workspace, "--base", "HEAD")
+    assert code == 3
+    assert xml is not None
+    [case] = list(next(iter(xml)))
+    assert "HEAD has no such trust file" in str(case.result[0].message)
+
+
+def test_a_trust_change_signed_by_the_base_policy_s_roots_is_accepted(
+    repo: Path, workspace: Workspace, cli: Invoke
+) -> None:
+    from compressgate.recipes.policy import envelope_path, sign_policy
+    from compressgate.recipes.trust import add_owner_key, set_root_threshold
+    from compressgate.registry.kernel.digests import sha256_file
+    from compressgate.registry.kernel.keys import generate_keypair
+
+    for root in ("root-a", "root-b"):
+        _, _, public = generate_keypair(root, workspace.keys)
+        add_owner_key(workspace.trust, root, public, ("root",))
+    set_root_threshold(workspace.trust, 2)
+    for root in ("root-a", "root-b"):
+        sign_policy(workspace.trust, load_private_key(workspace.key(root)), version=1,
+                    previous=None)  # fmt: skip
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "a signed policy on the base")
+    base = sha256_file(workspace.trust)
+    _, _, public = generate_keypair("qa", workspace.keys)
+    add_owner_key(workspace.trust, "qa", public, ("approver",))  # the change under review
+    gated(workspace)
+    unsigned, _, _ = ci(cli, workspace, "--base", "HEAD")
+    assert unsigned == 3  # the old envelope no longer covers the changed file
+    envelope_path(workspace.trust).unlink()
+    sign_policy(workspace.trust, load_private_key(workspace.key("root-a")), version=2,
+                previous=base)  # fmt: skip
+    one, _, _ = ci(cli, workspace, "--base", "HEAD")
+    assert one == 3  # one root of two
+    sign_policy(workspace.trust, load_private_key(workspace.key("root-b")), version=2,
+                previous=base)  # fmt: skip
+    code, xml, _ = ci(cli, workspace, "--base", "HEAD")
+    assert code == 0, xml

@@ -519,6 +519,18 @@ def figures(options: Options) -> list[Figure]:
         scene.attacker,
         *ws,
     )
+    refused(
+        scene,
+        t,
+        "another recipe's production moved to this recipe's variant",
+        "promote",
+        f"{runs['tiny-d']}/0/export",
+        "--alias",
+        "tiny-a:production",
+        "--key",
+        bench.key("serving"),
+        *ws,
+    )
     out.append(t.figure("unsigned, wrongly signed or forged-actor alias moves refused"))
 
     # 3. Separation of duties.
