@@ -256,6 +256,8 @@ class StageComparison(Result):
     recorded_sha256: str | None
     reproduced_sha256: str | None
     identical: bool
+    metrics_checked: int = 0
+    metrics_differing: list[str] = []
 
 
 class ReproduceResult(Result):
@@ -264,6 +266,11 @@ class ReproduceResult(Result):
     identical: bool
     stages: list[StageComparison]
     isolated: dict[str, Any] | None = None  # the environment both runs ran in
+    recomputed: str = (
+        "every stage and every evaluation, from scratch in a temporary store (no stage cache); "
+        "artifacts compared by digest, figures exactly (latency by interval, peak memory "
+        "within 25%)"
+    )
 
 
 def reproduce_result(
@@ -281,6 +288,8 @@ def reproduce_result(
                 recorded_sha256=c.recorded,
                 reproduced_sha256=c.reproduced,
                 identical=c.identical,
+                metrics_checked=c.metrics_checked,
+                metrics_differing=list(c.metrics_differing),
             )
             for c in comparisons
         ],

@@ -340,11 +340,12 @@ class WorkspaceBase:
             )
         return key, owner
 
-    def _run_options(self, trust: Path, **settings: Any) -> RunOptions:
+    def _run_options(self, trust: Path, *, attested: bool = True, **settings: Any) -> RunOptions:
+        """The options of a run; `attested` (under a policy): it needs a runner's key."""
         from compressgate.registry.run.engine import RunOptions
 
         current = self.policy_chain().current
-        if current is not None:
+        if current is not None and attested:
             self.runner()  # exit 3 before any work without a runner's key
             settings["runner_key"] = self.key_option
             settings["trusted_runners"] = tuple(
@@ -449,7 +450,8 @@ class Workspace(WorkspaceBase):
         from compressgate.registry.run.reproduce import reproduce
 
         trust = self.trust_file(Path(self.catalog().run(run_id).recipe.path))
-        options = self._run_options(trust, progress=progress, on_stage=on_stage)
+        # A reproduction records nothing here (its run lives in a temporary store): no runner.
+        options = self._run_options(trust, attested=False, progress=progress, on_stage=on_stage)
         _, again, comparisons = reproduce(run_id, options)
         return reproduce_result(run_id, again, comparisons)
 

@@ -97,10 +97,13 @@ def reproduce(
     envs: Path | None,
     as_json: bool,
 ) -> None:
-    """Re-run RUN_ID from scratch in a temporary store and compare every artifact digest.
+    """Re-run RUN_ID from scratch in a temporary store; compare every artifact and figure.
 
-    An isolated run is re-run in the same environment (its lock must have the recorded
-    sha256, exit 3 otherwise). Exit 3 if any stage's artifact differs, naming the first.
+    Every stage and every evaluation is recomputed (no stage cache). Artifacts are compared by
+    digest; measured figures exactly, latency within its recorded interval, peak memory within
+    25%. An isolated run is re-run in the same environment (its lock must have the
+    recorded sha256, exit 3 otherwise). Exit 3 if any stage's artifact or figure differs,
+    naming the first.
     """
     from compressgate.registry.cli.progress import RichProgress
     from compressgate.registry.kernel.errors import IntegrityError
@@ -114,17 +117,23 @@ def reproduce(
             mark = "identical" if stage.identical else "DIFFERS"
             recorded, reproduced = stage.recorded_sha256 or "-", stage.reproduced_sha256 or "-"
             click.echo(
-                f"seed {stage.seed} · {stage.name}: {mark} ({recorded[:16]} vs {reproduced[:16]})"
+                f"seed {stage.seed} · {stage.name}: {mark} ({recorded[:16]} vs {reproduced[:16]}"
+                f"; {stage.metrics_checked} figures)"
             )
     if not result.identical:
         first = next(s for s in result.stages if not s.identical)
+        if first.recorded_sha256 != first.reproduced_sha256:
+            what = f"gave {first.reproduced_sha256}, the run recorded {first.recorded_sha256}"
+        else:
+            what = f"measured differently: {'; '.join(first.metrics_differing[:3])}"
         raise IntegrityError(
-            f"run {run_id} did not reproduce: stage '{first.name}' (seed {first.seed}) gave "
-            f"{first.reproduced_sha256}, the run recorded {first.recorded_sha256}"
+            f"run {run_id} did not reproduce: stage '{first.name}' (seed {first.seed}) {what}"
         )
     if not as_json:
+        figures = sum(s.metrics_checked for s in result.stages)
         click.echo(
-            f"run {run_id} reproduced bit for bit: {len(result.stages)} artifact(s) identical"
+            f"run {run_id} reproduced bit for bit: {len(result.stages)} artifact(s) identical, "
+            f"{figures} figures agree (every stage and evaluation recomputed)"
         )
 
 

@@ -1,4 +1,12 @@
-"""Reproduction: a recorded run re-run from scratch, every stage's artifact digest compared.
+"""Reproduction: a recorded run re-run from scratch (every stage and every evaluation recomputed,
+no stage cache), every stage's artifact digest and every measured figure compared.
+
+Figures a deterministic computation gives (accuracy, calibration, fidelity, size, …) must be
+equal; timed ones (`latency.*`) must agree within their recorded intervals (the reproduced
+estimate inside the recorded interval, or the two intervals overlapping); a session's peak
+memory, an allocator's high-water mark, within 25%. So
+evidence forged into a run's records, or into a stage cache entry it reused, does not
+reproduce.
 
 The recipe must be the one the run ran (same sha256, or exit 3). A run that ran isolated is
 re-run isolated, under the same lock (or exit 3), in the environment it ran in when that is
@@ -7,9 +15,11 @@ still there, else in one built from the same lock.
 
 from __future__ import annotations
 
+import math
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from compressgate.recipes.load import load_recipe
 from compressgate.recipes.trust import load_trust
@@ -26,16 +36,59 @@ def load_run(options: RunOptions, run_id: str) -> RunRecord:
         return catalog.run(run_id)
 
 
+TIMED = ("latency.",)  # compared by interval
+SAMPLED = ("size.peak_memory",)  # an allocator's high-water mark: within 25% of the recorded
+SAMPLED_TOLERANCE = 0.25
+
+
 @dataclass
 class Comparison:
     seed: int
     name: str
     recorded: str | None
     reproduced: str | None
+    metrics_checked: int = 0
+    metrics_differing: tuple[str, ...] = ()  # "NAME: recorded X, reproduced Y"
 
     @property
     def identical(self) -> bool:
-        return self.recorded is not None and self.recorded == self.reproduced
+        return (
+            self.recorded is not None
+            and self.recorded == self.reproduced
+            and not self.metrics_differing
+        )
+
+
+def compare_metrics(recorded: dict[str, Any], reproduced: dict[str, Any]) -> tuple[int, list[str]]:
+    """How many figures were compared, and each that differs (see the module docstring)."""
+    differing = []
+    for name in sorted(set(recorded) | set(reproduced)):
+        a, b = recorded.get(name), reproduced.get(name)
+        if a is None or b is None:
+            differing.append(f"{name}: {'recorded only' if b is None else 'reproduced only'}")
+            continue
+        if name.startswith(SAMPLED):
+            if not math.isclose(a.estimate, b.estimate, rel_tol=SAMPLED_TOLERANCE):
+                differing.append(
+                    f"{name}: recorded {a.estimate:.6g}, reproduced {b.estimate:.6g} (more "
+                    f"than {SAMPLED_TOLERANCE:.0%} apart)"
+                )
+        elif name.startswith(TIMED):
+            low, high = a.ci_low, a.ci_high
+            inside = low is not None and high is not None and low <= b.estimate <= high
+            overlap = (
+                None not in (low, high, b.ci_low, b.ci_high)
+                and b.ci_low <= high
+                and low <= b.ci_high
+            )
+            if not (inside or overlap):
+                differing.append(
+                    f"{name}: recorded {a.estimate:.6g} [{low}, {high}], reproduced "
+                    f"{b.estimate:.6g} [{b.ci_low}, {b.ci_high}]"
+                )
+        elif not math.isclose(a.estimate, b.estimate, rel_tol=1e-9, abs_tol=1e-12):
+            differing.append(f"{name}: recorded {a.estimate:.6g}, reproduced {b.estimate:.6g}")
+    return len(set(recorded) | set(reproduced)), differing
 
 
 def recorded_recipe(run: RunRecord) -> Path:
@@ -89,16 +142,18 @@ def reproduce(run_id: str, options: RunOptions) -> tuple[RunRecord, RunRecord, l
                 envs=envs_store,
             ),
         )
-    comparisons = [
-        Comparison(
-            r.seed,
-            r.name,
-            r.artifact_sha256,
-            next(
-                (a.artifact_sha256 for a in again.stages if (a.seed, a.name) == (r.seed, r.name)),
-                None,
-            ),
+    comparisons = []
+    for r in original.stages:
+        twin = next((a for a in again.stages if (a.seed, a.name) == (r.seed, r.name)), None)
+        checked, differing = compare_metrics(r.metrics, twin.metrics if twin else {})
+        comparisons.append(
+            Comparison(
+                r.seed,
+                r.name,
+                r.artifact_sha256,
+                None if twin is None else twin.artifact_sha256,
+                checked,
+                tuple(differing),
+            )
         )
-        for r in original.stages
-    ]
     return original, again, comparisons

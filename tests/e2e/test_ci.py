@@ -229,7 +229,7 @@ def test_ci_judges_with_the_base_branch_trust_file_never_the_pull_request_s(
     gated(workspace, minimum="0.01")  # loosened, then signed by the PR's key alone
     workspace.recipe.with_name("recipe.yaml.dsse.json").unlink()
     sign_recipe(workspace.recipe, load_private_key(tmp_path / "mallory" / "mallory.key"))
-    code, xml, summary = ci(cli, workspace, "--base", "HEAD")
+    code, xml, _ = ci(cli, workspace, "--base", "HEAD")
     assert code == 3
     assert xml is not None
     [case] = list(next(iter(xml)))

@@ -131,6 +131,21 @@ def test_reproduce_says_identical_then_names_a_stage_that_differs(
     assert result.exit_code == 3
     assert "stage 'prune' (seed 0)" in result.stderr
     assert "seed 0 · prune: DIFFERS" in result.stdout
+    # The same artifacts, but a forged accuracy (as a re-sealed cache entry would bring in):
+    # every evaluation is recomputed, so the figure does not reproduce.
+    forged = workspace.root / "forged.db"
+    with Catalog(catalog_url(workspace.root, str(forged))) as catalog:
+        catalog.record_run_start(record, recipe_content="", envelope="", lock_sha256="")
+        for stage in record.stages:
+            if stage.name == "int8":
+                metrics = dict(stage.metrics)
+                metrics["accuracy"] = metrics["accuracy"].model_copy(update={"estimate": 0.999})
+                stage = stage.model_copy(update={"metrics": metrics})
+            catalog.record_stage(run_id, record.recipe.sha256, stage, {})
+        catalog.record_run_end(record)
+    result = cli("reproduce", run_id, "--workspace", workspace.root / ".cg", "--catalog", forged)
+    assert result.exit_code == 3
+    assert "stage 'int8' (seed 0) measured differently: accuracy: recorded 0.999" in result.stderr
 
 
 @pytest.mark.parametrize(
