@@ -117,6 +117,10 @@ class Signoff(BaseModel):
     recorded_at: str = ""
     counts: bool = True
     problem: str | None = Field(default=None, description="why it does not count, if it doesn't")
+    carried_from: str | None = Field(
+        default=None,
+        description="the stopped run this waiver was signed for, when this run resumed it",
+    )
 
 
 class GateReview(BaseModel):

@@ -17,7 +17,7 @@ from compressgate.recipes.load import LoadedRecipe, load_recipe, parse_recipe, r
 from compressgate.recipes.trust import Trust
 from compressgate.registry.kernel import dsse
 from compressgate.registry.kernel.digests import sha256_bytes
-from compressgate.registry.kernel.errors import IntegrityError, ManifestError, NotFoundError
+from compressgate.registry.kernel.errors import IntegrityError, ManifestError
 from compressgate.registry.kernel.files import write_atomic
 from compressgate.registry.kernel.keys import PrivateKey
 
@@ -88,17 +88,9 @@ def verify_recipe(
     """Verify a recipe's envelope against the trust file; IntegrityError says what failed."""
     data = read_manifest(path)
     target = envelope_path(path)
-    try:
-        raw = target.read_bytes()
-    except FileNotFoundError:
-        raise NotFoundError(
-            f"{path} is not signed: {target} not found",
-            hint=f"sign it with `compressgate recipe sign {path} --key KEY`",
-        ) from None
-    except IsADirectoryError:
-        raise IntegrityError(f"{target} is a directory, not a DSSE envelope") from None
-    except OSError as exc:  # a symbolic link loop, no permission to read, …
-        raise IntegrityError(f"{target}: cannot be read ({exc.strerror or exc})") from None
+    raw = dsse.read_envelope_bytes(
+        target, signed=path, hint=f"sign it with `compressgate recipe sign {path} --key KEY`"
+    )
     parsed: list[tuple[Recipe, YamlDocument]] = []
 
     def parse() -> Recipe:  # once, after the digest matched: the bytes are the signed ones

@@ -100,10 +100,22 @@ def file_at(base: str, path: Path) -> bytes | None:
     import subprocess
 
     resolved = path.resolve()
+    top = toplevel(resolved.parent)
+    relative = resolved.relative_to(Path(top).resolve()).as_posix()
+    shown = subprocess.run(
+        ["git", "show", f"{base}:{relative}"], cwd=top, capture_output=True, check=False
+    )
+    return shown.stdout if shown.returncode == 0 else None
+
+
+def toplevel(where: Path) -> str:
+    """The top folder of the git work tree holding `where`."""
+    import subprocess
+
     try:
-        top = subprocess.run(
+        return subprocess.run(
             ["git", "rev-parse", "--show-toplevel"],
-            cwd=resolved.parent,
+            cwd=where,
             capture_output=True,
             text=True,
             check=True,
@@ -111,9 +123,4 @@ def file_at(base: str, path: Path) -> bytes | None:
     except FileNotFoundError:
         raise NotFoundError("git is not installed: --base needs it") from None
     except subprocess.CalledProcessError as exc:
-        raise ManifestError(f"{path} is not in a git repository ({exc.stderr.strip()})") from None
-    relative = resolved.relative_to(Path(top).resolve()).as_posix()
-    shown = subprocess.run(
-        ["git", "show", f"{base}:{relative}"], cwd=top, capture_output=True, check=False
-    )
-    return shown.stdout if shown.returncode == 0 else None
+        raise ManifestError(f"{where} is not in a git repository ({exc.stderr.strip()})") from None

@@ -14,8 +14,9 @@ migration created. Each applied migration is a row of `schema_migrations` with i
   (exit 5) instead of misreading an empty body as an edited one; this one reads a v3 catalog as
   it is (`READABLE_FROM`).
 - v5: the trust policy's signed versions (`policies`), the signed statement behind each
-  alias move (`releases`) and each run's attestation by its runner (`attestations`). A v3 or
-  v4 catalog is read as it is: it has no policy.
+  alias move (`releases`), each run's attestation by its runner (`attestations`), and each
+  run that resumed a stopped one past its waived gates (`resumes`). A v3 or v4 catalog is read
+  as it is: it has no policy.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ KEYS: dict[str, tuple[str, ...]] = {
     "policies": ("version", "event_seq"),
     "releases": ("move_seq", "event_seq"),
     "attestations": ("run_id", "event_seq"),
+    "resumes": ("run_id", "event_seq"),
 }
 # The schema version that created each table after v1 (a catalog read as it is, older than
 # the code, lacks the later ones).
@@ -53,6 +55,7 @@ INTRODUCED: dict[str, int] = {
     "policies": 5,
     "releases": 5,
     "attestations": 5,
+    "resumes": 5,
 }
 
 
@@ -268,7 +271,12 @@ def _v5(dialect: str) -> list[str]:
             envelope TEXT NOT NULL, event_seq BIGINT NOT NULL UNIQUE REFERENCES events(seq))""",
         *_guards(dialect, "policies"),
         *_guards(dialect, "releases"),
+        """CREATE TABLE resumes (
+            run_id TEXT PRIMARY KEY REFERENCES runs(run_id),
+            resumed_from TEXT NOT NULL REFERENCES runs(run_id), waivers TEXT NOT NULL,
+            event_seq BIGINT NOT NULL UNIQUE REFERENCES events(seq))""",
         *_guards(dialect, "attestations"),
+        *_guards(dialect, "resumes"),
     ]
 
 
@@ -277,7 +285,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(2, "run-level gate decisions, recipe envelopes", _v2),
     Migration(3, "rendered reports", _v3),
     Migration(4, "events without bodies, compact documents", _v4),
-    Migration(5, "trust policy versions, signed releases, run attestations", _v5),
+    Migration(5, "trust policy versions, signed releases, run attestations, resumes", _v5),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 # The oldest schema read (and audited) as it is: v4 created nothing, it changed only what is

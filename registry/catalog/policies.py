@@ -18,6 +18,7 @@ from compressgate.registry.catalog.records import (
     AttestationRecord,
     PolicyRecord,
     ReleaseRecord,
+    ResumeRecord,
 )
 from compressgate.registry.catalog.schema import (
     AliasMoveRow,
@@ -27,6 +28,7 @@ from compressgate.registry.catalog.schema import (
     GateDecisionRow,
     PolicyRow,
     ReleaseRow,
+    ResumeRow,
     RunRow,
     VariantRow,
 )
@@ -194,3 +196,24 @@ class CatalogPolicies(CatalogConnection):
                 str(r): int(s)
                 for r, s in conn.execute(sa.select(table.c.run_id, table.c.event_seq))
             }
+
+    def record_resume(
+        self, *, run_id: str, resumed_from: str, waivers: list[dict[str, str]]
+    ) -> ResumeRecord:
+        """Append that `run_id` resumed the stopped run `resumed_from` past `waivers`."""
+        row = {"run_id": run_id, "resumed_from": resumed_from, "waivers": document(waivers)}
+        (seq,) = self.append([(ResumeRow, row)])
+        return ResumeRecord.model_validate({**row, "waivers": waivers, "seq": seq})
+
+    def resume_of(self, run_id: str) -> ResumeRecord | None:
+        """The stopped run `run_id` resumed, if it resumed one."""
+        if self.applied < POLICY_FROM:
+            return None
+        table = schema.table(ResumeRow)
+        with self._reading() as conn:
+            row = conn.execute(sa.select(table).where(table.c.run_id == run_id)).mappings().first()
+        if row is None:
+            return None
+        return ResumeRecord.model_validate(
+            {**dict(row), "waivers": json.loads(row["waivers"]), "seq": row["event_seq"]}
+        )

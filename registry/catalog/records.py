@@ -34,6 +34,7 @@ from compressgate.registry.catalog.schema import (
     RecipeFields,
     ReleaseFields,
     ReportFields,
+    ResumeFields,
     SignoffFields,
     StageFields,
     VariantFields,
@@ -167,6 +168,14 @@ class AttestationRecord(AttestationFields):
     """A run's attestation by its runner (schema v5)."""
 
     model_config = _FROZEN
+    seq: int
+
+
+class ResumeRecord(ResumeFields):
+    """A run that resumed a stopped one (schema v5)."""
+
+    model_config = _FROZEN
+    waivers: list[dict[str, str]]
     seq: int
 
 

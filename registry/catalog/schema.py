@@ -337,6 +337,19 @@ class AttestationRow(AttestationFields, table=True):
     event_seq: int = Field(unique=True)
 
 
+class ResumeFields(SQLModel):
+    """A run that resumed a stopped one past the gates its owners waived."""
+
+    run_id: str = Field(primary_key=True)
+    resumed_from: str
+
+
+class ResumeRow(ResumeFields, table=True):
+    __tablename__ = "resumes"
+    waivers: str  # JSON: [{gate, signoff_id}] the waivers of the stopped run it relied on
+    event_seq: int = Field(unique=True)
+
+
 # --- the tables as a whole ---------------------------------------------------------------------
 
 ROW_TABLES: tuple[type[SQLModel], ...] = (  # parents before children (foreign keys)
@@ -356,6 +369,7 @@ ROW_TABLES: tuple[type[SQLModel], ...] = (  # parents before children (foreign k
     PolicyRow,
     ReleaseRow,
     AttestationRow,
+    ResumeRow,
 )
 TABLES: tuple[type[SQLModel], ...] = (Event, *ROW_TABLES)
 # Document columns: their event carries the sha256 of the text.
@@ -373,6 +387,7 @@ DOCUMENTS: dict[str, frozenset[str]] = {
     "policies": frozenset({"content", "envelope"}),
     "releases": frozenset({"envelope"}),
     "attestations": frozenset({"envelope"}),
+    "resumes": frozenset({"waivers"}),
 }
 # Columns a later migration adds to an existing table (ALTER TABLE … ADD COLUMN, declared
 # here like any other field): left out of a row's event body while NULL, so that the rows

@@ -179,6 +179,7 @@ COMMANDS: tuple[click.Command, ...] = (
     catalog.catalog_group,
     report.report,
     review.submit,
+    review.resume,
     review.review_group,
     review.approve,
     review.waive,

@@ -68,6 +68,41 @@ def submit(
     sys.exit(result.exit_code)
 
 
+@click.command("resume")
+@click.argument("run_id")
+@WORKSPACE_OPTION
+@CATALOG_OPTION
+@RUNNER_KEY_OPTION
+@JSON_OPTION
+def resume(
+    run_id: str,
+    workspace: Path | None,
+    catalog: str | None,
+    runner_key: Path | None,
+    as_json: bool,
+) -> None:
+    """Resume RUN_ID, which a failing gate stopped, once that gate's owner waived it.
+
+    A new run of the same recipe (its bytes must be the ones RUN_ID ran, its signature checked
+    again): the stages before the gate come from the stage cache, the waived gate fails again
+    on the same evidence and no longer stops the pipeline, and the new run's review counts the
+    waiver, carried from RUN_ID (shown as such; it stops counting if the evidence differs).
+    Exit 1 if RUN_ID is not stopped or a gate that stopped it is not waived; then as `submit`.
+    """
+    from compressgate.gates.review import ReviewStatus
+    from compressgate.registry.cli.progress import RichProgress
+
+    with open_workspace(workspace, catalog=catalog, key=runner_key) as ws:
+        result = ws.resume(run_id, progress=RichProgress())
+    if as_json:
+        emit(result)
+    else:
+        click.echo(f"run {result.run.run_id} resumes {run_id}")
+        run_table(result.run)
+        review_table(ReviewStatus.model_validate(result.review))
+    sys.exit(result.exit_code)
+
+
 @click.group("review")
 def review_group() -> None:
     """Read the review status of runs."""

@@ -191,13 +191,9 @@ def apply(catalog: Catalog, path: Path, *, first: bool = False) -> PolicyResult:
         )
     content = read_policy_file(path)
     target = envelope_path(path)
-    try:
-        raw = target.read_bytes()
-    except FileNotFoundError:
-        raise NotFoundError(
-            f"{path} is not signed: {target} not found",
-            hint=f"root owners sign it: `compressgate trust sign {path} --key KEY`",
-        ) from None
+    raw = dsse.read_envelope_bytes(
+        target, signed=path, hint=f"root owners sign it: `compressgate trust sign {path} --key KEY`"
+    )
     envelope = dsse.Envelope.from_json(raw, source=str(target))
     checked = check_policy(
         content, envelope, source=str(target), previous=None if current is None else current.policy

@@ -81,6 +81,9 @@ def status(
     signoffs = _signoffs(
         catalog, run_id, decisions, trust, record.recipe.sha256, at, record.recipe.signers
     )
+    resumed = catalog.resume_of(run_id)
+    if resumed is not None:
+        signoffs += _carried(catalog, resumed.resumed_from, resumed.waivers, decisions, trust, at)
     stopped = next(
         (d.stage for d in decisions if d.verdict == "fail" and record.status == "stopped"), None
     )
@@ -94,6 +97,54 @@ def status(
         decisions=decisions,
         signoffs=signoffs,
         gate_names=[g.name for g in parsed.gates],
+    )
+
+
+def _carried(
+    catalog: Catalog,
+    stopped: str,
+    waivers: list[dict[str, str]],
+    decisions: list[GateDecision],
+    trust: TrustSource,
+    at: datetime | None,
+) -> list[Signoff]:
+    """The waivers of the stopped run a run resumed, as they count for it: each still counting
+    on the stopped run, and the resumed run's decision of its gate the same failure on the
+    same evidence (the same variants judged, the same figures)."""
+    original = status(catalog, stopped, trust, at=at)
+    by_gate = {g.decision.gate: g for g in original.gates}
+    mine = {d.gate: d for d in decisions}
+    out = []
+    for waiver in waivers:
+        gate = by_gate.get(waiver["gate"])
+        found = next(
+            (s for s in (gate.signoffs if gate else []) if s.id == waiver["signoff_id"]), None
+        )
+        if found is None or gate is None:
+            continue
+        carried = found.model_copy(update={"carried_from": stopped})
+        decision = mine.get(waiver["gate"])
+        if decision is None or not _same_failure(gate.decision, decision):
+            carried = carried.model_copy(
+                update={
+                    "counts": False,
+                    "problem": f"the gate's evidence differs from run {stopped}'s, which the "
+                    "waiver was signed for",
+                }
+            )
+        out.append(carried)
+    return out
+
+
+def _same_failure(before: GateDecision, after: GateDecision) -> bool:
+    def seen(d: GateDecision) -> list[tuple[int, str, float | None, str]]:
+        return [(s.seed, s.artifact_sha256, s.estimate, s.verdict) for s in d.seeds]
+
+    return (
+        before.verdict == after.verdict == "fail"
+        and (before.estimate, before.ci_low, before.ci_high, before.threshold)
+        == (after.estimate, after.ci_low, after.ci_high, after.threshold)
+        and seen(before) == seen(after)
     )
 
 
@@ -353,3 +404,30 @@ def parse_expiry(text: str) -> datetime:
             hint="give YYYY-MM-DD (counts through that day, UTC) or an ISO 8601 time",
         ) from None
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def resumable(catalog: Catalog, run_id: str, trust: TrustSource) -> list[dict[str, str]]:
+    """The waivers a stopped run can be resumed past: every gate that failed where it stopped,
+    each with its owner's waiver that counts now ({gate, signoff_id}); exit 1 otherwise."""
+    found = status(catalog, run_id, trust)
+    if found.run_status != "stopped" or found.stopped_after is None:
+        raise Refused(
+            f"run {run_id} is {found.run_status}, not stopped: there is nothing to resume",
+            hint="`compressgate resume` continues a run a failing gate stopped",
+        )
+    stopping = [g for g in found.gates if g.decision.stage == found.stopped_after]
+    unwaived = [g.decision.gate for g in stopping if g.state == "failed"]
+    if unwaived:
+        raise Refused(
+            f"run {run_id} stopped after stage '{found.stopped_after}': gate(s) "
+            f"{', '.join(unwaived)} failed and are not waived",
+            hint=f"its owner may waive it: `compressgate waive {run_id} --gate GATE --key KEY "
+            "--reason TEXT`",
+        )
+    return [
+        {"gate": g.decision.gate, "signoff_id": s.id}
+        for g in stopping
+        if g.state == "waived"
+        for s in g.signoffs
+        if s.counts and s.kind == "waiver"
+    ][: len(stopping)]

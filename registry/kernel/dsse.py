@@ -13,6 +13,7 @@ import binascii
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from compressgate.registry.kernel.errors import IntegrityError
@@ -79,6 +80,21 @@ class Envelope:
                 raise IntegrityError(f"{where}.keyid is not a string")
             signatures.append(Signature(keyid, _b64decode(raw.get("sig"), f"{where}.sig")))
         return cls(payload, payload_type, tuple(signatures))
+
+
+def read_envelope_bytes(target: Path, *, signed: Path, hint: str) -> bytes:
+    """The bytes of the envelope file `target` that signs `signed`: missing is exit 4 (with
+    `hint`: how to sign it), unreadable exit 3."""
+    from compressgate.registry.kernel.errors import NotFoundError
+
+    try:
+        return target.read_bytes()
+    except FileNotFoundError:
+        raise NotFoundError(f"{signed} is not signed: {target} not found", hint=hint) from None
+    except IsADirectoryError:
+        raise IntegrityError(f"{target} is a directory, not a DSSE envelope") from None
+    except OSError as exc:  # a symbolic link loop, no permission to read, …
+        raise IntegrityError(f"{target}: cannot be read ({exc.strerror or exc})") from None
 
 
 def sign(payload: bytes, payload_type: str, keys: Sequence[PrivateKey]) -> Envelope:

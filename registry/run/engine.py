@@ -95,6 +95,9 @@ class RunOptions:
     # written, and the runner keys (public, hex) whose entries are reused; None: any entry.
     runner_key: Path | None = None
     trusted_runners: tuple[str, ...] | None = None
+    # `resume`: gates whose owners waived them on the stopped run being resumed; failing again
+    # on the same evidence, they do not stop this run.
+    waived: tuple[str, ...] = ()
 
     def stage_cache(self, store: ArtifactStore) -> cache.StageCache:
         from compressgate.registry.kernel.keys import PublicKey, load_private_key
@@ -370,7 +373,7 @@ class Executor:
                 for seed in seeds:
                     done = next(steps[seed])
                     assert done == name, (done, name)
-                failed = self._judge_stage(name)
+                failed = [g for g in self._judge_stage(name) if g not in self.options.waived]
                 if failed and name != self.recipe.stages[-1].name:
                     self.stopped_after = name
                     self.record.error = (

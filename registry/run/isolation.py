@@ -61,6 +61,7 @@ class ParentOptions(Protocol):
     envs: Path | None
     runner_key: Path | None
     trusted_runners: tuple[str, ...] | None
+    waived: tuple[str, ...]
     progress: Progress | None
     on_stage: Callable[[StageRecord], None] | None
 
@@ -100,6 +101,7 @@ def run_isolated(
         "trusted_runners": None
         if options.trusted_runners is None
         else list(options.trusted_runners),
+        "waived": list(options.waived),
     }
     with _Worker(env.python, request) as worker:
         ready = worker.expect("ready")

@@ -2,9 +2,11 @@
 no stage cache), every stage's artifact digest and every measured figure compared.
 
 Figures a deterministic computation gives (accuracy, calibration, fidelity, size, …) must be
-equal; timed ones (`latency.*`) must agree within their recorded intervals (the reproduced
-estimate inside the recorded interval, or the two intervals overlapping); a session's peak
-memory, an allocator's high-water mark, within 25%. So
+equal; a session's peak memory, an allocator's high-water mark, within 25% (or its interval).
+Timings (`latency.*`: milliseconds, throughput, speedups) are not judged: measured here, a
+reproduction on a busy machine gave a batch-64 speedup of 6.15 against a recorded 4.39, so they
+say how busy the machine was as much as what the model is; those that come out outside the
+recorded interval (and more than 25% away) are listed (`timed_apart`). So
 evidence forged into a run's records, or into a stage cache entry it reused, does not
 reproduce.
 
@@ -36,9 +38,13 @@ def load_run(options: RunOptions, run_id: str) -> RunRecord:
         return catalog.run(run_id)
 
 
-TIMED = ("latency.",)  # compared by interval
 SAMPLED = ("size.peak_memory",)  # an allocator's high-water mark: within 25% of the recorded
-SAMPLED_TOLERANCE = 0.25
+RATIO_TOLERANCE = 0.25
+
+
+def timed(name: str) -> bool:
+    """A figure read off a clock: it depends on what else the machine was doing."""
+    return name.startswith("latency.")
 
 
 @dataclass
@@ -49,6 +55,7 @@ class Comparison:
     reproduced: str | None
     metrics_checked: int = 0
     metrics_differing: tuple[str, ...] = ()  # "NAME: recorded X, reproduced Y"
+    timed_apart: tuple[str, ...] = ()  # timings outside the recorded interval: reported only
 
     @property
     def identical(self) -> bool:
@@ -59,36 +66,33 @@ class Comparison:
         )
 
 
-def compare_metrics(recorded: dict[str, Any], reproduced: dict[str, Any]) -> tuple[int, list[str]]:
-    """How many figures were compared, and each that differs (see the module docstring)."""
-    differing = []
+def compare_metrics(
+    recorded: dict[str, Any], reproduced: dict[str, Any]
+) -> tuple[int, list[str], list[str]]:
+    """How many figures were compared, each that differs, and each timing that came out away
+    from the recorded one (reported, not judged: see the module docstring)."""
+    differing, apart = [], []
+    compared = 0
     for name in sorted(set(recorded) | set(reproduced)):
         a, b = recorded.get(name), reproduced.get(name)
         if a is None or b is None:
             differing.append(f"{name}: {'recorded only' if b is None else 'reproduced only'}")
             continue
-        if name.startswith(SAMPLED):
-            if not math.isclose(a.estimate, b.estimate, rel_tol=SAMPLED_TOLERANCE):
-                differing.append(
-                    f"{name}: recorded {a.estimate:.6g}, reproduced {b.estimate:.6g} (more "
-                    f"than {SAMPLED_TOLERANCE:.0%} apart)"
-                )
-        elif name.startswith(TIMED):
-            low, high = a.ci_low, a.ci_high
-            inside = low is not None and high is not None and low <= b.estimate <= high
+        if name.startswith(SAMPLED) or timed(name):
             overlap = (
-                None not in (low, high, b.ci_low, b.ci_high)
-                and b.ci_low <= high
-                and low <= b.ci_high
+                None not in (a.ci_low, a.ci_high, b.ci_low, b.ci_high)
+                and b.ci_low <= a.ci_high
+                and a.ci_low <= b.ci_high
             )
-            if not (inside or overlap):
-                differing.append(
-                    f"{name}: recorded {a.estimate:.6g} [{low}, {high}], reproduced "
-                    f"{b.estimate:.6g} [{b.ci_low}, {b.ci_high}]"
-                )
+            if not (overlap or math.isclose(a.estimate, b.estimate, rel_tol=RATIO_TOLERANCE)):
+                line = f"{name}: recorded {a.estimate:.6g}, reproduced {b.estimate:.6g}"
+                (apart if timed(name) else differing).append(line)
+            if timed(name):
+                continue
         elif not math.isclose(a.estimate, b.estimate, rel_tol=1e-9, abs_tol=1e-12):
             differing.append(f"{name}: recorded {a.estimate:.6g}, reproduced {b.estimate:.6g}")
-    return len(set(recorded) | set(reproduced)), differing
+        compared += 1
+    return compared, differing, apart
 
 
 def recorded_recipe(run: RunRecord) -> Path:
@@ -145,7 +149,7 @@ def reproduce(run_id: str, options: RunOptions) -> tuple[RunRecord, RunRecord, l
     comparisons = []
     for r in original.stages:
         twin = next((a for a in again.stages if (a.seed, a.name) == (r.seed, r.name)), None)
-        checked, differing = compare_metrics(r.metrics, twin.metrics if twin else {})
+        checked, differing, apart = compare_metrics(r.metrics, twin.metrics if twin else {})
         comparisons.append(
             Comparison(
                 r.seed,
@@ -154,6 +158,7 @@ def reproduce(run_id: str, options: RunOptions) -> tuple[RunRecord, RunRecord, l
                 None if twin is None else twin.artifact_sha256,
                 checked,
                 tuple(differing),
+                tuple(apart),
             )
         )
     return original, again, comparisons

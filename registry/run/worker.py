@@ -81,6 +81,7 @@ def serve(
         force=request["force"],
         runner_key=Path(request["runner_key"]) if request.get("runner_key") else None,
         trusted_runners=None if runners is None else tuple(runners),
+        waived=tuple(request.get("waived", ())),
     )
     trust = load_trust(options.trust)
     verified = verify_recipe(path, trust, trust_source=str(options.trust))

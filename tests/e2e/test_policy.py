@@ -100,3 +100,47 @@ def test_a_governed_run_from_policy_to_report_survives_a_key_rotation(
     assert (meaning["regime"], meaning["policy_version"], meaning["policies"]) == ("policy", 2, 2)
     assert (meaning["attestations"], meaning["releases"], meaning["signoffs"]) == (2, 3, 4)
     assert meaning["unattested_runs"] == 0
+
+
+STOPPING = """\
+gates:
+  - {name: early, owner: ml-lead, metric: accuracy, rule: bound, min: 0.999, after: prune}
+  - {name: final, owner: ml-lead, metric: accuracy, rule: bound, min: 0.05}
+"""
+
+
+def test_a_waived_gate_that_stopped_the_pipeline_lets_the_run_resume(
+    cli: Invoke, tmp_path: Path
+) -> None:
+    bench = make_bench(tmp_path)  # the unsigned regime: resume works there too
+    ws = ("--workspace", bench.workspace)
+    body = TINY.replace("NAME", "stops").replace("SEED", "0")
+    recipe = bench.recipe("stops", text=body.partition("gates:\n")[0] + STOPPING)
+    first = json.loads(cli("submit", recipe, *ws, "--json").stdout)
+    stopped = first["run"]["run_id"]
+    assert first["review"]["stopped_after"] == "prune"
+    assert first["review"]["not_reached"] == ["final"]
+    refused = cli("resume", stopped, *ws)
+    assert refused.exit_code == 1
+    assert "gate(s) early failed and are not waived" in refused.stderr
+    waived = cli("waive", stopped, "--gate", "early", "--key", bench.key("ml-lead"),
+                 "--reason", "prune accuracy reviewed by hand", *ws)  # fmt: skip
+    assert waived.exit_code == 0, waived.stderr
+
+    resumed = cli("resume", stopped, *ws, "--json")
+    assert resumed.exit_code == 0, resumed.stderr
+    result = json.loads(resumed.stdout)
+    run = result["run"]
+    assert run["status"] == "succeeded"
+    assert [s["name"] for s in run["stages"]] == ["baseline", "prune", "int8", "export"]
+    assert [s["cached"] for s in run["stages"]][:2] == [True, True]  # up to the waived gate
+    review = result["review"]
+    assert review["status"] == "approved"
+    states = {g["decision"]["gate"]: g["state"] for g in review["gates"]}
+    assert states == {"early": "waived", "final": "passed"}
+    [carried] = next(g for g in review["gates"] if g["decision"]["gate"] == "early")["signoffs"]
+    assert (carried["carried_from"], carried["counts"]) == (stopped, True)
+    md = cli("report", run["run_id"], "--format", "md", *ws).stdout
+    assert f"carried from the stopped run `{stopped}`" in md
+    again = cli("resume", run["run_id"], *ws)
+    assert again.exit_code == 1 and "not stopped" in again.stderr

@@ -47,6 +47,7 @@ from compressgate.registry.catalog.repository import (
     RecipeRow,
     ReleaseRow,
     ReportRow,
+    ResumeRow,
     RunEndRow,
     RunRow,
     RunSeedRow,
@@ -307,7 +308,7 @@ def seed_catalog(url: str, *, tag: str = "original", policy: bool = False) -> Se
         )
         if not policy:
             return Seeded(url, catalog.head().size, seqs, variants)
-        seqs["policy"], seqs["release"], seqs["attestation"] = catalog.append(
+        seqs["policy"], seqs["release"], seqs["attestation"], seqs["resume"] = catalog.append(
             [
                 (
                     PolicyRow,
@@ -338,6 +339,14 @@ def seed_catalog(url: str, *, tag: str = "original", policy: bool = False) -> Se
                         "keyid": sha("ci key"),
                         "policy_version": 1,
                         "envelope": document({"payload": f"run {tag}"}),
+                    },
+                ),
+                (
+                    ResumeRow,
+                    {
+                        "run_id": RUN,
+                        "resumed_from": RUN,
+                        "waivers": document([{"gate": "latency", "signoff_id": tag}]),
                     },
                 ),
             ]
@@ -547,7 +556,7 @@ def unsigned_catalog(sqlite_template_unsigned: Seeded, tmp_path: Path) -> Seeded
 def pg_catalog() -> Iterator[str]:
     """A seeded catalog in a fresh PostgreSQL schema (skips without $COMPRESSGATE_TEST_PG_URL)."""
     with fresh_schema(f"cg_test_{secrets.token_hex(6)}") as url:
-        seed_catalog(url)
+        seed_catalog(url, policy=True)
         yield url
 
 

@@ -26,6 +26,7 @@ from compressgate.registry.catalog.records import (
     RecipeRecord,
     RecordedReport,
     ReleaseRecord,
+    ResumeRecord,
     SignoffRecord,
     StageRecord,
     VariantRecord,
@@ -42,6 +43,7 @@ from compressgate.registry.catalog.schema import (
     RecipeRow,
     ReleaseRow,
     ReportRow,
+    ResumeRow,
     VariantRow,
 )
 
@@ -148,6 +150,7 @@ PAIRS: list[tuple[type[SQLModel], type[BaseModel], dict[str, str], set[str], set
     (PolicyRow, PolicyRecord, {"event_seq": "seq"}, set(), set()),
     (ReleaseRow, ReleaseRecord, {"event_seq": "seq"}, set(), set()),
     (AttestationRow, AttestationRecord, {"event_seq": "seq"}, set(), set()),
+    (ResumeRow, ResumeRecord, {"event_seq": "seq"}, set(), set()),
 ]
 
 
