@@ -71,7 +71,8 @@ def compare_metrics(
 ) -> tuple[int, list[str], list[str]]:
     """How many figures were compared, each that differs, and each timing that came out away
     from the recorded one (reported, not judged: see the module docstring)."""
-    differing, apart = [], []
+    differing: list[str] = []
+    apart: list[str] = []
     compared = 0
     for name in sorted(set(recorded) | set(reproduced)):
         a, b = recorded.get(name), reproduced.get(name)
