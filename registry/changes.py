@@ -21,15 +21,8 @@ def changed_recipes(base: str, root: Path | None = None) -> list[Path]:
 
     import yaml
 
-    where = root or Path.cwd()
+    top = toplevel(root or Path.cwd())
     try:
-        top = subprocess.run(
-            ["git", "rev-parse", "--show-toplevel"],
-            cwd=where,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
         names = subprocess.run(
             ["git", "diff", "--name-only", "--diff-filter=ACMR", base, "--"],
             cwd=top,

@@ -85,6 +85,8 @@ def audit_verify(
         f"{report.seconds:.2f} s)"
     )
     meaning = report.meaning or {}
+    if not meaning:
+        click.echo("meaning not checked (--skip-meaning): hashes only")
     if meaning:
         regime = (
             f"policy v{meaning['policy_version']}"

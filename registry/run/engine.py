@@ -98,6 +98,7 @@ class RunOptions:
     # `resume`: gates whose owners waived them on the stopped run being resumed; failing again
     # on the same evidence, they do not stop this run.
     waived: tuple[str, ...] = ()
+    trust_sha256: str | None = None  # under a policy: the policy's digest, the trust to run with
 
     def stage_cache(self, store: ArtifactStore) -> cache.StageCache:
         from compressgate.registry.kernel.keys import PublicKey, load_private_key

@@ -43,6 +43,7 @@ from compressgate.recipes.stages.base import NullProgress, Progress
 from compressgate.recipes.training import Ticker
 from compressgate.registry.catalog.records import RunRecord, StageRecord
 from compressgate.registry.catalog.repository import Catalog, JudgementRecord
+from compressgate.registry.kernel.digests import sha256_file
 from compressgate.registry.kernel.errors import CompressgateError, IntegrityError, StageError
 from compressgate.registry.run import envs
 from compressgate.registry.run.determinism import now
@@ -62,6 +63,7 @@ class ParentOptions(Protocol):
     runner_key: Path | None
     trusted_runners: tuple[str, ...] | None
     waived: tuple[str, ...]
+    trust_sha256: str | None
     progress: Progress | None
     on_stage: Callable[[StageRecord], None] | None
 
@@ -94,6 +96,9 @@ def run_isolated(
     request = {
         "recipe": str(path.resolve()),
         "trust": str(options.trust.resolve()),
+        # what the parent verified the recipe against: the worker refuses any other trust file
+        # (one swapped in the workspace between the two would allow other modules)
+        "trust_sha256": options.trust_sha256 or sha256_file(options.trust),
         "workspace": str(options.workspace.resolve()),
         "force": options.force,
         "record": record.model_dump(mode="json"),

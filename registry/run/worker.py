@@ -67,6 +67,7 @@ def serve(
     from compressgate.recipes.signing import verify_recipe
     from compressgate.recipes.trust import load_trust
     from compressgate.registry.catalog.records import RunRecord
+    from compressgate.registry.kernel.digests import sha256_file
     from compressgate.registry.kernel.errors import IntegrityError
     from compressgate.registry.run import engine, environment
     from compressgate.registry.run.determinism import THREADS, deterministic
@@ -83,6 +84,13 @@ def serve(
         trusted_runners=None if runners is None else tuple(runners),
         waived=tuple(request.get("waived", ())),
     )
+    expected = request.get("trust_sha256")
+    if expected is not None and sha256_file(options.trust) != expected:
+        raise IntegrityError(
+            f"{options.trust} changed after the run verified the recipe against it; the worker "
+            "refuses it",
+            hint="nothing in the workspace may change the trust while a run starts; run again",
+        )
     trust = load_trust(options.trust)
     verified = verify_recipe(path, trust, trust_source=str(options.trust))
     record = RunRecord.model_validate(request["record"])

@@ -314,6 +314,8 @@ class WorkspaceBase:
             settings["trusted_runners"] = tuple(
                 k.public_hex for k in current.trust.keys_with_role("runner")
             )
+        if current is not None:
+            settings["trust_sha256"] = current.sha256
         return RunOptions(
             workspace=self.root,
             trust=trust,

@@ -99,6 +99,31 @@ def test_a_refusal_in_the_worker_keeps_its_exit_code_and_records_nothing(
 
 
 @pytest.mark.slow
+def test_a_trust_file_swapped_after_the_parent_verified_is_refused_by_the_worker(
+    workspace: Workspace, cli: Invoke, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker loads the trust (its module allow-list) from a path: it must be the bytes the
+    parent verified the recipe against, or someone who can write the workspace could allow
+    other modules between the two."""
+    from compressgate.registry.run import isolation
+
+    store, _ = isolated(workspace)
+    write_recipe(workspace)
+    worker = isolation._Worker
+
+    def swapping(python: Path, request: dict) -> object:  # type: ignore[type-arg]
+        trust = Path(request["trust"])
+        trust.write_text(trust.read_text() + "# swapped after verification\n")
+        return worker(python, request)
+
+    monkeypatch.setattr(isolation, "_Worker", swapping)
+    result = cli("run", workspace.recipe, "--workspace", workspace.root / ".cg", "--isolate",
+                 "--envs", store)  # fmt: skip
+    assert result.exit_code == 3
+    assert "changed after the run verified the recipe against it" in result.stderr
+    assert runs_recorded(workspace) == []
+
+
 def test_a_stage_error_in_the_worker_is_the_same_error_and_the_run_is_recorded_failed(
     workspace: Workspace, cli: Invoke
 ) -> None:
