@@ -23,8 +23,8 @@ from pathlib import Path
 from compressgate.recipes.trust import Trust, parse_trust
 from compressgate.registry.kernel import dsse
 from compressgate.registry.kernel.digests import sha256_bytes
-from compressgate.registry.kernel.errors import IntegrityError, ManifestError, NotFoundError
-from compressgate.registry.kernel.files import write_atomic
+from compressgate.registry.kernel.errors import IntegrityError, ManifestError
+from compressgate.registry.kernel.files import read_input, write_atomic
 from compressgate.registry.kernel.keys import PrivateKey, PublicKey
 
 POLICY_PREDICATE_TYPE = "https://compressgate.dev/trust-policy/v1"
@@ -55,14 +55,7 @@ def policy_statement(name: str, content: bytes, version: int, previous: str | No
 
 
 def read_policy_file(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise NotFoundError(f"trust file {path} not found") from None
-    except IsADirectoryError:
-        raise ManifestError(f"{path} is a directory, not a trust file") from None
-    except OSError as exc:
-        raise ManifestError(f"{path}: cannot read the trust file ({exc.strerror or exc})") from None
+    return read_input(path, "policy")
 
 
 def parse_policy(content: bytes, source: str) -> Trust:

@@ -132,7 +132,7 @@ def _governance(catalog: Catalog, run: RunRecord, chain: PolicyChain | None) -> 
     current = chain.current if chain is not None else None
     began = None
     if chain is not None and current is not None:
-        began = chain.at(catalog.run_seqs().get(run.run_id, 0))
+        began = chain.at(catalog.run_seq(run.run_id) or 0)
     found = catalog.attestations([run.run_id]).get(run.run_id)
     said, attested = "no attestation: the run was recorded under the unsigned regime", False
     if began is not None:

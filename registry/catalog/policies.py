@@ -188,6 +188,15 @@ class CatalogPolicies(CatalogConnection):
             for r in rows
         }
 
+    def run_seq(self, run_id: str) -> int | None:
+        """The event number of a run's start (None: no such run)."""
+        table = schema.table(RunRow)
+        with self._reading() as conn:
+            seq = conn.execute(
+                sa.select(table.c.event_seq).where(table.c.run_id == run_id)
+            ).scalar()
+        return None if seq is None else int(seq)
+
     def run_seqs(self) -> dict[str, int]:
         """The event number of each run's start, by run."""
         table = schema.table(RunRow)

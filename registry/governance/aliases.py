@@ -28,7 +28,7 @@ from compressgate.registry.governance.release import (
     release_envelope,
 )
 from compressgate.registry.governance.review import TrustSource, load_trust_for, status
-from compressgate.registry.kernel.dsse import Envelope, sign
+from compressgate.registry.kernel.dsse import Envelope
 from compressgate.registry.kernel.errors import (
     IntegrityError,
     ManifestError,
@@ -227,9 +227,8 @@ def _authorize(
         return
     assert key is not None
     policy = chain.current
-    probe = sign(b"authorize", "application/vnd.compressgate.probe", [key])
     authorize(
-        probe,
+        [key.public],
         policy.trust,
         policy.version,
         alias,
@@ -251,7 +250,7 @@ def _check_attested(
     rule = chain.current.trust.alias_rule(alias)
     run_id = variant.run_id
     found = catalog.attestations([run_id]).get(run_id)
-    started = catalog.run_seqs().get(run_id, 0)
+    started = catalog.run_seq(run_id) or 0
     if found is None:
         if chain.at(started) is None and rule.attested_by is None:
             return  # recorded under the unsigned regime

@@ -85,7 +85,7 @@ def release_envelope(
 
 
 def authorize(
-    envelope: Envelope,
+    signed_by: list[PublicKey],
     trust: Trust,
     policy_version: int,
     alias: str,
@@ -93,18 +93,18 @@ def authorize(
     recipe_signers: list[str],
     source: str,
 ) -> tuple[str, PublicKey]:
-    """The releaser who signed `envelope` and their key, once the policy lets them move
+    """The releaser among the keys `signed_by` and their key, once the policy lets them move
     `alias` for a run whose recipe `recipe_signers` signed; exit 3 otherwise."""
     releasers = trust.keys_with_role("releaser")
-    signers = verified_keys(envelope, releasers)
+    signers = [k for k in signed_by if k in releasers]
     if not signers:
-        others = verified_keys(envelope, trust.all_keys())
-        who = ", ".join(sorted({trust.owner_of(k) or "?" for k in others}))
+        known = [k for k in signed_by if trust.owner_of(k) is not None]
+        who = ", ".join(sorted({trust.owner_of(k) or "?" for k in known}))
         raise IntegrityError(
             f"{source}: "
             + (
                 f"signed by {who}, who lack the 'releaser' role in policy v{policy_version}"
-                if others
+                if known
                 else f"no signature verifies with a releaser key of policy v{policy_version}"
             ),
             hint="an alias moves only with a releaser's key (`--key`); the policy names them",
@@ -144,7 +144,13 @@ def check_release(
             f"{source}: the statement is a {stated.predicate_type!r}, not a release"
         )
     owner, signer = authorize(
-        envelope, trust, policy_version, move.alias, move.run_id, recipe_signers, source
+        verified_keys(envelope, trust.all_keys()),
+        trust,
+        policy_version,
+        move.alias,
+        move.run_id,
+        recipe_signers,
+        source,
     )
     predicate = stated.predicate
     expected = {

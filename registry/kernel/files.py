@@ -32,3 +32,18 @@ def write_atomic(path: Path, data: bytes, *, mode: int = 0o644, overwrite: bool 
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
+
+
+def read_input(path: Path, what: str) -> bytes:
+    """The bytes of an input file the user named (`what`: "private key", "policy", …); missing
+    is exit 4, a folder or an unreadable file exit 2, each naming the file."""
+    from compressgate.registry.kernel.errors import ManifestError, NotFoundError
+
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise NotFoundError(f"{what} {path} not found") from None
+    except IsADirectoryError:
+        raise ManifestError(f"{path} is a directory, not a {what} file") from None
+    except OSError as exc:  # a symbolic link loop, no permission to read, …
+        raise ManifestError(f"{path}: cannot read the {what} ({exc.strerror or exc})") from None

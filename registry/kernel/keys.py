@@ -18,8 +18,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from compressgate.registry.kernel.digests import canonical_json, sha256_bytes
-from compressgate.registry.kernel.errors import ManifestError, NotFoundError
-from compressgate.registry.kernel.files import write_atomic
+from compressgate.registry.kernel.errors import ManifestError
+from compressgate.registry.kernel.files import read_input, write_atomic
 
 KEYTYPE = "ed25519"
 SCHEME = "ed25519"
@@ -138,7 +138,7 @@ def generate_keypair(owner: str, out_dir: Path) -> tuple[Path, Path, PublicKey]:
 
 def load_private_key(path: Path) -> PrivateKey:
     """Read a PKCS#8 PEM Ed25519 private key."""
-    data = _read(path, "private key")
+    data = read_input(path, "private key")
     try:
         key = serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError) as exc:
@@ -153,7 +153,7 @@ def load_private_key(path: Path) -> PrivateKey:
 
 def load_public_key(path: Path) -> PublicKey:
     """Read a public key in the securesystemslib JSON form."""
-    data = _read(path, "public key")
+    data = read_input(path, "public key")
     try:
         parsed = json.loads(data)
     except RecursionError:
@@ -161,14 +161,3 @@ def load_public_key(path: Path) -> PublicKey:
     except ValueError as exc:  # invalid JSON or UTF-8, or an integer too long to read
         raise ManifestError(f"{path}: not JSON ({exc})") from None
     return PublicKey.from_dict(parsed, source=str(path))
-
-
-def _read(path: Path, what: str) -> bytes:
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise NotFoundError(f"{what} {path} not found") from None
-    except IsADirectoryError:
-        raise ManifestError(f"{path} is a directory, not a {what} file") from None
-    except OSError as exc:  # a symbolic link loop, no permission to read, …
-        raise ManifestError(f"{path}: cannot read the {what} ({exc.strerror or exc})") from None
