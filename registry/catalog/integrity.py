@@ -14,19 +14,21 @@ not hold; `audit.verify` runs them all (and the artifact store's) for `compressg
 from __future__ import annotations
 
 import hashlib
+import itertools
+import json
 import multiprocessing
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlmodel import SQLModel
 
 from compressgate.registry.catalog import migrations, schema
-from compressgate.registry.catalog.chain import GENESIS, coerced, event_body, read_json, sha
+from compressgate.registry.catalog.chain import GENESIS, read_json, sha
 from compressgate.registry.catalog.connection import DAMAGE, CatalogConnection, safe_url
 from compressgate.registry.catalog.migrations import INTRODUCED, PG_BODY, named_guards
 from compressgate.registry.catalog.records import Head
@@ -39,6 +41,8 @@ from compressgate.registry.catalog.schema import (
     unique_columns,
 )
 from compressgate.registry.kernel.errors import IntegrityError
+
+T = TypeVar("T")
 
 
 class CatalogIntegrity(CatalogConnection):
@@ -79,6 +83,11 @@ class CatalogIntegrity(CatalogConnection):
         than the code, lacks the later ones)."""
         return [m for m in models if INTRODUCED.get(schema.name(m), 1) <= self.applied]
 
+    def _events(self) -> int:
+        events = schema.table(Event)
+        with self._reading() as conn:
+            return int(conn.execute(sa.select(sa.func.count()).select_from(events)).scalar_one())
+
     def verify_chain(self, workers: int | None = None) -> Head:
         """Recompute every event's chain hash, and its content hash where it stores its body (up
         to schema v4; `verify_rows` recomputes every body from its row), in order; raise at the
@@ -86,29 +95,9 @@ class CatalogIntegrity(CatalogConnection):
 
         A long chain is checked in `workers` processes (default: one per CPU, at most 8), each
         over a contiguous range of events; the links between ranges are checked here."""
-        events = schema.table(Event)
-        with self._reading() as conn:
-            size = int(conn.execute(sa.select(sa.func.count()).select_from(events)).scalar_one())
-        count = workers or min(os.cpu_count() or 1, 8)
-        forking = "fork" in multiprocessing.get_all_start_methods()
-        if size < _PARALLEL_FROM or count < 2 or not forking:
-            spans = [_verify_span(self.url, 1, size)]
-        else:
-            bounds = [1 + size * k // count for k in range(count + 1)]
-            # fork: the workers open their own connections and never touch the parent's; spawn
-            # would re-import a caller's __main__.
-            context = multiprocessing.get_context("fork")
-            with ProcessPoolExecutor(count, mp_context=context) as pool:
-                spans = list(
-                    pool.map(
-                        _verify_span,
-                        [self.url] * count,
-                        bounds[:-1],
-                        [b - 1 for b in bounds[1:]],
-                    )
-                )
+        size = self._events()
         prev = GENESIS
-        for span in spans:
+        for span in _over_events(_verify_span, self.url, size, workers):
             if span.first_prev is not None and span.first_prev != prev:
                 raise IntegrityError(
                     f"catalog chain broken at event {span.start}: it does not link to event "
@@ -120,44 +109,37 @@ class CatalogIntegrity(CatalogConnection):
             prev = span.last or prev
         return Head(size=size, sha256=prev)
 
-    def verify_rows(self) -> int:
-        """Every row against its event's body; every event owned by exactly one row."""
-        owned = 0
+    def verify_rows(self, workers: int | None = None) -> int:
+        """Every row against its event's body, recomputed in bulk; every event owned by exactly
+        one row. Raise at the first row that does not match.
+
+        A long chain is checked in `workers` processes, as `verify_chain` is: each takes the
+        rows whose events fall in its contiguous range of events."""
+        events = schema.table(Event)
+        size = self._events()
+        tables = [schema.name(m) for m in self._present(ROW_TABLES)]
+        found = _over_events(_verify_rows_range, self.url, size, workers, tables)
+        for _, error in found:
+            if error is not None:
+                raise IntegrityError(error)
+        owned = sum(n for n, _ in found)
         with self._reading() as conn:
-            for model in self._present(ROW_TABLES):
-                table, name = schema.table(model), schema.name(model)
-                events = schema.table(Event)
-                query = sa.select(table, events.c.content_sha256.label("_content")).join(
-                    events, events.c.seq == table.c.event_seq
-                )
-                # Closed even when a row breaks off the loop: PostgreSQL streams through a
-                # server-side cursor.
-                with closing(conn.execution_options(yield_per=5000).execute(query)) as result:
-                    for mapping in result.mappings():
-                        # As written: SQLite gives booleans back as 0/1.
-                        row = coerced(model, {k: v for k, v in mapping.items() if k != "_content"})
-                        if sha(event_body(name, row)) != mapping["_content"]:
-                            key = ", ".join(f"{c}={row[c]}" for c in unique_columns(name)[:1])
-                            raise IntegrityError(
-                                f"catalog row {name}({key}) does not match its event "
-                                f"{row['event_seq']}: the row was edited after it was recorded"
-                            )
-                        owned += 1
+            for name in tables:
+                table = schema.table(schema.BY_NAME[name])
+                # Set-based, an anti-join on the events' primary key: `NOT IN (subquery)` runs
+                # quadratically on PostgreSQL with its default memory.
                 unowned = conn.execute(
                     sa.select(sa.func.count())
                     .select_from(table)
-                    .where(~table.c.event_seq.in_(sa.select(events.c.seq)))
+                    .where(~sa.exists().where(events.c.seq == table.c.event_seq))
                 ).scalar_one()
                 if unowned:
                     raise IntegrityError(
                         f"catalog table {name} has {unowned} row(s) without an event"
                     )
-            total = conn.execute(
-                sa.select(sa.func.count()).select_from(schema.table(Event))
-            ).scalar_one()
-        if owned != total:
+        if owned != size:
             raise IntegrityError(
-                f"catalog has {total} events but {owned} rows point at one: rows were deleted "
+                f"catalog has {size} events but {owned} rows point at one: rows were deleted "
                 "or inserted around the chain"
             )
         return owned
@@ -290,6 +272,27 @@ class CatalogIntegrity(CatalogConnection):
 _PARALLEL_FROM = 20_000  # events: below this, one process is as fast as starting others
 
 
+def _over_events(
+    work: Callable[..., T], url: str, size: int, workers: int | None, *extra: Any
+) -> list[T]:
+    """`work(url, start, end, *extra)` over events 1..size, in order: in this process below
+    `_PARALLEL_FROM` events (or with one CPU, or without fork), else in `workers` processes
+    (default: one per CPU, at most 8), each over a contiguous range."""
+    count = workers or min(os.cpu_count() or 1, 8)
+    forking = "fork" in multiprocessing.get_all_start_methods()
+    if size < _PARALLEL_FROM or count < 2 or not forking:
+        return [work(url, 1, size, *extra)]
+    bounds = [1 + size * k // count for k in range(count + 1)]
+    # fork: the workers open their own connections and never touch the parent's; spawn would
+    # re-import a caller's __main__.
+    context = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(count, mp_context=context) as pool:
+        ranges = zip(
+            *[(url, lo, hi - 1, *extra) for lo, hi in itertools.pairwise(bounds)], strict=True
+        )
+        return list(pool.map(work, *ranges))
+
+
 @dataclass(frozen=True)
 class _Span:
     """What one worker found over events start..end."""
@@ -298,6 +301,102 @@ class _Span:
     first_prev: str | None  # the prev_sha256 stored in event `start`
     last: str | None  # the chain hash of event `end`
     error: tuple[int, str, str | None] | None  # (seq, message, hint) of the first break
+
+
+def _body_hasher(name: str, columns: list[str]) -> Any:
+    """A function from a row as the database gives it back (its `columns` in order) to the
+    sha256 of its event body: `event_body(name, coerced(model, row))`, with each column's
+    coercion looked up once per table instead of once per value."""
+    model = schema.BY_NAME[name]
+    types = schema.table(model).columns
+    documents = schema.DOCUMENTS.get(name, frozenset())
+    late = schema.LATE_COLUMNS.get(name, frozenset())
+    convert: list[Any] = []
+    for column in columns:
+        kind: Any = None
+        if column in types and column not in documents:
+            try:
+                kind = types[column].type.python_type
+            except NotImplementedError:
+                kind = None
+        convert.append(
+            sha
+            if column in documents
+            else float
+            if kind is float
+            else bool
+            if kind is bool
+            else int
+            if kind is int
+            else None
+        )
+    plan = [
+        (i, column, fn, column in late)
+        for i, (column, fn) in enumerate(zip(columns, convert, strict=True))
+        if column != "event_seq"
+    ]
+    encode = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
+    digest_of = hashlib.sha256
+
+    def body_sha(row: tuple[Any, ...]) -> str:
+        shown: dict[str, Any] = {}
+        for i, column, fn, is_late in plan:
+            value = row[i]
+            if value is None:
+                if not is_late:
+                    shown[column] = None
+                continue
+            if fn is not None and not (fn is int and isinstance(value, bool)):
+                value = fn(value)
+            shown[column] = value
+        text = encode({"table": name, "row": shown})
+        return digest_of(text.encode("utf-8")).hexdigest()
+
+    return body_sha
+
+
+def _verify_rows_range(url: str, start: int, end: int, tables: list[str]) -> tuple[int, str | None]:
+    """Every row of `tables` whose event is in start..end against its event's content hash:
+    the rows owned, and the first mismatch's message."""
+    engine = sa.create_engine(url)
+    events = schema.table(Event)
+    owned = 0
+    try:
+        with engine.connect() as conn:
+            for name in tables:
+                table = schema.table(schema.BY_NAME[name])
+                columns = [c.name for c in table.columns]
+                query = (
+                    sa.select(*table.columns, events.c.content_sha256)
+                    .join(events, events.c.seq == table.c.event_seq)
+                    .where(table.c.event_seq >= start, table.c.event_seq <= end)
+                )
+                body_sha = _body_hasher(name, columns)
+                # Closed even when a row breaks off the loop: PostgreSQL streams through a
+                # server-side cursor.
+                streamed = conn.execution_options(stream_results=True, yield_per=5000)
+                with closing(streamed.execute(query)) as result:
+                    for row in result:
+                        try:
+                            same = body_sha(row) == row[-1]
+                        except (ValueError, TypeError):  # a value no longer of its column's type
+                            same = False
+                        if not same:
+                            values = dict(zip(columns, row, strict=False))
+                            key = ", ".join(f"{c}={values[c]}" for c in unique_columns(name)[:1])
+                            return owned, (
+                                f"catalog row {name}({key}) does not match its event "
+                                f"{values['event_seq']}: the row was edited after it was recorded"
+                            )
+                        owned += 1
+    except (sa.exc.DatabaseError, UnicodeDecodeError) as exc:
+        text = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        if isinstance(exc, sa.exc.DatabaseError) and not any(m in text for m in DAMAGE):
+            raise
+        return owned, f"catalog {safe_url(url)} is damaged: {text}"
+    finally:
+        engine.dispose()
+    return owned, None
 
 
 def _verify_span(url: str, start: int, end: int) -> _Span:
