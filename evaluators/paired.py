@@ -20,7 +20,7 @@ import math
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
-from scipy import optimize, stats
+from scipy import optimize, special
 
 from compressgate.evaluators.base import EVALUATORS, EvalContext, Evaluator, Subject
 from compressgate.evaluators.results import Estimate, PairedResult
@@ -83,6 +83,8 @@ def mcnemar(correct_baseline: np.ndarray, correct_candidate: np.ndarray) -> McNe
 
 
 def mcnemar_counts(b: int, c: int, n: int) -> McNemarResult:
+    from scipy import stats  # here: judging a recorded gate needs Tango's interval, not this
+
     discordant_pairs = b + c
     if discordant_pairs == 0:
         return McNemarResult(b=b, c=c, n=n, pvalue=1.0, midp=1.0)
@@ -119,7 +121,9 @@ def tango_interval(b: int, c: int, n: int, confidence: float = 0.95) -> tuple[fl
         raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
     if b < 0 or c < 0 or b + c > n:
         raise ValueError(f"need 0 <= b, c and b + c <= n, got b={b}, c={c}, n={n}")
-    z = float(stats.norm.ppf(0.5 + confidence / 2))
+    # scipy.stats.norm.ppf and .sf are these ufuncs (`_norm_ppf`, `_norm_sf`), without the
+    # generic distribution's argument checks: a hundred times faster, bit for bit the same.
+    z = float(special.ndtri(0.5 + confidence / 2))
     estimate = (c - b) / n
 
     def lower(delta: float) -> float:
@@ -174,7 +178,7 @@ def non_inferiority_counts(
     if not 0 < alpha < 0.5:
         raise ValueError(f"alpha must lie in (0, 0.5), got {alpha}")
     lower_bound, _ = tango_interval(b, c, n, confidence=1 - 2 * alpha)
-    pvalue = float(stats.norm.sf(tango_score(b, c, n, -margin)))
+    pvalue = float(special.ndtr(-tango_score(b, c, n, -margin)))
     return NonInferiorityResult(
         passed=lower_bound > -margin,
         difference=(c - b) / n,

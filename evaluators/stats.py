@@ -13,7 +13,6 @@ from collections.abc import Sequence
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy import stats
 
 Floats = NDArray[np.float64]
 
@@ -29,6 +28,8 @@ def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[f
 
     With no trials nothing is known: the interval is [0, 1].
     """
+    from scipy import stats  # on first use: judging a recorded gate rarely needs it
+
     _confidence(confidence)
     if n == 0:
         return 0.0, 1.0
@@ -40,6 +41,8 @@ def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[f
 
 def _quantile_ranks(n: int, q: float, confidence: float) -> tuple[int, int]:
     """0-based order statistics bracketing the `q` quantile with equal tails (clamped)."""
+    from scipy import stats  # on first use: judging a recorded gate rarely needs it
+
     if n == 0:
         raise ValueError("quantile_ci needs at least one sample")
     if not 0 < q < 1:
@@ -73,6 +76,8 @@ def quantile_ci(samples: np.ndarray, q: float, confidence: float = 0.95) -> tupl
 def quantile_coverage(n: int, q: float, confidence: float = 0.95) -> float:
     """The probability that `quantile_ci` over `n` samples covers the `q` quantile (for a
     continuous distribution): `confidence` or more, unless n is too small for it."""
+    from scipy import stats  # on first use: judging a recorded gate rarely needs it
+
     lower, upper = _quantile_ranks(n, q, confidence)
     binom = stats.binom(n, q)
     return float(binom.cdf(upper) - binom.cdf(lower))
@@ -100,6 +105,8 @@ def t_interval(
     values: Sequence[float] | np.ndarray, confidence: float = 0.95
 ) -> tuple[float, float]:
     """Student t interval for the mean of a few values (seeds); needs at least two."""
+    from scipy import stats  # on first use: judging a recorded gate rarely needs it
+
     x = np.asarray(values, dtype=np.float64).ravel()
     if x.size < 2:
         raise ValueError("a t interval needs at least two values")

@@ -36,7 +36,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict
-from scipy import stats
 
 from compressgate.evaluators.stats import wilson_interval
 from compressgate.recipes.manifest import BoundGate, GateSpec, NonInferiorGate, Recipe
@@ -101,7 +100,9 @@ class PowerCheck(BaseModel):
 
 
 def _z(two_sided: float) -> float:
-    return float(stats.norm.ppf(0.5 + two_sided / 2))
+    from scipy import special  # scipy.stats.norm.ppf is this ufunc (`_norm_ppf`)
+
+    return float(special.ndtri(0.5 + two_sided / 2))
 
 
 def tango_floor(n: int, two_sided: float) -> float:
@@ -130,6 +131,9 @@ def pass_probability(n: int, margin: float, two_sided: float, discordance: float
         return 0.0
     if margin >= 1:
         return 1.0
+    # Imported here: judging a recorded decision (an audit) reads this module, not scipy.stats.
+    from scipy import stats
+
     z, half = _z(two_sided), discordance / 2
     b = np.arange(stats.binom.ppf(_TAIL, n, half), stats.binom.isf(_TAIL, n, half) + 1)
     rest = n - b
