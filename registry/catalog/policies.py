@@ -7,6 +7,8 @@ A catalog read as it is at an older schema (v3, v4) has neither table: it has no
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 
@@ -24,17 +26,37 @@ from compressgate.registry.catalog.schema import (
     AliasMoveRow,
     ApprovalRow,
     AttestationRow,
+    EvaluationRow,
     Event,
     GateDecisionRow,
     PolicyRow,
     ReleaseRow,
     ResumeRow,
+    RunEndRow,
     RunRow,
     VariantRow,
 )
 from compressgate.registry.kernel.errors import Conflict
 
 POLICY_FROM = 5  # the schema version that added policies and releases
+_PAGE = 500  # keys per IN (...) list
+
+
+@dataclass
+class RunEvidence:
+    """What a run's attestation and its gate decisions are checked against, as stored: read
+    in bulk for many runs by `run_evidence`, parsed by whoever checks it."""
+
+    run_id: str
+    recipe_sha256: str
+    seeds: list[int]
+    environment_sha256: str
+    lock_sha256: str
+    status: str = "running"
+    # (variant id, seed, stage, artifact sha256, stored metrics document), in recording order
+    variants: list[tuple[str, int, str, str, str]] = field(default_factory=list)
+    # "<variant id>/<kind>" -> the stored result document, for the kinds asked for
+    evaluations: dict[str, str] = field(default_factory=dict)
 
 
 class CatalogPolicies(CatalogConnection):
@@ -147,6 +169,68 @@ class CatalogPolicies(CatalogConnection):
                     sa.select(table.c.run_id).group_by(table.c.run_id).order_by(table.c.run_id)
                 )
             ]
+
+    def run_evidence(self, run_ids: Sequence[str], kinds: Sequence[str]) -> dict[str, RunEvidence]:
+        """Each run of `run_ids` the catalog holds, with its variants and their evaluations of
+        `kinds`, in a few queries per page of runs (a variant's id is `RUN/SEED/STAGE`, an
+        evaluation's `VARIANT/KIND`: both read by primary key)."""
+        runs, ends = schema.table(RunRow), schema.table(RunEndRow)
+        variants, evaluations = schema.table(VariantRow), schema.table(EvaluationRow)
+        found: dict[str, RunEvidence] = {}
+        with self._reading() as conn:
+            for start in range(0, len(run_ids), _PAGE):
+                page = sorted(run_ids[start : start + _PAGE])
+                query = sa.select(
+                    runs.c.run_id,
+                    runs.c.recipe_sha256,
+                    runs.c.seeds,
+                    runs.c.environment_sha256,
+                    runs.c.lock_sha256,
+                ).where(runs.c.run_id.in_(page))
+                for run_id, recipe, seeds, environment, lock in conn.execute(query):
+                    found[str(run_id)] = RunEvidence(
+                        str(run_id), str(recipe), json.loads(seeds), str(environment), str(lock)
+                    )
+                ended = sa.select(ends.c.run_id, ends.c.status).where(ends.c.run_id.in_(page))
+                for run_id, status in conn.execute(ended):
+                    if run_id in found:
+                        found[run_id].status = str(status)
+                # The page's runs are a contiguous range of ids: so are their variants'.
+                stored = (
+                    sa.select(
+                        variants.c.id,
+                        variants.c.run_id,
+                        variants.c.seed,
+                        variants.c.stage,
+                        variants.c.artifact_sha256,
+                        variants.c.metrics,
+                    )
+                    .where(variants.c.id >= f"{page[0]}/", variants.c.id < f"{page[-1]}0")
+                    .order_by(variants.c.event_seq)
+                )
+                wanted: list[str] = []
+                for vid, run_id, seed, stage, artifact, metrics in conn.execute(stored):
+                    evidence = found.get(run_id)
+                    if evidence is not None:
+                        evidence.variants.append(
+                            (str(vid), int(seed), str(stage), str(artifact), str(metrics))
+                        )
+                        wanted += [f"{vid}/{kind}" for kind in kinds]
+                for first in range(0, len(wanted), _PAGE):
+                    ids = wanted[first : first + _PAGE]
+                    results = sa.select(
+                        evaluations.c.id, evaluations.c.variant_id, evaluations.c.result
+                    ).where(evaluations.c.id.in_(ids))
+                    for eid, vid, result in conn.execute(results):
+                        found[str(vid).split("/", 1)[0]].evaluations[str(eid)] = str(result)
+        return found
+
+    def evaluation_documents(self, variant_id: str) -> dict[str, str]:
+        """Every evaluation of a variant, its stored result document by kind."""
+        table = schema.table(EvaluationRow)
+        query = sa.select(table.c.kind, table.c.result).where(table.c.variant_id == variant_id)
+        with self._reading() as conn:
+            return {str(kind): str(result) for kind, result in conn.execute(query)}
 
     def event_hashes(self, seqs: list[int]) -> dict[int, str]:
         """The chain hash of each event of `seqs` the catalog holds."""

@@ -5,6 +5,7 @@ sign-offs, reports and aliases, each read in one transaction and handed out as r
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import sqlalchemy as sa
@@ -343,25 +344,36 @@ class CatalogQueries(CatalogConnection):
 
     def gate_decisions(self, run_id: str) -> list[GateDecision]:
         """The run's gate decisions (one per gate, by its seeds policy), in recipe order."""
+        return self.gate_decisions_of([run_id]).get(run_id, [])
+
+    def gate_decisions_of(self, run_ids: Sequence[str]) -> dict[str, list[GateDecision]]:
+        """The gate decisions of each of `run_ids` that has any, each run's in recipe order."""
         # The gates' models load the recipe language: only commands that judge pay for it.
         from compressgate.gates.review import GateDecision, SeedJudgement
 
         table = schema.table(GateDecisionRow)
-        query = sa.select(table).where(table.c.run_id == run_id).order_by(table.c.event_seq)
+        found: dict[str, list[GateDecision]] = {}
         with self._reading() as conn:
-            return [
-                GateDecision(
-                    **{
-                        k: v
-                        for k, v in r.items()
-                        if k not in ("id", "rule", "seeds", "power", "event_seq")
-                    },
-                    rule=read_json(r["rule"]),
-                    seeds=[SeedJudgement.model_validate(s) for s in read_json(r["seeds"])],
-                    power=read_json(r["power"]),
+            for start in range(0, len(run_ids), 500):
+                query = (
+                    sa.select(table)
+                    .where(table.c.run_id.in_(run_ids[start : start + 500]))
+                    .order_by(table.c.event_seq)
                 )
-                for r in conn.execute(query).mappings()
-            ]
+                for r in conn.execute(query).mappings():
+                    found.setdefault(str(r["run_id"]), []).append(
+                        GateDecision(
+                            **{
+                                k: v
+                                for k, v in r.items()
+                                if k not in ("id", "rule", "seeds", "power", "event_seq")
+                            },
+                            rule=read_json(r["rule"]),
+                            seeds=[SeedJudgement.model_validate(s) for s in read_json(r["seeds"])],
+                            power=read_json(r["power"]),
+                        )
+                    )
+        return found
 
     def signoffs(self, run_id: str) -> list[SignoffRecord]:
         """The approvals and waivers recorded for a run, oldest first, as stored."""

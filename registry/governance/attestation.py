@@ -1,10 +1,11 @@
 """Run attestations: the runner signs what a run made and measured, as a SLSA build provenance
 is signed by its builder.
 
-    predicateType: https://compressgate.dev/run/v1
+    predicateType: https://compressgate.dev/run/v2
     subject: [{name: <variant id>, digest: {sha256: <artifact>}}, ...]   every finished stage
     predicate: {run_id, recipe_sha256, status, environment_sha256, lock_sha256, runner,
-                evidence: {<variant id>: <sha256 of its recorded metrics>},
+                evidence: {<variant id>: <sha256 of its metrics document, as the catalog
+                                          stores it (`chain.stored`)>},
                 decisions: [{gate, stage, verdict, evidence_sha256}],
                 policy: {version, sha256}, catalog_head: {size, sha256}}
 
@@ -14,6 +15,10 @@ named runners (`attested_by: [ci]`), so that a laptop run cannot reach `producti
 `audit verify` recomputes the subjects, the metrics digests and the decisions from what the
 catalog holds and checks them against the signed statement: evidence rewritten in the catalog,
 even with its decisions re-derived and its hash chain recomputed, no longer matches.
+
+Version 2 digests each variant's metrics document exactly as the catalog stores it, so an
+audit hashes the stored text and parses none of it; version 1 (run/v1, still verified) digested
+the metrics' full JSON, which an audit had to rebuild from the stored form.
 """
 
 from __future__ import annotations
@@ -37,9 +42,12 @@ if TYPE_CHECKING:
     from compressgate.gates.review import GateDecision
     from compressgate.recipes.trust import Trust
     from compressgate.registry.catalog.records import RunRecord
+    from compressgate.registry.catalog.repository import Catalog
+    from compressgate.registry.governance.evidence import StoredRun
     from compressgate.registry.kernel.keys import PrivateKey
 
-RUN_PREDICATE_TYPE = "https://compressgate.dev/run/v1"
+RUN_PREDICATE_TYPE = "https://compressgate.dev/run/v2"
+RUN_V1 = "https://compressgate.dev/run/v1"  # metrics digested as full JSON (`metrics_digest`)
 
 
 @dataclass(frozen=True)
@@ -51,19 +59,41 @@ class Attested:
 
 
 def metrics_digest(metrics: dict[str, Any]) -> str:
-    """sha256 of a stage's metrics as JSON (sorted keys, no spaces)."""
+    """sha256 of a stage's metrics as JSON (sorted keys, no spaces): run/v1's evidence."""
     body = {k: v.model_dump(mode="json") for k, v in sorted(metrics.items())}
     return hashlib.sha256(
         json.dumps(body, sort_keys=True, separators=(",", ":")).encode("utf-8")
     ).hexdigest()
 
 
+def stored_digest(metrics: dict[str, Any]) -> str:
+    """sha256 of a stage's metrics document as the catalog stores it: run/v2's evidence."""
+    from compressgate.registry.catalog.chain import pack_metrics, stored
+
+    return hashlib.sha256(stored(pack_metrics(metrics)).encode("utf-8")).hexdigest()
+
+
 def _claims(
-    record: RunRecord, decisions: list[GateDecision], environment_sha256: str, lock_sha256: str
+    record: RunRecord | StoredRun,
+    decisions: list[GateDecision],
+    environment_sha256: str,
+    lock_sha256: str,
+    predicate_type: str = RUN_PREDICATE_TYPE,
 ) -> tuple[list[tuple[str, str]], dict[str, Any]]:
+    from compressgate.registry.governance.evidence import StoredStage
+
+    def evidence_of(stage: Any) -> str:
+        if isinstance(stage, StoredStage):
+            return stage.stored_sha256 if predicate_type != RUN_V1 else stage.full_sha256()
+        return (
+            stored_digest(stage.metrics)
+            if predicate_type != RUN_V1
+            else metrics_digest(stage.metrics)
+        )
+
     done = [s for s in record.stages if s.status == "done" and s.artifact_sha256]
     subjects = [(f"{record.run_id}/{s.seed}/{s.name}", str(s.artifact_sha256)) for s in done]
-    evidence = {f"{record.run_id}/{s.seed}/{s.name}": metrics_digest(s.metrics) for s in done}
+    evidence = {f"{record.run_id}/{s.seed}/{s.name}": evidence_of(s) for s in done}
     claims = {
         "run_id": record.run_id,
         "recipe_sha256": record.recipe.sha256,
@@ -106,6 +136,37 @@ def attest(
     return sign(statement(subjects, RUN_PREDICATE_TYPE, predicate), INTOTO_PAYLOAD_TYPE, [key])
 
 
+def record_attested(
+    catalog: Catalog,
+    record: RunRecord,
+    decisions: list[GateDecision],
+    key: PrivateKey,
+    *,
+    owner: str,
+    policy: tuple[int, str],
+) -> None:
+    """Attest a run the catalog holds, at its current head, and record the attestation."""
+    info = catalog.run_info(record.run_id)
+    head = catalog.head()
+    envelope = attest(
+        record,
+        decisions,
+        key,
+        owner=owner,
+        environment_sha256=info.environment_sha256,
+        lock_sha256=info.lock_sha256,
+        policy=policy,
+        head=(head.size, head.sha256),
+    )
+    catalog.record_attestation(
+        run_id=record.run_id,
+        owner=owner,
+        keyid=key.public.keyid,
+        policy_version=policy[0],
+        envelope=envelope.to_json().decode("utf-8"),
+    )
+
+
 def runner_of(envelope: Envelope, trust: Trust, policy_version: int, source: str) -> str:
     """The owner of the runner key that signed `envelope`; exit 3 if none of the policy's."""
     runners = trust.keys_with_role("runner")
@@ -123,7 +184,7 @@ def check_attestation(
     *,
     trust: Trust,
     policy_version: int,
-    record: RunRecord,
+    record: RunRecord | StoredRun,
     decisions: list[GateDecision],
     environment_sha256: str,
     lock_sha256: str,
@@ -134,12 +195,14 @@ def check_attestation(
     if envelope.payload_type != INTOTO_PAYLOAD_TYPE:
         raise IntegrityError(f"{source}: payloadType is {envelope.payload_type!r}, not in-toto")
     stated = parse_statement(envelope.payload, source=source)
-    if stated.predicate_type != RUN_PREDICATE_TYPE:
+    if stated.predicate_type not in (RUN_PREDICATE_TYPE, RUN_V1):
         raise IntegrityError(f"{source}: the statement is a {stated.predicate_type!r}, not a run")
     owner = runner_of(envelope, trust, policy_version, source)
     runners = trust.keys_with_role("runner")
     keyid = next(k.keyid for k in verified_keys(envelope, runners))
-    subjects, claims = _claims(record, decisions, environment_sha256, lock_sha256)
+    subjects, claims = _claims(
+        record, decisions, environment_sha256, lock_sha256, stated.predicate_type
+    )
     predicate = stated.predicate
     problems = [
         f"{field} differs"

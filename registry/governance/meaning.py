@@ -82,13 +82,13 @@ def _runs(
     catalog: Catalog, chain: PolicyChain, heads: dict[int, tuple[str, str]]
 ) -> tuple[int, int, int]:
     """Re-derive every gate decision from the run's recorded evidence and its rule, and check
-    every attestation against what the catalog holds of its run."""
-    from compressgate.gates.judge import BASELINE, judge_gate
-    from compressgate.gates.power import PowerCheck
-    from compressgate.recipes.manifest import GateSpec
-    from compressgate.registry.governance.attestation import check_attestation
+    every attestation against what the catalog holds of its run. Many runs are checked in
+    several processes (one per CPU, at most 8), each over a contiguous range of runs."""
+    import itertools
+    import multiprocessing
+    import os
+    from concurrent.futures import ProcessPoolExecutor
 
-    rule = TypeAdapter(GateSpec)
     attested = catalog.attestations()
     first = chain.versions[0].seq if chain.versions else None
     unattested = 0
@@ -96,10 +96,79 @@ def _runs(
         unattested = sum(
             1 for run, seq in catalog.run_seqs().items() if seq > first and run not in attested
         )
+    runs = sorted({*catalog.decided_runs(), *attested})
+    count = min(os.cpu_count() or 1, 8)
+    forking = "fork" in multiprocessing.get_all_start_methods()
+    if len(runs) < _PARALLEL_FROM or count < 2 or not forking:
+        found = [_check_runs(catalog.url, runs, catalog, chain)]
+    else:
+        bounds = [len(runs) * k // count for k in range(count + 1)]
+        pages = [runs[lo:hi] for lo, hi in itertools.pairwise(bounds)]
+        # fork: each worker opens its own connection and reads the policy chain again.
+        context = multiprocessing.get_context("fork")
+        with ProcessPoolExecutor(count, mp_context=context) as pool:
+            found = list(pool.map(_check_runs, [catalog.url] * count, pages))
+    decisions = 0
+    for checked, named, error in found:
+        if error is not None:
+            kind, message, hint = error
+            raise kind(message, hint=hint)
+        decisions += checked
+        heads.update(named)
+    return decisions, len(attested), unattested
+
+
+_PARALLEL_FROM = 200  # runs: below this, one process is as fast as starting others
+_PAGE = 100  # runs read from the catalog at a time
+
+
+def _check_runs(
+    url: str, runs: list[str], catalog: Catalog | None = None, chain: PolicyChain | None = None
+) -> tuple[int, dict[int, tuple[str, str]], tuple[type[CompressgateError], str, str | None] | None]:
+    """Check the decisions and attestations of `runs` (in order): the decisions re-derived,
+    the chain heads the attestations name, and the first problem's message."""
+    from compressgate.registry.catalog.repository import Catalog
+    from compressgate.registry.governance.policy import load_chain
+
+    heads: dict[int, tuple[str, str]] = {}
     count = 0
-    for run_id in sorted({*catalog.decided_runs(), *attested}):
-        record = catalog.run(run_id)
-        decisions = catalog.gate_decisions(run_id)
+    own = catalog is None
+    records = Catalog(url, create=False) if catalog is None else catalog
+    try:
+        chain = chain or load_chain(records)
+        for start in range(0, len(runs), _PAGE):
+            page = runs[start : start + _PAGE]
+            count += _check_page(records, chain, page, heads)
+    except CompressgateError as exc:  # handed back whole: a worker's exception may not pickle
+        return count, heads, (type(exc), exc.message, exc.hint)
+    finally:
+        if own:
+            records.close()
+    return count, heads, None
+
+
+def _check_page(
+    catalog: Catalog, chain: PolicyChain, runs: list[str], heads: dict[int, tuple[str, str]]
+) -> int:
+    from compressgate.gates.judge import BASELINE, judge_gate
+    from compressgate.gates.power import PowerCheck
+    from compressgate.recipes.manifest import GateSpec
+    from compressgate.registry.governance.attestation import check_attestation
+    from compressgate.registry.governance.evidence import JUDGED_EVALUATIONS, StoredRun
+
+    rule = TypeAdapter(GateSpec)
+    attested = catalog.attestations(runs)
+    evidence = catalog.run_evidence(runs, JUDGED_EVALUATIONS)
+    all_decisions = catalog.gate_decisions_of(runs)
+    count = 0
+    for run_id in runs:
+        decisions = all_decisions.get(run_id, [])
+        try:
+            record = StoredRun(catalog, evidence[run_id])
+        except (CompressgateError, ValueError, KeyError) as exc:
+            raise IntegrityError(
+                f"run {run_id}: its recorded evidence cannot be read ({exc})"
+            ) from None
         for decision in decisions:
             where = f"gate '{decision.gate}' of run {run_id}"
             try:
@@ -127,15 +196,14 @@ def _runs(
             source = f"the attestation of run {run_id}"
             if policy is None or policy.version != found.policy_version:
                 raise IntegrityError(f"{source} names policy v{found.policy_version}, not in force")
-            info = catalog.run_info(run_id)
             done = check_attestation(
                 Envelope.from_json(found.envelope.encode("utf-8"), source=source),
                 trust=policy.trust,
                 policy_version=policy.version,
                 record=record,
                 decisions=decisions,
-                environment_sha256=info.environment_sha256,
-                lock_sha256=info.lock_sha256,
+                environment_sha256=record.environment_sha256,
+                lock_sha256=record.lock_sha256,
                 source=source,
             )
             if (done.owner, done.keyid) != (found.owner, found.keyid):
@@ -143,7 +211,7 @@ def _runs(
             if done.head_size >= found.seq:
                 raise IntegrityError(f"{source} names a head after itself")
             heads[done.head_size] = (done.head_sha256, source)
-    return count, len(attested), unattested
+    return count
 
 
 def _same_decision(where: str, recorded: object, again: object) -> None:

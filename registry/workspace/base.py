@@ -326,30 +326,18 @@ class WorkspaceBase:
 
     def _attest(self, outcome: Outcome) -> None:
         """Under a policy, the runner's signed statement of the finished run, recorded."""
-        from compressgate.registry.governance.attestation import attest
+        from compressgate.registry.governance.attestation import record_attested
 
         current = self.policy_chain().current
         found = self.runner()
         if current is None or found is None:
             return
         key, owner = found
-        catalog = self.catalog(write=True)
-        info = catalog.run_info(outcome.record.run_id)
-        head = catalog.head()
-        envelope = attest(
+        record_attested(
+            self.catalog(write=True),
             outcome.record,
             list(outcome.decisions),
             key,
             owner=owner,
-            environment_sha256=info.environment_sha256,
-            lock_sha256=info.lock_sha256,
             policy=(current.version, current.sha256),
-            head=(head.size, head.sha256),
-        )
-        catalog.record_attestation(
-            run_id=outcome.record.run_id,
-            owner=owner,
-            keyid=key.public.keyid,
-            policy_version=current.version,
-            envelope=envelope.to_json().decode("utf-8"),
         )

@@ -13,7 +13,7 @@ import yaml
 
 from compressgate.recipes.trust import add_owner_key, set_root_threshold
 from compressgate.registry.kernel.keys import generate_keypair
-from tests.helpers.harden.common import TINY, make_bench
+from tests.helpers.harden.common import TINY, Bench, make_bench
 from tests.helpers.workspace import Invoke
 
 pytestmark = pytest.mark.slow
@@ -26,9 +26,9 @@ gates:
 """
 
 
-def test_a_governed_run_from_policy_to_report_survives_a_key_rotation(
-    cli: Invoke, tmp_path: Path
-) -> None:
+def governed(cli: Invoke, tmp_path: Path) -> tuple[Bench, tuple[str, Path]]:
+    """The digits example under a policy of two root owners (threshold 2): ml-platform
+    authors, ci runs, ml-lead approves, serving releases."""
     bench = make_bench(tmp_path)  # ml-platform (author), ml-lead (approver), serving (releaser)
     for owner, role in [("ci", "runner"), ("root-a", "root"), ("root-b", "root")]:
         _, _, public = generate_keypair(owner, bench.keys)
@@ -37,6 +37,13 @@ def test_a_governed_run_from_policy_to_report_survives_a_key_rotation(
     ws = ("--workspace", bench.workspace)
     roots = ("--key", bench.key("root-a"), "--key", bench.key("root-b"))
     assert cli("trust", "init", bench.trust, *roots, *ws).exit_code == 0
+    return bench, ws
+
+
+def test_a_governed_run_from_policy_to_report_survives_a_key_rotation(
+    cli: Invoke, tmp_path: Path
+) -> None:
+    bench, ws = governed(cli, tmp_path)
 
     body = TINY.replace("NAME", "governed").replace("SEED", "0")
     recipe = bench.recipe("governed", text=body.partition("gates:\n")[0] + GATES)
@@ -144,3 +151,96 @@ def test_a_waived_gate_that_stopped_the_pipeline_lets_the_run_resume(
     assert f"carried from the stopped run `{stopped}`" in md
     again = cli("resume", run["run_id"], *ws)
     assert again.exit_code == 1 and "not stopped" in again.stderr
+
+
+def test_run_attestations_bind_the_stored_metrics_and_older_ones_still_verify(
+    cli: Invoke, tmp_path: Path
+) -> None:
+    """A run/v2 attestation binds each variant's metrics document as the catalog stores it (so
+    an audit hashes the text and parses none of it); a run/v1 one, which bound the metrics'
+    full JSON, still verifies, from the full record and from the stored documents alike."""
+    from compressgate.registry import Workspace
+    from compressgate.registry.catalog.chain import sha
+    from compressgate.registry.governance import attestation as att
+    from compressgate.registry.governance.evidence import StoredRun
+    from compressgate.registry.kernel.dsse import INTOTO_PAYLOAD_TYPE, Envelope, sign, statement
+    from compressgate.registry.kernel.keys import load_private_key
+
+    bench, ws = governed(cli, tmp_path)
+    recipe = bench.recipe("attested")
+    ran = cli("run", recipe, "--key", bench.key("ci"), *ws, "--json")
+    assert ran.exit_code == 0, ran.stderr
+    run_id = json.loads(ran.stdout)["run_id"]
+
+    with Workspace(bench.workspace) as workspace:
+        catalog = workspace.catalog()
+        record, decisions = catalog.run(run_id), catalog.gate_decisions(run_id)
+        info, policy = catalog.run_info(run_id), workspace.policy_chain().current
+        assert policy is not None
+        found = catalog.attestations([run_id])[run_id]
+        envelope = Envelope.from_json(found.envelope.encode(), source="attestation")
+        signed = json.loads(envelope.payload)
+        assert signed["predicateType"] == "https://compressgate.dev/run/v2"
+        with catalog.engine.connect() as conn:
+            query = "SELECT id, metrics FROM variants WHERE run_id = ?"
+            stored = dict(conn.exec_driver_sql(query, (run_id,)).all())
+        assert signed["predicate"]["evidence"] == {vid: sha(text) for vid, text in stored.items()}
+
+        light = StoredRun(catalog, catalog.run_evidence([run_id], ("paired",))[run_id])
+        for full, read in zip(record.stages, light.stages, strict=True):
+            assert read.full_sha256() == att.metrics_digest(full.metrics)
+            assert read.stored_sha256 == att.stored_digest(full.metrics)
+
+        subjects, claims = att._claims(
+            record, decisions, info.environment_sha256, info.lock_sha256, att.RUN_V1
+        )
+        head = catalog.head()
+        predicate = {
+            **claims,
+            "runner": "ci",
+            "policy": {"version": policy.version, "sha256": policy.sha256},
+            "catalog_head": {"size": head.size, "sha256": head.sha256},
+        }
+        older = sign(
+            statement(subjects, att.RUN_V1, predicate),
+            INTOTO_PAYLOAD_TYPE,
+            [load_private_key(bench.key("ci"))],
+        )
+        for shown in (record, light):
+            done = att.check_attestation(
+                older,
+                trust=policy.trust,
+                policy_version=policy.version,
+                record=shown,
+                decisions=decisions,
+                environment_sha256=info.environment_sha256,
+                lock_sha256=info.lock_sha256,
+                source="a run/v1 attestation",
+            )
+            assert (done.owner, done.head_size) == ("ci", head.size)
+
+    # The meaning checks over many runs go to worker processes: the same report there, and an
+    # edit written around compressgate (the chain recomputed) found there too, with its class.
+    from compressgate.registry.governance import meaning
+    from compressgate.registry.kernel.errors import IntegrityError
+    from tests.helpers.harden.insider import rewrite
+
+    with Workspace(bench.workspace) as workspace:
+        chain, store = workspace.policy_chain(), workspace.store
+        inline = meaning.verify_meaning(workspace.catalog(), store, chain)
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(meaning, "_PARALLEL_FROM", 1)
+            assert meaning.verify_meaning(workspace.catalog(), store, chain) == inline
+        assert inline.decisions == len(decisions) and inline.attestations == 1
+    decision = decisions[0]
+    rewrite(
+        bench.workspace / "catalog.db",
+        "gate_verdicts",
+        "id",
+        f"{run_id}/{decision.gate}",
+        {"estimate": decision.estimate + 0.01},
+    )
+    with Workspace(bench.workspace) as workspace, pytest.MonkeyPatch.context() as patch:
+        patch.setattr(meaning, "_PARALLEL_FROM", 1)
+        with pytest.raises(IntegrityError, match="does not follow from its evidence"):
+            meaning.verify_meaning(workspace.catalog(), workspace.store, workspace.policy_chain())
