@@ -363,10 +363,14 @@ def review(
 
 
 def expired(expires: str | None, now: datetime) -> bool:
-    """Whether a waiver's expiry (an ISO 8601 instant) has passed at `now`."""
+    """Whether a waiver's expiry (an ISO 8601 instant) has passed at `now`; ValueError for one
+    that is not an instant (no time zone), which cannot be compared."""
     if expires is None:
         return False
-    return datetime.fromisoformat(expires) <= now
+    moment = datetime.fromisoformat(expires)
+    if moment.tzinfo is None:
+        raise ValueError(f"{expires!r} has no time zone")
+    return moment <= now
 
 
 def by_gate(decisions: Sequence[GateDecision]) -> Mapping[str, GateDecision]:

@@ -159,15 +159,11 @@ def check_signoff(
             f"{source}: a {predicate.get('decision')!r} does not fit a gate that "
             f"{'passed' if decision.verdict == 'pass' else 'failed'}"
         )
-    expires = predicate.get("expires")
-    signed_at = predicate.get("signed_at")
+    expires = _instant(predicate.get("expires"), "expires", source, required=False)
+    signed_at = _instant(predicate.get("signed_at"), "signed_at", source, required=True)
     reason = predicate.get("reason")
-    try:
-        for stamp in (expires, signed_at):
-            if stamp is not None:
-                datetime.fromisoformat(str(stamp))
-    except ValueError:
-        raise IntegrityError(f"{source}: a timestamp in the sign-off is not ISO 8601") from None
+    if reason is not None and not isinstance(reason, str):
+        raise IntegrityError(f"{source}: its reason is a {type(reason).__name__}, not text")
     return Signoff(
         id=hashlib.sha256(envelope.to_json()).hexdigest(),
         kind=kind,
@@ -175,15 +171,43 @@ def check_signoff(
         owner=decision.owner,
         keyid=accepted[0].keyid,
         verdict=decision.verdict,
-        reason=None if reason is None else str(reason),
-        expires=None if expires is None else str(expires),
+        reason=reason,
+        expires=expires,
         signed_at=str(signed_at),
     )
 
 
+def _instant(value: object, field: str, source: str, *, required: bool) -> str | None:
+    """A timestamp of the predicate: ISO 8601 text with a time zone (exit 3 otherwise), as
+    `signoff_envelope` writes it; a sign-off signed elsewhere is held to the same form, so
+    that no reader ever meets an instant it cannot compare."""
+    if value is None:
+        if required:
+            raise IntegrityError(f"{source}: the sign-off has no {field}")
+        return None
+    if not isinstance(value, str):
+        raise IntegrityError(f"{source}: its {field} is a {type(value).__name__}, not a time")
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise IntegrityError(f"{source}: its {field} {value!r} is not ISO 8601") from None
+    if moment.tzinfo is None:
+        raise IntegrityError(
+            f"{source}: its {field} {value!r} has no time zone",
+            hint="write the instant in UTC, e.g. 2026-12-31T23:59:59Z; `compressgate waive "
+            "--expires DATE` does",
+        )
+    return value
+
+
 def counting(signoff: Signoff, now: datetime) -> Signoff:
-    """The sign-off as it counts at `now`: an expired waiver is kept but does not count."""
-    if expired(signoff.expires, now):
+    """The sign-off as it counts at `now`: an expired waiver is kept but does not count, nor
+    does one whose expiry cannot be compared (recorded before expiries were checked)."""
+    try:
+        gone = expired(signoff.expires, now)
+    except ValueError as exc:
+        return signoff.model_copy(update={"counts": False, "problem": f"unreadable expiry: {exc}"})
+    if gone:
         return signoff.model_copy(
             update={"counts": False, "problem": f"expired at {signoff.expires}"}
         )

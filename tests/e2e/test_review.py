@@ -450,3 +450,63 @@ def test_review_status_without_a_run_lists_the_newest_runs(ws: Workspace, cli: I
     newest = cli("review", "status", *store(ws), "--limit", "1", "--json")
     assert newest.exit_code == 0, newest.stderr
     assert [(r["run_id"], r["status"]) for r in json.loads(newest.stdout)] == expected[:1]
+
+
+def test_a_waiver_whose_expiry_has_no_time_zone_is_refused_and_an_old_one_breaks_nothing(
+    ws: Workspace, cli: Invoke, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A waiver signed outside compressgate with `expires: "2099-12-31"` (a date, no time zone)
+    is refused when recorded (exit 3, nothing written). One recorded before that rule (the
+    strict parse switched off here, as the code of then) no longer counts, and every reader
+    carries on (`review status`, `report`); `audit verify` names it (exit 3)."""
+    from compressgate.gates import signoff
+    from compressgate.registry.catalog.repository import Catalog
+    from compressgate.registry.kernel.dsse import INTOTO_PAYLOAD_TYPE, sign
+
+    code, submitted = submit(cli, ws, recipe(ws, "naive", approval="none", floor="0.99"))
+    run_id = submitted["run"]["run_id"]
+    assert (code, submitted["review"]["status"]) == (1, "rejected")
+    with Catalog(f"sqlite:///{ws.root / '.cg' / 'catalog.db'}", create=False) as catalog:
+        floor = next(d for d in catalog.gate_decisions(run_id) if d.gate == "floor")
+        recipe_sha256 = catalog.run_info(run_id).recipe_sha256
+    key = load_private_key(ws.key("serving"))
+    good = signoff.signoff_envelope(
+        floor, key, kind="waiver", recipe_sha256=recipe_sha256, owner="serving", reason="r",
+        expires=datetime(2099, 12, 31, tzinfo=UTC),
+    )  # fmt: skip
+    statement = json.loads(good.payload)
+    assert statement["predicate"]["expires"] == "2099-12-31T00:00:00Z"
+    statement["predicate"]["expires"] = "2099-12-31"  # what another tool might write
+    naive = tmp_path / "naive.json"
+    resigned = sign(json.dumps(statement).encode(), INTOTO_PAYLOAD_TYPE, [key])
+    naive.write_bytes(resigned.to_json())
+    before = event_count(ws)
+    refused = cli(
+        "waive", run_id, "--gate", "floor", "--reason", "r", "--envelope", naive, *store(ws)
+    )
+    assert refused.exit_code == 3, refused.stderr
+    assert "its expires '2099-12-31' has no time zone" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert event_count(ws) == before and signoff_rows(ws, run_id) == []
+
+    with monkeypatch.context() as patch:  # the code of before: any ISO 8601 text was taken
+        patch.setattr(signoff, "_instant", lambda value, *_, **__: value)
+        old = cli(
+            "waive", run_id, "--gate", "floor", "--reason", "r", "--envelope", naive, *store(ws)
+        )
+        assert old.exit_code == 0, old.stderr
+    assert signoff_rows(ws, run_id) == [("floor", "waiver", "serving")]
+
+    code, found = review(cli, ws, run_id)
+    assert (code, found["status"]) == (1, "rejected")
+    ((waiver,),) = [gates(found)["floor"]["signoffs"]]
+    assert waiver["counts"] is False
+    assert "has no time zone" in waiver["problem"]
+    for fmt in ("md", "json", "html"):
+        rendered = cli("report", run_id, "--format", fmt, "--output", tmp_path / f"r.{fmt}",
+                       *store(ws))  # fmt: skip
+        assert rendered.exit_code == 0, rendered.stderr
+    audited = cli("audit", "verify", "--skip-artifacts", *store(ws))
+    assert audited.exit_code == 3
+    assert f"waiver {waiver['id'][:12]} of gate 'floor' of run {run_id}" in audited.stderr
+    assert "'2099-12-31' is not an instant" in audited.stderr
