@@ -17,7 +17,7 @@ from importlib.machinery import ModuleSpec, PathFinder
 from pathlib import Path
 
 from compressgate.recipes.manifest import FileRef, ImportRef, Loc, Recipe, iter_refs, recipe_issues
-from compressgate.recipes.trust import DEFAULT_MODULES, Trust, module_allowed
+from compressgate.recipes.trust import DEFAULT_MODULES, Trust, module_allowed, shadowed_by
 from compressgate.recipes.yamldoc import YamlDocument, parse_yaml, validate
 from compressgate.registry.kernel.digests import sha256_bytes
 from compressgate.registry.kernel.errors import Issue, ManifestError, NotFoundError
@@ -110,6 +110,14 @@ def _reference_issues(
                     loc,
                     f"module '{ref.module}' is not allow-listed in the trust file (allowed: "
                     f"{listed}); an owner adds it with `compressgate trust allow {ref.module}`",
+                )
+            )
+        elif isinstance(ref, ImportRef) and (shadow := shadowed_by(ref.module, root)):
+            problems.append(
+                (
+                    loc,
+                    f"module '{ref.module}': {shadow} beside the manifest has the name of an "
+                    "installed module, which is the one imported; rename the local module",
                 )
             )
         elif isinstance(ref, ImportRef) and _find_module(ref.module, root) is None:

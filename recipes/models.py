@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from compressgate.recipes.trust import DEFAULT_MODULES, module_allowed
+from compressgate.recipes.trust import DEFAULT_MODULES, module_allowed, shadowed_by
 from compressgate.registry.kernel.errors import IntegrityError, ManifestError, StageError
 
 TORCH_FILE = "model.pt"
@@ -98,11 +98,13 @@ def _refuse(ref: str, module: str, *, defined: bool = False) -> ManifestError:
 
 @contextmanager
 def importable_from(base: Path | None) -> Iterator[None]:
-    """Let `import` find modules beside the recipe (as `recipe validate` does) while resolving."""
+    """Let `import` find modules beside the recipe (as `recipe validate` does) while resolving:
+    last on the path, so that a folder beside a recipe never shadows the standard library or
+    an installed package (a `sklearn/` planted there is never imported)."""
     if base is None or str(base) in sys.path:
         yield
         return
-    sys.path.insert(0, str(base))
+    sys.path.append(str(base))
     try:
         yield
     finally:
@@ -118,6 +120,13 @@ def resolve(ref: str, base: Path | None = None) -> Callable[..., Any]:
         raise _refuse(ref, module_name)
     if any(part.startswith("_") for part in attr.split(".")):
         raise ManifestError(f"{ref}: a factory or loader cannot be a private name ('_…')")
+    shadow = shadowed_by(module_name, base)
+    if shadow is not None:
+        raise ManifestError(
+            f"{ref}: {shadow} beside the recipe has the name of an installed module, which is "
+            "the one imported: the file beside the recipe never runs",
+            hint="rename the local module (and the recipe's reference to it)",
+        )
     with importable_from(base):
         try:
             module = importlib.import_module(module_name)

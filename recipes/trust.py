@@ -33,6 +33,7 @@ is allowed. Standard-library modules can never be listed.
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import sys
 from pathlib import Path
@@ -74,6 +75,25 @@ ModuleName = Annotated[str, AfterValidator(_module_name)]
 def module_allowed(module: str, allowed: tuple[str, ...]) -> bool:
     """Whether `module` is one of `allowed` or inside one of those packages."""
     return any(module == entry or module.startswith(f"{entry}.") for entry in allowed)
+
+
+def shadowed_by(module_name: str, base: Path | None) -> Path | None:
+    """A module or package beside the recipe named like an importable one, which it would
+    have shadowed: a recipe must not name it (it is never what gets imported)."""
+    if base is None:
+        return None
+    top = module_name.partition(".")[0]
+    beside = [p for p in (base / f"{top}.py", base / top) if p.exists()]
+    if not beside:
+        return None
+    try:
+        installed = importlib.util.find_spec(top)
+    except (ImportError, ValueError):
+        return None
+    origin = getattr(installed, "origin", None) if installed is not None else None
+    if installed is None or (origin and Path(origin).resolve().is_relative_to(base.resolve())):
+        return None
+    return beside[0]
 
 
 class KeyVal(Spec):

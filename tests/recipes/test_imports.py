@@ -1,0 +1,70 @@
+"""A folder beside a recipe never shadows an installed package (issue 22): the recipe's folder
+comes last on the import path while its factories and loaders resolve, and a reference to a
+module whose name a local file shadows is refused."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.helpers.workspace import Invoke, Workspace
+
+PAYLOAD = """\
+from pathlib import Path
+Path({marker!r}).write_text("the planted package ran")
+raise SystemExit("planted package imported")
+"""
+
+
+def plant(folder: Path, name: str, marker: Path) -> None:
+    package = folder / name
+    package.mkdir()
+    (package / "__init__.py").write_text(PAYLOAD.format(marker=str(marker)))
+
+
+def test_a_package_planted_beside_a_signed_recipe_never_runs(
+    workspace: Workspace, cli: Invoke, tmp_path: Path
+) -> None:
+    """The digits example's loader imports scikit-learn; a `sklearn/` folder beside the
+    unchanged, validly signed recipe is not what it imports, in any command."""
+    assert (
+        cli("recipe", "sign", workspace.recipe, "--key", workspace.key("ml-platform")).exit_code
+        == 0
+    )
+    marker = tmp_path / "ran"
+    plant(workspace.root, "sklearn", marker)
+    exe = Path(sys.executable).parent / "compressgate"  # a fresh process: nothing imported yet
+    for command in (("recipe", "validate"), ("recipe", "explain")):
+        result = subprocess.run(
+            [exe, *command, workspace.recipe], capture_output=True, text=True, check=False
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert not marker.exists(), command
+    # The same process imports the installed scikit-learn, through the recipe's own loader.
+    probe = (
+        "import sys; from compressgate.recipes.models import importable_from; "
+        f"from pathlib import Path\nwith importable_from(Path({str(workspace.root)!r})):\n"
+        "    import sklearn\nprint(sklearn.__file__)"
+    )
+    found = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout
+    assert "site-packages" in found and not marker.exists()
+
+
+def test_a_reference_to_a_module_a_local_file_shadows_is_refused(
+    workspace: Workspace, cli: Invoke, tmp_path: Path
+) -> None:
+    """A `compressgate/` folder beside the recipe, which names `compressgate.recipes.examples…`
+    factories: the reference is refused (exit 2) naming the folder, and the folder never runs."""
+    marker = tmp_path / "ran"
+    plant(workspace.root, "compressgate", marker)
+    result = cli("recipe", "validate", workspace.recipe)
+    assert result.exit_code == 2, result.stderr
+    assert (
+        f"{workspace.root / 'compressgate'} beside the manifest has the name of an installed"
+        in (result.stdout + result.stderr)
+    )
+    assert "Traceback" not in result.stderr
+    assert not marker.exists()
