@@ -49,9 +49,16 @@ def _construct_int(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int:
 _Loader.add_constructor("tag:yaml.org,2002:int", _construct_int)
 
 # Deeper than any manifest needs (pydantic's own limit is 200); aliases (`*name`) may repeat
-# at most this many values, so a small file cannot expand into a huge document.
+# at most this many values, so a small file cannot expand into a huge document. The document
+# as its aliases expand it is bounded too, by its nodes and by the text of its scalars, each
+# counted as the walk meets them (so refusing costs what the limit allows, not what the bomb
+# would grow to); and so are the file and every scalar in it.
 MAX_DEPTH = 100
 MAX_ALIASED_VALUES = 10_000
+MAX_BYTES = 1024 * 1024  # a manifest file
+MAX_SCALAR = 64 * 1024  # characters of one value (a description, a reason)
+MAX_NODES = 100_000  # values and keys, aliases expanded
+MAX_EXPANDED_TEXT = 4 * 1024 * 1024  # characters of every scalar, aliases expanded
 
 
 class _Dumper(yaml.SafeDumper):
@@ -129,7 +136,15 @@ def format_path(loc: Sequence[str | int]) -> str:
 
 
 def parse_yaml(text: str, source: str) -> YamlDocument:
-    """Parse exactly one YAML mapping document; syntax errors and duplicate keys are Issues."""
+    """Parse exactly one YAML mapping document; syntax errors and duplicate keys are Issues,
+    and so is a document over the bounds above."""
+    size = len(text.encode("utf-8", errors="surrogatepass"))
+    if size > MAX_BYTES:
+        message = (
+            f"the file is {size:,} bytes, over the {MAX_BYTES:,} a manifest may have; large "
+            "data belongs in files the manifest names"
+        )
+        raise ManifestError(issues=(Issue(source, None, "", message),))
     try:
         nodes = list(yaml.compose_all(text, Loader=_Loader))
     except RecursionError:
@@ -183,19 +198,41 @@ def parse_yaml(text: str, source: str) -> YamlDocument:
 
 def _check_shape(root: yaml.Node, source: str) -> None:
     """Refuse a document nested deeper than MAX_DEPTH, an alias inside the value it names
-    (which never ends), or aliases that repeat more than MAX_ALIASED_VALUES values."""
+    (which never ends), aliases that repeat more than MAX_ALIASED_VALUES values, a scalar
+    longer than MAX_SCALAR, or a document that its aliases expand past MAX_NODES nodes or
+    MAX_EXPANDED_TEXT characters."""
     seen: set[int] = set()
-    repeated = 0
+    repeated = nodes = text = 0
 
     def refuse(node: yaml.Node, message: str) -> ManifestError:
         return ManifestError(issues=(Issue(source, node.start_mark.line + 1, "", message),))
 
     def walk(node: yaml.Node, ancestors: list[int]) -> None:
-        nonlocal repeated
+        nonlocal repeated, nodes, text
         if id(node) in ancestors:
             raise refuse(node, "invalid YAML: an alias (*name) inside the value it names")
         if len(ancestors) >= MAX_DEPTH:
             raise refuse(node, f"invalid YAML: nested more than {MAX_DEPTH} levels deep")
+        nodes += 1
+        if nodes > MAX_NODES:
+            raise refuse(
+                node,
+                f"invalid YAML: more than {MAX_NODES:,} values with its aliases (*name) "
+                "expanded; write a smaller manifest",
+            )
+        if isinstance(node, yaml.ScalarNode):
+            length = len(node.value)
+            if length > MAX_SCALAR:
+                raise refuse(
+                    node, f"a value of {length:,} characters, over the {MAX_SCALAR:,} allowed"
+                )
+            text += length
+            if text > MAX_EXPANDED_TEXT:
+                raise refuse(
+                    node,
+                    f"invalid YAML: more than {MAX_EXPANDED_TEXT:,} characters of values with "
+                    "its aliases (*name) expanded; write the values out once",
+                )
         if id(node) in seen:
             repeated += 1
             if repeated > MAX_ALIASED_VALUES:

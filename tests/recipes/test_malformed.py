@@ -563,3 +563,36 @@ def test_missing_manifest_is_not_found(tmp_path: Path, cli: Invoke) -> None:
         result.stderr
         == f"Error: {tmp_path / 'nope.yaml'}: recipe {tmp_path / 'nope.yaml'} not found\n"
     )
+
+
+def _validated(workspace: Workspace, cli: Invoke, text: str) -> str:
+    workspace.recipe.write_text(text)
+    result = cli("recipe", "validate", workspace.recipe, "--trust", workspace.trust)
+    assert result.exit_code == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr and result.stdout == ""
+    return result.stderr
+
+
+def test_aliases_of_a_long_value_are_refused_before_they_expand(
+    workspace: Workspace, cli: Invoke
+) -> None:
+    """A value of 60,000 characters named 200 times by an alias: a 60 KB file that would
+    expand to 12 MB of text (and take GBs through JSON and pydantic) is refused by the walk
+    over its nodes, at the alias where the expanded text passes 4 MiB."""
+    long = "x" * 60_000
+    aliases = ", ".join(["*d"] * 200)
+    text = BASE.replace("seeds: [0, 1]", f"seeds: [0, 1]\nnotes: [&d {long}, {aliases}]")
+    said = _validated(workspace, cli, text)
+    assert "more than 4,194,304 characters of values with its aliases (*name) expanded" in said
+
+
+def test_a_manifest_over_1_mib_or_a_value_over_64_kib_is_refused(
+    workspace: Workspace, cli: Invoke
+) -> None:
+    big = BASE + "# " + "padding " * 140_000 + "\n"  # a comment: nothing else is wrong
+    said = _validated(workspace, cli, big)
+    assert f"the file is {len(big.encode()):,} bytes, over the 1,048,576" in said
+    described = BASE.replace("description: test recipe", "description: " + "d" * 70_000)
+    assert described != BASE
+    said = _validated(workspace, cli, described)
+    assert "a value of 70,000 characters, over the 65,536 allowed" in said
