@@ -17,7 +17,13 @@ from importlib.machinery import ModuleSpec, PathFinder
 from pathlib import Path
 
 from compressgate.recipes.manifest import FileRef, ImportRef, Loc, Recipe, iter_refs, recipe_issues
-from compressgate.recipes.trust import DEFAULT_MODULES, Trust, module_allowed, shadowed_by
+from compressgate.recipes.trust import (
+    DEFAULT_MODULES,
+    Trust,
+    deserialiser,
+    module_allowed,
+    shadowed_by,
+)
 from compressgate.recipes.yamldoc import YamlDocument, parse_yaml, validate
 from compressgate.registry.kernel.digests import sha256_bytes
 from compressgate.registry.kernel.errors import Issue, ManifestError, NotFoundError
@@ -110,6 +116,14 @@ def _reference_issues(
                     loc,
                     f"module '{ref.module}' is not allow-listed in the trust file (allowed: "
                     f"{listed}); an owner adds it with `compressgate trust allow {ref.module}`",
+                )
+            )
+        elif isinstance(ref, ImportRef) and deserialiser(ref.module, ref.partition(":")[2]):
+            problems.append(
+                (
+                    loc,
+                    f"'{ref}' is a deserialising entry point (pickle and its kind run code from "
+                    "the bytes they read): never a factory or a loader, allow-listed or not",
                 )
             )
         elif isinstance(ref, ImportRef) and (shadow := shadowed_by(ref.module, root)):

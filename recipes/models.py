@@ -30,7 +30,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from compressgate.recipes.trust import DEFAULT_MODULES, module_allowed, shadowed_by
+from compressgate.recipes.trust import (
+    DEFAULT_MODULES,
+    deserialiser,
+    module_allowed,
+    shadowed_by,
+)
 from compressgate.registry.kernel.errors import IntegrityError, ManifestError, StageError
 
 TORCH_FILE = "model.pt"
@@ -96,6 +101,15 @@ def _refuse(ref: str, module: str, *, defined: bool = False) -> ManifestError:
     )
 
 
+def _deserialising(ref: str) -> ManifestError:
+    return ManifestError(
+        f"{ref}: a deserialising entry point (pickle and its kind run code from the bytes "
+        "they read) is never a factory or a loader, allow-listed or not",
+        hint="load weights with `model.checkpoint` (a state dict, read with weights_only) or "
+        "`model.onnx`",
+    )
+
+
 @contextmanager
 def importable_from(base: Path | None) -> Iterator[None]:
     """Let `import` find modules beside the recipe (as `recipe validate` does) while resolving:
@@ -120,6 +134,8 @@ def resolve(ref: str, base: Path | None = None) -> Callable[..., Any]:
         raise _refuse(ref, module_name)
     if any(part.startswith("_") for part in attr.split(".")):
         raise ManifestError(f"{ref}: a factory or loader cannot be a private name ('_…')")
+    if deserialiser(module_name, attr):
+        raise _deserialising(ref)
     shadow = shadowed_by(module_name, base)
     if shadow is not None:
         raise ManifestError(
@@ -143,6 +159,8 @@ def resolve(ref: str, base: Path | None = None) -> Callable[..., Any]:
     defined_in = getattr(target, "__module__", None)
     if not isinstance(defined_in, str) or not module_allowed(defined_in, allowed):
         raise _refuse(ref, defined_in or "an unknown module", defined=True)
+    if deserialiser(defined_in, str(getattr(target, "__name__", attr))):
+        raise _deserialising(ref)
     if not callable(target):
         raise ManifestError(f"{ref} is not callable")
     return target  # type: ignore[no-any-return]

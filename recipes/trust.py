@@ -72,6 +72,42 @@ def _module_name(value: str) -> str:
 ModuleName = Annotated[str, AfterValidator(_module_name)]
 
 
+# Entry points that turn bytes into arbitrary objects (running code on the way): never a
+# factory or a loader, whatever the allow-list says. Any module whose last part names pickle
+# (pickle, cloudpickle, joblib.numpy_pickle, pandas.io.pickle…) counts whole.
+DESERIALISERS = frozenset(
+    {
+        "torch.load",
+        "torch.serialization.load",
+        "numpy.load",
+        "numpy.lib.npyio.load",
+        "numpy.lib._npyio_impl.load",
+        "numpy.fromfile",
+        "joblib.load",
+        "pandas.read_pickle",
+        "dill.load",
+        "dill.loads",
+        "yaml.load",
+        "yaml.load_all",
+        "yaml.unsafe_load",
+        "yaml.unsafe_load_all",
+        "yaml.full_load",
+        "yaml.full_load_all",
+        "onnx.load_model_from_string",
+    }
+)
+
+
+def deserialiser(module: str, name: str) -> bool:
+    """Whether `module.name` is a known deserialising entry point (`DESERIALISERS`)."""
+    last = module.rpartition(".")[2]
+    return (
+        f"{module}.{name}" in DESERIALISERS
+        or "pickle" in last.lower()
+        or module.partition(".")[0] in ("dill", "cloudpickle", "shelve", "marshal")
+    )
+
+
 def module_allowed(module: str, allowed: tuple[str, ...]) -> bool:
     """Whether `module` is one of `allowed` or inside one of those packages."""
     return any(module == entry or module.startswith(f"{entry}.") for entry in allowed)

@@ -1,6 +1,7 @@
 """A folder beside a recipe never shadows an installed package (issue 22): the recipe's folder
 comes last on the import path while its factories and loaders resolve, and a reference to a
-module whose name a local file shadows is refused."""
+module whose name a local file shadows is refused; nor is a deserialising entry point ever a
+factory or a loader."""
 
 from __future__ import annotations
 
@@ -8,6 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from compressgate.recipes import models
+from compressgate.registry.kernel.errors import ManifestError
 from tests.helpers.workspace import Invoke, Workspace
 
 PAYLOAD = """\
@@ -68,3 +73,33 @@ def test_a_reference_to_a_module_a_local_file_shadows_is_refused(
     )
     assert "Traceback" not in result.stderr
     assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    "ref",
+    [
+        "pandas.io.pickle:read_pickle",
+        "pandas:read_pickle",
+        "joblib:load",
+        "joblib.numpy_pickle:load",
+        "torch:load",
+        "numpy:load",
+    ],
+)
+def test_a_deserialising_entry_point_is_refused_even_when_allow_listed(
+    workspace: Workspace, cli: Invoke, ref: str
+) -> None:
+    """`trust allow pandas` is a vetted package, not a licence for `read_pickle`: validation
+    refuses the reference (exit 2), and so does resolving it, by where the object is defined
+    (pandas re-exports `read_pickle` as `pandas.read_pickle`)."""
+    top = ref.partition(".")[0].partition(":")[0]
+    assert cli("trust", "allow", "--trust", workspace.trust, top).exit_code == 0
+    text = workspace.recipe.read_text()
+    loader = "compressgate.recipes.examples.digits:load"
+    assert loader in text
+    workspace.recipe.write_text(text.replace(loader, ref))
+    result = cli("recipe", "validate", workspace.recipe)
+    assert result.exit_code == 2, result.stdout + result.stderr
+    assert "deserialising entry point" in result.stderr and "Traceback" not in result.stderr
+    with models.allowed_modules((top,)), pytest.raises(ManifestError, match="deserialising"):
+        models.resolve(ref)
