@@ -8,7 +8,9 @@ sha256 of that object's canonical JSON, so securesystemslib and in-toto compute 
 from __future__ import annotations
 
 import json
+import os
 import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -126,6 +128,8 @@ def generate_keypair(owner: str, out_dir: Path) -> tuple[Path, Path, PublicKey]:
             raise ManifestError(
                 f"{path} already exists", hint="keys are never overwritten; choose another --out"
             )
+    if not out_dir.exists():
+        out_dir.mkdir(mode=0o700, parents=True)  # a new folder of keys: its owner's alone
     key = PrivateKey.generate()
     write_atomic(private_path, key.to_pem(), mode=0o600, overwrite=False)
     try:
@@ -148,7 +152,25 @@ def load_private_key(path: Path) -> PrivateKey:
         ) from None
     if not isinstance(key, Ed25519PrivateKey):
         raise ManifestError(f"{path}: not an Ed25519 key ({type(key).__name__})")
+    _private_enough(path)
     return PrivateKey(key)
+
+
+def _private_enough(path: Path) -> None:
+    """A private key file that its group or others can read is refused (exit 2), as ssh does:
+    whoever else reads it can sign as its owner."""
+    if os.name != "posix":
+        return
+    try:
+        status = path.stat()
+    except OSError:
+        return  # read already: a pipe or a file gone since
+    if stat.S_ISREG(status.st_mode) and status.st_mode & 0o077:
+        raise ManifestError(
+            f"{path}: the private key is readable by others (mode "
+            f"{stat.S_IMODE(status.st_mode):04o}): anyone who reads it signs as its owner",
+            hint=f"chmod 600 {path}",
+        )
 
 
 def load_public_key(path: Path) -> PublicKey:

@@ -239,6 +239,25 @@ def test_generated_private_key_is_owner_only_and_never_overwritten(
     assert private.read_bytes() == before
 
 
+def test_a_new_key_folder_is_owner_only_and_a_key_others_can_read_is_refused(
+    workspace: Workspace, tmp_path: Path, cli: Invoke
+) -> None:
+    """`keys generate` makes a new folder 0700; a private key file its group or others can read
+    is refused by every command that signs (exit 2, naming the chmod), as ssh refuses one."""
+    folder = tmp_path / "new" / "keys"
+    assert cli("keys", "generate", "--owner", "ml-lead", "--out", folder).exit_code == 0
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    key = workspace.key("ml-platform")
+    key.chmod(0o644)
+    refused = cli("recipe", "sign", workspace.recipe, "--key", key)
+    assert refused.exit_code == 2, refused.stderr
+    assert "the private key is readable by others (mode 0644)" in refused.stderr
+    assert f"chmod 600 {key}" in refused.stderr
+    assert not envelope_path(workspace.recipe).exists()
+    key.chmod(0o600)
+    assert cli("recipe", "sign", workspace.recipe, "--key", key).exit_code == 0
+
+
 def test_a_key_cannot_belong_to_two_owners(workspace: Workspace, cli: Invoke) -> None:
     result = cli(
         "trust", "add", "--trust", workspace.trust, "--owner", "someone-else",
