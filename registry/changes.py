@@ -22,9 +22,10 @@ def changed_recipes(base: str, root: Path | None = None) -> list[Path]:
     import yaml
 
     top = toplevel(root or Path.cwd())
+    commit = commit_of(base, top)
     try:
         names = subprocess.run(
-            ["git", "diff", "--name-only", "--diff-filter=ACMR", base, "--"],
+            ["git", "diff", "--name-only", "--diff-filter=ACMR", commit, "--"],
             cwd=top,
             capture_output=True,
             text=True,
@@ -96,9 +97,40 @@ def file_at(base: str, path: Path) -> bytes | None:
     top = toplevel(resolved.parent)
     relative = resolved.relative_to(Path(top).resolve()).as_posix()
     shown = subprocess.run(
-        ["git", "show", f"{base}:{relative}"], cwd=top, capture_output=True, check=False
+        ["git", "show", f"{commit_of(base, top)}:{relative}"],
+        cwd=top,
+        capture_output=True,
+        check=False,
     )
     return shown.stdout if shown.returncode == 0 else None
+
+
+def commit_of(base: str, top: str) -> str:
+    """The commit the ref `base` names, as git resolves it (exit 2 for one it cannot): what
+    every later git command is given, so that a `--base` never reaches git as an option."""
+    import subprocess
+
+    if not base or base.startswith("-") or any(ord(c) < 32 for c in base):
+        raise ManifestError(
+            f"--base {base!r} is not a git ref", hint="give a branch, tag or commit, e.g. main"
+        )
+    try:
+        found = subprocess.run(
+            ["git", "rev-parse", "--verify", "--quiet", "--end-of-options", f"{base}^{{commit}}"],
+            cwd=top,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    except FileNotFoundError:
+        raise NotFoundError("git is not installed: --base needs it") from None
+    commit = found.stdout.strip()
+    if found.returncode != 0 or len(commit) not in (40, 64):
+        raise ManifestError(
+            f"--base {base}: git knows no commit by that name here",
+            hint="give a ref that exists here, e.g. origin/main (fetch it first in CI)",
+        )
+    return commit
 
 
 def toplevel(where: Path) -> str:

@@ -160,6 +160,18 @@ def test_a_bad_base_ref_exits_2(repo: Path, workspace: Workspace, cli: Invoke) -
     assert code == 2
 
 
+@pytest.mark.parametrize("base", ["--output=OUT", "-p", "HEAD\n--output=OUT"])
+def test_a_base_that_git_would_read_as_an_option_is_refused(
+    repo: Path, workspace: Workspace, cli: Invoke, base: str
+) -> None:
+    """`--base --output=FILE` would make `git diff` write FILE: a ref is resolved to its commit
+    first (`git rev-parse --verify --end-of-options`), and one that starts with '-' refused."""
+    out = repo.parent / "written-by-git"
+    code, _, _ = ci(cli, workspace, "--base", base.replace("OUT", str(out)))
+    assert code == 2
+    assert not out.exists()
+
+
 # --- the shipped hooks and workflow ---------------------------------------------------------
 
 
