@@ -186,7 +186,7 @@ def execute(
             power=prepared.power_of,
         )
         with deterministic(THREADS):
-            record.environment = environment_record(lock, recipe, mismatches)
+            record.environment = environment_record(lock, recipe, mismatches, base)
             catalog.record_run_start(
                 record,
                 recipe_content=prepared.loaded.data.decode("utf-8"),
@@ -215,11 +215,13 @@ def check_references(recipe: Recipe, base: Path, modules: tuple[str, ...]) -> No
 
 
 def environment_record(
-    lock: Path, recipe: Recipe, mismatches: tuple[environment.Mismatch, ...]
+    lock: Path, recipe: Recipe, mismatches: tuple[environment.Mismatch, ...], base: Path
 ) -> dict[str, Any]:
     """The run record's `environment`: the fingerprint of this interpreter (taken under the
-    engine's thread settings), where the interpreter is, and the lock's mismatches. Where
-    it is stays out of the fingerprint, whose digest says which runs `ci` may reuse."""
+    engine's thread settings), where the interpreter is, the lock's mismatches, and the digest
+    of the code the stages run (`code_digest`). Where the interpreter is stays out of the
+    fingerprint, whose digest (with the code's, the lock's and the data's) says which runs
+    `ci` may reuse."""
     fingerprint = environment.fingerprint(lock, threads=threads(), seeds=tuple(recipe.seeds))
     return {
         "fingerprint": fingerprint,
@@ -227,7 +229,51 @@ def environment_record(
         "interpreter": {"prefix": sys.prefix, "executable": sys.executable},
         "mismatches": [str(m) for m in mismatches],
         "strict": recipe.environment.strict,
+        "code_sha256": code_digest(recipe, base),
     }
+
+
+def code_digest(recipe: Recipe, base: Path) -> str:
+    """Digest of the code a stage's output depends on: every module the recipe imports
+    (factories, loaders: the file each is loaded from) and our own engine, stages, models and
+    evaluators."""
+    sources = {"compressgate": _own_code_digest()}
+    with models.importable_from(base):
+        for _, ref in iter_refs(recipe):
+            if not isinstance(ref, str) or ":" not in ref:
+                continue
+            module = ref.partition(":")[0]
+            spec = importlib.util.find_spec(module)
+            origin = spec.origin if spec is not None else None
+            if origin and Path(origin).is_file():
+                sources[module] = sha256_file(Path(origin))
+    return digest(sources)
+
+
+def stale_inputs(prepared: PreparedRecipe, run: RunRecord, lock_sha256: str) -> list[str]:
+    """What differs between the inputs a recorded run of this recipe had and the ones a run
+    would have now: the lock file, the code of its factories and loaders (and ours), each
+    seed's data splits (recomputed, as a run loads them). Empty: the run may stand for a run
+    now (`ci`)."""
+    recipe, base = prepared.recipe, prepared.base
+    lock = base / recipe.environment.lock
+    found = []
+    if not lock.is_file() or sha256_file(lock) != lock_sha256:
+        found.append(f"the lock {recipe.environment.lock}")
+    if run.environment.get("code_sha256") != code_digest(recipe, base):
+        found.append("the code of the recipe's factories and loaders, or compressgate's")
+    for seed in recipe.seeds:
+        recorded = run.data.get(str(seed), {})
+        splits = prepared.splits(seed)
+        now = {
+            "train": split_digest(splits.train),
+            "calibration": split_digest(splits.calibration),
+            "test": split_digest(splits.test),
+        }
+        changed = sorted(name for name, value in now.items() if recorded.get(name) != value)
+        if changed:
+            found.append(f"the {', '.join(changed)} data of seed {seed}")
+    return found
 
 
 # --- data ---------------------------------------------------------------------------------------
@@ -285,7 +331,7 @@ class Executor:
         self.catalog = catalog
         self.progress: Progress = progress or options.progress or NullProgress()
         self.compute = 0.0
-        self.code = self._code_digest()
+        self.code = code_digest(self.recipe, self.base)
         # ONNX variants read back from the store live here for the run's duration.
         self._scratch = tempfile.TemporaryDirectory(prefix="compressgate-run-")
         self.variants = Path(self._scratch.name)
@@ -342,21 +388,6 @@ class Executor:
             elapsed = time.perf_counter() - start
             self.compute += elapsed
             setattr(stage, attr, round(getattr(stage, attr) + elapsed, 4))
-
-    def _code_digest(self) -> str:
-        """Digest of the code a stage's output depends on: every module the recipe imports
-        (factories, loaders) and our own engine, stages, models and evaluators."""
-        sources = {"compressgate": _own_code_digest()}
-        with models.importable_from(self.base):
-            for _, ref in iter_refs(self.recipe):
-                if not isinstance(ref, str) or ":" not in ref:
-                    continue
-                module = ref.partition(":")[0]
-                spec = importlib.util.find_spec(module)
-                origin = spec.origin if spec is not None else None
-                if origin and Path(origin).is_file():
-                    sources[module] = sha256_file(Path(origin))
-        return digest(sources)
 
     def _env_key(self) -> str:
         return cache.environment_key(self.record.environment.get("fingerprint", {}))

@@ -106,7 +106,7 @@ def serve(
     engine.check_references(recipe, base, trust.modules)
     with models.allowed_modules(trust.modules):
         with deterministic(THREADS):
-            ready = engine.environment_record(lock, recipe, mismatches)
+            ready = engine.environment_record(lock, recipe, mismatches, base)
             send({"op": "ready", "environment": ready})
             go = receive()
             if go is None or go.get("op") != "go":

@@ -389,7 +389,6 @@ class Workspace(WorkspaceBase):
         from compressgate.gates.ci import CiResult
         from compressgate.registry.changes import recipes_to_check
         from compressgate.registry.governance.review import status
-        from compressgate.registry.run.cache import environment_sha256
 
         results = []
         self.base_ref = base
@@ -398,8 +397,7 @@ class Workspace(WorkspaceBase):
                 prepared = self.prepare(path)
                 run_id = None
                 if reuse:
-                    digest = environment_sha256(prepared.recipe, prepared.base)
-                    run_id = self.catalog(write=True).reusable_run(prepared.sha256, digest)
+                    run_id = self._reusable(prepared)
                 cached = run_id is not None
                 if run_id is None:
                     run_id = self.run(prepared, progress=progress).run_id
@@ -412,6 +410,27 @@ class Workspace(WorkspaceBase):
                 continue
             results.append(CiResult.of_review(path, found, cached=cached, run_id=run_id))
         return results
+
+    def _reusable(self, prepared: PreparedRecipe) -> str | None:
+        """A recorded run `ci` may report instead of running: the newest finished run of this
+        recipe digest in this environment fingerprint whose lock, code and data are the same
+        as a run's would be now. The lock is checked against this environment first, as a run
+        checks it (a strict mismatch is refused, exit 5)."""
+        from compressgate.registry.run import engine, environment
+        from compressgate.registry.run.cache import environment_sha256
+
+        recipe = prepared.recipe
+        environment.enforce(
+            prepared.base / recipe.environment.lock, strict=recipe.environment.strict
+        )
+        catalog = self.catalog(write=True)
+        digest = environment_sha256(recipe, prepared.base)
+        run_id = catalog.reusable_run(prepared.sha256, digest)
+        if run_id is None:
+            return None
+        info = catalog.run_info(run_id)
+        stale = engine.stale_inputs(prepared, catalog.run(run_id), info.lock_sha256)
+        return None if stale else run_id
 
     # --- reports ----------------------------------------------------------------------------
 

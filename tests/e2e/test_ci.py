@@ -16,6 +16,8 @@ import yaml
 from junitparser import Error, Failure, JUnitXml
 
 from compressgate.recipes.signing import sign_recipe
+from compressgate.recipes.trust import load_trust
+from compressgate.registry.catalog.repository import Catalog
 from compressgate.registry.kernel.keys import load_private_key
 from tests.helpers.recipes import write_recipe
 from tests.helpers.workspace import Invoke, Workspace
@@ -104,6 +106,63 @@ def test_ci_checks_the_changed_recipe_writes_junit_and_reuses_the_run(
     properties = {p.name: p.value for p in next(iter(again)).properties()}  # type: ignore[no-untyped-call]
     assert properties["cached"] == "true"
     assert properties["run_id"] == {p.name: p.value for p in suites[0].properties()}["run_id"]  # type: ignore[no-untyped-call]
+
+
+LOADER = """\
+from compressgate.recipes.examples.digits import load as _digits
+
+
+def load(seed, **settings):
+    return _digits(seed, test_fraction=FRACTION, **settings)
+"""
+
+
+def test_ci_reuses_a_run_only_while_its_loader_code_data_and_lock_are_the_same(
+    repo: Path, workspace: Workspace, cli: Invoke
+) -> None:
+    """The recipe's digest and the environment fingerprint are not enough: a data loader whose
+    code changed (its test split 450 -> 108 samples) is run again, and a lock that no longer
+    matches this environment is refused as a run refuses it (exit 5), not reported as cached."""
+    local = workspace.root / "localdata.py"
+    local.write_text(LOADER.replace("FRACTION", "0.25"))
+    assert cli("trust", "allow", "--trust", workspace.trust, "localdata").exit_code == 0
+    recipe = gated(workspace)
+    text = recipe.read_text()
+    assert "compressgate.recipes.examples.digits:load" in text
+    recipe.write_text(text.replace("compressgate.recipes.examples.digits:load", "localdata:load"))
+    sign_recipe(recipe, load_private_key(workspace.key("ml-platform")), load_trust(workspace.trust))
+
+    def checked() -> tuple[int, dict[str, str], str]:
+        code, xml, summary = ci(cli, workspace, recipe)
+        assert xml is not None
+        suite = next(iter(xml))
+        return code, {p.name: p.value for p in suite.properties()}, summary  # type: ignore[no-untyped-call]
+
+    code, first, _ = checked()
+    assert (code, first["cached"]) == (0, "false")
+    code, again, _ = checked()
+    assert (code, again["cached"], again["run_id"]) == (0, "true", first["run_id"])
+
+    local.write_text(LOADER.replace("FRACTION", "0.06"))  # the same recipe bytes, new data
+    sys.modules.pop("localdata", None)  # as the next process would, this one imports it afresh
+    code, changed, _ = checked()
+    assert code in (0, 1) and changed["cached"] == "false"  # judged on 108 samples: it may fail
+    assert changed["run_id"] != first["run_id"]
+    with Catalog(f"sqlite:///{workspace.root / '.cg' / 'catalog.db'}", create=False) as catalog:
+        sizes = [catalog.run(r).stages[0].metrics["accuracy"].n for r in (first["run_id"],
+                 changed["run_id"])]  # fmt: skip
+    assert sizes[0] == 450 and sizes[1] < 450
+
+    lock = workspace.root / "requirements.lock"
+    pinned = lock.read_text()
+    assert "\nonnxruntime==" in pinned
+    lock.write_text(re.sub(r"\nonnxruntime==[^\n]+", "\nonnxruntime==9.9.9", pinned))
+    code, xml, _ = ci(cli, workspace, recipe)
+    assert code == 5
+    assert xml is not None
+    (case,) = next(iter(xml))
+    (error,) = case.result
+    assert isinstance(error, Error) and "onnxruntime" in (error.message or "")
 
 
 def test_a_failing_gate_is_a_junit_failure_with_its_evidence_and_exit_1(
