@@ -10,7 +10,6 @@ turns the records into the `ReportData` that `compressgate.reports.render` rende
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -246,8 +245,9 @@ def record_report(
     data: ReportData,
     actor: str | None = None,
 ) -> RecordedReport:
-    """Record the report file `out` just written (its bytes' sha256); if that fails the file
-    is removed: a report file exists only if the catalog recorded it."""
+    """Record the report file `out` (its bytes' sha256) before it takes its name: the caller
+    renames it into place only once this returns, so a report file exists only if the catalog
+    recorded it."""
     from importlib.metadata import PackageNotFoundError, version
 
     from compressgate.registry.catalog.repository import ReportEntry, default_actor, now
@@ -257,21 +257,16 @@ def record_report(
         tool = f"compressgate {version('compressgate')}"
     except PackageNotFoundError:
         tool = "compressgate"
-    try:
-        return catalog.record_report(
-            ReportEntry(
-                sha256=sha256_bytes(body),
-                run_id=run_id,
-                format=fmt,
-                size_bytes=len(body),
-                path=str(out.resolve()),
-                head_size=data.chain.size,
-                rendered_at=now(),
-                actor=actor or default_actor(),
-                tool=tool,
-            )
+    return catalog.record_report(
+        ReportEntry(
+            sha256=sha256_bytes(body),
+            run_id=run_id,
+            format=fmt,
+            size_bytes=len(body),
+            path=str(out.resolve()),
+            head_size=data.chain.size,
+            rendered_at=now(),
+            actor=actor or default_actor(),
+            tool=tool,
         )
-    except BaseException:
-        with contextlib.suppress(OSError):
-            out.unlink()
-        raise
+    )

@@ -5,13 +5,23 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 
-def write_atomic(path: Path, data: bytes, *, mode: int = 0o644, overwrite: bool = True) -> None:
+def write_atomic(
+    path: Path,
+    data: bytes,
+    *,
+    mode: int = 0o644,
+    overwrite: bool = True,
+    before: Callable[[], object] | None = None,
+) -> None:
     """Write `data` to a temporary file beside `path`, fsync it, then rename it into place.
 
     With `overwrite=False` an existing `path` is left alone and FileExistsError is raised.
+    `before` runs once the bytes are safely on disk and before the rename (a report is recorded
+    there): if it raises, or the process dies in it, `path` is never written.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -22,6 +32,8 @@ def write_atomic(path: Path, data: bytes, *, mode: int = 0o644, overwrite: bool 
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+        if before is not None:
+            before()
         if overwrite:
             tmp.replace(path)
         else:

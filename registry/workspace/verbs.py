@@ -471,5 +471,13 @@ class Workspace(WorkspaceBase):
         records = self.catalog(write=True)  # an older catalog is migrated before it is read
         data = self.report_data(run_id, checkpoint=checkpoint)
         body = render(data, fmt)
-        write_atomic(out, body)
-        return record_report(records, run_id, body, fmt=fmt, out=out, data=data, actor=actor)
+        # Recorded before the file takes its name: a kill leaves no file, or a recorded one.
+        recorded: list[RecordedReport] = []
+        write_atomic(
+            out,
+            body,
+            before=lambda: recorded.append(
+                record_report(records, run_id, body, fmt=fmt, out=out, data=data, actor=actor)
+            ),
+        )
+        return recorded[0]

@@ -74,6 +74,29 @@ def render(cli: Invoke, recorded: Recorded, fmt: str, out: Path) -> bytes:
     return out.read_bytes()
 
 
+def test_a_report_takes_its_name_only_once_recorded(
+    recorded: Recorded, cli: Invoke, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The report is written aside, recorded, then renamed into place: when recording fails
+    (as a kill would stop it) no file appears, and an older report at that path is untouched."""
+    from compressgate.registry.catalog.repository import Catalog
+
+    out = tmp_path / "report.md"
+    out.write_bytes(b"an older report\n")
+
+    def refuse(self: Catalog, entry: object) -> None:
+        raise OSError("the catalog went away")
+
+    monkeypatch.setattr(Catalog, "record_report", refuse)
+    result = cli("report", recorded.run_id, "--format", "md", "-o", out, "--workspace",
+                 recorded.store)  # fmt: skip
+    assert result.exit_code != 0
+    assert out.read_bytes() == b"an older report\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.md"]  # no temporary left
+    monkeypatch.undo()
+    assert render(cli, recorded, "md", out) != b"an older report\n"
+
+
 @pytest.mark.parametrize("fmt", ["html", "md", "json", "card"])
 def test_rendering_twice_gives_the_same_bytes(
     fmt: str, recorded: Recorded, cli: Invoke, tmp_path: Path
