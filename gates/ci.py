@@ -382,8 +382,9 @@ def _escape_marker(match: re.Match[str]) -> str:
     return "\\" + match.group(3)
 
 
-def _md(text: str, limit: int | None = NOTE_LIMIT) -> str:
-    """`text` as inline GitHub Markdown, literal: safe in a table cell or a list item."""
+def inline_markdown(text: str, limit: int | None = NOTE_LIMIT) -> str:
+    """`text` as inline GitHub Markdown, literal: safe in a table cell or a list item (no
+    link, image, emphasis, code, heading or HTML it could start; a line break is `<br>`)."""
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     if limit is not None and len(text) > limit:
         text = text[: limit - 1].rstrip() + "…"
@@ -392,6 +393,9 @@ def _md(text: str, limit: int | None = NOTE_LIMIT) -> str:
     # A leading "1." or "-" would start a nested list inside a list item.
     text = _LINE_START.sub(_escape_marker, text)
     return text.replace("\n", "<br>")
+
+
+_md = inline_markdown
 
 
 def _gates_table(review: ReviewStatus) -> list[str]:
@@ -425,18 +429,31 @@ def _gates_table(review: ReviewStatus) -> list[str]:
 def _section(result: CiResult) -> list[str]:
     review = result.review
     assert review is not None
-    facts = [_md(result.path, None), f"run {_md(result.run_id or review.run_id, None)}"]
+    facts = [
+        _md(result.path, None),
+        f"run {_md(result.run_id or review.run_id, None)}",
+    ]
     if result.cached:
         facts.append("reused from a cached run (same recipe digest and environment)")
     if review.stopped_after is not None:
         facts.append(f"stopped after stage {_md(review.stopped_after, None)}")
-    lines = [f"### {_md(result.label(), None)}: **{result.marker()}**", "", " · ".join(facts), ""]
+    lines = [
+        f"### {_md(result.label(), None)}: **{result.marker()}**",
+        "",
+        " · ".join(facts),
+        "",
+    ]
     if review.gates:
         lines += [*_gates_table(review), ""]
     if review.reasons:
         lines += ["Reasons:", "", *(f"- {_md(r)}" for r in review.reasons), ""]
     if result.underpowered:
-        lines += ["Underpowered:", "", *(f"- {_md(u)}" for u in result.underpowered), ""]
+        lines += [
+            "Underpowered:",
+            "",
+            *(f"- {_md(u)}" for u in result.underpowered),
+            "",
+        ]
     return lines
 
 

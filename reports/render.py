@@ -210,6 +210,7 @@ def _env() -> jinja2.Environment:
         keep_trailing_newline=True,
     )
     env.filters["md"] = _md
+    env.filters["text"] = _text
     env.filters["pct"] = _pct
     env.filters["num"] = _num
     env.filters["interval"] = _interval
@@ -223,6 +224,15 @@ def _md(value: Any) -> str:
     for old, new in (("&", "&amp;"), ("<", "&lt;"), (">", "&gt;"), ("|", "\\|")):
         text = text.replace(old, new)
     return " ".join(text.split())
+
+
+def _text(value: Any) -> str:
+    """Free text a person wrote (a recipe's description, a waiver's reason), on one line and
+    literal in Markdown as the CI summary writes it (`gates.ci.inline_markdown`): inert as
+    HTML, starting no link, image (`![x](https://tracker)` in a model card), emphasis or cell."""
+    from compressgate.gates.ci import inline_markdown
+
+    return inline_markdown(" ".join(str(value).split()), None)
 
 
 def _pct(value: float | None, signed: bool = False) -> str:

@@ -74,6 +74,23 @@ def render(cli: Invoke, recorded: Recorded, fmt: str, out: Path) -> bytes:
     return out.read_bytes()
 
 
+def test_markdown_outputs_keep_user_text_literal_as_the_ci_summary_does() -> None:
+    """The model card and the Markdown report write free text (a description, a waiver's
+    reason) with the CI summary's escaping: no HTML, no link or image (a tracking pixel in a
+    model card), no emphasis, no extra table cell; on one line."""
+    from compressgate.reports.render import _text
+
+    shown = _text("<s>x</s> ![t](https://tracker.example/p.png)\n[click](javascript:1) **b** | c")
+    assert shown == (
+        "&lt;s&gt;x&lt;/s&gt; !\\[t\\](https://tracker.example/p.png) "
+        "\\[click\\](javascript:1) \\*\\*b\\*\\* \\| c"
+    )
+    card = (Path(__file__).parents[2] / "reports" / "templates" / "card.md").read_text()
+    assert "recipe.description | text" in card
+    report = (Path(__file__).parents[2] / "reports" / "templates" / "report.md").read_text()
+    assert "s.reason | text" in report
+
+
 def test_a_report_takes_its_name_only_once_recorded(
     recorded: Recorded, cli: Invoke, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
