@@ -28,7 +28,7 @@ import click
 from compressgate.registry.cli import alias, audit, catalog, ci, env, keys, recipe, report, review
 from compressgate.registry.cli import policy as _policy  # noqa: F401 - adds `trust` verbs
 from compressgate.registry.cli import run as run_commands
-from compressgate.registry.cli.options import WORKSPACE_META
+from compressgate.registry.cli.options import WORKSPACE_META, printable
 from compressgate.registry.kernel.errors import EXIT_INTERNAL, CompressgateError
 
 LOG_DIR_ENV = "COMPRESSGATE_LOG_DIR"
@@ -44,7 +44,7 @@ class _UsageLine(click.UsageError):
     def show(self, file: Any = None) -> None:
         see = f" (see '{self.ctx.command_path} --help')" if self.ctx is not None else ""
         message = " ".join(self.format_message().split()).removesuffix(".")
-        click.echo(f"Error: {message}{see}", err=True)
+        click.echo(printable(f"Error: {message}{see}"), err=True)
 
 
 def _one_line(error: click.UsageError) -> click.UsageError:
@@ -74,9 +74,9 @@ class _Compressgate(click.Group):
             raise _one_line(exc) from None
         except CompressgateError as exc:
             for line in str(exc).splitlines() or [type(exc).__name__]:
-                click.echo(f"Error: {line}", err=True)
+                click.echo(printable(f"Error: {line}"), err=True)
             if exc.hint:
-                click.echo(f"hint: {exc.hint}", err=True)
+                click.echo(printable(f"hint: {exc.hint}"), err=True)
             ctx.exit(exc.exit_code)
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise  # click's own: it prints them and exits with their codes
@@ -95,7 +95,7 @@ def _internal_error(ctx: click.Context, exc: Exception) -> NoReturn:
     kind = type(exc).__qualname__
     if type(exc).__module__ != "builtins":
         kind = f"{type(exc).__module__}.{kind}"
-    message = " ".join(str(exc).split())
+    message = printable(" ".join(str(exc).split()))
     what = f"{kind}: {message}" if message else kind
     try:
         log = _write_log(exc, ctx.meta.get(WORKSPACE_META))

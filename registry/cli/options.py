@@ -6,6 +6,7 @@ Only click is imported here: every command module decorates with these at import
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -119,3 +120,14 @@ def open_workspace(
     from compressgate.registry.workspace import Workspace
 
     return Workspace(workspace, catalog=catalog, trust=trust, envs=envs, key=key)
+
+
+# Characters that steer a terminal instead of being shown: C0 and C1 controls, DEL, and the
+# bidirectional overrides and isolates that reorder what is read ("Trojan Source").
+_STEERING = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: str) -> str:
+    """`text` as an error line may show it: every character that steers a terminal (an ANSI
+    escape sequence in a file name or a value, a bidi override) written as its escape."""
+    return _STEERING.sub(lambda m: ascii(m.group())[1:-1], text)

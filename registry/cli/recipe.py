@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from compressgate.registry.cli.options import DIR, FILE, JSON_OPTION, TRUST_OPTION
+from compressgate.registry.cli.options import DIR, FILE, JSON_OPTION, TRUST_OPTION, printable
 from compressgate.registry.cli.tables import emit
 from compressgate.registry.kernel.errors import Issue
 
@@ -53,7 +53,7 @@ def recipe_validate(
             for warning in record.warnings:
                 click.echo(f"warning: {record.file}: {warning}", err=True)
             for issue in record.issues:
-                click.echo(f"Error: {Issue(**issue.model_dump())}", err=True)
+                click.echo(printable(f"Error: {Issue(**issue.model_dump())}"), err=True)
     failed = [r for r in records if not r.valid]
     if failed:
         sys.exit(failed[0].exit_code)

@@ -556,6 +556,25 @@ def test_several_files_are_checked_and_the_bad_one_named(workspace: Workspace, c
     assert result.stderr.startswith(f"Error: {bad}:25 stages[1].sparsity: must be < 1")
 
 
+def test_terminal_escapes_in_user_text_are_shown_not_obeyed(
+    workspace: Workspace, tmp_path: Path, cli: Invoke
+) -> None:
+    """A file name, or a value, holding an ANSI escape sequence or a bidi override reaches
+    the error line as its escape (`\\x1b`, `\\u202e`), not as a command to the terminal."""
+    hostile = tmp_path / "a\x1b[2J\u202eb.yaml"
+    missing = cli("recipe", "validate", hostile)
+    assert missing.exit_code == 4
+    assert "\x1b" not in missing.stderr and "\u202e" not in missing.stderr
+    assert "a\\x1b[2J\\u202eb.yaml not found" in missing.stderr
+    lock = "lock: requirements.lock"
+    assert lock in BASE
+    workspace.recipe.write_text(BASE.replace(lock, 'lock: "req\\e[2J\\u202euirements.lock"'))
+    bad = cli("recipe", "validate", workspace.recipe, "--trust", workspace.trust)
+    assert bad.exit_code == 2
+    assert "\x1b" not in bad.stderr and "\u202e" not in bad.stderr
+    assert "file 'req\\x1b[2J\\u202euirements.lock' not found" in bad.stderr
+
+
 def test_missing_manifest_is_not_found(tmp_path: Path, cli: Invoke) -> None:
     result = cli("recipe", "validate", tmp_path / "nope.yaml")
     assert result.exit_code == 4
