@@ -26,7 +26,12 @@ from compressgate.registry.kernel.errors import (
     ManifestError,
     NotFoundError,
 )
-from compressgate.registry.kernel.keys import generate_keypair, load_private_key, load_public_key
+from compressgate.registry.kernel.keys import (
+    generate_keypair,
+    load_private_key,
+    load_public_key,
+    read_passphrase,
+)
 from compressgate.registry.results import (
     AllowResult,
     EnvExportResult,
@@ -80,11 +85,12 @@ def power_checks(prepared: PreparedRecipe) -> tuple[list[PowerCheck], str | None
 
 
 def validate_recipes(
-    paths: Sequence[Path], trust_path: Path | None = None, *, with_power: bool = True
+    paths: Sequence[Path], trust_path: Path | None = None, *, with_power: bool = False
 ) -> list[ValidationResult]:
-    """Validate each manifest; problems are reported per file, never raised. With
-    `with_power`, each statistical gate's power is checked at the test split's size (the data
-    loader runs for the first seed) and an underpowered gate is a warning."""
+    """Validate each manifest; problems are reported per file, never raised. No code the
+    recipe names runs, unless `with_power`: then each statistical gate's power is checked at
+    the test split's size (the data loader runs for the first seed) and an underpowered gate
+    is a warning."""
     records = []
     trusts: dict[Path, Trust] = {}
     for path in paths:
@@ -133,12 +139,19 @@ def recipe_schema() -> dict[str, Any]:
     return schema
 
 
-def explain_recipe(path: Path, trust_path: Path | None = None) -> RecipeExplanation:
-    """The recipe in plain words, with each statistical gate's power at the test split's size."""
+def explain_recipe(
+    path: Path, trust_path: Path | None = None, *, with_power: bool = False
+) -> RecipeExplanation:
+    """The recipe in plain words; with `with_power`, each statistical gate's power at the test
+    split's size (the data loader runs). Without it no code the recipe names runs."""
     found = find_trust(path, trust_path)
     trust = load_trust(found) if found else None
     prepared = PreparedRecipe(load_recipe(path, trust=trust), trust, str(found))
     explanation = explain(prepared.loaded)
+    if not with_power:
+        gated = bool(explanation.gates)
+        note = "power not checked: `recipe explain --power` runs the data loader" if gated else None
+        return explanation.model_copy(update={"power_note": note})
     checks, note = power_checks(prepared)
     by_gate = {c.gate: c for c in checks}
     gates = [
@@ -176,8 +189,10 @@ def verify_recipe(path: Path, trust_path: Path | None = None) -> VerifyResult:
     )
 
 
-def generate_keys(owner: str, out_dir: Path) -> KeyResult:
-    private, public, key = generate_keypair(owner, out_dir)
+def generate_keys(owner: str, out_dir: Path, passphrase_file: Path | None = None) -> KeyResult:
+    """A key pair; the private key encrypted with the passphrase in `passphrase_file`, if given."""
+    passphrase = None if passphrase_file is None else read_passphrase(passphrase_file)
+    private, public, key = generate_keypair(owner, out_dir, passphrase=passphrase)
     return KeyResult(owner=owner, keyid=key.keyid, private_key=str(private), public_key=str(public))
 
 

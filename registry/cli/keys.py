@@ -19,16 +19,36 @@ def keys() -> None:
 @keys.command("generate")
 @click.option("--owner", required=True, help="Owner name, as in recipes and the trust file.")
 @click.option("--out", "out", type=DIR, required=True, help="Folder for the key files.")
+@click.option(
+    "--passphrase-file",
+    type=FILE,
+    help="Encrypt the private key with the first line of this file as its passphrase; "
+    "commands read it from the file $COMPRESSGATE_PASSPHRASE_FILE names.",
+)
+@click.option(
+    "--allow-in-git",
+    is_flag=True,
+    help="Write the private key inside a git work tree even if .gitignore does not ignore it.",
+)
 @JSON_OPTION
-def keys_generate(owner: str, out: Path, as_json: bool) -> None:
-    """Write OUT/OWNER.key (private, mode 0600) and OUT/OWNER.pub.json (public, with keyid)."""
-    from compressgate.registry.authoring import generate_keys
+def keys_generate(
+    owner: str, out: Path, passphrase_file: Path | None, allow_in_git: bool, as_json: bool
+) -> None:
+    """Write OUT/OWNER.key (private, mode 0600) and OUT/OWNER.pub.json (public, with keyid).
 
-    record = generate_keys(owner, out)
+    A private key inside a git work tree that does not ignore it is refused (exit 2) unless
+    --allow-in-git; a symbolic link at either path is refused, and no key is overwritten."""
+    from compressgate.registry.authoring import generate_keys
+    from compressgate.registry.kernel.keys import private_key_path, refuse_unignored_in_git
+
+    if not allow_in_git:
+        refuse_unignored_in_git(private_key_path(owner, out))
+    record = generate_keys(owner, out, passphrase_file)
     if as_json:
         emit(record)
     else:
-        click.echo(f"wrote {record.private_key} (private, mode 0600) and {record.public_key}")
+        how = "mode 0600, encrypted" if passphrase_file else "mode 0600"
+        click.echo(f"wrote {record.private_key} (private, {how}) and {record.public_key}")
         click.echo(f"keyid {record.keyid}")
 
 

@@ -21,22 +21,31 @@ def recipe() -> None:
 @click.argument("files", nargs=-1, required=True, type=FILE)
 @TRUST_OPTION
 @JSON_OPTION
-@click.option("--strict", is_flag=True, help="Exit 2 if a gate is underpowered.")
-@click.option("--no-power", "power", flag_value=False, default=True, help="Skip the power check.")
+@click.option(
+    "--power/--no-power",
+    default=None,
+    help="Also check each statistical gate's power: this runs the recipe's data loader "
+    "(default: only with --strict).",
+)
+@click.option(
+    "--strict", is_flag=True, help="Check power (unless --no-power); exit 2 if underpowered."
+)
 def recipe_validate(
-    files: tuple[Path, ...], trust: Path | None, as_json: bool, strict: bool, power: bool
+    files: tuple[Path, ...], trust: Path | None, as_json: bool, strict: bool, power: bool | None
 ) -> None:
     """Check manifests: schema, cross-references, files, imports and owners (exit 0 or 2).
 
     Every problem is printed as FILE:LINE FIELD: MESSAGE. Owners are checked against the trust
-    file when one is given or found beside the recipe. Each statistical gate's power at the
-    test split's size is checked (the data loader runs): a gate that could never pass, or has
-    less than its planned power, is flagged with the margin or sample size that would work
-    (a warning; --strict makes it exit 2). --no-power skips the check (no data is loaded).
+    file when one is given or found beside the recipe. No code the recipe names runs: its
+    factories and loaders are located, not imported. With --power (or --strict), each
+    statistical gate's power at the test split's size is checked, which runs the data loader:
+    a gate that could never pass, or has less than its planned power, is flagged with the
+    margin or sample size that would work (a warning; --strict makes it exit 2). `submit` and
+    `run` always check power.
     """
     from compressgate.registry.authoring import validate_recipes
 
-    records = validate_recipes(files, trust, with_power=power)
+    records = validate_recipes(files, trust, with_power=strict if power is None else power)
     if strict:
         records = [
             r.model_copy(update={"valid": False, "exit_code": 2})
@@ -49,9 +58,9 @@ def recipe_validate(
     else:
         for record in records:
             if record.valid:
-                click.echo(f"ok {record.file} ({record.name} v{record.version})")
+                click.echo(printable(f"ok {record.file} ({record.name} v{record.version})"))
             for warning in record.warnings:
-                click.echo(f"warning: {record.file}: {warning}", err=True)
+                click.echo(printable(f"warning: {record.file}: {warning}"), err=True)
             for issue in record.issues:
                 click.echo(printable(f"Error: {Issue(**issue.model_dump())}"), err=True)
     failed = [r for r in records if not r.valid]
@@ -71,16 +80,24 @@ def recipe_schema() -> None:
 @click.argument("file", type=FILE)
 @TRUST_OPTION
 @JSON_OPTION
-def recipe_explain(file: Path, trust: Path | None, as_json: bool) -> None:
-    """Say in plain words what a recipe does: its stages in order and who owns each gate."""
+@click.option(
+    "--power",
+    is_flag=True,
+    help="Also say each statistical gate's power: this runs the recipe's data loader.",
+)
+def recipe_explain(file: Path, trust: Path | None, as_json: bool, power: bool) -> None:
+    """Say in plain words what a recipe does: its stages in order and who owns each gate.
+
+    No code the recipe names runs, unless --power asks for each gate's power at the test
+    split's size (the data loader runs for the first seed)."""
     from compressgate.recipes.explain import render_text
     from compressgate.registry.authoring import explain_recipe
 
-    explanation = explain_recipe(file, trust)
+    explanation = explain_recipe(file, trust, with_power=power)
     if as_json:
         emit(explanation)
     else:
-        click.echo(render_text(explanation))
+        click.echo(printable(render_text(explanation)))
 
 
 @recipe.command("sign")
@@ -99,8 +116,10 @@ def recipe_sign(file: Path, key: Path, trust: Path | None, as_json: bool) -> Non
     if as_json:
         emit(record)
     else:
-        click.echo(f"signed {record.recipe} (sha256 {record.sha256}) with key {record.keyid}")
-        click.echo(f"wrote {record.envelope}")
+        click.echo(
+            printable(f"signed {record.recipe} (sha256 {record.sha256}) with key {record.keyid}")
+        )
+        click.echo(printable(f"wrote {record.envelope}"))
 
 
 @recipe.command("verify")

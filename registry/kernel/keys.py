@@ -1,8 +1,10 @@
 """Ed25519 keys in the forms other supply-chain tools read.
 
-Private keys are unencrypted PKCS#8 PEM files (mode 0600). Public keys are the securesystemslib
-JSON form `{keytype: ed25519, scheme: ed25519, keyval: {public: <hex>}}`, and a key's id is the
-sha256 of that object's canonical JSON, so securesystemslib and in-toto compute the same id.
+Private keys are PKCS#8 PEM files (mode 0600), unencrypted or encrypted with a passphrase
+(`BestAvailableEncryption`); an encrypted key is opened with the passphrase in the file
+`$COMPRESSGATE_PASSPHRASE_FILE` names. Public keys are the securesystemslib JSON form
+`{keytype: ed25519, scheme: ed25519, keyval: {public: <hex>}}`, and a key's id is the sha256 of
+that object's canonical JSON, so securesystemslib and in-toto compute the same id.
 """
 
 from __future__ import annotations
@@ -11,13 +13,15 @@ import json
 import os
 import re
 import stat
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from compressgate.registry.kernel.digests import canonical_json, sha256_bytes
 from compressgate.registry.kernel.errors import ManifestError
@@ -27,6 +31,8 @@ KEYTYPE = "ed25519"
 SCHEME = "ed25519"
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 OWNER_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
+# The file whose first line is the passphrase of encrypted private keys.
+PASSPHRASE_ENV = "COMPRESSGATE_PASSPHRASE_FILE"
 
 
 @dataclass(frozen=True)
@@ -95,11 +101,15 @@ class PrivateKey:
     def sign(self, data: bytes) -> bytes:
         return self.key.sign(data)
 
-    def to_pem(self) -> bytes:
+    def to_pem(self, passphrase: bytes | None = None) -> bytes:
+        """PKCS#8 PEM; encrypted with `passphrase` (the best encryption cryptography offers)."""
+        encryption: serialization.KeySerializationEncryption = (
+            serialization.NoEncryption()
+            if passphrase is None
+            else serialization.BestAvailableEncryption(passphrase)
+        )
         return self.key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
         )
 
     @classmethod
@@ -115,39 +125,146 @@ def public_key_json(key: PublicKey) -> bytes:
     return (json.dumps({"keyid": key.keyid, **key.to_dict()}, indent=2) + "\n").encode()
 
 
-def generate_keypair(owner: str, out_dir: Path) -> tuple[Path, Path, PublicKey]:
-    """Write `out_dir/OWNER.key` (0600) and `out_dir/OWNER.pub.json`; never overwrite either."""
+def private_key_path(owner: str, out_dir: Path) -> Path:
+    """`out_dir/OWNER.key`, once OWNER is a valid owner name (exit 2 otherwise)."""
     if not OWNER_NAME.match(owner):
         raise ManifestError(
             f"owner name {owner!r} must be lowercase letters, digits and '-' (at most 64)"
         )
-    private_path = out_dir / f"{owner}.key"
+    return out_dir / f"{owner}.key"
+
+
+def generate_keypair(
+    owner: str, out_dir: Path, *, passphrase: bytes | None = None
+) -> tuple[Path, Path, PublicKey]:
+    """Write `out_dir/OWNER.key` (0600; encrypted with `passphrase` if given) and
+    `out_dir/OWNER.pub.json`; never overwrite either, nor write through a symbolic link."""
+    private_path = private_key_path(owner, out_dir)
     public_path = out_dir / f"{owner}.pub.json"
     for path in (private_path, public_path):
+        if path.is_symlink():
+            raise ManifestError(
+                f"{path} is a symbolic link: keys are written only as new files, never through one"
+            )
         if path.exists():
             raise ManifestError(
                 f"{path} already exists", hint="keys are never overwritten; choose another --out"
             )
+    if out_dir.is_symlink() and not out_dir.exists():
+        raise ManifestError(
+            f"{out_dir} is a symbolic link to {out_dir.readlink()}, which does not exist"
+        )
     if not out_dir.exists():
-        out_dir.mkdir(mode=0o700, parents=True)  # a new folder of keys: its owner's alone
+        try:
+            out_dir.mkdir(mode=0o700, parents=True)  # a new folder of keys: its owner's alone
+        except OSError as exc:  # a parent that is a file or a dangling link, no permission, …
+            raise ManifestError(
+                f"cannot make the folder {out_dir} ({exc.strerror or exc}: {exc.filename})"
+            ) from None
     key = PrivateKey.generate()
-    write_atomic(private_path, key.to_pem(), mode=0o600, overwrite=False)
+    try:
+        # A temporary file made with O_CREAT | O_EXCL | O_NOFOLLOW and mode 0600 (whatever the
+        # umask), then hard-linked into place: link() never follows nor replaces what is there.
+        write_atomic(private_path, key.to_pem(passphrase), mode=0o600, overwrite=False)
+    except FileExistsError as exc:  # another writer, a symbolic link made since the check
+        raise ManifestError(f"{exc.filename2 or private_path} already exists") from None
+    except OSError as exc:
+        raise ManifestError(f"cannot write the key to {out_dir} ({exc.strerror or exc})") from None
     try:
         write_atomic(public_path, public_key_json(key.public), overwrite=False)
-    except BaseException:
+    except BaseException as exc:
         private_path.unlink()
+        if isinstance(exc, FileExistsError):
+            raise ManifestError(f"{public_path} already exists") from None
+        if isinstance(exc, OSError):
+            raise ManifestError(f"cannot write {public_path} ({exc.strerror or exc})") from None
         raise
     return private_path, public_path, key.public
 
 
-def load_private_key(path: Path) -> PrivateKey:
-    """Read a PKCS#8 PEM Ed25519 private key."""
+def read_passphrase(path: Path) -> bytes:
+    """The first line of `path`, without its line end: a passphrase. A file that is missing,
+    unreadable, empty or readable by its group or others is refused (exit 2)."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ManifestError(
+            f"passphrase file {path}: cannot read it ({exc.strerror or exc})"
+        ) from None
+    passphrase = data.split(b"\n", 1)[0].removesuffix(b"\r")
+    if not passphrase:
+        raise ManifestError(f"passphrase file {path}: its first line is empty")
+    _private_enough(path, "the passphrase file", "opens the keys it encrypts")
+    return passphrase
+
+
+def _passphrase_from_env() -> bytes | None:
+    name = os.environ.get(PASSPHRASE_ENV)
+    return read_passphrase(Path(name)) if name else None
+
+
+_GIT_LOCATION = frozenset(
+    {"GIT_DIR", "GIT_WORK_TREE", "GIT_COMMON_DIR", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY"}
+)
+
+
+def unignored_in_git(path: Path) -> Path | None:
+    """The root of the git work tree that holds `path` and does not ignore it, else None (also
+    where git is not installed or cannot tell). `path` need not exist yet."""
+    base = path.absolute().parent
+    while not base.is_dir() and base != base.parent:
+        base = base.parent
+    relative = os.path.relpath(path.absolute(), base)
+    # The folder decides, not a repository a hook or a caller pinned with $GIT_DIR and the like.
+    env = {k: v for k, v in os.environ.items() if k not in _GIT_LOCATION}
+
+    def git(*args: str) -> subprocess.CompletedProcess[str] | None:
+        try:
+            return subprocess.run(
+                ["git", *args],
+                cwd=base,
+                env=env,
+                capture_output=True,
+                text=True,
+                check=False,
+                timeout=30,
+            )
+        except (OSError, subprocess.SubprocessError):
+            return None
+
+    inside = git("rev-parse", "--is-inside-work-tree", "--show-toplevel")
+    if inside is None or inside.returncode != 0:
+        return None
+    lines = inside.stdout.splitlines()
+    if not lines or lines[0] != "true":
+        return None
+    ignored = git("check-ignore", "-q", "--", relative)
+    if ignored is None or ignored.returncode != 1:  # 0: ignored; 128: git cannot tell
+        return None
+    return Path(lines[1]) if len(lines) > 1 else base
+
+
+def refuse_unignored_in_git(path: Path) -> None:
+    """Refuse (exit 2) to write the private key `path` where `git add` would pick it up."""
+    root = unignored_in_git(path)
+    if root is not None:
+        raise ManifestError(
+            f"{path} is inside the git work tree {root}, which does not ignore it: add it to "
+            ".gitignore, or pass --allow-in-git"
+        )
+
+
+def load_private_key(path: Path, *, passphrase: bytes | None = None) -> PrivateKey:
+    """Read a PKCS#8 PEM Ed25519 private key. An encrypted one is opened with `passphrase`, else
+    with the passphrase in the file `$COMPRESSGATE_PASSPHRASE_FILE` names."""
     data = read_input(path, "private key")
     try:
         key = serialization.load_pem_private_key(data, password=None)
-    except (ValueError, TypeError) as exc:
+    except TypeError:  # cryptography's word for "encrypted, and no password given"
+        key = _decrypt(path, data, passphrase)
+    except (ValueError, UnsupportedAlgorithm) as exc:
         raise ManifestError(
-            f"{path}: not an unencrypted PEM private key ({exc})",
+            f"{path}: not a PEM private key ({exc})",
             hint="use a key written by `compressgate keys generate`",
         ) from None
     if not isinstance(key, Ed25519PrivateKey):
@@ -156,9 +273,27 @@ def load_private_key(path: Path) -> PrivateKey:
     return PrivateKey(key)
 
 
-def _private_enough(path: Path) -> None:
-    """A private key file that its group or others can read is refused (exit 2), as ssh does:
-    whoever else reads it can sign as its owner."""
+def _decrypt(path: Path, data: bytes, passphrase: bytes | None) -> PrivateKeyTypes:
+    if passphrase is None:
+        passphrase = _passphrase_from_env()
+    if passphrase is None:
+        raise ManifestError(
+            f"{path} is encrypted: set {PASSPHRASE_ENV}=FILE, a file whose first line is its "
+            "passphrase"
+        )
+    try:
+        return serialization.load_pem_private_key(data, password=passphrase)
+    except ValueError:
+        raise ManifestError(f"wrong passphrase for {path}") from None
+    except (TypeError, UnsupportedAlgorithm) as exc:
+        raise ManifestError(f"{path}: cannot decrypt the private key ({exc})") from None
+
+
+def _private_enough(
+    path: Path, what: str = "the private key", risk: str = "signs as its owner"
+) -> None:
+    """A private key file (or a passphrase file) that its group or others can read is refused
+    (exit 2), as ssh does: whoever else reads it can sign as its owner."""
     if os.name != "posix":
         return
     try:
@@ -167,8 +302,8 @@ def _private_enough(path: Path) -> None:
         return  # read already: a pipe or a file gone since
     if stat.S_ISREG(status.st_mode) and status.st_mode & 0o077:
         raise ManifestError(
-            f"{path}: the private key is readable by others (mode "
-            f"{stat.S_IMODE(status.st_mode):04o}): anyone who reads it signs as its owner",
+            f"{path}: {what} is readable by others (mode "
+            f"{stat.S_IMODE(status.st_mode):04o}): anyone who reads it {risk}",
             hint=f"chmod 600 {path}",
         )
 

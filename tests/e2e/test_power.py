@@ -34,7 +34,9 @@ def test_a_one_point_margin_on_450_samples_is_flagged_with_the_margin_that_works
     workspace: Workspace, cli: Invoke
 ) -> None:
     one_point(workspace)
-    result = cli("recipe", "validate", workspace.recipe, "--json")
+    unchecked = cli("recipe", "validate", workspace.recipe, "--json")  # runs no recipe code
+    assert unchecked.exit_code == 0 and json.loads(unchecked.stdout)[0]["power"] == []
+    result = cli("recipe", "validate", workspace.recipe, "--power", "--json")
     assert result.exit_code == 0, result.stderr  # a warning, not an error
     (record,) = json.loads(result.stdout)
     check = next(c for c in record["power"] if c["gate"] == "accuracy")
@@ -48,15 +50,18 @@ def test_a_one_point_margin_on_450_samples_is_flagged_with_the_margin_that_works
     assert f"margin {check['supported']:.3g} has 80%" in check["message"]
     assert record["warnings"] == [f"gate 'accuracy' is underpowered: {check['message']}"]
 
-    text = cli("recipe", "validate", workspace.recipe)
+    text = cli("recipe", "validate", workspace.recipe, "--power")
     assert text.exit_code == 0
     assert "gate 'accuracy' is underpowered: non-inferiority margin 0.01 on 450" in text.stderr
     assert cli("recipe", "validate", workspace.recipe, "--strict").exit_code == 2
     assert cli("recipe", "validate", workspace.recipe, "--no-power", "--strict").exit_code == 0
 
-    explained = cli("recipe", "explain", workspace.recipe)
+    explained = cli("recipe", "explain", workspace.recipe, "--power")
     assert "UNDERPOWERED: non-inferiority margin 0.01 on 450 test samples" in explained.stdout
-    gates = json.loads(cli("recipe", "explain", workspace.recipe, "--json").stdout)["gates"]
+    assert "UNDERPOWERED" not in cli("recipe", "explain", workspace.recipe).stdout
+    gates = json.loads(cli("recipe", "explain", "--power", workspace.recipe, "--json").stdout)[
+        "gates"
+    ]
     assert next(g for g in gates if g["name"] == "accuracy")["underpowered"] is True
 
 

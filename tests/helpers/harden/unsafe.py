@@ -140,15 +140,15 @@ def forbidden_code(bench: Bench) -> Iterator[Check]:
 
 def allow_listing_works(bench: Bench) -> Check:
     """The control: once `evil` is allow-listed, the same recipe imports it (the marker shows
-    that the refusals above would have been seen): `recipe validate` runs the loader for its
-    power check."""
+    that the refusals above would have been seen): `recipe validate --power` runs the loader
+    for its power check."""
     (bench.root / "evil.py").write_text(EVIL, encoding="utf-8")
     path = _forbidden_recipe(bench, "data.loader", "evil:load", 0)
     trust = bench.root / "trust-allowing-evil.yaml"
     shutil.copyfile(bench.trust, trust)
     try:
         allowed = invoke("trust", "allow", "evil", "--trust", trust)
-        validated = invoke("recipe", "validate", path, "--trust", trust)
+        validated = invoke("recipe", "validate", "--power", path, "--trust", trust)
     finally:
         sys.modules.pop("evil", None)  # a later import must run its top level again
     held = allowed.code == 0 and validated.code == 0 and _marker(bench).exists()
