@@ -13,6 +13,7 @@ file system or a trust file; the models here check everything a manifest says ab
     seeds: [0, 1, 2]
     stages: [distill | prune | quantize | export, ...]      # tagged by `kind`
     gates: [non_inferior | bound | relative, ...]            # tagged by `rule`
+    budget: {seeds, epochs, latency_calls, batch_size}      # what a run may spend
 """
 
 from __future__ import annotations
@@ -83,6 +84,8 @@ MetricName = Annotated[
 _DOTTED = r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*"
 _IMPORT_REF = f"^{_DOTTED}:[A-Za-z][A-Za-z0-9_]*$"
 Fraction = Annotated[float, Field(gt=0, lt=1)]
+MAX_BATCH = 65_536  # the largest batch any field may name (a budget allows 1,024 by default)
+BatchSize = Annotated[int, Field(ge=1, le=MAX_BATCH)]
 
 
 class FileRef(str):
@@ -200,7 +203,7 @@ class TrainSpec(Spec):
 
     epochs: int = Field(ge=1, le=10_000)
     lr: float = Field(default=1e-3, gt=0, lt=10)
-    batch_size: int = Field(default=64, ge=1)
+    batch_size: BatchSize = 64
 
 
 class ModelSpec(Spec):
@@ -303,7 +306,7 @@ class DistillSpec(StageBase):
     )
     hints: tuple[DistillHint, ...] = ()
     epochs: int = Field(default=20, ge=1, le=10_000)
-    batch_size: int = Field(default=64, ge=1)
+    batch_size: BatchSize = 64
     lr: float = Field(default=1e-3, gt=0, lt=10)
 
     def describe(self) -> str:
@@ -338,7 +341,7 @@ class PruneSpec(StageBase):
     finetune_epochs: int = Field(default=1, ge=0, le=1000)
     skip: tuple[str, ...] = Field(default=(), description="layer names never pruned")
     lr: float = Field(default=1e-3, gt=0, lt=10)
-    batch_size: int = Field(default=64, ge=1)
+    batch_size: BatchSize = 64
 
     def describe(self) -> str:
         what = (
@@ -360,14 +363,14 @@ class QuantizeSpec(StageBase):
     method: Literal["dynamic", "static", "qat"]
     per_channel: bool = True
     calibration: Literal["minmax", "entropy", "percentile"] = "minmax"
-    calibration_samples: int = Field(default=256, ge=1)
+    calibration_samples: int = Field(default=256, ge=1, le=1_000_000)
     keep_float: tuple[str, ...] = Field(
         default=("first", "last"),
         description="layers kept in float: names, or 'first' / 'last'",
     )
     qat_epochs: int = Field(default=2, ge=1, le=1000)
     lr: float = Field(default=1e-4, gt=0, lt=10, description="learning rate of qat fine-tuning")
-    batch_size: int = Field(default=64, ge=1)
+    batch_size: BatchSize = 64
 
     def describe(self) -> str:
         channel = "per-channel" if self.per_channel else "per-tensor"
@@ -557,6 +560,56 @@ GateSpec = Annotated[NonInferiorGate | BoundGate | RelativeGate, Field(discrimin
 GATE_RULES: tuple[str, ...] = ("non_inferior", "bound", "relative")
 
 
+# --- the budget --------------------------------------------------------------------------------
+
+MAX_SEEDS = 1_000
+MAX_STAGES = 100
+# What no budget may allow: a declared figure above its cap is itself refused.
+BUDGET_CAPS = {
+    "seeds": MAX_SEEDS,
+    "epochs": 100_000,
+    "latency_calls": 1_000_000,
+    "batch_size": MAX_BATCH,
+}
+
+
+class Budget(Spec):
+    """What one run may spend. A recipe over a figure is refused when it is validated; a larger
+    figure declared here allows it, up to the field's cap. The defaults admit every bundled
+    example several times over."""
+
+    seeds: int = Field(
+        default=10,
+        ge=1,
+        le=BUDGET_CAPS["seeds"],
+        description="seeds a run may have; each trains its own baseline and runs every stage. "
+        "Default 10",
+    )
+    epochs: int = Field(
+        default=1_000,
+        ge=1,
+        le=BUDGET_CAPS["epochs"],
+        description="training epochs the whole run may spend: seeds × (model.train.epochs + "
+        "each distill stage's epochs + each prune stage's rounds × finetune_epochs + each qat "
+        "stage's qat_epochs). Default 1,000",
+    )
+    latency_calls: int = Field(
+        default=10_000,
+        ge=1,
+        le=BUDGET_CAPS["latency_calls"],
+        description="calls of each model one latency measurement may make: the sum over its "
+        "batch_sizes of warmup + repeats (batch_repeats where given); it measures after every "
+        "stage of every seed. Default 10,000",
+    )
+    batch_size: int = Field(
+        default=1_024,
+        ge=1,
+        le=BUDGET_CAPS["batch_size"],
+        description="the largest batch a training (model.train, distill, prune, quantize) or a "
+        "latency batch size may use. Default 1,024",
+    )
+
+
 # --- the recipe --------------------------------------------------------------------------------
 
 
@@ -569,14 +622,21 @@ class Recipe(Spec):
     environment: EnvironmentSpec
     model: ModelSpec
     data: DataSpec
-    seeds: tuple[Annotated[int, Field(ge=0, lt=2**32)], ...] = Field(default=(0,), min_length=1)
-    stages: tuple[StageSpec, ...] = Field(min_length=1)
+    seeds: tuple[Annotated[int, Field(ge=0, lt=2**32)], ...] = Field(
+        default=(0,), min_length=1, max_length=MAX_SEEDS
+    )
+    stages: tuple[StageSpec, ...] = Field(min_length=1, max_length=MAX_STAGES)
     evaluators: tuple[EvaluatorSpecs, ...] = Field(
         default=DEFAULT_EVALUATORS,
         description="what is measured after every stage; accuracy always is. Default: accuracy, "
         "paired, calibration, classes, fidelity, size",
     )
     gates: tuple[GateSpec, ...] = ()
+    budget: Budget = Field(
+        default_factory=Budget,
+        description="what a run may spend (seeds, training epochs, latency calls, batch size); "
+        "a recipe over a figure is refused, and a larger figure declared here allows it",
+    )
 
     def evaluator_specs(self) -> tuple[EvaluatorSpec, ...]:
         """The declared evaluators, with accuracy first whether declared or not (a classifier);
@@ -640,6 +700,7 @@ def recipe_issues(recipe: Recipe) -> Iterator[tuple[Loc, str]]:
             )
     yield from _format_issues(recipe)
     yield from _evaluator_issues(recipe)
+    yield from budget_issues(recipe)
     if (
         recipe.model.factory is not None
         and recipe.model.checkpoint is None
@@ -781,6 +842,147 @@ def _evaluator_issues(recipe: Recipe) -> Iterator[tuple[Loc, str]]:
                 else "`compressgate recipe explain` lists the metrics this recipe's evaluators give"
             )
         yield ("gates", index, "metric"), message
+
+
+def budget_issues(recipe: Recipe) -> Iterator[tuple[Loc, str]]:
+    """The recipe against its budget: each figure over it, at the field that adds the most.
+
+    The run's epochs multiply its seeds: they are checked once the seeds are within budget, so
+    that one cause gives one message."""
+    budget = recipe.budget
+    if len(recipe.seeds) > budget.seeds:
+        yield (
+            ("seeds",),
+            f"{len(recipe.seeds):,} seeds, over {_limit(recipe, 'seeds')}; each seed trains its "
+            f"own baseline and runs every stage: {_fix('seeds', len(recipe.seeds), 'use fewer')}",
+        )
+    else:
+        yield from _epoch_issues(recipe)
+    for index, spec in enumerate(recipe.evaluators):
+        if isinstance(spec, LatencySpec):
+            yield from _latency_issues(recipe, index, spec)
+    for loc, size in _batch_sizes(recipe):
+        if size > budget.batch_size:
+            yield (
+                loc,
+                f"batch size {size:,}, over {_limit(recipe, 'batch_size')}: "
+                f"{_fix('batch_size', size, 'use a smaller one')}",
+            )
+
+
+def budget_figures(recipe: Recipe) -> dict[str, int]:
+    """What the recipe would spend, by budget field (what `budget_issues` holds against it)."""
+    latency = [latency_calls(s) for s in recipe.evaluators if isinstance(s, LatencySpec)]
+    return {
+        "seeds": len(recipe.seeds),
+        "epochs": len(recipe.seeds) * sum(epochs for _, _, epochs in epoch_terms(recipe)),
+        "latency_calls": max(latency, default=0),
+        "batch_size": max((size for _, size in _batch_sizes(recipe)), default=0),
+    }
+
+
+def epoch_terms(recipe: Recipe) -> list[tuple[Loc, str, int]]:
+    """The training epochs each seed spends: (the field, how it reads, epochs)."""
+    terms: list[tuple[Loc, str, int]] = []
+    if recipe.model.train is not None:
+        epochs = recipe.model.train.epochs
+        terms.append((("model", "train", "epochs"), f"model.train.epochs {epochs:,}", epochs))
+    for index, stage in enumerate(recipe.stages):
+        where = f"stages[{index}]"
+        if isinstance(stage, DistillSpec):
+            terms.append(
+                (("stages", index, "epochs"), f"{where}.epochs {stage.epochs:,}", stage.epochs)
+            )
+        elif isinstance(stage, PruneSpec) and stage.finetune_epochs:
+            field = "rounds" if stage.rounds > stage.finetune_epochs else "finetune_epochs"
+            terms.append(
+                (
+                    ("stages", index, field),
+                    f"{where} {stage.rounds:,} rounds × {stage.finetune_epochs:,} finetune_epochs",
+                    stage.rounds * stage.finetune_epochs,
+                )
+            )
+        elif isinstance(stage, QuantizeSpec) and stage.method == "qat":
+            terms.append(
+                (
+                    ("stages", index, "qat_epochs"),
+                    f"{where}.qat_epochs {stage.qat_epochs:,}",
+                    stage.qat_epochs,
+                )
+            )
+    return terms
+
+
+def _epoch_issues(recipe: Recipe) -> Iterator[tuple[Loc, str]]:
+    terms = epoch_terms(recipe)
+    per_seed = sum(epochs for _, _, epochs in terms)
+    total = len(recipe.seeds) * per_seed
+    if total <= recipe.budget.epochs:
+        return
+    loc = max(terms, key=lambda term: term[2])[0]
+    seeds = len(recipe.seeds)
+    yield (
+        loc,
+        f"the run would train for {total:,} epochs ({seeds:,} seed{'s' * (seeds > 1)} × "
+        f"{per_seed:,}: {' + '.join(text for _, text, _ in terms)}), over "
+        f"{_limit(recipe, 'epochs')}: {_fix('epochs', total, 'train for fewer')}",
+    )
+
+
+def latency_calls(spec: LatencySpec) -> int:
+    """The calls of each model one latency measurement makes: warm-up and timed, every batch."""
+    return sum(spec.warmup + spec.repeats_at(size) for size in spec.batch_sizes)
+
+
+def _latency_issues(recipe: Recipe, index: int, spec: LatencySpec) -> Iterator[tuple[Loc, str]]:
+    calls = latency_calls(spec)
+    if calls <= recipe.budget.latency_calls:
+        return
+    plain = [size for size in spec.batch_sizes if size not in spec.batch_repeats]
+    shares = {
+        "warmup": spec.warmup * len(spec.batch_sizes),
+        "repeats": spec.repeats * len(plain),
+        "batch_repeats": sum(spec.batch_repeats.values()),
+    }
+    field = max(shares, key=lambda name: shares[name])
+    each = "; ".join(
+        f"batch {size:,}: {spec.warmup:,} warm-up + {spec.repeats_at(size):,}"
+        for size in spec.batch_sizes
+    )
+    yield (
+        ("evaluators", index, field),
+        f"latency would call each model {calls:,} times per measurement ({each}), after every "
+        f"stage of every seed; over {_limit(recipe, 'latency_calls')}: "
+        f"{_fix('latency_calls', calls, 'lower its repeats')}",
+    )
+
+
+def _batch_sizes(recipe: Recipe) -> Iterator[tuple[Loc, int]]:
+    """Every batch size the recipe names, with its field."""
+    if recipe.model.train is not None:
+        yield ("model", "train", "batch_size"), recipe.model.train.batch_size
+    for index, stage in enumerate(recipe.stages):
+        if isinstance(stage, DistillSpec | PruneSpec | QuantizeSpec):
+            yield ("stages", index, "batch_size"), stage.batch_size
+    for index, spec in enumerate(recipe.evaluators):
+        if isinstance(spec, LatencySpec):
+            for position, size in enumerate(spec.batch_sizes):
+                yield ("evaluators", index, "batch_sizes", position), size
+
+
+def _limit(recipe: Recipe, field: str) -> str:
+    value = getattr(recipe.budget, field)
+    if field in recipe.budget.model_fields_set:
+        return f"budget.{field} ({value:,})"
+    return f"the default budget.{field} ({value:,})"
+
+
+def _fix(field: str, needed: int, remedy: str) -> str:
+    """What to do: `remedy`, or declare the figure, unless it is over any budget's cap."""
+    cap = BUDGET_CAPS[field]
+    if needed > cap:
+        return f"{remedy}: no budget may allow more than {cap:,}"
+    return f"{remedy}, or declare `budget.{field}: {needed}` to allow it"
 
 
 def _makes_onnx(stage: DistillSpec | PruneSpec | QuantizeSpec | ExportSpec) -> bool:

@@ -7,7 +7,7 @@ import re
 import typing
 from pathlib import Path
 
-from hypothesis import example, given, settings
+from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
 import compressgate.recipes.evaluation as ev
@@ -219,7 +219,7 @@ def recipes_(draw: st.DrawFn) -> m.Recipe:
         }
     )
     metrics, onnx_only = probe.metric_names(), probe.onnx_only_metrics()
-    return m.Recipe.model_validate(
+    recipe = m.Recipe.model_validate(
         {
             "apiVersion": "compressgate/v1",
             "kind": "Recipe",
@@ -242,6 +242,12 @@ def recipes_(draw: st.DrawFn) -> m.Recipe:
             ),
         }
     )
+    # What a drawn recipe spends may be over the default budget: it declares that, within the
+    # caps (tests/recipes/test_budget.py checks the budget itself).
+    needed = m.budget_figures(recipe)
+    assume(all(needed[field] <= cap for field, cap in m.BUDGET_CAPS.items()))
+    budget = m.Budget(**{field: max(value, 1) for field, value in needed.items()})
+    return recipe.model_copy(update={"budget": budget})
 
 
 @settings(max_examples=150, deadline=None)
