@@ -4,11 +4,16 @@ Export uses torch's own exporter (`torch.onnx.export(dynamo=True)`, which needs 
 with a dynamic batch axis. The exporter stamps every node with metadata (Python stack traces
 with absolute paths, FX node text); we read the module path of each node from it, then drop it
 all, so the file depends on the model and not on where the virtual environment lives.
+
+An ONNX file a recipe names as its baseline is input like any other: `check_baseline` refuses
+one that is not a model onnxruntime runs as it is (bad input, exit 2), before a run records
+anything.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,11 +26,15 @@ import torch
 from torch import nn
 
 from compressgate.recipes.models import ONNX_DATA_FILE, ONNX_FILE, OnnxModel
+from compressgate.registry.kernel.errors import ManifestError
 
 INPUT_NAME = "x"
 OUTPUT_NAME = "logits"
 QUANTIZABLE_OPS = ("Conv", "Gemm", "MatMul", "ConvTranspose")
 _NAME_SCOPES = "pkg.torch.onnx.name_scopes"
+# Operator domains onnxruntime's CPU provider implements itself (the ONNX standard, ONNX-ML and
+# its own contrib operators); an operator of any other domain needs a custom-op library.
+BUILT_IN_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml", "com.microsoft"})
 
 
 @dataclass(frozen=True)
@@ -164,3 +173,148 @@ def run(model: OnnxModel | Path, x: torch.Tensor, batch_size: int = 1024) -> tor
         for i in range(0, len(array), batch_size)
     ]
     return torch.from_numpy(np.concatenate(outputs)) if outputs else torch.empty(0)
+
+
+# --- a baseline ONNX file, checked before a run records anything ------------------------------
+
+
+def check_baseline(path: Path, *, what: str) -> None:
+    """Refuse (ManifestError, exit 2) the ONNX file at `path` (the recipe's `what`, e.g.
+    `model.onnx`) unless it is a model onnxruntime runs as it is: bytes that parse as an ONNX
+    model; weights kept outside it (external data) only in files of the model's folder, links
+    resolved (an absolute `location`, or one climbing out, would have the runtime read any
+    file); every operator of a built-in domain or of a function the model defines (a custom-op
+    domain such as `evil.custom` needs a library compressgate never loads); the ONNX checker
+    satisfied; and an onnxruntime session made of it."""
+    where = f"{what}: {path}"
+
+    def refuse(problem: str, hint: str | None = None) -> ManifestError:
+        return ManifestError(f"{where}: {problem}", hint=hint)
+
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise refuse(f"cannot be read ({exc.strerror or exc})") from None
+    try:
+        proto = onnx.ModelProto.FromString(data)
+    except Exception:  # protobuf's DecodeError, or a RuntimeWarning turned error
+        raise refuse(
+            f"not an ONNX model: its {len(data):,} bytes do not parse as one (truncated?)",
+            hint="export the model again (torch.onnx.export, onnx.save)",
+        ) from None
+    for tensor, owner in _tensors(proto):
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            problem = _external(tensor, owner, path.parent)
+            if problem:
+                raise refuse(problem, hint=_BESIDE)
+    local = {(f.domain, f.name) for f in proto.functions}
+    for node, owner in _nodes(proto):
+        if node.domain not in BUILT_IN_DOMAINS and (node.domain, node.op_type) not in local:
+            raise refuse(
+                f"{owner}node '{node.name or node.op_type}' ({node.op_type}) is in operator "
+                f"domain {node.domain!r}, which needs a custom-op library; built-in domains: "
+                f"{', '.join(repr(d) for d in sorted(BUILT_IN_DOMAINS))}",
+                hint="export the model with standard ONNX operators",
+            )
+    try:
+        onnx.checker.check_model(str(path))  # its external data: relative to its folder
+    except Exception as exc:  # onnx.checker.ValidationError, or its C++ errors
+        raise refuse(f"not a valid ONNX model: {_first_line(str(exc))}") from None
+    try:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime's Fail, InvalidGraph, NotImplemented, ...
+        raise refuse(f"onnxruntime cannot load it: {_runtime_message(exc)}") from None
+
+
+_BESIDE = (
+    "save the weights inside the model (onnx.save(model, path)) or in a file beside it "
+    "(save_as_external_data=True with a relative location)"
+)
+
+
+def _external(tensor: onnx.TensorProto, owner: str, folder: Path) -> str | None:
+    """What is wrong with where `tensor` keeps its data (None: a file in `folder`)."""
+    entries = {entry.key: entry.value for entry in tensor.external_data}
+    location = entries.get("location", "")
+    shown = ascii(location)  # as written, control characters escaped
+    name = f"{owner}tensor '{tensor.name}'"
+    if not location:
+        return f"{name} keeps its data outside the file and names no location"
+    if location.startswith(("/", "\\")) or re.match(r"[A-Za-z]:", location):
+        return f"{name} keeps its data at an absolute path, {shown}"
+    depth = 0
+    for part in re.split(r"[/\\]", location):
+        depth += -1 if part == ".." else (0 if part in ("", ".") else 1)
+        if depth < 0:
+            return f"{name} keeps its data at {shown}, outside the model's folder"
+    root = folder.resolve()
+    try:
+        target = (folder / location).resolve()
+    except (OSError, RuntimeError):  # a symbolic link loop
+        return f"{name} keeps its data at {shown}, which cannot be resolved"
+    if not target.is_relative_to(root):
+        return f"{name} keeps its data at {shown}, a link to a file outside the model's folder"
+    if not target.is_file():
+        return f"{name} keeps its data at {shown}, which is not a file beside the model"
+    return None
+
+
+def _graphs(proto: onnx.ModelProto) -> list[tuple[onnx.GraphProto, str]]:
+    """The main graph and every subgraph (of If, Loop, Scan), with how to name what they hold."""
+    found: list[tuple[onnx.GraphProto, str]] = []
+    pending = [(proto.graph, "")]
+    while pending:
+        graph, owner = pending.pop()
+        found.append((graph, owner))
+        for node in graph.node:
+            for attribute in node.attribute:
+                inner = [attribute.g] if attribute.HasField("g") else []
+                for sub in [*inner, *attribute.graphs]:
+                    pending.append((sub, f"{owner}subgraph of node '{node.name}': "))
+    return found
+
+
+def _nodes(proto: onnx.ModelProto) -> list[tuple[onnx.NodeProto, str]]:
+    found = [(node, owner) for graph, owner in _graphs(proto) for node in graph.node]
+    for function in proto.functions:
+        found += [(node, f"function '{function.name}': ") for node in function.node]
+    return found
+
+
+def _tensors(proto: onnx.ModelProto) -> list[tuple[onnx.TensorProto, str]]:
+    """Every tensor that may hold weights: initializers (dense and sparse) and tensor
+    attributes (a Constant's value), in every graph and function."""
+    found: list[tuple[onnx.TensorProto, str]] = []
+    for graph, owner in _graphs(proto):
+        found += [(t, owner) for t in graph.initializer]
+        for sparse in graph.sparse_initializer:
+            found += [(sparse.values, owner), (sparse.indices, owner)]
+    for node, owner in _nodes(proto):
+        for attribute in node.attribute:
+            inner = [attribute.t] if attribute.HasField("t") else []
+            sparse = [attribute.sparse_tensor] if attribute.HasField("sparse_tensor") else []
+            found += [(t, owner) for t in [*inner, *attribute.tensors]]
+            for s in [*sparse, *attribute.sparse_tensors]:
+                found += [(s.values, owner), (s.indices, owner)]
+    return found
+
+
+def _first_line(text: str, limit: int = 300) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    line = lines[0] if lines else "no reason given"
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+# onnxruntime's messages: "[ONNXRuntimeError] : 1 : FAIL : /src/.../model.cc:256 signature(...)
+# Unsupported model IR version: 14, ...": what matters is after the source location.
+_RUNTIME_PREFIX = re.compile(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ")
+_SOURCE_LOCATION = re.compile(r"^(?:Load model from .*? failed:)?(?:\S+\.(?:cc|h|cpp):\d+ .*?\) )?")
+
+
+def _runtime_message(exc: Exception) -> str:
+    text = _RUNTIME_PREFIX.sub("", _first_line(str(exc), limit=10_000))
+    return _first_line(_SOURCE_LOCATION.sub("", text)) if text else type(exc).__name__

@@ -38,12 +38,32 @@ BODILESS_FROM = 4  # the schema version from which events leave their body empty
 def catalog_url(workspace: Path, explicit: str | None = None) -> str:
     """`--catalog URL`, else $COMPRESSGATE_CATALOG, else SQLite at WORKSPACE/catalog.db.
 
-    A plain path is taken as a SQLite file.
+    Only `--catalog` and $COMPRESSGATE_CATALOG may be URLs: the workspace is always a path,
+    whatever it holds (`ws?x=1`, `ws%2e%2e`, `x://y`). A `--catalog` without `://` is a path
+    too, taken as a SQLite file (`sqlite_url`).
     """
-    value = explicit or os.environ.get(CATALOG_ENV) or str(workspace / CATALOG_FILE)
+    value = explicit or os.environ.get(CATALOG_ENV)
+    if not value:
+        return sqlite_url(workspace / CATALOG_FILE)
     if "://" not in value:
-        return f"sqlite:///{Path(value).resolve()}"
+        return sqlite_url(Path(value))
     return value
+
+
+def sqlite_url(path: Path) -> str:
+    """The URL of the SQLite file at `path` (made absolute), which names exactly that file.
+
+    A URL's path is percent-decoded and ends at `?`, so `sqlite:///ws?x=1/catalog.db` would
+    open `ws` (and `ws%2f..` a file above it). A path holding `%` or `?` is quoted as URLs
+    quote it, and its URL names the driver (`sqlite+pysqlite`, SQLite's default) so that no
+    reader takes what follows a literal `sqlite:///` for the path; any other path is written
+    as it is, `sqlite:///PATH`.
+    """
+    absolute = str(path.resolve())
+    if "%" not in absolute and "?" not in absolute:
+        return f"sqlite:///{absolute}"
+    url = sa.engine.URL.create("sqlite+pysqlite", database=absolute)
+    return url.render_as_string(hide_password=False)
 
 
 def safe_url(url: str) -> str:

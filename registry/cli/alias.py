@@ -20,7 +20,7 @@ from compressgate.registry.cli.options import (
     WORKSPACE_OPTION,
     open_workspace,
 )
-from compressgate.registry.cli.tables import emit, move_line
+from compressgate.registry.cli.tables import emit, move_line, say
 
 RELEASER_KEY_OPTION = click.option(
     "--key",
@@ -67,7 +67,7 @@ def promote(
     elif result.changed:
         click.echo(move_line(result.move))
     else:
-        click.echo(f"{alias} already points to {result.move.variant_id}; nothing changed")
+        say(f"{alias} already points to {result.move.variant_id}; nothing changed")
 
 
 @click.command("rollback")

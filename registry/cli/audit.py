@@ -14,7 +14,7 @@ from compressgate.registry.cli.options import (
     WORKSPACE_OPTION,
     open_workspace,
 )
-from compressgate.registry.cli.tables import emit
+from compressgate.registry.cli.tables import emit, say
 
 
 @click.group("audit")
@@ -78,7 +78,7 @@ def audit_verify(
     if as_json:
         emit(report)
         return
-    click.echo(
+    say(
         f"catalog {report.catalog} (schema v{report.schema_version}) verifies: "
         f"{report.events} events, {report.rows} rows, {report.artifacts} artifact blobs; "
         f"head {report.head.sha256[:16]}… ({report.events_per_second:,.0f} events/s, "
@@ -86,14 +86,14 @@ def audit_verify(
     )
     meaning = report.meaning or {}
     if not meaning:
-        click.echo("meaning not checked (--skip-meaning): hashes only")
+        say("meaning not checked (--skip-meaning): hashes only")
     if meaning:
         regime = (
             f"policy v{meaning['policy_version']}"
             if meaning["regime"] == "policy"
             else "the unsigned regime (no policy)"
         )
-        click.echo(
+        say(
             f"meaning holds under {regime}: {meaning['decisions']} gate decisions re-derived, "
             f"{meaning['attestations']} run attestations, {meaning['signoffs']} sign-offs and "
             f"{meaning['releases']} releases checked, {meaning['moves']} alias moves, "
@@ -111,12 +111,12 @@ def audit_verify(
             )
         )
     if report.checkpoint is not None:
-        click.echo(
+        say(
             f"extends checkpoint at event {report.checkpoint.size} "
             f"({report.checkpoint.sha256[:16]}…)"
         )
     for path, found in zip(reports, report.reports, strict=True):
-        click.echo(
+        say(
             f"report {path}: the {found.format} report of {found.run_id} rendered at "
             f"{found.rendered_at} by {found.actor} ({found.tool}; event {found.seq})"
         )
@@ -140,4 +140,4 @@ def audit_checkpoint(
         click.echo(envelope.decode("utf-8"), nl=False)
     else:
         write_atomic(output, envelope)
-        click.echo(f"checkpoint written to {output}", err=True)
+        say(f"checkpoint written to {output}", err=True)

@@ -23,6 +23,7 @@ from compressgate.registry.cli.tables import (
     metric_table,
     run_table,
     runs_table,
+    say,
     size,
 )
 
@@ -90,12 +91,12 @@ def catalog_show(ref: str, workspace: Path | None, catalog: str | None, as_json:
         emit(shown)
         return
     v = shown.variant
-    click.echo(f"variant {v.id} [{v.kind}, {v.format}] artifact {v.artifact_sha256}")
-    click.echo(f"  parent {v.parent_sha256 or '-'} · recipe {v.recipe_sha256[:12]}")
-    click.echo(f"  size {size(v.size_bytes)} · params {v.params} · MACs {v.macs}")
-    click.echo(f"  evaluations: {', '.join(shown.evaluations) or '-'}")
-    click.echo(f"  aliases: {', '.join(shown.aliases) or '-'}")
-    click.echo("  promotable: yes" if shown.promotable else f"  promotable: no ({shown.problem})")
+    say(f"variant {v.id} [{v.kind}, {v.format}] artifact {v.artifact_sha256}")
+    say(f"  parent {v.parent_sha256 or '-'} · recipe {v.recipe_sha256[:12]}")
+    say(f"  size {size(v.size_bytes)} · params {v.params} · MACs {v.macs}")
+    say(f"  evaluations: {', '.join(shown.evaluations) or '-'}")
+    say(f"  aliases: {', '.join(shown.aliases) or '-'}")
+    say("  promotable: yes" if shown.promotable else f"  promotable: no ({shown.problem})")
     metric_table(v.metrics)
     decisions_table(shown.decisions)
 
@@ -115,18 +116,18 @@ def catalog_lineage(
         emit(found)
         return
     run = found.run
-    click.echo(
+    say(
         f"recipe {run.recipe} v{run.version} ({run.recipe_sha256[:12]}) signed by "
         f"{', '.join(run.signers) or 'nobody'}; run {run.run_id} by {run.actor}"
     )
-    click.echo(
+    say(
         f"environment {run.environment_sha256[:12]} (python {run.python}), "
         f"lock {run.lock_sha256[:12] or '-'}"
     )
     for depth, v in enumerate(found.chain):
         accuracy = v.metrics.get("accuracy")
         score = f" · accuracy {accuracy.estimate:.2%}" if accuracy else ""
-        click.echo(
+        say(
             f"{'  ' * depth}{'└─ ' if depth else ''}{v.stage} [{v.kind}, {v.format}] "
             f"{v.artifact_sha256[:12]} · {size(v.size_bytes)}{score}"
         )

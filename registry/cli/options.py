@@ -125,9 +125,26 @@ def open_workspace(
 # Characters that steer a terminal instead of being shown: C0 and C1 controls, DEL, and the
 # bidirectional overrides and isolates that reorder what is read ("Trojan Source").
 _STEERING = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+# What else breaks a line or a table cell: tab, line feed and the Unicode line separators.
+_BREAKING = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]")
 
 
-def printable(text: str) -> str:
-    """`text` as an error line may show it: every character that steers a terminal (an ANSI
-    escape sequence in a file name or a value, a bidi override) written as its escape."""
-    return _STEERING.sub(lambda m: ascii(m.group())[1:-1], text)
+def _escape(match: re.Match[str]) -> str:
+    return ascii(match.group())[1:-1]
+
+
+def printable(text: str, *, one_line: bool = False) -> str:
+    """`text` as a terminal may show it: every character that steers a terminal (an ANSI
+    escape sequence in a file name or a value, a carriage return, a bidi override) written as
+    its escape (`\\x1b`, `\\r`, `\\u202e`). With `one_line` (a table cell, a field of a line),
+    tabs and line breaks too, so that what someone typed cannot draw a row or a line of its
+    own. Every line and cell of text a command prints that a person supplied goes through
+    here."""
+    return (_BREAKING if one_line else _STEERING).sub(_escape, text)
+
+
+def json_printable(text: str) -> str:
+    """JSON text (`json.dumps` with `ensure_ascii`) with the characters that steer a terminal
+    and that JSON leaves as they are (DEL, and any other when not `ensure_ascii`) written as
+    `\\u` escapes: the same JSON value, inert on a terminal. They can only stand in strings."""
+    return _STEERING.sub(lambda m: f"\\u{ord(m.group()):04x}", text)

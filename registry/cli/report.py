@@ -13,8 +13,11 @@ from compressgate.registry.cli.options import (
     FILE,
     RUN_TRUST_OPTION,
     WORKSPACE_OPTION,
+    json_printable,
     open_workspace,
+    printable,
 )
+from compressgate.registry.cli.tables import say
 
 
 @click.command("report")
@@ -55,14 +58,17 @@ def report(
 
     With -o the file's sha256 is recorded in the catalog (a new event, unless those bytes are
     recorded already), so `audit verify --report FILE` detects a changed copy; an older
-    catalog is migrated first. Printed to stdout, nothing is recorded."""
+    catalog is migrated first. Printed to stdout, nothing is recorded, and a character that
+    would steer the terminal is printed as its escape (`\\x1b`)."""
     with open_workspace(workspace, catalog=catalog, trust=trust) as ws:
         if output is None:
-            body = ws.report(run_id, fmt, checkpoint=checkpoint)
-            click.echo(body.decode("utf-8"), nl=False)
+            text = ws.report(run_id, fmt, checkpoint=checkpoint).decode("utf-8")
+            # On a terminal, what a person wrote in the report (a reason, a description) is
+            # shown, not obeyed; the bytes -o writes and records are the report's own.
+            click.echo(json_printable(text) if fmt == "json" else printable(text), nl=False)
             return
         recorded = ws.write_report(run_id, output, fmt, checkpoint=checkpoint, actor=actor)
-    click.echo(
+    say(
         f"wrote {output} ({recorded.size_bytes:,} bytes), recorded in the catalog at event "
         f"{recorded.seq} (sha256 {recorded.sha256[:16]}…)"
     )

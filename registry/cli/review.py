@@ -25,7 +25,7 @@ from compressgate.registry.cli.options import (
     open_workspace,
     with_options,
 )
-from compressgate.registry.cli.tables import emit, power_lines, review_table, run_table
+from compressgate.registry.cli.tables import emit, power_lines, review_table, run_table, say
 
 
 @click.command("submit")
@@ -97,7 +97,7 @@ def resume(
     if as_json:
         emit(result)
     else:
-        click.echo(f"run {result.run.run_id} resumes {run_id}")
+        say(f"run {result.run.run_id} resumes {run_id}")
         run_table(result.run)
         review_table(ReviewStatus.model_validate(result.review))
     sys.exit(result.exit_code)
@@ -148,13 +148,13 @@ def _signoff_command(kind: str, run_id: str, gate: str, **options: Any) -> None:
         emit(result)
         return
     s = result.signoff
-    click.echo(
+    say(
         f"{kind} of gate '{gate}' of {run_id} by {s['owner']} (key {s['keyid'][:16]}…) recorded"
         + (f", until {s['expires']}" if s.get("expires") else "")
     )
     if result.envelope:
-        click.echo(f"wrote {result.envelope}")
-    click.echo(f"run {run_id} is now {result.review['status']}")
+        say(f"wrote {result.envelope}")
+    say(f"run {run_id} is now {result.review['status']}")
 
 
 @click.command("approve")

@@ -3,6 +3,12 @@
 Each printer takes the API's typed result (a run summary, gate decisions, a review, an alias
 move, ...) and prints it the same way wherever it appears. rich, and the models the printers
 take, are imported only when something is printed, so that importing the CLI stays light.
+
+What a person supplied (a reason, an actor, a name, a path, a note) reaches the terminal only
+through `shown`: every table cell is a rich `Text` of it (never markup, which would turn
+`[link=…]` into a hyperlink escape; rich itself strips only a few control codes, not ESC), and
+every plain line goes out through `say`. `--json` prints through `emit`: JSON with every
+non-ASCII character and every control character escaped.
 """
 
 from __future__ import annotations
@@ -13,8 +19,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import click
 
+from compressgate.registry.cli.options import json_printable, printable
+
 if TYPE_CHECKING:
     from pydantic import BaseModel
+    from rich.table import Table
+    from rich.text import Text
 
     from compressgate.evaluators.results import Estimate
     from compressgate.gates.review import ReviewStatus
@@ -45,7 +55,51 @@ def emit(data: BaseModel | Sequence[BaseModel] | dict[str, Any]) -> None:
         payload = data
     else:
         payload = [item.model_dump(mode="json") for item in data]
-    click.echo(json.dumps(payload, indent=2))
+    click.echo(json_printable(json.dumps(payload, indent=2)))
+
+
+# --- what a person supplied ---------------------------------------------------------------------
+
+
+def shown(value: object) -> str:
+    """A value as a cell or a field of a line shows it: on one line, every character that
+    would steer the terminal (ESC, CR, a bidi override, a line break) written as its escape."""
+    return printable(str(value), one_line=True)
+
+
+def say(line: str, *, err: bool = False) -> None:
+    """Print one line holding text a person supplied (`shown`)."""
+    click.echo(shown(line), err=err)
+
+
+def inert(value: object, style: str = "") -> Text:
+    """A table cell, title or header: `shown`, and never read as rich markup or emoji."""
+    from rich.text import Text
+
+    return Text(shown(value), style=style)
+
+
+def add_row(table: Table, *cells: object) -> None:
+    """Add a row whose every cell is `inert` (a `Text` already made is kept, with its style)."""
+    from rich.text import Text
+
+    table.add_row(*(c if isinstance(c, Text) else inert(c) for c in cells))
+
+
+def new_table(*columns: object, title: object = None, right: tuple[str, ...] = ()) -> Table:
+    """A rich table with these column headers (those in `right` right-aligned), each `inert`."""
+    from rich.table import Table
+
+    found = Table(title=None if title is None else inert(title))
+    for column in columns:
+        found.add_column(inert(column), justify="right" if column in right else "left")
+    return found
+
+
+def print_table(table: Table, width: int = 200) -> None:
+    from rich.console import Console
+
+    Console(width=width).print(table)
 
 
 # --- numbers ------------------------------------------------------------------------------------
@@ -105,7 +159,7 @@ def stage_line(stage: StageRecord) -> None:
         else ""
     )
     how = "cached" if stage.cached else f"{stage.seconds:.1f} s"
-    click.echo(
+    say(
         f"seed {stage.seed} · {stage.name} [{stage.kind}] {score} · "
         f"{size(stage.size_bytes)} · {how}",
         err=True,
@@ -134,14 +188,10 @@ def _headline(summary: RunSummary) -> tuple[_Column, _Column]:
 
 def run_table(summary: RunSummary) -> None:
     """A run: every stage of every seed, the seeds' aggregate, the gate decisions, the status."""
-    from rich.console import Console
-    from rich.table import Table
-
     from compressgate.registry.catalog.repository import JudgementRecord
 
     (first, first_of), (second, second_of) = _headline(summary)
-    table = Table(title=f"{summary.recipe.name} v{summary.recipe.version} · {summary.run_id}")
-    for column in (
+    table = new_table(
         "seed",
         "stage",
         "kind",
@@ -154,10 +204,9 @@ def run_table(summary: RunSummary) -> None:
         second,
         "time",
         "sha256",
-    ):
-        table.add_column(
-            column, justify="right" if column in ("size", "params", "MACs") else "left"
-        )
+        title=f"{summary.recipe.name} v{summary.recipe.version} · {summary.run_id}",
+        right=("size", "params", "MACs"),
+    )
     reference: dict[int, int] = {}
     for stage in summary.stages:
         if stage.kind == "baseline" and "onnx_size_bytes" in stage.details:
@@ -166,8 +215,9 @@ def run_table(summary: RunSummary) -> None:
         smaller = f"{ratio / stage.size_bytes:.1f}x smaller" if ratio and stage.size_bytes else "-"
         if stage.kind == "baseline" and ratio:
             smaller = f"is {size(ratio)}"
-        table.add_row(
-            str(stage.seed),
+        add_row(
+            table,
+            stage.seed,
             stage.name,
             stage.kind,
             stage.format or "-",
@@ -180,30 +230,33 @@ def run_table(summary: RunSummary) -> None:
             "cached" if stage.cached else f"{stage.seconds:.1f} s",
             (stage.artifact_sha256 or "-")[:12],
         )
-    Console(width=180).print(table)
+    print_table(table, 180)
     seeds_table(summary)
     decisions_table([JudgementRecord.model_validate(d) for d in summary.gates])
-    click.echo(f"status: {summary.status}; recorded in the catalog {summary.record}")
+    say(f"status: {summary.status}; recorded in the catalog {summary.record}")
     for mismatch in summary.environment_mismatches:
-        click.echo(f"warning: environment differs from the lock: {mismatch}")
+        say(f"warning: environment differs from the lock: {mismatch}")
 
 
 def seeds_table(summary: RunSummary) -> None:
     """Accuracy and its change over the seeds, per stage (mean, t interval, worst seed)."""
     if not summary.aggregate:
         return
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=f"over {len(summary.seeds)} seeds: mean with t interval, worst seed")
-    for column in ("stage", "accuracy", "worst", "Δ vs baseline", "worst Δ", "exemplars"):
-        table.add_column(column)
+    table = new_table(
+        "stage",
+        "accuracy",
+        "worst",
+        "Δ vs baseline",
+        "worst Δ",
+        "exemplars",
+        title=f"over {len(summary.seeds)} seeds: mean with t interval, worst seed",
+    )
     for name, metrics in summary.aggregate.items():
-        row = [name]
+        cells = [name]
         for metric in ("accuracy", "paired.accuracy_difference"):
             value = metrics.get(metric)
             signed = "+" if metric != "accuracy" else ""
-            row += (
+            cells += (
                 [
                     f"{value.mean:{signed}.2%} [{value.ci_low:{signed}.1%}, "
                     f"{value.ci_high:{signed}.1%}]",
@@ -213,53 +266,47 @@ def seeds_table(summary: RunSummary) -> None:
                 else ["-", "-"]
             )
         found = summary.exemplars.get(name)
-        row.append(f"{found['count']} of {found['n']}" if found else "-")
-        table.add_row(*row)
-    Console(width=180).print(table)
+        cells.append(f"{found['count']} of {found['n']}" if found else "-")
+        add_row(table, *cells)
+    print_table(table, 180)
 
 
 def metric_table(metrics: Mapping[str, Estimate]) -> None:
     """Every metric of a variant with its interval, sample size and method."""
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table()
-    for column in ("metric", "estimate", "interval", "n", "method"):
-        table.add_column(column, justify="right" if column in ("estimate", "n") else "left")
+    table = new_table("metric", "estimate", "interval", "n", "method", right=("estimate", "n"))
     for name, m in metrics.items():
-        shown = (
+        bounds = (
             "exact"
             if m.method == "exact"
             else f"[{number(m.ci_low)}, {number(m.ci_high)}] ({m.confidence:.0%})"
         )
-        table.add_row(name, f"{number(m.estimate)} {m.unit}".strip(), shown, str(m.n), m.method)
-    Console(width=200).print(table)
+        add_row(table, name, f"{number(m.estimate)} {m.unit}".strip(), bounds, m.n, m.method)
+    print_table(table)
 
 
 def decisions_table(decisions: Sequence[JudgementRecord]) -> None:
     """The gate decisions, one row per gate and seed."""
     if not decisions:
         return
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title="gate decisions")
-    for column in ("seed", "gate", "stage", "metric", "estimate", "interval", "verdict", "owner"):
-        table.add_column(column)
+    table = new_table(
+        "seed", "gate", "stage", "metric", "estimate", "interval", "verdict", "owner",
+        title="gate decisions",
+    )  # fmt: skip
     for d in decisions:
         low, high = d.ci_low, d.ci_high
-        shown = f"[{opt(low)}, {opt(high)}]" if low is not None or high is not None else "-"
-        table.add_row(
-            str(d.seed),
+        bounds = f"[{opt(low)}, {opt(high)}]" if low is not None or high is not None else "-"
+        add_row(
+            table,
+            d.seed,
             d.gate,
             d.stage,
             d.metric,
             opt(d.estimate),
-            shown,
+            bounds,
             f"{d.verdict} ({d.note})",
             d.owner,
         )
-    Console(width=200).print(table)
+    print_table(table)
 
 
 # --- reviews ------------------------------------------------------------------------------------
@@ -268,31 +315,16 @@ def decisions_table(decisions: Sequence[JudgementRecord]) -> None:
 def power_lines(checks: list[dict[str, Any]]) -> None:
     for check in checks:
         if check.get("underpowered"):
-            click.echo(f"warning: gate '{check['gate']}' is underpowered: {check['message']}")
+            say(f"warning: gate '{check['gate']}' is underpowered: {check['message']}")
 
 
 def review_table(found: ReviewStatus) -> None:
     """A run's review: each gate's decision, state and sign-offs, then the run's status."""
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(
-        title=f"review of {found.run_id} ({found.recipe} v{found.recipe_version}): {found.status}"
-    )
-    for column in (
-        "gate",
-        "owner",
-        "stage",
-        "seeds",
-        "estimate",
-        "interval",
-        "threshold",
-        "n",
-        "verdict",
-        "state",
-        "sign-off",
-    ):
-        table.add_column(column)
+    table = new_table(
+        "gate", "owner", "stage", "seeds", "estimate", "interval", "threshold", "n", "verdict",
+        "state", "sign-off",
+        title=f"review of {found.run_id} ({found.recipe} v{found.recipe_version}): {found.status}",
+    )  # fmt: skip
     for gate in found.gates:
         d = gate.decision
         signed = [
@@ -301,7 +333,8 @@ def review_table(found: ReviewStatus) -> None:
         ]
         low = "" if d.ci_low is None else f"{d.ci_low:.4g}"
         high = "" if d.ci_high is None else f"{d.ci_high:.4g}"
-        table.add_row(
+        add_row(
+            table,
             d.gate,
             d.owner,
             d.stage,
@@ -309,17 +342,17 @@ def review_table(found: ReviewStatus) -> None:
             "-" if d.estimate is None else f"{d.estimate:.4g}",
             f"[{low}, {high}]" if low or high else "-",
             "-" if d.threshold is None else f"{d.threshold:.4g}",
-            "-" if d.n is None else str(d.n),
+            "-" if d.n is None else d.n,
             d.verdict,
             gate.state,
             "; ".join(signed) or "-",
         )
-    Console(width=200).print(table)
+    print_table(table)
     for name in found.not_reached:
-        click.echo(f"gate '{name}': not judged, the pipeline stopped before its stage")
+        say(f"gate '{name}': not judged, the pipeline stopped before its stage")
     for reason in found.reasons:
-        click.echo(f"- {reason}")
-    click.echo(f"status: {found.status}")
+        say(f"- {reason}")
+    say(f"status: {found.status}")
 
 
 # --- the catalog --------------------------------------------------------------------------------
@@ -327,14 +360,10 @@ def review_table(found: ReviewStatus) -> None:
 
 def runs_table(runs: Sequence[RunListing]) -> None:
     """`catalog list`: one row per run."""
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table()
-    for column in ("run", "recipe", "status", "started", "seeds", "signers", "recipe sha256"):
-        table.add_column(column)
+    table = new_table("run", "recipe", "status", "started", "seeds", "signers", "recipe sha256")
     for r in runs:
-        table.add_row(
+        add_row(
+            table,
             r.run_id,
             f"{r.recipe} v{r.version}",
             r.status,
@@ -343,37 +372,32 @@ def runs_table(runs: Sequence[RunListing]) -> None:
             ", ".join(r.signers),
             r.recipe_sha256[:12],
         )
-    Console(width=200).print(table)
+    print_table(table)
 
 
 def diff_tables(found: Diff) -> None:
     """`catalog diff`: identity, configuration and metrics of two variants side by side."""
-    from rich.console import Console
-    from rich.table import Table
-
     for title, rows in (
         ("identity", found.identity),
         ("configuration", found.config),
         ("metrics: estimate [interval]", found.metrics),
     ):
-        table = Table(title=title)
-        for column in ("", found.a, found.b):
-            table.add_column(column)
-        for row in rows:
-            mark = "" if row.same else "[bold]"
-            table.add_row(f"{mark}{row.key}", cell(row.a), cell(row.b))
-        Console(width=200).print(table)
+        table = new_table("", found.a, found.b, title=title)
+        for line in rows:
+            key = inert(line.key, style="" if line.same else "bold")
+            add_row(table, key, cell(line.a), cell(line.b))
+        print_table(table)
 
 
 def move_line(move: AliasMove) -> str:
-    """One alias move: number, time, action, target, previous target, who and why."""
+    """One alias move: number, time, action, target, previous target, who and why (`shown`)."""
     previous = f" (was {move.previous_variant_id})" if move.previous_variant_id else ""
     signed = (
         f" (signed, key {move.release.keyid[:12]}…, policy v{move.release.policy_version})"
         if move.release is not None
         else ""
     )
-    return (
+    return shown(
         f"#{move.seq} {move.moved_at} {move.action} {move.alias} -> {move.variant_id} "
         f"[{move.artifact_sha256[:12]}]{previous} by {move.actor}{signed}: {move.reason}"
     )
