@@ -30,10 +30,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-SECTIONS = ("bad_input", "tampering", "crash", "concurrency", "unsafe", "insider")
+SECTIONS = ("bad_input", "tampering", "crash", "concurrency", "unsafe", "insider", "inputs")
 # With --jobs 2 (pytest-xdist's worksteal), the first worker starts on the first three, the second
 # on the rest and takes the last left over: about even at the quick counts.
-PARALLEL = ("crash", "unsafe", "insider", "bad_input", "concurrency", "tampering")
+PARALLEL = ("crash", "unsafe", "insider", "inputs", "bad_input", "concurrency", "tampering")
 REPOSITORY = Path(__file__).resolve().parents[1]
 TESTS = "tests/hardening/test_guarantees.py::test_every_guarantee_of_the_section_holds"
 PG_ENV = "COMPRESSGATE_TEST_PG_URL"

@@ -17,15 +17,19 @@ refused like `os:system`.
 from __future__ import annotations
 
 import importlib
+import importlib.abc
+import importlib.util
 import io
 import json
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from importlib.machinery import ModuleSpec
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -37,6 +41,9 @@ from compressgate.recipes.trust import (
     shadowed_by,
 )
 from compressgate.registry.kernel.errors import IntegrityError, ManifestError, StageError
+
+if TYPE_CHECKING:
+    from compressgate.recipes.subjects import LocalModule
 
 TORCH_FILE = "model.pt"
 ONNX_FILE = "model.onnx"
@@ -76,15 +83,22 @@ class OnnxModel:
 Variant = TorchModel | OnnxModel
 
 _ALLOWED: ContextVar[tuple[str, ...]] = ContextVar("allowed_modules", default=DEFAULT_MODULES)
+_SIGNED: ContextVar[Mapping[str, SignedSource] | None] = ContextVar("signed_sources", default=None)
 
 
 @contextmanager
-def allowed_modules(modules: tuple[str, ...]) -> Iterator[None]:
-    """Within the block, `resolve` imports only from `modules` (a trust file's allow-list)."""
+def allowed_modules(
+    modules: tuple[str, ...], signed: Mapping[str, SignedSource] | None = None
+) -> Iterator[None]:
+    """Within the block, `resolve` imports only from `modules` (a trust file's allow-list),
+    and a module beside the recipe only from `signed` (a verified recipe's local modules,
+    `VerifiedRecipe.sources`) when given."""
     token = _ALLOWED.set(tuple(modules))
+    signed_token = _SIGNED.set(signed)
     try:
         yield
     finally:
+        _SIGNED.reset(signed_token)
         _ALLOWED.reset(token)
 
 
@@ -110,19 +124,141 @@ def _deserialising(ref: str) -> ManifestError:
     )
 
 
+@dataclass(frozen=True)
+class SignedSource:
+    """A module beside a recipe, importable only as these bytes: its file and their sha256
+    (a subject of the recipe's signature)."""
+
+    path: Path
+    sha256: str
+    package: bool
+
+
+def local_sources(
+    recipe: Any, base: Path, signed: Mapping[str, str] | None = None
+) -> dict[str, SignedSource]:
+    """The recipe's local modules (and their packages) by module name, each pinned to a
+    sha256: the one its signature lists (`signed`, by file name relative to `base`), or, for a
+    recipe that is not signed (`recipe validate --power`, tests), the file's as it is now."""
+    from compressgate.recipes.subjects import local_modules
+
+    sources: dict[str, SignedSource] = {}
+    for module in local_modules(recipe, base).values():
+        sources.update(_pinned(module, base, signed))
+    return sources
+
+
+def _pinned(
+    module: LocalModule, base: Path, signed: Mapping[str, str] | None
+) -> dict[str, SignedSource]:
+    from compressgate.registry.kernel.digests import sha256_file
+
+    parts = module.name.split(".")
+    out: dict[str, SignedSource] = {}
+    for depth, file in enumerate(module.files):
+        name = ".".join(parts[: depth + 1])
+        sha = signed.get(file) if signed is not None else sha256_file(base / file)
+        if sha is None:
+            raise IntegrityError(
+                f"{base / file}: the module {name} is not among the files the recipe's "
+                "signature lists",
+                hint="re-sign the recipe so that its signature covers the module",
+            )
+        package = depth < len(module.files) - 1 or module.package
+        out[name] = SignedSource(base / file, sha, package)
+    return out
+
+
+class _SignedLoader(importlib.abc.SourceLoader):
+    """Imports a module from its file's bytes, only if they are the pinned ones: the import
+    system compiles exactly the bytes `get_data` checked, and never a cached bytecode file
+    (`path_stats` gives none, so `__pycache__` is neither read nor written)."""
+
+    def __init__(self, name: str, source: SignedSource) -> None:
+        self.name = name
+        self.source = source
+        self.signed_source = source  # how `trust.installed_spec` tells it from an installed one
+
+    def get_filename(self, fullname: str) -> str:
+        return str(self.source.path)
+
+    def is_package(self, fullname: str) -> bool:
+        return self.source.package
+
+    def path_stats(self, path: str) -> Mapping[str, Any]:
+        raise OSError("a signed module is compiled from its checked bytes, never from a cache")
+
+    def get_data(self, path: str) -> bytes:
+        from compressgate.registry.kernel.digests import sha256_bytes
+
+        source = self.source.path
+        if Path(path) != source:
+            raise OSError(f"{path}: only {source} is read for the module {self.name}")
+        try:
+            data = source.read_bytes()
+        except OSError as exc:
+            raise IntegrityError(
+                f"{source}: the module {self.name} cannot be read ({exc.strerror or exc})"
+            ) from None
+        if sha256_bytes(data) != self.source.sha256:
+            raise IntegrityError(
+                f"{source} changed since the recipe was signed: the module {self.name} is not "
+                "imported",
+                hint="re-sign the recipe if the change is meant",
+            )
+        return data
+
+
+class SignedModules(importlib.abc.MetaPathFinder):
+    """A finder for exactly the recipe's local modules, each from its pinned bytes: the
+    recipe's folder is never on `sys.path`, so nothing else beside it is importable, and it
+    comes after every installed package's finder."""
+
+    def __init__(self, sources: Mapping[str, SignedSource]) -> None:
+        self.sources = dict(sources)
+
+    def find_spec(
+        self, fullname: str, path: Any = None, target: ModuleType | None = None
+    ) -> ModuleSpec | None:
+        source = self.sources.get(fullname)
+        if source is None:
+            return None
+        return importlib.util.spec_from_file_location(
+            fullname,
+            source.path,
+            loader=_SignedLoader(fullname, source),
+            submodule_search_locations=[] if source.package else None,
+        )
+
+
+def _forget_stale(sources: Mapping[str, SignedSource]) -> None:
+    """Drop from `sys.modules` any of these names imported from other bytes (another recipe's
+    module of the same name), with its submodules, so that the pinned bytes are imported."""
+    for name, source in sources.items():
+        module = sys.modules.get(name)
+        if module is None:
+            continue
+        loader = getattr(getattr(module, "__spec__", None), "loader", None)
+        if isinstance(loader, _SignedLoader) and loader.source == source:
+            continue
+        for key in [k for k in sys.modules if k == name or k.startswith(name + ".")]:
+            del sys.modules[key]
+
+
 @contextmanager
-def importable_from(base: Path | None) -> Iterator[None]:
-    """Let `import` find modules beside the recipe (as `recipe validate` does) while resolving:
-    last on the path, so that a folder beside a recipe never shadows the standard library or
-    an installed package (a `sklearn/` planted there is never imported)."""
-    if base is None or str(base) in sys.path:
+def importable_signed(sources: Mapping[str, SignedSource]) -> Iterator[None]:
+    """Within the block, `import` finds the given local modules (last, after every installed
+    package) and nothing else beside the recipe."""
+    if not sources:
         yield
         return
-    sys.path.append(str(base))
+    _forget_stale(sources)
+    finder = SignedModules(sources)
+    sys.meta_path.append(finder)
     try:
         yield
     finally:
-        sys.path.remove(str(base))
+        sys.meta_path.remove(finder)
 
 
 def resolve(ref: str, base: Path | None = None) -> Callable[..., Any]:
@@ -143,7 +279,7 @@ def resolve(ref: str, base: Path | None = None) -> Callable[..., Any]:
             "the one imported: the file beside the recipe never runs",
             hint="rename the local module (and the recipe's reference to it)",
         )
-    with importable_from(base):
+    with importable_signed(_sources_for(module_name, base)):
         try:
             module = importlib.import_module(module_name)
         except ImportError as exc:
@@ -164,6 +300,27 @@ def resolve(ref: str, base: Path | None = None) -> Callable[..., Any]:
     if not callable(target):
         raise ManifestError(f"{ref} is not callable")
     return target  # type: ignore[no-any-return]
+
+
+def _sources_for(module: str, base: Path | None) -> Mapping[str, SignedSource]:
+    """The local modules `module` may come from: none when it is installed; else the verified
+    recipe's (`allowed_modules(..., signed=)`), or, outside a verified run, `module` beside
+    `base` pinned to its bytes as they are now."""
+    from compressgate.recipes.subjects import installed, local_module
+
+    if installed(module) or base is None:
+        return {}
+    signed = _SIGNED.get()
+    if signed is not None:
+        if module not in signed:
+            raise ManifestError(
+                f"module {module} is not installed and not a local module the recipe's "
+                "signature lists",
+                hint="install the module, or put it beside the recipe and sign the recipe again",
+            )
+        return signed
+    found = local_module(module, base)
+    return {} if found is None else _pinned(found, base, None)
 
 
 def build(

@@ -1,19 +1,26 @@
 """Recipe signatures: `recipe.yaml` + `recipe.yaml.dsse.json`.
 
-The envelope's payload is an in-toto Statement v1 whose subject is the recipe file by the sha256
-of its exact bytes. The payload holds no time or signer, so owners can co-sign the same payload.
-A recipe verifies when at least one signature is by a trusted key whose owner holds the `author`
-role and is among the recipe's `metadata.owners`, and the subject digest matches the file.
+The envelope's payload is an in-toto Statement v1 whose first subject is the recipe file by the
+sha256 of its exact bytes, followed by every file the recipe depends on (its lock, checkpoints,
+ONNX baseline and that file's external data, local modules: `compressgate.recipes.subjects`),
+each by its path relative to the recipe's folder and its sha256. The payload holds no time or
+signer, so owners can co-sign the same payload. A recipe verifies when at least one signature is
+by a trusted key whose owner holds the `author` role and is among the recipe's
+`metadata.owners`, the first subject's digest matches the manifest, and every file the manifest
+references is listed with the digest it has now: a changed, missing or unlisted file is refused
+by name (exit 3). A local module is then imported from exactly its signed bytes
+(`VerifiedRecipe.sources`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from compressgate.recipes.load import LoadedRecipe, load_recipe, parse_recipe, read_manifest
+from compressgate.recipes.subjects import digests, referenced
 from compressgate.recipes.trust import Trust
 from compressgate.registry.kernel import dsse
 from compressgate.registry.kernel.digests import sha256_bytes
@@ -23,6 +30,7 @@ from compressgate.registry.kernel.keys import PrivateKey
 
 if TYPE_CHECKING:
     from compressgate.recipes.manifest import Recipe
+    from compressgate.recipes.models import SignedSource
     from compressgate.recipes.yamldoc import YamlDocument
 
 RECIPE_PREDICATE_TYPE = "https://compressgate.dev/attestation/recipe/v1"
@@ -43,15 +51,68 @@ class VerifiedRecipe:
     loaded: LoadedRecipe
     envelope: Path
     signers: tuple[Signer, ...]
+    subjects: dict[str, str] = field(default_factory=dict)  # file (relative) -> sha256
+
+    @property
+    def sources(self) -> dict[str, SignedSource]:
+        """The recipe's local modules, each pinned to its signed bytes."""
+        from compressgate.recipes.models import local_sources
+
+        return local_sources(self.loaded.recipe, self.loaded.path.parent.resolve(), self.subjects)
+
+
+def recipe_subjects(loaded: LoadedRecipe) -> list[tuple[str, str]]:
+    """The statement's subjects: the manifest, then every file it depends on, by sha256."""
+    base = loaded.path.parent
+    found = digests(referenced(loaded.recipe, base), base)
+    missing = [name for name, sha in found.items() if sha is None]
+    if missing:
+        raise ManifestError(
+            f"{loaded.path}: {', '.join(missing)} not found next to the manifest; a signature "
+            "covers every file the recipe depends on"
+        )
+    return [(loaded.path.name, loaded.sha256)] + [(n, s) for n, s in found.items() if s]
 
 
 def recipe_statement(loaded: LoadedRecipe) -> bytes:
     meta = loaded.recipe.metadata
     return dsse.statement(
-        [(loaded.path.name, loaded.sha256)],
+        recipe_subjects(loaded),
         RECIPE_PREDICATE_TYPE,
         {"recipe": {"name": meta.name, "version": meta.version}},
     )
+
+
+def check_subjects(signed: dict[str, str], recipe: Recipe, path: Path) -> None:
+    """Every file the recipe references must be listed in `signed` with the digest it has now;
+    IntegrityError names the first changed, missing or unlisted one. The files the manifest
+    names come first: an ONNX file is read for the external data it names only once it is
+    the signed one."""
+    base = path.parent
+    problems = _subject_problems(signed, digests(referenced(recipe, base, external=False), base))
+    if not problems:
+        problems = _subject_problems(signed, digests(referenced(recipe, base), base))
+    if problems:
+        raise IntegrityError(
+            f"{path}: {problems[0]}"
+            + (f" (and {len(problems) - 1} more file(s))" if len(problems) > 1 else ""),
+            hint=f"re-sign it (`compressgate recipe sign {path} --key KEY`) if the change is meant",
+        )
+
+
+def _subject_problems(signed: dict[str, str], found: dict[str, str | None]) -> list[str]:
+    problems = []
+    for name, sha in found.items():
+        listed = signed.get(name)
+        if listed is None and sha is None:
+            continue  # neither signed nor there: validation says it is not found (exit 2)
+        if listed is None:
+            problems.append(f"{name} is not among the files its signature lists")
+        elif sha is None:
+            problems.append(f"{name}, which its signature lists, is missing")
+        elif sha != listed:
+            problems.append(f"{name} changed since it was signed (sha256 {sha}, signed {listed})")
+    return problems
 
 
 def sign_recipe(
@@ -101,8 +162,13 @@ def verify_recipe(
     signers = check_signature(
         data, raw, trust, source=str(target), name=str(path), trust_source=trust_source, parse=parse
     )
+    statement = dsse.parse_statement(
+        dsse.Envelope.from_json(raw, source=str(target)).payload, source=str(target)
+    )
+    signed = {name: sha for name, sha in statement.subjects[1:] if sha is not None}
+    check_subjects(signed, parse(), path)
     loaded = load_recipe(path, trust=trust, data=data, parsed=parsed[0] if parsed else None)
-    return VerifiedRecipe(loaded, target, signers)
+    return VerifiedRecipe(loaded, target, signers, signed)
 
 
 def check_signature(
@@ -144,14 +210,14 @@ def check_signature(
             f"{target}: predicateType is {statement.predicate_type!r}; "
             "this envelope does not sign a recipe"
         )
-    digests = [sha for _, sha in statement.subjects if sha is not None]
-    if not digests:
-        raise IntegrityError(f"{target}: the statement's subject has no sha256 digest")
+    manifest = statement.subjects[0][1] if statement.subjects else None
+    if manifest is None:
+        raise IntegrityError(f"{target}: the statement's first subject has no sha256 digest")
     actual = sha256_bytes(data)
-    if actual not in digests:
+    if actual != manifest:
         raise IntegrityError(
             f"{path} changed since it was signed: its sha256 is {actual}, "
-            f"the signature covers {', '.join(digests)}"
+            f"the signature covers {manifest}"
         )
     recipe = parse() if parse is not None else parse_recipe(data, str(path))[0]
     owners = set(recipe.metadata.owners)

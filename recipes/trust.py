@@ -36,6 +36,7 @@ from __future__ import annotations
 import importlib.util
 import re
 import sys
+from importlib.machinery import ModuleSpec
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -113,6 +114,24 @@ def module_allowed(module: str, allowed: tuple[str, ...]) -> bool:
     return any(module == entry or module.startswith(f"{entry}.") for entry in allowed)
 
 
+def installed_spec(top: str) -> ModuleSpec | None:
+    """The spec of the top-level module `top` as installed (what `import` finds without a
+    recipe's folder), without importing it; a recipe's local module already imported in this
+    process (`compressgate.recipes.models.SignedModules`) is not an installed one."""
+    loaded = sys.modules.get(top)
+    loader = getattr(getattr(loaded, "__spec__", None), "loader", None)
+    if loaded is not None and getattr(loader, "signed_source", None) is not None:
+        del sys.modules[top]  # find_spec answers from sys.modules first
+        try:
+            return installed_spec(top)
+        finally:
+            sys.modules[top] = loaded
+    try:
+        return importlib.util.find_spec(top)
+    except (ImportError, ValueError):
+        return None
+
+
 def shadowed_by(module_name: str, base: Path | None) -> Path | None:
     """A module or package beside the recipe named like an importable one, which it would
     have shadowed: a recipe must not name it (it is never what gets imported)."""
@@ -122,10 +141,7 @@ def shadowed_by(module_name: str, base: Path | None) -> Path | None:
     beside = [p for p in (base / f"{top}.py", base / top) if p.exists()]
     if not beside:
         return None
-    try:
-        installed = importlib.util.find_spec(top)
-    except (ImportError, ValueError):
-        return None
+    installed = installed_spec(top)
     origin = getattr(installed, "origin", None) if installed is not None else None
     if installed is None or (origin and Path(origin).resolve().is_relative_to(base.resolve())):
         return None

@@ -31,7 +31,7 @@ import secrets
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -42,7 +42,7 @@ from compressgate import evaluators, recipes
 from compressgate.evaluators.base import EvalContext, Subject, evaluate_stage, flatten
 from compressgate.gates.power import PowerCheck, SampleSizes, sample_sizes
 from compressgate.gates.review import GateDecision
-from compressgate.recipes import models
+from compressgate.recipes import models, onnxio
 from compressgate.recipes.data import Split, Splits, load_splits
 from compressgate.recipes.load import LoadedRecipe
 from compressgate.recipes.manifest import ImportRef, Recipe, iter_refs
@@ -171,10 +171,11 @@ def execute(
     if options.isolate or recipe.environment.isolate:
         return run_isolated(prepared.path, options, verified, record, lock, catalog)
     mismatches = environment.enforce(lock, strict=recipe.environment.strict)
-    check_references(recipe, base, prepared.modules)
+    sources = verified.sources
+    check_references(recipe, base, prepared.modules, sources)
     if callable(catalog):
         catalog = catalog()
-    with models.allowed_modules(prepared.modules):
+    with models.allowed_modules(prepared.modules, sources):
         executor = Executor(
             prepared.loaded,
             base,
@@ -202,16 +203,25 @@ def execute(
     return Outcome(record, executor.judgements, executor.decisions)
 
 
-def check_references(recipe: Recipe, base: Path, modules: tuple[str, ...]) -> None:
-    """Every factory and loader is imported only from the trust file's allow-listed modules,
-    and each is resolved before anything is recorded: code it may not name is bad input, no
-    row. Checkpoints are read (weights only) before anything is recorded too."""
-    with models.allowed_modules(modules):
+def check_references(
+    recipe: Recipe,
+    base: Path,
+    modules: tuple[str, ...],
+    sources: Mapping[str, models.SignedSource] | None = None,
+) -> None:
+    """Every factory and loader is imported only from the trust file's allow-listed modules
+    (a local one only from its signed bytes, `sources`), and each is resolved before anything
+    is recorded: code it may not name is bad input, no row. Checkpoints are read (weights
+    only) and an ONNX baseline checked (`onnxio.check_baseline`) before anything is recorded
+    too."""
+    with models.allowed_modules(modules, sources):
         for loc, ref in iter_refs(recipe):
             if isinstance(ref, ImportRef):
                 models.resolve(ref, base)
             elif loc[-1] == "checkpoint":
                 models.read_checkpoint(base / ref, what=".".join(map(str, loc)))
+            elif loc[-1] == "onnx":  # one onnxruntime runs as it is, reading no other file
+                onnxio.check_baseline(base / ref, what=".".join(map(str, loc)))
 
 
 def environment_record(
@@ -237,16 +247,21 @@ def code_digest(recipe: Recipe, base: Path) -> str:
     """Digest of the code a stage's output depends on: every module the recipe imports
     (factories, loaders: the file each is loaded from) and our own engine, stages, models and
     evaluators."""
+    from compressgate.recipes.subjects import installed, local_module
+
     sources = {"compressgate": _own_code_digest()}
-    with models.importable_from(base):
-        for _, ref in iter_refs(recipe):
-            if not isinstance(ref, str) or ":" not in ref:
-                continue
-            module = ref.partition(":")[0]
-            spec = importlib.util.find_spec(module)
+    for _, ref in iter_refs(recipe):
+        if not isinstance(ref, ImportRef):
+            continue
+        module = ref.partition(":")[0]
+        if installed(module):
+            spec = importlib.util.find_spec(module)  # imports the module's parent packages
             origin = spec.origin if spec is not None else None
             if origin and Path(origin).is_file():
                 sources[module] = sha256_file(Path(origin))
+        elif (found := local_module(module, base)) is not None:
+            files = [base / file for file in found.files]
+            sources[module] = digest([sha256_file(f) for f in files if f.is_file()])
     return digest(sources)
 
 

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from compressgate.recipes.data import Splits
     from compressgate.recipes.load import LoadedRecipe
     from compressgate.recipes.manifest import Recipe
+    from compressgate.recipes.models import SignedSource
     from compressgate.recipes.signing import Signer, VerifiedRecipe
     from compressgate.recipes.trust import Trust
 
@@ -61,6 +62,12 @@ class PreparedRecipe:
         return self.trust.modules if self.trust is not None else DEFAULT_MODULES
 
     @property
+    def sources(self) -> dict[str, SignedSource] | None:
+        """A verified recipe's local modules, each pinned to its signed bytes (None: not
+        verified, so a local module is pinned to its bytes when it is imported)."""
+        return self.verified.sources if self.verified is not None else None
+
+    @property
     def signers(self) -> tuple[Signer, ...]:
         return self.verified.signers if self.verified is not None else ()
 
@@ -70,7 +77,7 @@ class PreparedRecipe:
             from compressgate.recipes.data import load_splits
             from compressgate.recipes.models import allowed_modules
 
-            with allowed_modules(self.modules):
+            with allowed_modules(self.modules, self.sources):
                 self._splits[seed] = load_splits(self.recipe, self.base, seed)
         return self._splits[seed]
 

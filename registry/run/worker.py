@@ -103,8 +103,9 @@ def serve(
     base = path.parent.resolve()
     lock = base / recipe.environment.lock
     mismatches = environment.enforce(lock, strict=recipe.environment.strict)
-    engine.check_references(recipe, base, trust.modules)
-    with models.allowed_modules(trust.modules):
+    sources = verified.sources
+    engine.check_references(recipe, base, trust.modules, sources)
+    with models.allowed_modules(trust.modules, sources):
         with deterministic(THREADS):
             ready = engine.environment_record(lock, recipe, mismatches, base)
             send({"op": "ready", "environment": ready})

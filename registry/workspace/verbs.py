@@ -387,12 +387,16 @@ class Workspace(WorkspaceBase):
         """Check each recipe (given, or changed against `base`): signature, run (or reuse a run
         of the same recipe digest in the same environment), gates; one result each."""
         from compressgate.gates.ci import CiResult
+        from compressgate.registry.authoring import find_trust
         from compressgate.registry.changes import recipes_to_check
         from compressgate.registry.governance.review import status
 
         results = []
         self.base_ref = base
-        for path in recipes_to_check(paths, base):
+        checked = recipes_to_check(
+            paths, base, trust_of=lambda recipe: find_trust(recipe, self.trust_option)
+        )
+        for path in checked:
             try:
                 prepared = self.prepare(path)
                 run_id = None

@@ -144,7 +144,10 @@ def test_ci_reuses_a_run_only_while_its_loader_code_data_and_lock_are_the_same(
     assert (code, again["cached"], again["run_id"]) == (0, "true", first["run_id"])
 
     local.write_text(LOADER.replace("FRACTION", "0.06"))  # the same recipe bytes, new data
-    sys.modules.pop("localdata", None)  # as the next process would, this one imports it afresh
+    code, xml, _ = ci(cli, workspace, recipe)  # the loader is a signed subject: refused
+    assert code == 3 and xml is not None
+    assert "localdata.py changed since it was signed" in str(next(iter(next(iter(xml)))).result)
+    sign_recipe(recipe, load_private_key(workspace.key("ml-platform")), load_trust(workspace.trust))
     code, changed, _ = checked()
     assert code in (0, 1) and changed["cached"] == "false"  # judged on 108 samples: it may fail
     assert changed["run_id"] != first["run_id"]
@@ -157,6 +160,7 @@ def test_ci_reuses_a_run_only_while_its_loader_code_data_and_lock_are_the_same(
     pinned = lock.read_text()
     assert "\nonnxruntime==" in pinned
     lock.write_text(re.sub(r"\nonnxruntime==[^\n]+", "\nonnxruntime==9.9.9", pinned))
+    sign_recipe(recipe, load_private_key(workspace.key("ml-platform")), load_trust(workspace.trust))
     code, xml, _ = ci(cli, workspace, recipe)
     assert code == 5
     assert xml is not None
@@ -206,6 +210,32 @@ def test_a_tampered_signature_is_exit_3_and_a_junit_error(
     assert "signature" in (error.message or "")
     assert "integrity" in summary
     assert not (workspace.root / ".cg" / "catalog.db").exists() or "run-" not in summary
+
+
+def test_a_change_to_a_signed_subject_or_the_trust_file_is_a_change_to_the_recipe(
+    repo: Path, workspace: Workspace, cli: Invoke
+) -> None:
+    """`ci --base` checks a recipe whose manifest did not change when a file its signature
+    covers (here the lock) or its trust file did: the swapped lock is refused by name."""
+    gated(workspace)
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "a signed, gated recipe")
+    code, xml, summary = ci(cli, workspace, "--base", "HEAD")
+    assert code == 0 and ("0 recipes" in summary or "no recipe" in summary)
+    lock = workspace.root / "requirements.lock"
+    original = lock.read_bytes()
+    lock.write_bytes(original + b"# swapped under the signature\n")
+    code, xml, _ = ci(cli, workspace, "--base", "HEAD")
+    assert code == 3
+    assert xml is not None
+    [case] = list(next(iter(xml)))
+    assert "requirements.lock changed since it was signed" in str(case.result[0].message)
+    lock.write_bytes(original)
+    with workspace.trust.open("a", encoding="utf-8") as handle:
+        handle.write("# a comment only\n")
+    code, xml, _ = ci(cli, workspace, "--base", "HEAD")
+    assert xml is not None and len(list(next(iter(xml)))) >= 1  # checked, not skipped
+    assert code == 3  # a trust file changed in the pull request is not the base's
 
 
 def test_ci_without_paths_or_base_is_a_usage_error(cli: Invoke) -> None:

@@ -25,7 +25,7 @@ import pytest
 from tests.helpers.harden.common import Options
 from tests.helpers.postgres import PG_ENV
 
-SECTIONS = ("bad_input", "tampering", "crash", "concurrency", "unsafe", "insider")
+SECTIONS = ("bad_input", "tampering", "crash", "concurrency", "unsafe", "insider", "inputs")
 
 pytestmark = [pytest.mark.slow, pytest.mark.bench]
 

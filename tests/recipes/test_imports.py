@@ -1,7 +1,7 @@
 """A folder beside a recipe never shadows an installed package (issue 22): the recipe's folder
-comes last on the import path while its factories and loaders resolve, and a reference to a
-module whose name a local file shadows is refused; nor is a deserialising entry point ever a
-factory or a loader."""
+is never on the import path (only its signed local modules are importable, after every
+installed package), and a reference to a module whose name a local file shadows is refused;
+nor is a deserialising entry point ever a factory or a loader."""
 
 from __future__ import annotations
 
@@ -48,13 +48,17 @@ def test_a_package_planted_beside_a_signed_recipe_never_runs(
         assert not marker.exists(), command
     # The same process imports the installed scikit-learn, through the recipe's own loader.
     probe = (
-        "import sys; from compressgate.recipes.models import importable_from; "
-        f"from pathlib import Path\nwith importable_from(Path({str(workspace.root)!r})):\n"
-        "    import sklearn\nprint(sklearn.__file__)"
+        "from pathlib import Path; from compressgate.recipes import models\n"
+        "from compressgate.registry.kernel.errors import ManifestError\n"
+        "try:\n    with models.allowed_modules(('sklearn',)):\n"
+        f"        models.resolve('sklearn.datasets:load_digits', Path({str(workspace.root)!r}))\n"
+        "except ManifestError as exc:\n    print('refused:', exc)\n"
+        "import sklearn; print(sklearn.__file__)"
     )
     found = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True
     ).stdout
+    assert "refused:" in found and "beside the recipe has the name of an installed" in found
     assert "site-packages" in found and not marker.exists()
 
 

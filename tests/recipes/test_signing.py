@@ -13,6 +13,7 @@ from compressgate.recipes.load import load_recipe
 from compressgate.recipes.signing import RECIPE_PREDICATE_TYPE, envelope_path, recipe_statement
 from compressgate.recipes.trust import add_owner_key, load_trust
 from compressgate.registry.kernel import dsse
+from compressgate.registry.kernel.digests import sha256_file
 from compressgate.registry.kernel.keys import PrivateKey, generate_keypair, load_private_key
 from tests.helpers.workspace import Invoke, Workspace
 
@@ -61,7 +62,11 @@ def test_envelope_is_dsse_over_an_in_toto_statement(workspace: Workspace, cli: I
     assert statement["_type"] == "https://in-toto.io/Statement/v1"
     assert statement["predicateType"] == RECIPE_PREDICATE_TYPE
     assert statement["subject"] == [
-        {"name": "recipe.yaml", "digest": {"sha256": load_recipe(workspace.recipe).sha256}}
+        {"name": "recipe.yaml", "digest": {"sha256": load_recipe(workspace.recipe).sha256}},
+        {
+            "name": "requirements.lock",
+            "digest": {"sha256": sha256_file(workspace.root / "requirements.lock")},
+        },
     ]
     key = load_private_key(workspace.key("ml-platform"))
     pae = dsse.pae(body["payloadType"], base64.b64decode(body["payload"]))

@@ -1111,22 +1111,26 @@ def private_key_cases(setup: Setup) -> list[Case]:
     """Malformed private keys for `recipe sign --key` (exit 2)."""
     good = setup.bench.key("ml-platform").read_bytes()
     items = [
-        ("empty", b"", "not an unencrypted PEM private key"),
-        ("text", b"my key\n", "not an unencrypted PEM private key"),
-        ("random bytes", random.Random(3).randbytes(64), "not an unencrypted PEM private key"),
-        ("truncated PEM", good[: len(good) // 2], "not an unencrypted PEM private key"),
-        ("one changed base64 letter", good.replace(b"MC4C", b"MC5C"), "not an unencrypted PEM"),
+        ("empty", b"", "not a PEM private key"),
+        ("text", b"my key\n", "not a PEM private key"),
+        ("random bytes", random.Random(3).randbytes(64), "not a PEM private key"),
+        ("truncated PEM", good[: len(good) // 2], "not a PEM private key"),
+        ("one changed base64 letter", good.replace(b"MC4C", b"MC5C"), "not a PEM private key"),
         ("RSA key", _pem("rsa"), "not an Ed25519 key"),
         ("EC key", _pem("ec"), "not an Ed25519 key"),
         ("X25519 key", _pem("x25519"), "not an Ed25519 key"),
-        ("encrypted PEM", _pem("encrypted"), "not an unencrypted PEM private key"),
-        ("DER", _pem("der"), "not an unencrypted PEM private key"),
-        ("OpenSSH format", _pem("openssh"), "not an unencrypted PEM private key"),
-        ("a public key PEM", _pem("public"), "not an unencrypted PEM private key"),
+        (
+            "encrypted PEM, no passphrase",
+            _pem("encrypted"),
+            "is encrypted: set COMPRESSGATE_PASSPHRASE_FILE",
+        ),
+        ("DER", _pem("der"), "not a PEM private key"),
+        ("OpenSSH format", _pem("openssh"), "not a PEM private key"),
+        ("a public key PEM", _pem("public"), "not a PEM private key"),
         (
             "the public key JSON",
             (setup.bench.keys / "ml-platform.pub.json").read_bytes(),
-            "not an unencrypted PEM private key",
+            "not a PEM private key",
         ),
     ]
     return [Case("private key", name, data, (says,)) for name, data, says in items]
@@ -1206,7 +1210,8 @@ def envelope_cases(setup: Setup) -> list[Case]:
     """Broken envelopes of the valid signed recipe (each exit 3: an integrity failure)."""
     import base64
 
-    from compressgate.recipes.signing import RECIPE_PREDICATE_TYPE, envelope_path
+    from compressgate.recipes.load import load_recipe
+    from compressgate.recipes.signing import envelope_path, recipe_statement
     from compressgate.registry.kernel import dsse
     from compressgate.registry.kernel.digests import sha256_bytes
     from compressgate.registry.kernel.keys import load_private_key
@@ -1216,11 +1221,7 @@ def envelope_cases(setup: Setup) -> list[Case]:
     author = load_private_key(setup.bench.key("ml-platform"))
     approver = load_private_key(setup.bench.key("ml-lead"))
     digest = sha256_bytes(setup.recipe.read_bytes())
-    statement = dsse.statement(
-        [(setup.recipe.name, digest)],
-        RECIPE_PREDICATE_TYPE,
-        {"recipe": {"name": "tiny", "version": 1}},
-    )
+    statement = recipe_statement(load_recipe(setup.recipe))  # the manifest, then its lock
 
     def signed(payload: bytes, key: Any = author, kind: str = dsse.INTOTO_PAYLOAD_TYPE) -> bytes:
         return dsse.sign(payload, kind, [key]).to_json()

@@ -160,14 +160,25 @@ def traceback_of(outcome: Outcome) -> str:
 
 def sign_bytes(bench: Bench, path: Path, name: str) -> None:
     """Sign a manifest's bytes as they are, without validating them first (as a holder of an
-    author key could), so that what is refused is the content, not a missing signature."""
+    author key could), so that what is refused is the content, not a missing signature: with
+    the files it references as subjects where it parses far enough to name them."""
+    from compressgate.recipes.load import parse_recipe
     from compressgate.recipes.signing import RECIPE_PREDICATE_TYPE, envelope_path
+    from compressgate.recipes.subjects import digests, referenced
     from compressgate.registry.kernel import dsse
     from compressgate.registry.kernel.digests import sha256_bytes
+    from compressgate.registry.kernel.errors import CompressgateError
 
     data = path.read_bytes()
+    subjects: list[tuple[str, str]] = []
+    try:
+        recipe = parse_recipe(data, str(path))[0]
+        found = digests(referenced(recipe, path.parent), path.parent)
+        subjects = [(n, sha) for n, sha in found.items() if sha is not None]
+    except (CompressgateError, OSError):
+        pass  # it does not parse: the verifier refuses it before it looks for subjects
     payload = dsse.statement(
-        [(path.name, sha256_bytes(data))],
+        [(path.name, sha256_bytes(data)), *subjects],
         RECIPE_PREDICATE_TYPE,
         {"recipe": {"name": name, "version": 1}},
     )
