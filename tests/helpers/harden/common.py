@@ -126,10 +126,13 @@ def cg(*args: str | Path, env: dict[str, str] | None = None, timeout: float = 60
     return Outcome(tuple(argv[1:]), done.returncode, done.stdout, done.stderr)
 
 
-def invoke(*args: str | Path, env: dict[str, str | None] | None = None) -> Outcome:
+def invoke(
+    *args: str | Path, env: dict[str, str | None] | None = None, color: bool = False
+) -> Outcome:
     """Run `compressgate ARGS` in this process (click's runner): no start-up cost. The
     COMPRESSGATE_* variables are unset unless `env` sets them. An exception that escapes the
-    CLI counts as a traceback, as the console script would print one (exit 1)."""
+    CLI counts as a traceback, as the console script would print one (exit 1). With `color`,
+    as on a terminal: click strips no ANSI sequence from what it echoes."""
     from click.testing import CliRunner
 
     from compressgate.registry.cli import cli
@@ -143,7 +146,7 @@ def invoke(*args: str | Path, env: dict[str, str | None] | None = None) -> Outco
         **(env or {}),
     }
     result = CliRunner().invoke(
-        cli, argv, prog_name="compressgate", env=isolated, catch_exceptions=True
+        cli, argv, prog_name="compressgate", env=isolated, catch_exceptions=True, color=color
     )
     stderr, code = result.stderr, result.exit_code
     if result.exception is not None and not isinstance(result.exception, SystemExit):

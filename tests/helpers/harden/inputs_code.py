@@ -116,10 +116,12 @@ def _unaffected(outcome: Outcome) -> str:
     `compressgate/` beside a recipe naming `compressgate.recipes.examples`)."""
     if outcome.code == 0:
         return ""
+    lines = outcome.message_lines  # validation reports each reference it refuses: one line each
     if (
         outcome.code == 2
-        and outcome.clean
-        and "has the name of an installed module" in (outcome.stderr)
+        and lines
+        and "Traceback" not in outcome.stdout + outcome.stderr
+        and all("has the name of an installed module" in line for line in lines)
     ):
         return ""
     return f"exit {outcome.code}: {outcome.stderr.strip()[-300:]}"

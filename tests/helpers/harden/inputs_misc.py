@@ -92,26 +92,7 @@ class Tally:
 def on_terminal(*args: str | Path, env: dict[str, str | None] | None = None) -> Outcome:
     """`invoke`, as on a terminal: click strips no ANSI sequence from what it echoes (it does
     when its output is not a tty, which would hide a raw ESC from the check)."""
-    from click.testing import CliRunner
-
-    from compressgate.registry.cli import cli
-
-    argv = tuple(str(a) for a in args)
-    isolated: dict[str, str | None] = {
-        "COMPRESSGATE_TRUST": None,
-        "COMPRESSGATE_WORKSPACE": None,
-        "COMPRESSGATE_CATALOG": None,
-        "COLUMNS": "200",
-        **(env or {}),
-    }
-    result = CliRunner().invoke(
-        cli, argv, prog_name="compressgate", env=isolated, catch_exceptions=True, color=True
-    )
-    stderr, code = result.stderr, result.exit_code
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        stderr += f"\nTraceback: {type(result.exception).__name__}: {result.exception}"[:400]
-        code = 1
-    return Outcome(argv, code, result.stdout, stderr)
+    return invoke(*args, env=env, color=True)
 
 
 # --- the scene: a workspace with recorded runs --------------------------------------------------
