@@ -10,7 +10,6 @@ All problems are reported together, each with its line.
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from dataclasses import dataclass
 from importlib.machinery import ModuleSpec, PathFinder
@@ -21,6 +20,7 @@ from compressgate.recipes.trust import (
     DEFAULT_MODULES,
     Trust,
     deserialiser,
+    installed_spec,
     module_allowed,
     shadowed_by,
 )
@@ -145,7 +145,7 @@ def _find_module(name: str, base: Path) -> ModuleSpec | None:
     """Locate a module without executing it or any of its parent packages."""
     top, *rest = name.split(".")
     try:
-        spec = importlib.util.find_spec(top) or PathFinder.find_spec(top, [str(base)])
+        spec = installed_spec(top) or PathFinder.find_spec(top, [str(base)])
     except (ImportError, ValueError):
         return None
     prefix = top

@@ -89,7 +89,15 @@ def check_subjects(signed: dict[str, str], recipe: Recipe, path: Path) -> None:
     names come first: an ONNX file is read for the external data it names only once it is
     the signed one."""
     base = path.parent
-    problems = _subject_problems(signed, digests(referenced(recipe, base, external=False), base))
+    problems = [
+        f"{name}, which its signature lists, is missing"
+        for name in signed
+        if not (base / name).is_file()
+    ]
+    if not problems:
+        problems = _subject_problems(
+            signed, digests(referenced(recipe, base, external=False), base)
+        )
     if not problems:
         problems = _subject_problems(signed, digests(referenced(recipe, base), base))
     if problems:
