@@ -39,7 +39,7 @@ class Accuracy(Evaluator[AccuracySpec]):
         ctx: EvalContext,
     ) -> AccuracyResult:
         predictions = candidate.test_probabilities(splits.test).argmax(axis=1)
-        estimate = accuracy(splits.test.y.numpy(), predictions, spec.confidence)
+        estimate = accuracy(splits.test.y.numpy(), predictions, spec.interval_level)
         return AccuracyResult(
             accuracy=estimate,
             correct=round(estimate.estimate * estimate.n),

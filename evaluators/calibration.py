@@ -264,7 +264,7 @@ class Calibration(Evaluator[CalibrationSpec]):
         points = [point_measures(p, labels, spec.bins) for p in subjects]
         measures = {
             m: bootstrapped(
-                points[0][m], replicates[0][m], n, spec.confidence, higher_is_better=False
+                points[0][m], replicates[0][m], n, spec.interval_level, higher_is_better=False
             )
             for m in MEASURES
         }
@@ -279,7 +279,7 @@ class Calibration(Evaluator[CalibrationSpec]):
                 points[0][m] - points[1][m],
                 replicates[0][m] - replicates[1][m],
                 n,
-                spec.confidence,
+                spec.interval_level,
                 higher_is_better=False,
                 paired=True,
             )

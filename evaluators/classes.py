@@ -45,7 +45,7 @@ class Classes(Evaluator[ClassesSpec]):
             None if baseline is None else baseline.test_probabilities(test).argmax(axis=1) == y
         )
         present = [int(k) for k in np.unique(y)]
-        each = 1 - (1 - spec.confidence) / len(present)
+        each = 1 - (1 - spec.interval_level) / len(present)
         simultaneous = f"simultaneous over {len(present)} classes (bonferroni)"
         rows: list[ClassRow] = []
         pvalues: list[float] = []
@@ -83,7 +83,7 @@ class Classes(Evaluator[ClassesSpec]):
             [r.recall for r in rows],
             lowest=True,
             n=n,
-            confidence=spec.confidence,
+            confidence=spec.interval_level,
             method=f"minimum of wilson intervals, {simultaneous}",
         )
         drops = [(r.drop, r) for r in rows if r.drop is not None]
@@ -94,7 +94,7 @@ class Classes(Evaluator[ClassesSpec]):
                 [d for d, _ in drops],
                 lowest=False,
                 n=n,
-                confidence=spec.confidence,
+                confidence=spec.interval_level,
                 method=f"maximum of paired tango intervals, {simultaneous}",
             )
             ranked = sorted(drops, key=lambda item: (-item[0].estimate, item[1].label))

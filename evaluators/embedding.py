@@ -105,7 +105,8 @@ def cosine_summary(
       (the end gates judge, so a gate on it reads "no test sample below the threshold") and the
       upper end shows how much the worst case would move had other samples been drawn. What the
       sample minimum says distribution-free about unseen samples is a tail bound, stated in the
-      method: with probability `confidence`, at most a fraction 1 - (1 - confidence)^(1/n) of
+      method: with probability c = (1 + `confidence`) / 2 (the one-sided level of each end of the
+      two-sided intervals), at most a fraction 1 - (1 - c)^(1/n) of
       the population lies below it (the population fraction below the minimum of n draws is
       Beta(1, n)); for a bounded tail with a two-sided interval, gate on p1.
 
@@ -130,11 +131,12 @@ def cosine_summary(
         confidence,
         higher_is_better=True,
     )
-    tail = 1 - (1 - confidence) ** (1 / n)
+    one_sided = (1 + confidence) / 2  # `confidence` is the intervals' two-sided level
+    tail = 1 - (1 - one_sided) ** (1 / n)
     minimum = minimum.model_copy(
         update={
             "method": f"sample minimum; {minimum.method}; distribution-free: with probability "
-            f"{confidence:g}, at most {tail:.3%} of the population lies below it"
+            f"{one_sided:g}, at most {tail:.3%} of the population lies below it"
         }
     )
     return CosineSummary(mean=mean, p1=p1, minimum=minimum)

@@ -171,7 +171,7 @@ class Fairness(Evaluator[FairnessSpec]):
         n = len(y)
         # Simultaneous intervals over the groups (Bonferroni): the worst group is chosen after
         # looking, and its interval must still hold.
-        each = 1 - (1 - spec.confidence) / size
+        each = 1 - (1 - spec.interval_level) / size
         simultaneous = f"simultaneous over {size} groups (bonferroni)"
         base_correct = (
             None if baseline is None else baseline.test_probabilities(test).argmax(axis=1) == y
@@ -200,7 +200,7 @@ class Fairness(Evaluator[FairnessSpec]):
             [r.accuracy for r in rows],
             lowest=True,
             n=n,
-            confidence=spec.confidence,
+            confidence=spec.interval_level,
             method=f"minimum of wilson intervals, {simultaneous}",
         )
         drops = [r.drop for r in rows if r.drop is not None]
@@ -210,7 +210,7 @@ class Fairness(Evaluator[FairnessSpec]):
                 drops,
                 lowest=False,
                 n=n,
-                confidence=spec.confidence,
+                confidence=spec.interval_level,
                 method=f"maximum of paired tango intervals, {simultaneous}",
             )
         bootstrap = ctx.bootstrap(spec.resamples)
@@ -226,7 +226,7 @@ class Fairness(Evaluator[FairnessSpec]):
                     values[0] - base_replicates[name][0],
                     values[1:] - base_replicates[name][1:],
                     n,
-                    spec.confidence,
+                    spec.interval_level,
                     higher_is_better=False,
                     paired=True,
                 )
@@ -288,9 +288,11 @@ class Fairness(Evaluator[FairnessSpec]):
             accuracy = np.where(count > 0, correct / count, np.nan)
         gaps = spread_over_groups(accuracy[:, :, None])[:, 0]
         differences = parity_differences(shaped[0], shaped[1], shaped[2], count[:, :, None])
-        gap = bootstrapped(gaps[0], gaps[1:], n, spec.confidence, higher_is_better=False)
+        gap = bootstrapped(gaps[0], gaps[1:], n, spec.interval_level, higher_is_better=False)
         parity = {
-            name: bootstrapped(values[0], values[1:], n, spec.confidence, higher_is_better=False)
+            name: bootstrapped(
+                values[0], values[1:], n, spec.interval_level, higher_is_better=False
+            )
             for name, values in differences.items()
         }
         return gap, parity, {"accuracy_gap": gaps, **differences}

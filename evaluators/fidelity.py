@@ -107,17 +107,17 @@ class Fidelity(Evaluator[FidelitySpec]):
         return FidelityResult(
             against=spec.against,
             reference=reference.stage,
-            agreement=wilson(agree, n, spec.confidence),
+            agreement=wilson(agree, n, spec.interval_level),
             kl_divergence=bootstrapped(
                 float(kl.mean()),
                 boot.means(kl),
                 n,
-                spec.confidence,
+                spec.interval_level,
                 higher_is_better=False,
                 unit="nats",
             ),
             negative_flip_rate=wilson(
-                int(negative.sum()), n, spec.confidence, higher_is_better=False
+                int(negative.sum()), n, spec.interval_level, higher_is_better=False
             ),
-            positive_flip_rate=wilson(int(positive.sum()), n, spec.confidence),
+            positive_flip_rate=wilson(int(positive.sum()), n, spec.interval_level),
         )

@@ -232,18 +232,21 @@ class Latency(Evaluator[LatencySpec]):
                         warmup=spec.warmup,
                         repeats=spec.repeats_at(size),
                     )
-                    quantiles = quantile_estimates(cand_ns, spec.confidence)
+                    quantiles = quantile_estimates(cand_ns, spec.interval_level)
                     batches.append(
                         LatencyBatch(
                             batch_size=size,
                             quantiles_ms=quantiles,
                             baseline_quantiles_ms=None
                             if base_ns is None
-                            else quantile_estimates(base_ns, spec.confidence),
+                            else quantile_estimates(base_ns, spec.interval_level),
                             speedup_p50=None
                             if base_ns is None
                             else speedup(
-                                base_ns, cand_ns, spec.confidence, ctx.seed_for(f"latency-{size}")
+                                base_ns,
+                                cand_ns,
+                                spec.interval_level,
+                                ctx.seed_for(f"latency-{size}"),
                             ),
                             throughput=throughput(size, quantiles["p50"]),
                             repeats=spec.repeats_at(size),

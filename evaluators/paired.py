@@ -249,7 +249,7 @@ class Paired(Evaluator[PairedSpec]):
             n=n,
             baseline_accuracy=float(base.mean()),
             candidate_accuracy=float(cand.mean()),
-            difference=tango_estimate(b, c, n, spec.confidence),
+            difference=tango_estimate(b, c, n, spec.interval_level),
             mcnemar_pvalue=test.pvalue,
             mcnemar_midp=test.midp,
         )

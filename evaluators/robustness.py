@@ -102,12 +102,12 @@ class Robustness(Evaluator[RobustnessSpec]):
                     kind=shift.kind,
                     level=level,
                     severity=severity,
-                    accuracy=wilson(int(correct.sum()), n, spec.confidence),
+                    accuracy=wilson(int(correct.sum()), n, spec.interval_level),
                     ece=bootstrapped(
                         ece(probs, y, spec.bins),
                         replicates,
                         n,
-                        spec.confidence,
+                        spec.interval_level,
                         higher_is_better=False,
                     ),
                 )
@@ -118,9 +118,9 @@ class Robustness(Evaluator[RobustnessSpec]):
                     row = row.model_copy(
                         update={
                             "baseline_accuracy": float(np.mean(base_predicted == y)),
-                            "accuracy_difference": tango_estimate(b, c, n, spec.confidence),
+                            "accuracy_difference": tango_estimate(b, c, n, spec.interval_level),
                             "agreement": wilson(
-                                int(np.sum(base_predicted == predicted)), n, spec.confidence
+                                int(np.sum(base_predicted == predicted)), n, spec.interval_level
                             ),
                         }
                     )
@@ -132,12 +132,12 @@ def _worst(counts: list[tuple[int, int]], n: int, spec: RobustnessSpec) -> Estim
     """The lowest difference over all shifts, with simultaneous (Bonferroni) intervals."""
     if not counts:
         return None
-    each = 1 - (1 - spec.confidence) / len(counts)
+    each = 1 - (1 - spec.interval_level) / len(counts)
     return extreme(
         [tango_estimate(b, c, n, each) for b, c in counts],
         lowest=True,
         n=n,
-        confidence=spec.confidence,
+        confidence=spec.interval_level,
         method=f"minimum of paired tango intervals, simultaneous over {len(counts)} shifts "
         "(bonferroni)",
     )

@@ -50,7 +50,7 @@ class Cosine(Evaluator[CosineSpec]):
             return None
         ours, theirs = _pair(candidate, baseline, splits, ctx, self.kind)
         similarity = cosines(ours, theirs)
-        summary = cosine_summary(similarity, spec.confidence, ctx.bootstrap(spec.resamples))
+        summary = cosine_summary(similarity, spec.interval_level, ctx.bootstrap(spec.resamples))
         ids = splits.test.ids.numpy() if splits.test.ids is not None else np.arange(len(ours))
         worst = np.argsort(similarity, kind="stable")[:_WORST]
         return CosineResult(
@@ -85,7 +85,7 @@ class Retrieval(Evaluator[RetrievalSpec]):
                 hint="lower 'k' or give the test split more samples",
             )
         agreement = topk_agreement(
-            ours, theirs, spec.k, spec.confidence, ctx.bootstrap(spec.resamples)
+            ours, theirs, spec.k, spec.interval_level, ctx.bootstrap(spec.resamples)
         )
         return RetrievalResult(
             n=len(ours),

@@ -155,8 +155,8 @@ def _level(decision: GateDecision) -> str:
     confidence = decision.rule.get("confidence")
     if not isinstance(confidence, int | float):
         return ""
-    # A non-inferiority test at one-sided confidence c reads the two-sided 2c-1 interval.
-    level = 2 * confidence - 1 if decision.rule.get("rule") == "non_inferior" else confidence
+    # Every rule at one-sided confidence c reads an end of the two-sided 2c-1 interval.
+    level = 2 * confidence - 1
     return f"{level:.0%}"
 
 

@@ -19,7 +19,8 @@ from compressgate.evaluators.results import Estimate, EvaluationResult
 from compressgate.gates.power import PowerCheck, SampleSizes, check_gate
 from compressgate.gates.review import GateDecision, SeedJudgement, decide, evidence_digest
 from compressgate.gates.verdicts import Judgement, judge
-from compressgate.recipes.manifest import GateSpec
+from compressgate.recipes.evaluation import comparison
+from compressgate.recipes.manifest import BoundGate, GateSpec, RelativeGate
 
 BASELINE = "baseline"  # the stage every gate is judged against, in every run
 
@@ -45,6 +46,14 @@ class JudgedRun(Protocol):
     def stage(self, seed: int, name: str) -> JudgedStage: ...
 
 
+def _paired_metric(gate: GateSpec) -> str | None:
+    """The paired change a `relative` or `non_inferior` gate reads besides its metric."""
+    if isinstance(gate, BoundGate) or (isinstance(gate, RelativeGate) and gate.basis == "estimate"):
+        return None
+    how = comparison(gate.metric)
+    return how.ratio if isinstance(gate, RelativeGate) and gate.relative else how.difference
+
+
 def variant_id(run_id: str, seed: int, stage: str) -> str:
     """The name of one seed's variant of a stage: `RUN/SEED/STAGE`."""
     return f"{run_id}/{seed}/{stage}"
@@ -68,6 +77,8 @@ def judge_gate(
     candidates: list[Estimate | None] = []
     baselines: list[Estimate | None] = []
     differences: list[float] = []
+    read = _paired_metric(gate)
+    changes: list[Estimate | None] = []
     for seed in run.seeds:
         stage = run.stage(seed, name)
         reference = run.stage(seed, baseline)
@@ -83,6 +94,8 @@ def judge_gate(
         )
         candidates.append(stage.metrics.get(gate.metric))
         baselines.append(reference.metrics.get(gate.metric))
+        if read is not None:
+            changes.append(stage.metrics.get(read))
         paired = stage.metrics.get("paired.accuracy_difference")
         if paired is not None:
             differences.append(paired.estimate)
@@ -94,6 +107,7 @@ def judge_gate(
         candidates,
         baselines,
         differences if len(differences) == len(per_seed) else None,
+        {} if read is None else {read: changes},
     )
     check = power
     if check is None and sizes is not None:

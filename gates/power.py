@@ -6,7 +6,7 @@ For the rules built on paired counts (b: only the baseline right, c: only the ca
   2c - 1 (`compressgate.evaluators.paired`) is above -margin.
 - `bound` with `max` on `fairness.worst_group_accuracy_drop` or `classes.worst_recall_drop`:
   the evaluators compute, within every group (class), Tango's interval of the drop at the
-  Bonferroni level 1 - (1 - confidence) / K and report the largest upper end, so the gate
+  Bonferroni level 1 - 2(1 - confidence) / K and report the largest upper end, so the gate
   passes iff every group's bound is at most `max`. Taking groups as independent, the power is
   the product of the per-group powers; `n` is the smallest group, which sets the floor.
 
@@ -245,7 +245,7 @@ def check_gate(
         if not found:
             return None
         what, threshold = f"worst-{word} drop bound", gate.max
-        two_sided = 1 - (1 - level.get(evaluator, 0.95)) / len(found)
+        two_sided = 1 - 2 * (1 - level.get(evaluator, 0.95)) / len(found)
         scope, all_sizes = _smallest(found, word)[0], list(found.values())
         each = f", every one of {len(found)} {field} passing" if len(found) > 1 else ""
     elif gate.min is not None and gate.metric in _RATES:
@@ -310,9 +310,9 @@ def _wilson_check(
         found: dict[str, int] = getattr(sizes, field)
         if not found:
             return None
-        (scope, n), two_sided = _smallest(found, word), 1 - (1 - confidence) / len(found)
+        (scope, n), two_sided = _smallest(found, word), 1 - 2 * (1 - confidence) / len(found)
     else:
-        scope, n, two_sided = "test split", sizes.test, confidence
+        scope, n, two_sided = "test split", sizes.test, 2 * confidence - 1
     floor = wilson_interval(n, n, two_sided)[0]
     impossible = minimum > floor
     unit = "test samples" if field == "" else f"samples in the {scope}"

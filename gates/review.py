@@ -162,16 +162,18 @@ def decide(
     candidates: Sequence[Estimate | None],
     baselines: Sequence[Estimate | None],
     differences: Sequence[float] | None = None,
+    changes: Mapping[str, Sequence[Estimate | None]] | None = None,
 ) -> GateDecision:
     """One decision for `gate` from its per-seed judgements, by the gate's seeds policy.
 
     `candidates` and `baselines` are each seed's estimate of the gate's metric (same order as
     `per_seed`); `differences` each seed's paired accuracy difference, for `mean` of a
-    `non_inferior` accuracy gate.
+    `non_inferior` accuracy gate; `changes` each seed's paired change the rule reads (by metric
+    name), for `mean` of other `relative` and `non_inferior` gates.
     """
     headline: Judgement | SeedJudgement
     if gate.seeds == "mean":
-        headline = _mean(gate, candidates, baselines, differences)
+        headline = _mean(gate, candidates, baselines, differences, changes or {})
     else:
         paired = isinstance(gate, NonInferiorGate) and gate.metric == "accuracy"
         scores: list[float | None] = (
@@ -240,6 +242,7 @@ def _mean(
     candidates: Sequence[Estimate | None],
     baselines: Sequence[Estimate | None],
     differences: Sequence[float] | None,
+    changes: Mapping[str, Sequence[Estimate | None]],
 ) -> Judgement:
     """The gate judged on the interval of the mean over the seeds."""
     # numpy and scipy (through stats) only here: reading a review must not import them.
@@ -267,28 +270,36 @@ def _mean(
         )
     if any(c is None for c in candidates):
         return judge(gate, {}, {}, {})  # "no evidence"
-    found = [c for c in candidates if c is not None]
-    values = np.asarray([c.estimate for c in found], dtype=np.float64)
-    level = 2 * confidence - 1 if isinstance(gate, NonInferiorGate) else confidence
-    low, high = stats.t_interval(values, level)
-    first = found[0]
-    mean = first.model_copy(
-        update={
-            "estimate": float(values.mean()),
-            "ci_low": low,
-            "ci_high": high,
-            "n": len(values),
-            "confidence": level,
-            "method": f"student t over {len(values)} seeds",
-        }
-    )
+    level = 2 * confidence - 1
+
+    def mean_of(estimates: Sequence[Estimate]) -> Estimate:
+        values = np.asarray([e.estimate for e in estimates], dtype=np.float64)
+        if estimates[0].method == "exact" and np.all(values == values[0]):
+            return estimates[0]
+        low, high = stats.t_interval(values, level)
+        return estimates[0].model_copy(
+            update={
+                "estimate": float(values.mean()),
+                "ci_low": low,
+                "ci_high": high,
+                "n": len(values),
+                "confidence": level,
+                "method": f"student t over {len(values)} seeds",
+            }
+        )
+
+    metrics = {gate.metric: mean_of([c for c in candidates if c is not None])}
+    for name, per_seed in changes.items():
+        found = [e for e in per_seed if e is not None]
+        if found and len(found) == len(per_seed):
+            metrics[name] = mean_of(found)
     reference: dict[str, Estimate] = {}
     present = [b for b in baselines if b is not None]
     if len(present) == len(baselines) and present:
         reference[gate.metric] = present[0].model_copy(
             update={"estimate": float(np.mean([b.estimate for b in present]))}
         )
-    return judge(gate, {gate.metric: mean}, reference, {})
+    return judge(gate, metrics, reference, {})
 
 
 def gate_state(decision: GateDecision, signoffs: Sequence[Signoff]) -> GateState:

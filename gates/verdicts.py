@@ -5,14 +5,23 @@ for every seed of a run on the stage it names (`after:`, else the last stage), f
 and evaluations the executor recorded. Owners' approvals, waivers, seed policies and power
 analysis build on these decisions.
 
+Every rule errs on its side at most 1 - `confidence` of the time (one meaning of confidence,
+`docs/statistics.md`): it judges one end of an interval, and each end of the intervals the
+evaluators report is a one-sided bound at their `confidence` (the interval is two-sided at
+2c - 1). An interval whose ends reach less than the gate's confidence (too few latency calls
+for a tail percentile) fails the gate, saying so.
+
 - `non_inferior` on `accuracy`: Tango's score interval of accuracy(candidate) - accuracy(baseline)
   at two-sided confidence 2c-1, recomputed from the recorded discordant counts; passes when its
-  lower bound is above -margin. On other metrics: the candidate's conservative interval end
-  against the baseline's estimate minus the margin.
+  lower bound is above -margin. On other metrics: the paired interval of the change from the
+  baseline (`compressgate.recipes.evaluation.comparison`) must lie above -margin (below +margin
+  where lower is better).
 - `bound`: the interval's conservative end (or the estimate, with `basis: estimate`) inside
   [min, max].
-- `relative`: the change from the baseline's estimate (as a fraction of it with
-  `relative: true`), judged at the interval's conservative end, within max_drop/max_increase.
+- `relative`: the change from the baseline, judged on the paired interval of the difference
+  (absolute limits) or of the ratio (`relative: true`), within max_drop/max_increase; metrics
+  without sampling error (sizes) are compared directly, and `basis: estimate` compares the
+  point estimates.
 """
 
 from __future__ import annotations
@@ -23,6 +32,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 from compressgate.evaluators.results import Estimate, EvaluationResult, PairedResult
+from compressgate.recipes.evaluation import comparison
 from compressgate.recipes.manifest import BoundGate, GateSpec, NonInferiorGate, RelativeGate
 
 Verdict = Literal["pass", "fail"]
@@ -62,17 +72,36 @@ def judge(
             note=f"no evidence: '{gate.metric}' was not recorded for this variant",
         )
     if isinstance(gate, NonInferiorGate):
-        return _non_inferior(gate, found, baseline.get(gate.metric), evaluations.get("paired"))
+        return _non_inferior(gate, found, metrics, baseline, evaluations.get("paired"))
     if isinstance(gate, BoundGate):
         return _bound(gate, found)
     assert isinstance(gate, RelativeGate)
-    return _relative(gate, found, baseline.get(gate.metric))
+    return _relative(gate, found, metrics, baseline)
+
+
+def one_sided(estimate: Estimate) -> float:
+    """The one-sided confidence of each end of `estimate`'s two-sided interval."""
+    return (1 + estimate.confidence) / 2
+
+
+def _short(estimate: Estimate, confidence: float | None) -> str | None:
+    """Why `estimate`'s interval cannot be judged at one-sided `confidence`; None if it can."""
+    if confidence is None or estimate.method == "exact":
+        return None
+    reached = one_sided(estimate)
+    if reached >= confidence - 1e-9:
+        return None
+    return (
+        f"its interval's ends reach only {reached:.1%} one-sided confidence "
+        f"({estimate.method}); the gate needs {confidence:.1%}"
+    )
 
 
 def _non_inferior(
     gate: NonInferiorGate,
     found: Estimate,
-    reference: Estimate | None,
+    metrics: Mapping[str, Estimate],
+    baseline: Mapping[str, Estimate],
     paired: EvaluationResult | None,
 ) -> Judgement:
     if gate.metric == "accuracy" and isinstance(paired, PairedResult):
@@ -96,18 +125,37 @@ def _non_inferior(
                 f"({2 * gate.confidence - 1:.0%} Tango interval) vs -{gate.margin:g}"
             ),
         )
-    if reference is None:
-        return _missing(gate.metric, found)
     higher = found.higher_is_better is not False
-    worst = found.ci_low if higher else found.ci_high
-    threshold = reference.estimate - gate.margin if higher else reference.estimate + gate.margin
+    how = comparison(gate.metric)
+    if how.exact:
+        reference = baseline.get(gate.metric)
+        if reference is None:
+            return _missing(gate.metric, found)
+        change = found.estimate - reference.estimate
+        worst = change
+        evidence = found
+    else:
+        paired_change = metrics.get(how.difference) if how.difference else None
+        if paired_change is None:
+            return _missing(gate.metric, found, _no_paired(gate.metric, how.difference))
+        short = _short(paired_change, gate.confidence)
+        if short is not None:
+            return _of(paired_change, [f"'{how.difference}': {short}"], None, "")
+        worst = paired_change.ci_low if higher else paired_change.ci_high
+        evidence = paired_change
+    threshold = -gate.margin if higher else gate.margin
     passed = worst > threshold if higher else worst < threshold
-    note = f"conservative interval end {worst:.6g} vs {threshold:.6g}"
-    return _of(found, [] if passed else [note], threshold, note)
+    what = "the change" if how.exact else f"the paired interval of the change ('{how.difference}')"
+    end = "" if how.exact else (" lower end" if higher else " upper end")
+    note = f"{what}{end} {worst:+.6g} vs {threshold:+g}"
+    return _of(evidence, [] if passed else [note], threshold, note)
 
 
 def _bound(gate: BoundGate, found: Estimate) -> Judgement:
     interval = gate.basis == "interval"
+    short = _short(found, gate.confidence) if interval else None
+    if short is not None:
+        return _of(found, [short], gate.max if gate.max is not None else gate.min, "")
     high = found.ci_high if interval else found.estimate
     low = found.ci_low if interval else found.estimate
     failures = []
@@ -120,24 +168,54 @@ def _bound(gate: BoundGate, found: Estimate) -> Judgement:
     return _of(found, failures, threshold, f"{what} within the bound")
 
 
-def _relative(gate: RelativeGate, found: Estimate, reference: Estimate | None) -> Judgement:
-    if reference is None:
-        return _missing(gate.metric, found)
-    interval = gate.basis == "interval"
-    scale = abs(reference.estimate) if gate.relative else 1.0
-    if scale == 0:
-        return _missing(gate.metric, found, "the baseline is 0, so a relative change is undefined")
-    low = found.ci_low if interval else found.estimate
-    high = found.ci_high if interval else found.estimate
-    drop = (reference.estimate - low) / scale
-    rise = (high - reference.estimate) / scale
+def _relative(
+    gate: RelativeGate,
+    found: Estimate,
+    metrics: Mapping[str, Estimate],
+    baseline: Mapping[str, Estimate],
+) -> Judgement:
+    reference = baseline.get(gate.metric)
+    how = comparison(gate.metric)
+    threshold = gate.max_drop if gate.max_drop is not None else gate.max_increase
+    if gate.basis == "estimate" or how.exact:
+        # Point against point: a metric without sampling error, or what `basis: estimate` asks.
+        if reference is None:
+            return _missing(gate.metric, found)
+        scale = abs(reference.estimate) if gate.relative else 1.0
+        if scale == 0:
+            return _missing(
+                gate.metric, found, "the baseline is 0, so a relative change is undefined"
+            )
+        drop = (reference.estimate - found.estimate) / scale
+        rise = (found.estimate - reference.estimate) / scale
+        evidence = found
+        what = "change"
+    else:
+        name = how.ratio if gate.relative else how.difference
+        paired_change = metrics.get(name) if name else None
+        if paired_change is None:
+            return _missing(gate.metric, found, _no_paired(gate.metric, name))
+        short = _short(paired_change, gate.confidence)
+        if short is not None:
+            return _of(paired_change, [f"'{name}': {short}"], threshold, "")
+        if gate.relative:  # candidate / baseline
+            drop, rise = 1 - paired_change.ci_low, paired_change.ci_high - 1
+        else:  # candidate - baseline
+            drop, rise = -paired_change.ci_low, paired_change.ci_high
+        evidence = paired_change
+        what = f"paired interval of the change ('{name}')"
     failures = []
     if gate.max_drop is not None and drop > gate.max_drop:
         failures.append(f"drop {drop:.6g} > max_drop {gate.max_drop:g}")
     if gate.max_increase is not None and rise > gate.max_increase:
         failures.append(f"increase {rise:.6g} > max_increase {gate.max_increase:g}")
-    threshold = gate.max_drop if gate.max_drop is not None else gate.max_increase
-    return _of(found, failures, threshold, "change within the limits")
+    return _of(evidence, failures, threshold, f"{what} within the limits")
+
+
+def _no_paired(metric: str, name: str | None) -> str:
+    if name is None:
+        return comparison(metric).why or f"'{metric}' has no paired measure of its change"
+    return f"'{name}', the paired interval of the change in '{metric}', was not recorded"
 
 
 def _of(found: Estimate, failures: list[str], threshold: float | None, ok: str) -> Judgement:

@@ -36,8 +36,17 @@ class EvaluatorSpec(Spec):
     kind: str
 
     confidence: Confidence = Field(
-        default=0.95, description="confidence level of every interval this evaluator reports"
+        default=0.95,
+        description="one-sided confidence of each end of every interval this evaluator reports "
+        "(the interval is two-sided at 2 × confidence - 1): a gate on its metrics errs on its "
+        "side at most 1 - confidence of the time",
     )
+
+    @property
+    def interval_level(self) -> float:
+        """The two-sided level of the intervals reported (2c - 1): each end is a one-sided bound
+        at `confidence`, which is what a gate judges (`docs/statistics.md`, "Confidence")."""
+        return round(2 * self.confidence - 1, 12)
 
     def metric_names(self) -> tuple[str, ...]:
         """The metrics this evaluator gives a compressed stage (comparisons included)."""
@@ -60,7 +69,7 @@ class AccuracySpec(EvaluatorSpec):
         return ("accuracy",)
 
     def describe(self) -> str:
-        return f"top-1 accuracy with a {self.confidence:.0%} Wilson interval"
+        return f"top-1 accuracy with a {self.interval_level:.0%} Wilson interval"
 
 
 class PairedSpec(EvaluatorSpec):
@@ -74,7 +83,7 @@ class PairedSpec(EvaluatorSpec):
     def describe(self) -> str:
         return (
             "accuracy difference from the baseline on the same samples: McNemar's exact test "
-            f"and a {self.confidence:.0%} Tango score interval"
+            f"and a {self.interval_level:.0%} Tango score interval"
         )
 
 
@@ -389,6 +398,73 @@ CLASSIFICATION_ONLY: tuple[str, ...] = (
 EMBEDDING_ONLY: tuple[str, ...] = ("cosine", "retrieval")
 # Evaluated across seeds once every seed has run, not after each stage.
 ACROSS_SEEDS: tuple[str, ...] = ("exemplars",)
+
+# --- how a metric is compared with the baseline --------------------------------------------------
+
+
+class Comparison(Spec):
+    """How a `relative` or `non_inferior` gate compares one metric with the baseline.
+
+    A change judged against the baseline's point estimate would hold the candidate's sampling
+    error and ignore the baseline's: such gates pass a candidate at the threshold more often
+    than their confidence says. So each is judged on a paired interval measured on the same
+    samples (or the same interleaved calls): `difference` names the metric holding candidate -
+    baseline, `ratio` the one holding candidate / baseline. `exact` metrics (bytes, parameter
+    counts) have no sampling error and are compared directly. A metric with none of these
+    cannot be judged by those rules: `why` says what to gate instead.
+    """
+
+    difference: str | None = None
+    ratio: str | None = None
+    exact: bool = False
+    why: str = ""
+
+
+_ALREADY = "is already measured against the baseline (on the same samples): gate it with 'bound'"
+_GAPS = (
+    "accuracy_gap",
+    "demographic_parity_difference",
+    "equalized_odds_difference",
+    "equal_opportunity_difference",
+)
+_CALIBRATION = ("ece", "mce", "rmsce", "classwise_ece", "brier", "nll")
+
+
+def comparison(metric: str) -> Comparison:
+    """How `metric` is compared with the baseline by `relative` and `non_inferior` gates."""
+    parts = metric.split(".")
+    if metric == "accuracy":
+        return Comparison(difference="paired.accuracy_difference")
+    if parts[0] == "size":
+        return Comparison(exact=True)
+    if parts[0] == "calibration" and len(parts) == 2 and parts[1] in _CALIBRATION:
+        return Comparison(difference=f"{metric}_change")
+    if parts[0] == "fairness" and len(parts) == 2 and parts[1] in _GAPS:
+        return Comparison(difference=f"{metric}_change")
+    if parts[0] == "robustness" and parts[-1] == "accuracy" and len(parts) == 4:
+        return Comparison(difference=f"{metric}_difference")
+    last = parts[-1]
+    if (
+        parts[0] in ("paired", "fidelity", "cosine", "retrieval")
+        or last.endswith(("_change", "_difference", "_drop", "agreement"))
+        or last.startswith("speedup")
+    ):
+        return Comparison(why=f"'{metric}' {_ALREADY}")
+    if metric in ("fairness.worst_group_accuracy", "classes.worst_recall"):
+        return Comparison(
+            why=f"no paired interval of the change in '{metric}' is measured: gate "
+            f"'{metric}_drop' with 'bound' (the largest drop of any one, paired)"
+        )
+    if parts[0] == "latency":
+        return Comparison(
+            why=f"no paired interval of the change in '{metric}' is measured: gate "
+            "'latency.speedup_p50' (a paired ratio of medians) with 'bound'"
+        )
+    return Comparison(
+        why=f"no paired interval of the change in '{metric}' from the baseline is measured: "
+        "gate it with 'bound'"
+    )
+
 
 # A recipe without an `evaluators:` section gets these: the statistics that need nothing from
 # the data loader beyond labels (no groups) and no options.

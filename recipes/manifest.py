@@ -49,6 +49,8 @@ from compressgate.recipes.evaluation import (
     EvaluatorSpec,
     EvaluatorSpecs,
     LatencySpec,
+    PairedSpec,
+    comparison,
 )
 from compressgate.recipes.spec import Spec
 
@@ -639,15 +641,32 @@ class Recipe(Spec):
     )
 
     def evaluator_specs(self) -> tuple[EvaluatorSpec, ...]:
-        """The declared evaluators, with accuracy first whether declared or not (a classifier);
-        an embedding model's, or cosine, retrieval and size when none are declared."""
+        """The declared evaluators, with accuracy and the paired comparison first whether
+        declared or not (a classifier: accuracy gates are judged on the paired counts); an
+        embedding model's, or cosine, retrieval and size when none are declared."""
         declared = tuple(self.evaluators)
         if self.model.task == "embedding":
             given = "evaluators" in self.model_fields_set
             return declared if given else DEFAULT_EMBEDDING_EVALUATORS
-        if any(spec.kind == "accuracy" for spec in declared):
-            return declared
-        return (AccuracySpec(), *declared)
+        kinds = {spec.kind for spec in declared}
+        missing = [spec for spec in (AccuracySpec(), PairedSpec()) if spec.kind not in kinds]
+        return (*missing, *declared)
+
+    def judged(self, gate: GateSpec) -> GateSpec:
+        """`gate` with the one-sided confidence it is judged at made explicit: a `bound` or
+        `relative` gate without one takes that of the evaluator whose interval it reads (the
+        paired change's, for a `relative` gate on an interval), so that the recorded rule says
+        what level the evidence had to reach."""
+        if isinstance(gate, NonInferiorGate) or gate.confidence is not None:
+            return gate
+        read = gate.metric
+        if isinstance(gate, RelativeGate) and gate.basis == "interval":
+            how = comparison(gate.metric)
+            read = (how.ratio if gate.relative else how.difference) or gate.metric
+        for spec in self.evaluator_specs():
+            if read in spec.metric_names():
+                return gate.model_copy(update={"confidence": spec.confidence})
+        return gate
 
     def metric_names(self) -> tuple[str, ...]:
         """Every metric the evaluators give a compressed stage: what gates may judge."""
@@ -813,6 +832,7 @@ def _evaluator_issues(recipe: Recipe) -> Iterator[tuple[Loc, str]]:
                 f"confidence {source.confidence:g}; set 'confidence: {gate.confidence:g}' on that "
                 "evaluator instead, or drop it here",
             )
+        yield from _comparable(gate, index, giver)
         if gate.metric in known:
             stages = {stage.name: stage for stage in recipe.stages}
             judged = stages.get(gate.after) if gate.after else recipe.stages[-1]
@@ -842,6 +862,64 @@ def _evaluator_issues(recipe: Recipe) -> Iterator[tuple[Loc, str]]:
                 else "`compressgate recipe explain` lists the metrics this recipe's evaluators give"
             )
         yield ("gates", index, "metric"), message
+
+
+def _comparable(
+    gate: GateSpec, index: int, giver: dict[str, EvaluatorSpec]
+) -> Iterator[tuple[Loc, str]]:
+    """A `relative` or `non_inferior` gate is judged on a paired interval of the change from the
+    baseline (`compressgate.recipes.evaluation.comparison`): refused where none is measured."""
+    if isinstance(gate, BoundGate) or (isinstance(gate, RelativeGate) and gate.basis == "estimate"):
+        return
+    if gate.metric not in giver:
+        return  # an unknown metric is reported on its own
+    how = comparison(gate.metric)
+    if how.exact:
+        return
+    rule = f"rule '{gate.rule}' on '{gate.metric}'"
+    if isinstance(gate, RelativeGate) and gate.relative:
+        needed = how.ratio
+        if needed is None:
+            if how.why:
+                yield ("gates", index, "metric"), f"{rule}: {how.why}"
+            else:
+                yield (
+                    ("gates", index, "relative"),
+                    f"{rule}: a change as a fraction of the baseline needs a paired ratio, and "
+                    f"'{gate.metric}' has a paired difference only ('{how.difference}'): set "
+                    "'relative: false' and give the limits in the metric's units",
+                )
+            return
+    else:
+        needed = how.difference
+        if needed is None:
+            if how.why:
+                yield ("gates", index, "metric"), f"{rule}: {how.why}"
+            else:
+                yield (
+                    ("gates", index, "rule"),
+                    f"{rule}: '{gate.metric}' has a paired ratio only ('{how.ratio}'): use rule "
+                    "'relative' with 'relative: true'",
+                )
+            return
+    source = giver.get(needed)
+    if source is None:
+        yield (
+            ("gates", index, "metric"),
+            f"{rule} is judged on the paired interval '{needed}', which no declared evaluator "
+            f"measures: add the '{needed.split('.')[0]}' evaluator",
+        )
+    elif (
+        isinstance(gate, NonInferiorGate)
+        and gate.metric != "accuracy"  # Tango's interval is recomputed at the gate's level
+        and source.confidence != gate.confidence
+    ):
+        yield (
+            ("gates", index, "confidence"),
+            f"this gate judges the interval '{needed}' that the '{source.kind}' evaluator "
+            f"reports, at its confidence {source.confidence:g}; set 'confidence: "
+            f"{gate.confidence:g}' on that evaluator, or {source.confidence:g} here",
+        )
 
 
 def budget_issues(recipe: Recipe) -> Iterator[tuple[Loc, str]]:

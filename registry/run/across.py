@@ -21,7 +21,7 @@ def across_seeds(recipe: Recipe, record: RunRecord, tests: Mapping[int, Split]) 
     """Each stage's metrics over the seeds, and the compression-identified exemplars, on
     `record` (`aggregate`, `exemplars`)."""
     specs = recipe.evaluator_specs()
-    confidence = specs[0].confidence
+    confidence = specs[0].interval_level
     ran = {r.name for r in record.stages if r.status == "done"}
     names = [n for n in [BASELINE, *(s.name for s in recipe.stages)] if n in ran]
     for name in names:
@@ -43,7 +43,7 @@ def across_seeds(recipe: Recipe, record: RunRecord, tests: Mapping[int, Split]) 
             labels,
             baseline,
             {seed: _predictions(record, seed, name) for seed in seeds},
-            wanted.confidence,
+            wanted.interval_level,
         )
 
 

@@ -436,9 +436,10 @@ class Executor:
         """Judge every gate on stage `name` for every seed; the names of the gates that fail."""
         last = self.recipe.stages[-1].name
         failed = []
-        for gate in self.recipe.gates:
-            if (gate.after or last) != name:
+        for declared in self.recipe.gates:
+            if (declared.after or last) != name:
                 continue
+            gate = self.recipe.judged(declared)
             if self.power is None:  # computed here, at this run's sizes
                 judgements, decision = judge_for_catalog(gate, self.record, name, self.sizes)
             else:  # computed once by whoever prepared the recipe

@@ -223,7 +223,7 @@ def test_failed_gate_message_gives_estimate_interval_threshold_n_and_seeds(
 def test_passed_gate_is_a_passing_case_with_its_evidence(tmp_path: Path) -> None:
     size = cases(read_back(tmp_path, [REJECTED])[0])["size"]
     assert size.is_passed
-    assert (size.system_out or "").startswith("size: estimate 1.52, 95% interval [1.48, 1.57]")
+    assert (size.system_out or "").startswith("size: estimate 1.52, 90% interval [1.48, 1.57]")
 
 
 def test_waived_gate_passes_and_says_who_why_and_until_when(tmp_path: Path) -> None:

@@ -59,14 +59,19 @@ def run_of(baselines: list[float], candidates: list[float]) -> Run:
 
 def test_each_seed_is_judged_against_its_own_baseline() -> None:
     gate = RelativeGate.model_validate(
-        {"name": "drop", "owner": "ml-lead", "metric": "accuracy", "max_drop": 0.03}
+        {"name": "drop", "owner": "ml-lead", "metric": "size.bytes", "max_drop": 3000}
     )
-    # The same candidate accuracy, against baselines of 0.95 and 0.99: only seed 1 drops too much.
-    run = run_of([0.95, 0.99], [0.95, 0.95])
+    # The same candidate size, against baselines of 95 and 99 kB: only seed 1 drops too much.
+    run = Run(RUN, [0, 1], {})
+    for seed, base in enumerate((95_000.0, 99_000.0)):
+        run.stages[seed, "baseline"] = Stage(f"{seed:063x}b", {"size.bytes": Estimate.exact(base)})
+        run.stages[seed, "int8"] = Stage(f"{seed:064x}", {"size.bytes": Estimate.exact(95_000.0)})
     decision = judge_gate(gate, run, "int8", baseline="baseline", decided_at=WHEN)
     expected = [
-        judge(gate, {"accuracy": accuracy(0.95)}, {"accuracy": accuracy(base)}, {})
-        for base in (0.95, 0.99)
+        judge(
+            gate, {"size.bytes": Estimate.exact(95_000.0)}, {"size.bytes": Estimate.exact(base)}, {}
+        )
+        for base in (95_000.0, 99_000.0)
     ]
     assert [s.verdict for s in decision.seeds] == [e.verdict for e in expected] == ["pass", "fail"]
     assert [s.threshold for s in decision.seeds] == [e.threshold for e in expected]

@@ -48,20 +48,41 @@ def test_non_inferiority_on_accuracy_uses_the_paired_counts(
     assert judged.threshold == -margin and judged.n == 450
 
 
-def test_non_inferiority_on_another_metric_compares_the_conservative_end() -> None:
-    gate = NonInferiorGate(name="g", owner="o", metric="fidelity.agreement", margin=0.02)
-    baseline = {"fidelity.agreement": est(1.0, 1.0, 1.0)}
-    assert judge(gate, {"fidelity.agreement": est(0.99, 0.985, 0.995)}, baseline, {}).verdict == (
-        "pass"
-    )
-    assert judge(gate, {"fidelity.agreement": est(0.99, 0.975, 0.995)}, baseline, {}).verdict == (
-        "fail"
-    )
-    lower_better = {"calibration.ece": est(0.02, 0.01, 0.03, higher=False)}
+def test_non_inferiority_on_another_metric_reads_the_paired_change_not_the_baseline_estimate() -> (
+    None
+):
+    """The candidate's own interval against the baseline's point estimate leaves out the
+    baseline's sampling error: the paired interval of the change is judged instead."""
     gate = NonInferiorGate(name="g", owner="o", metric="calibration.ece", margin=0.02)
-    assert judge(gate, lower_better, {"calibration.ece": est(0.02, 0.0, 0.04)}, {}).verdict == (
-        "pass"
-    )
+    ece = {"calibration.ece": est(0.02, 0.01, 0.03, higher=False)}
+    baseline = {"calibration.ece": est(0.02, 0.0, 0.04, higher=False)}
+    change = {"calibration.ece_change": est(0.004, -0.01, 0.019, higher=False)}
+    judged = judge(gate, ece | change, baseline, {})
+    assert judged.verdict == "pass" and judged.ci_high == 0.019 and judged.threshold == 0.02
+    assert "'calibration.ece_change'" in judged.note
+    wider = {"calibration.ece_change": est(0.004, -0.01, 0.021, higher=False)}
+    assert judge(gate, ece | wider, baseline, {}).verdict == "fail"
+    # Without the paired change, nothing is judged against the baseline's estimate.
+    missing = judge(gate, ece, baseline, {})
+    assert missing.verdict == "fail" and "'calibration.ece_change'" in missing.note
+    # A gap that widens by more than the margin's worth at the upper end fails.
+    gate = NonInferiorGate(name="g", owner="o", metric="fairness.accuracy_gap", margin=0.02)
+    gap = {"fairness.accuracy_gap": est(0.05, 0.02, 0.08, higher=False)}
+    rising = {"fairness.accuracy_gap_change": est(0.01, -0.005, 0.025, higher=False)}
+    assert judge(gate, gap | rising, {}, {}).verdict == "fail"
+
+
+def test_an_interval_short_of_the_gate_confidence_fails_the_gate() -> None:
+    """A p99 over too few calls reaches less than the confidence asked: it cannot pass."""
+    gate = BoundGate(name="g", owner="o", metric="latency.p99_ms", max=5.0, confidence=0.95)
+    short = est(1.0, 0.9, 1.2, higher=False).model_copy(update={"confidence": 0.733})
+    judged = judge(gate, {"latency.p99_ms": short}, {}, {})
+    assert judged.verdict == "fail" and "reach only 86.7% one-sided" in judged.note
+    enough = short.model_copy(update={"confidence": 0.9})
+    assert judge(gate, {"latency.p99_ms": enough}, {}, {}).verdict == "pass"
+    # A gate without a confidence of its own (an old record) reads what it is given.
+    loose = BoundGate(name="g", owner="o", metric="latency.p99_ms", max=5.0)
+    assert judge(loose, {"latency.p99_ms": short}, {}, {}).verdict == "pass"
 
 
 @pytest.mark.parametrize(
@@ -89,21 +110,50 @@ def test_bounds_judge_the_conservative_end_of_the_interval(
 
 
 @pytest.mark.parametrize(
-    ("limits", "candidate", "verdict", "says"),
+    ("limits", "change", "verdict", "says"),
     [
-        ({"max_drop": 0.05}, (0.95, 0.94, 0.96), "pass", "change within the limits"),
-        ({"max_drop": 0.05}, (0.95, 0.92, 0.96), "fail", "drop 0.06 > max_drop 0.05"),
-        # 0.06 of 0.98 is 6.12%: within 6.1 points absolute, beyond 6.1% relative.
-        ({"max_drop": 0.061}, (0.95, 0.92, 0.96), "pass", "within"),
-        ({"max_drop": 0.061, "relative": True}, (0.95, 0.92, 0.96), "fail", "drop 0.0612245 >"),
-        ({"max_increase": 0.01}, (0.985, 0.98, 0.995), "fail", "increase 0.015 > max_increase"),
+        ({"max_drop": 0.05}, (-0.03, -0.04, -0.02), "pass", "within the limits"),
+        ({"max_drop": 0.05}, (-0.03, -0.06, 0.01), "fail", "drop 0.06 > max_drop 0.05"),
+        ({"max_increase": 0.01}, (0.005, -0.005, 0.015), "fail", "increase 0.015 > max_increase"),
     ],
 )
-def test_relative_limits_are_measured_from_the_baseline_estimate(
-    limits: dict[str, float], candidate: tuple[float, float, float], verdict: str, says: str
+def test_relative_limits_are_judged_on_the_paired_change(
+    limits: dict[str, float], change: tuple[float, float, float], verdict: str, says: str
 ) -> None:
-    gate = RelativeGate.model_validate({"name": "g", "owner": "o", "metric": "m.x", **limits})
-    judged = judge(gate, {"m.x": est(*candidate)}, {"m.x": est(0.98, 0.97, 0.99)}, {})
+    gate = RelativeGate.model_validate(
+        {"name": "g", "owner": "o", "metric": "fairness.accuracy_gap", **limits}
+    )
+    judged = judge(
+        gate,
+        {
+            "fairness.accuracy_gap": est(0.5, 0.4, 0.6),
+            "fairness.accuracy_gap_change": est(*change),
+        },
+        {"fairness.accuracy_gap": est(0.98, 0.97, 0.99)},
+        {},
+    )
+    assert judged.verdict == verdict and says in judged.note
+
+
+@pytest.mark.parametrize(
+    ("limits", "candidate", "verdict", "says"),
+    [
+        ({"max_drop": 5}, 95.0, "pass", "change within the limits"),
+        ({"max_drop": 5}, 92.0, "fail", "drop 6 > max_drop 5"),
+        # 6 of 98 is 6.12%: within 6.1 units absolute, beyond 6.1% relative.
+        ({"max_drop": 6.1}, 92.0, "pass", "within"),
+        ({"max_drop": 0.061, "relative": True}, 92.0, "fail", "drop 0.0612245 >"),
+        ({"max_increase": 1}, 99.5, "fail", "increase 1.5 > max_increase"),
+    ],
+)
+def test_relative_limits_on_an_exact_metric_compare_the_values(
+    limits: dict[str, float], candidate: float, verdict: str, says: str
+) -> None:
+    gate = RelativeGate.model_validate(
+        {"name": "g", "owner": "o", "metric": "size.bytes", **limits}
+    )
+    exact = {"size.bytes": Estimate.exact(candidate)}
+    judged = judge(gate, exact, {"size.bytes": Estimate.exact(98.0)}, {})
     assert judged.verdict == verdict and says in judged.note
 
 
@@ -111,12 +161,15 @@ def test_missing_evidence_fails_and_says_why() -> None:
     gate = BoundGate(name="g", owner="o", metric="m.x", max=1.0)
     judged = judge(gate, {}, {}, {})
     assert judged.verdict == "fail" and "'m.x' was not recorded" in judged.note
-    relative = RelativeGate(name="g", owner="o", metric="m.x", max_drop=0.1, relative=True)
-    zero = {"m.x": est(0.0, 0.0, 0.0)}
-    judged = judge(relative, {"m.x": est(0.5, 0.4, 0.6)}, zero, {})
+    relative = RelativeGate(name="g", owner="o", metric="size.bytes", max_drop=0.1, relative=True)
+    zero = {"size.bytes": Estimate.exact(0.0)}
+    judged = judge(relative, {"size.bytes": Estimate.exact(5.0)}, zero, {})
     assert judged.verdict == "fail" and "relative change is undefined" in judged.note
-    judged = judge(relative, {"m.x": est(0.5, 0.4, 0.6)}, {}, {})
+    judged = judge(relative, {"size.bytes": Estimate.exact(5.0)}, {}, {})
     assert judged.verdict == "fail" and "no baseline value" in judged.note
+    paired = RelativeGate(name="g", owner="o", metric="calibration.nll", max_increase=0.1)
+    judged = judge(paired, {"calibration.nll": est(0.5, 0.4, 0.6)}, {}, {})
+    assert judged.verdict == "fail" and "'calibration.nll_change'" in judged.note
 
 
 def test_a_non_inferiority_gate_rarely_passes_a_candidate_worse_by_exactly_the_margin() -> None:

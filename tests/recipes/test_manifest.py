@@ -169,6 +169,11 @@ def gates(
         "description": draw(st.text(max_size=40)),
     }
     rule = draw(st.sampled_from(m.GATE_RULES))
+    # `relative` and `non_inferior` read a paired interval of the change, where one is measured.
+    how = ev.comparison(common["metric"])
+    paired = how.exact or (how.difference is not None and how.difference in metrics)
+    if rule == "non_inferior" and not (how.exact or (common["metric"] == "accuracy" and paired)):
+        rule = "bound"
     if rule == "non_inferior":
         return m.NonInferiorGate(
             **common, margin=draw(fractions), confidence=draw(st.floats(0.51, 0.999))
@@ -178,12 +183,14 @@ def gates(
         low, high = sorted([draw(finite), draw(finite)])
         bounds = draw(st.sampled_from([(low, None), (None, high), (low, high)]))
         return m.BoundGate(**common, min=bounds[0], max=bounds[1])
+    relative = draw(st.booleans())
+    interval = how.exact or (paired and not relative)
     return m.RelativeGate(
         **common,
         max_drop=draw(st.floats(min_value=0, max_value=1)),
         max_increase=draw(st.none() | st.floats(min_value=0, max_value=1)),
-        relative=draw(st.booleans()),
-        basis=draw(st.sampled_from(["interval", "estimate"])),
+        relative=relative,
+        basis=draw(st.sampled_from(["interval", "estimate"] if interval else ["estimate"])),
     )
 
 
