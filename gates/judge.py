@@ -18,7 +18,7 @@ from typing import Protocol
 from compressgate.evaluators.results import Estimate, EvaluationResult
 from compressgate.gates.power import PowerCheck, SampleSizes, check_gate
 from compressgate.gates.review import GateDecision, SeedJudgement, decide, evidence_digest
-from compressgate.gates.verdicts import Judgement, judge
+from compressgate.gates.verdicts import JUDGING, Judgement, judge
 from compressgate.recipes.evaluation import comparison
 from compressgate.recipes.manifest import BoundGate, GateSpec, RelativeGate
 
@@ -68,6 +68,7 @@ def judge_gate(
     decided_at: str,
     sizes: SampleSizes | None = None,
     power: PowerCheck | None = None,
+    judging: int = JUDGING,
 ) -> GateDecision:
     """`gate` judged on stage `name` of every seed of `run` against stage `baseline` of the
     same seed, and decided over the seeds by its seeds policy (with its power check: `power`,
@@ -82,7 +83,9 @@ def judge_gate(
     for seed in run.seeds:
         stage = run.stage(seed, name)
         reference = run.stage(seed, baseline)
-        judged: Judgement = judge(gate, stage.metrics, reference.metrics, stage.evaluations)
+        judged: Judgement = judge(
+            gate, stage.metrics, reference.metrics, stage.evaluations, judging=judging
+        )
         assert stage.artifact_sha256 is not None
         per_seed.append(
             SeedJudgement(

@@ -37,6 +37,30 @@ from compressgate.recipes.manifest import BoundGate, GateSpec, NonInferiorGate, 
 
 Verdict = Literal["pass", "fail"]
 
+# The judging method's version, recorded in each decision's rule (`rule["judging"]`) so that an
+# audit re-derives a decision by the method that made it. 1 (absent): before issue 23 — bounds
+# read the evaluator's interval as it was, `relative` and `non_inferior` on other metrics than
+# accuracy held the candidate's interval against the baseline's estimate. 2: the one meaning of
+# confidence (each rule reads a one-sided bound at it), changes judged on paired intervals.
+JUDGING = 2
+
+
+def recording(gate: GateSpec) -> dict[str, object]:
+    """The rule as a decision records it: the gate, and the judging method's version."""
+    return {**gate.model_dump(mode="json"), "judging": JUDGING}
+
+
+def recorded_rule(rule: Mapping[str, object]) -> tuple[GateSpec, int]:
+    """A recorded rule read back: the gate, and the version of the method that judged it."""
+    from pydantic import TypeAdapter
+
+    found = dict(rule)
+    version = found.pop("judging", 1)
+    if not isinstance(version, int) or isinstance(version, bool) or version not in (1, JUDGING):
+        raise ValueError(f"unknown judging method {version!r} in a recorded rule")
+    gate: GateSpec = TypeAdapter(GateSpec).validate_python(found)
+    return gate, version
+
 
 class Judgement(BaseModel):
     """One gate judged on one variant: the number, its interval, the threshold, the verdict."""
@@ -58,8 +82,11 @@ def judge(
     metrics: Mapping[str, Estimate],
     baseline: Mapping[str, Estimate],
     evaluations: Mapping[str, EvaluationResult],
+    *,
+    judging: int = JUDGING,
 ) -> Judgement:
-    """Judge `gate` on a candidate's `metrics` (and full `evaluations`) against its baseline's."""
+    """Judge `gate` on a candidate's `metrics` (and full `evaluations`) against its baseline's,
+    by the judging method `judging` (`JUDGING`; 1 re-derives a decision recorded before it)."""
     found = metrics.get(gate.metric)
     if found is None:
         return Judgement(
@@ -71,6 +98,10 @@ def judge(
             threshold=None,
             note=f"no evidence: '{gate.metric}' was not recorded for this variant",
         )
+    if judging == 1:
+        from compressgate.gates import legacy
+
+        return legacy.judge_v1(gate, found, baseline, evaluations)
     if isinstance(gate, NonInferiorGate):
         return _non_inferior(gate, found, metrics, baseline, evaluations.get("paired"))
     if isinstance(gate, BoundGate):

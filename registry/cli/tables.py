@@ -172,13 +172,23 @@ _Column = tuple[str, Callable[[Any], str]]
 def _headline(summary: RunSummary) -> tuple[_Column, _Column]:
     """The two quality columns of the run table: accuracy and its paired change for a
     classifier; cosine to the baseline (mean, 1st percentile) for an embedding model."""
+
+    def level(metric: str) -> str:
+        """The intervals' two-sided level as recorded, e.g. `90% CI` (the evaluator's
+        confidence c is the one-sided level of each end: 2c - 1 in all)."""
+        found = [s.metrics[metric].confidence for s in summary.stages if metric in s.metrics]
+        return f"{found[0]:.0%} CI" if found and len(set(found)) == 1 else "CI"
+
     if any("cosine.mean" in stage.metrics for stage in summary.stages):
         return (
-            ("cosine mean [95% CI]", lambda s: plain(s.metrics.get("cosine.mean"))),
+            (
+                f"cosine mean [{level('cosine.mean')}]",
+                lambda s: plain(s.metrics.get("cosine.mean")),
+            ),
             ("cosine p1 [CI]", lambda s: plain(s.metrics.get("cosine.p1"))),
         )
     return (
-        ("accuracy [95% CI]", lambda s: interval(s.metrics.get("accuracy"))),
+        (f"accuracy [{level('accuracy')}]", lambda s: interval(s.metrics.get("accuracy"))),
         (
             "Δ vs baseline [CI]",
             lambda s: interval(s.metrics.get("paired.accuracy_difference"), signed=True),

@@ -28,7 +28,7 @@ import json
 import math
 from typing import TYPE_CHECKING
 
-from pydantic import BaseModel, TypeAdapter
+from pydantic import BaseModel
 
 from compressgate.registry.governance.policy import PolicyChain
 from compressgate.registry.governance.release import Move, check_release
@@ -152,11 +152,10 @@ def _check_page(
 ) -> int:
     from compressgate.gates.judge import BASELINE, judge_gate
     from compressgate.gates.power import PowerCheck
-    from compressgate.recipes.manifest import GateSpec
+    from compressgate.gates.verdicts import recorded_rule
     from compressgate.registry.governance.attestation import check_attestation
     from compressgate.registry.governance.evidence import JUDGED_EVALUATIONS, StoredRun
 
-    rule = TypeAdapter(GateSpec)
     attested = catalog.attestations(runs)
     evidence = catalog.run_evidence(runs, JUDGED_EVALUATIONS)
     all_decisions = catalog.gate_decisions_of(runs)
@@ -172,7 +171,7 @@ def _check_page(
         for decision in decisions:
             where = f"gate '{decision.gate}' of run {run_id}"
             try:
-                gate = rule.validate_python(decision.rule)
+                gate, judging = recorded_rule(decision.rule)
                 power = (
                     None if decision.power is None else PowerCheck.model_validate(decision.power)
                 )
@@ -183,6 +182,7 @@ def _check_page(
                     baseline=BASELINE,
                     decided_at=decision.decided_at,
                     power=power,
+                    judging=judging,
                 )
             except (CompressgateError, ValueError, KeyError, LookupError) as exc:
                 raise IntegrityError(

@@ -15,8 +15,6 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from pydantic import TypeAdapter
-
 from compressgate.gates.review import (
     GateDecision,
     ReviewStatus,
@@ -27,8 +25,9 @@ from compressgate.gates.review import (
     review,
 )
 from compressgate.gates.signoff import Kind, check_signoff, counting, signoff_envelope
+from compressgate.gates.verdicts import recorded_rule
 from compressgate.recipes.load import parse_recipe
-from compressgate.recipes.manifest import GateSpec, Recipe
+from compressgate.recipes.manifest import Recipe
 from compressgate.recipes.trust import Trust, load_trust
 from compressgate.registry.catalog.records import RunRecord
 from compressgate.registry.catalog.repository import Catalog, JudgementRecord, SignoffRecord, now
@@ -165,7 +164,7 @@ def _before_v2(per_seed: list[JudgementRecord]) -> list[GateDecision]:
     out = []
     for seeds in gates.values():
         first = seeds[0]
-        gate = TypeAdapter(GateSpec).validate_python(first.rule)
+        gate, _ = recorded_rule(first.rule)
         verdicts = [SeedJudgement.model_validate(d.model_dump()) for d in seeds]
         decided = decide(
             gate.model_copy(update={"seeds": "every", "approval": "none"}),

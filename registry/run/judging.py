@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from compressgate.gates.judge import judge_gate
 from compressgate.gates.power import PowerCheck, SampleSizes
-from compressgate.gates.review import GateDecision
+from compressgate.gates.review import GateDecision, evidence_digest
+from compressgate.gates.verdicts import recording
 from compressgate.recipes.manifest import GateSpec
 from compressgate.registry.catalog.records import RunRecord
 from compressgate.registry.catalog.repository import JudgementRecord, document
@@ -34,6 +35,9 @@ def judge_for_catalog(
     decision = judge_gate(
         gate, record, name, baseline=BASELINE, decided_at=when, sizes=sizes, power=power
     )
+    # The rule as recorded names the judging method, for the audit to re-derive it by.
+    decision = decision.model_copy(update={"rule": recording(gate)})
+    decision = decision.model_copy(update={"evidence_sha256": evidence_digest(decision)})
     judgements: list[JudgementRecord] = []
     for judged in decision.seeds:
         metrics = {
@@ -48,7 +52,7 @@ def judge_for_catalog(
                 stage=name,
                 artifact_sha256=judged.artifact_sha256,
                 metric=gate.metric,
-                rule=gate.model_dump(mode="json"),
+                rule=recording(gate),
                 owner=gate.owner,
                 # the digest of the variant's recorded metrics, as the catalog holds it
                 evidence_sha256=sha256_bytes(document(metrics).encode("utf-8")),

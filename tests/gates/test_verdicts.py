@@ -9,7 +9,7 @@ import pytest
 
 from compressgate.evaluators.paired import non_inferiority_counts
 from compressgate.evaluators.results import Estimate, PairedResult
-from compressgate.gates.verdicts import judge
+from compressgate.gates.verdicts import JUDGING, judge, recorded_rule, recording
 from compressgate.recipes.manifest import BoundGate, NonInferiorGate, RelativeGate
 
 
@@ -195,3 +195,24 @@ def test_a_non_inferiority_gate_rarely_passes_a_candidate_worse_by_exactly_the_m
         for b, c, _ in equal
     )
     assert passes / 200 > 0.5
+
+
+def test_a_decision_records_its_judging_method_and_an_old_one_is_judged_by_its_own() -> None:
+    """An audit re-derives every recorded decision: one made before the paired-change rules
+    (no `judging` in its rule) is re-derived by the method of then, a new one by today's."""
+    gate = RelativeGate(name="g", owner="o", metric="accuracy", max_drop=0.05)
+    recorded = recording(gate)
+    assert recorded["judging"] == JUDGING == 2
+    assert recorded_rule(recorded) == (gate, 2)
+    old = gate.model_dump(mode="json")
+    assert recorded_rule(old) == (gate, 1)
+    with pytest.raises(ValueError, match="unknown judging method 7"):
+        recorded_rule({**old, "judging": 7})
+    candidate = {"accuracy": est(0.95, 0.94, 0.96, higher=True)}
+    baseline = {"accuracy": est(0.98, 0.97, 0.99, higher=True)}
+    # Then: the candidate's lower end against the baseline's estimate (a drop of 0.04).
+    then = judge(gate, candidate, baseline, {}, judging=1)
+    assert then.verdict == "pass" and then.note == "change within the limits"
+    # Now: the paired interval of the change, which this evidence lacks.
+    now = judge(gate, candidate, baseline, {})
+    assert now.verdict == "fail" and "'paired.accuracy_difference'" in now.note
