@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -42,6 +41,8 @@ from typing import Any
 # script runs with the folder first on sys.path: look packages up where they are installed.
 if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
     sys.path.pop(0)
+
+import statistics  # after the folder is dropped: bench/statistics.py would hide it
 
 TARGET = 50_000.0
 

@@ -37,7 +37,6 @@ import os
 import platform
 import random
 import sqlite3
-import statistics
 import sys
 import tempfile
 import time
@@ -51,6 +50,8 @@ from typing import Any
 # package of the same name: look packages up where they are installed instead.
 if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
     sys.path.pop(0)
+
+import statistics  # after the folder is dropped: bench/statistics.py would hide it
 
 import sqlalchemy as sa
 

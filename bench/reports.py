@@ -13,7 +13,6 @@ signature check, plots, template) is timed for every format.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
 import time
@@ -24,6 +23,8 @@ from pathlib import Path
 # installed instead.
 if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
     sys.path.pop(0)
+
+import statistics  # after the folder is dropped: bench/statistics.py would hide it
 
 STAGES, SEEDS, TARGET_SECONDS = 20, 3, 2.0
 # A small digits recipe (the tests' quick one, with three seeds): distill, prune, int8, export.

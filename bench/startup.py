@@ -20,13 +20,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
+
+# Run as a script, this folder comes first on sys.path, and its bench/statistics.py would hide
+# the standard library's `statistics` (imported below, after the folder is dropped).
+if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
+    sys.path.pop(0)
+
+import statistics  # after the folder is dropped: bench/statistics.py would hide it
 
 RUNS = 15
 HELP_TARGET_S = 0.5

@@ -39,9 +39,13 @@ class Accuracy(Evaluator[AccuracySpec]):
         ctx: EvalContext,
     ) -> AccuracyResult:
         predictions = candidate.test_probabilities(splits.test).argmax(axis=1)
-        estimate = accuracy(splits.test.y.numpy(), predictions, spec.interval_level)
+        labels = splits.test.y.numpy()
+        estimate = accuracy(labels, predictions, spec.interval_level)
+        ids = splits.test.ids
         return AccuracyResult(
             accuracy=estimate,
             correct=round(estimate.estimate * estimate.n),
             predictions=[int(p) for p in predictions],
+            labels=[int(y) for y in labels],
+            ids=None if ids is None else [int(i) for i in ids.tolist()],
         )

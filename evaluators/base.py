@@ -249,16 +249,30 @@ def bootstrapped(
 
 
 def extreme(
-    estimates: Sequence[Estimate], *, lowest: bool, n: int, confidence: float, method: str
+    estimates: Sequence[Estimate],
+    *,
+    lowest: bool,
+    n: int,
+    confidence: float,
+    method: str,
+    simultaneous: Sequence[Estimate] | None = None,
 ) -> Estimate:
-    """The lowest (or highest) of several estimates whose intervals hold simultaneously: its
-    interval is [lowest lower end, lowest upper end] (or the highest of each), which covers the
-    true extreme whenever every interval covers its own value."""
+    """The lowest (or highest) of several estimates, with an interval for the true extreme.
+
+    The near end (the lower end of a minimum, the upper end of a maximum: what a `bound` gate
+    on a worst value reads) is the extreme of `estimates`' own ends, each at `confidence`: it
+    errs only if the bound of the true extreme's own item errs (P(min_g L_g > min_g θ_g) <=
+    P(L_g* > θ_g*) for the fixed true argmin g*), so it needs no correction for the number of
+    items (an intersection-union argument, Berger 1982, Technometrics 24:295). The far end must
+    hold for every item at once: it comes from `simultaneous` (the same items, Bonferroni), or
+    from `estimates` when they hold simultaneously themselves.
+    """
     pick = min if lowest else max
+    far = estimates if simultaneous is None else simultaneous
     return Estimate(
         estimate=pick(e.estimate for e in estimates),
-        ci_low=pick(e.ci_low for e in estimates),
-        ci_high=pick(e.ci_high for e in estimates),
+        ci_low=pick(e.ci_low for e in (estimates if lowest else far)),
+        ci_high=pick(e.ci_high for e in (far if lowest else estimates)),
         n=n,
         confidence=confidence,
         method=method,

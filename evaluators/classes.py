@@ -3,8 +3,10 @@
 Overall accuracy can hold while one class collapses. For every class: the candidate's recall,
 the baseline's, the paired drop with a Tango interval, and McNemar's exact test within the
 class; p-values are adjusted with Holm's method over the classes, and the classes with the
-largest drop are named. The worst class's recall and the largest drop are reported with
-simultaneous (Bonferroni) intervals, because the worst class is picked after looking.
+largest drop are named. Each class's row holds simultaneously over the classes (Bonferroni),
+because the worst class is picked after looking. The worst recall and the largest drop read
+their gated end (the lower end of the worst recall, the upper end of the largest drop) from
+each class's own interval: it errs only if the truly worst class's own bound does (`extreme`).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from compressgate.evaluators.base import (
     wilson,
 )
 from compressgate.evaluators.paired import discordant, drop_estimate, mcnemar_counts
-from compressgate.evaluators.results import ClassesResult, ClassRow
+from compressgate.evaluators.results import ClassesResult, ClassRow, Estimate
 from compressgate.evaluators.stats import holm
 from compressgate.recipes.data import Splits
 from compressgate.recipes.evaluation import ClassesSpec
@@ -49,19 +51,25 @@ class Classes(Evaluator[ClassesSpec]):
         simultaneous = f"simultaneous over {len(present)} classes (bonferroni)"
         rows: list[ClassRow] = []
         pvalues: list[float] = []
+        own_recall: list[Estimate] = []
+        own_drops: list[Estimate] = []
         for label in present:
             mask = y == label
-            recall = wilson(int(correct[mask].sum()), int(mask.sum()), each)
+            hits, m = int(correct[mask].sum()), int(mask.sum())
+            own_recall.append(wilson(hits, m, spec.interval_level))
             row = ClassRow(
                 label=label,
                 name=_class_name(label, splits.class_names),
-                n=int(mask.sum()),
-                recall=recall.model_copy(update={"method": f"wilson, {simultaneous}"}),
+                n=m,
+                recall=wilson(hits, m, each).model_copy(
+                    update={"method": f"wilson, {simultaneous}"}
+                ),
             )
             if base_correct is not None:
                 b, c, n = discordant(base_correct[mask], correct[mask])
                 test_result = mcnemar_counts(b, c, n)
                 pvalues.append(test_result.pvalue)
+                own_drops.append(drop_estimate(b, c, n, spec.interval_level, "tango"))
                 row = row.model_copy(
                     update={
                         "baseline_recall": float(base_correct[mask].mean()),
@@ -79,23 +87,28 @@ class Classes(Evaluator[ClassesSpec]):
                 for row, p in zip(rows, adjusted, strict=True)
             ]
         n = len(y)
+        one_sided = f"{spec.confidence:.1%}"
         worst_recall = extreme(
-            [r.recall for r in rows],
+            own_recall,
             lowest=True,
             n=n,
             confidence=spec.interval_level,
-            method=f"minimum of wilson intervals, {simultaneous}",
+            method="minimum of wilson intervals: lower end the lowest of each class's own "
+            f"one-sided {one_sided} bound, upper end {simultaneous}",
+            simultaneous=[r.recall for r in rows],
         )
         drops = [(r.drop, r) for r in rows if r.drop is not None]
         worst_drop = None
         most_affected: list[str] = []
         if drops:
             worst_drop = extreme(
-                [d for d, _ in drops],
+                own_drops,
                 lowest=False,
                 n=n,
                 confidence=spec.interval_level,
-                method=f"maximum of paired tango intervals, {simultaneous}",
+                method="maximum of paired tango intervals: upper end the highest of each "
+                f"class's own one-sided {one_sided} bound, lower end {simultaneous}",
+                simultaneous=[d for d, _ in drops],
             )
             ranked = sorted(drops, key=lambda item: (-item[0].estimate, item[1].label))
             most_affected = [r.name for d, r in ranked if d.estimate > 0][: spec.top]

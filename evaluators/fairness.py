@@ -9,9 +9,18 @@ For a binary task (labels and predictions in {0, 1}, 1 the positive class):
 
 A group whose rate is undefined (no positives for the TPR, no negatives for the FPR) is left
 out of that rate's difference; with fewer than two groups left the difference is 0.
+
+The evaluator reports these differences and the accuracy gap with bootstrap intervals, and
+their change from the baseline with the interval [-B, B], B an upper bound on the spread of the
+groups' paired changes (`change_bounds`): valid at any baseline gap, where a bootstrap of the
+change in a max - min is not. The worst group's accuracy and drop read their gated end from
+each group's own interval, their other end from intervals simultaneous over the groups.
 """
 
 from __future__ import annotations
+
+import math
+from collections.abc import Sequence
 
 import numpy as np
 from numpy.typing import NDArray
@@ -25,7 +34,7 @@ from compressgate.evaluators.base import (
     extreme,
     wilson,
 )
-from compressgate.evaluators.paired import discordant, drop_estimate
+from compressgate.evaluators.paired import discordant, drop_estimate, tango_interval
 from compressgate.evaluators.results import Estimate, FairnessResult, GroupRow
 from compressgate.evaluators.stats import Bootstrap
 from compressgate.recipes.data import Splits
@@ -112,6 +121,37 @@ def group_accuracy(
 # --- the evaluator ------------------------------------------------------------------------------
 
 
+def _one_sided(two_sided: float) -> str:
+    return f"{(1 + two_sided) / 2:.1%}"
+
+
+def group_drops(
+    base_correct: np.ndarray, correct: np.ndarray, g: NDArray[np.int64], size: int, level: float
+) -> tuple[list[Estimate], Estimate]:
+    """Each group's accuracy drop (baseline - candidate, Tango), its interval simultaneous over
+    the groups (Bonferroni), and the largest drop: its upper end (what a `bound` gate reads) the
+    largest of each group's own one-sided bound at the ends of a two-sided `level` interval,
+    its lower end from the simultaneous intervals (`extreme`)."""
+    each = 1 - (1 - level) / size
+    simultaneous = f"simultaneous over {size} groups (bonferroni)"
+    drops, own = [], []
+    for code in range(size):
+        mask = g == code
+        b, c, m = discordant(base_correct[mask], correct[mask])
+        drops.append(drop_estimate(b, c, m, each, f"tango, {simultaneous}"))
+        own.append(drop_estimate(b, c, m, level, "tango"))
+    worst = extreme(
+        own,
+        lowest=False,
+        n=len(correct),
+        confidence=level,
+        method="maximum of paired tango intervals: upper end the highest of each group's own "
+        f"one-sided {_one_sided(level)} bound, lower end {simultaneous}",
+        simultaneous=drops,
+    )
+    return drops, worst
+
+
 def spread_over_groups(rates: np.ndarray) -> np.ndarray:
     """max - min over the group axis (-2) of (..., groups, classes) rates, ignoring undefined
     (nan) rates; 0 where fewer than two groups have a defined rate."""
@@ -169,69 +209,57 @@ class Fairness(Evaluator[FairnessSpec]):
         pred = probs.argmax(axis=1)
         correct = pred == y
         n = len(y)
-        # Simultaneous intervals over the groups (Bonferroni): the worst group is chosen after
-        # looking, and its interval must still hold.
+        # Each group's row holds simultaneously over the groups (Bonferroni): the worst group is
+        # chosen after looking. The worst value's near end (the one a gate reads) needs only
+        # each group's own bound (`extreme`); its far end takes the simultaneous ones.
         each = 1 - (1 - spec.interval_level) / size
         simultaneous = f"simultaneous over {size} groups (bonferroni)"
         base_correct = (
             None if baseline is None else baseline.test_probabilities(test).argmax(axis=1) == y
         )
+        drops: list[Estimate] = []
+        worst_drop = None
+        if base_correct is not None:
+            drops, worst_drop = group_drops(base_correct, correct, g, size, spec.interval_level)
         rows = []
+        own_accuracy: list[Estimate] = []
         for code, name in enumerate(names):
             mask = g == code
-            accuracy = wilson(int(correct[mask].sum()), int(mask.sum()), each)
+            hits, m = int(correct[mask].sum()), int(mask.sum())
+            own_accuracy.append(wilson(hits, m, spec.interval_level))
             row = GroupRow(
                 group=code,
                 name=name,
-                n=int(mask.sum()),
-                accuracy=accuracy.model_copy(update={"method": f"wilson, {simultaneous}"}),
+                n=m,
+                accuracy=wilson(hits, m, each).model_copy(
+                    update={"method": f"wilson, {simultaneous}"}
+                ),
             )
             if base_correct is not None:
-                b, c, m = discordant(base_correct[mask], correct[mask])
                 row = row.model_copy(
                     update={
                         "baseline_accuracy": float(base_correct[mask].mean()),
-                        "drop": drop_estimate(b, c, m, each, f"tango, {simultaneous}"),
+                        "drop": drops[code],
                     }
                 )
             rows.append(row)
         worst = min(rows, key=lambda r: r.accuracy.estimate)
         worst_accuracy = extreme(
-            [r.accuracy for r in rows],
+            own_accuracy,
             lowest=True,
             n=n,
             confidence=spec.interval_level,
-            method=f"minimum of wilson intervals, {simultaneous}",
+            method="minimum of wilson intervals: lower end the lowest of each group's own "
+            f"one-sided {_one_sided(spec.interval_level)} bound, upper end {simultaneous}",
+            simultaneous=[r.accuracy for r in rows],
         )
-        drops = [r.drop for r in rows if r.drop is not None]
-        worst_drop = None
-        if drops:
-            worst_drop = extreme(
-                drops,
-                lowest=False,
-                n=n,
-                confidence=spec.interval_level,
-                method=f"maximum of paired tango intervals, {simultaneous}",
-            )
         bootstrap = ctx.bootstrap(spec.resamples)
         classes = probs.shape[1]
-        gap, parity, replicates = self._bootstrap(y, pred, g, size, classes, spec, bootstrap)
+        gap, parity = self._bootstrap(y, pred, g, size, classes, spec, bootstrap)
         changes: dict[str, Estimate] = {}
         if baseline is not None:
-            # The baseline's differences on the same resamples: the change is a paired statistic.
             base_pred = baseline.test_probabilities(test).argmax(axis=1)
-            _, _, base_replicates = self._bootstrap(y, base_pred, g, size, classes, spec, bootstrap)
-            changes = {
-                f"{name}_change": bootstrapped(
-                    values[0] - base_replicates[name][0],
-                    values[1:] - base_replicates[name][1:],
-                    n,
-                    spec.interval_level,
-                    higher_is_better=False,
-                    paired=True,
-                )
-                for name, values in replicates.items()
-            }
+            changes = gap_changes(y, base_pred, pred, g, size, classes, spec.interval_level)
         return FairnessResult(
             task="binary" if probs.shape[1] == 2 else "multiclass",
             groups=rows,
@@ -259,43 +287,180 @@ class Fairness(Evaluator[FairnessSpec]):
         classes: int,
         spec: FairnessSpec,
         bootstrap: Bootstrap,
-    ) -> tuple[Estimate, dict[str, Estimate], dict[str, np.ndarray]]:
-        """Accuracy gap and parity differences with bootstrap intervals, from one matmul; and
-        every statistic's point value followed by its replicates (for paired changes)."""
+    ) -> tuple[Estimate, dict[str, Estimate]]:
+        """Accuracy gap and parity differences with bootstrap intervals, from one matmul."""
         n = len(y)
-        # A binary task looks at the positive class only; a multiclass one at every class,
-        # one-vs-rest, reporting the worst.
-        labels = [1] if classes == 2 else list(range(classes))
-        member = (g[:, None] == np.arange(size)[None, :]).astype(np.float64)  # (n, G)
-        hit = (pred == y).astype(np.float64)[:, None]
-        sel = np.stack([pred == k for k in labels], axis=1).astype(np.float64)  # (n, K)
-        pos = np.stack([y == k for k in labels], axis=1).astype(np.float64)
-        per_cell = [
-            (member[:, :, None] * a[:, None, :]).reshape(n, -1) for a in (sel, pos, sel * pos)
-        ]
-        matrix = np.hstack([member, member * hit, *per_cell])
+        matrix = _count_columns(y, pred, g, size, classes)
         point = matrix.sum(axis=0)[None, :]
-        totals = np.vstack([point, bootstrap.totals(matrix)])
-        count, correct = totals[:, :size], totals[:, size : 2 * size]
-        cells = size * len(labels)
-        shaped = [
-            totals[:, 2 * size + i * cells : 2 * size + (i + 1) * cells].reshape(
-                -1, size, len(labels)
-            )
-            for i in range(3)
-        ]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            accuracy = np.where(count > 0, correct / count, np.nan)
-        gaps = spread_over_groups(accuracy[:, :, None])[:, 0]
-        differences = parity_differences(shaped[0], shaped[1], shaped[2], count[:, :, None])
+        statistics = _statistics(np.vstack([point, bootstrap.totals(matrix)]), size, classes)
+        gaps = statistics["accuracy_gap"]
         gap = bootstrapped(gaps[0], gaps[1:], n, spec.interval_level, higher_is_better=False)
         parity = {
             name: bootstrapped(
                 values[0], values[1:], n, spec.interval_level, higher_is_better=False
             )
-            for name, values in differences.items()
+            for name, values in statistics.items()
+            if name != "accuracy_gap"
         }
-        return gap, parity, {"accuracy_gap": gaps, **differences}
+        return gap, parity
+
+
+def _labels(classes: int) -> list[int]:
+    """The classes looked at: a binary task's positive class, else every class one-vs-rest."""
+    return [1] if classes == 2 else list(range(classes))
+
+
+def _count_columns(
+    y: np.ndarray, pred: np.ndarray, g: np.ndarray, size: int, classes: int
+) -> np.ndarray:
+    """Per-sample indicator columns whose sums give every statistic (`_statistics`)."""
+    n = len(y)
+    labels = _labels(classes)
+    member = (g[:, None] == np.arange(size)[None, :]).astype(np.float64)  # (n, G)
+    hit = (pred == y).astype(np.float64)[:, None]
+    sel = np.stack([pred == k for k in labels], axis=1).astype(np.float64)  # (n, K)
+    pos = np.stack([y == k for k in labels], axis=1).astype(np.float64)
+    per_cell = [(member[:, :, None] * a[:, None, :]).reshape(n, -1) for a in (sel, pos, sel * pos)]
+    return np.hstack([member, member * hit, *per_cell])
+
+
+def _statistics(totals: np.ndarray, size: int, classes: int) -> dict[str, np.ndarray]:
+    """The accuracy gap and the parity differences from rows of `_count_columns`' sums."""
+    count, correct = totals[:, :size], totals[:, size : 2 * size]
+    cells = size * len(_labels(classes))
+    shaped = [
+        totals[:, 2 * size + i * cells : 2 * size + (i + 1) * cells].reshape(
+            -1, size, cells // size
+        )
+        for i in range(3)
+    ]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        accuracy = np.where(count > 0, correct / count, np.nan)
+    gaps = spread_over_groups(accuracy[:, :, None])[:, 0]
+    return {
+        "accuracy_gap": gaps,
+        **parity_differences(shaped[0], shaped[1], shaped[2], count[:, :, None]),
+    }
+
+
+def _points(
+    y: np.ndarray, pred: np.ndarray, g: np.ndarray, size: int, classes: int
+) -> dict[str, float]:
+    totals = _count_columns(y, pred, g, size, classes).sum(axis=0)[None, :]
+    return {name: float(v[0]) for name, v in _statistics(totals, size, classes).items()}
+
+
+# --- changes in the gaps ------------------------------------------------------------------------
+#
+# A gap is max - min over groups of a rate; its change from the baseline is not smooth where the
+# baseline's gap is near 0 (the bootstrap of it is then biased and inconsistent). With δ_g the
+# change in group g's rate (candidate - baseline on the same samples of the group), for the pair
+# (i, j) realising the candidate's gap, gap_c - gap_b <= (c_i - c_j) - (b_i - b_j) = δ_i - δ_j,
+# and alike the other way round: |gap_c - gap_b| <= max_g δ_g - min_g δ_g, at any baseline gap.
+# An upper bound on that spread which errs at most α bounds the change both ways at level α.
+
+
+def group_rate_changes(
+    base: np.ndarray,
+    cand: np.ndarray,
+    g: np.ndarray,
+    size: int,
+    within: np.ndarray,
+    confidence: float,
+) -> list[tuple[float, float, float]]:
+    """For each group with samples `within`: the change in the rate of True from `base` to
+    `cand` over those samples, with Tango's interval at two-sided `confidence` (a paired
+    difference of proportions, `compressgate.evaluators.paired`): (δ, low, high)."""
+    where = g[within]
+    up = np.bincount(where, weights=(cand & ~base)[within], minlength=size)
+    down = np.bincount(where, weights=(base & ~cand)[within], minlength=size)
+    m = np.bincount(where, minlength=size)
+    found = []
+    for code in range(size):
+        if m[code] > 0:
+            b, c, k = int(down[code]), int(up[code]), int(m[code])
+            found.append(((c - b) / k, *tango_interval(b, c, k, confidence)))
+    return found
+
+
+def spread_bound(changes: Sequence[tuple[float, float, float]]) -> float:
+    """An upper bound, at the one-sided level of the intervals' ends, on max_g δ_g - min_g δ_g.
+
+    The spread is δ_i - δ_j for one fixed (unknown) pair, so the largest over ordered pairs of
+    an upper bound on δ_i - δ_j errs only when that pair's does: no correction for the number of
+    pairs. Each pair's bound is the MOVER limit from the two groups' own (independent) intervals,
+    δ̂_i - δ̂_j + sqrt((u_i - δ̂_i)² + (δ̂_j - l_j)²) (Zou & Donner 2008, Stat Med 27:1693;
+    Newcombe 1998, Stat Med 17:873). 0 with fewer than two groups (no gap to change).
+    """
+    best = 0.0
+    for i, (d_i, _, high) in enumerate(changes):
+        for j, (d_j, low, _) in enumerate(changes):
+            if i != j:
+                best = max(best, d_i - d_j + math.hypot(high - d_i, d_j - low))
+    return best
+
+
+def change_bounds(
+    y: np.ndarray,
+    base_pred: np.ndarray,
+    pred: np.ndarray,
+    g: np.ndarray,
+    size: int,
+    classes: int,
+    confidence: float,
+) -> dict[str, float]:
+    """For each gap: B with |change| <= B failing at most (1 - confidence) / 2 of the time.
+
+    Selection rate, true and false positive rates per class looked at (one-vs-rest), accuracy;
+    a gap over several rates or classes (equalized odds, the worst class) changes by at most the
+    largest of their spreads, whose bound errs only if the true largest one's does.
+    """
+    everyone = np.ones(len(y), dtype=bool)
+    bound = {"selection": 0.0, "tpr": 0.0, "fpr": 0.0}
+    for k in _labels(classes):
+        base, cand, truth = base_pred == k, pred == k, y == k
+        for rate, within in (("selection", everyone), ("tpr", truth), ("fpr", ~truth)):
+            changes = group_rate_changes(base, cand, g, size, within, confidence)
+            bound[rate] = max(bound[rate], spread_bound(changes))
+    accuracy = group_rate_changes(base_pred == y, pred == y, g, size, everyone, confidence)
+    return {
+        "accuracy_gap": spread_bound(accuracy),
+        "demographic_parity_difference": bound["selection"],
+        "equalized_odds_difference": max(bound["tpr"], bound["fpr"]),
+        "equal_opportunity_difference": bound["tpr"],
+    }
+
+
+def gap_changes(
+    y: np.ndarray,
+    base_pred: np.ndarray,
+    pred: np.ndarray,
+    g: np.ndarray,
+    size: int,
+    classes: int,
+    confidence: float,
+) -> dict[str, Estimate]:
+    """Each gap's change from the baseline (`<gap>_change`): the plain change in the gap, with
+    the interval [-B, B] of `change_bounds` (each end one-sided at (1 + confidence) / 2)."""
+    base, cand = _points(y, base_pred, g, size, classes), _points(y, pred, g, size, classes)
+    bounds = change_bounds(y, base_pred, pred, g, size, classes, confidence)
+    changes = {}
+    for name, bound in bounds.items():
+        change = cand[name] - base[name]
+        # |change| <= spread of the sample δ's <= bound, up to rounding in the two computations.
+        bound = max(bound, abs(change))
+        changes[f"{name}_change"] = Estimate(
+            estimate=change,
+            ci_low=-bound,
+            ci_high=bound,
+            n=len(y),
+            confidence=confidence,
+            method="paired spread bound: |change| <= max - min over groups of each group's "
+            "paired change (tango), the largest MOVER limit over group pairs; valid at any "
+            "baseline gap, symmetric about 0, conservative where the baseline's gap is large",
+            higher_is_better=False,
+        )
+    return changes
 
 
 def _group_name(value: object, names: tuple[str, ...]) -> str:

@@ -70,6 +70,16 @@ class AccuracyResult(Result):
     accuracy: Estimate
     correct: int
     predictions: list[int] = Field(description="the predicted label of every test sample")
+    labels: list[int] | None = Field(
+        default=None,
+        description="the label of every test sample: with the baseline's predictions, the "
+        "per-sample evidence a `seeds: mean` gate judges jointly across seeds",
+    )
+    ids: list[int] | None = Field(
+        default=None,
+        description="the data loader's id of every test sample (Split.ids), when it gives them: "
+        "whether the seeds share their test samples",
+    )
 
     def metrics(self) -> dict[str, Estimate]:
         return {"accuracy": self.accuracy}
@@ -112,6 +122,12 @@ class CalibrationResult(Result):
         default=None, description="candidate - baseline of each measure, paired bootstrap"
     )
     baseline_measures: dict[str, float] | None = None
+    debiased: dict[str, float] | None = Field(
+        default=None,
+        description="leave-one-out estimates of ece, rmsce, classwise_ece: never biased upwards "
+        "(the estimates in `measures` are the plug-in ones, biased upwards)",
+    )
+    baseline_debiased: dict[str, float] | None = None
     reliability: list[ReliabilityBin]
     baseline_reliability: list[ReliabilityBin] | None = None
 
@@ -146,7 +162,8 @@ class FairnessResult(Result):
     demographic_parity_difference: Estimate
     equalized_odds_difference: Estimate
     equal_opportunity_difference: Estimate
-    # candidate - baseline on the same bootstrap resamples (None for the baseline itself)
+    # candidate - baseline, bounded by the spread of the groups' paired changes (None for the
+    # baseline itself)
     accuracy_gap_change: Estimate | None = None
     demographic_parity_difference_change: Estimate | None = None
     equalized_odds_difference_change: Estimate | None = None
@@ -265,6 +282,14 @@ class LatencyBatch(BaseModel):
     )
     throughput: Estimate = Field(description="samples per second at the p50 latency")
     repeats: int | None = Field(default=None, description="timed calls of each model")
+    ratios: dict[str, Estimate] | None = Field(
+        default=None,
+        description="candidate / baseline of p50, p90, p95, p99 from the same interleaved calls, "
+        "intervals over the sessions",
+    )
+    sessions: int | None = Field(
+        default=None, description="sessions the calls were split into (the intervals' replicates)"
+    )
 
 
 class LatencyResult(Result):
@@ -276,6 +301,12 @@ class LatencyResult(Result):
     repeats: int
     timer_overhead_ns: float = Field(description="median time the harness adds to one call")
     batches: list[LatencyBatch]
+    sessions: int | None = Field(default=None, description="sessions per batch size")
+    compared_with: str | None = Field(
+        default=None,
+        description="what every speedup and ratio is relative to: the baseline's stage, its "
+        "form and the runtime that timed it, interleaved with the candidate",
+    )
 
     def metrics(self) -> dict[str, Estimate]:
         names: dict[str, Estimate] = {}
@@ -285,6 +316,7 @@ class LatencyResult(Result):
                 speedup_p50=batch.speedup_p50,
                 throughput=batch.throughput,
             )
+            values |= {f"{q}_ratio": e for q, e in (batch.ratios or {}).items()}
             names |= _present(f"latency.batch_{batch.batch_size}.", values)
             if index == 0:
                 names |= _present("latency.", values)
@@ -296,6 +328,11 @@ class SizeResult(Result):
     reference: str = Field(description="what `ratio` divides by")
     bytes: Estimate
     ratio: Estimate | None = None
+    times_smaller: Estimate | None = Field(
+        default=None,
+        description="the reference's bytes over the candidate's: `min: 3.5` reads '3.5x smaller' "
+        "exactly, where `ratio`'s `max: 0.2857` rounds",
+    )
     params: Estimate | None = None
     nonzero_params: Estimate | None = None
     macs: Estimate | None = None
@@ -310,6 +347,7 @@ class SizeResult(Result):
             {
                 "bytes": self.bytes,
                 "ratio": self.ratio,
+                "times_smaller": self.times_smaller,
                 "params": self.params,
                 "nonzero_params": self.nonzero_params,
                 "macs": self.macs,

@@ -129,15 +129,19 @@ class Robustness(Evaluator[RobustnessSpec]):
 
 
 def _worst(counts: list[tuple[int, int]], n: int, spec: RobustnessSpec) -> Estimate | None:
-    """The lowest difference over all shifts, with simultaneous (Bonferroni) intervals."""
+    """The lowest difference over all shifts: its lower end (what a `min` bound reads) the lowest
+    of each shift's own Tango bound, which errs only if the truly worst shift's does; its upper
+    end simultaneous over the shifts (Bonferroni) (`extreme`)."""
     if not counts:
         return None
     each = 1 - (1 - spec.interval_level) / len(counts)
     return extreme(
-        [tango_estimate(b, c, n, each) for b, c in counts],
+        [tango_estimate(b, c, n, spec.interval_level) for b, c in counts],
         lowest=True,
         n=n,
         confidence=spec.interval_level,
-        method=f"minimum of paired tango intervals, simultaneous over {len(counts)} shifts "
-        "(bonferroni)",
+        method="minimum of paired tango intervals: lower end the lowest of each shift's own "
+        f"one-sided {spec.confidence:.1%} bound, upper end simultaneous over {len(counts)} "
+        "shifts (bonferroni)",
+        simultaneous=[tango_estimate(b, c, n, each) for b, c in counts],
     )

@@ -102,6 +102,9 @@ class Size(Evaluator[SizeSpec]):
             reference=f"{what} ({yardstick} bytes)",
             bytes=Estimate.exact(float(candidate.size_bytes), unit="bytes", higher_is_better=False),
             ratio=Estimate.exact(candidate.size_bytes / yardstick, higher_is_better=False),
+            times_smaller=Estimate.exact(
+                yardstick / candidate.size_bytes, unit="x", higher_is_better=True
+            ),
         )
         counted = candidate.counts_from
         if counted is not None:

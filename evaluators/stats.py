@@ -9,6 +9,7 @@ product for all resamples at once.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import numpy as np
@@ -39,8 +40,10 @@ def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[f
     return float(ci.low), float(ci.high)
 
 
+@functools.lru_cache(maxsize=4096)
 def _quantile_ranks(n: int, q: float, confidence: float) -> tuple[int, int]:
-    """0-based order statistics bracketing the `q` quantile with equal tails (clamped)."""
+    """0-based order statistics bracketing the `q` quantile with equal tails (clamped); a pure
+    function of its arguments, cached (every batch of a run asks the same few)."""
     from scipy import stats  # on first use: judging a recorded gate rarely needs it
 
     if n == 0:
@@ -48,14 +51,14 @@ def _quantile_ranks(n: int, q: float, confidence: float) -> tuple[int, int]:
     if not 0 < q < 1:
         raise ValueError(f"q must lie in (0, 1), got {q}")
     tail = (1 - _confidence(confidence)) / 2
-    binom = stats.binom(n, q)
+    binom = stats.binom
     # With B ~ binomial(n, q) the number of samples below the quantile, the 0-based order
     # statistics x[l] and x[u] bracket it with probability cdf(u) - cdf(l) >= 1 - 2 * tail when
     # l is the largest index with cdf(l) <= tail and u the smallest with cdf(u) >= 1 - tail.
-    lower = int(binom.ppf(tail))
-    if binom.cdf(lower) > tail:
+    lower = int(binom.ppf(tail, n, q))
+    if binom.cdf(lower, n, q) > tail:
         lower -= 1
-    upper = int(binom.ppf(1 - tail))
+    upper = int(binom.ppf(1 - tail, n, q))
     return max(lower, 0), min(upper, n - 1)
 
 
@@ -81,6 +84,45 @@ def quantile_coverage(n: int, q: float, confidence: float = 0.95) -> float:
     lower, upper = _quantile_ranks(n, q, confidence)
     binom = stats.binom(n, q)
     return float(binom.cdf(upper) - binom.cdf(lower))
+
+
+@functools.lru_cache(maxsize=4096)
+def quantile_reach(n: int, q: float, confidence: float = 0.95) -> tuple[float, float]:
+    """The one-sided coverage of each end of `quantile_ci` over `n` independent samples (for a
+    continuous distribution): P(lower end <= the `q` quantile), P(upper end >= it). Each is at
+    least (1 + confidence) / 2 unless n is too small for that end, which is then the sample
+    minimum or maximum: the upper end reaches 1 - q^n, the lower 1 - (1 - q)^n."""
+    from scipy import stats  # on first use: judging a recorded gate rarely needs it
+
+    lower, upper = _quantile_ranks(n, q, confidence)
+    # x_(k) (0-based) lies at or below the quantile exactly when more than k samples do.
+    return float(stats.binom.sf(lower, n, q)), float(stats.binom.cdf(upper, n, q))
+
+
+def log_t_interval(
+    values: Sequence[float] | np.ndarray, confidence: float = 0.95
+) -> tuple[float, float]:
+    """A Student t interval on the logarithms of positive values, mapped back: the interval of
+    the geometric mean of a few independent estimates (sessions' ratios or percentiles)."""
+    x = np.asarray(values, dtype=np.float64).ravel()
+    if np.any(~(x > 0)):
+        raise ValueError("log_t_interval needs positive values")
+    if x.size < 2:
+        raise ValueError("a t interval needs at least two values")
+    logs = np.log(x)
+    half = _student(0.5 + _confidence(confidence) / 2, x.size - 1) * float(
+        logs.std(ddof=1) / np.sqrt(x.size)
+    )
+    mean = float(logs.mean())
+    return float(np.exp(mean - half)), float(np.exp(mean + half))
+
+
+@functools.lru_cache(maxsize=1024)
+def _student(p: float, df: int) -> float:
+    """The `p` quantile of Student's t with `df` degrees of freedom (scipy), cached."""
+    from scipy import stats  # on first use: judging a recorded gate rarely needs it
+
+    return float(stats.t.ppf(p, df))
 
 
 def holm(pvalues: Sequence[float] | np.ndarray) -> np.ndarray:

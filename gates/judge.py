@@ -15,9 +15,15 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Protocol
 
-from compressgate.evaluators.results import Estimate, EvaluationResult
+from compressgate.evaluators.results import AccuracyResult, Estimate, EvaluationResult
 from compressgate.gates.power import PowerCheck, SampleSizes, check_gate
-from compressgate.gates.review import GateDecision, SeedJudgement, decide, evidence_digest
+from compressgate.gates.review import (
+    GateDecision,
+    SeedJudgement,
+    SeedSamples,
+    decide,
+    evidence_digest,
+)
 from compressgate.gates.verdicts import JUDGING, Judgement, judge
 from compressgate.recipes.evaluation import comparison
 from compressgate.recipes.manifest import BoundGate, GateSpec, RelativeGate
@@ -54,6 +60,23 @@ def _paired_metric(gate: GateSpec) -> str | None:
     return how.ratio if isinstance(gate, RelativeGate) and gate.relative else how.difference
 
 
+def _samples(stage: JudgedStage, reference: JudgedStage) -> SeedSamples | None:
+    """One seed's per-sample evidence of accuracy: its test labels and the predictions of the
+    stage's variant and of the seed's baseline (None where they were not recorded)."""
+    candidate = stage.evaluations.get("accuracy")
+    baseline = reference.evaluations.get("accuracy")
+    if not isinstance(candidate, AccuracyResult) or not isinstance(baseline, AccuracyResult):
+        return None
+    if candidate.labels is None or baseline.labels not in (None, candidate.labels):
+        return None
+    return SeedSamples(
+        labels=candidate.labels,
+        candidate=candidate.predictions,
+        baseline=baseline.predictions,
+        ids=candidate.ids,
+    )
+
+
 def variant_id(run_id: str, seed: int, stage: str) -> str:
     """The name of one seed's variant of a stage: `RUN/SEED/STAGE`."""
     return f"{run_id}/{seed}/{stage}"
@@ -80,6 +103,7 @@ def judge_gate(
     differences: list[float] = []
     read = _paired_metric(gate)
     changes: list[Estimate | None] = []
+    samples: list[SeedSamples | None] = []
     for seed in run.seeds:
         stage = run.stage(seed, name)
         reference = run.stage(seed, baseline)
@@ -102,6 +126,8 @@ def judge_gate(
         paired = stage.metrics.get("paired.accuracy_difference")
         if paired is not None:
             differences.append(paired.estimate)
+        if gate.seeds == "mean" and gate.metric == "accuracy":
+            samples.append(_samples(stage, reference))
     decision = decide(
         gate,
         run.run_id,
@@ -111,6 +137,8 @@ def judge_gate(
         baselines,
         differences if len(differences) == len(per_seed) else None,
         {} if read is None else {read: changes},
+        samples or None,
+        judging=judging,
     )
     check = power
     if check is None and sizes is not None:

@@ -3,7 +3,8 @@ re-derives a decision recorded then by the method that made it (`gates.verdicts.
 
 Not used for new decisions: bounds read the evaluator's two-sided interval as it was, whatever
 its level; `relative` and `non_inferior` on metrics other than accuracy held the candidate's
-interval against the baseline's point estimate.
+interval against the baseline's point estimate; `seeds: mean` took a t interval over the
+seeds' estimates.
 """
 
 from __future__ import annotations

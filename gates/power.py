@@ -5,10 +5,11 @@ For the rules built on paired counts (b: only the baseline right, c: only the ca
 - `non_inferior` on `accuracy`: passes iff the lower end of Tango's interval at two-sided
   2c - 1 (`compressgate.evaluators.paired`) is above -margin.
 - `bound` with `max` on `fairness.worst_group_accuracy_drop` or `classes.worst_recall_drop`:
-  the evaluators compute, within every group (class), Tango's interval of the drop at the
-  Bonferroni level 1 - 2(1 - confidence) / K and report the largest upper end, so the gate
-  passes iff every group's bound is at most `max`. Taking groups as independent, the power is
-  the product of the per-group powers; `n` is the smallest group, which sets the floor.
+  the evaluators report as upper end the largest of every group's (class's) own Tango upper
+  bound at two-sided 2c - 1 (no Bonferroni: the largest errs only if the truly worst group's
+  does), so the gate passes iff every group's bound is at most `max`. Taking groups as
+  independent, the power is the product of the per-group powers; `n` is the smallest group,
+  which sets the floor.
 
 The floor is the best case, b = c = 0, where Tango's lower end is -z² / (n + z²). The power is
 the chance of passing a candidate truly equal to the baseline that disagrees with it on
@@ -19,7 +20,8 @@ passing c: exact (to 1e-9) and cheap at any n. `supported`, the smallest margin 
 target, is found by bisection (power rises with the margin), rounded up to 3 significant digits.
 
 `bound` with `min` on `accuracy`, `fairness.worst_group_accuracy` or `classes.worst_recall`
-(Wilson intervals) gets its floor only, the lower end with every sample right: its power would
+(Wilson intervals; the worst group's or class's lower end at 2c - 1, again without Bonferroni)
+gets its floor only, the lower end with every sample right: its power would
 need the true accuracy. `bound` gates read the evaluator's interval at the evaluator's
 confidence (a gate may not ask for another). Other rules and metrics, `basis:
 estimate` and `seeds: mean` (a t interval over the seeds) are not analysed. Powers are per seed:
@@ -97,6 +99,8 @@ class PowerCheck(BaseModel):
     required_n: int | None
     underpowered: bool
     message: str
+    seeds: int = 1
+    power_all_seeds: float | None = None
 
 
 def _z(two_sided: float) -> float:
@@ -224,7 +228,11 @@ def _smallest(sizes: Mapping[str, int], what: str) -> tuple[str, int]:
 
 
 def check_gate(
-    gate: GateSpec, sizes: SampleSizes, *, confidence: Mapping[str, float] | None = None
+    gate: GateSpec,
+    sizes: SampleSizes,
+    *,
+    confidence: Mapping[str, float] | None = None,
+    seeds: int = 1,
 ) -> PowerCheck | None:
     """The power check of `gate` at `sizes`; None for what is not analysed (module docstring).
 
@@ -245,7 +253,7 @@ def check_gate(
         if not found:
             return None
         what, threshold = f"worst-{word} drop bound", gate.max
-        two_sided = 1 - 2 * (1 - level.get(evaluator, 0.95)) / len(found)
+        two_sided = 2 * level.get(evaluator, 0.95) - 1  # each group's own bound: no Bonferroni
         scope, all_sizes = _smallest(found, word)[0], list(found.values())
         each = f", every one of {len(found)} {field} passing" if len(found) > 1 else ""
     elif gate.min is not None and gate.metric in _RATES:
@@ -253,13 +261,14 @@ def check_gate(
     else:
         return None
     rule = _Paired(all_sizes, two_sided, plan.discordance)
-    n, floor = min(all_sizes), tango_floor(min(all_sizes), two_sided)
     # non_inferior passes iff lower > -margin; a bound iff the drop's upper end <= max.
     strict = isinstance(gate, NonInferiorGate)
+    judged = rule
+    n, floor = min(all_sizes), tango_floor(min(all_sizes), judged.two_sided)
     impossible = threshold <= floor if strict else threshold < floor
-    power = 0.0 if impossible else rule.power(threshold)
-    supported = rule.supported(plan.power)
-    required = rule.required_n(threshold, plan.power)
+    power = 0.0 if impossible else judged.power(threshold)
+    supported = judged.supported(plan.power)
+    required = judged.required_n(threshold, plan.power)
     unit = "test samples" if scope == "test split" else f"samples in the {scope}"
     noun = what.split()[-1]
     fixes = [f"{noun} {supported:g} has {plan.power:.0%}"] if supported is not None else []
@@ -282,6 +291,12 @@ def check_gate(
         message += ", ".join(fixes)
     else:
         message = f"power {power:.0%} for {what} {threshold:g} on {n:,} {unit} {assumed}"
+    # Under `every`, all seeds must pass: their verdicts on one shared test split are positively
+    # associated (Harris), so the per-seed power to the k-th is a floor of it, and the figure
+    # for test splits drawn apart (`every_seed_pass_probability` for a planned overlap).
+    all_seeds = power**seeds if gate.seeds == "every" and seeds > 1 and not impossible else None
+    if all_seeds is not None:
+        message += f"; all {seeds} seeds passing: at least {all_seeds:.0%}"
     return PowerCheck(
         gate=gate.name,
         metric=gate.metric,
@@ -298,6 +313,8 @@ def check_gate(
         discordance=plan.discordance,
         target_power=plan.power,
         message=message,
+        seeds=seeds if gate.seeds == "every" else 1,
+        power_all_seeds=all_seeds,
     )
 
 
@@ -310,7 +327,7 @@ def _wilson_check(
         found: dict[str, int] = getattr(sizes, field)
         if not found:
             return None
-        (scope, n), two_sided = _smallest(found, word), 1 - 2 * (1 - confidence) / len(found)
+        (scope, n), two_sided = _smallest(found, word), 2 * confidence - 1
     else:
         scope, n, two_sided = "test split", sizes.test, 2 * confidence - 1
     floor = wilson_interval(n, n, two_sided)[0]
@@ -356,7 +373,10 @@ def check_gates(recipe: Recipe, sizes: SampleSizes) -> dict[str, PowerCheck | No
     """Every gate's power check at `sizes`, with its evaluators' confidences (None: a rule no
     power analysis applies to). The engine records these with each gate's decision."""
     confidence = {spec.kind: spec.confidence for spec in recipe.evaluator_specs()}
-    return {gate.name: check_gate(gate, sizes, confidence=confidence) for gate in recipe.gates}
+    k = len(recipe.seeds)
+    return {
+        gate.name: check_gate(gate, sizes, confidence=confidence, seeds=k) for gate in recipe.gates
+    }
 
 
 def check_recipe(
@@ -380,3 +400,60 @@ def check_recipe(
         if (check := checks[gate.name]) is not None
         and (paired or not isinstance(gate, NonInferiorGate))
     ]
+
+
+def every_seed_pass_probability(
+    n: int,
+    margin: float,
+    two_sided: float,
+    discordance: float,
+    seeds: int,
+    *,
+    overlap: float | None = None,
+) -> float:
+    """P(all `seeds` pass a `non_inferior` accuracy gate) for a truly equal candidate, when the
+    seeds share one test split of `n` samples (`seeds: every`).
+
+    The seeds' verdicts are then dependent through the test samples they share. Planning model:
+    a test sample is fragile with probability `discordance / overlap`; each seed's candidate
+    disagrees with its baseline on a fragile sample with probability `overlap` (independently
+    across seeds, either way with probability 1/2), never on another. So each seed disagrees on
+    `discordance` of the samples, and a sample one seed disagrees on is disagreed on by another
+    with probability `overlap`. Given the number F of fragile samples the seeds' counts are
+    independent: P(all pass) = E_F[P(pass | F)^k], computed exactly (binomial tails under 1e-10
+    left out). `overlap` = `discordance` (or None) is no sharing: the per-seed power to the
+    k-th, which is also what disjoint test splits give; `overlap` = 1 is every seed disagreeing
+    on the same samples. By Harris's inequality (the verdicts are increasing functions of
+    independent draws) the power is never below the per-seed power to the k-th: that is the
+    safe figure when the overlap is not known.
+    """
+    from scipy import stats
+
+    if seeds < 1:
+        raise ValueError("seeds must be at least 1")
+    q = discordance if overlap is None else overlap
+    if not discordance <= q <= 1:
+        raise ValueError(f"overlap must lie in [discordance, 1], got {q}")
+    if margin <= 0:
+        return 0.0
+    if margin >= 1:
+        return 1.0
+    z = _z(two_sided)
+    fragile = discordance / q
+    f_low = int(stats.binom.ppf(_TAIL, n, fragile))
+    f_high = int(stats.binom.isf(_TAIL, n, fragile)) + 1
+    # P(pass | m discordant pairs): passing b (baseline-only) are b <= b*(m), the score at
+    # -margin falling as b rises with b + c = m fixed.
+    m = np.arange(0, f_high + 1, dtype=np.float64)
+    low, high = np.full_like(m, -1.0), m + 1  # passes at b = low (or none), fails at b = high
+    while np.any(high - low > 1):
+        mid = np.floor((low + high) / 2)
+        ok = _score(mid, m - mid, n, -margin) > z
+        low, high = np.where(ok, mid, low), np.where(ok, high, mid)
+    given_m = np.where(low >= 0, stats.binom.cdf(low, m, 0.5), 0.0)
+    total = 0.0
+    for f in range(max(f_low, 0), f_high + 1):
+        weights = stats.binom.pmf(np.arange(f + 1), f, q)
+        each = float(np.sum(weights * given_m[: f + 1]))
+        total += float(stats.binom.pmf(f, n, fragile)) * each**seeds
+    return min(total, 1.0)

@@ -41,7 +41,8 @@ Verdict = Literal["pass", "fail"]
 # audit re-derives a decision by the method that made it. 1 (absent): before issue 23 — bounds
 # read the evaluator's interval as it was, `relative` and `non_inferior` on other metrics than
 # accuracy held the candidate's interval against the baseline's estimate. 2: the one meaning of
-# confidence (each rule reads a one-sided bound at it), changes judged on paired intervals.
+# confidence (each rule reads a one-sided bound at it), changes judged on paired intervals,
+# `seeds: mean` over seeds and test samples crossed.
 JUDGING = 2
 
 
@@ -140,8 +141,10 @@ def _non_inferior(
         from compressgate.evaluators.paired import non_inferiority_counts
 
         # Tango's interval depends on the discordant counts and n only.
+        alpha = 1 - gate.confidence
+        nominal = alpha  # the nominal level (its exact size: issue 23, row 7, still open)
         result = non_inferiority_counts(
-            paired.b, paired.c, paired.n, margin=gate.margin, alpha=1 - gate.confidence
+            paired.b, paired.c, paired.n, margin=gate.margin, alpha=nominal
         )
         return Judgement(
             verdict="pass" if result.passed else "fail",
@@ -153,7 +156,13 @@ def _non_inferior(
             pvalue=result.pvalue,
             note=(
                 f"lower bound {result.lower_bound:+.4f} of the paired difference "
-                f"({2 * gate.confidence - 1:.0%} Tango interval) vs -{gate.margin:g}"
+                f"({2 * gate.confidence - 1:.0%} Tango interval"
+                + (
+                    f", at nominal {1 - 2 * nominal:.2%} to hold its exact size at {alpha:g}"
+                    if nominal < alpha
+                    else ""
+                )
+                + f") vs -{gate.margin:g}"
             ),
         )
     higher = found.higher_is_better is not False

@@ -20,6 +20,7 @@ not when the gate is judged. Metric names are dotted: `accuracy`, `paired.accura
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
@@ -104,7 +105,8 @@ class CalibrationSpec(EvaluatorSpec):
     def describe(self) -> str:
         return (
             f"calibration (ECE over {self.bins} bins, MCE, RMSCE, class-wise ECE, Brier, NLL) and "
-            f"its change from the baseline, {self.resamples} paired bootstrap resamples"
+            f"its change from the baseline, {self.resamples} paired bootstrap resamples; binned "
+            "measures' intervals bound the population value from each side, MCE's is a range only"
         )
 
 
@@ -133,9 +135,9 @@ class FairnessSpec(EvaluatorSpec):
 
     def describe(self) -> str:
         return (
-            "per-group accuracy, the worst group and its drop from the baseline (simultaneous "
-            "intervals), accuracy gap and fairlearn's parity differences, and their change from "
-            "the baseline (paired bootstrap)"
+            "per-group accuracy, the worst group and its drop from the baseline (the gated end "
+            "each group's own bound), accuracy gap and fairlearn's parity differences, and their "
+            "change from the baseline (bounded by the spread of the groups' paired changes)"
         )
 
 
@@ -226,6 +228,32 @@ class RobustnessSpec(EvaluatorSpec):
         return f"accuracy, paired difference, ECE and agreement under shifted inputs ({shifts})"
 
 
+# The percentiles latency reports, and the calls one session needs to estimate each: at least one
+# call above the percentile on average (1 / (1 - q)), so that a session's estimate is not its
+# slowest call.
+LATENCY_QUANTILES: dict[str, float] = {"p50": 0.5, "p90": 0.9, "p95": 0.95, "p99": 0.99}
+SESSION_CALLS: dict[str, int] = {"p50": 2, "p90": 10, "p95": 20, "p99": 100}
+
+
+def order_statistic_calls(q: float, confidence: float, *, upper: bool = True) -> int:
+    """The fewest independent calls whose order statistics bound the `q` quantile from above
+    (or below) at one-sided `confidence`.
+
+    `compressgate.evaluators.stats.quantile_ci` at two-sided 2c - 1 takes the upper end at the
+    rank u where binomial(n, q) reaches c; it reaches c within the sample unless u would lie past
+    the last call, that is unless the sample maximum is already short: P(max >= x_q) = 1 - q^n
+    < c. So n calls suffice exactly when 1 - q^n >= c (1 - (1 - q)^n >= c for the lower end,
+    the minimum), the same rule, in closed form: validation may not import the evaluators.
+    """
+    p = q if upper else 1 - q
+    n = max(1, math.ceil(math.log1p(-confidence) / math.log(p)))
+    while 1 - p**n < confidence:  # floating-point rounding of the logarithms
+        n += 1
+    while n > 1 and 1 - p ** (n - 1) >= confidence:
+        n -= 1
+    return n
+
+
 class LatencySpec(EvaluatorSpec):
     """Wall-clock latency against the baseline: interleaved, warmed up, threads pinned."""
 
@@ -246,8 +274,17 @@ class LatencySpec(EvaluatorSpec):
         "slow; the other batch sizes take 'repeats'",
     )
     threads: int = Field(default=1, ge=1, le=256, description="intra-op threads, pinned")
+    sessions: int = Field(
+        default=5,
+        ge=2,
+        le=1000,
+        description="the warm-up and timed calls of each batch size are split into this many "
+        "sessions, each with its calls bound afresh, taken in turn across the batch sizes: the "
+        "intervals of speedups and ratios are over the sessions' estimates, so that drift and "
+        "correlation between calls widen them instead of passing unseen",
+    )
 
-    _QUANTILES = ("p50", "p90", "p95", "p99")
+    _QUANTILES = tuple(LATENCY_QUANTILES)
 
     @model_validator(mode="after")
     def _distinct(self) -> LatencySpec:
@@ -258,14 +295,25 @@ class LatencySpec(EvaluatorSpec):
             raise ValueError(
                 f"batch_repeats names batch size(s) {unknown} that batch_sizes does not list"
             )
+        fewest = min(self.repeats_at(size) for size in self.batch_sizes)
+        if fewest < 2 * self.sessions:
+            raise ValueError(
+                f"{self.sessions} sessions need at least {2 * self.sessions} timed calls at every "
+                f"batch size (two a session), and one takes {fewest}: use fewer sessions"
+            )
         return self
 
     def repeats_at(self, size: int) -> int:
         """The timed calls of each model at batch size `size`."""
         return self.batch_repeats.get(size, self.repeats)
 
+    def session_calls(self, size: int) -> int:
+        """The timed calls of each model in the shortest session at batch size `size`."""
+        return self.repeats_at(size) // self.sessions
+
     def metric_names(self) -> tuple[str, ...]:
         per_batch = [f"{q}_ms" for q in self._QUANTILES] + ["speedup_p50", "throughput"]
+        per_batch += [f"{q}_ratio" for q in self._QUANTILES]
         names = [f"latency.{m}" for m in per_batch]
         for size in self.batch_sizes:
             names += [f"latency.batch_{size}.{m}" for m in per_batch]
@@ -278,8 +326,10 @@ class LatencySpec(EvaluatorSpec):
         calls = calls if self.batch_repeats else f"{self.repeats} timed calls"
         return (
             f"latency at batch sizes {sizes} ({self.runner} runner, {self.threads} thread(s), "
-            f"{self.warmup} warm-up and {calls} interleaved with the baseline): "
-            "p50/p90/p95/p99 with order-statistic intervals, speedup, throughput"
+            f"{self.warmup} warm-up and {calls} interleaved with the baseline, in "
+            f"{self.sessions} sessions): p50/p90/p95/p99 with order-statistic intervals, "
+            "speedup and candidate/baseline percentile ratios with intervals over the sessions, "
+            "throughput"
         )
 
 
@@ -292,7 +342,7 @@ class SizeSpec(EvaluatorSpec):
     )
 
     def metric_names(self) -> tuple[str, ...]:
-        names = ["bytes", "ratio", "params", "nonzero_params", "macs"]
+        names = ["bytes", "ratio", "times_smaller", "params", "nonzero_params", "macs"]
         if self.memory:
             names += ["peak_memory_bytes", "peak_memory_ratio"]
         return tuple(f"size.{m}" for m in names)
@@ -438,6 +488,9 @@ def comparison(metric: str) -> Comparison:
     if parts[0] == "size":
         return Comparison(exact=True)
     if parts[0] == "calibration" and len(parts) == 2 and parts[1] in _CALIBRATION:
+        refused = ungateable(metric)
+        if refused is not None:
+            return Comparison(why=refused)
         return Comparison(difference=f"{metric}_change")
     if parts[0] == "fairness" and len(parts) == 2 and parts[1] in _GAPS:
         return Comparison(difference=f"{metric}_change")
@@ -456,6 +509,13 @@ def comparison(metric: str) -> Comparison:
             f"'{metric}_drop' with 'bound' (the largest drop of any one, paired)"
         )
     if parts[0] == "latency":
+        if last.endswith("_ratio"):
+            return Comparison(why=f"'{metric}' {_ALREADY}")
+        if last.endswith("_ms") and last[: -len("_ms")] in LATENCY_QUANTILES:
+            # The candidate / baseline ratio of the percentile from the same interleaved calls.
+            # No difference in milliseconds is measured: timing noise scales with the level, so
+            # the ratio is what is stable across sessions; gate the ratio (`relative: true`).
+            return Comparison(ratio=f"{metric[: -len('_ms')]}_ratio")
         return Comparison(
             why=f"no paired interval of the change in '{metric}' is measured: gate "
             "'latency.speedup_p50' (a paired ratio of medians) with 'bound'"
@@ -464,6 +524,29 @@ def comparison(metric: str) -> Comparison:
         why=f"no paired interval of the change in '{metric}' from the baseline is measured: "
         "gate it with 'bound'"
     )
+
+
+_NO_INTERVAL = ("calibration.mce", "calibration.mce_change")
+
+
+def ungateable(metric: str) -> str | None:
+    """Why no gate may judge `metric` (its reported interval is not a confidence interval), or
+    None. MCE is a maximum over bins, some nearly empty: neither its plug-in nor its bootstrap
+    range bounds the population value at any known level (`evaluators/calibration.py`)."""
+    if metric in _NO_INTERVAL:
+        return (
+            f"'{metric}' has no confidence interval: MCE is a maximum over bins, some nearly "
+            "empty, and its bootstrap range covers the population value at no known rate; "
+            "gate 'calibration.ece' or 'calibration.rmsce' (or their '_change') instead"
+        )
+    parts = metric.split(".")
+    if parts[0] == "robustness" and parts[-1] == "ece":
+        return (
+            f"'{metric}' is the plug-in binned ECE under a shift, with a percentile bootstrap "
+            "interval that binned ECE's upward bias leaves below its level; gate the shifted "
+            "'accuracy_difference', or 'calibration.ece' (bounded on both sides) without a shift"
+        )
+    return None
 
 
 # A recipe without an `evaluators:` section gets these: the statistics that need nothing from

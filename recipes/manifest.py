@@ -44,13 +44,17 @@ from compressgate.recipes.evaluation import (
     DEFAULT_EMBEDDING_EVALUATORS,
     DEFAULT_EVALUATORS,
     EMBEDDING_ONLY,
+    LATENCY_QUANTILES,
     OPTIONLESS_EVALUATORS,
+    SESSION_CALLS,
     AccuracySpec,
     EvaluatorSpec,
     EvaluatorSpecs,
     LatencySpec,
     PairedSpec,
     comparison,
+    order_statistic_calls,
+    ungateable,
 )
 from compressgate.recipes.spec import Spec
 
@@ -421,7 +425,8 @@ def _level(confidence: float | None) -> str:
 SeedPolicy = Literal["every", "mean", "worst"]
 SEED_POLICIES: dict[str, str] = {
     "every": "every seed must pass on its own",
-    "mean": "the interval of the mean over the seeds (Student t) is judged",
+    "mean": "the interval of the mean over the seeds is judged, counting the test-sample "
+    "variance the seeds share (accuracy, sizes and basis: estimate only)",
     "worst": "the seed with the worst estimate is judged",
 }
 
@@ -454,6 +459,13 @@ class GateBase(Spec):
     )
     approval: Literal["none", "required"] = Field(
         default="none", description="required: a passing gate waits for its owner's signed approval"
+    )
+    promotion: Literal["seed", "run"] = Field(
+        default="seed",
+        description="seed: a variant may be promoted only if its own seed passed this gate (or "
+        "the gate's failure was waived), whatever the seeds policy decided over the seeds; run: "
+        "the decision over the seeds suffices (with 'mean' or 'worst', a seed that failed on "
+        "its own may then be promoted)",
     )
     planning: Planning = Field(default_factory=Planning)
     description: str = ""
@@ -683,6 +695,22 @@ class Recipe(Spec):
         raise KeyError(name)
 
 
+def mean_supported(gate: GateSpec) -> str | None:
+    """Why `seeds: mean` cannot be judged validly on `gate`; None if it can. The interval of the
+    mean over the seeds must count the test-sample variance they share, measured from every
+    seed's per-sample evidence, which accuracy alone records (`AccuracyResult.labels`,
+    `.predictions`); sizes have no sampling error and `basis: estimate` compares estimates."""
+    if isinstance(gate, BoundGate | RelativeGate) and gate.basis == "estimate":
+        return None
+    if gate.metric == "accuracy" or comparison(gate.metric).exact:
+        return None
+    return (
+        f"'mean' judges the interval of the mean over the seeds, which must count the test-sample "
+        f"variance the seeds share: it is measured from per-sample evidence, recorded for "
+        f"'accuracy' only, not for '{gate.metric}'; use 'every' or 'worst'"
+    )
+
+
 def recipe_issues(recipe: Recipe) -> Iterator[tuple[Loc, str]]:
     """Checks across fields that the field types cannot express, each at its exact path."""
     for index, owner in enumerate(recipe.metadata.owners):
@@ -717,6 +745,10 @@ def recipe_issues(recipe: Recipe) -> Iterator[tuple[Loc, str]]:
                 f"'mean' judges the interval of the mean over the seeds and needs at least two "
                 f"seeds (the recipe has {len(recipe.seeds)}); use 'every' or add seeds",
             )
+        elif gate.seeds == "mean":
+            why = mean_supported(gate)
+            if why is not None:
+                yield ("gates", index, "seeds"), why
     yield from _format_issues(recipe)
     yield from _evaluator_issues(recipe)
     yield from budget_issues(recipe)
@@ -832,6 +864,10 @@ def _evaluator_issues(recipe: Recipe) -> Iterator[tuple[Loc, str]]:
                 f"confidence {source.confidence:g}; set 'confidence: {gate.confidence:g}' on that "
                 "evaluator instead, or drop it here",
             )
+        refused = ungateable(gate.metric) if gate.metric in giver else None
+        if refused is not None:
+            yield ("gates", index, "metric"), refused
+            continue
         yield from _comparable(gate, index, giver)
         if gate.metric in known:
             stages = {stage.name: stage for stage in recipe.stages}
@@ -1013,26 +1049,69 @@ def latency_calls(spec: LatencySpec) -> int:
 
 
 def _latency_issues(recipe: Recipe, index: int, spec: LatencySpec) -> Iterator[tuple[Loc, str]]:
+    """The latency evaluator against the budget, and its timed calls against the gates that
+    read its intervals: a percentile bound needs enough calls for an order-statistic bound at
+    the gate's one-sided confidence, a ratio enough calls a session to estimate its percentile."""
     calls = latency_calls(spec)
-    if calls <= recipe.budget.latency_calls:
-        return
-    plain = [size for size in spec.batch_sizes if size not in spec.batch_repeats]
-    shares = {
-        "warmup": spec.warmup * len(spec.batch_sizes),
-        "repeats": spec.repeats * len(plain),
-        "batch_repeats": sum(spec.batch_repeats.values()),
-    }
-    field = max(shares, key=lambda name: shares[name])
-    each = "; ".join(
-        f"batch {size:,}: {spec.warmup:,} warm-up + {spec.repeats_at(size):,}"
-        for size in spec.batch_sizes
-    )
-    yield (
-        ("evaluators", index, field),
-        f"latency would call each model {calls:,} times per measurement ({each}), after every "
-        f"stage of every seed; over {_limit(recipe, 'latency_calls')}: "
-        f"{_fix('latency_calls', calls, 'lower its repeats')}",
-    )
+    if calls > recipe.budget.latency_calls:
+        plain = [size for size in spec.batch_sizes if size not in spec.batch_repeats]
+        shares = {
+            "warmup": spec.warmup * len(spec.batch_sizes),
+            "repeats": spec.repeats * len(plain),
+            "batch_repeats": sum(spec.batch_repeats.values()),
+        }
+        field = max(shares, key=lambda name: shares[name])
+        each = "; ".join(
+            f"batch {size:,}: {spec.warmup:,} warm-up + {spec.repeats_at(size):,}"
+            for size in spec.batch_sizes
+        )
+        yield (
+            ("evaluators", index, field),
+            f"latency would call each model {calls:,} times per measurement ({each}), after "
+            f"every stage of every seed; over {_limit(recipe, 'latency_calls')}: "
+            f"{_fix('latency_calls', calls, 'lower its repeats')}",
+        )
+    names = spec.metric_names()
+    for number, gate in enumerate(recipe.gates):
+        if gate.metric not in names or isinstance(gate, NonInferiorGate):
+            continue
+        if gate.basis == "estimate" or (isinstance(gate, RelativeGate) and not gate.relative):
+            continue  # no interval read, or refused by `_comparable`
+        parts = gate.metric.split(".")
+        size = int(parts[1].removeprefix("batch_")) if len(parts) == 3 else spec.batch_sizes[0]
+        measure, _, unit = parts[-1].rpartition("_")
+        if parts[-1] == "speedup_p50":
+            measure, unit = "p50", "ratio"
+        if measure not in LATENCY_QUANTILES or (isinstance(gate, RelativeGate) and unit != "ms"):
+            continue  # throughput: a bound on p50, which any 20 calls serve
+        field = "batch_repeats" if size in spec.batch_repeats else "repeats"
+        where = f"evaluators[{index}].{field}" + (f"[{size}]" if field == "batch_repeats" else "")
+        have = spec.repeats_at(size)
+        confidence = recipe.judged(gate).confidence or spec.confidence
+        if isinstance(gate, BoundGate) and unit == "ms":
+            sides = [(True, "upper")] if gate.max is not None else []
+            sides += [(False, "lower")] if gate.min is not None else []
+            for upper, end in sides:
+                needed = order_statistic_calls(LATENCY_QUANTILES[measure], confidence, upper=upper)
+                if have < needed:
+                    yield (
+                        ("evaluators", index, field),
+                        f"gate '{gate.name}' (gates[{number}]) bounds {measure} at batch size "
+                        f"{size:,} by its interval's {end} end at one-sided confidence "
+                        f"{confidence:g}: an order-statistic bound needs at least {needed:,} "
+                        f"timed calls, and {where} is {have:,}; set it to {needed:,} or more",
+                    )
+        else:  # a ratio (or the speedup): estimated in every session
+            needed = spec.sessions * SESSION_CALLS[measure]
+            if spec.session_calls(size) < SESSION_CALLS[measure]:
+                yield (
+                    ("evaluators", index, field),
+                    f"gate '{gate.name}' (gates[{number}]) judges the candidate / baseline ratio "
+                    f"of {measure} at batch size {size:,}, whose interval is over the "
+                    f"{spec.sessions} sessions' estimates, and a session needs "
+                    f"{SESSION_CALLS[measure]:,} calls to estimate {measure}: {where} is "
+                    f"{have:,}; set it to {needed:,} or more, or use fewer sessions",
+                )
 
 
 def _batch_sizes(recipe: Recipe) -> Iterator[tuple[Loc, int]]:

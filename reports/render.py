@@ -111,10 +111,24 @@ def _stage_row(stage: dict[str, Any]) -> dict[str, Any]:
         "difference": estimate("paired.accuracy_difference"),
         "latency": estimate("latency.p50_ms"),
         "speedup": estimate("latency.speedup_p50"),
+        # The baseline's p50 from the same interleaved measurement as the speedup, and what it
+        # ran: another stage's own row may have timed the baseline in another runtime.
+        "baseline_latency": _baseline_p50(stage),
+        "compared_with": (stage.get("evaluations", {}).get("latency") or {}).get("compared_with"),
         "cosine": estimate("cosine.mean"),
         "cosine_p1": estimate("cosine.p1"),
         "how": _how(stage),
     }
+
+
+def _baseline_p50(stage: dict[str, Any]) -> dict[str, Any] | None:
+    """The baseline's p50 at the first batch size, timed in the same sessions as this stage."""
+    latency = stage.get("evaluations", {}).get("latency") or {}
+    batches = latency.get("batches") or []
+    if not batches:
+        return None
+    found = (batches[0].get("baseline_quantiles_ms") or {}).get("p50")
+    return found if isinstance(found, dict) else None
 
 
 def _how(stage: dict[str, Any]) -> str:

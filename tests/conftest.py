@@ -37,6 +37,20 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=None,
         help="append each section's figures to FILE, one JSON line per section",
     )
+    group = parser.getgroup("statistics", "tests/gates/test_statistics.py (bench/statistics.py)")
+    group.addoption(
+        "--statsim-scale",
+        type=float,
+        default=0.1,
+        help="simulated datasets: 1.0 is bench/statistics.py's, the default 0.1 its --quick",
+    )
+    group.addoption("--statsim-seed", type=int, default=0, help="the simulations' seed")
+    group.addoption(
+        "--statsim-figures",
+        type=Path,
+        default=None,
+        help="append each family's rows to FILE, one JSON line per family",
+    )
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

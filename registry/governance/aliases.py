@@ -3,9 +3,12 @@
 An alias points to a variant by an event in the catalog; it is never edited. Promotion records
 a move to a variant whose run's review is `approved` (every gate passed, was approved or was
 waived by its owner, as checked now against the trust file) and which every gate judged: each
-gate's stage is the variant's own or one before it, at least one its own. Rollback records a
-move back to the alias's previous known-good variant: the newest earlier target that was not
-itself rolled back from and whose run is still approved (a waiver may have expired since).
+gate's stage is the variant's own or one before it, at least one its own; and whose own seed
+passed every gate (with `seeds: mean` or `worst` a run may pass a gate that one of its seeds
+failed: that seed's variants are not promoted, unless the gate says `promotion: run`).
+Rollback records a move back to the alias's previous known-good variant: the newest earlier
+target that was not itself rolled back from and whose run is still approved (a waiver may have
+expired since).
 
 Under a catalog's policy every move is signed by a releaser's key (`release`): the actor is the
 key's owner, and the signed release is recorded with the move. Under the unsigned regime (no
@@ -59,8 +62,9 @@ def _source(catalog: Catalog, run: str, trust: Judge) -> TrustSource:
 
 def gate_status(catalog: Catalog, variant: VariantRecord, trust: Judge) -> GateStatus:
     """Whether `variant` may be promoted: its run's review is `approved` (every gate passed,
-    was approved or waived by its owner), and every gate judged its stage or one before it,
-    at least one its own stage."""
+    was approved or waived by its owner), every gate judged its stage or one before it, at
+    least one its own stage, and its own seed passed every gate (a gate with `promotion: run`
+    takes the decision over the seeds instead; a waived failure is waived for every seed)."""
     run = variant.run_id
     found = status(catalog, run, _source(catalog, run, trust))
     if found.status != "approved":
@@ -84,7 +88,29 @@ def gate_status(catalog: Catalog, variant: VariantRecord, trust: Judge) -> GateS
             f"no gate judged stage '{variant.stage}' of run {run}: only a variant a gate has "
             "passed can be promoted",
         )
+    failed = _failed_seed(found, variant.seed)
+    if failed:
+        return GateStatus(
+            variant,
+            found,
+            f"seed {variant.seed} failed gate(s) {failed} on its own (the seeds policy passed "
+            "the run): only a variant whose own seed passed may be promoted, unless the gate "
+            "says 'promotion: run'",
+        )
     return GateStatus(variant, found, None)
+
+
+def _failed_seed(found: ReviewStatus, seed: int) -> str:
+    """The gates (named, with their seeds policy) that `seed` failed on its own, where the gate
+    promotes by seed (`promotion: seed`, the default) and its failure was not waived."""
+    failed = []
+    for g in found.gates:
+        decision = g.decision
+        if decision.rule.get("promotion", "seed") != "seed" or g.state == "waived":
+            continue
+        if any(s.seed == seed and s.verdict == "fail" for s in decision.seeds):
+            failed.append(f"'{decision.gate}' ({decision.policy})")
+    return ", ".join(failed)
 
 
 def show_variant(catalog: Catalog, ref: str, trust: Judge) -> VariantShow:

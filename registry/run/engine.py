@@ -360,6 +360,7 @@ class Executor:
         # (the workspace); without them the loader runs here and the power is computed here.
         self.load_splits = splits or (lambda seed: load_splits(self.recipe, self.base, seed))
         self.power = power
+        self._power_checks: Mapping[str, PowerCheck | None] | None = None
 
     # -- bookkeeping
 
@@ -432,6 +433,15 @@ class Executor:
             for generator in steps.values():
                 generator.close()
 
+    def _checks(self) -> Mapping[str, PowerCheck | None]:
+        """Every gate's power check at this run's sizes and the evaluators' declared
+        confidences, as `validate` computes it (once)."""
+        if self._power_checks is None:
+            from compressgate.gates.power import check_gates
+
+            self._power_checks = {} if self.sizes is None else check_gates(self.recipe, self.sizes)
+        return self._power_checks
+
     def _judge_stage(self, name: str) -> list[str]:
         """Judge every gate on stage `name` for every seed; the names of the gates that fail."""
         last = self.recipe.stages[-1].name
@@ -441,7 +451,9 @@ class Executor:
                 continue
             gate = self.recipe.judged(declared)
             if self.power is None:  # computed here, at this run's sizes
-                judgements, decision = judge_for_catalog(gate, self.record, name, self.sizes)
+                judgements, decision = judge_for_catalog(
+                    gate, self.record, name, power=self._checks().get(gate.name)
+                )
             else:  # computed once by whoever prepared the recipe
                 judgements, decision = judge_for_catalog(
                     gate, self.record, name, power=self.power(gate.name)

@@ -92,14 +92,18 @@ def test_pruning_too_hard_passes_accuracy_and_is_rejected_by_the_fairness_gate(
     run = cli("run", recipe, "--workspace", tmp_path / "cg", "--json")
     assert run.exit_code == 1, run.stderr  # a gate failed
     per_seed = {(d["gate"], d["seed"]): d["verdict"] for d in json.loads(run.stdout)["gates"]}
-    # Seed 2: only the fairness gate objects; accuracy and per-class recall pass.
+    # Seed 2: only a fairness gate objects; accuracy and per-class recall pass. It is the
+    # equalized-odds change: its valid bound (the spread of the two groups' paired changes in
+    # two rates) cannot show the 6 points at this size, though the change itself is small.
     assert {g: v for (g, seed), v in per_seed.items() if seed == 2} == {
         "accuracy": "pass",
         "recall": "pass",
-        "worst-group": "fail",
+        "worst-group": "pass",
         "parity": "pass",
-        "equalized-odds": "pass",
+        "equalized-odds": "fail",
     }
+    odds = _decisions(run.stdout, "equalized-odds")[1]
+    assert odds["estimate"] < 0.06 < odds["ci_high"]
     accuracy = _decisions(run.stdout, "accuracy")
     # Both seeds lose accuracy; seed 2 stays within the 4-point margin. Seed 1's lower bound sits
     # on the margin itself (-3.9 points where the test was written, just below -4 on another
@@ -110,10 +114,12 @@ def test_pruning_too_hard_passes_accuracy_and_is_rejected_by_the_fairness_gate(
     assert -0.04 < accuracy[1]["ci_low"] < accuracy[1]["estimate"] < 0  # lower, within margin
     assert accuracy[0]["ci_low"] > -0.045  # seed 1: at the margin, not far past it
     worst = _decisions(run.stdout, "worst-group")
-    assert [d["verdict"] for d in worst] == ["fail", "fail"]
-    # The worse-off group lost accuracy for certain (the whole interval above 0), and possibly
-    # more than the 5 points the gate allows.
-    assert all(d["ci_low"] > 0 and d["ci_high"] > 0.05 for d in worst)
+    assert [d["verdict"] for d in worst] == ["fail", "pass"]
+    # The worse-off group lost accuracy for certain (the whole interval above 0): on seed 1
+    # possibly more than the 5 points the gate allows, on seed 2 shown to be less (its own
+    # one-sided bound: the gate is an intersection-union test).
+    assert all(d["ci_low"] > 0 for d in worst)
+    assert worst[0]["ci_high"] > 0.05 > worst[1]["ci_high"]
 
 
 @pytest.mark.slow
@@ -121,8 +127,10 @@ def test_pruning_until_it_releases_everyone_is_rejected_by_the_recall_gate(
     cli: Invoke, tmp_path: Path
 ) -> None:
     # 90% of the units: the model collapses onto the majority class. Its accuracy rises to the
-    # share of releases and its groups look fairer (everyone is treated alike): only the
-    # per-class recall gate sees that no one is held any more.
+    # share of releases and its groups' gaps close (everyone is treated alike): the per-class
+    # recall gate sees that no one is held any more. The parity gates fail too, though each gap
+    # shrank: their valid bound, the spread of the groups' changes, cannot tell a gap that
+    # closed from one that widened when the groups' rates move apart this much.
     recipe = _workspace(
         tmp_path / "ws",
         tmp_path / "keys",
@@ -135,9 +143,12 @@ def test_pruning_until_it_releases_everyone_is_rejected_by_the_recall_gate(
         "accuracy": "pass",
         "recall": "fail",
         "worst-group": "pass",
-        "parity": "pass",
-        "equalized-odds": "pass",
+        "parity": "fail",
+        "equalized-odds": "fail",
     }
+    for gate in ("parity", "equalized-odds"):
+        (change,) = _decisions(run.stdout, gate)
+        assert change["estimate"] < -0.1 and change["ci_high"] > 0.1  # closed, bound wide
     (recall,) = _decisions(run.stdout, "recall")
     assert recall["ci_low"] > 0.5  # the held class's recall fell from about 65% to 0
     stages = {s["name"]: s for s in json.loads(run.stdout)["stages"]}

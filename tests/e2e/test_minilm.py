@@ -81,6 +81,9 @@ def test_minilm_int8_stays_close_to_the_float_model_offline_and_reports_its_choi
     assert int8["cosine.p1"]["ci_low"] >= 0.98
     assert 0 < int8["cosine.min"]["estimate"] <= int8["cosine.p1"]["estimate"]
     assert int8["size.ratio"]["estimate"] <= 1 / 3.5
+    assert int8["size.times_smaller"]["estimate"] == pytest.approx(
+        1 / int8["size.ratio"]["estimate"], rel=1e-12
+    )
     assert 0.5 < int8["retrieval.overlap_at_k"]["estimate"] < 1
     assert "accuracy" not in int8  # an embedding model has no labels to be accurate about
     export = stages["export"]["metrics"]

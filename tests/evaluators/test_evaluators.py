@@ -5,6 +5,10 @@ recomputed from scratch on the explicitly resampled data."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from itertools import permutations
+
+import fairlearn.metrics as flm
 import numpy as np
 import pytest
 import torch
@@ -92,13 +96,15 @@ def test_calibration_replicates_equal_the_measures_of_the_resampled_data(row: in
     _, splits, base, cand, ctx = run(spec)
     y = splits.test.y.numpy()
     boot = ctx.bootstrap(spec.resamples)
-    columns = [cal._Columns(*cal.check_probs(p, y), spec.bins) for p in (cand, base)]
-    replicated = [c.measures(boot.totals(c.matrix)) for c in columns]
+    columns = [cal._Columns(*cal.check_probs(p, y), spec.bins, seed=1) for p in (cand, base)]
+    replicated = [c.statistics(boot.totals(c.matrix)) for c in columns]
     rows = resample(ctx, spec.resamples, row)
     for values, probs in zip(replicated, (cand, base), strict=True):
+        # The statistics that are plain functions of the resampled data (the bounded ones are
+        # checked in tests/evaluators/test_calibration.py).
         direct = cal.point_measures(probs[rows], y[rows], spec.bins)
-        for name, value in direct.items():
-            assert values[name][row] == pytest.approx(value, abs=1e-9), name
+        for name in ("brier", "nll", "mce"):
+            assert values[name][row] == pytest.approx(direct[name], abs=1e-9), name
 
 
 def test_calibration_of_the_baseline_itself_has_no_changes() -> None:
@@ -135,34 +141,81 @@ def test_fairness_of_a_binary_task_matches_fairlearn_and_the_low_level_functions
         assert estimate.ci_high == pytest.approx(max(high, point), abs=1e-9)
 
 
-def test_fairness_changes_are_paired_differences_recomputed_on_the_same_resamples() -> None:
-    result, splits, base, cand, ctx = run(ev.FairnessSpec(resamples=300), classes=2)
+def spread_bound_by_hand(
+    y: np.ndarray, base: np.ndarray, cand: np.ndarray, g: np.ndarray, within: np.ndarray
+) -> float:
+    """max over ordered group pairs (i, j) of the MOVER upper limit of δ_i - δ_j, from each
+    group's Tango interval at 90% (one-sided 95% ends) of its paired change over `within`."""
+    found = []
+    for code in np.unique(g):
+        mask = (g == code) & within
+        if mask.any():
+            b = int(np.sum(base[mask] & ~cand[mask]))
+            c = int(np.sum(cand[mask] & ~base[mask]))
+            low, high = tango_interval(b, c, int(mask.sum()), 0.9)
+            found.append(((c - b) / mask.sum(), low, high))
+    limits = [
+        d_i - d_j + np.sqrt((high - d_i) ** 2 + (d_j - low) ** 2)
+        for (d_i, _, high), (d_j, low, _) in permutations(found, 2)
+    ]
+    return max(limits, default=0.0)
+
+
+@pytest.mark.parametrize("classes", [2, 4])
+def test_fairness_changes_are_bounded_by_the_spread_of_the_groups_paired_changes(
+    classes: int,
+) -> None:
+    result, splits, base, cand, _ = run(ev.FairnessSpec(resamples=300), classes=classes)
     y, g = splits.test.y.numpy(), splits.test.groups.numpy()
     ours, theirs = cand.argmax(axis=1), base.argmax(axis=1)
-    for name, function in (
-        ("demographic_parity_difference", fair.demographic_parity_difference),
-        ("equalized_odds_difference", fair.equalized_odds_difference),
-    ):
+    labels = [1] if classes == 2 else range(classes)
+
+    def worst(function: Callable[..., float], pred: np.ndarray) -> float:
+        # fairlearn's, one-vs-rest for every class of a multiclass task, the worst reported.
+        return max(
+            function((y == k).astype(int), (pred == k).astype(int), sensitive_features=g)
+            for k in labels
+        )
+
+    spreads: dict[str, list[float]] = {"selection": [], "tpr": [], "fpr": []}
+    for k in labels:
+        everyone = np.ones_like(y, dtype=bool)
+        for rate, within in (("selection", everyone), ("tpr", y == k), ("fpr", y != k)):
+            spreads[rate].append(spread_bound_by_hand(y, theirs == k, ours == k, g, within))
+    accuracy = spread_bound_by_hand(y, theirs == y, ours == y, g, np.ones_like(y, dtype=bool))
+    expected = {
+        "demographic_parity_difference": (
+            worst(flm.demographic_parity_difference, ours)
+            - worst(flm.demographic_parity_difference, theirs),
+            max(spreads["selection"]),
+        ),
+        "equalized_odds_difference": (
+            worst(flm.equalized_odds_difference, ours)
+            - worst(flm.equalized_odds_difference, theirs),
+            max(spreads["tpr"] + spreads["fpr"]),
+        ),
+        "equal_opportunity_difference": (
+            worst(flm.equal_opportunity_difference, ours)
+            - worst(flm.equal_opportunity_difference, theirs),
+            max(spreads["tpr"]),
+        ),
+        "accuracy_gap": (
+            np.ptp(list(fair.group_accuracy(y, ours, g).values()))
+            - np.ptp(list(fair.group_accuracy(y, theirs, g).values())),
+            accuracy,
+        ),
+    }
+    for name, (point, bound) in expected.items():
         change = getattr(result, f"{name}_change")
-        point = function(y, ours, g) - function(y, theirs, g)
-        assert change.estimate == pytest.approx(point, abs=1e-12)
         assert result.metrics()[f"fairness.{name}_change"] == change
-        direct = []
-        for row in range(300):
-            rows = resample(ctx, 300, row)
-            direct.append(
-                function(y[rows], ours[rows], g[rows]) - function(y[rows], theirs[rows], g[rows])
-            )
-        low, high = percentile_interval(np.array(direct), 0.9)
-        assert change.ci_low == pytest.approx(min(low, point), abs=1e-9)
-        assert change.ci_high == pytest.approx(max(high, point), abs=1e-9)
-        assert "paired bootstrap" in change.method
+        assert change.estimate == pytest.approx(point, abs=1e-12)
+        assert (change.ci_low, change.ci_high) == pytest.approx((-bound, bound), abs=1e-9)
+        assert change.confidence == pytest.approx(0.9)
+        assert "paired spread bound" in change.method
     # The baseline against itself: no change, and none reported for the baseline itself.
-    same, *_ = run(ev.FairnessSpec(resamples=300), classes=2)
     alone, *_ = run(ev.FairnessSpec(resamples=300), classes=2, baseline=False)
     assert alone.demographic_parity_difference_change is None
     assert "fairness.demographic_parity_difference_change" not in alone.metrics()
-    assert same.accuracy_gap_change is not None
 
 
 def test_fairness_of_a_multiclass_task_reports_the_worst_class_one_vs_rest() -> None:
@@ -177,26 +230,44 @@ def test_fairness_of_a_multiclass_task_reports_the_worst_class_one_vs_rest() -> 
     assert result.equalized_odds_difference.estimate == pytest.approx(worst, abs=1e-12)
 
 
-def test_fairness_worst_group_and_its_drop_hold_simultaneously_over_groups() -> None:
+def test_fairness_worst_group_and_its_drop_read_each_group_s_own_bound_on_the_gated_end() -> None:
     result, splits, base, cand, _ = run(ev.FairnessSpec(resamples=200))
     y, g = splits.test.y.numpy(), splits.test.groups.numpy()
     accuracy = fair.group_accuracy(y, cand.argmax(axis=1), g)
-    assert result.worst_group_accuracy.estimate == pytest.approx(min(accuracy.values()))
     assert result.worst_group == ("a", "b", "c")[min(accuracy, key=accuracy.get)]
-    each = 1 - 0.1 / 3  # the 90% interval (one-sided 95% ends), Bonferroni over 3
-    drops = []
+    # Each group's own 90% interval (one-sided 95% ends) and the simultaneous one (Bonferroni
+    # over 3 groups): the gated end (lower end of the worst accuracy, upper end of the largest
+    # drop) takes the own ones, the other end the simultaneous ones.
+    own, each = 0.9, 1 - 0.1 / 3
+    accuracies, drops = [], []
     for code in range(3):
         mask = g == code
         base_ok = base[mask].argmax(axis=1) == y[mask]
         cand_ok = cand[mask].argmax(axis=1) == y[mask]
+        m, hits = int(mask.sum()), int(cand_ok.sum())
+        wilson = [
+            stats.binomtest(hits, m).proportion_ci(level, method="wilson") for level in (own, each)
+        ]
+        accuracies.append((hits / m, wilson[0].low, wilson[1].high))
         b, c = int(np.sum(base_ok & ~cand_ok)), int(np.sum(cand_ok & ~base_ok))
-        low, high = tango_interval(b, c, int(mask.sum()), each)
-        drops.append(((b - c) / mask.sum(), -high, -low))
+        tango = [tango_interval(b, c, m, level) for level in (own, each)]
+        drops.append(((b - c) / m, -tango[1][1], -tango[0][0]))
+        row = result.groups[code]
+        assert (row.drop.ci_low, row.drop.ci_high) == pytest.approx((-tango[1][1], -tango[1][0]))
+        assert (row.accuracy.ci_low, row.accuracy.ci_high) == pytest.approx(
+            (wilson[1].low, wilson[1].high)
+        )
+    lowest = result.worst_group_accuracy
+    assert lowest.estimate == pytest.approx(min(accuracy.values()))
+    assert lowest.ci_low == pytest.approx(min(a[1] for a in accuracies))
+    assert lowest.ci_high == pytest.approx(min(a[2] for a in accuracies))
     worst = result.worst_group_accuracy_drop
     assert worst.estimate == pytest.approx(max(d[0] for d in drops))
     assert worst.ci_low == pytest.approx(max(d[1] for d in drops))
     assert worst.ci_high == pytest.approx(max(d[2] for d in drops))
-    assert "bonferroni" in worst.method
+    for estimate in (lowest, worst):
+        assert "bonferroni" in estimate.method and "own one-sided 95.0% bound" in estimate.method
+        assert estimate.confidence == pytest.approx(0.9)
 
 
 def test_fairness_without_groups_is_a_stage_error_naming_the_evaluator() -> None:
@@ -222,6 +293,33 @@ def test_classes_tests_each_class_with_holm_and_names_the_most_affected() -> Non
     order = [f"c{k}" for k in np.argsort(-np.array(drops), kind="stable") if drops[k] > 0]
     assert result.most_affected == order[:2]
     assert result.worst_recall_drop.estimate == pytest.approx(max(drops))
+
+
+def test_classes_worst_values_read_each_class_s_own_bound_on_the_gated_end() -> None:
+    result, splits, base, cand, _ = run(ev.ClassesSpec())
+    y = splits.test.y.numpy()
+    own, each = 0.9, 1 - 0.1 / 4  # one-sided 95% ends; Bonferroni over 4 classes
+    recalls, drops = [], []
+    for label in range(4):
+        mask = y == label
+        base_ok = base[mask].argmax(axis=1) == label
+        cand_ok = cand[mask].argmax(axis=1) == label
+        m, hits = int(mask.sum()), int(cand_ok.sum())
+        wilson = [
+            stats.binomtest(hits, m).proportion_ci(level, method="wilson") for level in (own, each)
+        ]
+        recalls.append((wilson[0].low, wilson[1].high))
+        b, c = int(np.sum(base_ok & ~cand_ok)), int(np.sum(cand_ok & ~base_ok))
+        tango = [tango_interval(b, c, m, level) for level in (own, each)]
+        drops.append((-tango[1][1], -tango[0][0]))
+    worst_recall, worst_drop = result.worst_recall, result.worst_recall_drop
+    assert worst_recall.ci_low == pytest.approx(min(r[0] for r in recalls))
+    assert worst_recall.ci_high == pytest.approx(min(r[1] for r in recalls))
+    assert worst_drop.ci_low == pytest.approx(max(d[0] for d in drops))
+    assert worst_drop.ci_high == pytest.approx(max(d[1] for d in drops))
+    for estimate in (worst_recall, worst_drop):
+        assert estimate.ci_low <= estimate.estimate <= estimate.ci_high
+        assert "over 4 classes (bonferroni)" in estimate.method
 
 
 def test_fidelity_against_the_parent_uses_the_parent_and_matches_scipy() -> None:

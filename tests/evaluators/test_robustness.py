@@ -6,10 +6,11 @@
   positions that vary across images), or a fraction f of the features of a flat input; integer
   inputs and unknown shifts are refused.
 - The `Robustness` evaluator with small trained CNNs: a model against itself (every difference
-  exactly 0 with an interval around 0, agreement 1, the worst difference's simultaneous interval
-  wider than each row's), two different models (every row recomputed by hand from the shifted
-  inputs, the worst difference as the Bonferroni minimum of Tango intervals), the baseline
-  itself (comparisons left out), and the metric names the spec declares.
+  exactly 0 with an interval around 0, agreement 1, the worst difference's interval sharing
+  each row's lower end and wider above), two different models (every row recomputed by hand
+  from the shifted inputs, the worst difference as the minimum of Tango intervals: its lower
+  end from each shift's own, its upper end Bonferroni over the shifts), the baseline itself
+  (comparisons left out), and the metric names the spec declares.
 """
 
 from __future__ import annotations
@@ -216,13 +217,15 @@ def test_a_model_against_itself_differs_by_exactly_zero_under_every_shift(
     assert worst is not None
     assert worst.estimate == 0.0
     assert worst.ci_low < 0 < worst.ci_high
-    # Simultaneous over three shifts (each at 1 - 0.1/3): wider than every row's interval.
+    # No disagreement anywhere: every row's interval is the same. The lower end is theirs (each
+    # shift's own bound suffices); the upper end is simultaneous over three shifts (each at
+    # 1 - 0.1/3), so higher.
     for row in result.shifts:
         assert row.accuracy_difference is not None
         difference = row.accuracy_difference
         assert width(worst.ci_low, worst.ci_high) > width(difference.ci_low, difference.ci_high)
-        assert worst.ci_low <= difference.ci_low
-        assert worst.ci_high >= difference.ci_high
+        assert worst.ci_low == pytest.approx(difference.ci_low, abs=1e-12)
+        assert worst.ci_high > difference.ci_high
 
 
 def test_every_row_recomputed_by_hand_from_the_shifted_inputs(models: Models) -> None:
@@ -266,14 +269,18 @@ def test_every_row_recomputed_by_hand_from_the_shifted_inputs(models: Models) ->
     worst = result.worst_accuracy_difference
     assert worst is not None
     assert worst.estimate == pytest.approx(min((c - b) / n for b, c in counts), abs=1e-12)
+    # The lower end (what a `min` bound reads): the lowest of the shifts' own one-sided 95%
+    # bounds, no Bonferroni; the upper end: simultaneous over the 3 shifts (Bonferroni).
+    own = [tango_interval(b, c, n, 0.9) for b, c in counts]
     simultaneous = [tango_interval(b, c, n, 1 - 0.1 / 3) for b, c in counts]
-    assert worst.ci_low == pytest.approx(min(lo for lo, _ in simultaneous), abs=1e-9)
+    assert worst.ci_low == pytest.approx(min(lo for lo, _ in own), abs=1e-9)
     assert worst.ci_high == pytest.approx(min(hi for _, hi in simultaneous), abs=1e-9)
     assert worst.confidence == pytest.approx(0.9)
-    # Widened, not narrowed: it holds the interval of the minimum made of the rows' own ones.
+    assert "bonferroni" in worst.method and "own one-sided 95.0% bound" in worst.method
+    # The lower end is the rows' own; the upper end is widened, not narrowed.
     differences = [r.accuracy_difference for r in result.shifts]
-    assert worst.ci_low <= min(d.ci_low for d in differences if d is not None)
-    assert worst.ci_high >= min(d.ci_high for d in differences if d is not None)
+    assert worst.ci_low == pytest.approx(min(d.ci_low for d in differences if d is not None))
+    assert worst.ci_high > min(d.ci_high for d in differences if d is not None)
 
 
 def test_the_metric_names_are_those_the_spec_declares(models: Models) -> None:
