@@ -31,7 +31,7 @@ import subprocess
 import tempfile
 from typing import Any
 
-FAMILIES = ("accuracy", "seeds", "fairness", "calibration", "latency", "relative", "power")
+FAMILIES = ("accuracy", "seeds", "fairness", "calibration", "latency")
 REPOSITORY = Path(__file__).resolve().parents[1]
 TESTS = "tests/gates/test_statistics.py::test_every_simulated_row_is_met"
 

@@ -75,6 +75,8 @@ class Classes(Evaluator[ClassesSpec]):
                         "baseline_recall": float(base_correct[mask].mean()),
                         "drop": drop_estimate(b, c, n, each, f"tango, {simultaneous}"),
                         "pvalue": test_result.pvalue,
+                        "b": b,
+                        "c": c,
                     }
                 )
             rows.append(row)

@@ -236,10 +236,13 @@ class Fairness(Evaluator[FairnessSpec]):
                 ),
             )
             if base_correct is not None:
+                b, c, _ = discordant(base_correct[mask], correct[mask])
                 row = row.model_copy(
                     update={
                         "baseline_accuracy": float(base_correct[mask].mean()),
                         "drop": drops[code],
+                        "b": b,
+                        "c": c,
                     }
                 )
             rows.append(row)

@@ -149,6 +149,8 @@ class GroupRow(BaseModel):
     drop: Estimate | None = Field(
         default=None, description="accuracy(baseline) - accuracy(candidate) in this group"
     )
+    b: int | None = Field(default=None, description="samples only the baseline got right")
+    c: int | None = Field(default=None, description="samples only the candidate got right")
 
 
 class FairnessResult(Result):
@@ -196,6 +198,8 @@ class ClassRow(BaseModel):
     recall: Estimate
     baseline_recall: float | None = None
     drop: Estimate | None = Field(default=None, description="recall(baseline) - recall(candidate)")
+    b: int | None = Field(default=None, description="samples only the baseline got right")
+    c: int | None = Field(default=None, description="samples only the candidate got right")
     pvalue: float | None = Field(default=None, description="McNemar exact within the class")
     adjusted_pvalue: float | None = Field(default=None, description="Holm over the classes")
     significant: bool | None = None

@@ -4,7 +4,8 @@ re-derives a decision recorded then by the method that made it (`gates.verdicts.
 Not used for new decisions: bounds read the evaluator's two-sided interval as it was, whatever
 its level; `relative` and `non_inferior` on metrics other than accuracy held the candidate's
 interval against the baseline's point estimate; `seeds: mean` took a t interval over the
-seeds' estimates.
+seeds' estimates. (Judging version 2 differs from today's, 3, only in running Tango's
+non-inferiority test at its nominal level: `gates.verdicts.judge(..., judging=2)`.)
 """
 
 from __future__ import annotations

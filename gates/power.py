@@ -3,7 +3,11 @@
 For the rules built on paired counts (b: only the baseline right, c: only the candidate right):
 
 - `non_inferior` on `accuracy`: passes iff the lower end of Tango's interval at two-sided
-  2c - 1 (`compressgate.evaluators.paired`) is above -margin.
+  1 - 2α' (`compressgate.evaluators.paired`) is above -margin, where α' <= 1 - c is the
+  nominal level that holds the test's exact size at 1 - c (`compressgate.gates.noninferiority`;
+  α' = 1 - c wherever the asymptotic test already holds it).
+- `relative` with `max_drop` on `accuracy` (an absolute drop): the same test on the same counts,
+  a drop of exactly max_drop allowed (the lower end at least -max_drop).
 - `bound` with `max` on `fairness.worst_group_accuracy_drop` or `classes.worst_recall_drop`:
   the evaluators report as upper end the largest of every group's (class's) own Tango upper
   bound at two-sided 2c - 1 (no Bonferroni: the largest errs only if the truly worst group's
@@ -24,7 +28,7 @@ target, is found by bisection (power rises with the margin), rounded up to 3 sig
 gets its floor only, the lower end with every sample right: its power would
 need the true accuracy. `bound` gates read the evaluator's interval at the evaluator's
 confidence (a gate may not ask for another). Other rules and metrics, `basis:
-estimate` and `seeds: mean` (a t interval over the seeds) are not analysed. Powers are per seed:
+estimate` and `seeds: mean` are not analysed. Powers are per seed:
 under `seeds: every` all k seeds must pass, less likely still.
 """
 
@@ -40,7 +44,14 @@ from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict
 
 from compressgate.evaluators.stats import wilson_interval
-from compressgate.recipes.manifest import BoundGate, GateSpec, NonInferiorGate, Recipe
+from compressgate.recipes.manifest import (
+    BoundGate,
+    GateSpec,
+    NonInferiorGate,
+    Planning,
+    Recipe,
+    RelativeGate,
+)
 
 if TYPE_CHECKING:
     from compressgate.recipes.data import Splits
@@ -159,13 +170,23 @@ def _round_up(x: float) -> float:
 class _Paired:
     """A paired-count rule: passes iff Tango's bound passes in every one of `sizes`."""
 
-    def __init__(self, sizes: Sequence[int], two_sided: float, discordance: float) -> None:
+    def __init__(
+        self,
+        sizes: Sequence[int],
+        two_sided: float,
+        discordance: float,
+        levels: Mapping[int, float] | None = None,
+    ) -> None:
         self.sizes, self.two_sided, self.discordance = Counter(sizes), two_sided, discordance
+        # Each size's own two-sided level where the judge holds an exact size (at scale 1).
+        self.levels = dict(levels or {})
 
     def power(self, margin: float, scale: float = 1.0) -> float:
+        def level(m: int) -> float:
+            return self.levels.get(m, self.two_sided) if scale == 1.0 else self.two_sided
+
         return math.prod(
-            pass_probability(max(1, round(m * scale)), margin, self.two_sided, self.discordance)
-            ** count
+            pass_probability(max(1, round(m * scale)), margin, level(m), self.discordance) ** count
             for m, count in self.sizes.items()
         )
 
@@ -218,6 +239,33 @@ _RATES = {
 }
 
 
+def _message(
+    what: str,
+    threshold: float,
+    n: int,
+    unit: str,
+    strict: bool,
+    floor: float,
+    power: float,
+    target: float,
+    fixes: list[str],
+    assumed: str,
+) -> str:
+    """A paired-count gate's power line: impossible, underpowered (with its fixes), or fine."""
+    if power == 0.0 and (threshold <= floor if strict else threshold < floor):
+        noun = what.split()[-1]
+        return (
+            f"{what} {threshold:g} can never pass on {n:,} {unit}: even with no disagreement "
+            f"the {noun} must {'exceed' if strict else 'be at least'} {floor:.4f}; "
+            + ", ".join(fixes)
+        )
+    if power < target:
+        return f"{what} {threshold:g} on {n:,} {unit} has {power:.0%} power {assumed}; " + (
+            ", ".join(fixes)
+        )
+    return f"power {power:.0%} for {what} {threshold:g} on {n:,} {unit} {assumed}"
+
+
 def _about(n: int) -> str:
     return f"about {int(_round_up(n - 0.5)):,}" if n >= 1000 else f"{n:,}"
 
@@ -225,6 +273,35 @@ def _about(n: int) -> str:
 def _smallest(sizes: Mapping[str, int], what: str) -> tuple[str, int]:
     name = min(sizes, key=lambda k: sizes[k])
     return f"smallest {what} '{name}'", sizes[name]
+
+
+def _exact_two_sided(n: int, margin: float, alpha: float) -> float:
+    """The two-sided level whose lower end holds Tango's test at exact size `alpha` on n."""
+    from compressgate.gates.noninferiority import exact_alpha
+
+    if not 0 < margin < 1:
+        return 1 - 2 * alpha
+    return 1 - 2 * exact_alpha(n, margin, alpha)
+
+
+def _exact_required(
+    n: int | None, sizes: Sequence[int], margin: float, alpha: float, plan: Planning
+) -> int | None:
+    """From `n`, the smallest size reaching the target at the nominal level, a size (of the
+    smallest group, the others scaled alike) that reaches it at its own exact levels: never
+    below `n`, as an exact level is never above the nominal one. Stepped up by 1% until it
+    does (each level costs about a second, so not every size is tried): a few samples less may
+    reach the target too."""
+    n0 = min(sizes)
+    for _ in range(40):
+        if n is None or n > CAP:
+            return None
+        scaled = [max(1, round(m * n / n0)) for m in sizes]
+        levels = {m: _exact_two_sided(m, margin, alpha) for m in set(scaled)}
+        if _Paired(scaled, 0.9, plan.discordance, levels).power(margin) >= plan.power:
+            return n
+        n = max(n + 1, math.ceil(n * 1.01))
+    return None
 
 
 def check_gate(
@@ -241,9 +318,21 @@ def check_gate(
     """
     plan, level = gate.planning, confidence or {}
     if gate.seeds == "mean":
-        return None
+        return _mean_check(gate, sizes, seeds, level.get("paired", 0.95))
     if isinstance(gate, NonInferiorGate) and gate.metric == "accuracy":
         what, threshold, two_sided = "non-inferiority margin", gate.margin, 2 * gate.confidence - 1
+        scope, all_sizes, each = "test split", [sizes.test], ""
+    elif (
+        isinstance(gate, RelativeGate)
+        and gate.metric == "accuracy"
+        and gate.max_drop is not None
+        and gate.max_increase is None
+        and not gate.relative
+        and gate.basis == "interval"
+    ):
+        # Judged as non_inferior on the paired counts (a drop may reach max_drop).
+        c = gate.confidence if gate.confidence is not None else level.get("paired", 0.95)
+        what, threshold, two_sided = "accuracy max_drop", gate.max_drop, 2 * c - 1
         scope, all_sizes, each = "test split", [sizes.test], ""
     elif not isinstance(gate, BoundGate) or gate.basis != "interval":
         return None
@@ -260,15 +349,22 @@ def check_gate(
         return _wilson_check(gate, gate.min, sizes, level.get(_RATES[gate.metric][0], 0.95))
     else:
         return None
-    rule = _Paired(all_sizes, two_sided, plan.discordance)
+    # The judge holds Tango's test at its exact size in every group (`gates.noninferiority`):
+    # the power, the floor and the supported margin are at the judge's levels for these sizes
+    # and this threshold; the size needed is one that reaches the target at its own levels.
+    alpha = 1 - (gate.confidence if isinstance(gate, NonInferiorGate) else (1 + two_sided) / 2)
+    levels = {m: _exact_two_sided(m, threshold, alpha) for m in set(all_sizes)}
+    judged = _Paired(all_sizes, two_sided, plan.discordance, levels)
+    required = _exact_required(
+        judged.required_n(threshold, plan.power), all_sizes, threshold, alpha, plan
+    )
     # non_inferior passes iff lower > -margin; a bound iff the drop's upper end <= max.
     strict = isinstance(gate, NonInferiorGate)
-    judged = rule
-    n, floor = min(all_sizes), tango_floor(min(all_sizes), judged.two_sided)
+    n = min(all_sizes)
+    floor = tango_floor(n, levels[n])
     impossible = threshold <= floor if strict else threshold < floor
     power = 0.0 if impossible else judged.power(threshold)
     supported = judged.supported(plan.power)
-    required = judged.required_n(threshold, plan.power)
     unit = "test samples" if scope == "test split" else f"samples in the {scope}"
     noun = what.split()[-1]
     fixes = [f"{noun} {supported:g} has {plan.power:.0%}"] if supported is not None else []
@@ -280,17 +376,7 @@ def check_gate(
             total = _about(math.ceil(sizes.test * required / n))
             fixes[-1] += f" ({total} test samples in the same proportions)"
     assumed = f"(assuming {100 * plan.discordance:.3g}% discordance{each})"
-    if impossible:
-        message = (
-            f"{what} {threshold:g} can never pass on {n:,} {unit}: even with no disagreement "
-            f"the {noun} must {'exceed' if strict else 'be at least'} {floor:.4f}; "
-            + ", ".join(fixes)
-        )
-    elif power < plan.power:
-        message = f"{what} {threshold:g} on {n:,} {unit} has {power:.0%} power {assumed}; "
-        message += ", ".join(fixes)
-    else:
-        message = f"power {power:.0%} for {what} {threshold:g} on {n:,} {unit} {assumed}"
+    message = _message(what, threshold, n, unit, strict, floor, power, plan.power, fixes, assumed)
     # Under `every`, all seeds must pass: their verdicts on one shared test split are positively
     # associated (Harris), so the per-seed power to the k-th is a floor of it, and the figure
     # for test splits drawn apart (`every_seed_pass_probability` for a planned overlap).
@@ -315,6 +401,107 @@ def check_gate(
         message=message,
         seeds=seeds if gate.seeds == "every" else 1,
         power_all_seeds=all_seeds,
+    )
+
+
+def mean_pass_probability(
+    n: int, margin: float, two_sided: float, discordance: float, seeds: int
+) -> float | None:
+    """The power of a `seeds: mean` gate on accuracy's paired difference for a truly equal
+    candidate, k seeds sharing one test split of n samples (the seeds × samples interval,
+    `compressgate.evaluators.seeds.crossed_mean`, at two-sided `two_sided`): a floor of it.
+
+    When the seeds agree on every sample the interval is Tango's on one seed's counts, so the
+    power is exactly `pass_probability`. When they disagree, the mean is less noisy (it averages
+    k seeds' differences) but the seeds' variance is known to k - 1 degrees of freedom only;
+    simulated with k = 3 on 450 samples at 2% discordance, less agreement gave more power
+    (82% when the seeds agree, 83-88% when they share a sign on half the disagreements or on
+    none), so with 3 seeds or more the agreeing case is the least favourable and its power the
+    floor given. With 2 seeds a t on 1 degree of freedom can take most of it (61% where the
+    seeds agreed gave 85%): None, not known.
+    """
+    if seeds < 3:
+        return None
+    return pass_probability(n, margin, two_sided, discordance)
+
+
+def _mean_check(
+    gate: GateSpec, sizes: SampleSizes, seeds: int, confidence: float
+) -> PowerCheck | None:
+    """The power of `seeds: mean` on accuracy's paired difference (`mean_pass_probability`,
+    at the least favourable agreement between seeds)."""
+    if seeds < 2 or gate.metric != "accuracy":
+        return None
+    if isinstance(gate, NonInferiorGate):
+        what, threshold, c, strict = "non-inferiority margin", gate.margin, gate.confidence, True
+    elif (
+        isinstance(gate, RelativeGate)
+        and gate.max_drop is not None
+        and gate.max_increase is None
+        and not gate.relative
+        and gate.basis == "interval"
+    ):
+        c = gate.confidence if gate.confidence is not None else confidence
+        what, threshold, strict = "accuracy max_drop", gate.max_drop, False
+    else:
+        return None
+    plan, n, alpha = gate.planning, sizes.test, 1 - c
+    level = _exact_two_sided(n, threshold, alpha)  # as the judge (gates.review._mean)
+    floor = tango_floor(n, level)  # no disagreement at all: Tango's interval at b = c = 0
+    impossible = threshold <= floor if strict else threshold < floor
+    unit = f"test samples shared by {seeds} seeds"
+    noun = what.split()[-1]
+    found = mean_pass_probability(n, threshold, level, plan.discordance, seeds)
+    if found is None:
+        power: float | None = None
+        supported, required = None, None
+        message = (
+            f"{what} {threshold:g} on the mean of {seeds} seeds: power not known (the seeds' "
+            "variance is known to 1 degree of freedom: simulated, the power fell to 61% where "
+            "one seed's was 85%); use 3 seeds or more, or 'seeds: every'"
+        )
+        underpowered = True
+    else:
+        # The agreeing case is one seed's Tango test at the judge's level: as for one seed.
+        single = _Paired([n], level, plan.discordance, {n: level})
+        power = 0.0 if impossible else found
+        supported = single.supported(plan.power)
+        required = _exact_required(
+            _Paired([n], 1 - 2 * alpha, plan.discordance).required_n(threshold, plan.power),
+            [n],
+            threshold,
+            alpha,
+            plan,
+        )
+        fixes = [f"{noun} {supported:g} has {plan.power:.0%}"] if supported is not None else []
+        fixes.append(
+            f"or use {_about(required)} {unit}" if required else f"no n up to {CAP:,} does"
+        )
+        assumed = (
+            f"(mean of {seeds} seeds, assuming {100 * plan.discordance:.3g}% discordance "
+            "per seed; at least this whatever the seeds' agreement)"
+        )
+        message = _message(
+            what, threshold, n, unit, strict, floor, power, plan.power, fixes, assumed
+        )
+        underpowered = impossible or power < plan.power
+    return PowerCheck(
+        gate=gate.name,
+        metric=gate.metric,
+        rule=gate.rule,
+        n=n,
+        scope="test split",
+        threshold=threshold,
+        floor=floor,
+        impossible=impossible,
+        power=power,
+        supported=supported,
+        required_n=required,
+        underpowered=underpowered,
+        discordance=plan.discordance,
+        target_power=plan.power,
+        message=message,
+        seeds=seeds,
     )
 
 

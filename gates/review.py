@@ -208,7 +208,7 @@ def decide(
     if gate.seeds == "mean" and judging == 1:
         headline = _mean_v1(gate, candidates, baselines, differences, changes or {})
     elif gate.seeds == "mean":
-        headline = _mean(gate, candidates, baselines, differences, samples)
+        headline = _mean(gate, candidates, baselines, differences, samples, exact=judging >= 3)
     else:
         paired = isinstance(gate, NonInferiorGate) and gate.metric == "accuracy"
         scores: list[float | None] = (
@@ -278,6 +278,8 @@ def _mean(
     baselines: Sequence[Estimate | None],
     differences: Sequence[float] | None,
     samples: Sequence[SeedSamples | None] | None,
+    *,
+    exact: bool = True,
 ) -> Judgement:
     """The gate judged on the interval of the mean over the seeds (module docstring)."""
     import numpy as np
@@ -305,6 +307,15 @@ def _mean(
     candidate, baseline = split
     per_sample = candidate - baseline if paired else candidate
     low, high = (-1.0, 1.0) if paired else (0.0, 1.0)
+    margin = _accuracy_margin(gate)
+    if exact and paired and margin is not None:
+        # When the seeds agree on every sample the interval is Tango's on one seed's counts,
+        # whose asymptotic level passes too often where few pairs are discordant: held at the
+        # level that keeps Tango's exact size on n samples (gates.noninferiority), as a single
+        # seed's is (judging 2 used 2c - 1).
+        from compressgate.gates.noninferiority import exact_alpha
+
+        level = round(1 - 2 * exact_alpha(per_sample.shape[1], margin, 1 - confidence), 12)
     crossed = crossed_mean(per_sample, level, lowest=low, highest=high)
     degrees = (
         f"the seeds' variance with {crossed.seeds - 1} df"
@@ -330,6 +341,18 @@ def _mean(
         )
     judged = judge(gate, metrics, {}, {})
     return judged.model_copy(update={"note": f"{judged.note} ({interval.method})"})
+
+
+def _accuracy_margin(gate: GateSpec) -> float | None:
+    """The margin of a gate on accuracy's paired difference (non_inferior, or relative with an
+    absolute max_drop); None for others."""
+    if gate.metric != "accuracy":
+        return None
+    if isinstance(gate, NonInferiorGate):
+        return gate.margin
+    if isinstance(gate, RelativeGate) and not gate.relative and gate.max_increase is None:
+        return gate.max_drop
+    return None
 
 
 # Disjoint splits make the seeds' estimates independent, and the Student t interval over them the

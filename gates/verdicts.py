@@ -42,8 +42,12 @@ Verdict = Literal["pass", "fail"]
 # read the evaluator's interval as it was, `relative` and `non_inferior` on other metrics than
 # accuracy held the candidate's interval against the baseline's estimate. 2: the one meaning of
 # confidence (each rule reads a one-sided bound at it), changes judged on paired intervals,
-# `seeds: mean` over seeds and test samples crossed.
-JUDGING = 2
+# `seeds: mean` over seeds and test samples crossed. 3: as 2, and Tango's non-inferiority test at
+# the nominal level that holds its exact size (`gates.noninferiority`; 2 ran it at 1 - confidence)
+# wherever it decides: `non_inferior` and `relative` drops on accuracy (the latter on the paired
+# counts, not the reported interval), worst-group and worst-class drop bounds (on each group's
+# recorded counts), `seeds: mean` on accuracy.
+JUDGING = 3
 
 
 def recording(gate: GateSpec) -> dict[str, object]:
@@ -57,7 +61,8 @@ def recorded_rule(rule: Mapping[str, object]) -> tuple[GateSpec, int]:
 
     found = dict(rule)
     version = found.pop("judging", 1)
-    if not isinstance(version, int) or isinstance(version, bool) or version not in (1, JUDGING):
+    known = range(1, JUDGING + 1)
+    if not isinstance(version, int) or isinstance(version, bool) or version not in known:
         raise ValueError(f"unknown judging method {version!r} in a recorded rule")
     gate: GateSpec = TypeAdapter(GateSpec).validate_python(found)
     return gate, version
@@ -104,11 +109,64 @@ def judge(
 
         return legacy.judge_v1(gate, found, baseline, evaluations)
     if isinstance(gate, NonInferiorGate):
-        return _non_inferior(gate, found, metrics, baseline, evaluations.get("paired"))
+        paired = evaluations.get("paired")
+        return _non_inferior(gate, found, metrics, baseline, paired, exact=judging >= 3)
     if isinstance(gate, BoundGate):
+        counts = _drop_counts(gate, evaluations) if judging >= 3 else None
+        if counts is not None:
+            return _drop_bound(gate, found, counts)
         return _bound(gate, found)
     assert isinstance(gate, RelativeGate)
+    if judging >= 3 and _paired_accuracy_drop(gate, evaluations.get("paired")):
+        paired = evaluations["paired"]
+        assert isinstance(paired, PairedResult) and gate.max_drop is not None
+        margin = NonInferiorGate(
+            name=gate.name,
+            owner=gate.owner,
+            metric="accuracy",
+            margin=gate.max_drop,
+            confidence=gate.confidence
+            if gate.confidence is not None
+            else one_sided(paired.difference),
+        )
+        return _non_inferior(margin, found, metrics, baseline, paired, at_most=True)
     return _relative(gate, found, metrics, baseline)
+
+
+# The drops a `bound` with `max` reads per group (class), from per-group paired counts.
+_DROP_ROWS = {
+    "fairness.worst_group_accuracy_drop": ("fairness", "groups", "group"),
+    "classes.worst_recall_drop": ("classes", "classes", "class"),
+}
+
+
+def _drop_counts(
+    gate: BoundGate, evaluations: Mapping[str, EvaluationResult]
+) -> list[tuple[str, int, int, int]] | None:
+    """(name, b, c, n) of every group (class) whose drop the gate bounds, when recorded."""
+    where = _DROP_ROWS.get(gate.metric)
+    if where is None or gate.max is None or gate.basis != "interval":
+        return None
+    result = evaluations.get(where[0])
+    rows = getattr(result, where[1], None) if result is not None else None
+    if not rows:
+        return None
+    counts = [(row.name, row.b, row.c, row.n) for row in rows]
+    if any(b is None or c is None for _, b, c, _ in counts):
+        return None  # recorded before the counts were: the interval is read
+    return counts
+
+
+def _paired_accuracy_drop(gate: RelativeGate, paired: EvaluationResult | None) -> bool:
+    """A `relative` gate on accuracy's absolute drop, with the paired counts to test it on."""
+    return (
+        gate.metric == "accuracy"
+        and gate.max_drop is not None
+        and gate.max_increase is None
+        and not gate.relative
+        and gate.basis == "interval"
+        and isinstance(paired, PairedResult)
+    )
 
 
 def one_sided(estimate: Estimate) -> float:
@@ -135,19 +193,27 @@ def _non_inferior(
     metrics: Mapping[str, Estimate],
     baseline: Mapping[str, Estimate],
     paired: EvaluationResult | None,
+    *,
+    exact: bool = True,
+    at_most: bool = False,
 ) -> Judgement:
     if gate.metric == "accuracy" and isinstance(paired, PairedResult):
         # scipy (through paired) only here: reading recorded verdicts must not import it.
         from compressgate.evaluators.paired import non_inferiority_counts
+        from compressgate.gates.noninferiority import exact_alpha
 
-        # Tango's interval depends on the discordant counts and n only.
+        # Tango's interval depends on the discordant counts and n only; its level is the one
+        # that holds the test's exact size at 1 - confidence (gates.noninferiority; judging 2
+        # ran it at 1 - confidence itself).
         alpha = 1 - gate.confidence
-        nominal = alpha  # the nominal level (its exact size: issue 23, row 7, still open)
+        nominal = exact_alpha(paired.n, gate.margin, alpha) if exact else alpha
         result = non_inferiority_counts(
             paired.b, paired.c, paired.n, margin=gate.margin, alpha=nominal
         )
+        # A `relative` gate's drop may reach max_drop (`at_most`); non_inferior's must stay above.
+        passed = result.lower_bound >= -gate.margin if at_most else result.passed
         return Judgement(
-            verdict="pass" if result.passed else "fail",
+            verdict="pass" if passed else "fail",
             estimate=paired.difference.estimate,
             ci_low=result.lower_bound,
             ci_high=None,
@@ -189,6 +255,44 @@ def _non_inferior(
     end = "" if how.exact else (" lower end" if higher else " upper end")
     note = f"{what}{end} {worst:+.6g} vs {threshold:+g}"
     return _of(evidence, [] if passed else [note], threshold, note)
+
+
+def _drop_bound(
+    gate: BoundGate, found: Estimate, counts: list[tuple[str, int, int, int]]
+) -> Judgement:
+    """`bound` with `max` on the largest drop in any group (class): passes iff every group's own
+    Tango upper bound of its drop is at most `max` (an intersection-union test, no Bonferroni),
+    each at the nominal level that holds its exact size at 1 - confidence on that group's n
+    (`gates.noninferiority`), not the evaluator's asymptotic interval."""
+    from compressgate.evaluators.paired import tango_interval
+    from compressgate.gates.noninferiority import exact_alpha
+
+    assert gate.max is not None
+    # the gate's confidence (the engine records the evaluator's), else the interval's own
+    alpha = 1 - (gate.confidence if gate.confidence is not None else one_sided(found))
+    failures, highest = [], -1.0
+    for name, b, c, n in counts:
+        if n == 0:
+            continue
+        nominal = exact_alpha(n, gate.max, alpha) if 0 < gate.max < 1 else alpha
+        low, _ = tango_interval(b, c, n, 1 - 2 * nominal)
+        upper = -low  # the drop, baseline - candidate, turned around
+        highest = max(highest, upper)
+        if upper > gate.max:
+            failures.append(f"'{name}': drop bound {upper:.6g} > max {gate.max:g}")
+    note = (
+        f"every one's own upper bound of its drop at most {highest:.6g} vs max {gate.max:g} "
+        f"(Tango, each at the level holding its exact size at {alpha:g})"
+    )
+    return Judgement(
+        verdict="fail" if failures else "pass",
+        estimate=found.estimate,
+        ci_low=found.ci_low,
+        ci_high=highest,
+        n=found.n,
+        threshold=gate.max,
+        note="; ".join(failures) if failures else note,
+    )
 
 
 def _bound(gate: BoundGate, found: Estimate) -> Judgement:

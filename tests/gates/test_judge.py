@@ -14,6 +14,7 @@ from compressgate.evaluators.paired import non_inferiority_counts
 from compressgate.evaluators.results import AccuracyResult, Estimate, EvaluationResult
 from compressgate.evaluators.seeds import crossed_mean
 from compressgate.gates.judge import judge_gate
+from compressgate.gates.noninferiority import exact_alpha
 from compressgate.gates.power import (
     SampleSizes,
     check_gate,
@@ -173,7 +174,8 @@ def test_mean_is_judged_on_the_recorded_labels_and_predictions_of_every_seed() -
     )
     run, base, cand = shared_run([0.4, 0.5, 0.6])
     decision = judge_gate(gate, run, "int8", baseline="baseline", decided_at=WHEN)
-    expected = crossed_mean(cand - base, 0.90, lowest=-1.0, highest=1.0)
+    level = 1 - 2 * exact_alpha(cand.shape[1], 0.03, 0.05)  # as the judge holds Tango's size
+    expected = crossed_mean(cand - base, level, lowest=-1.0, highest=1.0)
     assert decision.ci_low == pytest.approx(expected.ci_low)
     assert decision.ci_high == pytest.approx(expected.ci_high)
     assert decision.estimate == pytest.approx(float(np.mean(cand - base)))

@@ -18,7 +18,7 @@ import pytest
 from tests.helpers.statsim.common import Options
 
 FOLDER = Path(__file__).resolve().parents[1] / "helpers" / "statsim"
-FAMILIES = ("accuracy", "seeds", "fairness", "calibration", "latency", "relative", "power")
+FAMILIES = ("accuracy", "seeds", "fairness", "calibration", "latency")
 PRESENT = [f for f in FAMILIES if (FOLDER / f"{f}.py").exists()]
 
 

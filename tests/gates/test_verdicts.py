@@ -9,6 +9,7 @@ import pytest
 
 from compressgate.evaluators.paired import non_inferiority_counts
 from compressgate.evaluators.results import Estimate, PairedResult
+from compressgate.gates.noninferiority import exact_alpha
 from compressgate.gates.verdicts import JUDGING, judge, recorded_rule, recording
 from compressgate.recipes.manifest import BoundGate, NonInferiorGate, RelativeGate
 
@@ -41,11 +42,19 @@ def test_non_inferiority_on_accuracy_uses_the_paired_counts(
 ) -> None:
     gate = NonInferiorGate(name="g", owner="o", metric="accuracy", margin=margin)
     judged = judge(gate, {"accuracy": est(0.98, 0.96, 0.99)}, {}, {"paired": paired(b, c)})
-    expected = non_inferiority_counts(b, c, 450, margin=margin, alpha=0.05)
+    # Tango's test at the nominal level that holds its exact size at 5% (below 5% at 450)
+    alpha = exact_alpha(450, margin, 0.05)
+    assert alpha < 0.05
+    expected = non_inferiority_counts(b, c, 450, margin=margin, alpha=alpha)
     assert judged.verdict == verdict
     assert judged.ci_low == pytest.approx(expected.lower_bound)
     assert judged.pvalue == pytest.approx(expected.pvalue)
     assert judged.threshold == -margin and judged.n == 450
+    assert f"at nominal {1 - 2 * alpha:.2%} to hold its exact size at 0.05" in judged.note
+    # Judging 2 (a decision recorded before) ran it at the nominal 5%.
+    old = judge(gate, {"accuracy": est(0.98, 0.96, 0.99)}, {}, {"paired": paired(b, c)}, judging=2)
+    nominal = non_inferiority_counts(b, c, 450, margin=margin, alpha=0.05)
+    assert old.ci_low == pytest.approx(nominal.lower_bound) != judged.ci_low
 
 
 def test_non_inferiority_on_another_metric_reads_the_paired_change_not_the_baseline_estimate() -> (
@@ -202,8 +211,9 @@ def test_a_decision_records_its_judging_method_and_an_old_one_is_judged_by_its_o
     (no `judging` in its rule) is re-derived by the method of then, a new one by today's."""
     gate = RelativeGate(name="g", owner="o", metric="accuracy", max_drop=0.05)
     recorded = recording(gate)
-    assert recorded["judging"] == JUDGING == 2
-    assert recorded_rule(recorded) == (gate, 2)
+    assert recorded["judging"] == JUDGING == 3
+    assert recorded_rule(recorded) == (gate, 3)
+    assert recorded_rule({**recorded, "judging": 2}) == (gate, 2)
     old = gate.model_dump(mode="json")
     assert recorded_rule(old) == (gate, 1)
     with pytest.raises(ValueError, match="unknown judging method 7"):

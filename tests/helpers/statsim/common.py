@@ -11,6 +11,8 @@ A row is one claim checked by simulation:
 - `power`: the gate passed a truly equal candidate in `measured` of `reps` datasets; `validate`
   said `declared`. Met when |measured - declared| <= 0.05 (the acceptance's ±5 points), widened
   by 2 SE of the simulation itself.
+- `power floor`: `validate` said the power is at least `declared` (the least favourable case
+  of its planning model); met when measured >= declared - 0.05 - 2 SE.
 
 SE is the binomial standard error sqrt(p (1 - p) / reps) at the declared rate (at the measured
 one for power), so that a rate of exactly 0 does not claim a zero error.
@@ -23,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-Quantity = Literal["false pass", "coverage", "power"]
+Quantity = Literal["false pass", "coverage", "power", "power floor"]
 
 
 @dataclass(frozen=True)
@@ -62,7 +64,7 @@ class Row:
 
     @property
     def se(self) -> float:
-        at = self.measured if self.quantity == "power" else self.declared
+        at = self.measured if self.quantity.startswith("power") else self.declared
         return binomial_se(at, self.reps)
 
     @property
@@ -71,6 +73,8 @@ class Row:
             return self.measured <= self.declared + 2 * self.se
         if self.quantity == "coverage":
             return self.measured >= self.declared - 2 * self.se
+        if self.quantity == "power floor":
+            return self.measured >= self.declared - 0.05 - 2 * self.se
         return abs(self.measured - self.declared) <= 0.05 + 2 * self.se
 
     def as_dict(self) -> dict[str, Any]:

@@ -29,7 +29,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from compressgate.evaluators import fairness
-from compressgate.evaluators.results import Estimate
+from compressgate.evaluators.paired import discordant
+from compressgate.evaluators.results import Estimate, FairnessResult, GroupRow
 from compressgate.gates.power import SampleSizes, check_gate
 from compressgate.gates.verdicts import judge
 from compressgate.recipes.evaluation import FairnessSpec
@@ -88,6 +89,17 @@ class World:
         )
         return {"fairness.worst_group_accuracy_drop": worst}
 
+    def worst_drop_judged(self, gate: BoundGate, base_right: np.ndarray, right: np.ndarray) -> bool:
+        """Whether `judge` passes `gate` on the worst drop and on the per-group counts the
+        fairness evaluator records with it (what the judge reads: `gates.verdicts`)."""
+        rows = []
+        for code in range(self.size):
+            mask = self.codes == code
+            b, c, m = discordant(base_right[mask], right[mask])
+            rows.append(GroupRow.model_construct(name=str(code), n=m, b=b, c=c))
+        evaluations = {"fairness": FairnessResult.model_construct(groups=rows)}
+        return judge(gate, self.worst_drop(base_right, right), {}, evaluations).verdict == "pass"
+
 
 def parity_data(
     rng: np.random.Generator, world: World, fair: bool, metric: str
@@ -145,8 +157,7 @@ def drop_rows(options: Options, n: int, size: int, salt: int) -> list[Row]:
     reps = options.reps(2000)
     worst = gate("worst_group_accuracy_drop")
     boundary = sum(
-        judge(worst, world.worst_drop(*drop_data(rng, world, MAX, 0.01)), {}, {}).verdict == "pass"
-        for _ in range(reps)
+        world.worst_drop_judged(worst, *drop_data(rng, world, MAX, 0.01)) for _ in range(reps)
     )
     rows = [
         Row(
@@ -165,8 +176,7 @@ def drop_rows(options: Options, n: int, size: int, salt: int) -> list[Row]:
     check = check_gate(worst, sizes, confidence={"fairness": SPEC.confidence})
     assert check is not None and check.power is not None
     equal = sum(
-        judge(worst, world.worst_drop(*drop_data(rng, world, 0.0, 0.01)), {}, {}).verdict == "pass"
-        for _ in range(reps)
+        world.worst_drop_judged(worst, *drop_data(rng, world, 0.0, 0.01)) for _ in range(reps)
     )
     rows.append(
         Row(

@@ -21,7 +21,14 @@ model (the audit's zero-width t interval). A `bound` on accuracy is checked the 
 
 The power of `every` on a shared split: a truly equal candidate, each seed disagreeing with its
 baseline on fragile samples (`gates.power.every_seed_pass_probability`'s planning model), must
-pass as often as that function says; on disjoint splits, the per-seed power to the k-th.
+pass as often as that function says; on disjoint splits, the per-seed power to the k-th. Both at
+the level the judge holds Tango's test at (its exact size, `gates.noninferiority`).
+
+The power of `mean` (`gates.power.mean_pass_probability`): every seed disagrees with its baseline
+on the same 2% of the samples; on each such sample the seeds' differences share one sign with
+probability a (the agreement), else each seed's is its own. At a = 1 the seeds agree on every
+sample and `validate`'s figure is exact (within 5 points); at a < 1 it is a floor (the measured
+power at least the declared less 5 points).
 """
 
 from __future__ import annotations
@@ -36,7 +43,13 @@ from compressgate.evaluators.base import wilson
 from compressgate.evaluators.paired import discordant, tango_estimate
 from compressgate.evaluators.results import AccuracyResult, Estimate, EvaluationResult, PairedResult
 from compressgate.gates.judge import judge_gate
-from compressgate.gates.power import every_seed_pass_probability, pass_probability
+from compressgate.gates.noninferiority import exact_alpha
+from compressgate.gates.power import (
+    SampleSizes,
+    check_gate,
+    every_seed_pass_probability,
+    pass_probability,
+)
 from compressgate.gates.verdicts import JUDGING
 from compressgate.recipes.manifest import BoundGate, GateSpec, NonInferiorGate
 from tests.helpers.statsim.common import Options, Row
@@ -272,6 +285,8 @@ def rows_by(options: Options, judging: int) -> list[Row]:
         )
     )
     out += _power(rng, options, judging)
+    if judging >= 3:
+        out += _mean_power(rng, options, judging)
     return out
 
 
@@ -303,10 +318,62 @@ class Fragile:
         return seeds
 
 
+@dataclass(frozen=True)
+class Agreeing:
+    """A truly equal candidate under `mean`: every seed disagrees with its baseline on the same
+    `discordance` of the samples, sharing one direction there with probability `agreement`."""
+
+    k: int
+    discordance: float
+    agreement: float
+
+    def draw(self, rng: np.random.Generator) -> list[Seed]:
+        labels = rng.integers(0, CLASSES, size=N)
+        fragile = rng.random(N) < self.discordance
+        common = rng.random(N) < self.agreement
+        shared = rng.random(N) < 0.5
+        seeds = []
+        for _ in range(self.k):
+            baseline_right = np.where(common, shared, rng.random(N) < 0.5)
+            baseline = np.where(fragile, baseline_right, True)
+            candidate = np.where(fragile, ~baseline_right, True)
+            seeds.append(Seed(labels, None, baseline, candidate))
+        return seeds
+
+
+def _mean_power(rng: np.random.Generator, options: Options, judging: int) -> list[Row]:
+    reps = options.reps(600)
+    out = []
+    gate = non_inferior("mean")
+    for k, agreement in ((3, 1.0), (3, 0.5), (3, 0.0), (5, 0.0)):
+        check = check_gate(gate, SampleSizes(test=N), seeds=k)
+        assert check is not None and check.power is not None
+        population = Agreeing(k=k, discordance=0.02, agreement=agreement)
+        draws = [population.draw(rng) for _ in range(reps)]
+        rate, notes = pass_rate(gate, draws, judging)
+        out.append(
+            Row(
+                FAMILY,
+                f"mean, non_inferior accuracy, k={k}, shared test split: truly equal, "
+                f"agreement {agreement:g}",
+                "power" if agreement == 1.0 else "power floor",
+                check.power,
+                rate,
+                reps,
+                N,
+                note="declared: gates.power.check_gate (2% discordance per seed)",
+                extra={"notes": notes},
+            )
+        )
+    return out
+
+
 def _power(rng: np.random.Generator, options: Options, judging: int) -> list[Row]:
     reps = options.reps(1_200)
     out = []
     discordance = 0.03
+    # the judge's level: Tango's test at its exact size (judging 3; 2 and 1 ran it at LEVEL)
+    level = 1 - 2 * exact_alpha(N, MARGIN, 1 - CONFIDENCE) if judging >= 3 else LEVEL
     for population, what in (
         (Fragile(k=3, discordance=discordance, overlap=0.5), "half the disagreements shared"),
         (Fragile(k=3, discordance=discordance, overlap=1.0), "every seed on the same samples"),
@@ -316,10 +383,10 @@ def _power(rng: np.random.Generator, options: Options, judging: int) -> list[Row
         rate, notes = pass_rate(non_inferior("every"), draws, judging)
         if population.shared:
             declared = every_seed_pass_probability(
-                N, MARGIN, LEVEL, discordance, population.k, overlap=population.overlap
+                N, MARGIN, level, discordance, population.k, overlap=population.overlap
             )
         else:
-            declared = pass_probability(N, MARGIN, LEVEL, discordance) ** population.k
+            declared = pass_probability(N, MARGIN, level, discordance) ** population.k
         split = "shared test split" if population.shared else "disjoint test splits"
         out.append(
             Row(
@@ -331,7 +398,7 @@ def _power(rng: np.random.Generator, options: Options, judging: int) -> list[Row
                 reps,
                 N,
                 note=f"truly equal, {discordance:.0%} discordance; per seed "
-                f"{pass_probability(N, MARGIN, LEVEL, discordance):.1%}",
+                f"{pass_probability(N, MARGIN, level, discordance):.1%}",
                 extra={"notes": notes},
             )
         )
