@@ -251,6 +251,8 @@ class ShiftRow(BaseModel):
     accuracy_difference: Estimate | None = None
     ece: Estimate
     agreement: Estimate | None = None
+    b: int | None = Field(default=None, description="samples only the baseline got right")
+    c: int | None = Field(default=None, description="samples only the candidate got right")
 
 
 class RobustnessResult(Result):

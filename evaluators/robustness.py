@@ -122,6 +122,8 @@ class Robustness(Evaluator[RobustnessSpec]):
                             "agreement": wilson(
                                 int(np.sum(base_predicted == predicted)), n, spec.interval_level
                             ),
+                            "b": b,
+                            "c": c,
                         }
                     )
                 rows.append(row)

@@ -46,7 +46,7 @@ Verdict = Literal["pass", "fail"]
 # the nominal level that holds its exact size (`gates.noninferiority`; 2 ran it at 1 - confidence)
 # wherever it decides: `non_inferior` and `relative` drops on accuracy (the latter on the paired
 # counts, not the reported interval), worst-group and worst-class drop bounds (on each group's
-# recorded counts), `seeds: mean` on accuracy.
+# recorded counts), the same gates on robustness shifts (`_shift_test`), `seeds: mean` on accuracy.
 JUDGING = 3
 
 
@@ -108,6 +108,8 @@ def judge(
         from compressgate.gates import legacy
 
         return legacy.judge_v1(gate, found, baseline, evaluations)
+    if judging >= 3 and (shifted := _shift_test(gate, metrics, evaluations)) is not None:
+        return shifted
     if isinstance(gate, NonInferiorGate):
         paired = evaluations.get("paired")
         return _non_inferior(gate, found, metrics, baseline, paired, exact=judging >= 3)
@@ -155,6 +157,98 @@ def _drop_counts(
     if any(b is None or c is None for _, b, c, _ in counts):
         return None  # recorded before the counts were: the interval is read
     return counts
+
+
+def _shift_counts(
+    name: str, evaluations: Mapping[str, EvaluationResult]
+) -> list[tuple[str, int, int, int]] | None:
+    """(shift, b, c, n) behind a robustness difference `name` (one shift and severity, or every
+    one for the worst), when recorded; None otherwise."""
+    result = evaluations.get("robustness")
+    rows = getattr(result, "shifts", None) if result is not None else None
+    if not rows:
+        return None
+    if name != "robustness.worst_accuracy_difference":
+        rows = [r for r in rows if name == f"robustness.{r.kind}.s{r.level}.accuracy_difference"]
+    counts = [(f"{r.kind}.s{r.level}", r.b, r.c, r.accuracy.n) for r in rows]
+    if not counts or any(b is None or c is None for _, b, c, _ in counts):
+        return None  # recorded before the counts were: the interval is read
+    return counts
+
+
+def _shift_test(
+    gate: GateSpec, metrics: Mapping[str, Estimate], evaluations: Mapping[str, EvaluationResult]
+) -> Judgement | None:
+    """A gate on a robustness accuracy difference judged on the recorded counts: Tango's test
+    that the difference is above -margin, at the level holding its exact size, for every shift
+    it covers (the worst: each shift's own, an intersection-union test). `non_inferior` and a
+    `relative` absolute drop on `robustness.<shift>.s<k>.accuracy`, and a `bound` with a
+    negative `min` on a difference; None for any other gate (judged as before)."""
+    metric, strict = gate.metric, True
+    if isinstance(gate, NonInferiorGate) and metric.startswith("robustness."):
+        name, margin = f"{metric}_difference", gate.margin
+    elif (
+        isinstance(gate, RelativeGate)
+        and metric.startswith("robustness.")
+        and gate.max_drop is not None
+        and gate.max_increase is None
+        and not gate.relative
+        and gate.basis == "interval"
+    ):
+        name, margin, strict = f"{metric}_difference", gate.max_drop, False
+    elif (
+        isinstance(gate, BoundGate)
+        and metric.startswith("robustness.")
+        and metric.endswith("accuracy_difference")
+        and gate.min is not None
+        and gate.min < 0
+        and gate.max is None
+        and gate.basis == "interval"
+    ):
+        name, margin, strict = metric, -gate.min, False
+    else:
+        return None
+    found, counts = metrics.get(name), _shift_counts(name, evaluations)
+    if found is None or counts is None or not 0 < margin < 1:
+        return None
+    alpha = 1 - (gate.confidence if gate.confidence is not None else one_sided(found))
+    ends = _lower_ends(counts, margin, alpha)
+    failures = [
+        f"'{label}': lower bound {low:+.6g} vs {-margin:+g}"
+        for label, low in ends
+        if (low <= -margin if strict else low < -margin)
+    ]
+    lowest = min(low for _, low in ends)
+    note = (
+        f"every shift's own lower bound of the difference at least {lowest:+.6g} vs {-margin:+g} "
+        f"(Tango, each at the level holding its exact size at {alpha:g})"
+    )
+    return Judgement(
+        verdict="fail" if failures else "pass",
+        estimate=found.estimate,
+        ci_low=lowest,
+        ci_high=None,
+        n=found.n,
+        threshold=-margin,
+        note="; ".join(failures) if failures else note,
+    )
+
+
+def _lower_ends(
+    counts: list[tuple[str, int, int, int]], margin: float, alpha: float
+) -> list[tuple[str, float]]:
+    """Each (label, Tango's lower bound of candidate - baseline) from its counts, at the nominal
+    level that holds the test against -margin at exact size `alpha` on its n."""
+    from compressgate.evaluators.paired import tango_interval
+    from compressgate.gates.noninferiority import exact_alpha
+
+    ends = []
+    for label, b, c, n in counts:
+        if n == 0:
+            continue
+        nominal = exact_alpha(n, margin, alpha) if 0 < margin < 1 else alpha
+        ends.append((label, tango_interval(b, c, n, 1 - 2 * nominal)[0]))
+    return ends
 
 
 def _paired_accuracy_drop(gate: RelativeGate, paired: EvaluationResult | None) -> bool:
@@ -264,18 +358,11 @@ def _drop_bound(
     Tango upper bound of its drop is at most `max` (an intersection-union test, no Bonferroni),
     each at the nominal level that holds its exact size at 1 - confidence on that group's n
     (`gates.noninferiority`), not the evaluator's asymptotic interval."""
-    from compressgate.evaluators.paired import tango_interval
-    from compressgate.gates.noninferiority import exact_alpha
-
     assert gate.max is not None
     # the gate's confidence (the engine records the evaluator's), else the interval's own
     alpha = 1 - (gate.confidence if gate.confidence is not None else one_sided(found))
     failures, highest = [], -1.0
-    for name, b, c, n in counts:
-        if n == 0:
-            continue
-        nominal = exact_alpha(n, gate.max, alpha) if 0 < gate.max < 1 else alpha
-        low, _ = tango_interval(b, c, n, 1 - 2 * nominal)
+    for name, low in _lower_ends(counts, gate.max, alpha):
         upper = -low  # the drop, baseline - candidate, turned around
         highest = max(highest, upper)
         if upper > gate.max:

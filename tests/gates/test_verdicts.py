@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 
 from compressgate.evaluators.paired import non_inferiority_counts
-from compressgate.evaluators.results import Estimate, PairedResult
+from compressgate.evaluators.results import (
+    Estimate,
+    EvaluationResult,
+    PairedResult,
+    RobustnessResult,
+    ShiftRow,
+)
 from compressgate.gates.noninferiority import exact_alpha
 from compressgate.gates.verdicts import JUDGING, judge, recorded_rule, recording
 from compressgate.recipes.manifest import BoundGate, NonInferiorGate, RelativeGate
@@ -226,3 +232,47 @@ def test_a_decision_records_its_judging_method_and_an_old_one_is_judged_by_its_o
     # Now: the paired interval of the change, which this evidence lacks.
     now = judge(gate, candidate, baseline, {})
     assert now.verdict == "fail" and "'paired.accuracy_difference'" in now.note
+
+
+def _shifts(*counts: tuple[int, int]) -> dict[str, EvaluationResult]:
+    rows = [
+        ShiftRow.model_construct(
+            kind="gaussian_noise",
+            level=level,
+            accuracy=est(0.9, 0.88, 0.92),
+            b=b,
+            c=c,
+        )
+        for level, (b, c) in enumerate(counts, start=1)
+    ]
+    return {"robustness": RobustnessResult.model_construct(shifts=rows)}
+
+
+def test_a_robustness_accuracy_gate_tests_the_shifts_counts_at_exact_size() -> None:
+    """Tango's interval the evaluator reports is asymptotic; the gate tests the recorded counts
+    at the level holding the test's exact size, as for accuracy itself."""
+    gate = NonInferiorGate(
+        name="g", owner="o", metric="robustness.gaussian_noise.s1.accuracy", margin=0.02
+    )
+    reported = {
+        "robustness.gaussian_noise.s1.accuracy": est(0.9, 0.88, 0.92),
+        # an interval the judge must not read: its lower end passes
+        "robustness.gaussian_noise.s1.accuracy_difference": est(-0.0133, -0.0199, 0.0),
+    }
+    judged = judge(gate, reported, {}, _shifts((9, 3)))
+    level = 1 - 2 * exact_alpha(450, 0.02, 0.05)
+    expected = non_inferiority_counts(9, 3, 450, margin=0.02, alpha=(1 - level) / 2)
+    assert judged.ci_low == pytest.approx(expected.lower_bound)
+    assert judged.verdict == ("pass" if expected.passed else "fail") == "fail"
+    assert judged.threshold == -0.02 and "gaussian_noise.s1" in judged.note
+    # Judging 2 read the reported interval.
+    assert judge(gate, reported, {}, _shifts((9, 3)), judging=2).verdict == "pass"
+
+
+def test_a_worst_shift_floor_passes_only_if_every_shift_does() -> None:
+    gate = BoundGate(name="g", owner="o", metric="robustness.worst_accuracy_difference", min=-0.05)
+    worst = {"robustness.worst_accuracy_difference": est(-0.01, -0.03, 0.01)}
+    assert judge(gate, worst, {}, _shifts((3, 3), (4, 2))).verdict == "pass"
+    failing = judge(gate, worst, {}, _shifts((3, 3), (40, 2)))
+    assert failing.verdict == "fail" and "'gaussian_noise.s2'" in failing.note
+    assert failing.ci_low is not None and failing.ci_low < -0.05

@@ -30,7 +30,14 @@ from functools import cache
 import numpy as np
 
 from compressgate.evaluators.paired import tango_estimate
-from compressgate.evaluators.results import Estimate, FairnessResult, GroupRow, PairedResult
+from compressgate.evaluators.results import (
+    Estimate,
+    FairnessResult,
+    GroupRow,
+    PairedResult,
+    RobustnessResult,
+    ShiftRow,
+)
 from compressgate.gates.noninferiority import exact_size
 from compressgate.gates.power import SampleSizes, check_gate
 from compressgate.gates.verdicts import judge
@@ -108,6 +115,25 @@ def _pass_rate(gate: GateSpec, n: int, counts: np.ndarray) -> float:
         paired = paired_result(b, c, n)
         metrics = {"accuracy": ACCURACY, "paired.accuracy_difference": paired.difference}
         return judge(gate, metrics, {}, {"paired": paired}).verdict == "pass"
+
+    return float(np.mean([passes(int(b), int(c)) for b, c in counts]))
+
+
+def _shift_pass_rate(gate: NonInferiorGate, n: int, counts: np.ndarray) -> float:
+    """How often `judge` passes a gate on a shifted copy's accuracy, on the robustness
+    evaluator's record of each draw (its counts, and the Tango interval it reports)."""
+
+    @cache
+    def passes(b: int, c: int) -> bool:
+        row = ShiftRow.model_construct(
+            kind="gaussian_noise", level=1, accuracy=ACCURACY.model_copy(update={"n": n}), b=b, c=c
+        )
+        metrics = {
+            gate.metric: ACCURACY,
+            f"{gate.metric}_difference": tango_estimate(b, c, n, 2 * CONFIDENCE - 1),
+        }
+        evidence = {"robustness": RobustnessResult.model_construct(shifts=[row])}
+        return judge(gate, metrics, {}, evidence).verdict == "pass"
 
     return float(np.mean([passes(int(b), int(c)) for b, c in counts]))
 
@@ -195,6 +221,27 @@ def rows(options: Options) -> list[Row]:
                 n=n,
             )
         )
+    # the same test on a robustness shift's recorded counts
+    shifted = NonInferiorGate(
+        name="robust",
+        owner="o",
+        metric="robustness.gaussian_noise.s1.accuracy",
+        margin=0.02,
+        confidence=CONFIDENCE,
+    )
+    rate = _shift_pass_rate(shifted, 450, _counts(rng, 450, 0.02, 0.0, reps))
+    out.append(
+        Row(
+            FAMILY,
+            "non_inferior robustness accuracy (one shift), margin 0.02, worse by it, "
+            "fixes none of the baseline's errors",
+            "false pass",
+            1 - CONFIDENCE,
+            rate,
+            reps,
+            n=450,
+        )
+    )
     # worst-group drop: one group at the boundary fixing none of its errors, others unchanged
     for sizes, limit in [((203, 247), 0.05), ((112, 112, 113, 113), 0.05), ((1000, 1000), 0.02)]:
         draws = [_counts(rng, sizes[0], limit, 0.0, reps)]
