@@ -38,3 +38,17 @@ def test_lock_pins_every_declared_dependency_exactly() -> None:
 
 def test_examples_carry_the_same_lock() -> None:
     assert (ROOT / "recipes" / "examples" / "requirements.lock").read_bytes() == LOCK.read_bytes()
+
+
+def test_every_package_folder_is_installed() -> None:
+    """pyproject.toml lists the packages by hand (the top-level folders map onto the
+    `compressgate.*` namespace): a folder with an __init__.py left out of the list is missing
+    from the wheel, and every command importing it fails there (registry/workspace was)."""
+    tool = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    roots = {folder: package for package, folder in tool["package-dir"].items()}
+    found = set()
+    for folder, package in roots.items():
+        for init in (ROOT / folder).rglob("__init__.py"):
+            relative = init.parent.relative_to(ROOT / folder)
+            found.add(".".join([package, *relative.parts]))
+    assert sorted(found) == sorted(tool["packages"])

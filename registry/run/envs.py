@@ -257,12 +257,13 @@ def _pip_for(python: Path) -> list[str]:
 
 def _pyproject() -> str:
     return (
-        '[build-system]\nrequires = ["setuptools>=69"]\nbuild-backend = "setuptools.build_meta"\n\n'
+        '[build-system]\nrequires = ["setuptools>=77"]\nbuild-backend = "setuptools.build_meta"\n\n'
         f'[project]\nname = "{DISTRIBUTION}"\nversion = "{_own_version()}"\n'
         'requires-python = ">=3.11"\n\n'
         '[project.scripts]\ncompressgate = "compressgate.registry.cli:main"\n\n'
         '[tool.setuptools.packages.find]\ninclude = ["compressgate*"]\nnamespaces = true\n\n'
         '[tool.setuptools.package-data]\n"*" = ["py.typed", "*.yaml", "*.json", "*.lock", "*.j2"]\n'
+        '"compressgate.reports" = ["templates/*"]\n'
     )
 
 
