@@ -290,8 +290,8 @@ def _exact_required(
     """From `n`, the smallest size reaching the target at the nominal level, a size (of the
     smallest group, the others scaled alike) that reaches it at its own exact levels: never
     below `n`, as an exact level is never above the nominal one. Stepped up by 1% until it
-    does (each level costs about a second, so not every size is tried): a few samples less may
-    reach the target too."""
+    does (each size's exact level is a search of its own; the power saw-tooths in n): a few
+    samples less may reach the target too."""
     n0 = min(sizes)
     for _ in range(40):
         if n is None or n > CAP:
