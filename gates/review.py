@@ -367,15 +367,7 @@ DISJOINT = (
 
 
 def _refused(gate: GateSpec, why: str) -> Judgement:
-    return Judgement(
-        verdict="fail",
-        estimate=None,
-        ci_low=None,
-        ci_high=None,
-        n=None,
-        threshold=None,
-        note=f"'{gate.metric}' cannot be judged on the mean of the seeds: {why}",
-    )
+    return Judgement.failed(f"'{gate.metric}' cannot be judged on the mean of the seeds: {why}")
 
 
 def _split(

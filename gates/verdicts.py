@@ -82,6 +82,19 @@ class Judgement(BaseModel):
     pvalue: float | None = None
     note: str
 
+    @classmethod
+    def failed(cls, note: str) -> Judgement:
+        """A failing judgement with no evidence to show: `note` says why."""
+        return cls(
+            verdict="fail",
+            estimate=None,
+            ci_low=None,
+            ci_high=None,
+            n=None,
+            threshold=None,
+            note=note,
+        )
+
 
 def judge(
     gate: GateSpec,
@@ -95,15 +108,7 @@ def judge(
     by the judging method `judging` (`JUDGING`; 1 re-derives a decision recorded before it)."""
     found = metrics.get(gate.metric)
     if found is None:
-        return Judgement(
-            verdict="fail",
-            estimate=None,
-            ci_low=None,
-            ci_high=None,
-            n=None,
-            threshold=None,
-            note=f"no evidence: '{gate.metric}' was not recorded for this variant",
-        )
+        return Judgement.failed(f"no evidence: '{gate.metric}' was not recorded for this variant")
     if judging == 1:
         from compressgate.gates import legacy
 

@@ -3,15 +3,12 @@ do, each seed is judged against its own baseline, and the decision is the seeds 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-
 import numpy as np
 import pytest
 from scipy import stats
 
 from compressgate.evaluators.paired import non_inferiority_counts
-from compressgate.evaluators.results import AccuracyResult, Estimate, EvaluationResult
+from compressgate.evaluators.results import AccuracyResult, Estimate
 from compressgate.evaluators.seeds import crossed_mean
 from compressgate.gates.judge import judge_gate
 from compressgate.gates.noninferiority import exact_alpha
@@ -25,6 +22,7 @@ from compressgate.gates.review import SeedJudgement, decide, evidence_digest
 from compressgate.gates.verdicts import judge
 from compressgate.recipes.manifest import BoundGate, NonInferiorGate, RelativeGate
 from tests.helpers.statsim import seeds as simulated
+from tests.helpers.statsim.seeds import Run, Stage
 
 RUN = "run-20261123T100000Z-aaaaaa"
 WHEN = "2026-11-23T10:01:00Z"
@@ -39,25 +37,6 @@ def accuracy(value: float) -> Estimate:
         method="wilson",
         higher_is_better=True,
     )
-
-
-@dataclass
-class Stage:
-    artifact_sha256: str | None
-    metrics: Mapping[str, Estimate]
-    evaluations: Mapping[str, EvaluationResult] = field(default_factory=dict)
-
-
-@dataclass
-class Run:
-    """Not the catalog's run record: the gates need nothing of the registry."""
-
-    run_id: str
-    seeds: Sequence[int]
-    stages: dict[tuple[int, str], Stage]
-
-    def stage(self, seed: int, name: str) -> Stage:
-        return self.stages[seed, name]
 
 
 def run_of(baselines: list[float], candidates: list[float]) -> Run:
