@@ -13,12 +13,13 @@ DEMO := .compressgate/demo
 
 venv: $(STAMP)
 
-# uv installs the lock (about 25 s on a fresh machine, where pip took 3 to 7 minutes); it lives in
-# a venv of its own, .uv, so that .venv holds the lock and compressgate and nothing else (the
-# examples' recipes check their environment strictly against the same lock). Everything is
-# compiled to bytecode at install, as pip does, our own editable sources included: where
-# $PYTHONDONTWRITEBYTECODE is set (it is on our machines) nothing would be cached at run time,
-# and every command would compile all it imports again (`import sqlmodel`: 2.3 s instead of 0.9).
+# uv installs the lock, hashes required (about 25 s on a fresh machine, where pip took 3 to 7
+# minutes: bench/envs.py); it lives in a venv of its own, .uv, so that .venv holds the lock and
+# compressgate and nothing else (the examples' recipes check their environment strictly against
+# the same lock). Everything is compiled to bytecode at install, as pip does, our own editable
+# sources included: where $PYTHONDONTWRITEBYTECODE is set (it is on our machines) nothing would
+# be cached at run time, and every command would compile all it imports again (`import
+# sqlmodel`: 2.3 s instead of 0.9).
 UV_VERSION := 0.13.9
 UV := .uv/bin/uv
 
@@ -28,7 +29,7 @@ $(UV):
 
 $(STAMP): requirements.lock pyproject.toml | $(UV)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(UV) pip install --quiet --compile-bytecode --python $(BIN)/python $(FIND_LINKS) -r requirements.lock
+	$(UV) pip install --quiet --compile-bytecode --require-hashes --python $(BIN)/python $(FIND_LINKS) -r requirements.lock
 	$(PIP) install --no-deps --no-build-isolation -e .
 	$(BIN)/python -m compileall -q -j 0 registry recipes gates evaluators reports
 	touch $(STAMP)
@@ -170,13 +171,22 @@ demo-minilm: $(STAMP)
 bench: $(STAMP)
 	@for script in bench/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
 
-# Re-resolve the lock from pyproject.toml in a scratch venv (needs the package registry).
-lock:
-	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
-	.lock-venv/bin/python -m pip install --quiet $(FIND_LINKS) "torch==2.13.0" -e ".[dev,postgres,examples]" setuptools wheel
-	{ sed -n '1,4p' requirements.lock; .lock-venv/bin/python -m pip freeze --all --exclude-editable \
-	  | grep -v -E '^(pip|compressgate)==' | sed 's/^torch==2.13.0+cpu$$/torch==2.13.0/'; } > requirements.lock.new
-	mv requirements.lock.new requirements.lock && rm -rf .lock-venv
+# Re-resolve the lock from pyproject.toml (needs the package registry): every runtime and dev
+# dependency with the postgres and examples extras, for Python 3.11 on x86-64 Linux, each pin with
+# the sha256 of every file that may be installed (`make venv` and the environments compressgate
+# builds install it with hashes required). uv keeps the versions already in the lock unless
+# pyproject.toml asks otherwise (`make lock UPGRADE=--upgrade` moves them all). torch is the CPU
+# build, 2.13.0+cpu, from $(FIND_LINKS): uv, unlike pip, reads no pip configuration, and without
+# it would resolve PyPI's CUDA build (several GB of nvidia-* packages).
+UPGRADE ?=
+lock: | $(UV)
+	printf 'torch==2.13.0+cpu\n' > .torch-cpu.txt
+	$(UV) pip compile pyproject.toml --extra dev --extra postgres --extra examples --extra mlflow \
+	  --generate-hashes $(FIND_LINKS) --constraint .torch-cpu.txt $(UPGRADE) \
+	  --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
+	  --custom-compile-command "make lock" --quiet -o requirements.lock \
+	  || { rm -f .torch-cpu.txt; exit 1; }
+	rm -f .torch-cpu.txt
 	cp requirements.lock recipes/examples/requirements.lock
 
 clean:

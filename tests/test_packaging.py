@@ -2,38 +2,41 @@
 
 from __future__ import annotations
 
-import re
 import tomllib
 from pathlib import Path
+
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+from compressgate.registry.run.environment import Pin, read_lock
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCK = ROOT / "requirements.lock"
 
 
-def normalise(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
+def lock_pins() -> dict[str, Pin]:
+    return {canonicalize_name(pin.name): pin for pin in read_lock(LOCK)}
 
 
-def lock_pins() -> dict[str, str]:
-    pins = {}
-    for line in LOCK.read_text().splitlines():
-        if line and not line.startswith("#"):
-            name, sep, version = line.partition("==")
-            assert sep and version and " " not in line, f"not an exact pin: {line!r}"
-            pins[normalise(name)] = version
-    return pins
-
-
-def test_lock_pins_every_declared_dependency_exactly() -> None:
+def test_lock_pins_every_declared_dependency_exactly_and_hashed() -> None:
+    """Every requirement of pyproject.toml (runtime and extras) is pinned to a version its range
+    admits, with the sha256 of each file that may be installed (`make venv` requires them)."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     declared = list(project["dependencies"])
     for extra in project["optional-dependencies"].values():
         declared += extra
     pins = lock_pins()
-    for requirement in declared:
-        name = normalise(re.split(r"[\[<>=!~ ;]", requirement, maxsplit=1)[0])
-        assert name in pins, f"{requirement} is not pinned in requirements.lock"
-    assert pins["torch"] == "2.13.0"
+    for text in declared:
+        requirement = Requirement(text)
+        pin = pins.get(canonicalize_name(requirement.name))
+        assert pin is not None, f"{text} is not pinned in requirements.lock"
+        assert requirement.specifier.contains(pin.version, prereleases=True), (text, pin.version)
+    unhashed = [pin.name for pin in pins.values() if not pin.hashes]
+    assert not unhashed, f"pins without --hash: {unhashed}"
+    assert all(h.startswith("sha256:") and len(h) == 71 for p in pins.values() for h in p.hashes)
+    # The CPU build (the local wheel), not PyPI's CUDA build and its nvidia-* packages.
+    assert pins["torch"].version == "2.13.0+cpu"
+    assert not [name for name in pins if name.startswith("nvidia-")]
 
 
 def test_examples_carry_the_same_lock() -> None:

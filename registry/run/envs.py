@@ -2,11 +2,17 @@
 
 `ensure(lock, store)` gives the environment of a lock: `STORE/<sha256 of the lock's bytes>/`,
 a virtual environment holding exactly the lock's pins and compressgate itself. It is built in a
-hidden temporary folder beside it (`python -m venv`, `pip install -r LOCK`, with
+hidden temporary folder beside it (`python -m venv`, `uv pip install -r LOCK`, with
 `--require-hashes` when the lock has hashes, then compressgate from a wheel of the running code,
 then the marker file `compressgate-env.json`) and renamed to its digest only when all of that
 succeeded: a build killed half way leaves a `.build-*` folder no run uses, swept by the next
 build of the same lock. A lock file beside each environment serialises builders.
+
+The installer is uv where it is found (the `uv` package installed beside compressgate, else
+`uv` on PATH), pip otherwise; $COMPRESSGATE_INSTALLER=pip|uv chooses (a named one that is absent
+is an error). uv reads no pip configuration: the find-links pip would use ($PIP_FIND_LINKS and
+pip's configuration files) are passed to it, so that a lock pinning a local wheel (torch's CPU
+build) installs the same file either way. bench/envs.py times both, cold and warm.
 
 The store is WORKSPACE/envs unless `--envs` or $COMPRESSGATE_ENVS names another one (tests and
 `reproduce` share one store across workspaces). The code of compressgate inside an environment
@@ -23,6 +29,7 @@ import contextlib
 import fcntl
 import importlib.metadata
 import json
+import logging
 import os
 import re
 import shutil
@@ -30,7 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,7 +51,10 @@ from compressgate.registry.kernel.errors import EnvironmentMismatch, ManifestErr
 from compressgate.registry.kernel.files import write_atomic
 from compressgate.registry.run.environment import Mismatch, Pin, check, installed, read_lock
 
+log = logging.getLogger(__name__)
+
 ENVS_ENV = "COMPRESSGATE_ENVS"
+INSTALLER_ENV = "COMPRESSGATE_INSTALLER"
 MARKER = "compressgate-env.json"
 DISTRIBUTION = "compressgate"
 PACKAGES = ("registry", "recipes", "gates", "evaluators", "reports")
@@ -53,6 +63,7 @@ _VENV_OWN = frozenset({"pip"})
 _PIP = ("-m", "pip", "--disable-pip-version-check", "--no-input")
 _WHEEL = ("--no-deps", "--no-build-isolation", "-q", "-w")
 _SELF = ("-q", "--no-deps", "--no-index", "--force-reinstall")
+_SELF_UV = ("-q", "--no-deps", "--no-index", "--reinstall")
 
 
 @dataclass(frozen=True)
@@ -133,6 +144,91 @@ def _complete(path: Path, digest: str) -> Env | None:
     return Env(digest, path, marker)
 
 
+@dataclass(frozen=True)
+class Installer:
+    """What installs packages into an environment: uv (`command` is its binary) or the running
+    interpreter's pip."""
+
+    name: str  # "uv" or "pip"
+    command: tuple[str, ...]
+    version: str
+
+    def install(self, python: Path, *args: str) -> list[str]:
+        """The command line that installs `args` into the environment of `python`."""
+        if self.name == "uv":
+            return [
+                *self.command,
+                "pip",
+                "install",
+                "--python",
+                str(python),
+                "--no-progress",
+                "--compile-bytecode",  # as pip does: no compiling at every run's imports
+                *_find_links(),
+                *args,
+            ]
+        return [*self.command, "--python", str(python), "install", "--progress-bar", "off", *args]
+
+    def describe(self) -> str:
+        return f"{self.name} {self.version}"
+
+    def failure(self, output: str) -> tuple[str | None, str]:
+        """The package the installer's output names, and its reason."""
+        return uv_failure(output) if self.name == "uv" else pip_failure(output)
+
+
+def installer() -> Installer:
+    """uv where it is found, else pip; $COMPRESSGATE_INSTALLER (`uv`, `pip` or `auto`) chooses."""
+    wanted = os.environ.get(INSTALLER_ENV, "auto").strip().lower() or "auto"
+    if wanted not in {"auto", "uv", "pip"}:
+        raise ManifestError(
+            f"${INSTALLER_ENV}={wanted!r} is not an installer",
+            hint=f"set ${INSTALLER_ENV} to uv, pip or auto (uv where it is found, else pip)",
+        )
+    uv = _uv_binary() if wanted != "pip" else None
+    if uv is not None:
+        return Installer("uv", (uv,), _uv_version(uv))
+    if wanted == "uv":
+        raise EnvironmentMismatch(
+            f"${INSTALLER_ENV}=uv but uv is not installed beside compressgate nor on PATH",
+            hint="install it (`pip install uv`) or unset the variable to fall back to pip",
+        )
+    return Installer("pip", (sys.executable, *_PIP), _pip_version())
+
+
+def _uv_binary() -> str | None:
+    try:
+        import uv  # the PyPI package ships the binary
+
+        return str(uv.find_uv_bin())
+    except (ImportError, FileNotFoundError):
+        return shutil.which("uv")
+
+
+def _uv_version(uv: str) -> str:
+    done = subprocess.run([uv, "--version"], capture_output=True, text=True, check=False)
+    words = done.stdout.split()
+    return words[1] if done.returncode == 0 and len(words) > 1 else "unknown"
+
+
+def _find_links() -> list[str]:
+    """`--find-links` options for uv: pip's own, from $PIP_FIND_LINKS and pip's configuration
+    (uv reads $UV_FIND_LINKS itself)."""
+    places = os.environ.get("PIP_FIND_LINKS", "").split()
+    done = subprocess.run(
+        [sys.executable, *_PIP, "config", "list"],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=child_environ(),
+    )
+    for line in done.stdout.splitlines():
+        key, _, value = line.partition("=")
+        if key.endswith(".find-links"):
+            places += value.strip().strip("'\"").split()
+    return [arg for place in dict.fromkeys(places) for arg in ("--find-links", place)]
+
+
 def ensure(lock: Path, store: Path, *, say: Any = None) -> Env:
     """The environment of `lock`, built if missing; compressgate refreshed if its code changed.
 
@@ -148,6 +244,7 @@ def ensure(lock: Path, store: Path, *, say: Any = None) -> Env:
     with _exclusive(store / f".{digest}.lock"):
         found = _complete(store / digest, digest)
         if found is not None:
+            log.info("environment %s: reused (%s)", digest[:12], found.path)
             if found.marker.get("compressgate_sha256") == code:
                 return Env(digest, found.path, found.marker, seconds=time.perf_counter() - started)
             if say:
@@ -201,10 +298,12 @@ def _build(
     )
     python = target / "bin" / "python"
     hashed = ["--require-hashes"] if pins and all(p.hashes for p in pins) else []
+    tool = installer()
     _run(
-        [*_pip_for(python), "install", "--progress-bar", "off", *hashed, "-r", str(lock)],
-        what="pip install",
+        tool.install(python, *hashed, "-r", str(lock)),
+        what=f"{tool.name} install",
         lock=lock,
+        failure=tool.failure,
     )
     marker = {
         "lock_sha256": digest,
@@ -213,6 +312,7 @@ def _build(
         "require_hashes": bool(hashed),
         "python": _python_version(python),
         "pip": _pip_version(),
+        "installer": tool.describe(),
         "created_at": _now(),
     }
     return _install_self(python, code, marker) | {"lock_sha256": digest}
@@ -237,10 +337,12 @@ def _install_self(python: Path, code: str, marker: dict[str, Any]) -> dict[str, 
             lock=None,
         )
         (wheel,) = wheels.glob("*.whl")
+        tool = installer()
         _run(
-            [*_pip_for(python), "install", *_SELF, str(wheel)],
+            tool.install(python, *(_SELF_UV if tool.name == "uv" else _SELF), str(wheel)),
             what="installing compressgate into the environment",
             lock=None,
+            failure=tool.failure,
         )
         return marker | {
             "compressgate_version": _own_version(),
@@ -248,11 +350,6 @@ def _install_self(python: Path, code: str, marker: dict[str, Any]) -> dict[str, 
             "compressgate_wheel_sha256": sha256_file(wheel),
             "installed_at": _now(),
         }
-
-
-def _pip_for(python: Path) -> list[str]:
-    """The running interpreter's pip, installing into the environment of `python`."""
-    return [sys.executable, *_PIP, "--python", str(python)]
 
 
 def _pyproject() -> str:
@@ -297,11 +394,18 @@ def child_environ() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k not in drop}
 
 
-def _run(command: list[str], *, what: str, lock: Path | None) -> None:
+def _run(
+    command: list[str],
+    *,
+    what: str,
+    lock: Path | None,
+    failure: Callable[[str], tuple[str | None, str]] | None = None,
+) -> None:
+    log.info("%s: %s", what, " ".join(command))
     done = subprocess.run(command, capture_output=True, text=True, check=False, env=child_environ())
     if done.returncode == 0:
         return
-    package, reason = pip_failure(done.stdout + "\n" + done.stderr)
+    package, reason = (failure or pip_failure)(done.stdout + "\n" + done.stderr)
     source = f" from {lock}" if lock is not None else ""
     culprit = f" on {package}" if package else ""
     raise EnvironmentMismatch(
@@ -328,7 +432,7 @@ def pip_failure(output: str) -> tuple[str | None, str]:
         culprit = next((line for line in lines[index + 1 :] if " from " in line), "")
         package = culprit.split(" from ", 1)[0].strip() or None
         got = next((line.split() for line in lines[index:] if line.startswith("Got")), [])
-        reported = f" (pip got {got[-1]})" if len(got) > 1 else ""
+        reported = f" (got {got[-1]})" if len(got) > 1 else ""
         return package, f"its hash does not match the lock's{reported}"
     reason = errors[0] if errors else (lines[-1] if lines else "no output")
     for line in errors or lines[-3:]:
@@ -336,6 +440,26 @@ def pip_failure(output: str) -> tuple[str | None, str]:
         if found:
             return found[1].rstrip("."), reason
     return None, reason
+
+
+_QUOTED = re.compile(r"`([A-Za-z0-9][A-Za-z0-9._\-]*(?:\[[^\]]*\])?==[^`\s]+)`")
+_REQUIRED = re.compile(r"you require ([A-Za-z0-9][A-Za-z0-9._\-]*==[^\s,]+)")
+
+
+def uv_failure(output: str) -> tuple[str | None, str]:
+    """The package uv names and its own reason, from uv's output: its `error:` and `cause:`
+    paragraphs, which it wraps to the terminal's width."""
+    text = " ".join(output.split())
+    said = [part.strip() for part in re.split(r"(?:^| )(?:error|cause|Caused by): ", text)[1:]]
+    if any(part.startswith("Hash mismatch") for part in said):
+        found = _QUOTED.search(text)
+        computed = re.search(r"Computed: (?:sha256:)?([0-9a-f]+)", text)
+        return (found[1] if found else None), "its hash does not match the lock's" + (
+            f" (got {computed[1]})" if computed else ""
+        )
+    reason = said[-1] if said else (text[-300:] or "no output")
+    found = _REQUIRED.search(text) or _QUOTED.search(text)
+    return (found[1].rstrip(".,") if found else None), reason
 
 
 def installed_in(python: Path) -> dict[str, tuple[str, str]]:

@@ -102,8 +102,65 @@ def test_pip_failure_names_the_package_and_pips_reason() -> None:
     )
     assert envs.pip_failure(hashes) == (
         "packaging==26.3",
-        "its hash does not match the lock's (pip got d719)",
+        "its hash does not match the lock's (got d719)",
     )
+
+
+def test_uv_failure_names_the_package_and_uvs_reason() -> None:
+    """uv 0.13's own words, as it printed them for the two locks the builds below refuse."""
+    missing = (
+        "Using Python 3.11.7 environment at: v\n"
+        "error: No solution found when resolving dependencies\n"
+        "  cause: Because compressgate-no-such-package was not found in the package registry and "
+        "you require compressgate-no-such-package==1.0, we can conclude that your requirements "
+        "are unsatisfiable.\n"
+    )
+    package, reason = envs.uv_failure(missing)
+    assert package == "compressgate-no-such-package==1.0"
+    assert reason.startswith("Because compressgate-no-such-package was not found")
+    hashes = (
+        "Resolved 1 package in 230ms\n"
+        "error: Failed to download `packaging==26.3`\n"
+        "  cause: Hash mismatch for `packaging==26.3`\n\n"
+        "         Expected:\n           sha256:0000\n\n"
+        "         Computed:\n           sha256:d719\n"
+    )
+    assert envs.uv_failure(hashes) == (
+        "packaging==26.3",
+        "its hash does not match the lock's (got d719)",
+    )
+
+
+def test_the_installer_is_uv_where_found_else_pip_and_the_variable_chooses(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv(envs.INSTALLER_ENV, raising=False)
+    assert envs.installer().name == "uv"  # the lock installs the uv package beside compressgate
+    monkeypatch.setenv(envs.INSTALLER_ENV, "pip")
+    assert envs.installer().name == "pip"
+    monkeypatch.setenv(envs.INSTALLER_ENV, "conda")
+    with pytest.raises(ManifestError, match="not an installer"):
+        envs.installer()
+    monkeypatch.setenv(envs.INSTALLER_ENV, "uv")
+    monkeypatch.setattr(envs, "_uv_binary", lambda: None)
+    with pytest.raises(EnvironmentMismatch, match="uv is not installed"):
+        envs.installer()
+    monkeypatch.setenv(envs.INSTALLER_ENV, "auto")
+    assert envs.installer().name == "pip"  # the fallback
+
+
+def test_uv_is_given_pips_find_links(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """uv reads no pip configuration: what pip would search ($PIP_FIND_LINKS and its config
+    files) is passed on, once each."""
+    config = tmp_path / "pip.conf"
+    config.write_text(f"[global]\nfind-links = {tmp_path / 'wheels'}\n")
+    monkeypatch.setenv("PIP_CONFIG_FILE", str(config))
+    monkeypatch.setenv("PIP_FIND_LINKS", f"{tmp_path / 'local'} {tmp_path / 'wheels'}")
+    monkeypatch.delenv(envs.INSTALLER_ENV, raising=False)
+    command = envs.installer().install(tmp_path / "bin" / "python", "-r", "x.lock")
+    links = [command[i + 1] for i, arg in enumerate(command) if arg == "--find-links"]
+    assert links == [str(tmp_path / "local"), str(tmp_path / "wheels")]
+    assert command[-2:] == ["-r", "x.lock"] and "--compile-bytecode" in command
 
 
 # --- export -----------------------------------------------------------------------------------
@@ -182,15 +239,23 @@ def test_create_builds_once_then_reuses_lists_and_verifies(tmp_path: Path, cli: 
     assert "env create" in missing.stderr
 
 
+@pytest.mark.parametrize(
+    ("installer", "says"),
+    [
+        ("uv", "was not found in the package registry"),
+        ("pip", "Could not find a version that satisfies the requirement"),
+    ],
+)
 def test_an_unresolvable_lock_exits_5_naming_the_package_and_leaves_nothing(
-    tmp_path: Path, cli: Invoke
+    tmp_path: Path, cli: Invoke, monkeypatch: pytest.MonkeyPatch, installer: str, says: str
 ) -> None:
+    monkeypatch.setenv(envs.INSTALLER_ENV, installer)
     lock, store = tiny_lock(tmp_path, "compressgate-no-such-package==1.0\n"), tmp_path / "envs"
     result = cli("env", "create", lock, "--envs", store)
     assert result.exit_code == 5
     error = next(line for line in result.stderr.splitlines() if line.startswith("Error:"))
-    assert "pip install failed on compressgate-no-such-package==1.0" in error
-    assert "Could not find a version that satisfies the requirement" in error
+    assert f"{installer} install failed on compressgate-no-such-package==1.0" in error
+    assert says in error
     assert sorted(p.name for p in store.iterdir()) == [f".{envs.lock_digest(lock)}.lock"]
 
 
@@ -237,15 +302,20 @@ def test_a_build_killed_half_way_is_never_used_and_the_next_build_sweeps_it(
 
 
 @pytest.mark.slow
-def test_a_hashed_lock_is_installed_with_require_hashes(tmp_path: Path, cli: Invoke) -> None:
+@pytest.mark.parametrize("installer", ["uv", "pip"])
+def test_a_hashed_lock_is_installed_with_require_hashes(
+    tmp_path: Path, cli: Invoke, monkeypatch: pytest.MonkeyPatch, installer: str
+) -> None:
+    monkeypatch.setenv(envs.INSTALLER_ENV, installer)
     wrong = "0" * 64
     lock = tiny_lock(tmp_path, f"packaging=={PACKAGING} --hash=sha256:{wrong}\n")
     result = cli("env", "create", lock, "--envs", tmp_path / "envs")
     assert result.exit_code == 5
     error = next(line for line in result.stderr.splitlines() if line.startswith("Error:"))
-    assert f"pip install failed on packaging=={PACKAGING}: its hash does not match" in error
-    # With the hash pip reported, the same lock builds, hash-checked.
-    got = error.rsplit("(pip got ", 1)[1].rstrip(")")
+    assert f"{installer} install failed on packaging=={PACKAGING}: its hash does not match" in error
+    # With the hash the installer reported, the same lock builds, hash-checked.
+    got = error.rsplit("(got ", 1)[1].rstrip(")")
     good = tiny_lock(tmp_path / "good", f"packaging=={PACKAGING} --hash=sha256:{got}\n")
     built = envs.ensure(good, tmp_path / "envs")
     assert built.built and built.marker["require_hashes"] is True
+    assert built.marker["installer"].split()[0] == installer

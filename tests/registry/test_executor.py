@@ -20,6 +20,7 @@ from compressgate.recipes.trust import allow_modules
 from compressgate.registry.catalog.records import RunRecord
 from compressgate.registry.catalog.repository import Catalog, catalog_url
 from compressgate.registry.kernel.keys import load_private_key
+from tests.helpers.envs import add_pin, repin
 from tests.helpers.recipes import digests, exported, run, write_recipe
 from tests.helpers.workspace import Invoke, Workspace
 
@@ -193,10 +194,8 @@ def test_strict_environment_mismatch_exits_5_listing_each_package(
     workspace: Workspace, cli: Invoke
 ) -> None:
     lock = workspace.root / "requirements.lock"
-    lock.write_text(
-        lock.read_text().replace("click==", "click==0.0.1\n#").replace("rich==", "rich==1.0\n#")
-        + "no-such-package==1.0\n"
-    )
+    repin(lock, click="0.0.1", rich="1.0")
+    add_pin(lock, "no-such-package==1.0")
     write_recipe(workspace)
     code, _, stderr = run(cli, workspace)
     assert code == 5
@@ -210,7 +209,7 @@ def test_a_lenient_environment_mismatch_is_recorded_and_the_run_goes_on(
     workspace: Workspace, cli: Invoke
 ) -> None:
     lock = workspace.root / "requirements.lock"
-    lock.write_text(lock.read_text().replace("click==", "click==0.0.1\n#"))
+    repin(lock, click="0.0.1")
     write_recipe(workspace)
     workspace.recipe.write_text(
         workspace.recipe.read_text().replace("strict: true", "strict: false")

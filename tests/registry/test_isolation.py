@@ -23,6 +23,7 @@ from compressgate.registry import Workspace as Registry
 from compressgate.registry.catalog.repository import Catalog, catalog_url
 from compressgate.registry.kernel.errors import StageError
 from compressgate.registry.run import envs
+from tests.helpers.envs import add_pin
 from tests.helpers.recipes import digests, exported, run, write_recipe
 from tests.helpers.workspace import Invoke, Workspace
 
@@ -86,7 +87,7 @@ def test_a_refusal_in_the_worker_keeps_its_exit_code_and_records_nothing(
     workspace: Workspace, cli: Invoke
 ) -> None:
     lock = workspace.root / "requirements.lock"
-    lock.write_text(lock.read_text() + "compressgate-no-such-package==1.0\n")
+    add_pin(lock, "compressgate-no-such-package==1.0")
     store, _ = isolated(workspace)
     command = ("run", workspace.recipe, "--workspace", workspace.root / ".cg", "--isolate")
     # Refused by the worker: its interpreter does not have the locked package.
