@@ -49,6 +49,11 @@ if TYPE_CHECKING:
     from compressgate.gates.power import PowerCheck
 
 TRUST_ENV = "COMPRESSGATE_TRUST"
+DRAFT_07 = "http://json-schema.org/draft-07/schema#"
+SCHEMA_ID = "https://compressgate.dev/schema/recipe-v1.json"
+# The first line `recipe init` writes: editors with yaml-language-server (VS Code's YAML
+# extension among them) read the schema it names (docs/recipes.md, "Editor set-up").
+MODELINE = f"# yaml-language-server: $schema={SCHEMA_ID}\n"
 EXAMPLES = ("digits", "digits-magnitude", "digits-qat", "arrests-fairness", "minilm-int8")
 
 
@@ -132,11 +137,87 @@ def validate_recipes(
 
 
 def recipe_schema() -> dict[str, Any]:
-    """The JSON Schema of recipe manifest v1."""
-    schema = Recipe.model_json_schema(by_alias=True)
-    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    schema["$id"] = "https://compressgate.dev/schema/recipe-v1.json"
-    return schema
+    """The JSON Schema of recipe manifest v1, in draft-07 (the draft editors' YAML support
+    implements fully), each union tagged by if/then so a generic validator names the field."""
+    converted = draft07(Recipe.model_json_schema(by_alias=True))
+    definitions = converted.pop("definitions")
+    return {"$schema": DRAFT_07, "$id": SCHEMA_ID, **converted, "definitions": definitions}
+
+
+# Keywords whose values are schemas (one, a list, or a map of names to schemas); every other
+# keyword's value is data (`default`, `const`, `enum`, texts) and is copied as it is.
+_SUBSCHEMA = {"items", "additionalItems", "additionalProperties", "contains", "propertyNames"}
+_SUBSCHEMA |= {"not", "if", "then", "else"}
+_SUBSCHEMA_LISTS = {"allOf", "anyOf", "oneOf"}
+_SUBSCHEMA_MAPS = {"properties", "patternProperties", "definitions", "$defs"}
+# Draft 2019-09/2020-12 keywords with no draft-07 equivalent `draft07` writes.
+_LATER_DRAFTS = {
+    "$anchor", "$dynamicAnchor", "$dynamicRef", "$recursiveAnchor", "$recursiveRef",
+    "$vocabulary", "dependentRequired", "dependentSchemas", "maxContains", "minContains",
+    "unevaluatedItems", "unevaluatedProperties",
+}  # fmt: skip
+
+
+def draft07(schema: dict[str, Any]) -> dict[str, Any]:
+    """Pydantic's JSON Schema (draft 2020-12) as draft-07: `$defs` become `definitions`,
+    `prefixItems` an `items` list, a `$ref` with sibling keywords (which draft-07 ignores) an
+    `allOf` of it, and each union pydantic tags with OpenAPI's `discriminator` a `tagged_union`."""
+    later = _LATER_DRAFTS & schema.keys()
+    if later:
+        raise ValueError(f"no draft-07 form for {', '.join(sorted(later))}")
+    if "discriminator" in schema:
+        return draft07(tagged_union(schema))
+    out: dict[str, Any] = {}
+    for key, value in schema.items():
+        if key == "prefixItems":  # a fixed tuple: its positions, then what may follow them
+            out["items"] = [_subschema(v) for v in value]
+            if "items" in schema:
+                out["additionalItems"] = _subschema(schema["items"])
+        elif key == "items" and "prefixItems" in schema:
+            continue
+        elif key in _SUBSCHEMA:
+            out[key] = _subschema(value)
+        elif key in _SUBSCHEMA_LISTS:
+            out[key] = [_subschema(v) for v in value]
+        elif key in _SUBSCHEMA_MAPS:
+            name = "definitions" if key == "$defs" else key
+            out[name] = {k: _subschema(v) for k, v in value.items()}
+        elif key == "$ref":
+            out[key] = value.replace("#/$defs/", "#/definitions/", 1)
+        else:
+            out[key] = value
+    if "$ref" in out and len(out) > 1:
+        return {"allOf": [{"$ref": out.pop("$ref")}], **out}
+    return out
+
+
+def _subschema(value: Any) -> Any:
+    """A subschema converted; `true` and `false` (any value, none) are schemas as they are."""
+    return draft07(value) if isinstance(value, dict) else value
+
+
+def tagged_union(schema: dict[str, Any]) -> dict[str, Any]:
+    """A `oneOf` tagged by `discriminator` as what any validator reads: the tag required and one
+    of its values (`enum`), then per value `if tag == value then that branch`. A wrong field is
+    then reported at its own path, not as "not valid under any of the given schemas"."""
+    rest = {k: v for k, v in schema.items() if k not in ("oneOf", "discriminator")}
+    tag = schema["discriminator"]["propertyName"]
+    branches = [branch["$ref"] for branch in schema["oneOf"]]
+    # The tags in the union's order (the order the product lists known kinds in).
+    mapping = sorted(schema["discriminator"]["mapping"].items(), key=lambda m: branches.index(m[1]))
+    return {
+        **rest,
+        "type": "object",
+        "required": [tag],
+        "properties": {tag: {"enum": [value for value, _ in mapping]}},
+        "allOf": [
+            {
+                "if": {"properties": {tag: {"const": value}}, "required": [tag]},
+                "then": {"$ref": ref},
+            }
+            for value, ref in mapping
+        ],
+    }
 
 
 def explain_recipe(
@@ -213,7 +294,8 @@ def trust_allow(trust_path: Path, modules: Sequence[str]) -> AllowResult:
 
 
 def init_example(dest: Path, example: str = "digits") -> list[Path]:
-    """Copy a bundled example recipe (as DEST/recipe.yaml) and the files it names into DEST."""
+    """Copy a bundled example recipe (as DEST/recipe.yaml, the editor modeline `MODELINE` its
+    first line) and the files it names into DEST."""
     if example not in EXAMPLES:
         raise ManifestError(f"unknown example '{example}'; known: {', '.join(EXAMPLES)}")
     source_dir = Path(str(resources.files("compressgate.recipes.examples")))
@@ -230,7 +312,10 @@ def init_example(dest: Path, example: str = "digits") -> list[Path]:
         raise ManifestError(f"{', '.join(clashes)} already exist(s)", hint="choose an empty folder")
     for src, target in copies:
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(src, target)
+        if src == source:
+            target.write_bytes(MODELINE.encode("utf-8") + source.read_bytes())
+        else:
+            shutil.copyfile(src, target)
     return [target for _, target in copies]
 
 

@@ -44,8 +44,10 @@ def recipe_validate(
     `run` always check power.
     """
     from compressgate.registry.authoring import validate_recipes
+    from compressgate.registry.cli.validate import not_a_recipe
 
-    records = validate_recipes(files, trust, with_power=strict if power is None else power)
+    checked = validate_recipes(files, trust, with_power=strict if power is None else power)
+    records = [not_a_recipe(r) for r in checked]  # a trust file: say so, and what checks it
     if strict:
         records = [
             r.model_copy(update={"valid": False, "exit_code": 2})
@@ -70,7 +72,11 @@ def recipe_validate(
 
 @recipe.command("schema")
 def recipe_schema() -> None:
-    """Print the JSON Schema of recipe manifest v1."""
+    """Print the JSON Schema (draft-07) of recipe manifest v1, for editors and validators.
+
+    Editors with yaml-language-server (VS Code's YAML extension) read the schema the first line
+    of a recipe names (`recipe init` writes it); save this output and name the file there to
+    work offline."""
     from compressgate.registry.authoring import recipe_schema as schema
 
     emit(schema())
@@ -148,7 +154,9 @@ def recipe_verify(file: Path, trust: Path | None, as_json: bool) -> None:
 @click.argument("directory", type=DIR)
 @click.option("--example", default="digits", show_default=True, help="Bundled example to copy.")
 def recipe_init(directory: Path, example: str) -> None:
-    """Start a workspace from a bundled example: DIRECTORY/recipe.yaml and the files it names."""
+    """Start a workspace from a bundled example: DIRECTORY/recipe.yaml and the files it names.
+
+    The recipe's first line names its JSON Schema for editors (yaml-language-server)."""
     from compressgate.registry.authoring import init_example
 
     for path in init_example(directory, example):

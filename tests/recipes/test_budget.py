@@ -365,6 +365,6 @@ def test_every_bundled_example_is_within_the_default_budget(name: str) -> None:
 def test_the_caps_are_the_fields_bounds_in_the_published_schema() -> None:
     from compressgate.registry.authoring import recipe_schema
 
-    fields = recipe_schema()["$defs"]["Budget"]["properties"]
+    fields = recipe_schema()["definitions"]["Budget"]["properties"]
     assert {name: spec["maximum"] for name, spec in fields.items()} == m.BUDGET_CAPS
     assert {name: spec["default"] for name, spec in fields.items()} == m.Budget().model_dump()
