@@ -1,7 +1,8 @@
 """`compressgate ci` on a git repository of recipes: changed recipes found against a base ref,
 runs reused by recipe digest and environment, JUnit XML read back by junitparser, a Markdown
-summary (also appended to $GITHUB_STEP_SUMMARY), and docs/architecture.md's exit codes. Also the
-shipped pre-commit hooks and the GitHub Actions example."""
+summary (also appended to $GITHUB_STEP_SUMMARY), GitHub Actions annotations, and
+docs/architecture.md's exit codes. Also the shipped pre-commit hooks; the GitHub Actions example
+runs in tests/test_workflow.py."""
 
 from __future__ import annotations
 
@@ -15,9 +16,11 @@ import pytest
 import yaml
 from junitparser import Error, Failure, JUnitXml
 
+from compressgate.gates.ci import CiResult
 from compressgate.recipes.signing import sign_recipe
 from compressgate.recipes.trust import load_trust
 from compressgate.registry.catalog.repository import Catalog
+from compressgate.registry.cli.ci import github_annotations
 from compressgate.registry.kernel.keys import load_private_key
 from tests.helpers.recipes import write_recipe
 from tests.helpers.workspace import Invoke, Workspace
@@ -159,7 +162,8 @@ def test_ci_reuses_a_run_only_while_its_loader_code_data_and_lock_are_the_same(
     lock = workspace.root / "requirements.lock"
     pinned = lock.read_text()
     assert "\nonnxruntime==" in pinned
-    lock.write_text(re.sub(r"\nonnxruntime==[^\n]+", "\nonnxruntime==9.9.9", pinned))
+    # The version only: a hashed lock keeps its `\` continuation and hash lines.
+    lock.write_text(re.sub(r"\nonnxruntime==[^\s\\]+", "\nonnxruntime==9.9.9", pinned))
     sign_recipe(recipe, load_private_key(workspace.key("ml-platform")), load_trust(workspace.trust))
     code, xml, _ = ci(cli, workspace, recipe)
     assert code == 5
@@ -170,13 +174,32 @@ def test_ci_reuses_a_run_only_while_its_loader_code_data_and_lock_are_the_same(
 
 
 def test_a_failing_gate_is_a_junit_failure_with_its_evidence_and_exit_1(
-    repo: Path, workspace: Workspace, cli: Invoke
+    repo: Path, workspace: Workspace, cli: Invoke, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """On GitHub Actions also an `::error` annotation at the failing gate's line of the
+    recipe (the path from the repository's top), and the run's id as a step output."""
+    output = repo.parent / "github-output"
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    monkeypatch.setenv("GITHUB_OUTPUT", str(output))
     gated(workspace, minimum="0.99")  # no quick model reaches 99% on digits
-    code, xml, summary = ci(cli, workspace, workspace.recipe)
-    assert code == 1
-    assert xml is not None
+    junit, summary_file = repo.parent / "junit.xml", repo.parent / "summary.md"
+    result = cli(
+        "ci", workspace.recipe, "--workspace", repo / ".cg", "--junit", junit,
+        "--summary", summary_file,
+    )  # fmt: skip
+    assert result.exit_code == 1
+    xml, summary = JUnitXml.fromfile(str(junit)), summary_file.read_text()
     (suite,) = list(xml)
+    run_id = {p.name: p.value for p in suite.properties()}["run_id"]  # type: ignore[no-untyped-call]
+    assert output.read_text() == f"run-ids={run_id}\n"
+    floor = (
+        workspace.recipe.read_text()
+        .splitlines()
+        .index("  - {name: floor, owner: serving, metric: accuracy, rule: bound, min: 0.99}")
+    )
+    (annotation,) = [line for line in result.stdout.splitlines() if line.startswith("::")]
+    assert annotation.startswith(f"::error file=recipe.yaml,line={floor + 1}::gate 'floor' failed")
+    assert "threshold 0.99, n 450" in annotation
     failed = {case.name: case.result for case in suite if case.result}
     assert list(failed) == ["floor"]
     (failure,) = failed["floor"]
@@ -261,7 +284,7 @@ def test_a_base_that_git_would_read_as_an_option_is_refused(
     assert not out.exists()
 
 
-# --- the shipped hooks and workflow ---------------------------------------------------------
+# --- the shipped hooks ---------------------------------------------------------------------
 
 
 def hooks() -> dict[str, dict[str, str]]:
@@ -288,9 +311,10 @@ def test_the_pre_commit_hooks_validate_and_verify_recipes(workspace: Workspace) 
         pattern = re.compile(hook["files"])
         assert pattern.search("recipes/examples/digits.yaml")
         assert pattern.search("team/recipe.yaml")
-        assert not pattern.search("trust.yaml")
+        assert pattern.search("recipes/trust.yaml")  # validated as a trust file, by its kind
+        assert not pattern.search("recipe.yaml.dsse.json")
     write_recipe(workspace)
-    validate = run_hook(found["compressgate-validate"], workspace.recipe)
+    validate = run_hook(found["compressgate-validate"], workspace.recipe, workspace.trust)
     assert validate.returncode == 0, validate.stderr
     verify = run_hook(found["compressgate-verify"], workspace.recipe, workspace.recipe)
     assert verify.returncode == 0, verify.stderr
@@ -302,16 +326,7 @@ def test_the_pre_commit_hooks_validate_and_verify_recipes(workspace: Workspace) 
     assert run_hook(found["compressgate-validate"], broken).returncode == 2
 
 
-def test_the_github_workflow_example_runs_ci_against_the_base_branch() -> None:
-    workflow = yaml.safe_load((ROOT / ".github" / "workflows" / "compressgate.yml").read_text())
-    steps = workflow["jobs"]["gates"]["steps"]
-    commands = " ".join(step.get("run", "") for step in steps)
-    assert "compressgate ci --base origin/${{ github.base_ref }}" in commands
-    assert "--junit compressgate-junit.xml" in commands
-    assert "--summary compressgate-summary.md" in commands
-    assert "torch==2.13.0" in commands
-    checkout = next(s for s in steps if s.get("uses", "").startswith("actions/checkout"))
-    assert checkout["with"]["fetch-depth"] == 0
+# --- whose trust judges a pull request ------------------------------------------------------
 
 
 def test_ci_judges_with_the_base_branch_trust_file_never_the_pull_request_s(
@@ -388,3 +403,18 @@ def test_a_trust_change_signed_by_the_base_policy_s_roots_is_accepted(
                 previous=base)  # fmt: skip
     code, xml, _ = ci(cli, workspace, "--base", "HEAD")
     assert code == 0, xml
+
+
+# --- GitHub Actions annotations ------------------------------------------------------------
+
+
+def test_an_annotation_cannot_be_ended_early_or_start_another_command() -> None:
+    """What a recipe's path or an error's text holds is escaped as GitHub's toolkit escapes
+    it: `%`, CR and LF in the message; also `:` and `,` in a property. Each annotation is one
+    line, so a `::warning::` inside cannot become a command of its own."""
+    hostile = CiResult(path="team/a,b:c.yaml", exit_code=3, error="100% bad\r\n::warning::injected")
+    (annotation,) = github_annotations([hostile])
+    assert annotation == (
+        "::error file=team/a%2Cb%3Ac.yaml::compressgate ci could not check team/a,b:c.yaml "
+        "(exit 3): 100%25 bad\\r%0A::warning::injected"
+    )
