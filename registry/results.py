@@ -421,3 +421,28 @@ class SignoffResult(Result):
     signoff: dict[str, Any]
     review: dict[str, Any]
     envelope: str | None = None  # where the envelope was written, with --out
+
+
+class ResolveResult(Result):
+    """What `alias resolve --json` prints: where an alias points now, once the move's release
+    (under a policy) and the artifact's bytes verify; the run's review as it stands."""
+
+    alias: str  # as the catalog keys it: NAME, or RECIPE:NAME under a policy
+    variant: str  # RUN/SEED/STAGE
+    sha256: str  # the artifact's digest
+    path: str  # its file, hashed to `sha256` just now
+    format: str | None  # onnx | torch
+    size_bytes: int | None
+    run_id: str
+    recipe: str
+    recipe_version: int
+    recipe_sha256: str
+    review: str  # approved | awaiting-approval | rejected | ...; unchecked: see review_reasons
+    review_reasons: list[str]
+    policy_version: int | None  # the policy the move was signed under; None: unsigned regime
+    moved_at: str
+    moved_by: str
+    action: str  # promote | rollback
+    seq: int  # the move's event number in the catalog
+    release_keyid: str | None  # the releaser's key, under a policy
+    verified: bool = True

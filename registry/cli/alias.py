@@ -1,8 +1,8 @@
-"""Aliases: `compressgate promote`, `rollback` and `alias history`.
+"""Aliases: `compressgate promote`, `rollback`, `alias history` and `alias resolve`.
 
 A move is a new catalog event. Two processes moving one alias at once: one wins, the other is
-told so (exit 6, `Conflict`) and writes nothing. `alias history` is a read command that must
-start fast (no scipy, no torch).
+told so (exit 6, `Conflict`) and writes nothing. `alias history` and `alias resolve` are read
+commands that must start fast (no scipy, no torch): `resolve` is what a deployment calls.
 """
 
 from __future__ import annotations
@@ -108,7 +108,7 @@ def rollback(
 
 @click.group("alias")
 def alias_group() -> None:
-    """Read aliases and their history."""
+    """Read aliases: their history, and what one points at now (verified)."""
 
 
 @alias_group.command("history")
@@ -125,3 +125,52 @@ def alias_history(name: str, workspace: Path | None, catalog: str | None, as_jso
     else:
         for move in moves:
             click.echo(move_line(move))
+
+
+@alias_group.command("resolve")
+@click.argument("name")
+@click.option(
+    "--recipe",
+    metavar="RECIPE",
+    help="The recipe whose alias NAME is meant, where several recipes have one (under a "
+    "policy an alias is per recipe: RECIPE:NAME).",
+)
+@RUN_TRUST_OPTION
+@WORKSPACE_OPTION
+@CATALOG_OPTION
+@JSON_OPTION
+def alias_resolve(
+    name: str,
+    recipe: str | None,
+    trust: Path | None,
+    workspace: Path | None,
+    catalog: str | None,
+    as_json: bool,
+) -> None:
+    """What alias NAME points at now, verified: its variant, digest and file in the store.
+
+    Before answering: the move's signed release verifies against the policy in force when it
+    was made (under a policy), the variant's record names the move's artifact, and the file's
+    bytes hash to that digest now (exit 3 otherwise). The run's review is shown as it stands.
+    Exit 4 for an unknown alias, naming the aliases there are.
+    """
+    with open_workspace(workspace, catalog=catalog, trust=trust) as ws:
+        found = ws.resolve(name, recipe=recipe)
+    if as_json:
+        emit(found)
+        return
+    keyid = (found.release_keyid or "")[:12]
+    signed = (
+        "unsigned regime (no policy)"
+        if found.policy_version is None
+        else f"v{found.policy_version}, the move signed with key {keyid}…"
+    )
+    say(f"{found.alias} -> {found.variant} (verified)")
+    say(f"  sha256:  {found.sha256}")
+    say(f"  path:    {found.path}")
+    say(f"  run:     {found.run_id} (recipe {found.recipe} v{found.recipe_version})")
+    say(f"  review:  {found.review}")
+    for reason in found.review_reasons:
+        say(f"    - {reason}")
+    say(f"  policy:  {signed}")
+    say(f"  moved:   {found.moved_at} by {found.moved_by} ({found.action}, event {found.seq})")

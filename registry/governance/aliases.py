@@ -13,6 +13,9 @@ expired since).
 Under a catalog's policy every move is signed by a releaser's key (`release`): the actor is the
 key's owner, and the signed release is recorded with the move. Under the unsigned regime (no
 policy) a move needs no key and `actor` is free text, as before.
+
+`resolve` answers a deployment's question, what an alias is now: the latest move's release
+checked as `audit verify` checks it, the variant's artifact bytes hashed to the recorded digest.
 """
 
 from __future__ import annotations
@@ -21,18 +24,28 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from compressgate.gates.review import ReviewStatus
-from compressgate.registry.catalog.repository import AliasMove, Catalog, VariantRecord
+from compressgate.registry.catalog.repository import (
+    AliasMove,
+    Catalog,
+    RunInfo,
+    VariantRecord,
+    safe_url,
+)
+from compressgate.registry.catalog.store import Artifact, ArtifactStore, StoredFile
 from compressgate.registry.catalog.views import AliasResult, VariantShow
 from compressgate.registry.governance.policy import PolicyChain
 from compressgate.registry.governance.release import (
     Move,
+    Released,
     authorize,
     check_release,
     release_envelope,
 )
 from compressgate.registry.governance.review import TrustSource, load_trust_for, status
+from compressgate.registry.kernel.digests import sha256_file
 from compressgate.registry.kernel.dsse import Envelope
 from compressgate.registry.kernel.errors import (
+    CompressgateError,
     IntegrityError,
     ManifestError,
     NotFoundError,
@@ -444,3 +457,211 @@ def resolve_alias(catalog: Catalog, chain: PolicyChain | None, alias: str) -> st
             hint="give RECIPE:NAME",
         )
     return alias
+
+
+# --- serving: where an alias points now, verified ----------------------------------------------
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """Where an alias points now, each part checked: the move's release (under a policy), the
+    variant's record, the artifact's bytes at `path`; and its run's review as it stands."""
+
+    move: AliasMove
+    variant: VariantRecord
+    run: RunInfo
+    path: Path
+    released: Released | None  # None: moved under the unsigned regime
+    policy_version: int | None  # the version the move was signed under
+    review: ReviewStatus | None  # None: it could not be checked (`review_problem` says why)
+    review_problem: str | None
+
+
+def resolve(
+    catalog: Catalog,
+    chain: PolicyChain,
+    store: ArtifactStore,
+    alias: str,
+    *,
+    recipe: str | None = None,
+    trust: Judge = None,
+    serve: Path,
+) -> Resolved:
+    """Where `alias` (of `recipe`, when several recipes have one by that name) points now,
+    once its move's release verifies, the variant's record names the move's artifact and the
+    bytes in the store hash to it (exit 3 otherwise); exit 4 naming the aliases there are. The
+    run's review is reported as it stands, not required."""
+    move = current_move(catalog, chain, alias, recipe)
+    variant = moved_variant(catalog, move)
+    released, version = verify_move(catalog, chain, move, variant)
+    run = catalog.run_info(variant.run_id)
+    if recipe is not None and run.recipe != recipe:
+        raise NotFoundError(
+            f"alias {move.alias} points at a variant of recipe {run.recipe}, not {recipe}",
+            hint=f"`compressgate alias resolve {alias} --recipe {run.recipe}`",
+        )
+    path = verified_path(store, variant, serve)
+    review: ReviewStatus | None = None
+    problem = None
+    try:
+        review = status(catalog, run.run_id, _source(catalog, run.run_id, trust))
+    except NotFoundError as exc:  # no trust file to check the run's sign-offs with
+        problem = str(exc)
+    return Resolved(move, variant, run, path, released, version, review, problem)
+
+
+def current_move(
+    catalog: Catalog, chain: PolicyChain, alias: str, recipe: str | None = None
+) -> AliasMove:
+    """The latest move (a promotion or a rollback) of `alias`; with `recipe`, of that recipe's
+    alias by that name (RECIPE:NAME under a policy, unless the policy shares NAME). Exit 4
+    naming the aliases there are."""
+    if recipe is not None and ":" in alias + recipe:
+        raise ManifestError(
+            f"alias {alias!r} with --recipe {recipe!r}: name the recipe once",
+            hint="give NAME --recipe RECIPE, or RECIPE:NAME",
+        )
+    _check_alias(alias if recipe is None else f"{recipe}:{alias}")
+    policy = chain.current
+    if recipe is None:
+        name = resolve_alias(catalog, chain if policy is not None else None, alias)
+    elif policy is not None and not policy.trust.alias_rule(alias).shared:
+        name = f"{recipe}:{alias}"
+    else:  # a shared alias, or the unsigned regime, which keeps names as they were given
+        name = f"{recipe}:{alias}" if catalog.alias(f"{recipe}:{alias}") else alias
+    move = catalog.alias(name)
+    if move is None:
+        raise NotFoundError(
+            f"no alias {name} in the catalog {safe_url(catalog.url)}; its aliases: "
+            f"{', '.join(catalog.aliases()) or 'none yet'}",
+            hint="`compressgate promote VARIANT --alias NAME` sets one",
+        )
+    return move
+
+
+def moved_variant(catalog: Catalog, move: AliasMove) -> VariantRecord:
+    """The variant a move points at, holding the artifact the move names (exit 3 otherwise)."""
+    try:
+        variant = catalog.variant(move.variant_id)
+    except NotFoundError:
+        raise IntegrityError(
+            f"alias {move.alias} points at {move.variant_id}, a variant the catalog does not hold",
+            hint="the move was written around compressgate; `compressgate audit verify`",
+        ) from None
+    if variant.artifact_sha256 != move.artifact_sha256:
+        raise IntegrityError(
+            f"alias {move.alias} was moved to artifact {move.artifact_sha256[:16]}…, variant "
+            f"{variant.id}'s is {variant.artifact_sha256[:16]}…",
+            hint="a record was changed around compressgate; `compressgate audit verify`",
+        )
+    return variant
+
+
+def verify_move(
+    catalog: Catalog, chain: PolicyChain, move: AliasMove, variant: VariantRecord
+) -> tuple[Released | None, int | None]:
+    """A move's signed release and the policy version it counts under, checked as `audit
+    verify` checks it: against the policy in force when the move was recorded (exit 3 if it
+    does not count); (None, None) for a move made under the unsigned regime."""
+    what = f"alias move {move.seq} ({move.alias} -> {move.variant_id})"
+    policy = chain.at(move.seq)
+    release = catalog.releases([move.seq]).get(move.seq)
+    if policy is None:
+        if release is not None:
+            raise IntegrityError(f"{what}: a release recorded before any policy")
+        return None, None
+    if release is None:
+        raise IntegrityError(
+            f"{what} has no signed release, though policy v{policy.version} was in force",
+            hint="the move was written around compressgate; `compressgate audit verify`",
+        )
+    if release.policy_version != policy.version:
+        raise IntegrityError(
+            f"{what}: its release names policy v{release.policy_version}, v{policy.version} "
+            "was in force"
+        )
+    source = f"the release of {what}"
+    envelope = Envelope.from_json(release.envelope.encode("utf-8"), source=source)
+    done = check_release(
+        envelope,
+        trust=policy.trust,
+        policy_version=policy.version,
+        move=Move(
+            alias=move.alias,
+            action=move.action,
+            variant_id=move.variant_id,
+            artifact_sha256=move.artifact_sha256,
+            run_id=variant.run_id,
+            recipe_sha256=variant.recipe_sha256,
+            previous_variant_id=move.previous_variant_id,
+        ),
+        recipe_signers=list(catalog.run_info(variant.run_id).signers),
+        source=source,
+    )
+    if done.owner != release.owner or done.owner != move.actor:
+        raise IntegrityError(
+            f"{what}: recorded as moved by {move.actor!r}, its release is signed by {done.owner!r}"
+        )
+    return done, policy.version
+
+
+def verified_path(store: ArtifactStore, variant: VariantRecord, serve: Path) -> Path:
+    """The variant's file (an absolute path), its bytes hashed now to the recorded digest (exit
+    3 otherwise): a one-file artifact's blob in the store; for several files (ONNX weights as
+    external data) the primary file of a copy under `serve/SHA256/`, side by side by name."""
+    try:
+        artifact = Artifact.from_dict({"sha256": variant.artifact_sha256, "files": variant.files})
+    except (KeyError, TypeError, ValueError) as exc:
+        raise IntegrityError(
+            f"variant {variant.id} names no usable file list ({type(exc).__name__}: {exc})",
+            hint="`compressgate audit verify` finds the changed record",
+        ) from None
+    if len(artifact.files) == 1:
+        blob = store.blob_path(artifact.sha256)
+        _check_file(blob, artifact.files[0], variant)
+        return blob.absolute()
+    folder = serve / artifact.sha256
+    if not folder.is_dir():
+        for stored in artifact.files:
+            _check_file(store.blob_path(stored.sha256), stored, variant)
+        _copy_atomically(store, artifact, folder)
+    for stored in artifact.files:
+        _check_file(folder / stored.name, stored, variant)
+    return (folder / artifact.primary).absolute()
+
+
+def _check_file(path: Path, stored: StoredFile, variant: VariantRecord) -> None:
+    what = f"variant {variant.id}'s file {stored.name} ({path})"
+    if not path.is_file():
+        raise IntegrityError(f"{what} is missing", hint="restore it from a backup")
+    if sha256_file(path) != stored.sha256:
+        raise IntegrityError(
+            f"{what} no longer hashes to its recorded digest {stored.sha256[:16]}…: its bytes "
+            "changed",
+            hint="restore it from a backup; `compressgate audit verify` checks every artifact",
+        )
+
+
+def _copy_atomically(store: ArtifactStore, artifact: Artifact, folder: Path) -> None:
+    """The artifact's files in `folder` (each verified as it is copied), renamed into place
+    whole: a process that loses the race to make it keeps the winner's copy."""
+    import shutil
+    import tempfile
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=".copy.", dir=folder.parent))
+    try:
+        store.materialize(artifact, scratch)
+        for stored in artifact.files:
+            (scratch / stored.name).chmod(0o444)
+        if not folder.exists():
+            scratch.rename(folder)
+    except OSError as exc:
+        if not folder.is_dir():
+            raise CompressgateError(
+                f"cannot copy the artifact {artifact.sha256[:16]}…'s files to {folder}: {exc}",
+                hint="a deployment reads a one-file artifact in place; several files need a "
+                "writable workspace",
+            ) from exc
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
