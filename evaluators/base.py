@@ -6,6 +6,12 @@ and its outputs, computed once and shared by every evaluator of the stage. `base
 when the baseline itself is evaluated: comparisons are then left out. `ctx` carries the seed,
 the stage's parent (for fidelity against the teacher), and one bootstrap per stage so that all
 of a stage's intervals come from the same resamples.
+
+A third-party evaluator (a plug-in, docs/plugins.md) is an `Evaluator` subclass found through
+the entry point group `compressgate.evaluators` and loaded only under a trust policy that allows
+its distribution (`compressgate.recipes.plugins`). It is given its recipe entry's `params`
+validated by its `Params` model, and returns a `PluginResult` whose metrics are all under its
+own prefix: anything else is refused, so a plug-in cannot stand in for a built-in metric.
 """
 
 from __future__ import annotations
@@ -17,14 +23,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 import numpy as np
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from compressgate.evaluators import stats
-from compressgate.evaluators.results import Estimate, EvaluationResult
+from compressgate.evaluators.results import Estimate, EvaluationResult, PluginResult
 from compressgate.evaluators.stats import Floats
 from compressgate.recipes.data import Split, Splits
-from compressgate.recipes.evaluation import EvaluatorSpec
+from compressgate.recipes.evaluation import EvaluatorSpec, PluginEvaluatorSpec
+from compressgate.recipes.manifest import MetricName
+from compressgate.recipes.plugins import Plugins, params_of
 from compressgate.registry.kernel.digests import canonical_json, sha256_bytes
-from compressgate.registry.kernel.errors import StageError
+from compressgate.registry.kernel.errors import CompressgateError, StageError
 from compressgate.registry.kernel.plugins import Registry
 
 if TYPE_CHECKING:  # torch stays unloaded until a model is run
@@ -32,7 +41,7 @@ if TYPE_CHECKING:  # torch stays unloaded until a model is run
 
     from compressgate.recipes.models import OnnxModel, TorchModel, Variant
 
-S = TypeVar("S", bound=EvaluatorSpec)
+S = TypeVar("S", bound=BaseModel)
 TEST = "test"
 
 
@@ -123,9 +132,11 @@ class EvalContext:
 
 
 class Evaluator(Generic[S]):
-    """An evaluator of one `kind`."""
+    """An evaluator of one `kind`. A plug-in's `Params` is the model of its recipe entry's
+    `params` (none: it takes none)."""
 
     kind: ClassVar[str]
+    Params: ClassVar[type[BaseModel] | None] = None
 
     def evaluate(
         self,
@@ -166,8 +177,8 @@ def load_evaluators() -> Registry[type[Evaluator[Any]]]:
 
 
 def per_stage(specs: Iterable[EvaluatorSpec]) -> list[EvaluatorSpec]:
-    """The specs evaluated after each stage (the across-seeds ones are not)."""
-    return [spec for spec in specs if spec.kind in _MODULES]
+    """The specs evaluated after each stage (the across-seeds ones are not; plug-ins are)."""
+    return [s for s in specs if s.kind in _MODULES or isinstance(s, PluginEvaluatorSpec)]
 
 
 def evaluate_stage(
@@ -176,15 +187,66 @@ def evaluate_stage(
     baseline: Subject | None,
     splits: Splits,
     ctx: EvalContext,
+    plugins: Plugins | None = None,
 ) -> dict[str, EvaluationResult]:
-    """Run every per-stage evaluator on the candidate; results keyed by kind, in spec order."""
+    """Run every per-stage evaluator on the candidate, plug-ins from those the run loaded
+    (`plugins`); results keyed by kind, in spec order."""
     registry = load_evaluators()
     results: dict[str, EvaluationResult] = {}
     for spec in per_stage(specs):
-        result = registry.get(spec.kind)().evaluate(candidate, baseline, splits, spec, ctx)
+        if isinstance(spec, PluginEvaluatorSpec):
+            result: EvaluationResult | None = _plugin_result(
+                spec, plugins or Plugins(), candidate, baseline, splits, ctx
+            )
+        else:
+            result = registry.get(spec.kind)().evaluate(candidate, baseline, splits, spec, ctx)
         if result is not None:
             results[spec.kind] = result
     return results
+
+
+_METRIC: TypeAdapter[str] = TypeAdapter(MetricName)
+
+
+def _plugin_result(
+    spec: PluginEvaluatorSpec,
+    plugins: Plugins,
+    candidate: Subject,
+    baseline: Subject | None,
+    splits: Splits,
+    ctx: EvalContext,
+) -> PluginResult | None:
+    """A plug-in evaluator's result, checked: a `PluginResult` of its own kind whose metrics
+    are all named under its prefix. Its failures are the stage's errors."""
+    evaluator: Evaluator[Any] = plugins.get("evaluator", spec.kind).target()
+    try:
+        result = evaluator.evaluate(
+            candidate, baseline, splits, params_of(type(evaluator), spec.params), ctx
+        )
+    except CompressgateError:
+        raise
+    except Exception as exc:
+        raise ctx.error(spec.kind, f"{type(exc).__name__}: {exc}") from exc
+    if result is None:
+        return None
+    if not isinstance(result, PluginResult) or result.kind != spec.kind:
+        raise ctx.error(
+            spec.kind,
+            f"a plug-in evaluator returns a PluginResult of kind '{spec.kind}', not a "
+            f"{type(result).__name__} of kind {getattr(result, 'kind', None)!r}",
+        )
+    for name in result.estimates:
+        try:
+            _METRIC.validate_python(name)
+        except ValidationError:
+            raise ctx.error(spec.kind, f"'{name}' is not a metric name") from None
+        if not spec.provides(name):
+            raise ctx.error(
+                spec.kind,
+                f"it reported the metric '{name}', outside its own prefix '{spec.metric_prefix}': "
+                "a plug-in names its metrics under its prefix and never reports a built-in one",
+            )
+    return result
 
 
 def flatten(results: dict[str, EvaluationResult]) -> dict[str, Estimate]:

@@ -14,9 +14,9 @@ are absent (None) when the evaluated model is the baseline itself.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, JsonValue, Tag
 
 
 class Estimate(BaseModel):
@@ -411,7 +411,20 @@ class RetrievalResult(Result):
         }
 
 
-EvaluationResult = Annotated[
+class PluginResult(Result):
+    """What a plug-in evaluator returns: its metrics by their full dotted names, each under the
+    plug-in's own prefix (`toy_weights.l2_norm` from `toy-weights`: checked when it returns, so
+    a plug-in never reports a built-in metric), and anything else it records, as plain JSON."""
+
+    kind: str = Field(description="the plug-in's name (its entry point's)")
+    estimates: dict[str, Estimate] = Field(description="metric name → estimate")
+    details: dict[str, JsonValue] = Field(default_factory=dict)
+
+    def metrics(self) -> dict[str, Estimate]:
+        return dict(self.estimates)
+
+
+BuiltinResult = Annotated[
     AccuracyResult
     | PairedResult
     | CalibrationResult
@@ -425,6 +438,21 @@ EvaluationResult = Annotated[
     | CosineResult
     | RetrievalResult,
     Field(discriminator="kind"),
+]
+_BUILTIN_KINDS = frozenset(
+    str(member.model_fields["kind"].default) for member in get_args(get_args(BuiltinResult)[0])
+)
+
+
+def _result_branch(value: Any) -> str:
+    kind = value.get("kind") if isinstance(value, dict) else getattr(value, "kind", None)
+    return "plug-in" if isinstance(kind, str) and kind not in _BUILTIN_KINDS else "built-in"
+
+
+# A stored result: a built-in's (tagged by `kind`), or a plug-in's, whose kind is its name.
+EvaluationResult = Annotated[
+    Annotated[BuiltinResult, Tag("built-in")] | Annotated[PluginResult, Tag("plug-in")],
+    Discriminator(_result_branch),
 ]
 
 

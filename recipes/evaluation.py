@@ -21,11 +21,19 @@ not when the gate is judged. Metric names are dotted: `accuracy`, `paired.accura
 from __future__ import annotations
 
 import math
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
-from pydantic import Field, model_validator
+from pydantic import AfterValidator, Discriminator, Field, JsonValue, Tag, model_validator
+from pydantic.json_schema import SkipJsonSchema
 
-from compressgate.recipes.spec import Spec
+from compressgate.recipes.spec import (
+    BUILTIN,
+    PLUGIN,
+    PluginEntrySchema,
+    Spec,
+    plugin_or_builtin,
+)
+from compressgate.registry.kernel.plugins import PLUGIN_NAME
 
 Confidence = Annotated[float, Field(gt=0.5, lt=1)]
 Resamples = Annotated[int, Field(ge=200, le=100_000, description="bootstrap resamples")]
@@ -52,6 +60,10 @@ class EvaluatorSpec(Spec):
     def metric_names(self) -> tuple[str, ...]:
         """The metrics this evaluator gives a compressed stage (comparisons included)."""
         raise NotImplementedError
+
+    def provides(self, metric: str) -> bool:
+        """Whether `metric` is one this evaluator gives (a gate may judge it)."""
+        return metric in self.metric_names()
 
     def onnx_only(self) -> tuple[str, ...]:
         """Those of `metric_names` measured only on ONNX variants (not after torch stages)."""
@@ -419,6 +431,75 @@ AnyEvaluatorSpec = (
     | RetrievalSpec
 )
 EvaluatorSpecs = Annotated[AnyEvaluatorSpec, Field(discriminator="kind")]
+
+
+def plugin_name(value: str, family: str, builtins: tuple[str, ...]) -> str:
+    """`value` as the name of a plug-in of `family`: never a built-in kind's."""
+    if value in builtins:
+        raise ValueError(f"'{value}' is a built-in {family} kind: write 'kind: {value}'")
+    if len(value) > 64 or not PLUGIN_NAME.match(value):
+        raise ValueError(
+            f"'{value}' is not a plug-in name: lowercase letters and digits, words joined by "
+            "'-' (e.g. toy-round), at most 64 characters"
+        )
+    return value
+
+
+def _evaluator_plugin_name(value: str) -> str:
+    return plugin_name(value, "evaluator", EVALUATOR_KINDS)
+
+
+class PluginEvaluatorSpec(EvaluatorSpec):
+    """A third-party evaluator: an entry point of group `compressgate.evaluators`, which runs
+    only if the trust policy's `plugins` allows its distribution. Its metrics are named under
+    its own prefix (`toy-weights` gives `toy_weights.*`), so a plug-in never reports a
+    built-in metric; `params` is the plug-in's to define, validated by its own model."""
+
+    is_plugin: ClassVar[bool] = True
+    kind: Annotated[str, AfterValidator(_evaluator_plugin_name)] = Field(
+        alias="plugin",
+        description="the plug-in's entry point name in the group compressgate.evaluators",
+        json_schema_extra={"pattern": PLUGIN_NAME.pattern},
+    )
+    params: dict[str, JsonValue] = Field(
+        default_factory=dict, description="the plug-in's options, checked by the plug-in"
+    )
+    # Not the plug-in's to take: its estimates carry their own intervals (refused below).
+    confidence: SkipJsonSchema[Confidence] = Field(default=0.95, exclude=True)
+
+    @model_validator(mode="after")
+    def _own_options(self) -> PluginEvaluatorSpec:
+        if "confidence" in self.model_fields_set:
+            raise ValueError(
+                "a plug-in evaluator reports its own intervals: its options go under 'params'"
+            )
+        return self
+
+    @property
+    def metric_prefix(self) -> str:
+        """The dotted prefix of every metric this plug-in gives: `toy_weights.`"""
+        return self.kind.replace("-", "_") + "."
+
+    def metric_names(self) -> tuple[str, ...]:
+        return ()  # the plug-in's own, known once it runs: any name under `metric_prefix`
+
+    def provides(self, metric: str) -> bool:
+        return metric.startswith(self.metric_prefix)
+
+    def describe(self) -> str:
+        given = f" with {', '.join(f'{k}={v!r}' for k, v in self.params.items())}"
+        return (
+            f"plug-in evaluator '{self.kind}'{given if self.params else ''}, reporting "
+            f"{self.metric_prefix}* metrics"
+        )
+
+
+# An evaluator entry: a built-in kind (the tagged union above), or a plug-in (`plugin:`).
+EvaluatorEntry = Annotated[
+    Annotated[EvaluatorSpecs, Tag(BUILTIN)] | Annotated[PluginEvaluatorSpec, Tag(PLUGIN)],
+    Discriminator(plugin_or_builtin),
+    PluginEntrySchema(),
+]
 EVALUATOR_KINDS: tuple[str, ...] = (
     "accuracy",
     "paired",

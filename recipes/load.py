@@ -4,7 +4,9 @@ On top of the model's own checks: cross-field rules (unique stage names, gates a
 stages), file references that must exist inside the manifest's folder, factories and loaders
 whose modules the trust file allow-lists (`compressgate.recipes.examples` without one) and that
 must be
-importable (found without running them), and, given a trust file, owners that it must know.
+importable (found without running them), plug-ins (`plugin:`) whose distributions the trust
+file allow-lists (none without one; `compressgate.recipes.plugins`, nothing imported), and,
+given a trust file, owners that it must know.
 All problems are reported together, each with its line.
 """
 
@@ -16,6 +18,7 @@ from importlib.machinery import ModuleSpec, PathFinder
 from pathlib import Path
 
 from compressgate.recipes.manifest import FileRef, ImportRef, Loc, Recipe, iter_refs, recipe_issues
+from compressgate.recipes.plugins import plugin_issues
 from compressgate.recipes.trust import (
     DEFAULT_MODULES,
     Trust,
@@ -72,6 +75,7 @@ def load_recipe(
     problems += _reference_issues(recipe, path.parent, trust.modules if trust else DEFAULT_MODULES)
     if trust is not None:
         problems += _owner_issues(recipe, trust)
+    problems += plugin_issues(recipe, trust)  # metadata only: no plug-in is imported here
     if problems:
         issues = [
             Issue(document.source, *document.locate(loc), message) for loc, message in problems

@@ -11,7 +11,7 @@ file system or a trust file; the models here check everything a manifest says ab
     model: {factory | onnx, args, checkpoint}
     data: {loader, args}
     seeds: [0, 1, 2]
-    stages: [distill | prune | quantize | export, ...]      # tagged by `kind`
+    stages: [distill | prune | quantize | export, ...]      # tagged by `kind`; or `plugin:`
     gates: [non_inferior | bound | relative, ...]            # tagged by `rule`
     budget: {seeds, epochs, latency_calls, batch_size}      # what a run may spend
 """
@@ -23,15 +23,17 @@ import keyword
 import re
 from collections.abc import Iterator
 from pathlib import PurePosixPath
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     AfterValidator,
     BaseModel,
+    Discriminator,
     Field,
     GetCoreSchemaHandler,
     GetJsonSchemaHandler,
     JsonValue,
+    Tag,
     WithJsonSchema,
     model_validator,
 )
@@ -48,15 +50,24 @@ from compressgate.recipes.evaluation import (
     OPTIONLESS_EVALUATORS,
     SESSION_CALLS,
     AccuracySpec,
+    EvaluatorEntry,
     EvaluatorSpec,
-    EvaluatorSpecs,
     LatencySpec,
     PairedSpec,
+    PluginEvaluatorSpec,
     comparison,
     order_statistic_calls,
+    plugin_name,
     ungateable,
 )
-from compressgate.recipes.spec import Spec
+from compressgate.recipes.spec import (
+    BUILTIN,
+    PLUGIN,
+    PluginEntrySchema,
+    Spec,
+    plugin_or_builtin,
+)
+from compressgate.registry.kernel.plugins import PLUGIN_NAME
 
 API_VERSION = "compressgate/v1"
 _NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
@@ -415,6 +426,39 @@ StageSpec = Annotated[
 STAGE_KINDS: tuple[str, ...] = ("distill", "prune", "quantize", "export")
 
 
+def _stage_plugin_name(value: str) -> str:
+    return plugin_name(value, "stage", STAGE_KINDS)
+
+
+class PluginStageSpec(StageBase):
+    """A third-party stage: an entry point of group `compressgate.stages`, which runs only if
+    the trust policy's `plugins` allows its distribution. `params` is the plug-in's to define:
+    its own model validates them when a run starts (`compressgate.recipes.plugins`)."""
+
+    is_plugin: ClassVar[bool] = True
+    kind: Annotated[str, AfterValidator(_stage_plugin_name)] = Field(
+        alias="plugin",
+        description="the plug-in's entry point name in the group compressgate.stages",
+        json_schema_extra={"pattern": PLUGIN_NAME.pattern},
+    )
+    params: dict[str, JsonValue] = Field(
+        default_factory=dict, description="the plug-in's options, checked by the plug-in"
+    )
+
+    def describe(self) -> str:
+        given = f" with {format_args(self.params)}" if self.params else ""
+        return f"plug-in stage '{self.kind}'{given}"
+
+
+# A stage entry: a built-in kind (the tagged union above), or a plug-in (`plugin:`).
+StageEntry = Annotated[
+    Annotated[StageSpec, Tag(BUILTIN)] | Annotated[PluginStageSpec, Tag(PLUGIN)],
+    Discriminator(plugin_or_builtin),
+    PluginEntrySchema(),
+]
+AnyStage = DistillSpec | PruneSpec | QuantizeSpec | ExportSpec | PluginStageSpec
+
+
 # --- gates -------------------------------------------------------------------------------------
 
 
@@ -639,8 +683,8 @@ class Recipe(Spec):
     seeds: tuple[Annotated[int, Field(ge=0, lt=2**32)], ...] = Field(
         default=(0,), min_length=1, max_length=MAX_SEEDS
     )
-    stages: tuple[StageSpec, ...] = Field(min_length=1, max_length=MAX_STAGES)
-    evaluators: tuple[EvaluatorSpecs, ...] = Field(
+    stages: tuple[StageEntry, ...] = Field(min_length=1, max_length=MAX_STAGES)
+    evaluators: tuple[EvaluatorEntry, ...] = Field(
         default=DEFAULT_EVALUATORS,
         description="what is measured after every stage; accuracy always is. Default: accuracy, "
         "paired, calibration, classes, fidelity, size",
@@ -688,7 +732,7 @@ class Recipe(Spec):
         """The metrics measured only on ONNX variants (after quantize or export stages)."""
         return tuple(name for spec in self.evaluator_specs() for name in spec.onnx_only())
 
-    def stage(self, name: str) -> DistillSpec | PruneSpec | QuantizeSpec | ExportSpec:
+    def stage(self, name: str) -> AnyStage:
         for stage in self.stages:
             if stage.name == name:
                 return stage
@@ -850,7 +894,18 @@ def _evaluator_issues(recipe: Recipe) -> Iterator[tuple[Loc, str]]:
     }
     onnx_only = recipe.onnx_only_metrics()
     giver = {n: each for each in recipe.evaluator_specs() for n in each.metric_names()}
+    plugins = [s for s in recipe.evaluator_specs() if isinstance(s, PluginEvaluatorSpec)]
     for index, gate in enumerate(recipe.gates):
+        plugin = next((s for s in plugins if s.provides(gate.metric)), None)
+        if plugin is not None:  # the plug-in's own metric: whether it reports it shows at run
+            if not isinstance(gate, BoundGate):
+                yield (
+                    ("gates", index, "rule"),
+                    f"'{gate.metric}' comes from the plug-in evaluator '{plugin.kind}', and no "
+                    "paired interval of its change from the baseline is measured: gate it with "
+                    "'bound'",
+                )
+            continue
         source = giver.get(gate.metric)
         if (
             isinstance(gate, BoundGate | RelativeGate)
@@ -1142,7 +1197,7 @@ def _fix(field: str, needed: int, remedy: str) -> str:
     return f"{remedy}, or declare `budget.{field}: {needed}` to allow it"
 
 
-def _makes_onnx(stage: DistillSpec | PruneSpec | QuantizeSpec | ExportSpec) -> bool:
+def _makes_onnx(stage: AnyStage) -> bool:
     """Every quantize (qat too, after its fine-tuning) and export stage outputs ONNX."""
     return isinstance(stage, QuantizeSpec | ExportSpec)
 

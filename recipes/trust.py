@@ -29,6 +29,16 @@ imported only if `pkg.mod` or a package above it is listed, so a signed recipe s
 `os:system`. Without the key, only `compressgate.recipes.examples` (the examples that ship with
 compressgate)
 is allowed. Standard-library modules can never be listed.
+
+`plugins` is the allow-list of third-party distributions whose stages and evaluators (entry
+points `compressgate.stages`, `compressgate.evaluators`) recipes may use, each at one version
+and optionally at one exact code digest (`compressgate plugins` shows it):
+
+    plugins:
+      - {distribution: compressgate-toy, version: "0.1.0", sha256: 5be1…}
+
+Without the key, no plug-in runs. Allowing a distribution allows its entry points' own modules
+only: `modules` still governs what factories and loaders may name.
 """
 
 from __future__ import annotations
@@ -40,6 +50,8 @@ from importlib.machinery import ModuleSpec
 from pathlib import Path
 from typing import Annotated, Literal
 
+from packaging.utils import canonicalize_name
+from packaging.version import InvalidVersion, Version
 from pydantic import AfterValidator, Field, ValidationError, model_validator
 
 from compressgate.recipes.manifest import API_VERSION, Name
@@ -201,6 +213,53 @@ class AliasRule(Spec):
     )
 
 
+_DISTRIBUTION = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,98}[A-Za-z0-9])?$")
+
+
+def _distribution_name(value: str) -> str:
+    if not _DISTRIBUTION.match(value):
+        raise ValueError(
+            f"'{value}' is not a distribution name (letters, digits, '-', '_' and '.', as "
+            "`pip install` takes it, e.g. compressgate-toy)"
+        )
+    return value
+
+
+def _exact_version(value: str) -> str:
+    pinned = value.strip().removeprefix("==").strip()
+    try:
+        Version(pinned)
+    except InvalidVersion:
+        raise ValueError(
+            f"'{value}' is not one exact version: pin the release you reviewed ('==0.1.0'); "
+            "a new release is new code, which needs a new version of the policy"
+        ) from None
+    return pinned
+
+
+class PluginRule(Spec):
+    """A plug-in distribution recipes may use: its name, the one version allowed and, if given,
+    the sha256 of its installed code (`compressgate plugins` shows it)."""
+
+    distribution: Annotated[str, AfterValidator(_distribution_name)]
+    version: Annotated[str, AfterValidator(_exact_version)] = Field(
+        description="the one release allowed, e.g. '0.1.0' or '==0.1.0'"
+    )
+    sha256: str | None = Field(
+        default=None,
+        pattern=r"^[0-9a-f]{64}$",
+        description="the code digest of the installed distribution (its RECORD's files as they "
+        "are on disk); given, another build of the same version is refused",
+    )
+
+    @property
+    def canonical(self) -> str:
+        return canonicalize_name(self.distribution)
+
+    def pin(self) -> str:
+        return f"{self.distribution}=={self.version}"
+
+
 class Trust(Spec):
     api_version: Literal["compressgate/v1"] = Field(alias="apiVersion")
     kind: Literal["Trust"]
@@ -216,6 +275,11 @@ class Trust(Spec):
         default=True, description="a recipe's signers may not approve or waive its gates"
     )
     aliases: dict[str, AliasRule] = Field(default_factory=dict)
+    plugins: tuple[PluginRule, ...] = Field(
+        default=(),
+        description="third-party distributions whose stages and evaluators recipes may use; "
+        "default none",
+    )
 
     @model_validator(mode="after")
     def _roots_reach_threshold(self) -> Trust:
@@ -226,6 +290,14 @@ class Trust(Spec):
                     f"root.threshold is {self.root.threshold} but only {len(holders)} owner(s) "
                     "hold the 'root' role: the policy could never change"
                 )
+        seen: dict[str, int] = {}
+        for index, plugin in enumerate(self.plugins):
+            if plugin.canonical in seen:
+                raise ValueError(
+                    f"plugins[{index}] names {plugin.distribution} again (first at "
+                    f"plugins[{seen[plugin.canonical]}]): allow one version of a distribution"
+                )
+            seen[plugin.canonical] = index
         for alias, rule in self.aliases.items():
             for field, role, names in (
                 ("releasers", "releaser", rule.releasers),
@@ -253,6 +325,34 @@ class Trust(Spec):
 
     def allows(self, module: str) -> bool:
         return module_allowed(module, self.modules)
+
+    def plugin_rule(self, distribution: str) -> PluginRule | None:
+        """The `plugins` entry of `distribution` (any spelling of its name), if any."""
+        wanted = canonicalize_name(distribution)
+        return next((rule for rule in self.plugins if rule.canonical == wanted), None)
+
+    def plugin_refusal(
+        self, distribution: str, version: str, code_sha256: str | None
+    ) -> str | None:
+        """Why the installed `distribution` at `version` (code digest `code_sha256`) may not
+        run under this policy, as a clause (`the trust policy allows x==1 only`); None when its
+        `plugins` entry allows it."""
+        rule = self.plugin_rule(distribution)
+        if rule is None:
+            allowed = ", ".join(r.pin() for r in self.plugins) or "none"
+            return f"the trust policy does not allow-list it (plugins: {allowed})"
+        try:
+            same = Version(version) == Version(rule.version)
+        except InvalidVersion:
+            same = version == rule.version
+        if not same:
+            return f"the trust policy allows {rule.pin()} only"
+        if rule.sha256 is not None and code_sha256 != rule.sha256:
+            return (
+                f"its code sha256 is {code_sha256 or 'unknown (it has no RECORD)'}, and the trust "
+                f"policy allows the build of {rule.pin()} with code sha256 {rule.sha256} only"
+            )
+        return None
 
     def keys_with_role(self, role: Role) -> dict[PublicKey, str]:
         """Every key whose owner holds `role`, mapped to the owner's name."""
@@ -348,7 +448,10 @@ def allow_modules(path: Path, modules: tuple[str, ...]) -> Trust:
 def _rest(trust: Trust) -> dict[str, object]:
     """The policy's fields other than owners and modules, as a file states them."""
     return trust.model_dump(
-        mode="json", by_alias=True, exclude_unset=True, include={"root", "separation", "aliases"}
+        mode="json",
+        by_alias=True,
+        exclude_unset=True,
+        include={"root", "separation", "aliases", "plugins"},
     )
 
 
@@ -360,7 +463,8 @@ def _write_trust(
         by_alias=True,
     )
     dumped = trust.model_dump(mode="json", by_alias=True, exclude_none=True)
-    for field, default in (("separation", True), ("aliases", {})):  # said only when not default
+    # said only when not default
+    for field, default in (("separation", True), ("aliases", {}), ("plugins", [])):
         if dumped.get(field) == default:
             dumped.pop(field)
     body = dump_yaml(dumped)

@@ -20,6 +20,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
+from compressgate.recipes.spec import BUILTIN, PLUGIN
 from compressgate.registry.kernel.errors import Issue, ManifestError
 
 M = TypeVar("M", bound=BaseModel)
@@ -342,6 +343,7 @@ def issues_from(
             continue
         if detail["type"] in {"union_tag_invalid", "union_tag_not_found"}:
             loc = (*loc, detail.get("ctx", {}).get("discriminator", "kind").strip("'"))
+        loc = tuple(step for step in loc if step not in (BUILTIN, PLUGIN))  # branches: no keys
         line, path = document.locate(loc)
         issues.append(Issue(document.source, line, path, describe(detail, model)))
     return tuple(issues)
@@ -430,7 +432,13 @@ def known_keys(model: type[BaseModel], loc: Loc) -> set[str]:
 
 
 def _step(tp: Any, step: str | int) -> Iterator[Any]:
-    """The annotation(s) reached from `tp` by one loc step (a key, an index or a union tag)."""
+    """The annotation(s) reached from `tp` by one loc step (a key, an index, a union tag, or
+    the branch of a union that admits plug-ins, `compressgate.recipes.spec`)."""
+    if step in (BUILTIN, PLUGIN):
+        for option in _options(tp):
+            if getattr(option, "is_plugin", False) == (step == PLUGIN):
+                yield option
+        return
     for option in _options(tp):
         if isinstance(option, type) and issubclass(option, BaseModel):
             for name, field in option.model_fields.items():

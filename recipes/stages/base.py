@@ -4,6 +4,11 @@ A stage is `apply(model, spec, ctx) -> model`: a variant in, a variant out. What
 on the way (achieved sparsity, parity, calibration samples used) it records in `ctx.details`.
 It writes files only under `ctx.workdir`, which the executor stores content-addressed and then
 deletes, so a stage that fails leaves nothing behind.
+
+A third-party stage (a plug-in, docs/plugins.md) is a `Stage` subclass too, found through the
+entry point group `compressgate.stages` and loaded only under a trust policy that allows its
+distribution (`compressgate.recipes.plugins`). It declares a pydantic `Params` model: its
+`apply` is given the recipe entry's `params` validated by it, not the entry itself.
 """
 
 from __future__ import annotations
@@ -15,16 +20,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
+from pydantic import BaseModel
+
 from compressgate.recipes import training
 from compressgate.recipes.data import Splits
-from compressgate.recipes.manifest import STAGE_KINDS, StageBase
+from compressgate.recipes.manifest import STAGE_KINDS, PluginStageSpec
 from compressgate.recipes.models import TorchModel, Variant
+from compressgate.recipes.plugins import Plugins, params_of
 from compressgate.recipes.training import Ticker
 from compressgate.registry.kernel.digests import canonical_json, sha256_bytes
 from compressgate.registry.kernel.errors import StageError
 from compressgate.registry.kernel.plugins import Registry
 
-S = TypeVar("S", bound=StageBase)
+S = TypeVar("S", bound=BaseModel)
 
 
 class Progress(Protocol):
@@ -100,13 +108,22 @@ class StageContext:
 
 
 class Stage(Generic[S]):
-    """A compression stage of one `kind`; `accepts` lists the variant formats it takes."""
+    """A compression stage of one `kind`; `accepts` lists the variant formats it takes. A
+    plug-in's `Params` is the model of its recipe entry's `params` (none: it takes none)."""
 
     kind: ClassVar[str]
     accepts: ClassVar[tuple[str, ...]] = ("torch",)
+    Params: ClassVar[type[BaseModel] | None] = None
 
     def apply(self, model: Variant, spec: S, ctx: StageContext) -> Variant:
         raise NotImplementedError
+
+    def bind(self, spec: BaseModel) -> Any:
+        """What `apply` is given for the recipe's entry `spec`: a built-in's spec itself, a
+        plug-in's `params` validated by its `Params` model."""
+        if isinstance(spec, PluginStageSpec):
+            return params_of(type(self), spec.params)
+        return spec
 
     def torch_input(self, model: Variant, ctx: StageContext) -> TorchModel:
         if not isinstance(model, TorchModel):
@@ -129,5 +146,9 @@ def load_stages() -> Registry[type[Stage[Any]]]:
     return STAGES
 
 
-def stage_for(kind: str) -> Stage[Any]:
+def stage_for(kind: str, plugins: Plugins | None = None) -> Stage[Any]:
+    """The stage of `kind`: a built-in, or a plug-in the run loaded (`plugins`)."""
+    if kind not in STAGE_KINDS and plugins is not None and kind in plugins.stages:
+        implementation: Stage[Any] = plugins.stages[kind].target()
+        return implementation
     return load_stages().get(kind)()

@@ -185,5 +185,8 @@ def trust_show(
     for alias, rule in result.aliases.items():
         who = ", ".join(rule.get("releasers") or []) or "any releaser"
         click.echo(f"  alias {alias}: {who}; separate: {rule.get('separate')}")
+    for plugin in result.plugins:
+        pinned = f", code sha256 {plugin['sha256'][:16]}…" if plugin.get("sha256") else ""
+        click.echo(f"  plug-in {plugin['distribution']}=={plugin['version']}{pinned}")
     for entry in result.history:
         click.echo(f"  v{entry['version']} signed by {', '.join(entry['signers'])}")

@@ -151,6 +151,7 @@ class PolicyShow(BaseModel):
     modules: list[str] = []
     separation: bool | None = None
     aliases: dict[str, Any] = {}
+    plugins: list[dict[str, Any]] = []
     signers: list[str] = []
     history: list[dict[str, Any]] = []
 
@@ -294,6 +295,7 @@ def show(catalog: Catalog, version: int | None = None) -> PolicyShow:
             name: trust.alias_rule(name).model_dump(mode="json")
             for name in sorted({*trust.aliases, "production"})
         },
+        plugins=[rule.model_dump(mode="json", exclude_none=True) for rule in trust.plugins],
         signers=list(chosen.policy.signers),
         history=history,
     )
@@ -340,6 +342,17 @@ def _changes(before: Trust | None, after: Trust) -> list[Change]:
         out.append(Change(what="root threshold", detail=str(after.root.threshold)))
     if before is None or before.separation != after.separation:
         out.append(Change(what="separation of duties", detail=str(after.separation).lower()))
+    if (before.plugins if before is not None else ()) != after.plugins:  # third-party code
+        out.append(
+            Change(
+                what="plug-ins allowed",
+                detail="; ".join(
+                    rule.pin() + (f" (code sha256 {rule.sha256})" if rule.sha256 else "")
+                    for rule in after.plugins
+                )
+                or "none",
+            )
+        )
     if before is None or before.aliases != after.aliases:
         out.append(
             Change(

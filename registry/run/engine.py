@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import logging
 import secrets
 import sys
 import tempfile
@@ -39,7 +40,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from compressgate import evaluators, recipes
-from compressgate.evaluators.base import EvalContext, Subject, evaluate_stage, flatten
+from compressgate.evaluators.base import EvalContext, Evaluator, Subject, evaluate_stage, flatten
 from compressgate.gates.power import PowerCheck, SampleSizes, sample_sizes
 from compressgate.gates.review import GateDecision
 from compressgate.recipes import models, onnxio
@@ -47,14 +48,16 @@ from compressgate.recipes.data import Split, Splits, load_splits
 from compressgate.recipes.load import LoadedRecipe
 from compressgate.recipes.manifest import ImportRef, Recipe, iter_refs
 from compressgate.recipes.models import TorchModel, Variant
+from compressgate.recipes.plugins import Plugins, code_digests, load_plugins
 from compressgate.recipes.signing import verify_recipe
-from compressgate.recipes.stages.base import NullProgress, Progress, StageContext, stage_for
-from compressgate.recipes.trust import load_trust
+from compressgate.recipes.stages.base import NullProgress, Progress, Stage, StageContext, stage_for
+from compressgate.recipes.trust import Trust, load_trust
 from compressgate.registry.catalog.records import RecipeRef, RunRecord, StageRecord, Timing
 from compressgate.registry.catalog.repository import Catalog, JudgementRecord, catalog_url
 from compressgate.registry.catalog.store import Artifact, ArtifactStore
 from compressgate.registry.kernel.digests import sha256_bytes, sha256_file
 from compressgate.registry.kernel.errors import CompressgateError, IntegrityError, StageError
+from compressgate.registry.kernel.plugins import Family
 from compressgate.registry.run import cache, environment, variants
 from compressgate.registry.run.across import across_seeds
 from compressgate.registry.run.determinism import (
@@ -68,6 +71,8 @@ from compressgate.registry.run.determinism import (
 from compressgate.registry.run.isolation import Outcome, RemoteCatalog, run_isolated
 from compressgate.registry.run.judging import judge_for_catalog
 from compressgate.registry.run.variants import BASELINE
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from compressgate.registry.run.prepared import PreparedRecipe
@@ -168,11 +173,22 @@ def execute(
         workspace=str(options.workspace.resolve()),
         seeds=list(recipe.seeds),
     )
+    log.info(
+        "run %s: %s v%s (sha256 %s), seeds %s, signed by %s",
+        record.run_id,
+        recipe.metadata.name,
+        recipe.metadata.version,
+        prepared.sha256[:12],
+        list(recipe.seeds),
+        ", ".join(record.recipe.signers) or "nobody",
+    )
     if options.isolate or recipe.environment.isolate:
+        log.info("run %s: isolated, in the environment of %s", record.run_id, lock)
         return run_isolated(prepared.path, options, verified, record, lock, catalog)
     mismatches = environment.enforce(lock, strict=recipe.environment.strict)
     sources = verified.sources
     check_references(recipe, base, prepared.modules, sources)
+    plugins = load_run_plugins(recipe, prepared.trust, str(prepared.path))
     if callable(catalog):
         catalog = catalog()
     with models.allowed_modules(prepared.modules, sources):
@@ -185,9 +201,10 @@ def execute(
             catalog,
             splits=prepared.splits,
             power=prepared.power_of,
+            plugins=plugins,
         )
         with deterministic(THREADS):
-            record.environment = environment_record(lock, recipe, mismatches, base)
+            record.environment = environment_record(lock, recipe, mismatches, base, plugins)
             catalog.record_run_start(
                 record,
                 recipe_content=prepared.loaded.data.decode("utf-8"),
@@ -224,16 +241,29 @@ def check_references(
                 onnxio.check_baseline(base / ref, what=".".join(map(str, loc)))
 
 
+def load_run_plugins(recipe: Recipe, trust: Trust | None, source: str) -> Plugins:
+    """The recipe's plug-ins, each imported only if `trust` (the trust in force for this run)
+    allows its distribution, and checked to be a stage or an evaluator whose `Params` take the
+    recipe's `params`: before anything is recorded (`compressgate.recipes.plugins`)."""
+    bases: dict[Family, type] = {"stage": Stage, "evaluator": Evaluator}
+    return load_plugins(recipe, trust, source=source, bases=bases)
+
+
 def environment_record(
-    lock: Path, recipe: Recipe, mismatches: tuple[environment.Mismatch, ...], base: Path
+    lock: Path,
+    recipe: Recipe,
+    mismatches: tuple[environment.Mismatch, ...],
+    base: Path,
+    plugins: Plugins | None = None,
 ) -> dict[str, Any]:
     """The run record's `environment`: the fingerprint of this interpreter (taken under the
-    engine's thread settings), where the interpreter is, the lock's mismatches, and the digest
-    of the code the stages run (`code_digest`). Where the interpreter is stays out of the
-    fingerprint, whose digest (with the code's, the lock's and the data's) says which runs
-    `ci` may reuse."""
+    engine's thread settings), where the interpreter is, the lock's mismatches, the digest
+    of the code the stages run (`code_digest`) and, when the recipe uses plug-ins, which
+    distribution, version and code digest each came from. Where the interpreter is stays out
+    of the fingerprint, whose digest (with the code's, the lock's and the data's) says which
+    runs `ci` may reuse."""
     fingerprint = environment.fingerprint(lock, threads=threads(), seeds=tuple(recipe.seeds))
-    return {
+    found = {
         "fingerprint": fingerprint,
         "fingerprint_sha256": digest(fingerprint),
         "interpreter": {"prefix": sys.prefix, "executable": sys.executable},
@@ -241,15 +271,21 @@ def environment_record(
         "strict": recipe.environment.strict,
         "code_sha256": code_digest(recipe, base),
     }
+    if plugins is not None and plugins.record():
+        found["plugins"] = plugins.record()
+    return found
 
 
 def code_digest(recipe: Recipe, base: Path) -> str:
     """Digest of the code a stage's output depends on: every module the recipe imports
-    (factories, loaders: the file each is loaded from) and our own engine, stages, models and
-    evaluators."""
+    (factories, loaders: the file each is loaded from), the plug-ins it names (distribution,
+    version, code sha256) and our own engine, stages, models and evaluators."""
     from compressgate.recipes.subjects import installed, local_module
 
-    sources = {"compressgate": _own_code_digest()}
+    sources: dict[str, Any] = {"compressgate": _own_code_digest()}
+    plugged = code_digests(recipe)
+    if plugged:  # absent from the digests of recipes without plug-ins, which stay as they were
+        sources["plugins"] = plugged
     for _, ref in iter_refs(recipe):
         if not isinstance(ref, ImportRef):
             continue
@@ -335,8 +371,10 @@ class Executor:
         *,
         splits: Callable[[int], Splits] | None = None,
         power: Callable[[str], PowerCheck | None] | None = None,
+        plugins: Plugins | None = None,
     ) -> None:
         self.recipe: Recipe = loaded.recipe
+        self.plugins = plugins or Plugins()
         self.base = base
         self.options = options
         self.record = record
@@ -499,10 +537,13 @@ class Executor:
                 env=self._env_key(),
             )
             self._begin(stage)
+            log.debug("seed %s %s: cache key %s", seed, spec.name, stage.cache_key)
             cached = self._cached(stage, state, reference)
             if cached is not None:
+                log.info("seed %s %s: reused from the stage cache", seed, spec.name)
                 current = cached
             else:
+                log.info("seed %s %s [%s]: running", seed, spec.name, spec.kind)
                 with tempfile.TemporaryDirectory(prefix="compressgate-stage-") as scratch:
                     ctx = StageContext(
                         stage=spec.name,
@@ -514,9 +555,12 @@ class Executor:
                         reference=reference,
                     )
                     seed_everything(ctx.seed_for("global"))
-                    implementation = stage_for(spec.kind)
+                    implementation = stage_for(spec.kind, self.plugins)
+                    bound = implementation.bind(spec)
                     with self._timed(stage, "seconds"):
-                        current = variants.apply_stage(implementation, current, spec, ctx)
+                        current = variants.apply_stage(implementation, current, bound, ctx)
+                    if spec.kind in self.plugins.stages:  # which plug-in code made it
+                        ctx.details["plugin"] = self.plugins.stages[spec.kind].record()
                     stage.details = ctx.details
                     stage.warnings = ctx.warnings
                     current = self._keep(stage, current, state, reference, Path(scratch))
@@ -636,7 +680,12 @@ class Executor:
             )
             with self._timed(stage, "eval_seconds"):
                 results = evaluate_stage(
-                    self.recipe.evaluator_specs(), subject, state.baseline, state.splits, ctx
+                    self.recipe.evaluator_specs(),
+                    subject,
+                    state.baseline,
+                    state.splits,
+                    ctx,
+                    self.plugins,
                 )
                 stage.evaluations = results
                 stage.metrics = flatten(results)

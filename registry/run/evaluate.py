@@ -26,6 +26,7 @@ from compressgate.recipes.evaluation import (
     EVALUATOR_KINDS,
     OPTIONLESS_EVALUATORS,
     EvaluatorSpec,
+    PluginEvaluatorSpec,
 )
 from compressgate.recipes.load import load_recipe
 from compressgate.recipes.manifest import Recipe
@@ -36,7 +37,7 @@ from compressgate.registry.catalog.repository import Catalog, catalog_url
 from compressgate.registry.catalog.store import Artifact, ArtifactStore
 from compressgate.registry.kernel.errors import IntegrityError, ManifestError
 from compressgate.registry.run.determinism import THREADS, deterministic
-from compressgate.registry.run.engine import split_digest
+from compressgate.registry.run.engine import load_run_plugins, split_digest
 from compressgate.registry.run.reproduce import recorded_recipe
 from compressgate.registry.run.variants import BASELINE, load_variant, subject_of
 
@@ -89,7 +90,7 @@ def _specs(recipe: Recipe, only: Sequence[str]) -> list[EvaluatorSpec]:
     defaults = {spec.kind: spec for spec in OPTIONLESS_EVALUATORS}
     chosen = []
     for kind in only:
-        if kind not in EVALUATOR_KINDS:
+        if kind not in EVALUATOR_KINDS and not isinstance(declared.get(kind), PluginEvaluatorSpec):
             raise ManifestError(
                 f"unknown evaluator kind '{kind}'; known: {', '.join(EVALUATOR_KINDS)}"
             )
@@ -139,6 +140,7 @@ def evaluate_variant(
     modules = trust.modules if trust is not None else DEFAULT_MODULES
     recipe = load_recipe(path, trust=trust).recipe
     specs = _specs(recipe, only)
+    plugins = load_run_plugins(recipe, trust, str(path))
     base = path.parent.resolve()
     store = ArtifactStore(workspace)
     with (
@@ -179,7 +181,7 @@ def evaluate_variant(
         same = other.stage.artifact_sha256 == stage.artifact_sha256
         reference = None if same else subject(other)
         ctx = EvalContext(seed=seed, stage=stage.name, splits=splits, parent=parent)
-        results = evaluate_stage(specs, candidate, reference, splits, ctx)
+        results = evaluate_stage(specs, candidate, reference, splits, ctx, plugins)
     assert stage.artifact_sha256 is not None and other.stage.artifact_sha256 is not None
     return OnDemandEvaluation(
         variant=stage.artifact_sha256,

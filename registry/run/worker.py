@@ -105,9 +105,12 @@ def serve(
     mismatches = environment.enforce(lock, strict=recipe.environment.strict)
     sources = verified.sources
     engine.check_references(recipe, base, trust.modules, sources)
+    # The plug-ins this environment holds, under the trust verified here again: the same
+    # allow-list as a run in the parent's process.
+    plugins = engine.load_run_plugins(recipe, trust, str(path))
     with models.allowed_modules(trust.modules, sources):
         with deterministic(THREADS):
-            ready = engine.environment_record(lock, recipe, mismatches, base)
+            ready = engine.environment_record(lock, recipe, mismatches, base, plugins)
             send({"op": "ready", "environment": ready})
             go = receive()
             if go is None or go.get("op") != "go":
@@ -121,6 +124,7 @@ def serve(
                 started,
                 RemoteCatalog(send),
                 progress=RemoteProgress(send),
+                plugins=plugins,
             )
             try:
                 executor.run_stages()

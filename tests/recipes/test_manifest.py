@@ -297,9 +297,15 @@ def test_evaluator_registry_holds_every_per_stage_kind_of_the_union() -> None:
 
 
 def test_schema_tags_evaluators_by_kind() -> None:
-    items = recipe_schema()["properties"]["evaluators"]["items"]
-    assert items["discriminator"]["propertyName"] == "kind"
-    assert sorted(items["discriminator"]["mapping"]) == sorted(ev.EVALUATOR_KINDS)
+    """An entry with `plugin:` and no `kind:` is a plug-in's; every other is tagged by kind."""
+    entry = recipe_schema()["properties"]["evaluators"]["items"]
+    assert entry["if"] == {"required": ["plugin"], "not": {"required": ["kind"]}}
+    assert entry["then"] == {"$ref": "#/definitions/PluginEvaluatorSpec"}
+    items = entry["else"]
+    assert items["required"] == ["kind"]
+    assert sorted(items["properties"]["kind"]["enum"]) == sorted(ev.EVALUATOR_KINDS)
+    tags = [branch["if"]["properties"]["kind"]["const"] for branch in items["allOf"]]
+    assert sorted(tags) == sorted(ev.EVALUATOR_KINDS)
 
 
 def test_published_schema_is_current() -> None:
@@ -310,13 +316,17 @@ def test_published_schema_is_current() -> None:
 def test_schema_forbids_unknown_keys_and_tags_stages_by_kind() -> None:
     schema = recipe_schema()
     assert schema["additionalProperties"] is False
-    stages = schema["properties"]["stages"]["items"]
-    assert stages["discriminator"]["propertyName"] == "kind"
-    assert sorted(stages["discriminator"]["mapping"]) == sorted(m.STAGE_KINDS)
+    entry = schema["properties"]["stages"]["items"]
+    assert entry["then"] == {"$ref": "#/definitions/PluginStageSpec"}
+    stages = entry["else"]
+    assert stages["required"] == ["kind"]
+    assert stages["properties"]["kind"]["enum"] == list(m.STAGE_KINDS)
+    tags = [branch["if"]["properties"]["kind"]["const"] for branch in stages["allOf"]]
+    assert tags == list(m.STAGE_KINDS)
 
 
 def test_schema_carries_the_name_metric_and_import_patterns() -> None:
-    defs = recipe_schema()["$defs"]
+    defs = recipe_schema()["definitions"]
     assert defs["Metadata"]["properties"]["name"]["pattern"] == m._NAME.pattern
     assert defs["NonInferiorGate"]["properties"]["metric"]["pattern"] == m._METRIC.pattern
     pattern = re.compile(defs["DataSpec"]["properties"]["loader"]["pattern"])
