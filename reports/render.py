@@ -50,7 +50,10 @@ def markdown(data: ReportData) -> str:
 
 
 def card(data: ReportData) -> str:
-    return _env().get_template("card.md").render(**_context(data))
+    """The model card: the Hugging Face Hub's YAML header (`reports.hfcard`), then Markdown."""
+    from compressgate.reports.hfcard import header
+
+    return _env().get_template("card.md").render(**_context(data), header=header(data))
 
 
 def evidence(data: ReportData) -> str:
