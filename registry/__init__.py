@@ -1,6 +1,7 @@
 """compressgate's registry: the house around the four domain packages, in layered rooms.
 
     cli/         the command line: commands by noun, shared options, tables, progress
+    mlflow_bridge  `export mlflow`: a run's stages, metrics and approved variant into MLflow
     workspace    `Workspace`, the Python API: a folder, its catalog, store and trust, resolved once
     authoring    recipes, keys and trust files (no workspace); results: what the API returns
     run/         the engine, stage cache, isolated worker, reproduce, environments
