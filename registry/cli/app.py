@@ -5,16 +5,23 @@ messages and exit codes.
   stderr, exit with its code (1 to 6, `compressgate.registry.kernel.errors`);
 - a click usage error: one line, `Error: … (see 'compressgate CMD --help')`, exit 2;
 - Ctrl-C: `Aborted!`, exit 130;
+- under `--json`, each of these is also one JSON object on stdout, `{"error": …, "exit_code": …,
+  "hint": …}`, so that a program reading stdout learns why there is no result;
 - anything else is a bug: one line `Error: internal error (BUG): <type>: <message>; traceback
   in <log>`, the full traceback in that log file (mode 0600), exit 70 — never 1, which means
   "a gate failed". The log goes to $COMPRESSGATE_LOG_DIR, else the workspace's logs/ folder
   (the command's --workspace, or ./.compressgate when it exists), else the system's temporary
   folder.
+
+`-v/--verbose` (or $COMPRESSGATE_LOG=debug|info|warning|error) turns on the standard `logging`
+records of the `compressgate` loggers on stderr: what is verified, built, reused and run.
 """
 
 from __future__ import annotations
 
 import errno
+import json
+import logging
 import os
 import sys
 import tempfile
@@ -26,30 +33,47 @@ from typing import Any, NoReturn
 import click
 
 from compressgate.registry.cli import alias, audit, catalog, ci, env, keys, recipe, report, review
+from compressgate.registry.cli import export as export_commands
+from compressgate.registry.cli import plugins as plugin_commands
 from compressgate.registry.cli import policy as _policy  # noqa: F401 - adds `trust` verbs
 from compressgate.registry.cli import run as run_commands
+from compressgate.registry.cli import validate as _validate
 from compressgate.registry.cli.options import WORKSPACE_META, printable
 from compressgate.registry.kernel.errors import EXIT_INTERNAL, CompressgateError
 
 LOG_DIR_ENV = "COMPRESSGATE_LOG_DIR"
+LOG_ENV = "COMPRESSGATE_LOG"
+JSON_META = "compressgate.json_errors"
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING}
+_LEVELS["error"] = logging.ERROR
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
+
+
+def _json_error(message: str, exit_code: int, hint: str | None = None) -> None:
+    """The error as one JSON object on stdout (under `--json`)."""
+    click.echo(json.dumps({"error": message, "exit_code": exit_code, "hint": hint}))
 
 
 class _UsageLine(click.UsageError):
     """A usage error shown as one line, `Error: … (see 'compressgate run --help')`, exit 2."""
 
-    def __init__(self, error: click.UsageError) -> None:
+    def __init__(self, error: click.UsageError, *, as_json: bool) -> None:
         super().__init__(error.format_message(), error.ctx)
+        self.as_json = as_json
 
     def show(self, file: Any = None) -> None:
         see = f" (see '{self.ctx.command_path} --help')" if self.ctx is not None else ""
         message = " ".join(self.format_message().split()).removesuffix(".")
         click.echo(printable(f"Error: {message}{see}"), err=True)
+        if self.as_json:
+            _json_error(f"{message}{see}", self.exit_code)
 
 
-def _one_line(error: click.UsageError) -> click.UsageError:
+def _one_line(error: click.UsageError, args: list[str]) -> click.UsageError:
     # A group called without a command still prints its help, as click does.
-    return error if isinstance(error, click.exceptions.NoArgsIsHelpError) else _UsageLine(error)
+    if isinstance(error, click.exceptions.NoArgsIsHelpError):
+        return error
+    return _UsageLine(error, as_json="--json" in args)
 
 
 class _Compressgate(click.Group):
@@ -62,21 +86,27 @@ class _Compressgate(click.Group):
         parent: click.Context | None = None,
         **extra: Any,
     ) -> click.Context:
+        given = list(args)
         try:
-            return super().make_context(info_name, args, parent, **extra)
+            ctx = super().make_context(info_name, args, parent, **extra)
         except click.UsageError as exc:
-            raise _one_line(exc) from None
+            raise _one_line(exc, given) from None
+        ctx.meta[JSON_META] = "--json" in given
+        return ctx
 
     def invoke(self, ctx: click.Context) -> Any:
+        as_json = bool(ctx.meta.get(JSON_META))
         try:
             return super().invoke(ctx)
         except click.UsageError as exc:
-            raise _one_line(exc) from None
+            raise _one_line(exc, ["--json"] if as_json else []) from None
         except CompressgateError as exc:
             for line in str(exc).splitlines() or [type(exc).__name__]:
                 click.echo(printable(f"Error: {line}"), err=True)
             if exc.hint:
                 click.echo(printable(f"hint: {exc.hint}"), err=True)
+            if as_json:
+                _json_error(str(exc) or type(exc).__name__, exc.exit_code, exc.hint)
             ctx.exit(exc.exit_code)
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise  # click's own: it prints them and exits with their codes
@@ -108,6 +138,8 @@ def _internal_error(ctx: click.Context, exc: Exception) -> NoReturn:
         click.echo("".join(traceback.format_exception(exc)), err=True, nl=False)
     else:
         click.echo(f"Error: internal error (BUG): {what}; traceback in {log}", err=True)
+    if ctx.meta.get(JSON_META):
+        _json_error(f"internal error (BUG): {what}", EXIT_INTERNAL)
     ctx.exit(EXIT_INTERNAL)
 
 
@@ -158,18 +190,56 @@ def _write_log(exc: Exception, workspace: Path | None) -> Path:
 
 @click.group(cls=_Compressgate, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="compressgate")
-def cli() -> None:
+@click.option(
+    "-v",
+    "--verbose",
+    count=True,
+    help="Log what is verified, built, reused and run on stderr (-v info, -vv debug; "
+    "or $COMPRESSGATE_LOG=LEVEL).",
+)
+def cli(verbose: int) -> None:
     """Govern model compression: signed recipes, gated decisions, an auditable catalog.
 
     Exit codes: 0 ok, 1 a gate failed or a review was rejected, 2 bad input,
     3 integrity failure, 4 not found, 5 environment mismatch, 6 conflict (another process
     changed it first: retry), 70 internal error (a bug: the log named holds the traceback),
-    130 interrupted.
+    130 interrupted. Under --json an error is also a JSON object on stdout:
+    {"error": ..., "exit_code": ..., "hint": ...}.
     """
+    configure_logging(verbose)
+
+
+def configure_logging(verbose: int) -> None:
+    """The `compressgate` loggers on stderr at the level -v/-vv or $COMPRESSGATE_LOG asks for
+    (the more verbose of the two); nothing is logged otherwise. Other libraries' loggers are
+    left as they are."""
+    named = os.environ.get(LOG_ENV, "").strip().lower()
+    if named and named not in _LEVELS:
+        raise click.UsageError(
+            f"${LOG_ENV}={named!r} is not a level: use debug, info, warning or error"
+        )
+    levels = [_LEVELS[named]] if named else []
+    if verbose:
+        levels.append(logging.INFO if verbose == 1 else logging.DEBUG)
+    logger = logging.getLogger("compressgate")
+    for handler in list(logger.handlers):
+        if getattr(handler, "compressgate_cli", False):
+            logger.removeHandler(handler)
+    if not levels:
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.compressgate_cli = True  # type: ignore[attr-defined]
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S")
+    )
+    logger.addHandler(handler)
+    logger.setLevel(min(levels))
+    logger.propagate = False
 
 
 COMMANDS: tuple[click.Command, ...] = (
     recipe.recipe,
+    _validate.validate,
     keys.keys,
     keys.trust,
     run_commands.run,
@@ -178,6 +248,7 @@ COMMANDS: tuple[click.Command, ...] = (
     env.env_group,
     catalog.catalog_group,
     report.report,
+    export_commands.export_group,
     review.submit,
     review.resume,
     review.review_group,
@@ -188,6 +259,7 @@ COMMANDS: tuple[click.Command, ...] = (
     alias.rollback,
     alias.alias_group,
     audit.audit_group,
+    plugin_commands.plugins,
 )
 for _command in COMMANDS:
     cli.add_command(_command)

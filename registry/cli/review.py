@@ -25,7 +25,14 @@ from compressgate.registry.cli.options import (
     open_workspace,
     with_options,
 )
-from compressgate.registry.cli.tables import emit, power_lines, review_table, run_table, say
+from compressgate.registry.cli.tables import (
+    emit,
+    power_lines,
+    review_table,
+    run_table,
+    say,
+    stage_line,
+)
 
 
 @click.command("submit")
@@ -58,7 +65,7 @@ def submit(
     from compressgate.registry.cli.progress import RichProgress
 
     with open_workspace(workspace, catalog=catalog, trust=trust, key=runner_key) as ws:
-        result = ws.submit(file, force=force, progress=RichProgress())
+        result = ws.submit(file, force=force, progress=RichProgress(), on_stage=stage_line)
     if as_json:
         emit(result)
     else:
@@ -93,7 +100,7 @@ def resume(
     from compressgate.registry.cli.progress import RichProgress
 
     with open_workspace(workspace, catalog=catalog, key=runner_key) as ws:
-        result = ws.resume(run_id, progress=RichProgress())
+        result = ws.resume(run_id, progress=RichProgress(), on_stage=stage_line)
     if as_json:
         emit(result)
     else:

@@ -4,6 +4,7 @@ runner's key, and recipes prepared against them (`compressgate.registry.workspac
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable
 from functools import cached_property
@@ -11,6 +12,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
 from compressgate.registry.kernel.errors import CompressgateError, IntegrityError, NotFoundError
+
+log = logging.getLogger(__name__)
 
 # The results (pydantic models) are imported by the verbs that build them: a read command that
 # prints catalog rows never builds their classes.
@@ -90,7 +93,7 @@ class WorkspaceBase:
     def catalog(self, *, write: bool = False) -> Catalog:
         """The catalog, opened on first use and kept open. Reading needs it to exist and be of
         the current schema (exit 4, exit 5); `write` creates it, or migrates an older one."""
-        from compressgate.registry.catalog.repository import Catalog
+        from compressgate.registry.catalog.repository import Catalog, safe_url
 
         if self._catalog is not None and (self._writable or not write):
             return self._catalog
@@ -99,6 +102,9 @@ class WorkspaceBase:
             self._writable = True
             return self._catalog
         self._catalog = Catalog(self.catalog_url, create=write, migrate=write)
+        log.debug(
+            "catalog opened (%s): %s", "write" if write else "read", safe_url(self.catalog_url)
+        )
         self._writable = write
         return self._catalog
 
@@ -274,6 +280,12 @@ class WorkspaceBase:
         trust_file = self.trust_file(path)
         trust = self.trust(trust_file)
         verified = verify_recipe(path, trust, trust_source=str(trust_file))
+        log.info(
+            "%s: signature verified against %s (signed by %s)",
+            path,
+            trust_file,
+            ", ".join(sorted({s.owner for s in verified.signers})),
+        )
         return PreparedRecipe(verified.loaded, trust, str(trust_file), verified)
 
     def runner(self) -> tuple[PrivateKey, str] | None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
-from compressgate.registry.kernel.errors import CompressgateError, NotFoundError
+from compressgate.registry.kernel.errors import CompressgateError, ManifestError, NotFoundError
 
 # The results (pydantic models) are imported by the verbs that build them: a read command that
 # prints catalog rows never builds their classes.
@@ -22,13 +22,16 @@ if TYPE_CHECKING:
         JudgementRecord,
         RecordedReport,
         RunListing,
+        VariantRecord,
     )
     from compressgate.registry.catalog.views import AliasResult, Diff, Lineage, VariantShow
+    from compressgate.registry.governance.policy import PolicyChain
     from compressgate.registry.results import (
         EnvListing,
         EnvSummary,
         EnvVerifyResult,
         ReproduceResult,
+        ResolveResult,
         RunSummary,
         SignoffResult,
         SubmitResult,
@@ -70,7 +73,14 @@ class Workspace(WorkspaceBase):
         self._attest(outcome)
         return summarize_outcome(outcome, safe_url(self.catalog_url))
 
-    def submit(self, recipe: Path, *, force: bool = False, progress: Any = None) -> SubmitResult:
+    def submit(
+        self,
+        recipe: Path,
+        *,
+        force: bool = False,
+        progress: Any = None,
+        on_stage: Callable[[StageRecord], None] | None = None,
+    ) -> SubmitResult:
         """Verify the signature and trust, run the recipe, judge its gates: the run's review."""
         from compressgate.registry.authoring import power_checks
         from compressgate.registry.governance.review import status
@@ -78,7 +88,7 @@ class Workspace(WorkspaceBase):
 
         prepared = self.prepare(recipe)
         checks, _ = power_checks(prepared)
-        summary = self.run(prepared, force=force, progress=progress)
+        summary = self.run(prepared, force=force, progress=progress, on_stage=on_stage)
         assert prepared.trust is not None
         chain = self.policy_chain()
         judge = chain if chain.current is not None else prepared.trust
@@ -89,7 +99,13 @@ class Workspace(WorkspaceBase):
             power=[c.model_dump(mode="json") for c in checks],
         )
 
-    def resume(self, run_id: str, *, progress: Any = None) -> SubmitResult:
+    def resume(
+        self,
+        run_id: str,
+        *,
+        progress: Any = None,
+        on_stage: Callable[[StageRecord], None] | None = None,
+    ) -> SubmitResult:
         """Run again, as a new run, a run a failing gate stopped, once its owner waived that
         gate: the stages before it come from the stage cache, the waived gate fails again on
         the same evidence and no longer stops the pipeline, and the new run's review counts
@@ -102,7 +118,7 @@ class Workspace(WorkspaceBase):
         waivers = resumable(catalog, run_id, self.judge(run_id))
         prepared = self.prepare(recorded_recipe(catalog.run(run_id)))
         gates = tuple(w["gate"] for w in waivers)
-        summary = self.run(prepared, progress=progress, waived=gates)
+        summary = self.run(prepared, progress=progress, on_stage=on_stage, waived=gates)
         self.catalog(write=True).record_resume(
             run_id=summary.run_id, resumed_from=run_id, waivers=waivers
         )
@@ -268,6 +284,124 @@ class Workspace(WorkspaceBase):
         releases = catalog.releases([m.seq for m in history])
         return [m.model_copy(update={"release": releases.get(m.seq)}) for m in history]
 
+    def resolve(self, alias: str, *, recipe: str | None = None) -> ResolveResult:
+        """Where an alias points now, verified as a deployment needs it: the move's signed
+        release (under a policy), and the artifact's bytes hashed to the recorded digest (exit
+        3 otherwise); exit 4 naming the aliases there are. `recipe` picks the recipe's alias
+        where several recipes have one by that name. The run's review is reported as it
+        stands."""
+        from compressgate.registry.governance.aliases import resolve
+        from compressgate.registry.results import ResolveResult
+
+        found = resolve(
+            self.catalog(),
+            self.policy_chain(),
+            self.store,
+            alias,
+            recipe=recipe,
+            trust=self._review_judge(),
+            serve=self.root / "serve",
+        )
+        move, variant, run, review = found.move, found.variant, found.run, found.review
+        return ResolveResult(
+            alias=move.alias,
+            variant=variant.id,
+            sha256=variant.artifact_sha256,
+            path=str(found.path),
+            format=variant.format,
+            size_bytes=variant.size_bytes,
+            run_id=run.run_id,
+            recipe=run.recipe,
+            recipe_version=run.version,
+            recipe_sha256=run.recipe_sha256,
+            review="unchecked" if review is None else review.status,
+            review_reasons=[found.review_problem or ""] if review is None else review.reasons,
+            policy_version=found.policy_version,
+            moved_at=move.moved_at,
+            moved_by=move.actor,
+            action=move.action,
+            seq=move.seq,
+            release_keyid=None if found.released is None else found.released.keyid,
+        )
+
+    @overload
+    def load(
+        self, ref: str, *, recipe: str | None = None, session: Literal[False] = False
+    ) -> Path: ...
+
+    @overload
+    def load(self, ref: str, *, recipe: str | None = None, session: Literal[True]) -> Any: ...
+
+    def load(self, ref: str, *, recipe: str | None = None, session: bool = False) -> Any:
+        """The verified file `ref` names, or with `session` an onnxruntime CPU session on it.
+        `ref` is an alias (checked as `resolve` checks it), a variant RUN/SEED/STAGE or a
+        prefix of an artifact's sha256 (its bytes checked). Exit 3 if the bytes do not hash to
+        the recorded digest, 4 for an unknown alias or variant."""
+        from compressgate.registry.governance import aliases
+
+        catalog = self.catalog()
+        serve = self.root / "serve"
+        digest = len(ref) >= 6 and all(ch in "0123456789abcdef" for ch in ref)
+        if "/" in ref or (digest and recipe is None and not self._is_alias(ref)):
+            variant = catalog.variant(ref)
+            self._session_needs_onnx(session, ref, variant)
+            path = aliases.verified_path(self.store, variant, serve)
+        else:
+            found = aliases.resolve(
+                catalog,
+                self.policy_chain(),
+                self.store,
+                ref,
+                recipe=recipe,
+                trust=self._review_judge(),
+                serve=serve,
+            )
+            variant, path = found.variant, found.path
+            self._session_needs_onnx(session, ref, variant)
+        return self._onnx_session(path, variant.id) if session else path
+
+    def _is_alias(self, name: str) -> bool:
+        from compressgate.registry.governance.aliases import current_move
+
+        try:
+            current_move(self.catalog(), self.policy_chain(), name)
+        except (NotFoundError, ManifestError):
+            return False
+        return True
+
+    def _review_judge(self) -> Path | PolicyChain | None:
+        """What a run's review is judged with: the policy chain, else the --trust file (else
+        the run's own trust file); under a policy a --trust must be the policy in force."""
+        chain = self.policy_chain()
+        if chain.current is None:
+            return self.trust_option
+        if self.trust_option is not None:
+            self._policy_file()  # refuses a --trust that is not the policy in force
+        return chain
+
+    @staticmethod
+    def _session_needs_onnx(session: bool, ref: str, variant: VariantRecord) -> None:
+        if session and variant.format != "onnx":
+            raise ManifestError(
+                f"{ref} is {variant.id}, a {variant.format} variant: a session needs an ONNX one",
+                hint="`load` without `session` gives its verified file",
+            )
+
+    @staticmethod
+    def _onnx_session(path: Path, what: str) -> Any:
+        """An onnxruntime session on the CPU (imported here: only a caller that asks pays)."""
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        try:
+            return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own, unexported, exception types
+            raise CompressgateError(
+                f"onnxruntime cannot load {what} ({path}): {exc}",
+                hint="its bytes verified: check the installed onnxruntime against the lock",
+            ) from exc
+
     # --- audit ------------------------------------------------------------------------------
 
     def verify_audit(
@@ -383,6 +517,7 @@ class Workspace(WorkspaceBase):
         base: str | None = None,
         reuse: bool = True,
         progress: Any = None,
+        on_stage: Callable[[StageRecord], None] | None = None,
     ) -> list[CiResult]:
         """Check each recipe (given, or changed against `base`): signature, run (or reuse a run
         of the same recipe digest in the same environment), gates; one result each."""
@@ -404,7 +539,7 @@ class Workspace(WorkspaceBase):
                     run_id = self._reusable(prepared)
                 cached = run_id is not None
                 if run_id is None:
-                    run_id = self.run(prepared, progress=progress).run_id
+                    run_id = self.run(prepared, progress=progress, on_stage=on_stage).run_id
                 assert prepared.trust is not None
                 chain = self.policy_chain()
                 judge = chain if chain.current is not None else prepared.trust
