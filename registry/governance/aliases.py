@@ -38,6 +38,7 @@ from compressgate.registry.governance.release import (
     Move,
     Released,
     authorize,
+    check_move,
     check_release,
     release_envelope,
 )
@@ -563,46 +564,17 @@ def verify_move(
     """A move's signed release and the policy version it counts under, checked as `audit
     verify` checks it: against the policy in force when the move was recorded (exit 3 if it
     does not count); (None, None) for a move made under the unsigned regime."""
-    what = f"alias move {move.seq} ({move.alias} -> {move.variant_id})"
     policy = chain.at(move.seq)
-    release = catalog.releases([move.seq]).get(move.seq)
-    if policy is None:
-        if release is not None:
-            raise IntegrityError(f"{what}: a release recorded before any policy")
-        return None, None
-    if release is None:
-        raise IntegrityError(
-            f"{what} has no signed release, though policy v{policy.version} was in force",
-            hint="the move was written around compressgate; `compressgate audit verify`",
-        )
-    if release.policy_version != policy.version:
-        raise IntegrityError(
-            f"{what}: its release names policy v{release.policy_version}, v{policy.version} "
-            "was in force"
-        )
-    source = f"the release of {what}"
-    envelope = Envelope.from_json(release.envelope.encode("utf-8"), source=source)
-    done = check_release(
-        envelope,
-        trust=policy.trust,
-        policy_version=policy.version,
-        move=Move(
-            alias=move.alias,
-            action=move.action,
-            variant_id=move.variant_id,
-            artifact_sha256=move.artifact_sha256,
-            run_id=variant.run_id,
-            recipe_sha256=variant.recipe_sha256,
-            previous_variant_id=move.previous_variant_id,
-        ),
+    done = check_move(
+        move,
+        catalog.releases([move.seq]).get(move.seq),
+        policy,
+        run_id=variant.run_id,
+        recipe_sha256=variant.recipe_sha256,
         recipe_signers=list(catalog.run_info(variant.run_id).signers),
-        source=source,
+        hint="the move was written around compressgate; `compressgate audit verify`",
     )
-    if done.owner != release.owner or done.owner != move.actor:
-        raise IntegrityError(
-            f"{what}: recorded as moved by {move.actor!r}, its release is signed by {done.owner!r}"
-        )
-    return done, policy.version
+    return (None, None) if done is None or policy is None else (done, policy.version)
 
 
 def verified_path(store: ArtifactStore, variant: VariantRecord, serve: Path) -> Path:

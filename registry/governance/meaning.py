@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel
 
 from compressgate.registry.governance.policy import PolicyChain
-from compressgate.registry.governance.release import Move, check_release
+from compressgate.registry.governance.release import check_move
 from compressgate.registry.kernel.dsse import Envelope
 from compressgate.registry.kernel.errors import CompressgateError, IntegrityError
 
@@ -313,54 +313,23 @@ def _moves(
                 f"{held[move.variant_id][0][:16]}…"
             )
         policy = chain.at(move.seq)
-        release = releases.get(move.seq)
-        if policy is None:
-            unsigned += 1
-            if release is not None:
-                raise IntegrityError(f"{what}: a release recorded before any policy")
+        if policy is None and move.seq not in releases:
+            unsigned += 1  # the unsigned regime: nothing to check
             continue
-        if release is None:
-            raise IntegrityError(
-                f"{what} has no signed release, though policy v{policy.version} was in force",
-                hint="the move was written around compressgate; restore the catalog from a backup",
-            )
-        if release.policy_version != policy.version:
-            raise IntegrityError(
-                f"{what}: its release names policy v{release.policy_version}, v{policy.version} "
-                "was in force"
-            )
         run_id = move.variant_id.split("/")[0]
         if run_id not in signers:
             signers[run_id] = list(catalog.run_info(run_id).signers)
+        done = check_move(
+            move,
+            releases.get(move.seq),
+            policy,
+            run_id=run_id,
+            recipe_sha256=_recipe_of(catalog, move.variant_id),
+            recipe_signers=signers[run_id],
+            hint="the move was written around compressgate; restore the catalog from a backup",
+        )
+        assert done is not None  # a policy was in force, or check_move refused the release
         source = f"the release of {what}"
-        try:
-            envelope = Envelope.from_json(release.envelope.encode("utf-8"), source=source)
-            recorded_run = _recipe_of(catalog, move.variant_id)
-            done = check_release(
-                envelope,
-                trust=policy.trust,
-                policy_version=policy.version,
-                move=Move(
-                    alias=move.alias,
-                    action=move.action,
-                    variant_id=move.variant_id,
-                    artifact_sha256=move.artifact_sha256,
-                    run_id=run_id,
-                    recipe_sha256=recorded_run,
-                    previous_variant_id=move.previous_variant_id,
-                ),
-                recipe_signers=signers[run_id],
-                source=source,
-            )
-        except IntegrityError as exc:
-            raise IntegrityError(
-                f"{exc}", hint="the move was written around compressgate; restore the catalog"
-            ) from None
-        if done.owner != release.owner or done.owner != move.actor:
-            raise IntegrityError(
-                f"{what}: recorded as moved by {move.actor!r}, its release is signed by "
-                f"{done.owner!r}"
-            )
         if done.head_size >= move.seq:
             raise IntegrityError(f"{source} names a head after the move itself")
         heads[done.head_size] = (done.head_sha256, source)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from compressgate.recipes.trust import Trust
 from compressgate.registry.kernel.dsse import (
@@ -31,6 +31,10 @@ from compressgate.registry.kernel.dsse import (
 )
 from compressgate.registry.kernel.errors import IntegrityError
 from compressgate.registry.kernel.keys import PrivateKey, PublicKey
+
+if TYPE_CHECKING:
+    from compressgate.registry.catalog.records import AliasMove, ReleaseRecord
+    from compressgate.registry.governance.policy import InForce
 
 RELEASE_PREDICATE_TYPE = "https://compressgate.dev/release/v1"
 
@@ -185,3 +189,59 @@ def check_release(
         )
     assert isinstance(head, dict)
     return Released(owner, signer.keyid, int(head["size"]), str(head["sha256"]), policy_version)
+
+
+def check_move(
+    move: AliasMove,
+    release: ReleaseRecord | None,
+    policy: InForce | None,
+    *,
+    run_id: str,
+    recipe_sha256: str,
+    recipe_signers: list[str],
+    hint: str,
+) -> Released | None:
+    """The signed release of a recorded alias move, checked against `policy`, the version in
+    force when the move was recorded, as `audit verify` and `alias resolve` both check it: exit
+    3 (with `hint`) naming what does not hold; None for a move under the unsigned regime."""
+    what = f"alias move {move.seq} ({move.alias} -> {move.variant_id})"
+    if policy is None:
+        if release is not None:
+            raise IntegrityError(f"{what}: a release recorded before any policy")
+        return None
+    if release is None:
+        raise IntegrityError(
+            f"{what} has no signed release, though policy v{policy.version} was in force",
+            hint=hint,
+        )
+    if release.policy_version != policy.version:
+        raise IntegrityError(
+            f"{what}: its release names policy v{release.policy_version}, v{policy.version} "
+            "was in force"
+        )
+    source = f"the release of {what}"
+    try:
+        envelope = Envelope.from_json(release.envelope.encode("utf-8"), source=source)
+        done = check_release(
+            envelope,
+            trust=policy.trust,
+            policy_version=policy.version,
+            move=Move(
+                alias=move.alias,
+                action=move.action,
+                variant_id=move.variant_id,
+                artifact_sha256=move.artifact_sha256,
+                run_id=run_id,
+                recipe_sha256=recipe_sha256,
+                previous_variant_id=move.previous_variant_id,
+            ),
+            recipe_signers=recipe_signers,
+            source=source,
+        )
+    except IntegrityError as exc:
+        raise IntegrityError(f"{exc}", hint=hint) from None
+    if done.owner != release.owner or done.owner != move.actor:
+        raise IntegrityError(
+            f"{what}: recorded as moved by {move.actor!r}, its release is signed by {done.owner!r}"
+        )
+    return done
