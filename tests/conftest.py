@@ -53,12 +53,27 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+# The two longest files, measured in a fresh-clone CI run: the docs' console sessions (the
+# README tour alone 220 s) and the reference recipe run isolated (245 s). Collected in
+# alphabetical order, tests/test_docs.py came after every folder's slow files and ran alone at
+# the end for minutes while the other worker idled.
+LONGEST = ("test_docs.py", "test_isolation.py")
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The files that hold slow tests first, each file's tests in their own order. pytest-xdist
-    hands out whole files (`--dist loadfile`) in this order, so the long ones start first and
-    the short ones fill the gaps, rather than one worker running a long file alone at the end."""
+    """The files that hold slow tests first, the longest of them (`LONGEST`, in tests/ and
+    tests/e2e/) before the others, each file's tests in their own order. pytest-xdist hands out
+    whole files (`--dist loadfile`) in this order, so the long ones start first and the short
+    ones fill the gaps, rather than one worker running a long file alone at the end."""
     slow = {item.path for item in items if item.get_closest_marker("slow")}
-    items.sort(key=lambda item: item.path not in slow)
+    root = Path(__file__).resolve().parent
+    longest = [root / LONGEST[0], root / "e2e" / LONGEST[1]]
+
+    def order(item: pytest.Item) -> tuple[int, int]:
+        rank = longest.index(item.path) if item.path in longest else len(longest)
+        return (item.path not in slow, rank)
+
+    items.sort(key=order)
 
 
 @pytest.fixture

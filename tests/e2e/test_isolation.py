@@ -1,5 +1,7 @@
-"""Acceptance of pinned environments: the reference recipe, isolated under a real lock (slow:
-about five minutes; the environment is built once, then reused, then reproduced in).
+"""Acceptance of pinned environments: the reference recipe on two of its seeds, isolated under
+a real lock (slow: about three minutes; the environment is built once, then reused, then
+reproduced in). Two seeds, not three: the third adds run time and nothing that isolation could
+get wrong for it alone; `bench/isolation.py` runs all three.
 
 The lock is compressgate's runtime closure as `compressgate env export --requires compressgate`
 writes it from this interpreter: about fifty pins, torch included, no dev tools.
@@ -31,7 +33,8 @@ def test_the_reference_recipe_runs_isolated_reuses_and_reproduces_in_the_cached_
     assert exported.exit_code == 0, exported.stderr
     assert not {"pytest", "mypy", "ruff"} & {p.name for p in read_lock(lock)}
     recipe = workspace.recipe
-    recipe.write_text(recipe.read_text().replace("strict: true", "strict: true\n  isolate: true"))
+    text = recipe.read_text().replace("seeds: [0, 1, 2]", "seeds: [0, 1]")
+    recipe.write_text(text.replace("strict: true", "strict: true\n  isolate: true"))
     sign_recipe(recipe, load_private_key(workspace.key("ml-platform")))
     store = tmp_path / "envs"
     env = store / envs.lock_digest(lock)
