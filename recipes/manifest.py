@@ -180,11 +180,38 @@ class ImportRef(str):
 # --- metadata, environment, model, data -------------------------------------------------------
 
 
+_SHA256 = r"^[0-9a-f]{64}$"
+Sha256 = Annotated[str, Field(pattern=_SHA256, description="sha256 of the file's exact bytes")]
+
+
+class ManifestRef(Spec):
+    """A signed manifest by name, version and the sha256 of its exact bytes."""
+
+    name: Name
+    version: int = Field(ge=1)
+    sha256: Sha256
+
+
+class DerivedFrom(Spec):
+    """Where a recipe came from: trial `trial` of a sweep (`compressgate.recipes.sweep`) over
+    the base recipe `recipe`, with the sweep's axes set to `params`. `check_provenance`
+    re-derives the recipe from these and compares."""
+
+    sweep: ManifestRef
+    sweep_id: str = Field(description="the sweep run that proposed it")
+    trial: int = Field(ge=0)
+    recipe: ManifestRef = Field(description="the base recipe the sweep changed")
+    params: dict[str, JsonValue] = Field(description="each axis path and the value it took")
+
+
 class Metadata(Spec):
     name: Name
     version: int = Field(ge=1)
     owners: tuple[Name, ...] = Field(min_length=1)
     description: str = ""
+    derived_from: DerivedFrom | None = Field(
+        default=None, description="set on a recipe a sweep proposed: its provenance"
+    )
 
 
 class EnvironmentSpec(Spec):

@@ -51,10 +51,14 @@ if TYPE_CHECKING:
 TRUST_ENV = "COMPRESSGATE_TRUST"
 DRAFT_07 = "http://json-schema.org/draft-07/schema#"
 SCHEMA_ID = "https://compressgate.dev/schema/recipe-v1.json"
+SWEEP_SCHEMA_ID = "https://compressgate.dev/schema/sweep-v1.json"
 # The first line `recipe init` writes: editors with yaml-language-server (VS Code's YAML
 # extension among them) read the schema it names (docs/recipes.md, "Editor set-up").
 MODELINE = f"# yaml-language-server: $schema={SCHEMA_ID}\n"
 EXAMPLES = ("digits", "digits-magnitude", "digits-qat", "arrests-fairness", "minilm-int8")
+# Example sweeps, each over one of the example recipes: `recipe init --example digits-sweep`
+# copies the recipe as above and the sweep as DEST/sweep.yaml, pinned to that copy.
+SWEEP_EXAMPLES = {"digits-sweep": "digits"}
 
 
 def find_trust(recipe: Path, explicit: Path | None) -> Path | None:
@@ -142,6 +146,15 @@ def recipe_schema() -> dict[str, Any]:
     converted = draft07(Recipe.model_json_schema(by_alias=True))
     definitions = converted.pop("definitions")
     return {"$schema": DRAFT_07, "$id": SCHEMA_ID, **converted, "definitions": definitions}
+
+
+def sweep_schema() -> dict[str, Any]:
+    """The JSON Schema of sweep manifest v1 (`kind: Sweep`), in draft-07 like the recipe's."""
+    from compressgate.recipes.sweep import Sweep
+
+    converted = draft07(Sweep.model_json_schema(by_alias=True))
+    definitions = converted.pop("definitions")
+    return {"$schema": DRAFT_07, "$id": SWEEP_SCHEMA_ID, **converted, "definitions": definitions}
 
 
 # Keywords whose values are schemas (one, a list, or a map of names to schemas); every other
@@ -270,6 +283,37 @@ def verify_recipe(path: Path, trust_path: Path | None = None) -> VerifyResult:
     )
 
 
+def sign_sweep(path: Path, key_path: Path, trust_path: Path | None = None) -> SignResult:
+    """Sign a valid sweep (`kind: Sweep`), checked against its base recipe and the trust file
+    if one is found; the result names the sweep where a recipe's names the recipe."""
+    from compressgate.recipes.sweep import sign_sweep as _sign_sweep
+
+    key = load_private_key(key_path)
+    found = find_trust(path, trust_path)
+    envelope, loaded = _sign_sweep(path, key, load_trust(found) if found else None)
+    return SignResult(
+        recipe=str(path), envelope=str(envelope), sha256=loaded.sha256, keyid=key.public.keyid
+    )
+
+
+def verify_sweep(path: Path, trust_path: Path | None = None) -> VerifyResult:
+    """Verify a sweep's signature, its base recipe's, and the pin between them."""
+    from compressgate.recipes.sweep import verify_sweep as _verify_sweep
+
+    found = require_trust(path, trust_path)
+    verified = _verify_sweep(path, load_trust(found), trust_source=str(found))
+    meta = verified.loaded.sweep.metadata
+    return VerifyResult(
+        recipe=str(path),
+        name=meta.name,
+        version=meta.version,
+        sha256=verified.loaded.sha256,
+        envelope=str(verified.envelope),
+        trust=str(found),
+        signers=[SignerResult(owner=s.owner, keyid=s.keyid) for s in verified.signers],
+    )
+
+
 def generate_keys(owner: str, out_dir: Path, passphrase_file: Path | None = None) -> KeyResult:
     """A key pair; the private key encrypted with the passphrase in `passphrase_file`, if given."""
     passphrase = None if passphrase_file is None else read_passphrase(passphrase_file)
@@ -295,9 +339,13 @@ def trust_allow(trust_path: Path, modules: Sequence[str]) -> AllowResult:
 
 def init_example(dest: Path, example: str = "digits") -> list[Path]:
     """Copy a bundled example recipe (as DEST/recipe.yaml, the editor modeline `MODELINE` its
-    first line) and the files it names into DEST."""
+    first line) and the files it names into DEST; for an example sweep, its recipe so, and the
+    sweep as DEST/sweep.yaml, pinned to the copied recipe's bytes."""
+    if example in SWEEP_EXAMPLES:
+        return _init_sweep_example(dest, example)
     if example not in EXAMPLES:
-        raise ManifestError(f"unknown example '{example}'; known: {', '.join(EXAMPLES)}")
+        known = ", ".join((*EXAMPLES, *SWEEP_EXAMPLES))
+        raise ManifestError(f"unknown example '{example}'; known: {known}")
     source_dir = Path(str(resources.files("compressgate.recipes.examples")))
     source = source_dir / f"{example}.yaml"
     loaded = load_recipe(source)
@@ -317,6 +365,29 @@ def init_example(dest: Path, example: str = "digits") -> list[Path]:
         else:
             shutil.copyfile(src, target)
     return [target for _, target in copies]
+
+
+def _init_sweep_example(dest: Path, example: str) -> list[Path]:
+    import re
+
+    from compressgate.registry.kernel.digests import sha256_file
+    from compressgate.registry.kernel.files import write_atomic
+
+    target = dest / "sweep.yaml"
+    if target.exists():
+        raise ManifestError(f"{target} already exists", hint="choose an empty folder")
+    written = init_example(dest, SWEEP_EXAMPLES[example])
+    source = Path(str(resources.files("compressgate.recipes.examples"))) / f"{example}.yaml"
+    text = source.read_text(encoding="utf-8")
+    text = re.sub(r"(?m)^(  path: ).*$", r"\g<1>recipe.yaml", text, count=1)
+    text = re.sub(
+        r"(?m)^(  sha256: )[0-9a-f]{64}$",
+        rf"\g<1>{sha256_file(dest / 'recipe.yaml')}",
+        text,
+        count=1,
+    )
+    write_atomic(target, text.encode("utf-8"))
+    return [*written, target]
 
 
 def env_export(

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from compressgate.recipes.trust import Trust, load_trust
-from compressgate.registry.kernel.errors import CompressgateError
+from compressgate.registry.kernel.errors import CompressgateError, IntegrityError
 
 if TYPE_CHECKING:
     from compressgate.gates.review import ReviewStatus
@@ -58,7 +58,11 @@ def gather(
             trusted = load_trust(trust_file)
         except CompressgateError as exc:
             problem = f"NOT verified: {exc}"
-    signers, verified, said = _signature(catalog, recorded, trusted, trust_file, problem)
+    trial = catalog.sweep_of_run(run_id)
+    if trial is not None and trusted is not None:
+        signers, verified, said = _trial_signature(catalog, trial, recorded, trusted, trust_file)
+    else:
+        signers, verified, said = _signature(catalog, recorded, trusted, trust_file, problem)
     review = status(
         catalog,
         run_id,
@@ -164,6 +168,65 @@ def _governance(catalog: Catalog, run: RunRecord, chain: PolicyChain | None) -> 
         attestation=said,
         attested=attested,
         packages={str(k): str(v) for k, v in sorted(packages.items())},
+    )
+
+
+def _trial_signature(
+    catalog: Catalog,
+    trial: tuple[str, int],
+    recorded: RecipeRecord,
+    trust: Trust,
+    trust_file: Path,
+) -> tuple[list[SignerInfo], bool, str]:
+    """A sweep trial's recipe is signed by no one itself: it verifies when its sweep's recorded
+    envelope and its base recipe's verify now, and the trial's recorded parameters applied to
+    them derive exactly the recorded recipe's bytes."""
+    from compressgate.recipes.load import LoadedRecipe, parse_recipe
+    from compressgate.recipes.sweep import (
+        LoadedSweep,
+        check_sweep_signature,
+        parse_sweep,
+        trial_recipe,
+    )
+    from compressgate.registry.kernel.digests import sha256_bytes
+    from compressgate.reports.model import SignerInfo
+
+    sweep_id, number = trial
+    signers = [SignerInfo(owner=o, keyid="?") for o in recorded.signers]
+    try:
+        sweep = catalog.sweep(sweep_id)
+        base_record = catalog.recipe(sweep.recipe_sha256)
+        base_data = base_record.content.encode("utf-8")
+        base = LoadedRecipe(
+            Path(base_record.path), parse_recipe(base_data, base_record.path)[0], base_data
+        )
+        _, base_ok, base_said = _signature(catalog, base_record, trust, trust_file, None)
+        if not base_ok:
+            raise IntegrityError(f"its base recipe {base_record.sha256[:12]}: {base_said}")
+        data = sweep.content.encode("utf-8")
+        signed = check_sweep_signature(
+            data,
+            sweep.envelope.encode("utf-8"),
+            trust,
+            base,
+            source=f"sweep {sweep_id}'s recorded envelope",
+            name=f"sweep {sweep_id}",
+            trust_source=str(trust_file),
+        )
+        row = next(t for t in catalog.sweep_trials(sweep_id) if t.trial == number)
+        loaded = LoadedSweep(Path(f"{sweep.name}.yaml"), parse_sweep(data, sweep_id)[0], data)
+        derived, _ = trial_recipe(loaded, base, row.params, trial=number, sweep_id=sweep_id)
+        if sha256_bytes(derived) != recorded.sha256:
+            raise IntegrityError(
+                f"the recorded recipe is not what trial {number} of sweep {sweep_id} derives"
+            )
+    except (CompressgateError, StopIteration) as exc:
+        return signers, False, f"NOT verified: trial {number} of sweep {sweep_id}: {exc}"
+    return (
+        [SignerInfo(owner=s.owner, keyid=s.keyid) for s in signed],
+        True,
+        f"verified against {trust_file}: trial {number} of sweep {sweep_id}, derived from the "
+        "signed sweep and its signed recipe",
     )
 
 

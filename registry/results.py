@@ -446,3 +446,59 @@ class ResolveResult(Result):
     seq: int  # the move's event number in the catalog
     release_keyid: str | None  # the releaser's key, under a policy
     verified: bool = True
+
+
+class SweepTrialResult(Result):
+    """One trial of a sweep: its run, parameters, outcome on the selection split."""
+
+    trial: int
+    run_id: str | None
+    params: dict[str, Any]
+    status: str  # passed | failed (a gate) | crashed
+    objectives: dict[str, float]
+    failed_gates: list[str] = []
+    error: str | None = None
+    attempts: int = 1
+    seconds: float = 0.0
+    on_frontier: bool = False
+    chosen: bool = False
+
+
+class SweepResult(Result):
+    """A sweep as the catalog holds it (`sweep run`, `sweep show`, `sweep status ID`)."""
+
+    sweep_id: str
+    name: str
+    version: int
+    sha256: str
+    recipe_sha256: str
+    signers: list[str]
+    strategy: str
+    backend: str
+    workers: int
+    started_at: str
+    finished_at: str | None
+    status: str  # running | finished | stopped (wall time)
+    budget_trials: int
+    objectives: list[dict[str, Any]]
+    choose: str  # the choice rule in words
+    trials: list[SweepTrialResult]
+    frontier: list[int]
+    chosen: int | None
+    why: str
+    resumed: bool = False
+
+
+class SweepListResult(Result):
+    sweeps: list[dict[str, Any]]
+
+
+class ProposeResult(Result):
+    """`sweep propose`: the recipe written for its author to sign and submit."""
+
+    sweep_id: str
+    trial: int
+    recipe: str
+    sha256: str
+    params: dict[str, Any]
+    next: str

@@ -10,6 +10,7 @@ the dicts they were recorded as) or the small models below; nothing from the cat
     reliability(baseline_bins, final_bins)      reliability diagram of `ReliabilityBin`s
     changes(rows, title=, x_label=, threshold=) forest plot of estimates with intervals
     latency(series, unit=)                      latency quantiles of `LatencyBatch`es
+    frontier_plot(trials, objectives, baseline=) a sweep's trials, its gated frontier, its choice
 
 The same input gives the same bytes, in any process: fixed figure sizes, the default style
 whatever the user's matplotlibrc says, no date or creator metadata, and element ids hashed with a
@@ -43,8 +44,12 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ChangeRow",
+    "FrontierObjective",
+    "FrontierTrial",
     "ParetoPoint",
     "changes",
+    "frontier_plot",
+    "human_bytes",
     "latency",
     "pareto",
     "pareto_front",
@@ -56,9 +61,12 @@ _CURRENT = "#1f5fa8"
 _EARLIER = "#9a9a9a"
 _BASELINE = "#d9822b"
 _FRONTIER = "#2a9d58"
+_FAILED = "#c0392b"
+_CHOSEN = "#e3a008"
 _LABEL_CHARS = 48
 
 Group = Literal["this run", "earlier runs"]
+Goal = Literal["minimize", "maximize"]
 
 
 class _Plain(BaseModel):
@@ -102,6 +110,27 @@ class ChangeRow(_Plain):
         if self.ci_low > self.ci_high:
             raise ValueError(f"{self.name!r}: ci_low={self.ci_low} exceeds ci_high={self.ci_high}")
         return self
+
+
+class FrontierObjective(_Plain):
+    """One objective of a sweep: a metric, the stage it is measured after, the better way."""
+
+    metric: str
+    stage: str
+    goal: Goal
+
+
+class FrontierTrial(BaseModel):
+    """One trial of a sweep as `frontier_plot` draws it: its objective values by metric
+    (non-finite or missing values are not plotted, but counted)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    trial: int
+    status: Literal["passed", "failed", "crashed"]
+    objectives: dict[str, float] = Field(default_factory=dict)
+    on_frontier: bool = False
+    chosen: bool = False
 
 
 PointLike = ParetoPoint | Mapping[str, Any]
@@ -356,7 +385,220 @@ def latency(series: Sequence[BatchLike], *, unit: Literal["ms", "us", "s"] = "ms
     return _render("latency", payload, (1.2 + 2.3 * columns, 0.6 + 2.6 * rows_), draw)
 
 
+_ANNOTATE_UP_TO = 40  # trials: beyond this, numbers next to every point would hide the points
+
+
+def frontier_plot(
+    trials: Sequence[FrontierTrial | Mapping[str, Any]],
+    objectives: Sequence[FrontierObjective | Mapping[str, Any]],
+    *,
+    baseline: Mapping[str, float] | None = None,
+) -> str:
+    """A sweep's trials on its first two objectives, or one objective against the trial number.
+
+    Trials that pass every gate are filled dots, those that failed a gate red crosses; the
+    frontier (the trials marked `on_frontier`) is ringed and, with exactly two objectives, joined
+    by a step line (flat towards the worse side of x); the chosen trial is a star named
+    "trial N". Up to 40 trials, every point carries its trial number. Crashed trials and trials
+    without the plotted values are not drawn; the title counts them. `baseline` (metric to the
+    float baseline's value) draws dotted reference lines.
+    """
+    objs = [FrontierObjective.model_validate(o) for o in objectives]
+    rows = sorted((FrontierTrial.model_validate(t) for t in trials), key=lambda t: t.trial)
+    if not objs:
+        raise ValueError("frontier_plot needs one objective or more")
+    shown = objs[:2]
+
+    def values(trial: FrontierTrial) -> tuple[float, ...] | None:
+        found = [trial.objectives.get(o.metric) for o in shown]
+        finite = [v for v in found if v is not None and math.isfinite(v)]
+        return tuple(finite) if len(finite) == len(found) else None
+
+    drawn = [(t, v) for t in rows if t.status != "crashed" and (v := values(t)) is not None]
+    crashed = sum(t.status == "crashed" for t in rows)
+    missing = sum(t.status != "crashed" for t in rows) - len(drawn)
+    if not drawn:
+        return _no_data("frontier")
+    one = len(shown) == 1
+    points = [(t, (float(t.trial), v[0]) if one else (v[0], v[1])) for t, v in drawn]
+    refs = {k: v for k, v in (baseline or {}).items() if math.isfinite(v)}
+
+    def draw(fig: Figure) -> None:
+        from matplotlib.ticker import FuncFormatter, MaxNLocator
+
+        ax = fig.add_subplot()
+        for status, label, marker, color in (
+            ("passed", "passes every gate", "o", _CURRENT),
+            ("failed", "fails a gate", "x", _FAILED),
+        ):
+            mine = [xy for t, xy in points if t.status == status]
+            if mine:
+                xs, ys = zip(*mine, strict=True)
+                ax.scatter(
+                    xs, ys, s=32, marker=marker, color=color, linewidths=1.4, label=label, zorder=3
+                )
+        front = sorted(xy for t, xy in points if t.on_frontier)
+        if front:
+            fx, fy = zip(*front, strict=True)
+            # With two objectives the step line carries the legend entry; with more, the front
+            # over all of them need not be a staircase in the first two: rings only.
+            ringed = {1: "frontier", 2: None}.get(
+                len(objs), f"frontier (all {len(objs)} objectives)"
+            )
+            ax.scatter(
+                fx,
+                fy,
+                s=120,
+                facecolors="none",
+                edgecolors=_FRONTIER,
+                linewidths=1.4,
+                label=ringed,
+                zorder=2,
+            )
+            if len(objs) == 2:
+                where: Literal["pre", "post"] = "post" if shown[0].goal == "minimize" else "pre"
+                ax.step(
+                    fx,
+                    fy,
+                    where=where,
+                    color=_FRONTIER,
+                    lw=1.2,
+                    ls="--",
+                    label="frontier",
+                    zorder=1,
+                )
+            elif one:
+                best = min(fy) if shown[0].goal == "minimize" else max(fy)
+                ax.axhline(best, color=_FRONTIER, lw=1.2, ls="--", zorder=1)
+        for t, xy in points:
+            if t.chosen:
+                ax.scatter(
+                    *xy,
+                    marker="*",
+                    s=260,
+                    color=_CHOSEN,
+                    edgecolors="#7d4e00",
+                    linewidths=0.8,
+                    label="chosen",
+                    zorder=4,
+                )
+                ax.annotate(
+                    f"trial {t.trial}",
+                    xy,
+                    bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.8},
+                    xytext=(8, -12),
+                    textcoords="offset points",
+                    fontsize=8,
+                    fontweight="bold",
+                    color="#7d4e00",
+                )
+        if len(points) <= _ANNOTATE_UP_TO:
+            position = _spread([xy[0] for _, xy in points])
+            for (t, xy), where_x in zip(points, position, strict=True):
+                if t.chosen:
+                    continue
+                right = where_x > 0.6
+                ax.annotate(
+                    str(t.trial),
+                    xy,
+                    xytext=(-4 if right else 4, 4),
+                    textcoords="offset points",
+                    ha="right" if right else "left",
+                    fontsize=7,
+                    color="#333333",
+                )
+        # A baseline far from every trial would squeeze them into a corner: it is drawn only
+        # near them, and named in the axis label either way.
+        named = False
+        if not one and _near(refs.get(shown[0].metric), [xy[0] for _, xy in points]):
+            ax.axvline(
+                refs[shown[0].metric],
+                color="#555555",
+                lw=0.9,
+                ls=":",
+                zorder=1,
+                label="float baseline",
+            )
+            named = True
+        if _near(refs.get(shown[-1].metric), [xy[1] for _, xy in points]):
+            ax.axhline(
+                refs[shown[-1].metric],
+                color="#555555",
+                lw=0.9,
+                ls=":",
+                zorder=1,
+                label=None if named else "float baseline",
+            )
+        bytes_axis = FuncFormatter(lambda value, _: human_bytes(value))
+        if one:
+            ax.set_xlabel("trial")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        else:
+            ax.set_xlabel(_objective_label(shown[0], refs.get(shown[0].metric)))
+            if _is_bytes(shown[0].metric):
+                ax.xaxis.set_major_formatter(bytes_axis)
+        ax.set_ylabel(_objective_label(shown[-1], refs.get(shown[-1].metric)))
+        if _is_bytes(shown[-1].metric):
+            ax.yaxis.set_major_formatter(bytes_axis)
+        passed = sum(t.status == "passed" for t, _ in points)
+        caption = f"{passed} pass every gate, {len(points) - passed} fail a gate"
+        if crashed:
+            caption += f"; {crashed} crashed, not plotted"
+        if missing:
+            caption += f"; {missing} without values, not plotted"
+        if len(objs) > 2:
+            caption += f"; first 2 of {len(objs)} objectives"
+        ax.set_title(caption, fontsize=8, color="#555555")
+        ax.grid(True, lw=0.4, alpha=0.5)
+        fig.legend(loc="outside lower center", ncols=5, fontsize=8, frameon=False)
+
+    payload = [
+        [t.model_dump() for t in rows],
+        [o.model_dump() for o in objs],
+        sorted(refs.items()),
+    ]
+    return _render("frontier", payload, (6.4, 4.6), draw)
+
+
+def human_bytes(n: float) -> str:
+    """A byte count in binary units (KiB, MiB, ...) with three significant digits or so."""
+    value = float(n)
+    if not math.isfinite(value):
+        return str(value)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(value) < 1024 or unit == "GiB":
+            if unit == "B":
+                return f"{value:.0f} B"
+            digits = 0 if abs(value) >= 100 else 1 if abs(value) >= 10 else 2
+            return f"{value:.{digits}f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
 # --- helpers ----------------------------------------------------------------------------------
+
+
+def _is_bytes(metric: str) -> bool:
+    return metric.rsplit(".", 1)[-1].endswith("bytes")
+
+
+def _objective_label(objective: FrontierObjective, baseline: float | None) -> str:
+    """Two lines: the metric and its stage; which way is better, and the float baseline."""
+    better = "lower" if objective.goal == "minimize" else "higher"
+    label = f"{objective.metric} at {objective.stage}\n{objective.goal}: {better} is better"
+    if baseline is None:
+        return label
+    value = human_bytes(baseline) if _is_bytes(objective.metric) else f"{baseline:.4g}"
+    return f"{label} · float baseline {value}"
+
+
+def _near(value: float | None, values: Sequence[float]) -> bool:
+    """Whether `value` lies within the range of `values` widened by a quarter on each side."""
+    if value is None:
+        return False
+    low, high = min(values), max(values)
+    pad = 0.25 * ((high - low) or abs(high) or 1.0)
+    return low - pad <= value <= high + pad
 
 
 def _xy(point: PointLike | tuple[float, float]) -> tuple[float, float]:

@@ -101,21 +101,39 @@ def test_other_yaml_is_skipped_and_said_so_only_with_verbose_or_json(
 ) -> None:
     ci = workspace.root / "ci.yaml"
     ci.write_text("on: push\njobs: {check: {runs-on: ubuntu-latest}}\n")
-    sweep = workspace.root / "sweep.yaml"
-    sweep.write_text("apiVersion: compressgate/v1\nkind: Sweep\nover: {seeds: [0, 1]}\n")
+    board = workspace.root / "dashboard.yaml"
+    board.write_text("apiVersion: compressgate/v1\nkind: Dashboard\npanels: [runs]\n")
     empty = workspace.root / "empty.yaml"
     empty.write_text("# nothing yet\n")
-    quiet = cli("validate", ci, sweep, empty)
+    quiet = cli("validate", ci, board, empty)
     assert (quiet.exit_code, quiet.stdout, quiet.stderr) == (0, "", "")
-    verbose = cli("validate", "-v", ci, sweep, empty)
+    verbose = cli("validate", "-v", ci, board, empty)
     assert verbose.exit_code == 0
     assert verbose.stdout.splitlines() == [
         f"skipped {ci}: no kind: not a compressgate manifest",
-        f"skipped {sweep}: kind 'Sweep' is not checked here",
+        f"skipped {board}: kind 'Dashboard' is not checked here",
         f"skipped {empty}: no kind: not a compressgate manifest",
     ]
-    listed = json.loads(cli("validate", "--json", sweep).stdout)["files"]
-    assert [(f["kind"], f["status"]) for f in listed] == [("Sweep", "skipped")]
+    listed = json.loads(cli("validate", "--json", board).stdout)["files"]
+    assert [(f["kind"], f["status"]) for f in listed] == [("Dashboard", "skipped")]
+
+
+def test_a_sweep_is_checked_not_skipped(workspace: Workspace, cli: Invoke) -> None:
+    """`kind: Sweep` is checked as a sweep (tests/recipes/test_sweep_manifest.py checks a
+    valid one): an unknown key is an error at its line."""
+    sweep = workspace.root / "sweep.yaml"
+    sweep.write_text("apiVersion: compressgate/v1\nkind: Sweep\nover: {seeds: [0, 1]}\n")
+    result = cli("validate", "--json", sweep)
+    assert result.exit_code == 2
+    (entry,) = json.loads(result.stdout)["files"]
+    assert (entry["kind"], entry["status"]) == ("Sweep", "invalid")
+    assert [(i["line"], i["field"]) for i in entry["issues"]] == [
+        (1, "metadata"),
+        (1, "recipe"),
+        (1, "axes"),
+        (1, "objectives"),
+        (3, "over"),
+    ]
 
 
 def test_a_broken_recipe_is_exit_2_at_its_line(workspace: Workspace, cli: Invoke) -> None:
@@ -189,8 +207,10 @@ def test_a_file_named_trust_yaml_is_a_trust_file_even_without_a_kind(
 def test_a_compressgate_document_of_another_kind_is_still_parsed_safely(
     workspace: Workspace, cli: Invoke
 ) -> None:
-    tagged = workspace.root / "sweep.yaml"
-    tagged.write_text("apiVersion: compressgate/v1\nkind: Sweep\nrun: !!python/name:os.system\n")
+    tagged = workspace.root / "dashboard.yaml"
+    tagged.write_text(
+        "apiVersion: compressgate/v1\nkind: Dashboard\nrun: !!python/name:os.system\n"
+    )
     result = cli("validate", tagged)
     assert result.exit_code == 2
     assert result.stderr.startswith(f"Error: {tagged}:3: invalid YAML: could not determine")
@@ -339,16 +359,16 @@ def test_pre_commit_try_repo_passes_recipes_and_their_trust_policy_and_fails_a_b
     ws = Workspace(recipes, recipes / "recipe.yaml", recipes / "trust.yaml", ws.keys)
     make_policy(ws)
     assert cli("recipe", "sign", ws.recipe, "--key", ws.key("ml-platform")).exit_code == 0
-    (recipes / "sweep.yaml").write_text("apiVersion: compressgate/v1\nkind: Sweep\n")
+    (recipes / "dashboard.yaml").write_text("apiVersion: compressgate/v1\nkind: Dashboard\n")
     (repo / ".gitignore").write_text("keys/\n")
     git(repo, "init", "-q")
     git(repo, "add", "-A")
     assert git(repo, "ls-files").splitlines() == [
         ".gitignore",
+        "recipes/dashboard.yaml",
         "recipes/recipe.yaml",
         "recipes/recipe.yaml.dsse.json",
         "recipes/requirements.lock",
-        "recipes/sweep.yaml",
         "recipes/trust.yaml",
         "recipes/trust.yaml.dsse.json",
     ]

@@ -17,6 +17,8 @@ migration created. Each applied migration is a row of `schema_migrations` with i
   alias move (`releases`), each run's attestation by its runner (`attestations`), and each
   run that resumed a stopped one past its waived gates (`resumes`). A v3 or v4 catalog is read
   as it is: it has no policy.
+- v6: sweeps (`sweeps`), each trial of one linked to its run (`sweep_trials`), and how each
+  ended (`sweep_ends`). An older catalog read as it is has no sweep.
 """
 
 from __future__ import annotations
@@ -45,6 +47,9 @@ KEYS: dict[str, tuple[str, ...]] = {
     "releases": ("move_seq", "event_seq"),
     "attestations": ("run_id", "event_seq"),
     "resumes": ("run_id", "event_seq"),
+    "sweeps": ("sweep_id", "event_seq"),
+    "sweep_trials": ("id", "event_seq"),
+    "sweep_ends": ("sweep_id", "event_seq"),
 }
 # The schema version that created each table after v1 (a catalog read as it is, older than
 # the code, lacks the later ones).
@@ -56,6 +61,9 @@ INTRODUCED: dict[str, int] = {
     "releases": 5,
     "attestations": 5,
     "resumes": 5,
+    "sweeps": 6,
+    "sweep_trials": 6,
+    "sweep_ends": 6,
 }
 
 
@@ -280,12 +288,43 @@ def _v5(dialect: str) -> list[str]:
     ]
 
 
+def _v6(dialect: str) -> list[str]:
+    """Sweeps: each sweep's signed manifest and base recipe, each trial linked to its run (one
+    row per trial number: `id` is `SWEEP/TRIAL`), and each sweep's end with its frontier."""
+    double = "DOUBLE PRECISION"
+    return [
+        """CREATE TABLE sweeps (
+            sweep_id TEXT PRIMARY KEY, name TEXT NOT NULL, version INTEGER NOT NULL,
+            sha256 TEXT NOT NULL, content TEXT NOT NULL, envelope TEXT NOT NULL,
+            recipe_sha256 TEXT NOT NULL REFERENCES recipes(sha256), signers TEXT NOT NULL,
+            strategy TEXT NOT NULL, backend TEXT NOT NULL, settings TEXT NOT NULL,
+            started_at TEXT NOT NULL, event_seq BIGINT NOT NULL UNIQUE REFERENCES events(seq))""",
+        "CREATE INDEX ix_sweeps_sha256 ON sweeps (sha256)",
+        f"""CREATE TABLE sweep_trials (
+            id TEXT PRIMARY KEY, sweep_id TEXT NOT NULL REFERENCES sweeps(sweep_id),
+            trial INTEGER NOT NULL, run_id TEXT REFERENCES runs(run_id), params TEXT NOT NULL,
+            status TEXT NOT NULL, objectives TEXT NOT NULL, failed_gates TEXT NOT NULL,
+            error TEXT, attempts INTEGER NOT NULL, seconds {double} NOT NULL,
+            recorded_at TEXT NOT NULL, event_seq BIGINT NOT NULL UNIQUE REFERENCES events(seq))""",
+        "CREATE INDEX ix_sweep_trials_sweep ON sweep_trials (sweep_id, trial)",
+        "CREATE INDEX ix_sweep_trials_run_id ON sweep_trials (run_id)",
+        """CREATE TABLE sweep_ends (
+            sweep_id TEXT PRIMARY KEY REFERENCES sweeps(sweep_id), status TEXT NOT NULL,
+            frontier TEXT NOT NULL, chosen INTEGER, why TEXT NOT NULL, finished_at TEXT NOT NULL,
+            event_seq BIGINT NOT NULL UNIQUE REFERENCES events(seq))""",
+        *_guards(dialect, "sweeps"),
+        *_guards(dialect, "sweep_trials"),
+        *_guards(dialect, "sweep_ends"),
+    ]
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", _v1),
     Migration(2, "run-level gate decisions, recipe envelopes", _v2),
     Migration(3, "rendered reports", _v3),
     Migration(4, "events without bodies, compact documents", _v4),
     Migration(5, "trust policy versions, signed releases, run attestations, resumes", _v5),
+    Migration(6, "sweeps, their trials and ends", _v6),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 # The oldest schema read (and audited) as it is: v4 created nothing, it changed only what is

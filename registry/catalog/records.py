@@ -37,6 +37,9 @@ from compressgate.registry.catalog.schema import (
     ResumeFields,
     SignoffFields,
     StageFields,
+    SweepEndFields,
+    SweepFields,
+    SweepTrialFields,
     VariantFields,
 )
 
@@ -177,6 +180,45 @@ class ResumeRecord(ResumeFields):
     model_config = _FROZEN
     waivers: list[dict[str, str]]
     seq: int
+
+
+class SweepRecord(SweepFields):
+    """A sweep as started (schema v6): its manifest's exact text, sha256 and envelope, the base
+    recipe it searches, and how it searches."""
+
+    model_config = _FROZEN
+    signers: list[str]
+    settings: dict[str, Any]
+
+
+class SweepTrialRecord(SweepTrialFields):
+    """One trial of a sweep (schema v6): its point in the search space, the run that tried it
+    and what came of it (`passed`: every gate passed or needs approval)."""
+
+    model_config = _FROZEN
+    params: dict[str, Any]
+    objectives: dict[str, float]  # mean over the seeds; {} when crashed
+    failed_gates: list[str]
+
+
+class SweepEndRecord(SweepEndFields):
+    """How a sweep ended (schema v6): `finished` (its trials spent) or `stopped` (wall time),
+    its Pareto frontier among passing trials and the trial chosen from it."""
+
+    model_config = _FROZEN
+    frontier: list[int]
+
+
+class SweepListing(CatalogRecord):
+    sweep_id: str
+    name: str
+    version: int
+    strategy: str
+    backend: str
+    started_at: str
+    trials: int  # trial rows recorded
+    finished: bool  # it has an end row
+    chosen: int | None
 
 
 class ReleaseRecord(ReleaseFields):

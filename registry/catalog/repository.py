@@ -1,5 +1,5 @@
 """The catalog: append-only, hash-chained records of recipes, runs, variants, evaluations,
-gate decisions, approvals, alias moves and reports, in SQLite (default) or PostgreSQL.
+gate decisions, approvals, alias moves, reports and sweeps, in SQLite (default) or PostgreSQL.
 
 `Catalog` is the one door to it: it takes and gives back pydantic records (`records`), never
 sessions or rows. This module holds its write verbs; the rest of it is in the modules it is
@@ -14,7 +14,7 @@ here.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 import sqlalchemy as sa
@@ -58,6 +58,10 @@ from compressgate.registry.catalog.records import (
     RunRecord,
     SignoffRecord,
     StageRecord,
+    SweepEndRecord,
+    SweepListing,
+    SweepRecord,
+    SweepTrialRecord,
     VariantRecord,
 )
 from compressgate.registry.catalog.schema import (
@@ -82,9 +86,13 @@ from compressgate.registry.catalog.schema import (
     RunSeedRow,
     SchemaMigration,
     StageFields,
+    SweepEndRow,
+    SweepRow,
+    SweepTrialRow,
     VariantRow,
 )
-from compressgate.registry.kernel.errors import Conflict, Refused
+from compressgate.registry.catalog.sweeps import CatalogSweeps, sweep_row
+from compressgate.registry.kernel.errors import Conflict, IntegrityError, Refused
 
 __all__ = [
     "CATALOG_ENV",
@@ -123,6 +131,13 @@ __all__ = [
     "RunSeedRow",
     "SchemaMigration",
     "SignoffRecord",
+    "SweepEndRecord",
+    "SweepEndRow",
+    "SweepListing",
+    "SweepRecord",
+    "SweepRow",
+    "SweepTrialRecord",
+    "SweepTrialRow",
     "VariantRecord",
     "VariantRow",
     "catalog_url",
@@ -142,7 +157,7 @@ if TYPE_CHECKING:
     from compressgate.gates.review import GateDecision
 
 
-class Catalog(CatalogQueries, CatalogPolicies, CatalogIntegrity):
+class Catalog(CatalogQueries, CatalogPolicies, CatalogSweeps, CatalogIntegrity):
     """The one door to the catalog database: appends records, reads them back, verifies."""
 
     # -- recording a run
@@ -159,31 +174,25 @@ class Catalog(CatalogQueries, CatalogPolicies, CatalogIntegrity):
         """The recipe (once per exact bytes) and the run's start, in one transaction."""
         who = actor or default_actor()
         at = now()
+        recipe = record.recipe
         with self._writing() as conn:
-            rows: Rows = []
-            recipes = schema.table(RecipeRow)
-            known = conn.execute(
-                sa.select(recipes.c.sha256).where(recipes.c.sha256 == record.recipe.sha256)
-            ).first()
-            if known is not None:
-                rows += self._new_envelope(conn, record.recipe.sha256, envelope, at)
-            if known is None:
-                rows.append(
-                    (
-                        RecipeRow,
-                        {
-                            "sha256": record.recipe.sha256,
-                            "name": record.recipe.name,
-                            "version": record.recipe.version,
-                            "path": record.recipe.path,
-                            "signers": document(record.recipe.signers),
-                            "content": recipe_content,
-                            "envelope": envelope,
-                            "recorded_at": at,
-                            "actor": who,
-                        },
-                    )
-                )
+            rows = self._recipe_rows(
+                conn,
+                recipe.sha256,
+                envelope,
+                at,
+                lambda: {
+                    "sha256": recipe.sha256,
+                    "name": recipe.name,
+                    "version": recipe.version,
+                    "path": recipe.path,
+                    "signers": document(recipe.signers),
+                    "content": recipe_content,
+                    "envelope": envelope,
+                    "recorded_at": at,
+                    "actor": who,
+                },
+            )
             rows.append(
                 (
                     RunRow,
@@ -205,6 +214,24 @@ class Catalog(CatalogQueries, CatalogPolicies, CatalogIntegrity):
                 )
             )
             self._append(conn, rows)
+
+    def _recipe_rows(
+        self,
+        conn: Connection,
+        recipe_sha256: str,
+        envelope: str,
+        at: str,
+        recipe_row: Callable[[], dict[str, Any]],
+    ) -> Rows:
+        """The recipe's row (`recipe_row()`) if its bytes are not recorded yet, else the row
+        of `envelope` if the recipe has not been recorded with it yet."""
+        recipes = schema.table(RecipeRow)
+        known = conn.execute(
+            sa.select(recipes.c.sha256).where(recipes.c.sha256 == recipe_sha256)
+        ).first()
+        if known is not None:
+            return self._new_envelope(conn, recipe_sha256, envelope, at)
+        return [(RecipeRow, recipe_row())]
 
     def _new_envelope(self, conn: Connection, recipe_sha256: str, envelope: str, at: str) -> Rows:
         """The row for `envelope` if the recipe has not been recorded with it yet."""
@@ -312,6 +339,60 @@ class Catalog(CatalogQueries, CatalogPolicies, CatalogIntegrity):
         )
         self.append(rows)
 
+    # -- sweeps (the rest of them: `sweeps`)
+
+    def record_sweep_start(
+        self,
+        sweep: SweepRecord,
+        *,
+        recipe_content: str,
+        recipe_envelope: str,
+        recipe_path: str,
+        recipe_signers: list[str],
+    ) -> None:
+        """The sweep's start and its base recipe (once per exact bytes, as a run's start
+        records its recipe), in one transaction: the base is in the catalog before any run of
+        it. Each text must hash to the sha256 the sweep names (exit 3)."""
+        self._sweeps_writable()
+        _hashes_to(sweep.content, sweep.sha256, f"the manifest of sweep {sweep.sweep_id}")
+        _hashes_to(
+            recipe_content, sweep.recipe_sha256, f"the base recipe of sweep {sweep.sweep_id}"
+        )
+        who = default_actor()
+        at = now()
+
+        def base_row() -> dict[str, Any]:
+            # The recipe language is loaded only when the base is new to the catalog.
+            from compressgate.recipes.load import parse_recipe
+
+            parsed, _ = parse_recipe(recipe_content.encode("utf-8"), recipe_path)
+            return {
+                "sha256": sweep.recipe_sha256,
+                "name": parsed.metadata.name,
+                "version": parsed.metadata.version,
+                "path": recipe_path,
+                "signers": document(recipe_signers),
+                "content": recipe_content,
+                "envelope": recipe_envelope,
+                "recorded_at": at,
+                "actor": who,
+            }
+
+        sweeps = schema.table(SweepRow)
+        with self._writing() as conn:
+            taken = conn.execute(
+                sa.select(sweeps.c.started_at).where(sweeps.c.sweep_id == sweep.sweep_id)
+            ).scalar()
+            if taken is not None:
+                raise Conflict(
+                    f"sweep {sweep.sweep_id} is already recorded (started {taken}); nothing "
+                    "recorded",
+                    hint="each start of a sweep has its own id",
+                )
+            rows = self._recipe_rows(conn, sweep.recipe_sha256, recipe_envelope, at, base_row)
+            rows.append((SweepRow, sweep_row(sweep)))
+            self._append(conn, rows)
+
     # -- gates' sign-offs and reports
 
     def record_signoff(self, signoff: SignoffRecord) -> int:
@@ -398,3 +479,14 @@ class Catalog(CatalogQueries, CatalogPolicies, CatalogIntegrity):
                 (at,) = self._append(conn, [(ReleaseRow, {**release, "move_seq": seq})])
                 signed = ReleaseRecord.model_validate({**release, "move_seq": seq, "seq": at})
         return move.model_copy(update={"seq": seq, "release": signed})
+
+
+def _hashes_to(text: str, sha256: str, what: str) -> None:
+    """`text`, encoded as UTF-8, has this sha256: the exact bytes the caller verified."""
+    found = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    if found != sha256:
+        raise IntegrityError(
+            f"{what}: its text hashes to {found[:16]}…, not to the recorded {sha256[:16]}…; "
+            "nothing recorded",
+            hint="record the exact bytes that were verified",
+        )

@@ -350,6 +350,69 @@ class ResumeRow(ResumeFields, table=True):
     event_seq: int = Field(unique=True)
 
 
+# --- sweeps (schema v6) ------------------------------------------------------------------------
+
+
+class SweepFields(SQLModel):
+    """A sweep as started: its signed manifest's exact bytes and the base recipe it searches."""
+
+    sweep_id: str = Field(primary_key=True)
+    name: str
+    version: int
+    sha256: str = Field(index=True)  # of the sweep manifest's exact bytes
+    content: str  # the manifest's exact text
+    envelope: str  # the DSSE envelope's exact text
+    recipe_sha256: str  # the base recipe's (in `recipes`)
+    strategy: str  # grid | random | tpe | nsga2
+    backend: str  # local | ray
+    started_at: str
+
+
+class SweepRow(SweepFields, table=True):
+    __tablename__ = "sweeps"
+    signers: str  # JSON list of owner names
+    settings: str  # JSON: workers, trials, selection, …
+    event_seq: int = Field(unique=True)
+
+
+class SweepTrialFields(SQLModel):
+    """One trial of a sweep, linked to the run that tried it (None: it crashed before)."""
+
+    sweep_id: str = Field(index=True)
+    trial: int
+    run_id: str | None = Field(default=None, index=True)
+    status: str  # passed (every gate passed or needs approval) | failed (a gate) | crashed
+    error: str | None = None
+    attempts: int = 1  # more when a killed worker's trial was retried
+    seconds: float
+    recorded_at: str
+
+
+class SweepTrialRow(SweepTrialFields, table=True):
+    __tablename__ = "sweep_trials"
+    id: str = Field(primary_key=True)  # sweep_id/trial: one row per trial of a sweep
+    params: str  # JSON: axis path -> value
+    objectives: str  # JSON: metric -> mean over the seeds
+    failed_gates: str  # JSON list of gate names
+    event_seq: int = Field(unique=True)
+
+
+class SweepEndFields(SQLModel):
+    """How a sweep ended and which trial it chose."""
+
+    sweep_id: str = Field(primary_key=True)
+    status: str  # finished (its trials spent) | stopped (its wall time spent)
+    chosen: int | None = None
+    why: str
+    finished_at: str
+
+
+class SweepEndRow(SweepEndFields, table=True):
+    __tablename__ = "sweep_ends"
+    frontier: str  # JSON list of trial numbers on the Pareto frontier
+    event_seq: int = Field(unique=True)
+
+
 # --- the tables as a whole ---------------------------------------------------------------------
 
 ROW_TABLES: tuple[type[SQLModel], ...] = (  # parents before children (foreign keys)
@@ -370,6 +433,9 @@ ROW_TABLES: tuple[type[SQLModel], ...] = (  # parents before children (foreign k
     ReleaseRow,
     AttestationRow,
     ResumeRow,
+    SweepRow,
+    SweepTrialRow,
+    SweepEndRow,
 )
 TABLES: tuple[type[SQLModel], ...] = (Event, *ROW_TABLES)
 # Document columns: their event carries the sha256 of the text.
@@ -388,6 +454,9 @@ DOCUMENTS: dict[str, frozenset[str]] = {
     "releases": frozenset({"envelope"}),
     "attestations": frozenset({"envelope"}),
     "resumes": frozenset({"waivers"}),
+    "sweeps": frozenset({"content", "envelope", "settings"}),
+    "sweep_trials": frozenset({"params", "objectives", "failed_gates"}),
+    "sweep_ends": frozenset({"frontier"}),
 }
 # Columns a later migration adds to an existing table (ALTER TABLE … ADD COLUMN, declared
 # here like any other field): left out of a row's event body while NULL, so that the rows

@@ -37,6 +37,7 @@ from compressgate.registry.cli import export as export_commands
 from compressgate.registry.cli import plugins as plugin_commands
 from compressgate.registry.cli import policy as _policy  # noqa: F401 - adds `trust` verbs
 from compressgate.registry.cli import run as run_commands
+from compressgate.registry.cli import sweep as sweep_commands
 from compressgate.registry.cli import validate as _validate
 from compressgate.registry.cli.options import WORKSPACE_META, printable
 from compressgate.registry.kernel.errors import EXIT_INTERNAL, CompressgateError
@@ -260,6 +261,7 @@ COMMANDS: tuple[click.Command, ...] = (
     alias.alias_group,
     audit.audit_group,
     plugin_commands.plugins,
+    sweep_commands.sweep_group,
 )
 for _command in COMMANDS:
     cli.add_command(_command)

@@ -71,15 +71,22 @@ def recipe_validate(
 
 
 @recipe.command("schema")
-def recipe_schema() -> None:
+@click.option(
+    "--kind",
+    type=click.Choice(["recipe", "sweep"]),
+    default="recipe",
+    show_default=True,
+    help="The manifest whose schema to print: a recipe, or a sweep (kind: Sweep).",
+)
+def recipe_schema(kind: str) -> None:
     """Print the JSON Schema (draft-07) of recipe manifest v1, for editors and validators.
 
     Editors with yaml-language-server (VS Code's YAML extension) read the schema the first line
     of a recipe names (`recipe init` writes it); save this output and name the file there to
-    work offline."""
-    from compressgate.registry.authoring import recipe_schema as schema
+    work offline. `--kind sweep` prints the sweep manifest's."""
+    from compressgate.registry.authoring import recipe_schema, sweep_schema
 
-    emit(schema())
+    emit(sweep_schema() if kind == "sweep" else recipe_schema())
 
 
 @recipe.command("explain")
@@ -115,10 +122,11 @@ def recipe_sign(file: Path, key: Path, trust: Path | None, as_json: bool) -> Non
     """Sign a valid recipe, writing FILE.dsse.json (a co-signature if the file is unchanged).
 
     The recipe is checked as `recipe validate` checks it, against the trust file if one is
-    found (its owners, and the modules it allow-lists)."""
-    from compressgate.registry.authoring import sign_recipe
+    found (its owners, and the modules it allow-lists). A sweep (kind: Sweep) is signed the
+    same way, checked against its base recipe; its signature covers both files."""
+    from compressgate.registry.authoring import sign_recipe, sign_sweep
 
-    record = sign_recipe(file, key, trust)
+    record = (sign_sweep if _is_sweep(file) else sign_recipe)(file, key, trust)
     if as_json:
         emit(record)
     else:
@@ -137,17 +145,33 @@ def recipe_verify(file: Path, trust: Path | None, as_json: bool) -> None:
 
     Fails on a changed byte of the recipe or of the envelope, a key not in the trust file, a
     signer without the author role or not among the recipe's owners, or no subject digest.
+    A sweep (kind: Sweep) verifies when an author who owns it and its base recipe signed both
+    files' current bytes, and the base recipe verifies.
     """
-    from compressgate.registry.authoring import verify_recipe
+    from compressgate.registry.authoring import verify_recipe, verify_sweep
 
-    record = verify_recipe(file, trust)
+    sweep = _is_sweep(file)
+    record = (verify_sweep if sweep else verify_recipe)(file, trust)
     if as_json:
         emit(record)
     else:
         signers = ", ".join(f"{s.owner} (key {s.keyid[:16]}…)" for s in record.signers)
+        what = "sweep " if sweep else ""
         click.echo(
-            f"verified {record.recipe}: {record.name} v{record.version}, signed by {signers}"
+            f"verified {record.recipe}: {what}{record.name} v{record.version}, signed by {signers}"
         )
+
+
+def _is_sweep(file: Path) -> bool:
+    """Whether FILE says `kind: Sweep`; anything unreadable is left to the recipe path, which
+    reports it as it always has."""
+    from compressgate.registry.cli.validate import SWEEP, _read, read_heading
+    from compressgate.registry.kernel.errors import CompressgateError
+
+    try:
+        return read_heading(_read(file)[1], str(file)).kind == SWEEP
+    except CompressgateError:
+        return False
 
 
 @recipe.command("init")

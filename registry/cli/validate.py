@@ -3,10 +3,11 @@
 A folder of recipes holds more than recipes: its trust file, signature envelopes, perhaps CI
 configuration. `kind: Recipe` is checked as `recipe validate` checks it; `kind: Trust` as a trust
 file (with a policy envelope, `FILE.dsse.json`, beside it: as a policy, the envelope's statement
-read); any other YAML document is skipped, as `compressgate ci` skips it. A file that is not
+read); `kind: Sweep` as a sweep against its base recipe; any other YAML document is skipped, as
+`compressgate ci` skips it. A file that is not
 YAML at all is an error at its line. This is what the pre-commit hooks run
-(`.pre-commit-hooks.yaml`); `--verify` also checks each recipe's signature, as `recipe verify`
-does.
+(`.pre-commit-hooks.yaml`); `--verify` also checks each recipe's and sweep's signature, as
+`recipe verify` does.
 
 Only click is imported at start-up: the checks import what they need when they run.
 """
@@ -26,8 +27,8 @@ from compressgate.registry.kernel.errors import EXIT_BAD_INPUT, CompressgateErro
 if TYPE_CHECKING:
     from compressgate.registry.results import ValidationResult
 
-RECIPE, TRUST = "Recipe", "Trust"
-KINDS = (RECIPE, TRUST)  # the kinds this command checks; any other is skipped
+RECIPE, TRUST, SWEEP = "Recipe", "Trust", "Sweep"
+KINDS = (RECIPE, TRUST, SWEEP)  # the kinds this command checks; any other is skipped
 Status = Literal["ok", "invalid", "skipped"]
 
 
@@ -82,25 +83,28 @@ class Heading:
 @click.option(
     "--verify",
     is_flag=True,
-    help="Also verify each recipe's signature against the trust file (as `recipe verify`).",
+    help="Also verify each recipe's and sweep's signature against the trust file (as "
+    "`recipe verify`).",
 )
 @click.option("-v", "--verbose", is_flag=True, help="Also say which files were skipped, and why.")
 @JSON_OPTION
 def validate(
     files: tuple[Path, ...], trust: Path | None, verify: bool, verbose: bool, as_json: bool
 ) -> None:
-    """Check each YAML file as its `kind` says: recipes, trust files; skip any other YAML.
+    """Check each YAML file as its `kind` says: recipes, trust files, sweeps; skip other YAML.
 
     `kind: Recipe` is checked as `recipe validate` checks it (schema, references, files,
     imports, owners); `kind: Trust` as a trust file (owners, roles, keys, modules, root
-    threshold), and as a policy when a signature envelope (FILE.dsse.json) sits beside it.
+    threshold), and as a policy when a signature envelope (FILE.dsse.json) sits beside it;
+    `kind: Sweep` as a sweep (its schema, its base recipe's pinned sha256, each axis against
+    that recipe).
     A file named trust.yaml is always a trust file (recipes beside it are checked against it).
     Other YAML (no kind, or another kind) is skipped: -v says so. Every problem is printed as
-    FILE:LINE FIELD: MESSAGE. With --verify each valid recipe's signature is verified too (exit
-    3 if it does not verify, 4 without a trust file); trust files are not verified here
-    (`trust apply` and `ci --base` check a policy's signatures). Exit 0 when every file passed,
-    else the first failing file's code: 2 invalid (a manifest, or YAML that does not parse), 3
-    a signature, 4 a file not found. What the pre-commit hooks run.
+    FILE:LINE FIELD: MESSAGE. With --verify each valid recipe's and sweep's signature is
+    verified too (exit 3 if it does not verify, 4 without a trust file); trust files are not
+    verified here (`trust apply` and `ci --base` check a policy's signatures). Exit 0 when
+    every file passed, else the first failing file's code: 2 invalid (a manifest, or YAML that
+    does not parse), 3 a signature, 4 a file not found. What the pre-commit hooks run.
     """
     checks = check_files(files, trust, verify=verify)
     if as_json:
@@ -156,6 +160,8 @@ def check_files(
             checks.append(FileCheck(str(path), kind, "ok"))  # replaced below
         elif kind == TRUST:
             checks.append(_check_trust(path, content, text))
+        elif kind == SWEEP:
+            checks.append(_check_sweep(path, content, trust, verify=verify))
         else:
             checks.append(_unknown_kind(path, heading, text))
     if recipes:
@@ -305,6 +311,37 @@ def _check_trust(path: Path, content: bytes, text: str) -> FileCheck:
         f"{envelope.name} signs it as version {version}"
     )
     return FileCheck(str(path), TRUST, "ok", reason=reason)
+
+
+def _check_sweep(path: Path, content: bytes, trust: Path | None, *, verify: bool) -> FileCheck:
+    """A sweep checked against its base recipe (and the trust file, if one is found); with
+    `verify`, its signature, its base recipe's and the pin between them, as `recipe verify`."""
+    from compressgate.recipes.sweep import load_sweep, verify_sweep
+    from compressgate.recipes.trust import load_trust
+    from compressgate.registry.authoring import find_trust, require_trust
+
+    try:
+        found = require_trust(path, trust) if verify else find_trust(path, trust)
+        trusted = load_trust(found) if found else None
+        if verify and trusted is not None:
+            verified = verify_sweep(path, trusted, trust_source=str(found))
+            loaded, signers = verified.loaded, sorted({s.owner for s in verified.signers})
+        else:
+            loaded, signers = load_sweep(path, trust=trusted, data=content), []
+    except CompressgateError as exc:
+        return _failed(path, SWEEP, exc)
+    sweep = loaded.sweep
+    meta = sweep.metadata
+    reason = (
+        f"{meta.name} v{meta.version}, a sweep of {sweep.recipe.path}: {len(sweep.axes)} "
+        f"ax{'es' if len(sweep.axes) > 1 else 'is'}, {sweep.trials():,} trial(s) by "
+        f"{sweep.strategy.kind}"
+    )
+    if signers:
+        reason += f", signed by {', '.join(signers)}"
+    return FileCheck(
+        str(path), SWEEP, "ok", reason=reason, name=meta.name, version=meta.version, signers=signers
+    )
 
 
 def _check_recipes(

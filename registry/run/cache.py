@@ -24,8 +24,10 @@ A whole run is reused (`compressgate ci`) when its recipe digest and `environmen
 
 from __future__ import annotations
 
+import fcntl
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -123,6 +125,20 @@ class StageCache:
             setattr(stage, name, getattr(previous, name))
         stage.cached = True
         return artifact
+
+    @contextmanager
+    def claim(self, stage: StageRecord) -> Iterator[None]:
+        """Hold `stage`'s cache key while it is restored or computed: a concurrent run of the
+        same prefix (a sweep's trials, two workers) waits here for the first to finish, then
+        reuses its entry instead of computing the same stage again. An advisory lock on a file
+        beside the entry; the kernel releases it when its holder ends, killed or not."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        with (self.directory / f"{stage.cache_key}.lock").open("ab") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def write(self, stage: StageRecord, artifact: Artifact) -> None:
         """The entry of a finished stage, with its digest, written atomically."""

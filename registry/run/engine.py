@@ -538,40 +538,52 @@ class Executor:
             )
             self._begin(stage)
             log.debug("seed %s %s: cache key %s", seed, spec.name, stage.cache_key)
-            cached = self._cached(stage, state, reference)
-            if cached is not None:
-                log.info("seed %s %s: reused from the stage cache", seed, spec.name)
-                current = cached
-            else:
-                log.info("seed %s %s [%s]: running", seed, spec.name, spec.kind)
-                with tempfile.TemporaryDirectory(prefix="compressgate-stage-") as scratch:
-                    ctx = StageContext(
-                        stage=spec.name,
-                        seed=seed,
-                        splits=splits,
-                        workdir=Path(scratch),
-                        base=self.base,
-                        progress=self.progress,
-                        reference=reference,
-                    )
-                    seed_everything(ctx.seed_for("global"))
-                    implementation = stage_for(spec.kind, self.plugins)
-                    bound = implementation.bind(spec)
-                    with self._timed(stage, "seconds"):
-                        current = variants.apply_stage(implementation, current, bound, ctx)
-                    if spec.kind in self.plugins.stages:  # which plug-in code made it
-                        ctx.details["plugin"] = self.plugins.stages[spec.kind].record()
-                    stage.details = ctx.details
-                    stage.warnings = ctx.warnings
-                    current = self._keep(stage, current, state, reference, Path(scratch))
+            with self.cache.claim(stage):  # a concurrent trial of the same prefix waits
+                current = self._stage(stage, spec, state, current, reference)
             parent = stage.artifact_sha256
             if isinstance(current, TorchModel):
                 reference, reference_sha = current, parent
             self._end(stage, spec)
             yield spec.name
 
-    def _baseline(self, state: _SeedState) -> tuple[Variant, str | None]:
+    def _stage(
+        self,
+        stage: StageRecord,
+        spec: Any,
+        state: _SeedState,
+        current: Variant,
+        reference: TorchModel | None,
+    ) -> Variant:
+        """One stage's output: from the stage cache, else computed, stored and evaluated."""
         seed, splits = state.seed, state.splits
+        cached = self._cached(stage, state, reference)
+        if cached is not None:
+            log.info("seed %s %s: reused from the stage cache", seed, spec.name)
+            return cached
+        log.info("seed %s %s [%s]: running", seed, spec.name, spec.kind)
+        with tempfile.TemporaryDirectory(prefix="compressgate-stage-") as scratch:
+            ctx = StageContext(
+                stage=spec.name,
+                seed=seed,
+                splits=splits,
+                workdir=Path(scratch),
+                base=self.base,
+                progress=self.progress,
+                reference=reference,
+            )
+            seed_everything(ctx.seed_for("global"))
+            implementation = stage_for(spec.kind, self.plugins)
+            bound = implementation.bind(spec)
+            with self._timed(stage, "seconds"):
+                current = variants.apply_stage(implementation, current, bound, ctx)
+            if spec.kind in self.plugins.stages:  # which plug-in code made it
+                ctx.details["plugin"] = self.plugins.stages[spec.kind].record()
+            stage.details = ctx.details
+            stage.warnings = ctx.warnings
+            return self._keep(stage, current, state, reference, Path(scratch))
+
+    def _baseline(self, state: _SeedState) -> tuple[Variant, str | None]:
+        seed = state.seed
         spec = self.recipe.model
         stage = StageRecord(seed=seed, name=BASELINE, kind=BASELINE)
         stage.spec_sha256 = digest(spec.model_dump(mode="json", by_alias=True))
@@ -590,6 +602,14 @@ class Executor:
             env=self._env_key(),
         )
         self._begin(stage)
+        with self.cache.claim(stage):
+            cached = self._build_baseline(stage, state)
+        self._end(stage, spec)
+        return cached, stage.artifact_sha256
+
+    def _build_baseline(self, stage: StageRecord, state: _SeedState) -> Variant:
+        """The baseline's output: from the stage cache, else built, stored and evaluated."""
+        seed, splits, spec = state.seed, state.splits, self.recipe.model
         cached = self._cached(stage, state, None)
         if cached is None:
             with tempfile.TemporaryDirectory(prefix="compressgate-baseline-") as scratch:
@@ -613,8 +633,7 @@ class Executor:
                             stage=BASELINE,
                         ) from exc
                 cached = self._keep(stage, model, state, None, Path(scratch))
-        self._end(stage, spec)
-        return cached, stage.artifact_sha256
+        return cached
 
     # -- storing, caching, evaluating
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, overload
@@ -40,10 +41,13 @@ if TYPE_CHECKING:
     from compressgate.registry.run.prepared import PreparedRecipe
     from compressgate.reports.model import ReportData
 
-from compressgate.registry.workspace.base import WorkspaceBase, _private_key
+from compressgate.registry.workspace.base import _private_key
+from compressgate.registry.workspace.sweeps import SweepVerbs
+
+log = logging.getLogger(__name__)
 
 
-class Workspace(WorkspaceBase):
+class Workspace(SweepVerbs):
     """A workspace: one method per command, each returning a typed result."""
 
     # --- running ----------------------------------------------------------------------------
@@ -87,6 +91,14 @@ class Workspace(WorkspaceBase):
         from compressgate.registry.results import SubmitResult
 
         prepared = self.prepare(recipe)
+        if prepared.recipe.metadata.derived_from is not None:  # a sweep proposed it: check so
+            from compressgate.registry.workspace.sweeps import check_provenance
+
+            assert prepared.trust is not None
+            said = check_provenance(
+                self.catalog(), prepared.recipe, prepared.trust, prepared.trust_source or ""
+            )
+            log.info("%s: proposed by %s, provenance verified", recipe, said)
         checks, _ = power_checks(prepared)
         summary = self.run(prepared, force=force, progress=progress, on_stage=on_stage)
         assert prepared.trust is not None

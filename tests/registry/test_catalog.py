@@ -53,6 +53,9 @@ from compressgate.registry.catalog.repository import (
     RunRow,
     RunSeedRow,
     SchemaMigration,
+    SweepEndRow,
+    SweepRow,
+    SweepTrialRow,
     VariantRow,
     document,
     now,
@@ -147,7 +150,8 @@ def seed_catalog(url: str, *, tag: str = "original", policy: bool = False) -> Se
     and run start together, one transaction per seed, per stage (variant and evaluation), the
     run's end with its gate decision, an approval, a re-signed envelope, a rendered report, then
     two alias moves; with `policy`, a policy version and a release too (unsigned: the catalog
-    then reads only with its meaning left unchecked)."""
+    then reads only with its meaning left unchecked), an attestation, a resume, and a sweep with
+    a trial of the run and its end (schema v6)."""
     recipe_sha = sha(f"recipe {tag}")
     seqs: dict[str, int] = {}
     variants: dict[str, dict[str, Any]] = {}
@@ -348,6 +352,56 @@ def seed_catalog(url: str, *, tag: str = "original", policy: bool = False) -> Se
                         "run_id": RUN,
                         "resumed_from": RUN,
                         "waivers": document([{"gate": "latency", "signoff_id": tag}]),
+                    },
+                ),
+            ]
+        )
+        sweep_id = f"sweep-20261123T120000Z-{tag}"
+        seqs["sweep"], seqs["sweep-trial"], seqs["sweep-end"] = catalog.append(
+            [
+                (
+                    SweepRow,
+                    {
+                        "sweep_id": sweep_id,
+                        "name": "digits-sweep",
+                        "version": 1,
+                        "sha256": sha(f"sweep {tag}"),
+                        "content": f"kind: Sweep\n# {tag}\n",
+                        "envelope": document({"payload": f"sweep {tag}"}),
+                        "recipe_sha256": recipe_sha,
+                        "signers": document(["ml-platform"]),
+                        "strategy": "grid",
+                        "backend": "local",
+                        "settings": document({"trials": 4, "workers": 2}),
+                        "started_at": now(),
+                    },
+                ),
+                (
+                    SweepTrialRow,
+                    {
+                        "id": f"{sweep_id}/0",
+                        "sweep_id": sweep_id,
+                        "trial": 0,
+                        "run_id": RUN,
+                        "params": document({"stages.int8.method": "static"}),
+                        "status": "passed",
+                        "objectives": document({"size.bytes": 4096.0}),
+                        "failed_gates": document([]),
+                        "error": None,
+                        "attempts": 1,
+                        "seconds": 12.5,
+                        "recorded_at": now(),
+                    },
+                ),
+                (
+                    SweepEndRow,
+                    {
+                        "sweep_id": sweep_id,
+                        "status": "finished",
+                        "frontier": document([0]),
+                        "chosen": 0,
+                        "why": f"the one passing trial ({tag})",
+                        "finished_at": now(),
                     },
                 ),
             ]

@@ -29,6 +29,9 @@ from compressgate.registry.catalog.records import (
     ResumeRecord,
     SignoffRecord,
     StageRecord,
+    SweepEndRecord,
+    SweepRecord,
+    SweepTrialRecord,
     VariantRecord,
 )
 from compressgate.registry.catalog.repository import Catalog
@@ -44,6 +47,9 @@ from compressgate.registry.catalog.schema import (
     ReleaseRow,
     ReportRow,
     ResumeRow,
+    SweepEndRow,
+    SweepRow,
+    SweepTrialRow,
     VariantRow,
 )
 
@@ -151,6 +157,9 @@ PAIRS: list[tuple[type[SQLModel], type[BaseModel], dict[str, str], set[str], set
     (ReleaseRow, ReleaseRecord, {"event_seq": "seq"}, set(), set()),
     (AttestationRow, AttestationRecord, {"event_seq": "seq"}, set(), set()),
     (ResumeRow, ResumeRecord, {"event_seq": "seq"}, set(), set()),
+    (SweepRow, SweepRecord, {}, {"event_seq"}, set()),
+    (SweepTrialRow, SweepTrialRecord, {}, {"event_seq", "id"}, set()),  # id: sweep_id/trial
+    (SweepEndRow, SweepEndRecord, {}, {"event_seq"}, set()),
 ]
 
 
@@ -186,7 +195,12 @@ def test_a_row_s_document_columns_are_its_record_s_json_fields() -> None:
     """Each text column whose record field is a JSON document is stored as canonical JSON; those
     in `DOCUMENTS` reach the event as their sha256 (a variant's warnings and a recipe's signers,
     short, as their text; a recipe's content and envelopes are text, not JSON)."""
-    as_text = {"variants": {"warnings"}, "recipes": {"signers"}, "policies": {"signers"}}
+    as_text = {
+        "variants": {"warnings"},
+        "recipes": {"signers"},
+        "policies": {"signers"},
+        "sweeps": {"signers"},
+    }
     documents: dict[type[SQLModel], set[str]] = {}
     for row, record, renamed, row_only, _ in PAIRS:
         fields = _fields(record)
