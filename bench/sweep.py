@@ -3,8 +3,9 @@
 Three timings of the same trials of the reference recipe (one seed; a grid over the channel
 share pruned and the int8 method), each from a cold workspace (no stage cache, no catalog):
 
-1. **one by one**: each trial's concrete recipe, signed and run alone in its own new workspace,
-   as a user without sweeps would run them (in this process: no start-up cost is counted);
+1. **one by one**: each trial alone, as a sweep of that one variant in its own new workspace:
+   exactly the trial's work (the same data, the selection split carved off, a worker process),
+   sharing nothing;
 2. **sweep, local, 1 worker**: `compressgate sweep run` through the same API; the trials share
    the baseline and the distillation through the stage cache (goal: at most 40% of 1.);
 3. **sweep, ray, 2 workers**: the same sweep on a local Ray cluster of two CPUs, against 2.
@@ -89,40 +90,43 @@ def setup(folder: Path, *, quick: bool) -> tuple[Path, Path, Path]:
 
 
 def one_by_one(sweep: Path, keys: Path, scratch: Path) -> tuple[float, list[dict[str, Any]]]:
-    """Each trial's recipe signed and run alone, each in a new workspace."""
-    from compressgate.recipes.load import load_recipe
-    from compressgate.recipes.signing import sign_recipe
-    from compressgate.recipes.sweep import load_sweep, trial_recipe
-    from compressgate.registry import Workspace
+    """Each trial alone: a sweep of that one variant (every axis one value), signed and run in
+    its own new workspace, so that it does exactly the trial's work (its data, the selection
+    split carved, a worker process) and shares nothing."""
+    import yaml
+
+    from compressgate.recipes.sweep import load_sweep, sign_sweep
     from compressgate.registry.kernel.keys import load_private_key
     from compressgate.registry.run.sweep import ask_batch
 
     loaded = load_sweep(sweep)
-    base = load_recipe(sweep.parent / "recipe.yaml")
     params = ask_batch(loaded.sweep, 0, [], loaded.sweep.trials())
     author = load_private_key(keys / "ml-platform.key")
+    manifest = yaml.safe_load(sweep.read_text())
     rows, total = [], 0.0
     for number, values in enumerate(params):
-        data, _ = trial_recipe(loaded, base, values, trial=number)
+        alone = dict(manifest, axes={axis: [value] for axis, value in values.items()})
+        alone["budget"] = {"trials": 1}
         path = sweep.parent / f"alone-{number}.yaml"
-        path.write_bytes(data)
-        sign_recipe(path, author)
-        start = time.perf_counter()
-        with Workspace(scratch / f"alone-{number}") as ws:
-            summary = ws.run(path)
-        seconds = time.perf_counter() - start
+        path.write_text(yaml.safe_dump(alone, sort_keys=False))
+        sign_sweep(path, author)
+        seconds, result = swept(path, scratch / f"alone-{number}", "local", 1)
         total += seconds
-        rows.append({"params": values, "seconds": round(seconds, 1), "status": summary.status})
+        rows.append(
+            {"params": values, "seconds": round(seconds, 1), "status": result.trials[0].status}
+        )
         print(f"  alone {number}: {seconds:.1f} s {values}", flush=True)
     return total, rows
 
 
-def swept(sweep: Path, root: Path, backend: str, workers: int) -> tuple[float, Any]:
+def swept(
+    sweep: Path, root: Path, backend: str, workers: int, say: Any = None
+) -> tuple[float, Any]:
     from compressgate.registry import Workspace
 
     start = time.perf_counter()
     with Workspace(root) as ws:
-        result = ws.sweep_run(sweep, backend=backend, workers=workers, say=print)
+        result = ws.sweep_run(sweep, backend=backend, workers=workers, say=say)
     return time.perf_counter() - start, result
 
 
@@ -138,11 +142,11 @@ def main() -> int:
         print("one by one, cold:", flush=True)
         alone, rows = one_by_one(sweep, keys, scratch)
         print("sweep, local, 1 worker, cold:", flush=True)
-        local, one = swept(sweep, scratch / "local", "local", 1)
+        local, one = swept(sweep, scratch / "local", "local", 1, print)
         ray = two = None
         if not options.no_ray:
             print("sweep, ray, 2 workers, cold:", flush=True)
-            ray, two = swept(sweep, scratch / "ray", "ray", 2)
+            ray, two = swept(sweep, scratch / "ray", "ray", 2, print)
     figures: dict[str, Any] = {
         "trials": len(rows),
         "one_by_one_s": round(alone, 1),

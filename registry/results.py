@@ -67,6 +67,7 @@ class VerifyResult(Result):
     trust: str
     signers: list[SignerResult]
     verified: bool = True
+    provenance: str | None = None  # a recipe a sweep proposed: the trial, checked in the catalog
 
 
 class KeyResult(Result):

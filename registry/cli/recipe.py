@@ -7,7 +7,15 @@ from pathlib import Path
 
 import click
 
-from compressgate.registry.cli.options import DIR, FILE, JSON_OPTION, TRUST_OPTION, printable
+from compressgate.registry.cli.options import (
+    CATALOG_OPTION,
+    DIR,
+    FILE,
+    JSON_OPTION,
+    TRUST_OPTION,
+    WORKSPACE_OPTION,
+    printable,
+)
 from compressgate.registry.cli.tables import emit
 from compressgate.registry.kernel.errors import Issue
 
@@ -139,19 +147,32 @@ def recipe_sign(file: Path, key: Path, trust: Path | None, as_json: bool) -> Non
 @recipe.command("verify")
 @click.argument("file", type=FILE)
 @TRUST_OPTION
+@WORKSPACE_OPTION
+@CATALOG_OPTION
 @JSON_OPTION
-def recipe_verify(file: Path, trust: Path | None, as_json: bool) -> None:
+def recipe_verify(
+    file: Path, trust: Path | None, workspace: Path | None, catalog: str | None, as_json: bool
+) -> None:
     """Verify a recipe's signature against the trust file (exit 0, or 3 on any failure).
 
     Fails on a changed byte of the recipe or of the envelope, a key not in the trust file, a
     signer without the author role or not among the recipe's owners, or no subject digest.
     A sweep (kind: Sweep) verifies when an author who owns it and its base recipe signed both
-    files' current bytes, and the base recipe verifies.
+    files' current bytes, and the base recipe verifies. A recipe a sweep proposed
+    (`metadata.derived_from`) also has its provenance checked against the workspace's catalog,
+    where the sweep ran: the sweep and base recipe recorded there verify, the trial passed with
+    those parameters, and deriving the recipe again gives this one.
     """
     from compressgate.registry.authoring import verify_recipe, verify_sweep
+    from compressgate.registry.cli.options import open_workspace
 
     sweep = _is_sweep(file)
     record = (verify_sweep if sweep else verify_recipe)(file, trust)
+    if not sweep:
+        with open_workspace(workspace, catalog=catalog, trust=trust) as ws:
+            said = ws.provenance(file)
+        if said is not None:
+            record = record.model_copy(update={"provenance": said})
     if as_json:
         emit(record)
     else:
@@ -160,6 +181,8 @@ def recipe_verify(file: Path, trust: Path | None, as_json: bool) -> None:
         click.echo(
             f"verified {record.recipe}: {what}{record.name} v{record.version}, signed by {signers}"
         )
+        if record.provenance is not None:
+            click.echo(printable(f"provenance verified: proposed by {record.provenance}"))
 
 
 def _is_sweep(file: Path) -> bool:

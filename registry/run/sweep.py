@@ -565,7 +565,7 @@ def _record(
     from compressgate.registry.catalog.repository import JudgementRecord
     from compressgate.registry.run.determinism import now
     from compressgate.registry.run.isolation import Outcome
-    from compressgate.registry.run.trial import replay
+    from compressgate.registry.run.trial import receive_blobs, replay
 
     run_id = None
     if result is None:
@@ -573,6 +573,8 @@ def _record(
         error: str | None = f"its worker died {attempts} time(s)"
         seconds = 0.0
     else:
+        if result.get("blobs"):  # a trial that ran away from this workspace: its artifacts
+            receive_blobs(result["blobs"], run.workspace)
         record = replay(result["messages"], catalog)
         if record is not None:
             run_id = record.run_id

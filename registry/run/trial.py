@@ -19,9 +19,12 @@ as the last line of stdout (anything the stages print goes to stderr).
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import json
 import os
 import sys
+import tempfile
 import time
 import traceback
 from collections.abc import Mapping, Sequence
@@ -205,17 +208,28 @@ def objective_values(record: RunRecord, sweep: Sweep) -> dict[str, float]:
 
 def run_trial(task: Task) -> Result:
     """Verify, derive and run one trial; its result (never raises for a trial's own failure:
-    a crash is a result too, so that the sweep goes on)."""
+    a crash is a result too, so that the sweep goes on).
+
+    Where the driver's workspace is not on this node (a Ray worker on another machine), the
+    trial runs in a scratch workspace of its own and the result carries every blob it stored
+    (`blobs`: sha256 to base64), which the driver stores by digest (`receive_blobs`)."""
     started = time.perf_counter()
     collected = CollectingCatalog()
-    try:
-        status, objectives, failed = _run(task, collected)
-        error = None
-    except Exception as exc:  # every failure of a trial is its result: the sweep goes on
-        traceback.print_exc(file=sys.stderr)
-        status, objectives, failed = "crashed", {}, []
-        error = f"{type(exc).__name__}: {exc}"
+    with contextlib.ExitStack() as stack:
+        ship = not Path(task["workspace"]).is_dir()
+        if ship:
+            local = stack.enter_context(tempfile.TemporaryDirectory(prefix="compressgate-trial-"))
+            task = task | {"workspace": local}
+        try:
+            status, objectives, failed = _run(task, collected)
+            error = None
+        except Exception as exc:  # every failure of a trial is its result: the sweep goes on
+            traceback.print_exc(file=sys.stderr)
+            status, objectives, failed = "crashed", {}, []
+            error = f"{type(exc).__name__}: {exc}"
+        blobs = _blobs(Path(task["workspace"])) if ship else {}
     return {
+        "blobs": blobs,
         "trial": task["trial"],
         "status": status,
         "objectives": objectives,
@@ -225,6 +239,48 @@ def run_trial(task: Task) -> Result:
         "seconds": round(time.perf_counter() - started, 3),
         "pid": os.getpid(),
     }
+
+
+def _blobs(workspace: Path) -> dict[str, str]:
+    """Every blob of `workspace`'s store (a scratch store: all of it is this trial's, the
+    stages' files and what their evaluations stored, such as a baseline's ONNX export), each
+    read and verified, as base64 by sha256."""
+    from compressgate.registry.catalog.store import ArtifactStore, StoredFile
+
+    store = ArtifactStore(workspace)
+    blobs: dict[str, str] = {}
+    if not store.objects.is_dir():
+        return blobs
+    for path in sorted(store.objects.glob("??/*")):
+        if path.name.startswith("."):
+            continue  # a temporary file
+        sha256 = path.parent.name + path.name
+        data = store.read_bytes(StoredFile(path.name, sha256, path.stat().st_size))
+        blobs[sha256] = base64.b64encode(data).decode("ascii")
+    return blobs
+
+
+def receive_blobs(blobs: Mapping[str, str], workspace: Path) -> int:
+    """Store a remote trial's blobs in `workspace`'s store, each by its digest (a blob whose
+    bytes are not its digest is an integrity failure, exit 3); how many were new."""
+    from compressgate.registry.catalog.store import ArtifactStore
+    from compressgate.registry.kernel.digests import sha256_bytes
+    from compressgate.registry.kernel.errors import IntegrityError
+
+    store = ArtifactStore(workspace)
+    new = 0
+    for sha256, text in blobs.items():
+        if store.blob_path(sha256).is_file():
+            continue
+        data = base64.b64decode(text)
+        if sha256_bytes(data) != sha256:
+            raise IntegrityError(f"a trial's blob named {sha256} holds other bytes")
+        with tempfile.TemporaryDirectory(prefix="compressgate-blob-") as scratch:
+            path = Path(scratch) / "blob"
+            path.write_bytes(data)
+            store.put_file(path)
+        new += 1
+    return new
 
 
 def _run(task: Task, collected: CollectingCatalog) -> tuple[str, dict[str, float], list[str]]:

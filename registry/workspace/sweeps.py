@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from compressgate.registry.catalog.records import RecipeRecord, SweepRecord
     from compressgate.registry.catalog.repository import Catalog
     from compressgate.registry.results import ProposeResult, SweepListResult, SweepResult
+    from compressgate.registry.run.prepared import PreparedRecipe
     from compressgate.reports.sweep import SweepReportData
 
 
@@ -227,6 +228,17 @@ class SweepVerbs(WorkspaceBase):
                     written.append(target)
         write_atomic(written[0], render_sweep(data, fmt))  # type: ignore[arg-type]
         return written
+
+    def provenance(self, recipe: Path | PreparedRecipe) -> str | None:
+        """For a recipe a sweep proposed (`metadata.derived_from`), its provenance checked
+        against this workspace's catalog (`check_provenance`); None for any other recipe."""
+        prepared = self.prepare(recipe) if isinstance(recipe, Path) else recipe
+        if prepared.recipe.metadata.derived_from is None:
+            return None
+        assert prepared.trust is not None
+        return check_provenance(
+            self.catalog(), prepared.recipe, prepared.trust, prepared.trust_source or ""
+        )
 
     def sweep_propose(
         self, sweep_id: str, out: Path | None = None, *, trial: int | None = None

@@ -92,12 +92,7 @@ class Workspace(SweepVerbs):
 
         prepared = self.prepare(recipe)
         if prepared.recipe.metadata.derived_from is not None:  # a sweep proposed it: check so
-            from compressgate.registry.workspace.sweeps import check_provenance
-
-            assert prepared.trust is not None
-            said = check_provenance(
-                self.catalog(), prepared.recipe, prepared.trust, prepared.trust_source or ""
-            )
+            said = self.provenance(prepared)
             log.info("%s: proposed by %s, provenance verified", recipe, said)
         checks, _ = power_checks(prepared)
         summary = self.run(prepared, force=force, progress=progress, on_stage=on_stage)

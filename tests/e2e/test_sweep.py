@@ -227,6 +227,11 @@ def test_the_proposed_recipe_is_signed_submitted_and_its_provenance_checked(
     assert said["trial"] == scene["result"]["chosen"]
     signed = command("recipe", "sign", proposed, "--key", ws.key("ml-platform"))
     assert signed.returncode == 0, signed.stderr
+    verified = command("recipe", "verify", proposed, "--workspace", home, "--json")
+    assert verified.returncode == 0, verified.stderr
+    assert json.loads(verified.stdout)["provenance"].startswith(
+        f"trial {said['trial']} of sweep {scene['result']['sweep_id']}"
+    )
     submitted = command("-v", "submit", proposed, "--workspace", home, "--json")
     assert submitted.returncode in (0, 1), submitted.stderr
     assert f"proposed by trial {said['trial']} of sweep" in submitted.stderr
@@ -240,6 +245,7 @@ def test_the_proposed_recipe_is_signed_submitted_and_its_provenance_checked(
     refused = command("submit", edited, "--workspace", home)
     assert refused.returncode == 3, refused.stderr
     assert "rounds" in refused.stderr
+    assert command("recipe", "verify", edited, "--workspace", home).returncode == 3
 
 
 def test_a_killed_worker_is_retried_and_the_sweep_ends_as_undisturbed(

@@ -18,6 +18,7 @@ import compressgate.recipes.manifest as m
 from compressgate.recipes.load import parse_recipe
 from compressgate.recipes.yamldoc import format_path, parse_yaml
 from compressgate.registry.authoring import DRAFT_07, MODELINE, SCHEMA_ID, draft07, recipe_schema
+from compressgate.registry.authoring import EXAMPLES as EXAMPLE_RECIPES
 from compressgate.registry.kernel.errors import ManifestError
 from tests.helpers.workspace import Invoke, Workspace
 
@@ -119,7 +120,7 @@ def test_unions_keep_their_titles_and_descriptions_for_editors() -> None:
     assert definitions["Budget"]["properties"]["epochs"]["description"].startswith("training")
 
 
-@pytest.mark.parametrize("name", sorted(p.name for p in EXAMPLES.glob("*.yaml")))
+@pytest.mark.parametrize("name", sorted(f"{name}.yaml" for name in EXAMPLE_RECIPES))
 def test_every_bundled_example_is_valid_under_the_schema(name: str) -> None:
     data = as_validated((EXAMPLES / name).read_text())
     assert data["kind"] == "Recipe"

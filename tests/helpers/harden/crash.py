@@ -258,6 +258,8 @@ def inspect_store(workspace: Path) -> StoreState:
             if path.name.startswith("."):
                 state.leftovers += 1
                 continue
+            if path.suffix == ".lock":  # StageCache.claim's lock beside an entry: empty
+                continue
             try:
                 entry = json.loads(path.read_bytes())
                 artifact = Artifact.from_dict(entry["artifact"])
