@@ -130,6 +130,10 @@ def swept(
     return time.perf_counter() - start, result
 
 
+def _key(params: dict[str, Any]) -> str:
+    return json.dumps(params, sort_keys=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="4 trials, 4 epochs (CI)")
@@ -162,7 +166,7 @@ def main() -> int:
     }
     problems = []
     asked = [t.params for t in one.trials]
-    if asked != [r["params"] for r in rows]:
+    if sorted(map(_key, asked)) != sorted(_key(r["params"]) for r in rows):
         problems.append("the local sweep asked other trials than the one-by-one runs")
     if two is not None:
         if [t.params for t in two.trials] != asked:

@@ -26,7 +26,7 @@ from compressgate.registry.kernel import dsse
 from compressgate.registry.kernel.digests import sha256_bytes
 from compressgate.registry.kernel.errors import IntegrityError, ManifestError
 from compressgate.registry.kernel.files import write_atomic
-from compressgate.registry.kernel.keys import PrivateKey
+from compressgate.registry.kernel.keys import PrivateKey, PublicKey
 
 if TYPE_CHECKING:
     from compressgate.recipes.manifest import Recipe
@@ -179,20 +179,22 @@ def verify_recipe(
     return VerifiedRecipe(loaded, target, signers, signed)
 
 
-def check_signature(
+def author_statement(
     data: bytes,
     raw: bytes,
     trust: Trust,
     *,
+    predicate_type: str,
+    what: str,
     source: str,
     name: str,
     trust_source: str = "the trust file",
-    parse: Callable[[], Recipe] | None = None,
-) -> tuple[Signer, ...]:
-    """The owners whose author keys signed the recipe bytes `data` in the envelope `raw`;
-    IntegrityError says what failed. (`verify_recipe` adds the file checks; a report checks
-    the bytes the catalog recorded.) `parse`, if given, gives the parsed recipe (its owners
-    must have signed): the caller parses the bytes once for this and its own checks."""
+) -> tuple[dsse.Statement, dict[PublicKey, str], list[PublicKey]]:
+    """The statement of the envelope `raw` (from `source`) over the file bytes `data` (named
+    `name`), as an author signed it: the trust's author keys (key to owner) and those among
+    them whose signatures verify. IntegrityError says what failed: the payload type, no author
+    signature (naming signers without the role), the predicate (`what` it should sign), the
+    first subject's digest."""
     target, path = source, name
     envelope = dsse.Envelope.from_json(raw, source=target)
     if envelope.payload_type != dsse.INTOTO_PAYLOAD_TYPE:
@@ -213,20 +215,49 @@ def check_signature(
             "(the envelope was changed, or signed by an untrusted key)"
         )
     statement = dsse.parse_statement(envelope.payload, source=target)
-    if statement.predicate_type != RECIPE_PREDICATE_TYPE:
+    if statement.predicate_type != predicate_type:
         raise IntegrityError(
             f"{target}: predicateType is {statement.predicate_type!r}; "
-            "this envelope does not sign a recipe"
+            f"this envelope does not sign {what}"
         )
-    manifest = statement.subjects[0][1] if statement.subjects else None
-    if manifest is None:
+    signed = statement.subjects[0][1] if statement.subjects else None
+    if signed is None:
         raise IntegrityError(f"{target}: the statement's first subject has no sha256 digest")
     actual = sha256_bytes(data)
-    if actual != manifest:
+    if actual != signed:
         raise IntegrityError(
             f"{path} changed since it was signed: its sha256 is {actual}, "
-            f"the signature covers {manifest}"
+            f"the signature covers {signed}",
+            hint=f"re-sign it (`compressgate recipe sign {path} --key KEY`) if the change is meant",
         )
+    return statement, candidates, valid
+
+
+def check_signature(
+    data: bytes,
+    raw: bytes,
+    trust: Trust,
+    *,
+    source: str,
+    name: str,
+    trust_source: str = "the trust file",
+    parse: Callable[[], Recipe] | None = None,
+) -> tuple[Signer, ...]:
+    """The owners whose author keys signed the recipe bytes `data` in the envelope `raw`;
+    IntegrityError says what failed. (`verify_recipe` adds the file checks; a report checks
+    the bytes the catalog recorded.) `parse`, if given, gives the parsed recipe (its owners
+    must have signed): the caller parses the bytes once for this and its own checks."""
+    path = name
+    _, candidates, valid = author_statement(
+        data,
+        raw,
+        trust,
+        predicate_type=RECIPE_PREDICATE_TYPE,
+        what="a recipe",
+        source=source,
+        name=name,
+        trust_source=trust_source,
+    )
     recipe = parse() if parse is not None else parse_recipe(data, str(path))[0]
     owners = set(recipe.metadata.owners)
     signers = tuple(

@@ -52,6 +52,7 @@ from compressgate.recipes.manifest import (
 from compressgate.recipes.signing import (
     Signer,
     VerifiedRecipe,
+    author_statement,
     envelope_path,
     verify_recipe,
 )
@@ -979,40 +980,16 @@ def _signed_by_authors(
 ) -> tuple[dsse.Statement, dict[Any, str], list[Any]]:
     """The statement of the sweep envelope `raw` over the sweep bytes `data`, the trust's
     author keys and those that signed it; IntegrityError says what failed."""
-    target, path = source, name
-    envelope = dsse.Envelope.from_json(raw, source=target)
-    if envelope.payload_type != dsse.INTOTO_PAYLOAD_TYPE:
-        raise IntegrityError(
-            f"{target}: payloadType is {envelope.payload_type!r}, not {dsse.INTOTO_PAYLOAD_TYPE!r}"
-        )
-    candidates = trust.keys_with_role("author")
-    valid = dsse.verified_keys(envelope, candidates)
-    if not valid:
-        others = [k for k in dsse.verified_keys(envelope, trust.all_keys()) if k not in candidates]
-        if others:
-            names = ", ".join(sorted({trust.owner_of(k) or "?" for k in others}))
-            raise IntegrityError(
-                f"{target}: signed by {names}, who lack the 'author' role in {trust_source}"
-            )
-        raise IntegrityError(
-            f"{target}: no signature verifies with a key in {trust_source} "
-            "(the envelope was changed, or signed by an untrusted key)"
-        )
-    statement = dsse.parse_statement(envelope.payload, source=target)
-    if statement.predicate_type != SWEEP_PREDICATE_TYPE:
-        raise IntegrityError(
-            f"{target}: predicateType is {statement.predicate_type!r}; "
-            "this envelope does not sign a sweep"
-        )
-    signed = statement.subjects[0][1] if statement.subjects else None
-    actual = sha256_bytes(data)
-    if signed != actual:
-        raise IntegrityError(
-            f"{path} changed since it was signed: its sha256 is {actual}, "
-            f"the signature covers {signed}",
-            hint=f"re-sign it (`compressgate recipe sign {path} --key KEY`) if the change is meant",
-        )
-    return statement, candidates, valid
+    return author_statement(
+        data,
+        raw,
+        trust,
+        predicate_type=SWEEP_PREDICATE_TYPE,
+        what="a sweep",
+        source=source,
+        name=name,
+        trust_source=trust_source,
+    )
 
 
 def check_sweep_signature(

@@ -23,11 +23,15 @@ stages have the same cache keys, and a trial computing a stage holds its key
 from __future__ import annotations
 
 import concurrent.futures as futures
+import contextlib
 import json
 import logging
 import os
+import queue
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -284,44 +288,93 @@ class Backend:
         pass
 
 
+class _Worker:
+    """One worker process of the local backend (`python -m compressgate.registry.run.trial`),
+    kept for trial after trial; its stderr goes to a scratch file, read when it dies."""
+
+    def __init__(self) -> None:
+        from compressgate.registry.run.envs import child_environ
+
+        self.log = tempfile.TemporaryFile(prefix="compressgate-worker-")  # noqa: SIM115
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", TRIAL],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.log,
+            text=True,
+            env=child_environ() | {"PYTHONPATH": os.environ.get("PYTHONPATH", "")},
+        )
+
+    def run(self, task: dict[str, Any]) -> dict[str, Any] | None:
+        """The task's result; None when the worker died on it (it is then ended)."""
+        assert self.process.stdin is not None and self.process.stdout is not None
+        try:
+            self.process.stdin.write(json.dumps(task) + "\n")
+            self.process.stdin.flush()
+            line = self.process.stdout.readline()
+        except (BrokenPipeError, OSError):
+            line = ""
+        if line:
+            result: dict[str, Any] = json.loads(line)
+            return result
+        code = self.process.wait()
+        self.log.seek(0)
+        said = self.log.read().decode("utf-8", "replace").strip().splitlines()[-1:]
+        log.warning(
+            "trial %s: its worker ended with exit %s and no result; %s",
+            task["trial"],
+            code,
+            said[0] if said else "no output",
+        )
+        self.close()
+        return None
+
+    @property
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            assert self.process.stdin is not None and self.process.stdout is not None
+            self.process.stdin.close()
+            self.process.stdout.close()
+        self.process.wait()
+        self.log.close()
+
+
 class LocalBackend(Backend):
-    """Worker subprocesses of this interpreter, at most `workers` at a time."""
+    """Worker processes of this interpreter, at most `workers` at a time, each kept for trial
+    after trial (a dead one is replaced)."""
 
     name = "local"
 
     def __init__(self, workers: int) -> None:
         self.workers = workers
         self.pool = futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="trial")
+        self.idle: queue.SimpleQueue[_Worker] = queue.SimpleQueue()
+        self.started: list[_Worker] = []
+        self.lock = threading.Lock()
 
     def submit(self, task: dict[str, Any]) -> futures.Future[dict[str, Any] | None]:
         return self.pool.submit(self._run, task)
 
-    @staticmethod
-    def _run(task: dict[str, Any]) -> dict[str, Any] | None:
-        from compressgate.registry.run.envs import child_environ
-
-        done = subprocess.run(
-            [sys.executable, "-m", TRIAL],
-            input=json.dumps(task),
-            capture_output=True,
-            text=True,
-            env=child_environ() | {"PYTHONPATH": os.environ.get("PYTHONPATH", "")},
-            check=False,
-        )
-        lines = done.stdout.strip().splitlines()
-        if done.returncode != 0 or not lines:
-            log.warning(
-                "trial %s: its worker ended with exit %s and no result; %s",
-                task["trial"],
-                done.returncode,
-                done.stderr.strip().splitlines()[-1:] or "no output",
-            )
-            return None
-        result: dict[str, Any] = json.loads(lines[-1])
+    def _run(self, task: dict[str, Any]) -> dict[str, Any] | None:
+        try:
+            worker = self.idle.get_nowait()
+        except queue.Empty:
+            worker = _Worker()
+            with self.lock:
+                self.started.append(worker)
+        result = worker.run(task)
+        if worker.alive:
+            self.idle.put(worker)
         return result
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
+        for worker in self.started:
+            if worker.alive:
+                worker.close()
 
 
 class RayBackend(Backend):

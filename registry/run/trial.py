@@ -13,8 +13,9 @@ The trial's data are the recipe's, with the **selection split** carved from the 
 (`carve`): the trial is trained on the rest and judged on the selection split, and the recipe's
 test split is never evaluated, so the search cannot pick its winner by the data that judges it.
 
-Protocol of the subprocess: the task, one JSON object, on stdin; the result, one JSON object,
-as the last line of stdout (anything the stages print goes to stderr).
+A local worker (`main`) is one process that runs trial after trial: tasks in on stdin, results
+out on stdout, one JSON object a line (anything the stages print goes to stderr), so that the
+imports and the engine's one-off set-up are paid once per worker, not once per trial.
 """
 
 from __future__ import annotations
@@ -354,15 +355,16 @@ class _TrialRecipe(PreparedRecipe):
 
 
 def main() -> int:
-    """`python -m compressgate.registry.run.trial`: the task on stdin, the result on the last
-    line of stdout."""
+    """`python -m compressgate.registry.run.trial`: a worker of the local backend. It reads
+    tasks, one JSON object a line, on stdin, and answers each with its result, one JSON line on
+    stdout, until its input ends; anything the stages print goes to stderr."""
     channel = os.fdopen(os.dup(1), "w", encoding="utf-8")
     os.dup2(2, 1)
     sys.stdout = sys.stderr
-    task = json.loads(sys.stdin.read())
-    result = run_trial(task)
-    channel.write(json.dumps(result) + "\n")
-    channel.close()
+    for line in sys.stdin:
+        result = run_trial(json.loads(line))
+        channel.write(json.dumps(result) + "\n")
+        channel.flush()
     return 0
 
 
