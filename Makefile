@@ -196,7 +196,7 @@ SWEEP_AXES ?=
 demo-sweep: $(STAMP)
 	rm -rf $(SWEEP)
 	$(CG) recipe init $(SWEEP)/recipe --example digits-sweep
-	test -z "$(SWEEP_AXES)" || $(BIN)/python -c 'import re, sys; p = sys.argv[1]; t = open(p).read(); t = re.sub(r"(?ms)^axes:\n.*?(?=^objectives:)", "axes:\n" + sys.argv[2].replace(";", "\n") + "\n", t); t = re.sub(r"budget: \{trials: \d+\}", "budget: {}", t); open(p, "w").write(t)' $(SWEEP)/recipe/sweep.yaml "$(SWEEP_AXES)"
+	test -z "$(SWEEP_AXES)" || $(BIN)/python -c 'import re, sys; p = sys.argv[1]; t = open(p).read(); t = re.sub(r"(?ms)^axes:\n.*?(?=^objectives:)", "axes:\n" + "".join(f"  {a.strip()}\n" for a in sys.argv[2].split(";")), t); t = re.sub(r"budget: \{trials: \d+\}", "budget: {}", t); open(p, "w").write(t)' $(SWEEP)/recipe/sweep.yaml "$(SWEEP_AXES)"
 	for owner in ml-platform ml-lead responsible-ai serving; do \
 	  $(CG) keys generate --owner $$owner --out $(SWEEP)/keys || exit 1; \
 	done

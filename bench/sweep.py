@@ -10,8 +10,8 @@ share pruned and the int8 method), each from a cold workspace (no stage cache, n
    the baseline and the distillation through the stage cache (goal: at most 40% of 1.);
 3. **sweep, ray, 2 workers**: the same sweep on a local Ray cluster of two CPUs, against 2.
 
-Every sweep must ask the same trials (the same parameters in the same order) and agree on each
-trial's gates; the bench exits 1 when they differ or the 40% goal is missed.
+Every sweep must ask the same trials (the same parameters, and the two sweeps in the same
+order); the bench exits 1 when they differ or the 40% goal is missed.
 
     python bench/sweep.py            # 12 trials of the reference recipe (about 15 minutes)
     python bench/sweep.py --quick    # 4 trials, 4 training epochs (CI; about 3 minutes)
@@ -168,12 +168,10 @@ def main() -> int:
     asked = [t.params for t in one.trials]
     if sorted(map(_key, asked)) != sorted(_key(r["params"]) for r in rows):
         problems.append("the local sweep asked other trials than the one-by-one runs")
-    if two is not None:
-        if [t.params for t in two.trials] != asked:
-            problems.append("the ray sweep asked other trials than the local one")
-        gates = [(t.status, t.failed_gates) for t in one.trials]
-        if [(t.status, t.failed_gates) for t in two.trials] != gates:
-            problems.append("the ray sweep's trials were judged otherwise than the local one's")
+    # Their verdicts are not compared: the recipe's latency gate judges a timing, which varies
+    # run to run (tests/e2e/test_sweep.py compares outcomes on a recipe without one).
+    if two is not None and [t.params for t in two.trials] != asked:
+        problems.append("the ray sweep asked other trials than the local one")
     if local / alone > GOAL:
         problems.append(f"the sweep took {local / alone:.0%} of one by one (goal ≤ {GOAL:.0%})")
     if options.json:
