@@ -45,13 +45,14 @@ class LoadedRecipe:
         return sha256_bytes(self.data)
 
 
-def read_manifest(path: Path) -> bytes:
+def read_manifest(path: Path, *, what: str = "recipe") -> bytes:
+    """A manifest's bytes (`what`: recipe or sweep, for the messages)."""
     try:
         return path.read_bytes()
     except FileNotFoundError:
-        raise NotFoundError(f"recipe {path} not found") from None
+        raise NotFoundError(f"{what} {path} not found") from None
     except IsADirectoryError:
-        raise ManifestError(f"{path} is a directory; name a recipe YAML file") from None
+        raise ManifestError(f"{path} is a directory; name a {what} YAML file") from None
     except OSError as exc:  # a symbolic link loop, no permission to read, …
         raise ManifestError(f"{path}: cannot be read ({exc.strerror or exc})") from None
 

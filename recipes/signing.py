@@ -129,7 +129,12 @@ def sign_recipe(
     """Sign a valid recipe (checked against `trust` if given); an existing envelope over the
     same bytes gains a co-signature."""
     loaded = load_recipe(path, trust=trust)
-    payload = recipe_statement(loaded)
+    return write_envelope(path, recipe_statement(loaded), key), loaded
+
+
+def write_envelope(path: Path, payload: bytes, key: PrivateKey) -> Path:
+    """Sign the statement `payload` about the file at `path` into PATH.dsse.json; an existing
+    envelope over the same payload gains a co-signature (a broken one is replaced)."""
     target = envelope_path(path)
     envelope = None
     if target.is_dir():
@@ -148,7 +153,7 @@ def sign_recipe(
     if envelope is None:
         envelope = dsse.sign(payload, dsse.INTOTO_PAYLOAD_TYPE, [key])
     write_atomic(target, envelope.to_json())
-    return target, loaded
+    return target
 
 
 def verify_recipe(

@@ -37,7 +37,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, Field, JsonValue, WithJsonSchema, model_validator
 
-from compressgate.recipes.load import LoadedRecipe, load_recipe, parse_recipe
+from compressgate.recipes.load import LoadedRecipe, load_recipe, parse_recipe, read_manifest
 from compressgate.recipes.manifest import (
     MAX_SEEDS,
     FileRef,
@@ -55,6 +55,7 @@ from compressgate.recipes.signing import (
     author_statement,
     envelope_path,
     verify_recipe,
+    write_envelope,
 )
 from compressgate.recipes.spec import Spec
 from compressgate.recipes.trust import Trust
@@ -67,7 +68,6 @@ from compressgate.registry.kernel.errors import (
     ManifestError,
     NotFoundError,
 )
-from compressgate.registry.kernel.files import write_atomic
 from compressgate.registry.kernel.keys import PrivateKey
 
 SWEEP_PREDICATE_TYPE = "https://compressgate.dev/attestation/sweep/v1"
@@ -504,14 +504,7 @@ class LoadedSweep:
 
 
 def read_sweep(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise NotFoundError(f"sweep {path} not found") from None
-    except IsADirectoryError:
-        raise ManifestError(f"{path} is a directory; name a sweep YAML file") from None
-    except OSError as exc:
-        raise ManifestError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    return read_manifest(path, what="sweep")
 
 
 def parse_sweep(data: bytes, source: str) -> tuple[Sweep, YamlDocument]:
@@ -953,26 +946,7 @@ def sign_sweep(path: Path, key: PrivateKey, trust: Trust | None = None) -> tuple
     """Sign a valid sweep (PATH.dsse.json); an existing envelope over the same statement gains
     a co-signature."""
     loaded, base = _load(path, trust=trust)
-    payload = sweep_statement(loaded, base)
-    target = envelope_path(path)
-    if target.is_dir():
-        raise ManifestError(f"{target} is a directory; move it away to sign {path}")
-    envelope = None
-    if target.exists():
-        try:
-            existing = dsse.Envelope.from_json(target.read_bytes(), source=str(target))
-        except IntegrityError:
-            existing = None  # a broken envelope is replaced, not co-signed
-        if (
-            existing is not None
-            and existing.payload == payload
-            and existing.payload_type == dsse.INTOTO_PAYLOAD_TYPE
-        ):
-            envelope = dsse.add_signature(existing, key)
-    if envelope is None:
-        envelope = dsse.sign(payload, dsse.INTOTO_PAYLOAD_TYPE, [key])
-    write_atomic(target, envelope.to_json())
-    return target, loaded
+    return write_envelope(path, sweep_statement(loaded, base), key), loaded
 
 
 def _signed_by_authors(
