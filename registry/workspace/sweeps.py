@@ -149,6 +149,7 @@ class SweepVerbs(WorkspaceBase):
         return listed[0].sweep_id
 
     def sweep_report_data(self, sweep_id: str, *, links: bool = True) -> SweepReportData:
+        from compressgate.gates.judge import BASELINE
         from compressgate.registry.run.determinism import now
         from compressgate.reports.sweep import SweepObjective, SweepReportData, SweepTrialRow
 
@@ -158,10 +159,19 @@ class SweepVerbs(WorkspaceBase):
         sweep = _recorded_sweep(record).sweep
         base = catalog.recipe(record.recipe_sha256)
         digests: dict[str, str] = {}
+        baseline: dict[str, float] = {}
         for trial in shown.trials:
-            if trial.run_id is not None:
-                data = catalog.run(trial.run_id).data
-                digests = {seed: d.get("test", "") for seed, d in data.items()}
+            if trial.run_id is not None:  # the selection split and the float baseline's values
+                run = catalog.run(trial.run_id)
+                digests = {seed: d.get("test", "") for seed, d in run.data.items()}
+                for objective in sweep.objectives:
+                    found = [
+                        s.metrics[objective.metric].estimate
+                        for s in run.stages
+                        if s.name == BASELINE and objective.metric in s.metrics
+                    ]
+                    if found and len(found) == len(run.seeds):
+                        baseline[objective.metric] = sum(found) / len(found)
                 break
         return SweepReportData(
             sweep_id=shown.sweep_id,
@@ -194,6 +204,7 @@ class SweepVerbs(WorkspaceBase):
             frontier=shown.frontier,
             chosen=shown.chosen,
             why=shown.why,
+            baseline=baseline,
             generated_at=now(),
         )
 

@@ -323,6 +323,18 @@ def test_no_passing_trial_says_so_and_still_plots_the_failures() -> None:
     assert "**No trial passed every gate**: nothing is chosen." in md
 
 
+def test_a_frontier_no_trial_of_which_meets_the_rule_says_so() -> None:
+    trials = [t.model_copy(update={"chosen": False}) for t in _trials()]
+    frontier = [t.trial for t in trials if t.on_frontier]
+    why = "no frontier trial meets the rule: smallest size.bytes with speedup at least 5"
+    data = _data(trials=trials, frontier=frontier, chosen=None, why=why)
+    page = _html(data)
+    assert f"<b>No frontier trial meets the choice rule</b>: nothing is chosen. {why}." in page
+    assert "No trial passed every gate" not in page
+    md = render_sweep(data, "md").decode()
+    assert "**No frontier trial meets the choice rule**: nothing is chosen." in md
+
+
 def test_one_objective_plots_each_trial_by_number() -> None:
     trials = [
         t.model_copy(
