@@ -165,6 +165,15 @@ def promote(
     _authorize(catalog, chain, key, alias, catalog.variant(ref))
     best = _best_record(catalog, ref, trust)
     variant = best.variant
+    trial = catalog.sweep_of_run(variant.run_id)
+    if trial is not None:  # judged on a selection split, picked among many: never released
+        raise Refused(
+            f"variant {variant.id} is trial {trial[1]} of sweep {trial[0]}: a sweep's trials "
+            "are ranked on a selection split, not judged for release; it cannot be promoted "
+            f"to {alias}",
+            hint=f"`compressgate sweep propose {trial[0]} --trial {trial[1]}`, sign it and submit "
+            "it: its gates judge it on the test split",
+        )
     if not best.passed:
         raise Refused(
             f"variant {variant.id} ({variant.artifact_sha256[:12]}) cannot be promoted to "

@@ -248,6 +248,21 @@ def test_the_proposed_recipe_is_signed_submitted_and_its_provenance_checked(
     assert command("recipe", "verify", edited, "--workspace", home).returncode == 3
 
 
+def test_a_trial_variant_is_never_promoted(scene: dict[str, Any]) -> None:
+    passed = next(t for t in scene["result"]["trials"] if t["status"] == "passed")
+    refused = command(
+        "promote",
+        f"{passed['run_id']}/0/export",
+        "--alias",
+        "production",
+        "--workspace",
+        scene["home"],
+    )
+    assert refused.returncode == 1, refused.stderr
+    assert f"is trial {passed['trial']} of sweep" in refused.stderr
+    assert "sweep propose" in refused.stderr
+
+
 def test_a_killed_worker_is_retried_and_the_sweep_ends_as_undisturbed(
     scene: dict[str, Any], tmp_path: Path
 ) -> None:
