@@ -268,7 +268,7 @@ def test_final_artifact_runs_in_plain_onnxruntime(workspace: Workspace, cli: Inv
 
 @pytest.mark.slow
 def test_a_run_killed_during_prune_resumes_from_prune(workspace: Workspace) -> None:
-    write_recipe(workspace, PRUNE_EPOCHS="40")  # a prune stage long enough to be caught in
+    write_recipe(workspace, PRUNE_EPOCHS="16")  # a prune stage long enough to be caught in
     root = workspace.root / ".cg"
     command = [
         str(Path(sys.executable).parent / "compressgate"),
