@@ -11,7 +11,12 @@ share pruned and the int8 method), each from a cold workspace (no stage cache, n
 3. **sweep, ray, 2 workers**: the same sweep on a local Ray cluster of two CPUs, against 2.
 
 Every sweep must ask the same trials (the same parameters, and the two sweeps in the same
-order); the bench exits 1 when they differ or the 40% goal is missed.
+order), and each sweep must compute the baseline and the distillation once, every other trial
+taking them from the stage cache (read from the trial runs' records); the bench exits 1 when
+either fails or the 40% goal is missed. With --quick (4 trials, CI) the time ratio is printed,
+not judged: at 4 trials the shared prefix is a smaller part of the work and the ratio sits at
+the goal (39% on a quiet machine), so a busy CI machine decides it; the sharing it comes from is
+still judged, exactly, by the count of computed stages.
 
     python bench/sweep.py            # 12 trials of the reference recipe (about 15 minutes)
     python bench/sweep.py --quick    # 4 trials, 4 training epochs (CI; about 3 minutes)
@@ -32,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 GOAL = 0.40
+SHARED = ("baseline", "distill")  # computed once per sweep, then cached
 
 if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
     sys.path.pop(0)  # bench/evaluators.py would hide the `evaluators` package
@@ -134,6 +140,23 @@ def _key(params: dict[str, Any]) -> str:
     return json.dumps(params, sort_keys=True)
 
 
+def computed(root: Path, result: Any) -> dict[str, int]:
+    """How many of a sweep's trial runs computed each stage (rather than took it from the stage
+    cache), from the runs' records in the sweep's catalog."""
+    from compressgate.registry import Workspace
+
+    counts: dict[str, int] = {}
+    with Workspace(root) as ws:
+        for trial in result.trials:
+            if trial.run_id is None:
+                continue
+            record, _, _ = ws.show_run(trial.run_id)
+            for stage in record.stages:
+                if not stage.cached:
+                    counts[stage.name] = counts.get(stage.name, 0) + 1
+    return counts
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="4 trials, 4 epochs (CI)")
@@ -147,16 +170,20 @@ def main() -> int:
         alone, rows = one_by_one(sweep, keys, scratch)
         print("sweep, local, 1 worker, cold:", flush=True)
         local, one = swept(sweep, scratch / "local", "local", 1, print)
+        counts = {"local": computed(scratch / "local", one)}
         ray = two = None
         if not options.no_ray:
             print("sweep, ray, 2 workers, cold:", flush=True)
             ray, two = swept(sweep, scratch / "ray", "ray", 2, print)
+            counts["ray"] = computed(scratch / "ray", two)
     figures: dict[str, Any] = {
         "trials": len(rows),
         "one_by_one_s": round(alone, 1),
         "sweep_local_1_s": round(local, 1),
         "ratio": round(local / alone, 3),
         "goal": GOAL,
+        "ratio_judged": not options.quick,
+        "computed_stages": counts,
         "sweep_ray_2_s": None if ray is None else round(ray, 1),
         "ray_2_over_local_1": None if ray is None else round(ray / local, 3),
         "frontier_local": one.frontier,
@@ -172,15 +199,24 @@ def main() -> int:
     # run to run (tests/e2e/test_sweep.py compares outcomes on a recipe without one).
     if two is not None and [t.params for t in two.trials] != asked:
         problems.append("the ray sweep asked other trials than the local one")
-    if local / alone > GOAL:
+    for backend, count in counts.items():
+        for shared in SHARED:
+            if count.get(shared) != 1:
+                problems.append(
+                    f"the {backend} sweep computed {shared} {count.get(shared, 0)} times, not once"
+                )
+    if local / alone > GOAL and not options.quick:
         problems.append(f"the sweep took {local / alone:.0%} of one by one (goal ≤ {GOAL:.0%})")
     if options.json:
         print(json.dumps(figures | {"problems": problems}, indent=2))
     else:
+        judged = "" if not options.quick else ", judged at 12 trials: not with --quick"
         print(
             f"{len(rows)} trials: one by one {alone:.1f} s; sweep (local, 1 worker) {local:.1f} s "
-            f"= {local / alone:.0%} of it (goal ≤ {GOAL:.0%})"
+            f"= {local / alone:.0%} of it (goal ≤ {GOAL:.0%}{judged})"
         )
+        for backend, count in counts.items():
+            print(f"stages computed ({backend}, of {len(rows)} trial runs): {count}")
         if ray is not None:
             print(
                 f"sweep (ray, 2 workers) {ray:.1f} s = {ray / local:.2f}x the local sweep's time "

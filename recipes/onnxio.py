@@ -12,12 +12,14 @@ anything.
 
 from __future__ import annotations
 
+import ast
 import logging
 import re
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -135,11 +137,81 @@ def _layers(proto: onnx.ModelProto) -> tuple[LayerNode, ...]:
         module = ""
         for prop in node.metadata_props:
             if prop.key == _NAME_SCOPES:
-                # e.g. "['', 'features', '0', 'conv2d']": the module path, then the op.
-                scopes = [s.strip(" '\"") for s in prop.value.strip("[]").split(",")]
-                module = ".".join(s for s in scopes[1:-1] if s)
+                module = module_path(prop.value)
         found.append(LayerNode(node.name, node.op_type, module))
     return tuple(found)
+
+
+_CALL_SUFFIX = re.compile(r"@\d+$")  # a module called more than once: "encoder.layer.0@1"
+
+
+def module_path(name_scopes: str) -> str:
+    """The torch module path of a node from the exporter's `name_scopes` stamp: the list of the
+    enclosing modules' paths from the root (''), then the node's own name. Each path is the
+    full one from the root ("['', 'encoder', 'encoder.encoder', 'encoder.encoder.layer.0',
+    ..., 'linear']"), so the innermost is the answer; paths given one level at a time (each
+    not extending the one before) are joined instead. '' when the stamp does not parse."""
+    try:
+        scopes = ast.literal_eval(name_scopes)
+    except (SyntaxError, ValueError):
+        return ""
+    if not isinstance(scopes, list) or not all(isinstance(s, str) for s in scopes):
+        return ""
+    paths = [_CALL_SUFFIX.sub("", s) for s in scopes[:-1] if s]
+    if not paths:
+        return ""
+    if all(inner == outer or inner.startswith(outer + ".") for outer, inner in pairwise(paths)):
+        return paths[-1]
+    return ".".join(paths)
+
+
+# Operators that hold int8 weights: onnxruntime's dynamic quantization writes the first four,
+# its QOperator format the last two.
+_INT8_WEIGHT_OPS = frozenset(
+    {
+        "MatMulInteger",
+        "ConvInteger",
+        "DynamicQuantizeMatMul",
+        "MatMulIntegerToFloat",
+        "QLinearConv",
+        "QLinearMatMul",
+    }
+)
+
+
+def _constants(proto: onnx.ModelProto) -> set[str]:
+    names = {t.name for t in proto.graph.initializer}
+    names |= {o for n in proto.graph.node if n.op_type == "Constant" for o in n.output}
+    return names
+
+
+def weighted_layers(model: OnnxModel) -> tuple[LayerNode, ...]:
+    """The layers of a float model that hold weights: Conv/Gemm/MatMul nodes one of whose inputs
+    after the first is a constant (a product of two activations, such as attention's, holds
+    none and no int8 scheme here quantizes it)."""
+    proto = onnx.load(str(model.path), load_external_data=False)
+    constants = _constants(proto)
+    weighted = {n.name for n in proto.graph.node if any(i in constants for i in n.input[1:])}
+    return tuple(layer for layer in _layers(proto) if layer.node in weighted)
+
+
+def int8_layers(model: OnnxModel) -> int:
+    """How many layers of a quantized model compute with int8 weights: the integer operators of
+    dynamic quantization and of the QOperator format, and (QDQ format) each Conv/Gemm/MatMul
+    with a weight that a DequantizeLinear reads from a constant."""
+    proto = onnx.load(str(model.path), load_external_data=False)
+    constants = _constants(proto)
+    dequantized = {
+        o
+        for n in proto.graph.node
+        if n.op_type == "DequantizeLinear" and n.input and n.input[0] in constants
+        for o in n.output
+    }
+    return sum(
+        node.op_type in _INT8_WEIGHT_OPS
+        or (node.op_type in QUANTIZABLE_OPS and any(i in dequantized for i in node.input[1:]))
+        for node in proto.graph.node
+    )
 
 
 def _strip_metadata(proto: onnx.ModelProto) -> None:

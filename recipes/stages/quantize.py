@@ -73,7 +73,7 @@ class Quantize(Stage[QuantizeSpec]):
             used = 0
         else:
             used = self._static(prepared, target, spec, ctx, excluded)
-        quantized = [n.node for n in onnxio.layers(OnnxModel(out_dir))]
+        weighted = onnxio.weighted_layers(float_model)
         ctx.record(
             method=spec.method,
             per_channel=spec.per_channel,
@@ -82,7 +82,10 @@ class Quantize(Stage[QuantizeSpec]):
             calibration=None if spec.method == "dynamic" else spec.calibration,
             calibration_samples=used,
             kept_float=excluded,
-            weighted_layers=len(quantized),
+            # Layers holding weights in the float model, and how many of them compute in int8
+            # (the rest: kept_float); products of two activations are neither.
+            weighted_layers=len(weighted),
+            int8_layers=onnxio.int8_layers(OnnxModel(out_dir)),
         )
         for scratch in (prepared, float_dir):
             _remove(scratch)
@@ -99,13 +102,28 @@ class Quantize(Stage[QuantizeSpec]):
                 matches = [layers[0]]
             elif name == "last":
                 matches = [layers[-1]]
-            else:
-                matches = [n for n in layers if name in (n.node, n.module)]
+            else:  # a node, a layer's module path, or a block's: the layers inside it
+                matches = [
+                    n
+                    for n in layers
+                    if name in (n.node, n.module) or n.module.startswith(name + ".")
+                ]
             if not matches:
                 known = sorted({n.module for n in layers if n.module} | {n.node for n in layers})
+                if any(n.module for n in layers):
+                    hint = (
+                        "use 'first', 'last', an ONNX node name or a torch module path (a "
+                        "block's keeps every layer in it)"
+                    )
+                else:  # an ONNX input: the export stage drops the exporter's stamps
+                    hint = (
+                        "this stage's input is an ONNX model, which carries no torch module "
+                        "paths: name its ONNX nodes, or quantize the torch model (the quantize "
+                        "stage before the export stage)"
+                    )
                 raise ctx.error(
                     f"keep_float: unknown layer {name!r}; quantizable layers: {', '.join(known)}",
-                    hint="use 'first', 'last', a torch module path or an ONNX node name",
+                    hint=hint,
                 )
             excluded += [n.node for n in matches if n.node not in excluded]
         return excluded

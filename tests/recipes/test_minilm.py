@@ -184,10 +184,20 @@ def test_onnx_export_matches_torch_and_can_be_prepared_for_quantization(
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     from compressgate.recipes import onnxio
+    from compressgate.recipes.models import OnnxModel, TorchModel
 
     embedder = minilm._embedder(sentence_transformer)
     x = minilm.tokenize(sentences, 64)
-    exported, _ = onnxio.export(embedder, x, tmp_path / "fp32", opset=18)
+    exported, layers = onnxio.export(embedder, x, tmp_path / "fp32", opset=18)
+    # Nested modules keep their paths: the BERT encoder inside the embedder.
+    modules = {layer.module for layer in layers}
+    for block in range(6):
+        for linear in ("attention.self.query", "attention.output.dense", "output.dense"):
+            assert f"encoder.encoder.layer.{block}.{linear}" in modules, (block, linear)
+    # 6 linear layers in each of 6 blocks hold weights; the 2 attention products of each block
+    # multiply two activations.
+    weighted = onnxio.weighted_layers(exported)
+    assert (len(weighted), len(layers)) == (36, 48)
     with torch.inference_mode():
         reference = embedder(x)
     got = onnxio.run(exported, x)
@@ -202,3 +212,30 @@ def test_onnx_export_matches_torch_and_can_be_prepared_for_quantization(
     quantized = onnxio.run(int8, x).numpy()
     cosine = (quantized * reference.numpy()).sum(axis=1) / np.linalg.norm(quantized, axis=1)
     assert cosine.mean() > 0.97
+    assert onnxio.int8_layers(OnnxModel(int8.parent)) == 36
+
+    # The quantize stage, given the torch model, keeps a block in float by its module path: its
+    # 6 weighted layers (and its 2 attention products, which no scheme quantizes) stay float,
+    # the other 30 are int8. Given the ONNX export instead, whose stamps are gone, it says so.
+    from compressgate.recipes.data import Split, Splits
+    from compressgate.recipes.manifest import QuantizeSpec
+    from compressgate.recipes.stages.base import StageContext, stage_for
+    from compressgate.registry.kernel.errors import StageError
+
+    examples = Split(x[:2], torch.zeros(2, dtype=torch.long))
+    splits = Splits(examples, examples, examples, ("embedding",))
+    spec = QuantizeSpec(name="int8", method="dynamic", keep_float=("encoder.encoder.layer.5",))
+
+    def context(name: str) -> StageContext:
+        (tmp_path / name).mkdir()
+        return StageContext(stage="int8", seed=0, splits=splits, workdir=tmp_path / name)
+
+    done = context("stage")
+    model = TorchModel(embedder, "compressgate.recipes.examples.minilm:build_minilm")
+    out = stage_for("quantize").apply(model, spec, done)
+    assert (done.details["weighted_layers"], done.details["int8_layers"]) == (36, 30)
+    assert len(done.details["kept_float"]) == 8
+    assert isinstance(out, OnnxModel) and onnxio.int8_layers(out) == 30
+    with pytest.raises(StageError, match=r"unknown layer 'encoder\.encoder\.layer\.5'") as refused:
+        stage_for("quantize").apply(exported, spec, context("onnx"))
+    assert "carries no torch module paths" in (refused.value.hint or "")

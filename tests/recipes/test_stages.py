@@ -285,6 +285,49 @@ def test_keep_float_takes_torch_module_paths(
     c = ctx(splits, tmp_path)
     stage_for("quantize").apply(trained, spec, c)
     assert c.details["kept_float"] == ["node_linear"]
+    assert (c.details["weighted_layers"], c.details["int8_layers"]) == (4, 3)
+
+
+@pytest.mark.parametrize(
+    ("method", "keep_float", "int8"),
+    [("static", (), 4), ("static", ("first", "last"), 2), ("dynamic", (), 4)],
+)
+def test_the_record_counts_the_weighted_layers_and_those_in_int8(
+    method: str,
+    keep_float: tuple[str, ...],
+    int8: int,
+    trained: TorchModel,
+    splits: Splits,
+    tmp_path: Path,
+) -> None:
+    spec = QuantizeSpec(name="q", method=method, keep_float=keep_float)  # type: ignore[arg-type]
+    c = ctx(splits, tmp_path)
+    stage_for("quantize").apply(trained, spec, c)
+    assert c.details["weighted_layers"] == 4  # two convolutions, two linear layers
+    assert c.details["int8_layers"] == int8
+    assert len(c.details["kept_float"]) == 4 - int8
+
+
+@pytest.mark.parametrize(
+    ("stamp", "path"),
+    [
+        ("['', '6', 'linear']", "6"),
+        ("['', 'features', 'features.0', 'conv2d']", "features.0"),
+        (
+            "['', 'encoder', 'encoder.encoder', 'encoder.encoder.layer.0', "
+            "'encoder.encoder.layer.0.attention', 'encoder.encoder.layer.0.attention.self', "
+            "'encoder.encoder.layer.0.attention.self.query', 'linear']",
+            "encoder.encoder.layer.0.attention.self.query",
+        ),
+        ("['', 'blocks', 'blocks.1@1', 'blocks.1.fc@1', 'linear_3']", "blocks.1.fc"),
+        ("['', 'features', '0', 'conv2d']", "features.0"),  # one level at a time: joined
+        ("['', 'conv2d']", ""),
+        ("not a list", ""),
+        ("[1, 2]", ""),
+    ],
+)
+def test_module_path_is_the_innermost_module_of_the_exporter_stamp(stamp: str, path: str) -> None:
+    assert onnxio.module_path(stamp) == path
 
 
 def test_qat_leaves_weights_on_the_int8_grid_and_exports_int8(
