@@ -75,11 +75,22 @@ def _source(catalog: Catalog, run: str, trust: Judge) -> TrustSource:
 
 
 def gate_status(catalog: Catalog, variant: VariantRecord, trust: Judge) -> GateStatus:
-    """Whether `variant` may be promoted: its run's review is `approved` (every gate passed,
-    was approved or waived by its owner), every gate judged its stage or one before it, at
-    least one its own stage, and its own seed passed every gate (a gate with `promotion: run`
-    takes the decision over the seeds instead; a waived failure is waived for every seed)."""
+    """Whether `variant` may be promoted: its run is no sweep's trial, its review is `approved`
+    (every gate passed, was approved or waived by its owner), every gate judged its stage or one
+    before it, at least one its own stage, and its own seed passed every gate (a gate with
+    `promotion: run` takes the decision over the seeds instead; a waived failure is waived for
+    every seed)."""
     run = variant.run_id
+    trial = catalog.sweep_of_run(run)
+    if trial is not None:  # judged on a selection split, picked among many: never released
+        return GateStatus(
+            variant,
+            None,
+            f"run {run} is trial {trial[1]} of sweep {trial[0]}: a sweep's trials are ranked on "
+            f"a selection split, not judged for release (`compressgate sweep propose {trial[0]} "
+            f"--trial {trial[1]}`, signed and submitted, is: its gates judge it on the test "
+            "split)",
+        )
     found = status(catalog, run, _source(catalog, run, trust))
     if found.status != "approved":
         return GateStatus(
@@ -165,15 +176,6 @@ def promote(
     _authorize(catalog, chain, key, alias, catalog.variant(ref))
     best = _best_record(catalog, ref, trust)
     variant = best.variant
-    trial = catalog.sweep_of_run(variant.run_id)
-    if trial is not None:  # judged on a selection split, picked among many: never released
-        raise Refused(
-            f"variant {variant.id} is trial {trial[1]} of sweep {trial[0]}: a sweep's trials "
-            "are ranked on a selection split, not judged for release; it cannot be promoted "
-            f"to {alias}",
-            hint=f"`compressgate sweep propose {trial[0]} --trial {trial[1]}`, sign it and submit "
-            "it: its gates judge it on the test split",
-        )
     if not best.passed:
         raise Refused(
             f"variant {variant.id} ({variant.artifact_sha256[:12]}) cannot be promoted to "

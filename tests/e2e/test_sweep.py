@@ -261,6 +261,12 @@ def test_a_trial_variant_is_never_promoted(scene: dict[str, Any]) -> None:
     assert refused.returncode == 1, refused.stderr
     assert f"is trial {passed['trial']} of sweep" in refused.stderr
     assert "sweep propose" in refused.stderr
+    # Nor shown as promotable (what `export mlflow` registers by).
+    shown = command(
+        "catalog", "show", f"{passed['run_id']}/0/export", "--workspace", scene["home"], "--json"
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["promotable"] is False
 
 
 def test_a_killed_worker_is_retried_and_the_sweep_ends_as_undisturbed(
