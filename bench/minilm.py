@@ -15,10 +15,19 @@ and minimum,
 and top-5 neighbour agreement. Inputs are 1,000 sentences of the standard library's docstrings
 at 48 tokens, as `recipes/examples/minilm-int8.yaml` gives them.
 
+Then fixed against per-batch longest padding (the loader's `padding: longest`): the float32
+export and its per-channel int8 as the fixed recipe ships them, every call at 48 tokens on the
+first rows of the corpus, against both exported with a dynamic sequence axis and fed the corpus's
+consecutive batches, each trimmed to its longest sentence and cycled, as the latency evaluator
+does with declared padding. Each pair is timed interleaved at batch 1 and 32: p50 of each, the
+ratio fixed / longest, the tokens per batch actually run, and int8's speedup over float32 at
+per-batch longest padding. `--quick` (CI) takes 200 sentences, 100 calls at batch 1 (10 at 32
+in the padding comparison) and leaves out per-tensor int8.
+
 Targets (per-channel): ≥ 3.5× smaller, ≥ 1.8× faster at batch 1 on one thread, mean cosine
 ≥ 0.99 and 1st percentile ≥ 0.98 (point estimates). Exits 1 when one is missed.
 
-    python bench/minilm.py [--limit N] [--max-tokens L] [--repeats R]
+    python bench/minilm.py [--limit N] [--max-tokens L] [--repeats R] [--quick]
 """
 
 from __future__ import annotations
@@ -45,8 +54,9 @@ BATCHES = (1, 32)
 PARITY_SAMPLES = 200
 
 
-def quantize(source: Path, directory: Path, *, per_channel: bool) -> Any:
-    """int8 weights, dynamic activations, prepared as the quantize stage prepares its input."""
+def quantize(source: Path, directory: Path, *, per_channel: bool, dynamic: bool = False) -> Any:
+    """int8 weights, dynamic activations, prepared as the quantize stage prepares its input (a
+    model with a `dynamic` sequence axis: its symbolic dimensions merged, as with padding)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -54,7 +64,7 @@ def quantize(source: Path, directory: Path, *, per_channel: bool) -> Any:
 
     directory.mkdir(parents=True, exist_ok=True)
     prepared = directory / "prepared.onnx"
-    quant_pre_process(str(source), str(prepared), skip_optimization=True)
+    quant_pre_process(str(source), str(prepared), skip_optimization=True, auto_merge=dynamic)
     quantize_dynamic(
         prepared, directory / ONNX_FILE, weight_type=QuantType.QInt8, per_channel=per_channel
     )
@@ -85,6 +95,69 @@ def op_counts(path: Path) -> Counter[str]:
     return counts
 
 
+def padding_comparison(
+    fixed: dict[str, Any],
+    longest: dict[str, Any],
+    inputs: np.ndarray,
+    repeats_at_1: int,
+    *,
+    least: int = 20,
+) -> tuple[dict[str, dict[int, float]], dict[int, float]]:
+    """Fixed against per-batch longest padding for each model (float32, int8): timed
+    interleaved, fixed on the first rows at the stored length, longest on the consecutive trimmed
+    batches, cycled; then int8 against float32, both at longest padding. Prints a line each;
+    returns each p50 at longest padding (ms), by model and batch size, and int8's speedup."""
+    import torch
+
+    from compressgate.evaluators import latency
+    from compressgate.recipes.data import longest as real_length
+    from compressgate.recipes.examples import minilm
+
+    padding = minilm.PADDING
+    stored = inputs.shape[padding.axis]
+    p50: dict[str, dict[int, float]] = {name: {} for name in fixed}
+    speedups: dict[int, float] = {}
+    with latency.pinned(1):
+        for batch_size in BATCHES:
+            repeats = max(least, repeats_at_1 // batch_size)
+            warmup = max(5, repeats // 10)
+            batches = latency.trimmed_batches(inputs, batch_size, padding)
+            order = [i % len(batches) for i in range(warmup + repeats)]
+            timed = [batches[j].shape[padding.axis] for j in order[warmup:]]
+            first = latency.batch_of(inputs, batch_size)
+            at_first = real_length(torch.from_numpy(first), padding)
+            for name in fixed:
+                short = latency.cycled(longest[name], batches, order)
+                full = fixed[name].bind(first)
+                short_ns, full_ns = latency.time_calls(short, full, warmup=warmup, repeats=repeats)
+                assert full_ns is not None
+                faster = latency.speedup(full_ns, short_ns, CONFIDENCE, seed=batch_size)
+                p50[name][batch_size] = float(np.median(short_ns)) / 1e6
+                print(
+                    f"  {name:>7} batch {batch_size:>2}, {repeats} interleaved calls: fixed "
+                    f"({stored} tokens; the first rows' longest is {at_first}) p50 "
+                    f"{np.median(full_ns) / 1e6:.2f} ms, longest (mean {np.mean(timed):.1f}, max "
+                    f"{max(timed)} tokens over {len(batches)} batches) p50 "
+                    f"{p50[name][batch_size]:.2f} ms: fixed / longest {faster.estimate:.2f}× "
+                    f"[{faster.ci_low:.2f}, {faster.ci_high:.2f}]"
+                )
+            int8_ns, float_ns = latency.time_calls(
+                latency.cycled(longest["int8"], batches, order),
+                latency.cycled(longest["float32"], batches, order),
+                warmup=warmup,
+                repeats=repeats,
+            )
+            assert float_ns is not None
+            faster = latency.speedup(float_ns, int8_ns, CONFIDENCE, seed=batch_size)
+            speedups[batch_size] = faster.estimate
+            print(
+                f"     int8 / float32 batch {batch_size:>2}, both at longest padding, interleaved: "
+                f"p50 {np.median(int8_ns) / 1e6:.2f} ms against {np.median(float_ns) / 1e6:.2f} "
+                f"ms, {faster.estimate:.2f}× faster [{faster.ci_low:.2f}, {faster.ci_high:.2f}]"
+            )
+    return p50, speedups
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--limit", type=int, default=1000)
@@ -92,7 +165,14 @@ def main() -> int:
     parser.add_argument(
         "--repeats", type=int, default=400, help="timed calls at batch 1 (at 32: 1/32 of it)"
     )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="200 sentences, 100 calls at batch 1, per-channel int8 only (CI)",
+    )
     options = parser.parse_args()
+    if options.quick:
+        options.limit, options.repeats = min(options.limit, 200), min(options.repeats, 100)
 
     begin = time.perf_counter()
     import torch
@@ -102,6 +182,7 @@ def main() -> int:
     from compressgate.evaluators.stats import Bootstrap
     from compressgate.recipes import onnxio
     from compressgate.recipes.examples import minilm
+    from compressgate.recipes.models import OnnxModel
 
     model = minilm.build_minilm()
     print(f"imports and model load (once per process): {time.perf_counter() - begin:.1f} s")
@@ -136,7 +217,8 @@ def main() -> int:
         fp32_bytes = fp32.path.stat().st_size
         float_ops = op_counts(fp32.path)
         base_runner = latency.OnnxRunner(fp32, threads=1)
-        for label, per_channel in (("per-channel", True), ("per-tensor", False)):
+        variants = (("per-channel", True), ("per-tensor", False))
+        for label, per_channel in variants[:1] if options.quick else variants:
             int8 = quantize(fp32.path, Path(scratch) / label, per_channel=per_channel)
             ops = op_counts(int8.path)
             size = int8.path.stat().st_size
@@ -204,6 +286,39 @@ def main() -> int:
                         for name, target in TARGETS.items()
                         if measured[name] < target
                     ]
+
+        print(
+            f"\nfixed against per-batch longest padding ({options.max_tokens} tokens stored), "
+            "1 thread; longest: exported with a dynamic sequence axis, per-channel int8"
+        )
+        dynamic = Path(scratch) / "fp32-dynamic"
+        fp32_dynamic, _ = onnxio.export(model, x, dynamic, opset=18, padding=minilm.PADDING)
+        int8_dynamic = quantize(
+            fp32_dynamic.path, Path(scratch) / "int8-dynamic", per_channel=True, dynamic=True
+        )
+        int8_fixed = OnnxModel(Path(scratch) / "per-channel")
+        trimmed = onnxio.run(fp32_dynamic, x, 32, padding=minilm.PADDING).numpy()
+        print(
+            "  float32, batches of 32 trimmed: max |onnxruntime - torch at "
+            f"{options.max_tokens} tokens| on {PARITY_SAMPLES} sentences {parity(trimmed):.2e}"
+        )
+        got = onnxio.run(int8_dynamic, x, 32, padding=minilm.PADDING).numpy()
+        summary = cosine_summary(cosines(got, trimmed), CONFIDENCE, boot)
+        print(
+            f"  int8, batches of 32 trimmed, against float32 likewise: cosine mean "
+            f"{summary.mean.estimate:.5f}, p1 {summary.p1.estimate:.5f}, min "
+            f"{summary.minimum.estimate:.5f}"
+        )
+        padding_comparison(
+            {"float32": base_runner, "int8": latency.OnnxRunner(int8_fixed, threads=1)},
+            {
+                "float32": latency.OnnxRunner(fp32_dynamic, threads=1),
+                "int8": latency.OnnxRunner(int8_dynamic, threads=1),
+            },
+            inputs,
+            options.repeats,
+            least=10 if options.quick else 20,
+        )
     verdict = "ok" if not misses else "MISSED: " + "; ".join(misses)
     print(
         f"\nper-channel targets (≥ {TARGETS['ratio']:g}× smaller, ≥ "

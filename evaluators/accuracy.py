@@ -21,7 +21,7 @@ def accuracy(y_true: np.ndarray, y_pred: np.ndarray, confidence: float = 0.95) -
 
 def correctness(subject: Subject, splits: Splits) -> np.ndarray:
     """Per test sample: did the subject predict the label?"""
-    predicted = subject.test_probabilities(splits.test).argmax(axis=1)
+    predicted = subject.test_probabilities(splits.test, splits.padding).argmax(axis=1)
     result: np.ndarray = predicted == splits.test.y.numpy()
     return result
 
@@ -38,7 +38,7 @@ class Accuracy(Evaluator[AccuracySpec]):
         spec: AccuracySpec,
         ctx: EvalContext,
     ) -> AccuracyResult:
-        predictions = candidate.test_probabilities(splits.test).argmax(axis=1)
+        predictions = candidate.test_probabilities(splits.test, splits.padding).argmax(axis=1)
         labels = splits.test.y.numpy()
         estimate = accuracy(labels, predictions, spec.interval_level)
         ids = splits.test.ids

@@ -28,7 +28,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from compressgate.evaluators import stats
 from compressgate.evaluators.results import Estimate, EvaluationResult, PluginResult
 from compressgate.evaluators.stats import Floats
-from compressgate.recipes.data import Split, Splits
+from compressgate.recipes.data import Padding, Split, Splits
 from compressgate.recipes.evaluation import EvaluatorSpec, PluginEvaluatorSpec
 from compressgate.recipes.manifest import MetricName
 from compressgate.recipes.plugins import Plugins, params_of
@@ -68,34 +68,37 @@ class Subject:
     def format(self) -> str:
         return self.variant.format
 
-    def probabilities(self, x: torch.Tensor, key: str) -> Floats:
-        """Softmax of the model's logits on `x`, in float64, cached under `key`."""
+    def probabilities(self, x: torch.Tensor, key: str, padding: Padding | None = None) -> Floats:
+        """Softmax of the model's logits on `x`, in float64, cached under `key`; batches trimmed
+        when the splits declare `padding`."""
         if key not in self.outputs:
             import torch
 
             from compressgate.evaluators import runners
 
-            logits = runners.logits(self.variant, x).to(torch.float64)
+            logits = runners.logits(self.variant, x, padding).to(torch.float64)
             self.outputs[key] = torch.softmax(logits, dim=1).numpy()
         return self.outputs[key]
 
-    def test_probabilities(self, split: Split) -> Floats:
-        return self.probabilities(split.x, TEST)
+    def test_probabilities(self, split: Split, padding: Padding | None = None) -> Floats:
+        return self.probabilities(split.x, TEST, padding)
 
-    def embeddings(self, x: torch.Tensor, key: str) -> Floats:
+    def embeddings(self, x: torch.Tensor, key: str, padding: Padding | None = None) -> Floats:
         """The model's raw outputs on `x` (an embedding model's vectors), in float64, cached
-        under `key` (apart from `probabilities`' cache: the two never share a model)."""
+        under `key` (apart from `probabilities`' cache: the two never share a model); batches
+        trimmed when the splits declare `padding`."""
         cache = f"embeddings:{key}"
         if cache not in self.outputs:
             import torch
 
             from compressgate.evaluators import runners
 
-            self.outputs[cache] = runners.logits(self.variant, x).to(torch.float64).numpy()
+            outputs = runners.logits(self.variant, x, padding)
+            self.outputs[cache] = outputs.to(torch.float64).numpy()
         return self.outputs[cache]
 
-    def test_embeddings(self, split: Split) -> Floats:
-        return self.embeddings(split.x, TEST)
+    def test_embeddings(self, split: Split, padding: Padding | None = None) -> Floats:
+        return self.embeddings(split.x, TEST, padding)
 
 
 @dataclass

@@ -509,11 +509,13 @@ class Calibration(Evaluator[CalibrationSpec]):
         ctx: EvalContext,
     ) -> CalibrationResult:
         labels = splits.test.y.numpy()
-        probs = candidate.test_probabilities(splits.test)
+        probs = candidate.test_probabilities(splits.test, splits.padding)
         n = len(labels)
         boot = ctx.bootstrap(spec.resamples)
         subjects = (
-            [probs] if baseline is None else [probs, baseline.test_probabilities(splits.test)]
+            [probs]
+            if baseline is None
+            else [probs, baseline.test_probabilities(splits.test, splits.padding)]
         )
         seed = ctx.seed_for("calibration-folds")
         columns = [_Columns(*check_probs(p, labels), spec.bins, seed) for p in subjects]

@@ -42,9 +42,11 @@ class Classes(Evaluator[ClassesSpec]):
     ) -> ClassesResult:
         test = splits.test
         y = test.y.numpy()
-        correct = candidate.test_probabilities(test).argmax(axis=1) == y
+        correct = candidate.test_probabilities(test, splits.padding).argmax(axis=1) == y
         base_correct = (
-            None if baseline is None else baseline.test_probabilities(test).argmax(axis=1) == y
+            None
+            if baseline is None
+            else baseline.test_probabilities(test, splits.padding).argmax(axis=1) == y
         )
         present = [int(k) for k in np.unique(y)]
         each = 1 - (1 - spec.interval_level) / len(present)

@@ -205,7 +205,7 @@ class Fairness(Evaluator[FairnessSpec]):
         if size < 2:
             raise ctx.error(self.kind, f"the test split holds only {size} group; need two or more")
         names = [_group_name(v, splits.group_names) for v in values]
-        probs = candidate.test_probabilities(test)
+        probs = candidate.test_probabilities(test, splits.padding)
         pred = probs.argmax(axis=1)
         correct = pred == y
         n = len(y)
@@ -215,7 +215,9 @@ class Fairness(Evaluator[FairnessSpec]):
         each = 1 - (1 - spec.interval_level) / size
         simultaneous = f"simultaneous over {size} groups (bonferroni)"
         base_correct = (
-            None if baseline is None else baseline.test_probabilities(test).argmax(axis=1) == y
+            None
+            if baseline is None
+            else baseline.test_probabilities(test, splits.padding).argmax(axis=1) == y
         )
         drops: list[Estimate] = []
         worst_drop = None
@@ -261,7 +263,7 @@ class Fairness(Evaluator[FairnessSpec]):
         gap, parity = self._bootstrap(y, pred, g, size, classes, spec, bootstrap)
         changes: dict[str, Estimate] = {}
         if baseline is not None:
-            base_pred = baseline.test_probabilities(test).argmax(axis=1)
+            base_pred = baseline.test_probabilities(test, splits.padding).argmax(axis=1)
             changes = gap_changes(y, base_pred, pred, g, size, classes, spec.interval_level)
         return FairnessResult(
             task="binary" if probs.shape[1] == 2 else "multiclass",

@@ -97,8 +97,8 @@ class Fidelity(Evaluator[FidelitySpec]):
             return None
         test = splits.test
         y = test.y.numpy()
-        ref = reference.test_probabilities(test)
-        cand = candidate.test_probabilities(test)
+        ref = reference.test_probabilities(test, splits.padding)
+        cand = candidate.test_probabilities(test, splits.padding)
         n = len(y)
         agree = int(np.sum(ref.argmax(axis=1) == cand.argmax(axis=1)))
         kl = kl_per_sample(ref, cand)

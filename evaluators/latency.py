@@ -26,6 +26,13 @@ independent. Too few calls for a tail percentile: the interval says how far its 
 validation refuses a gate it cannot serve (`order_statistic_calls`). Throughput is the batch size
 over the median latency.
 
+Inputs: the first rows of the test split, one batch bound per session and run by every call,
+unless the splits declare their padding (`compressgate.recipes.data.Padding`). Then each batch
+size runs through the test split's consecutive batches (rows [k·b, (k+1)·b)), each trimmed to its
+longest sample, one a call, continuing from session to session and wrapping around: the lengths
+a server batching real text would run at. The candidate and the baseline are fed the same batch
+in each pair of calls, and the lengths timed are recorded (`LatencyBatch.sequence_lengths`).
+
 Runners: torch (`module(x)` under `torch.inference_mode`, `torch.set_num_threads` pinned) and
 onnxruntime (a CPU session with pinned intra- and inter-op threads, inputs bound once). With
 runner `auto` each variant runs in its own runtime and the baseline in the candidate's: its
@@ -36,6 +43,7 @@ speedup and ratio names that baseline (`LatencyResult.compared_with`).
 from __future__ import annotations
 
 import gc
+import itertools
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -48,8 +56,13 @@ import torch
 
 from compressgate.evaluators import stats
 from compressgate.evaluators.base import EVALUATORS, EvalContext, Evaluator, Subject
-from compressgate.evaluators.results import Estimate, LatencyBatch, LatencyResult
-from compressgate.recipes.data import Splits
+from compressgate.evaluators.results import (
+    Estimate,
+    LatencyBatch,
+    LatencyResult,
+    SequenceLengths,
+)
+from compressgate.recipes.data import Padding, Splits, trim
 from compressgate.recipes.evaluation import LATENCY_QUANTILES, SESSION_CALLS, LatencySpec
 from compressgate.recipes.models import OnnxModel, TorchModel
 
@@ -160,6 +173,27 @@ def batch_of(x: np.ndarray, size: int) -> np.ndarray:
     """The first `size` inputs (repeated when the split is smaller), contiguous."""
     rows = np.resize(np.arange(len(x)), size)
     return np.ascontiguousarray(x[rows])
+
+
+def trimmed_batches(x: np.ndarray, size: int, padding: Padding) -> list[np.ndarray]:
+    """The consecutive batches of `size` rows of `x` (rows [k·size, (k+1)·size), the last
+    partial one left out), each trimmed to its longest sample, contiguous; a split smaller than
+    `size` gives one batch, its rows repeated as in `batch_of`."""
+    count = len(x) // size
+    if count == 0:
+        return [np.ascontiguousarray(trim(torch.from_numpy(batch_of(x, size)), padding).numpy())]
+    return [
+        np.ascontiguousarray(trim(torch.from_numpy(x[k * size : (k + 1) * size]), padding).numpy())
+        for k in range(count)
+    ]
+
+
+def cycled(runner: Runner, batches: list[np.ndarray], order: list[int]) -> Call:
+    """A call that runs the model on `batches[order[0]]`, then `batches[order[1]]`, ... (round
+    and round): each batch copied and bound once, outside the timing."""
+    bound = {j: runner.bind(batches[j].copy()) for j in dict.fromkeys(order)}
+    step = itertools.cycle([bound[j] for j in order]).__next__
+    return lambda: step()()
 
 
 def session_sizes(total: int, sessions: int) -> list[int]:
@@ -414,7 +448,12 @@ class Latency(Evaluator[LatencySpec]):
                 else self._runner(baseline, spec, ctx, Path(scratch), like=cand.name)
             )
             x = splits.test.x.numpy()
-            timings = self._time(cand, base, x, spec)
+            padding = splits.padding
+            if padding is not None:
+                for runner, subject in ((cand, candidate), (base, baseline)):
+                    self._check_trimmable(runner, subject, padding, ctx)
+            lengths: dict[int, list[int]] = {size: [] for size in spec.batch_sizes}
+            timings = self._time(cand, base, x, spec, padding, lengths)
             against = None if baseline is None or base is None else _named(baseline, base)
             batches = [
                 batch_summary(
@@ -428,6 +467,17 @@ class Latency(Evaluator[LatencySpec]):
                 )
                 for size, (cand_ns, base_ns, session) in timings.items()
             ]
+            if padding is not None:
+                batches = [
+                    batch.model_copy(
+                        update={
+                            "sequence_lengths": _lengths(
+                                lengths[batch.batch_size], x, batch.batch_size, padding
+                            )
+                        }
+                    )
+                    for batch in batches
+                ]
         return LatencyResult(
             runner=cand.name,
             baseline_runner=None if base is None else base.name,
@@ -444,12 +494,38 @@ class Latency(Evaluator[LatencySpec]):
             compared_with=against,
         )
 
+    def _check_trimmable(
+        self, runner: Runner | None, subject: Subject | None, padding: Padding, ctx: EvalContext
+    ) -> None:
+        """Refuse an ONNX model whose padded axis is fixed: it cannot run trimmed batches."""
+        if not isinstance(runner, OnnxRunner) or subject is None:
+            return
+        from compressgate.recipes import onnxio
+
+        shape = runner.session.get_inputs()[0].shape
+        if onnxio.fixes_axis(shape, padding.axis):
+            raise ctx.error(
+                self.kind,
+                f"the data declares its padding ({padding.describe()}), but the ONNX form of "
+                f"stage '{subject.stage}' takes only length {shape[padding.axis]} on that axis "
+                f"(input shape {shape}), not trimmed batches",
+                hint="export it with a dynamic sequence axis (the export and quantize stages do "
+                "when the data declares its padding), or drop the declaration",
+            )
+
     def _time(
-        self, cand: Runner, base: Runner | None, x: np.ndarray, spec: LatencySpec
+        self,
+        cand: Runner,
+        base: Runner | None,
+        x: np.ndarray,
+        spec: LatencySpec,
+        padding: Padding | None = None,
+        lengths: dict[int, list[int]] | None = None,
     ) -> dict[int, tuple[np.ndarray, np.ndarray | None, np.ndarray]]:
         """Each batch size's timings of the candidate (and baseline), and the session of each
         call: the sessions taken in turn across the batch sizes, each with fresh inputs and calls
-        bound anew, its share of the warm-up, and the baseline first every other session."""
+        bound anew, its share of the warm-up, and the baseline first every other session. With
+        `padding`, the timed calls' input lengths are appended to `lengths` by batch size."""
         warm = session_sizes(spec.warmup, spec.sessions)
         parts: dict[int, list[tuple[np.ndarray, np.ndarray | None]]] = {
             size: [] for size in spec.batch_sizes
@@ -460,7 +536,12 @@ class Latency(Evaluator[LatencySpec]):
         # paid ten times an evaluation), and is given back to the collector when the timing ends.
         gc.freeze()
         try:
-            self._sessions(cand, base, x, spec, warm, parts)
+            if padding is None:
+                self._sessions(cand, base, x, spec, warm, parts)
+            else:
+                self._trimmed_sessions(
+                    cand, base, x, spec, warm, parts, padding, {} if lengths is None else lengths
+                )
         finally:
             gc.unfreeze()
         out: dict[int, tuple[np.ndarray, np.ndarray | None, np.ndarray]] = {}
@@ -490,6 +571,47 @@ class Latency(Evaluator[LatencySpec]):
                     gc.collect()  # not during the timing (paused there), nor carried over
                     batch = batch_of(x, size)
                     first, second = cand.bind(batch), None if base is None else base.bind(batch)
+                    if second is not None and index % 2:
+                        led, followed = time_calls(
+                            second, first, warmup=warm[index], repeats=repeats
+                        )
+                        assert followed is not None
+                        parts[size].append((followed, led))
+                    else:
+                        parts[size].append(
+                            time_calls(first, second, warmup=warm[index], repeats=repeats)
+                        )
+
+    @staticmethod
+    def _trimmed_sessions(
+        cand: Runner,
+        base: Runner | None,
+        x: np.ndarray,
+        spec: LatencySpec,
+        warm: list[int],
+        parts: dict[int, list[tuple[np.ndarray, np.ndarray | None]]],
+        padding: Padding,
+        lengths: dict[int, list[int]],
+    ) -> None:
+        """`_sessions` on padded data: each batch size's calls go through its trimmed batches
+        (`trimmed_batches`) in order, one a call, warm-up included, from where the previous
+        session stopped; the candidate and the baseline take the same batch in each pair."""
+        inputs = {size: trimmed_batches(x, size, padding) for size in spec.batch_sizes}
+        start = dict.fromkeys(spec.batch_sizes, 0)
+        with pinned(spec.threads):
+            for index in range(spec.sessions):
+                for size in spec.batch_sizes:
+                    repeats = session_sizes(spec.repeats_at(size), spec.sessions)[index]
+                    batches = inputs[size]
+                    calls = warm[index] + repeats
+                    order = [(start[size] + i) % len(batches) for i in range(calls)]
+                    start[size] = (start[size] + calls) % len(batches)
+                    lengths.setdefault(size, []).extend(
+                        batches[j].shape[padding.axis] for j in order[warm[index] :]
+                    )
+                    gc.collect()
+                    first = cycled(cand, batches, order)
+                    second = None if base is None else cycled(base, batches, order)
                     if second is not None and index % 2:
                         led, followed = time_calls(
                             second, first, warmup=warm[index], repeats=repeats
@@ -535,7 +657,23 @@ class Latency(Evaluator[LatencySpec]):
             from compressgate.recipes import onnxio
 
             exported, _ = onnxio.export(
-                subject.variant.module, ctx.splits.test.x, scratch / subject.stage, opset=18
+                subject.variant.module,
+                ctx.splits.test.x,
+                scratch / subject.stage,
+                opset=18,
+                padding=ctx.splits.padding,
             )
             return OnnxRunner(exported, spec.threads)
         return OnnxRunner(subject.variant, spec.threads)
+
+
+def _lengths(timed: list[int], x: np.ndarray, size: int, padding: Padding) -> SequenceLengths:
+    """What the timed calls of batch size `size` ran at (`timed`: each call's length)."""
+    return SequenceLengths(
+        axis=padding.axis,
+        stored=int(x.shape[padding.axis]),
+        batches=max(1, len(x) // size),
+        mean=float(np.mean(timed)),
+        min=min(timed),
+        max=max(timed),
+    )

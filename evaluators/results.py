@@ -277,6 +277,20 @@ class RobustnessResult(Result):
         )
 
 
+class SequenceLengths(BaseModel):
+    """The lengths the timed calls of one batch size ran at, when the data declares its padding:
+    consecutive batches of the test split, each trimmed to its longest sample, cycled."""
+
+    model_config = ConfigDict(frozen=True)
+
+    axis: int = Field(description="the padded axis of the input")
+    stored: int = Field(description="the length the data is stored at (fixed padding's)")
+    batches: int = Field(description="distinct batches cycled through")
+    mean: float = Field(description="mean length over the timed calls")
+    min: int
+    max: int
+
+
 class LatencyBatch(BaseModel):
     model_config = ConfigDict(frozen=True)
 
@@ -295,6 +309,11 @@ class LatencyBatch(BaseModel):
     )
     sessions: int | None = Field(
         default=None, description="sessions the calls were split into (the intervals' replicates)"
+    )
+    sequence_lengths: SequenceLengths | None = Field(
+        default=None,
+        description="with padding declared: the input lengths of the timed calls (None: every "
+        "call ran the first rows of the test split at the stored length)",
     )
 
 

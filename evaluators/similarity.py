@@ -22,8 +22,8 @@ _WORST = 10  # least similar samples listed in the result
 def _pair(
     candidate: Subject, baseline: Subject, splits: Splits, ctx: EvalContext, kind: str
 ) -> tuple[np.ndarray, np.ndarray]:
-    ours = candidate.test_embeddings(splits.test)
-    theirs = baseline.test_embeddings(splits.test)
+    ours = candidate.test_embeddings(splits.test, splits.padding)
+    theirs = baseline.test_embeddings(splits.test, splits.padding)
     if ours.ndim != 2 or ours.shape != theirs.shape:
         raise ctx.error(
             kind,

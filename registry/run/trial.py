@@ -99,6 +99,7 @@ def carve(splits: Splits, selection: Selection, trial_seed: int) -> Splits:
             **splits.provenance,
             "selection": f"{selection.fraction} of train, seed {selection.seed}",
         },
+        padding=splits.padding,
     )
 
 

@@ -81,7 +81,9 @@ def build_baseline(
                 ) from exc
         stage.details["trained"] = {"epochs": train.epochs, "lr": train.lr}
     # The float32 baseline as ONNX: the yardstick the compressed sizes are measured by.
-    exported, _ = onnxio.export(model.module, splits.train.x, scratch / "onnx", opset=18)
+    exported, _ = onnxio.export(
+        model.module, splits.train.x, scratch / "onnx", opset=18, padding=splits.padding
+    )
     onnx_artifact = store.put_tree(exported.directory, exported.files)
     stage.details["onnx_sha256"] = onnx_artifact.sha256
     stage.details["onnx_size_bytes"] = onnx_artifact.size_bytes
