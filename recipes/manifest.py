@@ -334,10 +334,24 @@ class DistillHint(Spec):
 
 
 class DistillSpec(StageBase):
-    """Logit distillation into a smaller student; the incoming model is the default teacher."""
+    """Distillation into a smaller student; the incoming model is the default teacher.
+
+    A classifier learns the teacher's softened logits and the labels (`objective: logits`); an
+    embedding model learns the teacher's vectors on unlabelled text (`objective: embedding`):
+    `cosine` · (1 − cosine) + `mse` · MSE to the teachers' mean vector.
+    """
 
     kind: Literal["distill"] = "distill"
     student: ModelRef
+    objective: Literal["logits", "embedding"] = Field(
+        default="logits",
+        description="logits: KL to the softened teacher plus cross-entropy on labels; "
+        "embedding: cosine and MSE to the teacher's vectors (model.task: embedding)",
+    )
+    cosine: float = Field(
+        default=1.0, ge=0, le=1000, description="objective embedding: weight of 1 − cosine"
+    )
+    mse: float = Field(default=0.0, ge=0, le=1000, description="objective embedding: weight of MSE")
     teachers: tuple[ModelRef, ...] = Field(
         default=(), description="an ensemble of teachers; empty: the incoming model"
     )
@@ -365,14 +379,41 @@ class DistillSpec(StageBase):
             else f"temperature {self.temperature:g}"
         )
         hints = f", {len(self.hints)} hint loss(es)" if self.hints else ""
+        if self.objective == "embedding":
+            terms = [f"{w:g}·(1 − cosine)" for w in (self.cosine,) if w]
+            terms += [f"{w:g}·MSE" for w in (self.mse,) if w]
+            return (
+                f"distil {teachers} into {self.student.describe()} on the teacher's vectors "
+                f"({' + '.join(terms)}) for {self.epochs} epochs{hints}"
+            )
         return (
             f"distil {teachers} into {self.student.describe()} at {schedule}, "
             f"alpha {self.alpha:g} (KL·T²) for {self.epochs} epochs{hints}"
         )
 
 
+class VocabularySpec(Spec):
+    """Vocabulary trimming: keep the rows of a token-embedding table that the training text
+    uses; every other token reads the row of `unknown_id`."""
+
+    layer: str = Field(min_length=1, description="the nn.Embedding's module path")
+    unknown_id: int = Field(ge=0, description="the token every dropped token becomes, e.g. [UNK]")
+    first_rows: int = Field(
+        default=0,
+        ge=0,
+        le=10_000_000,
+        description="also keep the table's first rows: a WordPiece vocabulary lists its special "
+        "and single-character tokens first, then its pieces roughly by frequency",
+    )
+
+
 class PruneSpec(StageBase):
-    """Magnitude (unstructured) or structured (channels removed) pruning, over N rounds."""
+    """Magnitude (unstructured) or structured (channels removed) pruning, over N rounds.
+
+    On a transformer encoder (Hugging Face BERT-style layers), structured pruning removes whole
+    attention heads (`heads`) and feed-forward channels (`sparsity`), ranked by `importance`,
+    and can trim the token table to the training text's vocabulary (`vocabulary`).
+    """
 
     kind: Literal["prune"] = "prune"
     method: Literal["magnitude", "structured"]
@@ -384,6 +425,19 @@ class PruneSpec(StageBase):
     rounds: int = Field(default=1, ge=1, le=100)
     finetune_epochs: int = Field(default=1, ge=0, le=1000)
     skip: tuple[str, ...] = Field(default=(), description="layer names never pruned")
+    heads: float = Field(
+        default=0.0,
+        ge=0,
+        lt=1,
+        description="structured, transformers: the share of attention heads removed from "
+        "every layer (sparsity is then the share of feed-forward channels removed)",
+    )
+    importance: Literal["magnitude", "activation"] = Field(
+        default="magnitude",
+        description="activation (transformers): rank heads and channels by their mean "
+        "activation over the training split times the norm of the weights reading them",
+    )
+    vocabulary: VocabularySpec | None = None
     lr: float = Field(default=1e-3, gt=0, lt=10)
     batch_size: BatchSize = 64
 
@@ -394,6 +448,27 @@ class PruneSpec(StageBase):
             else f"{self.scope} magnitude pruning"
         )
         skip = f", skipping {', '.join(self.skip)}" if self.skip else ""
+        if self.heads:
+            what = (
+                f"transformer pruning ({self.heads:.0%} of attention heads and "
+                f"{self.sparsity:.0%} of feed-forward channels removed, {self.importance} "
+                "importance)"
+            )
+            vocabulary = (
+                ", the token table trimmed to the training text's tokens"
+                + (
+                    f" and its first {self.vocabulary.first_rows:,} rows"
+                    if self.vocabulary.first_rows
+                    else ""
+                )
+                + f" ({self.vocabulary.layer})"
+                if self.vocabulary
+                else ""
+            )
+            return (
+                f"{what} over {self.rounds} round(s), {self.finetune_epochs} fine-tuning "
+                f"epoch(s) after each{vocabulary}"
+            )
         return (
             f"{what} to {self.sparsity:.0%} sparsity over {self.rounds} round(s), "
             f"{self.finetune_epochs} fine-tuning epoch(s) after each{skip}"
@@ -844,14 +919,54 @@ def recipe_issues(recipe: Recipe) -> Iterator[tuple[Loc, str]]:
                 "'checkpoint' or 'pretrained: true'",
             )
         for index, stage in enumerate(recipe.stages):
-            if isinstance(stage, DistillSpec | PruneSpec) or (
-                isinstance(stage, QuantizeSpec) and stage.method == "qat"
-            ):
+            if isinstance(stage, QuantizeSpec) and stage.method == "qat":
                 yield (
                     ("stages", index, "kind"),
                     f"stage '{stage.name}' fine-tunes on labels (cross-entropy), which an "
-                    "embedding model does not have; embedding recipes take export and "
-                    "dynamic or static quantize stages",
+                    "embedding model does not have; embedding recipes quantize dynamic or "
+                    "static, and distill with 'objective: embedding'",
+                )
+            if isinstance(stage, DistillSpec) and stage.objective != "embedding":
+                yield (
+                    ("stages", index, "objective"),
+                    f"stage '{stage.name}' distils logits and labels, which an embedding model "
+                    "does not have; set 'objective: embedding' to learn the teacher's vectors",
+                )
+    for index, stage in enumerate(recipe.stages):
+        if (
+            recipe.model.task != "embedding"
+            and isinstance(stage, DistillSpec)
+            and stage.objective == "embedding"
+        ):
+            yield (
+                ("stages", index, "objective"),
+                f"stage '{stage.name}' learns embeddings, and this recipe's model is a "
+                "classifier; use 'objective: logits', or set 'task: embedding' under model",
+            )
+        if (
+            isinstance(stage, DistillSpec)
+            and stage.objective == "embedding"
+            and not stage.cosine
+            and not stage.mse
+        ):
+            yield (
+                ("stages", index, "cosine"),
+                f"stage '{stage.name}': cosine and mse are both 0, so nothing is learnt; "
+                "give one a positive weight",
+            )
+        if isinstance(stage, PruneSpec) and stage.method != "structured":
+            for name in ("heads", "vocabulary"):
+                if getattr(stage, name):
+                    yield (
+                        ("stages", index, name),
+                        f"stage '{stage.name}': {name} needs 'method: structured' (whole heads "
+                        "and rows are removed)",
+                    )
+            if stage.importance != "magnitude":
+                yield (
+                    ("stages", index, "importance"),
+                    f"stage '{stage.name}': activation importance ranks heads and channels; "
+                    "it needs 'method: structured'",
                 )
 
 

@@ -53,11 +53,16 @@ _FORMAT = "compressgate.torch/v1"
 
 @dataclass
 class TorchModel:
-    """A torch variant: the module, and `factory(**args)` that builds its architecture."""
+    """A torch variant: the module, and `factory(**args)` that builds its architecture.
+
+    `swaps` names the submodules a stage replaced by one of compressgate's own modules
+    (`SWAPPABLE`: path → kind), which loading puts back in the built architecture.
+    """
 
     module: nn.Module
     factory: str
     args: dict[str, Any] = field(default_factory=dict)
+    swaps: dict[str, str] = field(default_factory=dict)
 
     format = "torch"
 
@@ -380,6 +385,8 @@ def save_torch(model: TorchModel, directory: Path) -> tuple[str, ...]:
         "args": json.dumps(model.args, sort_keys=True),
         "state_dict": state,
     }
+    if model.swaps:  # only then: every other variant keeps its bytes
+        payload["swaps"] = json.dumps(model.swaps, sort_keys=True)
     torch.save(payload, directory / TORCH_FILE)
     return (TORCH_FILE,)
 
@@ -398,9 +405,78 @@ def load_torch(source: Path | bytes, base: Path | None = None) -> TorchModel:
         raise ManifestError(f"{what} is not a compressgate torch variant")
     args = json.loads(payload["args"])
     model = build(payload["factory"], args, what=what, base=base)
+    swaps = json.loads(payload.get("swaps", "{}"))
+    if not isinstance(swaps, dict):
+        raise ManifestError(f"{what}: its module swaps are not a mapping")
+    for path, kind in swaps.items():
+        swap(model.module, str(path), str(kind), what=what)
+    model.swaps = {str(k): str(v) for k, v in swaps.items()}
     load_weights(model.module, payload["state_dict"], what=what)
     model.module.eval()
     return model
+
+
+class RemappedEmbedding(nn.Module):
+    """An embedding table that keeps some rows of a larger one (vocabulary trimming).
+
+    `remap[token]` is the row of `token` in `weight`; tokens whose row was dropped read the row
+    of the unknown token. The inputs keep the original token ids, so the tokenizer is unchanged;
+    the ONNX graph gathers twice (the int32 map, then the rows).
+    """
+
+    def __init__(self, remap: torch.Tensor, weight: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("remap", remap.to(torch.int32))
+        self.weight = nn.Parameter(weight)
+        self.num_embeddings, self.embedding_dim = weight.shape
+
+    @classmethod
+    def trim(cls, table: nn.Embedding, keep: torch.Tensor, unknown: int) -> RemappedEmbedding:
+        """Keep the rows `keep` (sorted token ids, `unknown` among them) of `table`."""
+        rows = torch.full((table.num_embeddings,), -1, dtype=torch.int64)
+        rows[keep] = torch.arange(len(keep))
+        rows[rows < 0] = int(rows[unknown])
+        return cls(rows, table.weight.detach()[keep].clone())
+
+    @classmethod
+    def like(cls, table: nn.Module) -> RemappedEmbedding:
+        """A placeholder in `table`'s place, resized by the stored weights when they load."""
+        weight = table.weight
+        assert isinstance(weight, torch.Tensor)
+        remap = torch.zeros(weight.shape[0], dtype=torch.int32)
+        return cls(remap, torch.empty_like(weight.detach()))
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        remap = self.remap
+        assert isinstance(remap, torch.Tensor)
+        return nn.functional.embedding(remap[ids], self.weight)
+
+    def extra_repr(self) -> str:
+        remap = self.remap
+        assert isinstance(remap, torch.Tensor)
+        return f"{self.num_embeddings} of {remap.shape[0]} rows, {self.embedding_dim}"
+
+
+# The modules a stored variant may ask to have swapped in: a fixed list of our own, never a
+# name from the file imported.
+SWAPPABLE: dict[str, Callable[[nn.Module], nn.Module]] = {
+    "remapped-embedding": RemappedEmbedding.like,
+}
+
+
+def swap(module: nn.Module, path: str, kind: str, *, what: str) -> None:
+    """Replace `module`'s submodule `path` by a placeholder of `kind` (see `SWAPPABLE`)."""
+    if kind not in SWAPPABLE:
+        raise ManifestError(f"{what}: unknown module swap {kind!r} at {path!r}")
+    parent_name, _, leaf = path.rpartition(".")
+    try:
+        parent = module.get_submodule(parent_name)
+        current = parent.get_submodule(leaf)
+    except AttributeError as exc:
+        raise StageError(
+            f"{what}: the architecture has no module {path!r} to swap ({kind})"
+        ) from exc
+    setattr(parent, leaf, SWAPPABLE[kind](current))
 
 
 # Attributes that describe a layer's width; kept in step with the tensors they describe.
@@ -412,6 +488,7 @@ _WIDTH_ATTRS: dict[type[nn.Module], tuple[tuple[str, str, int], ...]] = {
     nn.BatchNorm1d: (("num_features", "weight", 0),),
     nn.BatchNorm2d: (("num_features", "weight", 0),),
     nn.Embedding: (("num_embeddings", "weight", 0), ("embedding_dim", "weight", 1)),
+    RemappedEmbedding: (("num_embeddings", "weight", 0), ("embedding_dim", "weight", 1)),
 }
 
 

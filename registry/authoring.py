@@ -55,7 +55,14 @@ SWEEP_SCHEMA_ID = "https://compressgate.dev/schema/sweep-v1.json"
 # The first line `recipe init` writes: editors with yaml-language-server (VS Code's YAML
 # extension among them) read the schema it names (docs/recipes.md, "Editor set-up").
 MODELINE = f"# yaml-language-server: $schema={SCHEMA_ID}\n"
-EXAMPLES = ("digits", "digits-magnitude", "digits-qat", "arrests-fairness", "minilm-int8")
+EXAMPLES = (
+    "digits",
+    "digits-magnitude",
+    "digits-qat",
+    "arrests-fairness",
+    "minilm-int8",
+    "minilm-compact",
+)
 # Example sweeps, each over one of the example recipes: `recipe init --example digits-sweep`
 # copies the recipe as above and the sweep as DEST/sweep.yaml, pinned to that copy.
 SWEEP_EXAMPLES = {"digits-sweep": "digits"}

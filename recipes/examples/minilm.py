@@ -317,9 +317,23 @@ def _embedder(model: Any) -> Embedder:
     return Embedder(encoder, normalize=_pipeline()).eval()
 
 
-def build_minilm() -> nn.Module:
-    """all-MiniLM-L6-v2 with the packaged weights, in eval mode: (N, 2, L) int64 → (N, 384)."""
-    return _embedder(_sentence_transformer())
+def build_minilm(layers: Sequence[int] | None = None) -> nn.Module:
+    """all-MiniLM-L6-v2 with the packaged weights, in eval mode: (N, 2, L) int64 → (N, 384).
+
+    `layers` keeps only those of its 6 transformer layers, in that order (a distillation
+    student's layer-dropping initialisation, e.g. [0, 2, 5]); None keeps all.
+    """
+    embedder = _embedder(_sentence_transformer())
+    if layers is None:
+        return embedder
+    bert: Any = embedder.encoder
+    stack = bert.encoder.layer
+    kept = list(layers)
+    if not kept or len(set(kept)) != len(kept) or not all(0 <= i < len(stack) for i in kept):
+        raise ValueError(f"layers must name distinct layers among 0..{len(stack) - 1}, got {kept}")
+    bert.encoder.layer = nn.ModuleList([stack[i] for i in kept])
+    bert.config.num_hidden_layers = len(kept)
+    return embedder
 
 
 def load(

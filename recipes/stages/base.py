@@ -63,6 +63,7 @@ class StageContext:
     base: Path | None = None
     progress: Progress = field(default_factory=NullProgress)
     reference: TorchModel | None = None
+    task: str = "classification"  # the recipe's model.task: "embedding" fine-tunes on vectors
     details: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
@@ -88,16 +89,18 @@ class StageContext:
         batch_size: int,
         **options: Any,
     ) -> None:
-        """Train on the train split with a progress bar, seeded for `purpose`."""
+        """Train on the train split (or `split`) with a progress bar, seeded for `purpose`."""
+        split = options.pop("split", self.splits.train)
         with self.progress.task(description, epochs) as tick:
             training.fit(
                 module,
-                self.splits.train,
+                split,
                 epochs=epochs,
                 lr=lr,
                 batch_size=batch_size,
                 seed=self.seed_for(purpose),
                 ticker=tick,
+                padding=self.splits.padding,
                 **options,
             )
 

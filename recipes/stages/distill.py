@@ -3,6 +3,16 @@
 loss = (1 - alpha) · CE(student, labels) + alpha · T² · KL(teacher_T ‖ student_T)
        + Σ hint weight · MSE(adapter(student feature), teacher feature)
 
+An embedding model (`objective: embedding`) has no labels and no logits: the student learns the
+teachers' vectors on the unlabelled training text,
+
+loss = cosine · (1 − cos(student, target)) + mse · MSE(student, target) + the hints' terms,
+
+the target being the teachers' mean vector, computed once before training (the teachers are
+frozen and deterministic). A student built by keeping some of the teacher's layers (the
+layer-dropping initialisation of DistilBERT and the sentence-transformers L3 models) comes from
+the student factory, e.g. `build_minilm(layers=[0, 2, 5])`.
+
 The teachers are frozen (eval mode, no gradients). Several teachers are an ensemble: their
 softened distributions are averaged. With `temperature_final` the temperature moves linearly
 from `temperature` to it over the epochs. A hint pairs a student layer with a teacher layer
@@ -19,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from compressgate.recipes import models, training
+from compressgate.recipes.data import Split
 from compressgate.recipes.manifest import DistillSpec
 from compressgate.recipes.models import TorchModel, Variant
 from compressgate.recipes.stages.base import STAGES, Stage, StageContext
@@ -51,6 +62,8 @@ class Distill(Stage[DistillSpec]):
         n_classes = self._check_fits(student.module, teachers, ctx)
         hooks = _Hints(spec, student.module, teachers[0], ctx)
         adapters = hooks.build_adapters(ctx.splits.train.x[:2])
+        if spec.objective == "embedding":
+            return self._embedding(student, teachers, hooks, adapters, spec, ctx)
 
         def temperature(epoch: int) -> float:
             if spec.temperature_final is None or spec.epochs == 1:
@@ -88,6 +101,57 @@ class Distill(Stage[DistillSpec]):
             classes=n_classes,
             temperature=spec.temperature,
             temperature_final=spec.temperature_final,
+            hints=len(spec.hints),
+        )
+        return student
+
+    def _embedding(
+        self,
+        student: TorchModel,
+        teachers: list[nn.Module],
+        hooks: _Hints,
+        adapters: list[nn.Module],
+        spec: DistillSpec,
+        ctx: StageContext,
+    ) -> Variant:
+        """Learn the teachers' mean vector of every training sample."""
+        train = ctx.splits.train
+        targets = torch.stack(
+            [training.predict(t, train.x, padding=ctx.splits.padding) for t in teachers]
+        ).mean(dim=0)
+        loss = training.embedding_loss(cosine=spec.cosine, mse=spec.mse)
+        teacher = teachers[0]
+
+        def with_hints(
+            net: nn.Module, x: torch.Tensor, y: torch.Tensor, epoch: int
+        ) -> torch.Tensor:
+            value = loss(net, x, y, epoch)
+            if not hooks.pairs:
+                return value
+            with torch.no_grad():
+                teacher(x)  # the hint features of the teacher (the vectors are in y)
+            return value + hooks.loss(adapters)
+
+        params = tuple(p for adapter in adapters for p in adapter.parameters())
+        with hooks:
+            ctx.fit(
+                student.module,
+                description=f"distill embeddings ({len(teachers)} teacher(s))",
+                purpose="batches",
+                epochs=spec.epochs,
+                lr=spec.lr,
+                batch_size=spec.batch_size,
+                loss=with_hints,
+                extra_parameters=params,
+                split=Split(train.x, targets, ids=train.ids),
+            )
+        distance = training.cosine_distance(student.module, train.x, targets, ctx.splits.padding)
+        ctx.record(
+            objective="embedding",
+            teachers=len(teachers),
+            dimension=int(targets.shape[-1]),
+            train_samples=len(train),
+            train_mean_cosine=round(1 - distance, 6),
             hints=len(spec.hints),
         )
         return student
@@ -179,7 +243,8 @@ class _Hints:
     @staticmethod
     def _keep(store: dict[str, torch.Tensor], key: str) -> Any:
         def hook(module: nn.Module, inputs: Any, output: Any) -> None:
-            store[key] = output
+            # A transformer layer returns a tuple whose first item is its hidden states.
+            store[key] = output[0] if isinstance(output, tuple) else output
 
         return hook
 
@@ -193,17 +258,21 @@ class _Hints:
         torch.manual_seed(self.ctx.seed_for("hint-adapters"))
         for (_, _, _, s_key, t_key), hint in zip(self.pairs, self.spec.hints, strict=True):
             s, t = self.student_features[s_key], self.teacher_features[t_key]
-            if s.dim() != t.dim() or s.shape[2:] != t.shape[2:] or s.dim() not in (2, 4):
+            # (N, C) and (N, C, H, W) features map channels; (N, L, D) hidden states of a
+            # transformer map their last axis, position by position.
+            fits = s.shape[2:] == t.shape[2:] if s.dim() in (2, 4) else s.shape[:-1] == t.shape[:-1]
+            if s.dim() != t.dim() or not fits or s.dim() not in (2, 3, 4):
                 raise self.ctx.error(
                     f"hint {hint.student_layer} → {hint.teacher_layer}: feature shapes "
                     f"{tuple(s.shape)} and {tuple(t.shape)} cannot be matched",
                     hint="pair layers whose outputs have the same spatial size",
                 )
-            adapters.append(
-                nn.Conv2d(s.shape[1], t.shape[1], 1)
-                if s.dim() == 4
-                else nn.Linear(s.shape[1], t.shape[1])
-            )
+            if s.dim() == 4:
+                adapters.append(nn.Conv2d(s.shape[1], t.shape[1], 1))
+            elif s.dim() == 3:
+                adapters.append(nn.Linear(s.shape[-1], t.shape[-1]))
+            else:
+                adapters.append(nn.Linear(s.shape[1], t.shape[1]))
         return adapters
 
     def loss(self, adapters: list[nn.Module]) -> torch.Tensor:

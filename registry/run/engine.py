@@ -536,6 +536,13 @@ class Executor:
                 code=self.code,
                 reference=reference_sha,
                 env=self._env_key(),
+                # An embedding model's stages fine-tune on vectors, not labels: a part of the
+                # key (a classifier's keys stay as they were).
+                **(
+                    {"task": self.recipe.model.task}
+                    if self.recipe.model.task != "classification"
+                    else {}
+                ),
             )
             self._begin(stage)
             log.debug("seed %s %s: cache key %s", seed, spec.name, stage.cache_key)
@@ -571,6 +578,7 @@ class Executor:
                 base=self.base,
                 progress=self.progress,
                 reference=reference,
+                task=self.recipe.model.task,
             )
             seed_everything(ctx.seed_for("global"))
             implementation = stage_for(spec.kind, self.plugins)

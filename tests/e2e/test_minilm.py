@@ -8,17 +8,13 @@ and the full recipe's gate to judge (`make demo-minilm`); no test times anything
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from compressgate.recipes.signing import sign_recipe
-from compressgate.recipes.trust import add_owner_key
-from compressgate.registry.authoring import init_example
-from compressgate.registry.kernel.keys import generate_keypair, load_private_key
+from tests.helpers.offline import offline, signed_example
 
 # The example at a smaller scale: 300 test sentences, batch 1 timed briefly.
 SMALLER = {
@@ -30,33 +26,7 @@ SMALLER = {
 
 
 def _recipe(tmp_path: Path) -> Path:
-    root = tmp_path / "ws"
-    init_example(root, "minilm-int8")
-    keys = tmp_path / "keys"
-    for owner, role in (
-        ("ml-platform", "author"),
-        ("ml-lead", "approver"),
-        ("serving", "approver"),
-    ):
-        _, _, public = generate_keypair(owner, keys)
-        add_owner_key(root / "trust.yaml", owner, public, (role,))  # type: ignore[arg-type]
-    recipe = root / "recipe.yaml"
-    text = recipe.read_text()
-    for old, new in SMALLER.items():
-        assert old in text, old
-        text = text.replace(old, new)
-    recipe.write_text(text)
-    sign_recipe(recipe, load_private_key(keys / "ml-platform.key"))
-    return recipe
-
-
-def _offline(command: list[str]) -> list[str]:
-    """`command` inside an empty network namespace when one can be made, else as it is."""
-    unshare = shutil.which("unshare")
-    if unshare is None:
-        return command
-    probe = subprocess.run([unshare, "-n", "true"], capture_output=True, check=False)
-    return [unshare, "-n", *command] if probe.returncode == 0 else command
+    return signed_example(tmp_path, "minilm-int8", SMALLER)
 
 
 @pytest.mark.slow
@@ -67,7 +37,7 @@ def test_minilm_int8_stays_close_to_the_float_model_offline_and_reports_its_choi
     script = str(Path(sys.executable).parent / "compressgate")
     cache = tmp_path / "cg"
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}  # no proxy, no HF cache to lean on
-    command = _offline([script, "run", str(recipe), "--workspace", str(cache), "--json"])
+    command = offline([script, "run", str(recipe), "--workspace", str(cache), "--json"])
     done = subprocess.run(command, capture_output=True, env=env, check=False)
     result = json.loads(done.stdout)
     verdicts = {d["gate"]: d for d in result["gates"]}
@@ -88,7 +58,7 @@ def test_minilm_int8_stays_close_to_the_float_model_offline_and_reports_its_choi
     assert "accuracy" not in int8  # an embedding model has no labels to be accurate about
     export = stages["export"]["metrics"]
     assert export["cosine.min"]["estimate"] > 0.9999  # float ONNX equals torch
-    if _offline(["true"]) != ["true"]:
+    if offline(["true"]) != ["true"]:
         assert "unshare" in command[0]
 
     # The run records the corpus and its digest; the report names the quantization chosen.

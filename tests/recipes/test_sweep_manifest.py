@@ -118,7 +118,8 @@ def test_grid_trials_default_to_the_grid_size(workspace: Workspace) -> None:
         (
             "stages[prune].sparsty: [0.5]",
             "stages[prune] has no field 'sparsty' (did you mean 'sparsity'?); fields: "
-            "batch_size, finetune_epochs, kind, lr, method, name, rounds, scope, skip, sparsity",
+            "batch_size, finetune_epochs, heads, importance, kind, lr, method, name, rounds, "
+            "scope, skip, sparsity, vocabulary",
         ),
         (
             "gates[accuracy].margin: [0.1]",

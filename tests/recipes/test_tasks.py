@@ -56,9 +56,30 @@ def test_an_embedding_recipe_without_evaluators_gets_cosine_retrieval_and_size(
         ),
         (
             "stages:\n",
-            "stages:\n  - {name: shrink, kind: prune, method: structured, sparsity: 0.2}\n",
+            "stages:\n  - {name: shrink, kind: quantize, method: qat}\n",
             r"recipe\.yaml:\d+ stages\[0\]\.kind",
             "stage 'shrink' fine-tunes on labels",
+        ),
+        (
+            "stages:\n",
+            "stages:\n  - {name: teach, kind: distill, student: {factory: "
+            "'compressgate.recipes.examples.minilm:build_minilm'}}\n",
+            r"recipe\.yaml:\d+ stages\[0\]\.objective",
+            "set 'objective: embedding' to learn the teacher's vectors",
+        ),
+        (
+            "stages:\n",
+            "stages:\n  - {name: teach, kind: distill, objective: embedding, cosine: 0, "
+            "student: {factory: 'compressgate.recipes.examples.minilm:build_minilm'}}\n",
+            r"recipe\.yaml:\d+ stages\[0\]\.cosine",
+            "cosine and mse are both 0",
+        ),
+        (
+            "stages:\n",
+            "stages:\n  - {name: shrink, kind: prune, method: magnitude, sparsity: 0.2, "
+            "heads: 0.5}\n",
+            r"recipe\.yaml:\d+ stages\[0\]\.heads",
+            "heads needs 'method: structured'",
         ),
         (
             "  pretrained: true",
@@ -87,6 +108,19 @@ def test_mixing_tasks_is_refused_at_the_field(
         load_recipe(_with(minilm, old, new))
     text = str(refused.value) + "".join(str(i) for i in getattr(refused.value, "issues", ()))
     assert re.search(where, text) and says in text, text
+
+
+def test_a_classifier_may_not_distil_embeddings(tmp_path: Path) -> None:
+    init_example(tmp_path / "d", "digits")
+    recipe = _with(
+        tmp_path / "d" / "recipe.yaml",
+        "    kind: distill\n",
+        "    kind: distill\n    objective: embedding\n",
+    )
+    with pytest.raises(ManifestError) as refused:
+        load_recipe(recipe)
+    text = str(refused.value) + "".join(str(i) for i in getattr(refused.value, "issues", ()))
+    assert "learns embeddings" in text and "objective: logits" in text, text
 
 
 def test_a_classifier_may_not_ask_for_embedding_evaluators(tmp_path: Path) -> None:
