@@ -286,14 +286,15 @@ def test_a_run_killed_during_prune_resumes_from_prune(workspace: Workspace) -> N
     try:
         while time.monotonic() < deadline:
             if recorded_stages(root / "catalog.db") >= {"baseline", "distill"}:
-                time.sleep(1.0)  # distill is recorded: well inside the prune stage
+                # Killed at once: a pause here let a loaded machine finish prune first.
+                process.send_signal(signal.SIGKILL)
                 break
             assert process.poll() is None, "the run ended before its prune stage was caught"
-            time.sleep(0.1)
+            time.sleep(0.05)
         else:
             pytest.fail("the prune stage never started")
-        process.send_signal(signal.SIGKILL)
         process.wait()
+        assert "prune" not in recorded_stages(root / "catalog.db"), "prune ended before the kill"
     finally:
         if process.poll() is None:
             process.kill()
