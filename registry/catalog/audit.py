@@ -49,6 +49,25 @@ def checkpoint(catalog: Catalog, key: PrivateKey) -> bytes:
 
 def read_checkpoint(path: Path, trust: Trust) -> tuple[Head, str]:
     """A checkpoint's size and head, once its signature verifies against an auditor's key."""
+    envelope = _checkpoint_envelope(path)
+    auditors = trust.keys_with_role("auditor")
+    signers = dsse.verified_keys(envelope, auditors)
+    if not signers:
+        raise IntegrityError(
+            f"{path}: no valid signature by a key with the 'auditor' role in the trust file",
+            hint="sign checkpoints with `compressgate audit checkpoint --key AUDITOR_KEY`",
+        )
+    return _checkpoint_payload(path, envelope), auditors[signers[0]]
+
+
+def checkpoint_head(path: Path) -> Head:
+    """The head a checkpoint file names, read before its signature is checked (`--since` needs
+    it to know where to start; `verify_checkpoint` checks the signature before anything is
+    reported)."""
+    return _checkpoint_payload(path, _checkpoint_envelope(path))
+
+
+def _checkpoint_envelope(path: Path) -> dsse.Envelope:
     try:
         raw = path.read_bytes()
     except OSError as exc:
@@ -58,19 +77,18 @@ def read_checkpoint(path: Path, trust: Trust) -> tuple[Head, str]:
         raise IntegrityError(
             f"{path}: payloadType is {envelope.payload_type!r}, not a compressgate checkpoint"
         )
-    auditors = trust.keys_with_role("auditor")
-    signers = dsse.verified_keys(envelope, auditors)
-    if not signers:
-        raise IntegrityError(
-            f"{path}: no valid signature by a key with the 'auditor' role in the trust file",
-            hint="sign checkpoints with `compressgate audit checkpoint --key AUDITOR_KEY`",
-        )
+    return envelope
+
+
+def _checkpoint_payload(path: Path, envelope: dsse.Envelope) -> Head:
     try:
         body: Any = json.loads(envelope.payload)
         head = Head(size=int(body["tree_size"]), sha256=str(body["head_sha256"]))
     except (ValueError, KeyError, TypeError) as exc:
         raise IntegrityError(f"{path}: the checkpoint payload is malformed ({exc})") from None
-    return head, auditors[signers[0]]
+    if head.size < 0:
+        raise IntegrityError(f"{path}: the checkpoint payload is malformed (tree_size < 0)")
+    return head
 
 
 def verify(
@@ -80,22 +98,32 @@ def verify(
     checkpoint_file: Path | None = None,
     trust: Trust | None = None,
     reports: Sequence[Path] = (),
+    since: Head | None = None,
+    started: float | None = None,
 ) -> AuditReport:
     """The file intact (SQLite), triggers present, chain intact, every row matching its event,
     every artifact's bytes matching its digest, the chain extending the checkpoint, and each
     report file recorded as rendered. Raises IntegrityError (exit 3) naming the first broken
-    link."""
-    started = time.perf_counter()
-    catalog.verify_storage()
+    link.
+
+    With `since` (the head of a checkpoint, whose signature the caller checks): only what is
+    new after it — its own event against its hash, the events after it, their rows, the
+    artifacts of the variants recorded after it, and the count of rows against events — and
+    not SQLite's page check, which reads the whole file. `started` (a `time.perf_counter()`
+    value: the command's start) is where the rate's wall time begins."""
+    started = time.perf_counter() if started is None else started
+    catalog.verify_storage(pages=since is None)
     catalog.verify_triggers()
     chain_started = time.perf_counter()
-    head = catalog.verify_chain()
+    head = catalog.verify_chain(since=since)
     chain_seconds = time.perf_counter() - chain_started
-    rows = catalog.verify_rows()
-    artifacts = verify_artifacts(catalog, store) if store is not None else 0
+    after = since.size if since is not None else 0
+    rows = catalog.verify_rows(since=after)
+    artifacts = verify_artifacts(catalog, store, since=after) if store is not None else 0
     checked = None
     if checkpoint_file is not None:
         checked = verify_checkpoint(catalog, checkpoint_file, trust, head)
+    seconds = time.perf_counter() - started
     return AuditReport(
         catalog=safe_url(catalog.url),
         schema_version=catalog.schema_version(),
@@ -103,10 +131,12 @@ def verify(
         rows=rows,
         artifacts=artifacts,
         head=head,
-        seconds=round(time.perf_counter() - started, 4),
-        events_per_second=_rate(head.size, time.perf_counter() - started),
-        chain_events_per_second=_rate(head.size, chain_seconds),
+        seconds=round(seconds, 4),
+        events_per_second=_rate(head.size - after, seconds),
+        chain_events_per_second=_rate(head.size - after, chain_seconds),
         checkpoint=checked,
+        since=since,
+        checked_events=head.size - after,
         reports=[verify_report(catalog, path) for path in reports],
     )
 
@@ -162,10 +192,11 @@ def verify_report(catalog: Catalog, path: Path) -> RecordedReport:
     return found
 
 
-def verify_artifacts(catalog: Catalog, store: ArtifactStore) -> int:
-    """Re-hash every stored file of every recorded variant; a missing or changed blob is exit 3."""
+def verify_artifacts(catalog: Catalog, store: ArtifactStore, *, since: int = 0) -> int:
+    """Re-hash every stored file of every recorded variant (recorded after event `since`); a
+    missing or changed blob is exit 3."""
     checked: set[str] = set()
-    for sha, files, details in catalog.artifacts():
+    for sha, files, details in catalog.artifacts(since=since):
         blobs = [(f["sha256"], f["name"]) for f in files]
         if "onnx_sha256" in details:
             blobs.append((details["onnx_sha256"], "float32 ONNX export of the baseline"))

@@ -88,17 +88,26 @@ class CatalogIntegrity(CatalogConnection):
         with self._reading() as conn:
             return int(conn.execute(sa.select(sa.func.count()).select_from(events)).scalar_one())
 
-    def verify_chain(self, workers: int | None = None) -> Head:
+    def verify_chain(self, workers: int | None = None, *, since: Head | None = None) -> Head:
         """Recompute every event's chain hash, and its content hash where it stores its body (up
         to schema v4; `verify_rows` recomputes every body from its row), in order; raise at the
         first break.
 
+        With `since` (a signed checkpoint's head): only event `since.size`, which must hash to
+        `since.sha256`, and the events after it; what came before is vouched for by that hash.
+
         A long chain is checked in `workers` processes (default: one per CPU, at most 8), each
         over a contiguous range of events; the links between ranges are checked here."""
         size = self._events()
-        prev = GENESIS
-        for span in _over_events(_verify_span, self.url, size, workers):
-            if span.first_prev is not None and span.first_prev != prev:
+        first = 1 if since is None or since.size == 0 else since.size
+        if since is not None and since.size > size:
+            raise IntegrityError(
+                f"catalog history rewritten: the checkpoint covers {since.size} events, the "
+                f"catalog has only {size}"
+            )
+        prev: str | None = GENESIS if first == 1 else None
+        for span in _over_events(_verify_span, self.url, first, size, workers):
+            if prev is not None and span.first_prev is not None and span.first_prev != prev:
                 raise IntegrityError(
                     f"catalog chain broken at event {span.start}: it does not link to event "
                     f"{span.start - 1} (prev_sha256 {span.first_prev[:16]}…, expected "
@@ -106,23 +115,35 @@ class CatalogIntegrity(CatalogConnection):
                 )
             if span.error is not None:
                 raise IntegrityError(span.error[1], hint=span.error[2])
+            if prev is None and since is not None and span.head != since.sha256:
+                raise IntegrityError(
+                    f"catalog history rewritten: event {since.size} hashes to "
+                    f"{(span.head or 'nothing')[:16]}…, the checkpoint says {since.sha256[:16]}…",
+                    hint="the catalog was rebuilt since the checkpoint; restore it from a backup",
+                )
             prev = span.last or prev
-        return Head(size=size, sha256=prev)
+        return Head(size=size, sha256=prev or GENESIS)
 
-    def verify_rows(self, workers: int | None = None) -> int:
+    def verify_rows(self, workers: int | None = None, *, since: int = 0) -> int:
         """Every row against its event's body, recomputed in bulk; every event owned by exactly
         one row. Raise at the first row that does not match.
+
+        With `since` (a checkpoint's size): the rows of the events after it are re-hashed and
+        every event after it must be owned by one of them; the whole catalog must still hold
+        exactly one row per event (counted, not re-hashed: the rows before the checkpoint were
+        re-hashed by the audit that signed it).
 
         A long chain is checked in `workers` processes, as `verify_chain` is: each takes the
         rows whose events fall in its contiguous range of events."""
         events = schema.table(Event)
         size = self._events()
         tables = [schema.name(m) for m in self._present(ROW_TABLES)]
-        found = _over_events(_verify_rows_range, self.url, size, workers, tables)
+        found = _over_events(_verify_rows_range, self.url, since + 1, size, workers, tables)
         for _, error in found:
             if error is not None:
                 raise IntegrityError(error)
         owned = sum(n for n, _ in found)
+        total = 0
         with self._reading() as conn:
             for name in tables:
                 table = schema.table(schema.BY_NAME[name])
@@ -131,27 +152,46 @@ class CatalogIntegrity(CatalogConnection):
                 unowned = conn.execute(
                     sa.select(sa.func.count())
                     .select_from(table)
-                    .where(~sa.exists().where(events.c.seq == table.c.event_seq))
+                    .where(
+                        table.c.event_seq > since,
+                        ~sa.exists().where(events.c.seq == table.c.event_seq),
+                    )
                 ).scalar_one()
                 if unowned:
                     raise IntegrityError(
                         f"catalog table {name} has {unowned} row(s) without an event"
                     )
-        if owned != size:
+                if since:
+                    total += conn.execute(
+                        sa.select(sa.func.count()).select_from(table)
+                    ).scalar_one()
+        if owned != size - since:
             raise IntegrityError(
-                f"catalog has {size} events but {owned} rows point at one: rows were deleted "
-                "or inserted around the chain"
+                f"catalog has {size - since} events"
+                + (f" after event {since}" if since else "")
+                + f" but {owned} rows point at one: rows were deleted or inserted around the "
+                "chain"
             )
-        return owned
+        if since and total != size:
+            raise IntegrityError(
+                f"catalog has {size} events but {total} rows: rows were deleted or inserted "
+                "around the chain"
+            )
+        return total if since else owned
 
-    def verify_storage(self) -> None:
+    def verify_storage(self, *, pages: bool = True) -> None:
         """SQLite: the file's pages, indexes and free list as SQLite checks them (`PRAGMA
-        integrity_check`): a changed byte that no row shows (an index entry, a page header);
-        and every table and index defined exactly as its migration created it."""
+        integrity_check`; not with `pages=False`, which `--since` passes: it reads the whole
+        file): a changed byte that no row shows (an index entry, a page header); and every
+        table and index defined exactly as its migration created it."""
         if self.dialect != "sqlite":
             return
         with self._reading() as conn:
-            found = [str(r[0]) for r in conn.exec_driver_sql("PRAGMA integrity_check")]
+            found = (
+                [str(r[0]) for r in conn.exec_driver_sql("PRAGMA integrity_check")]
+                if pages
+                else ["ok"]
+            )
             objects = [
                 (str(kind), str(name), str(table), sql)
                 for kind, name, table, sql in conn.exec_driver_sql(
@@ -252,15 +292,18 @@ class CatalogIntegrity(CatalogConnection):
                 hint="someone altered the schema; audit the catalog against a checkpoint",
             )
 
-    def artifacts(self) -> Iterable[tuple[str, list[dict[str, Any]], dict[str, Any]]]:
-        """(artifact sha256, files, details) of every variant, one per distinct artifact."""
+    def artifacts(
+        self, *, since: int = 0
+    ) -> Iterable[tuple[str, list[dict[str, Any]], dict[str, Any]]]:
+        """(artifact sha256, files, details) of every variant (recorded after event `since`),
+        one per distinct artifact."""
         variants = schema.table(VariantRow)
         seen: set[str] = set()
         with self._reading() as conn:
             rows = conn.execute(
-                sa.select(
-                    variants.c.artifact_sha256, variants.c.files, variants.c.details
-                ).order_by(variants.c.event_seq)
+                sa.select(variants.c.artifact_sha256, variants.c.files, variants.c.details)
+                .where(variants.c.event_seq > since)
+                .order_by(variants.c.event_seq)
             ).all()
         for artifact, files, details in rows:
             if artifact in seen:
@@ -273,16 +316,16 @@ _PARALLEL_FROM = 20_000  # events: below this, one process is as fast as startin
 
 
 def _over_events(
-    work: Callable[..., T], url: str, size: int, workers: int | None, *extra: Any
+    work: Callable[..., T], url: str, first: int, last: int, workers: int | None, *extra: Any
 ) -> list[T]:
-    """`work(url, start, end, *extra)` over events 1..size, in order: in this process below
+    """`work(url, start, end, *extra)` over events first..last, in order: in this process below
     `_PARALLEL_FROM` events (or with one CPU, or without fork), else in `workers` processes
     (default: one per CPU, at most 8), each over a contiguous range."""
     count = workers or min(os.cpu_count() or 1, 8)
     forking = "fork" in multiprocessing.get_all_start_methods()
-    if size < _PARALLEL_FROM or count < 2 or not forking:
-        return [work(url, 1, size, *extra)]
-    bounds = [1 + size * k // count for k in range(count + 1)]
+    if last - first + 1 < _PARALLEL_FROM or count < 2 or not forking:
+        return [work(url, first, last, *extra)]
+    bounds = [first + (last - first + 1) * k // count for k in range(count + 1)]
     # fork: the workers open their own connections and never touch the parent's; spawn would
     # re-import a caller's __main__.
     context = multiprocessing.get_context("fork")
@@ -301,6 +344,7 @@ class _Span:
     first_prev: str | None  # the prev_sha256 stored in event `start`
     last: str | None  # the chain hash of event `end`
     error: tuple[int, str, str | None] | None  # (seq, message, hint) of the first break
+    head: str | None = None  # the chain hash of event `start`, recomputed
 
 
 def _body_hasher(name: str, columns: list[str]) -> Any:
@@ -405,6 +449,7 @@ def _verify_span(url: str, start: int, end: int) -> _Span:
     digest_of = hashlib.sha256
     first_prev: str | None = None
     prev: str | None = None
+    head: str | None = None
     expected = start
     body_sql = "CAST(body AS BLOB)" if engine.dialect.name == "sqlite" else "body"
     rows = None
@@ -446,6 +491,8 @@ def _verify_span(url: str, start: int, end: int) -> _Span:
                 if digest_of(f"{seq}\n{prev}\n{content}".encode()).hexdigest() != digest:
                     message = f"catalog chain broken at event {seq}: its chain hash does not match"
                     return _Span(start, first_prev, prev, (seq, message, None))
+                if seq == start:
+                    head = digest  # recomputed above: what a checkpoint of `start` names
                 prev = digest
                 expected += 1
     except (sa.exc.DatabaseError, UnicodeDecodeError) as exc:
@@ -470,4 +517,4 @@ def _verify_span(url: str, start: int, end: int) -> _Span:
                 "events were deleted or renumbered; restore from a backup",
             ),
         )
-    return _Span(start, first_prev, prev, None)
+    return _Span(start, first_prev, prev, None, head)

@@ -159,16 +159,15 @@ class CatalogPolicies(CatalogConnection):
                 out.setdefault(str(run_id), []).append(int(seq))
         return out
 
-    def decided_runs(self) -> list[str]:
-        """The runs with gate decisions (schema v2 on), oldest first."""
+    def decided_runs(self, *, since: int = 0) -> list[str]:
+        """The runs with gate decisions (schema v2 on; with `since`, one recorded after event
+        `since`), by run id."""
         table = schema.table(GateDecisionRow)
+        query = sa.select(table.c.run_id).group_by(table.c.run_id).order_by(table.c.run_id)
+        if since:
+            query = query.where(table.c.event_seq > since)
         with self._reading() as conn:
-            return [
-                str(r[0])
-                for r in conn.execute(
-                    sa.select(table.c.run_id).group_by(table.c.run_id).order_by(table.c.run_id)
-                )
-            ]
+            return [str(r[0]) for r in conn.execute(query)]
 
     def run_evidence(self, run_ids: Sequence[str], kinds: Sequence[str]) -> dict[str, RunEvidence]:
         """Each run of `run_ids` the catalog holds, with its variants and their evaluations of

@@ -279,8 +279,10 @@ class AuditReport(CatalogRecord):
     artifacts: int
     head: Head
     seconds: float
-    events_per_second: float  # the whole verification's rate: events / seconds
+    events_per_second: float  # the whole verification's rate: checked_events / seconds
     checkpoint: Head | None = None
     reports: list[RecordedReport] = []
     chain_events_per_second: float = 0.0  # the hash chain's check alone
     meaning: dict[str, Any] | None = None  # `governance.meaning.MeaningReport`
+    since: Head | None = None  # `--since`: the checkpoint's head; only what is after it checked
+    checked_events: int = 0  # the events checked (all, or those after `since`)

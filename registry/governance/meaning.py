@@ -59,10 +59,13 @@ class MeaningReport(BaseModel):
 
 
 def verify_meaning(
-    catalog: Catalog, store: ArtifactStore | None, chain: PolicyChain
+    catalog: Catalog, store: ArtifactStore | None, chain: PolicyChain, *, since: int = 0
 ) -> MeaningReport:
     """Run every meaning check (see the module docstring); IntegrityError (exit 3) at the
-    first record that does not hold."""
+    first record that does not hold. With `since` (a checkpoint's size: `audit verify
+    --since`), the records after event `since`: the runs with a decision or attestation after
+    it, the sign-offs and alias moves after it, and the heads these name; each count then
+    counts those."""
     current = chain.current
     report = MeaningReport(
         regime="unsigned" if current is None else "policy",
@@ -70,16 +73,18 @@ def verify_meaning(
         policies=len(chain.versions),
     )
     heads: dict[int, tuple[str, str]] = {}  # event number -> (chain hash named, who named it)
-    report.decisions, report.attestations, report.unattested_runs = _runs(catalog, chain, heads)
-    report.signoffs, report.unsigned_signoffs = _signoffs(catalog, chain, heads)
-    moves = _moves(catalog, store, chain, heads)
+    report.decisions, report.attestations, report.unattested_runs = _runs(
+        catalog, chain, heads, since
+    )
+    report.signoffs, report.unsigned_signoffs = _signoffs(catalog, chain, heads, since)
+    moves = _moves(catalog, store, chain, heads, since)
     report.moves, report.releases, report.unsigned_moves = moves
     report.signed_heads = _heads(catalog, heads)
     return report
 
 
 def _runs(
-    catalog: Catalog, chain: PolicyChain, heads: dict[int, tuple[str, str]]
+    catalog: Catalog, chain: PolicyChain, heads: dict[int, tuple[str, str]], since: int = 0
 ) -> tuple[int, int, int]:
     """Re-derive every gate decision from the run's recorded evidence and its rule, and check
     every attestation against what the catalog holds of its run. Many runs are checked in
@@ -94,9 +99,12 @@ def _runs(
     unattested = 0
     if first is not None:
         unattested = sum(
-            1 for run, seq in catalog.run_seqs().items() if seq > first and run not in attested
+            1
+            for run, seq in catalog.run_seqs().items()
+            if seq > max(first, since) and run not in attested
         )
-    runs = sorted({*catalog.decided_runs(), *attested})
+    new = {run for run, found in attested.items() if found.seq > since}
+    runs = sorted({*catalog.decided_runs(since=since), *new})
     count = min(os.cpu_count() or 1, 8)
     forking = "fork" in multiprocessing.get_all_start_methods()
     if len(runs) < _PARALLEL_FROM or count < 2 or not forking:
@@ -115,7 +123,7 @@ def _runs(
             raise kind(message, hint=hint)
         decisions += checked
         heads.update(named)
-    return decisions, len(attested), unattested
+    return decisions, len(new), unattested
 
 
 _PARALLEL_FROM = 200  # runs: below this, one process is as fast as starting others
@@ -239,14 +247,17 @@ def _same_decision(where: str, recorded: object, again: object) -> None:
 
 
 def _signoffs(
-    catalog: Catalog, chain: PolicyChain, heads: dict[int, tuple[str, str]]
+    catalog: Catalog, chain: PolicyChain, heads: dict[int, tuple[str, str]], since: int = 0
 ) -> tuple[int, int]:
     """Every sign-off recorded under a policy, checked against the version then in force."""
     from compressgate.registry.governance.review import checked_signoffs
 
     first = chain.versions[0].seq if chain.versions else None
     checked = unsigned = 0
-    for run_id, seqs in catalog.signed_runs().items():
+    for run_id, every in catalog.signed_runs().items():
+        seqs = [s for s in every if s > since]
+        if not seqs:
+            continue
         under = [s for s in seqs if first is not None and s > first]
         unsigned += len(seqs) - len(under)
         if not under:
@@ -294,9 +305,12 @@ def _moves(
     store: ArtifactStore | None,
     chain: PolicyChain,
     heads: dict[int, tuple[str, str]],
+    since: int = 0,
 ) -> tuple[int, int, int]:
-    moves = catalog.alias_moves()
-    held = catalog.variant_artifacts(sorted({m.variant_id for m in moves}))
+    every = catalog.alias_moves()
+    moves = [m for m in every if m.seq > since]
+    current = {m.alias: m for m in every}.values()  # each alias's newest move
+    held = catalog.variant_artifacts(sorted({m.variant_id for m in [*moves, *current]}))
     releases = catalog.releases()
     signers: dict[str, list[str]] = {}
     released = unsigned = 0
@@ -334,7 +348,7 @@ def _moves(
             raise IntegrityError(f"{source} names a head after the move itself")
         heads[done.head_size] = (done.head_sha256, source)
         released += 1
-    _targets_present(catalog, store, moves, held)
+    _targets_present(catalog, store, every, held)
     return len(moves), released, unsigned
 
 

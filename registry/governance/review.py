@@ -35,6 +35,7 @@ from compressgate.registry.governance.policy import PolicyChain
 from compressgate.registry.kernel.dsse import Envelope
 from compressgate.registry.kernel.errors import (
     CompressgateError,
+    IntegrityError,
     ManifestError,
     NotFoundError,
     Refused,
@@ -164,7 +165,14 @@ def _before_v2(per_seed: list[JudgementRecord]) -> list[GateDecision]:
     out = []
     for seeds in gates.values():
         first = seeds[0]
-        gate, _ = recorded_rule(first.rule)
+        try:
+            gate, _ = recorded_rule(first.rule)
+        except ValueError as exc:  # pydantic's ValidationError among them
+            raise IntegrityError(
+                f"gate '{first.gate}' of run {first.run_id}: its recorded rule cannot be read "
+                f"({str(exc).splitlines()[0]})",
+                hint="`compressgate audit verify` finds a changed record",
+            ) from None
         verdicts = [SeedJudgement.model_validate(d.model_dump()) for d in seeds]
         decided = decide(
             gate.model_copy(update={"seeds": "every", "approval": "none"}),

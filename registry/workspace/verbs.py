@@ -415,40 +415,67 @@ class Workspace(SweepVerbs):
         self,
         *,
         checkpoint: Path | None = None,
+        since: Path | None = None,
         artifacts: bool = True,
         reports: Sequence[Path] = (),
         meaning: bool = True,
+        started: float | None = None,
     ) -> AuditReport:
         """Recompute the chain, every row, every artifact digest, check a checkpoint, and find
-        each report file among the reports the catalog recorded."""
+        each report file among the reports the catalog recorded.
+
+        With `since` (a signed checkpoint file): the checkpoint's signature by an auditor, its
+        event against its hash, and only what was recorded after it (`audit.verify`); the
+        meaning checks too cover the records after it. `started` (`time.perf_counter()` at
+        the command's start) is where the reported wall time begins."""
         import time
 
-        from compressgate.registry.catalog.audit import verify, verify_checkpoint
+        from compressgate.registry.catalog.audit import (
+            checkpoint_head,
+            verify,
+            verify_checkpoint,
+        )
         from compressgate.registry.governance.meaning import verify_meaning
 
-        started = time.perf_counter()
+        started = time.perf_counter() if started is None else started
+        if since is not None and checkpoint is not None:
+            raise ManifestError(
+                "--since and --checkpoint both name a checkpoint: give one",
+                hint="--since CHECKPOINT checks what is new after it; --checkpoint checks "
+                "everything and that the chain passes through it",
+            )
         store = self.store if artifacts else None
         catalog = self.catalog()
+        after = checkpoint_head(since) if since is not None else None
         # The hashes first: a policy row written around compressgate is named by them, or by
         # the policy chain's own check, which every later step needs.
-        found = verify(catalog, store, reports=reports)
-        chain = self.policy_chain() if meaning or checkpoint is not None else None
+        found = verify(catalog, store, reports=reports, since=after, started=started)
+        chain = (
+            self.policy_chain() if meaning or checkpoint is not None or since is not None else None
+        )
         if chain is not None and chain.current is not None:
             self._policy_file()  # a --trust that is not the policy in force is refused
             trust: Trust | None = chain.current.trust
         else:
             trust = self.trust(self.trust_option) if self.trust_option is not None else None
-        if checkpoint is not None:
+        signed = checkpoint or since
+        if signed is not None:
+            # Its signature by an auditor, and its event still hashing to what it says; with
+            # --since, nothing was reported before this holds.
             found = found.model_copy(
-                update={"checkpoint": verify_checkpoint(catalog, checkpoint, trust, found.head)}
+                update={"checkpoint": verify_checkpoint(catalog, signed, trust, found.head)}
             )
-        checked = verify_meaning(catalog, store, chain) if meaning and chain is not None else None
+        checked = (
+            verify_meaning(catalog, store, chain, since=after.size if after else 0)
+            if meaning and chain is not None
+            else None
+        )
         seconds = time.perf_counter() - started
         return found.model_copy(
             update={
                 "meaning": None if checked is None else checked.model_dump(mode="json"),
                 "seconds": round(seconds, 4),
-                "events_per_second": round(found.events / seconds, 1) if seconds else 0.0,
+                "events_per_second": round(found.checked_events / seconds, 1) if seconds else 0.0,
             }
         )
 

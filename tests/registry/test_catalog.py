@@ -61,6 +61,7 @@ from compressgate.registry.catalog.repository import (
     now,
 )
 from compressgate.registry.kernel.errors import (
+    EXIT_BAD_INPUT,
     EXIT_ENVIRONMENT,
     EXIT_INTEGRITY,
     EnvironmentMismatch,
@@ -978,6 +979,166 @@ def test_a_checkpoint_with_a_flipped_payload_byte_is_refused(
     code, output = verify(cli, unsigned_catalog.url, *against)
     assert code == EXIT_INTEGRITY, output
     assert "no valid signature" in output
+
+
+# --- audit verify --since a checkpoint ---------------------------------------------------------
+
+
+def since(cli: Invoke, url: str, checkpoint: Path, trust: Path, *extra: str) -> tuple[int, str]:
+    return verify(cli, url, "--since", checkpoint, "--trust", trust, *extra)
+
+
+def test_since_a_checkpoint_only_the_events_after_it_are_checked(
+    catalog_url: str, cli: Invoke, signers: Signers, tmp_path: Path
+) -> None:
+    seeded = seed_catalog(catalog_url)
+    checkpoint = tmp_path / "cp.json"
+    payload = sign_checkpoint(cli, catalog_url, signers.auditor, checkpoint)
+    append_moves(catalog_url, seeded.variants["int8"], 3, reason="later")
+
+    code, output = since(cli, catalog_url, checkpoint, signers.trust, "--json")
+    assert code == 0, output
+    report = json.loads(output)
+    assert report["since"] == {"size": seeded.events, "sha256": payload["head_sha256"]}
+    assert report["checkpoint"] == report["since"]
+    assert report["checked_events"] == 3
+    assert report["events"] == report["rows"] == seeded.events + 3
+    assert report["head"] == audited(catalog_url).model_dump()
+    assert report["events_per_second"] == pytest.approx(3 / report["seconds"], rel=0.01)
+    code, output = since(cli, catalog_url, checkpoint, signers.trust)
+    assert code == 0, output
+    assert f"verifies since the checkpoint at event {seeded.events}" in output
+    assert f"3 new events and their rows, 0 artifact blobs; {seeded.events + 3} events" in output
+
+
+def test_since_a_checkpoint_of_the_head_itself_checks_its_one_event(
+    unsigned_catalog: Seeded, cli: Invoke, signers: Signers, tmp_path: Path
+) -> None:
+    checkpoint = tmp_path / "cp.json"
+    sign_checkpoint(cli, unsigned_catalog.url, signers.auditor, checkpoint)
+    code, output = since(cli, unsigned_catalog.url, checkpoint, signers.trust, "--json")
+    assert code == 0, output
+    assert json.loads(output)["checked_events"] == 0
+
+
+def test_since_finds_a_row_edited_after_the_checkpoint_not_one_before_it(
+    unsigned_catalog: Seeded, cli: Invoke, signers: Signers, tmp_path: Path
+) -> None:
+    """`--since` re-hashes only the rows after the checkpoint: an older row edited in place is
+    the full verify's to find (what the docs say of a daily --since and a periodic full run)."""
+    url = unsigned_catalog.url
+    checkpoint = tmp_path / "cp.json"
+    size = sign_checkpoint(cli, url, signers.auditor, checkpoint)["tree_size"]
+    append_moves(url, unsigned_catalog.variants["int8"], 2, reason="after")
+
+    def edit(seq: int) -> None:
+        with sqlite3.connect(sqlite_path(url)) as conn:
+            (guard,) = conn.execute(
+                "SELECT sql FROM sqlite_master WHERE name = 'alias_moves_no_update'"
+            ).fetchone()
+            conn.execute("DROP TRIGGER alias_moves_no_update")
+            conn.execute("UPDATE alias_moves SET reason = 'edited' WHERE event_seq = ?", (seq,))
+            conn.execute(guard)  # put back exactly: the trigger check passes
+
+    with Catalog(url) as catalog:
+        moves = [m.seq for m in catalog.alias_moves()]
+    before, after = max(s for s in moves if s <= size), max(moves)
+    assert after > size
+    edit(before)
+    code, output = since(cli, url, checkpoint, signers.trust)
+    assert code == 0, output
+    code, output = verify(cli, url)
+    assert code == EXIT_INTEGRITY, output
+    assert f"alias_moves(event_seq={before}) does not match its event {before}" in output
+
+    edit(after)
+    code, output = since(cli, url, checkpoint, signers.trust)
+    assert code == EXIT_INTEGRITY, output
+    assert f"alias_moves(event_seq={after}) does not match its event {after}" in output
+    assert "verifies" not in output
+
+
+def test_since_counts_a_row_inserted_under_an_older_event(
+    unsigned_catalog: Seeded, cli: Invoke, signers: Signers, tmp_path: Path
+) -> None:
+    """A row slipped in under an event before the checkpoint (owned already by another
+    table's row) is not re-hashed by --since, but it is one row too many."""
+    url = unsigned_catalog.url
+    checkpoint = tmp_path / "cp.json"
+    sign_checkpoint(cli, url, signers.auditor, checkpoint)
+    append_moves(url, unsigned_catalog.variants["int8"], 1, reason="after")
+    with sqlite3.connect(sqlite_path(url)) as conn:
+        columns = [r[1] for r in conn.execute("PRAGMA table_info(alias_moves)")]
+        chosen = ["1" if c == "event_seq" else c for c in columns]
+        conn.execute(
+            f"INSERT INTO alias_moves ({', '.join(columns)}) SELECT {', '.join(chosen)} "
+            "FROM alias_moves ORDER BY event_seq DESC LIMIT 1"
+        )
+    code, output = since(cli, url, checkpoint, signers.trust)
+    assert code == EXIT_INTEGRITY, output
+    assert (
+        f"catalog has {unsigned_catalog.events + 1} events but {unsigned_catalog.events + 2} rows"
+        in output
+    )
+
+
+def test_since_a_checkpoint_of_another_history_is_refused(
+    tmp_path: Path, cli: Invoke, signers: Signers
+) -> None:
+    genuine = seed_catalog(f"sqlite:///{tmp_path / 'genuine.db'}")
+    checkpoint = tmp_path / "cp.json"
+    sign_checkpoint(cli, genuine.url, signers.auditor, checkpoint)
+    forged = seed_catalog(f"sqlite:///{tmp_path / 'forged.db'}", tag="forged")
+    append_moves(forged.url, forged.variants["int8"], 2, reason="forged")
+    assert verify(cli, forged.url)[0] == 0
+    code, output = since(cli, forged.url, checkpoint, signers.trust)
+    assert code == EXIT_INTEGRITY, output
+    assert f"catalog history rewritten: event {genuine.events} hashes to" in output
+
+
+@pytest.mark.parametrize("signer", ["approver", "stranger"])
+def test_since_a_checkpoint_not_signed_by_an_auditor_is_refused(
+    unsigned_catalog: Seeded, cli: Invoke, signers: Signers, tmp_path: Path, signer: str
+) -> None:
+    checkpoint = tmp_path / "cp.json"
+    sign_checkpoint(cli, unsigned_catalog.url, getattr(signers, signer), checkpoint)
+    code, output = since(cli, unsigned_catalog.url, checkpoint, signers.trust)
+    assert code == EXIT_INTEGRITY, output
+    assert "no valid signature by a key with the 'auditor' role" in output
+    assert "verifies" not in output
+
+
+def test_since_and_checkpoint_together_are_refused(
+    unsigned_catalog: Seeded, cli: Invoke, signers: Signers, tmp_path: Path
+) -> None:
+    checkpoint = tmp_path / "cp.json"
+    sign_checkpoint(cli, unsigned_catalog.url, signers.auditor, checkpoint)
+    code, output = since(
+        cli, unsigned_catalog.url, checkpoint, signers.trust, "--checkpoint", str(checkpoint)
+    )
+    assert code == EXIT_BAD_INPUT, output
+    assert "--since and --checkpoint both name a checkpoint" in output
+
+
+def test_the_chain_since_a_head_is_checked_alike_in_several_processes(
+    sqlite_catalog: Seeded, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from compressgate.registry.catalog import integrity
+
+    monkeypatch.setattr(integrity, "_PARALLEL_FROM", 1)
+    append_moves(sqlite_catalog.url, sqlite_catalog.variants["int8"], 5, reason="after")
+    with Catalog(sqlite_catalog.url) as catalog:
+        whole = catalog.verify_chain(workers=1)
+        at = sqlite_catalog.events
+        mark = Head(size=at, sha256=str(catalog.event_hash(at)))
+        for workers in (1, 3):
+            assert catalog.verify_chain(workers=workers, since=mark) == whole
+            assert catalog.verify_rows(workers=workers, since=at) == whole.size
+        wrong = Head(size=at, sha256="0" * 64)
+        with pytest.raises(IntegrityError, match=f"event {at} hashes to"):
+            catalog.verify_chain(workers=3, since=wrong)
+        with pytest.raises(IntegrityError, match="the catalog has only"):
+            catalog.verify_chain(since=Head(size=whole.size + 1, sha256=whole.sha256))
 
 
 # --- concurrent writers -----------------------------------------------------------------------

@@ -189,18 +189,30 @@ def refused(
     tally.add(name, out, allowed, before != after)
 
 
-def detected(scene: Scene, tally: Tally, name: str, tamper: Callable[[Path], None]) -> None:
-    """Rows written around compressgate (on a copy of the catalog): `audit verify` exits 3."""
+def detected(
+    scene: Scene, tally: Tally, name: str, tamper: Callable[[Path], None], since: Tally
+) -> None:
+    """Rows written around compressgate (on a copy of the catalog): `audit verify` exits 3,
+    and so does `audit verify --since` a checkpoint the auditor signed just before."""
     ws = scene.bench.workspace
     work = ws.parent / f"copy-{tally.tried}"
     shutil.rmtree(work, ignore_errors=True)
     shutil.copytree(ws, work)
+    checkpoint = work.parent / f"checkpoint-{tally.tried}.json"
     try:
+        signed = invoke(
+            "audit", "checkpoint", "--key", scene.key_as("auditor"), "-o", checkpoint,
+            "--workspace", work,
+        )  # fmt: skip
+        assert signed.code == 0, signed.stderr
         tamper(work / "catalog.db")
         out = invoke("audit", "verify", "--workspace", work)
         tally.add(name, out, (3,), False)
+        out = invoke("audit", "verify", "--since", checkpoint, "--workspace", work)
+        since.add(name, out, (3,), False)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+        checkpoint.unlink(missing_ok=True)
 
 
 # --- writing around compressgate: rows appended or rewritten with a correct chain ------------
@@ -569,8 +581,9 @@ def figures(options: Options) -> list[Figure]:
     t = Tally()
     out.extend(_policy_cases(scene, t))
 
-    # 6. Rows written around compressgate with a correct chain: audit verify detects them.
-    t = Tally()
+    # 6. Rows written around compressgate with a correct chain: audit verify detects them, and
+    # so does a daily `audit verify --since` the checkpoint signed before.
+    t, s = Tally(), Tally()
     db_variant = f"{b}/0/export"
 
     def artifact_of(db: Path, variant: str) -> str:
@@ -688,14 +701,14 @@ def figures(options: Options) -> list[Figure]:
         rewrite(db, "run_ends", "run_id", b, {"status": "succeeded", "error": None})
         rewrite(db, "runs", "run_id", b, {"actor": "someone-else"})
 
-    detected(scene, t, "an alias moved to the rejected run's variant", move_to_rejected)
-    detected(scene, t, "an alias pointing at a variant that does not exist", move_to_missing)
-    detected(scene, t, "a move with a release the insider signed", move_with_forged_release)
-    detected(scene, t, "a move with an earlier release replayed", move_with_replayed_release)
-    detected(scene, t, "a waiver the insider signed as ml-lead", forged_waiver)
-    detected(scene, t, "a policy version signed by the insider alone", forged_policy)
-    detected(scene, t, "a gate verdict flipped from fail to pass", flipped_verdict)
-    detected(scene, t, "history rewritten below a release's signed head", rewritten_below_head)
+    detected(scene, t, "an alias moved to the rejected run's variant", move_to_rejected, s)
+    detected(scene, t, "an alias pointing at a variant that does not exist", move_to_missing, s)
+    detected(scene, t, "a move with a release the insider signed", move_with_forged_release, s)
+    detected(scene, t, "a move with an earlier release replayed", move_with_replayed_release, s)
+    detected(scene, t, "a waiver the insider signed as ml-lead", forged_waiver, s)
+    detected(scene, t, "a policy version signed by the insider alone", forged_policy, s)
+    detected(scene, t, "a gate verdict flipped from fail to pass", flipped_verdict, s)
+    detected(scene, t, "history rewritten below a release's signed head", rewritten_below_head, s)
 
     def rewritten_metric(db: Path) -> None:
         """A metric no gate reads, changed in the variant row with the chain recomputed: only
@@ -708,8 +721,9 @@ def figures(options: Options) -> list[Figure]:
         metrics["paired.accuracy_difference"]["estimate"] = 0.25
         rewrite(db, "variants", "id", variant, {"metrics": stored(metrics)})
 
-    detected(scene, t, "a measured figure rewritten (no gate reads it)", rewritten_metric)
+    detected(scene, t, "a measured figure rewritten (no gate reads it)", rewritten_metric, s)
     out.append(t.figure("rows appended or rewritten with a correct chain: audit verify exit 3"))
+    out.append(s.figure("the same rows, audit verify --since a checkpoint signed before: exit 3"))
     return out
 
 
