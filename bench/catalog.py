@@ -1,4 +1,5 @@
-"""The catalog at scale: 100,000 variants and 1,000,000 events, and how fast it answers.
+"""The catalog at scale: 100,000 variants and 1,000,000 events, and how fast it answers, to
+library calls and to the commands themselves.
 
 Targets (issue: catalog scale): resolving an alias ≤ 5 ms, a variant's lineage ≤ 20 ms, a page
 of the run list ≤ 50 ms, `audit verify` of the hash chain ≥ 200,000 events/s, and registering
@@ -19,11 +20,33 @@ methods, after a warm-up:
 - registering one variant: `Catalog.record_stage(...)` of a new stage, committed, without and
   with one evaluation.
 
-Each operation is timed `--repeat` times; the median is judged, the p95 reported. The script
-is a measurement: it exits 0 whether or not a target is met, and marks a miss MISS.
+Each operation is timed `--repeat` times; the median is judged, the p95 reported.
+
+Before those library calls (which append to the catalog), the commands people wait for are
+run as a person runs them: the console script, a fresh process each time, against the
+catalog and a workspace in the same temporary folder (`--workspace DIR --catalog URL`):
+
+- `audit verify --skip-meaning --skip-artifacts` over every event (target ≤ 30 s at 1,000,000
+  events; a synthetic catalog's records mean nothing, and its variants have no files), with
+  the rate it prints beside the events checked over the wall time this script measured;
+- `audit verify --since CHECKPOINT` (target ≤ 2 s), the checkpoint signed by `audit
+  checkpoint` with an auditor's key when the chain held 99% of its events (the synthesis
+  pauses there), so that 1% are new;
+- `alias history`, `alias resolve` (the alias's file, put in the workspace's store, hashed)
+  and `catalog list` (target ≤ 0.5 s each), `catalog lineage`, `review status`, and `--help`
+  for reference.
+
+Each command's first run is reported as "cold" and judged (a fresh process; the OS page cache
+as the synthesis and the commands before left it), then the median and worst of
+`--command-runs` more ("warm"). No command registers or promotes a bare synthetic variant
+(`promote` needs an approved review, `run` a recipe's run): those are the library's figures
+below.
+
+The script is a measurement: it exits 0 whether or not a target is met, and marks a miss
+MISS.
 
     python bench/catalog.py                                  # SQLite in a temporary folder
-    python bench/catalog.py --variants 10000 --events 100000  # a quick run
+    python bench/catalog.py --quick                          # 10,000 variants, 100,000 events
     python bench/catalog.py --catalog postgresql+psycopg://USER@HOST/DB   # an empty catalog
     python bench/catalog.py --json                           # machine-readable figures
 """
@@ -31,12 +54,15 @@ is a measurement: it exits 0 whether or not a target is met, and marks a miss MI
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import os
 import platform
 import random
+import shutil
 import sqlite3
+import subprocess
 import sys
 import tempfile
 import time
@@ -92,6 +118,9 @@ from compressgate.registry.catalog.repository import (
 VARIANTS, EVENTS = 100_000, 1_000_000
 GOAL_ALIAS_MS, GOAL_LINEAGE_MS, GOAL_PAGE_MS = 5.0, 20.0, 50.0
 GOAL_VERIFY_EVENTS_S, GOAL_REGISTER_MS = 200_000.0, 2.0
+GOAL_COLD_S = 0.5  # alias history, alias resolve, catalog list: a fresh process, first run
+GOAL_AUDIT_S, GOAL_SINCE_S = 30.0, 2.0  # audit verify: every event; --since, 1% new events
+SINCE_FRACTION = 0.99  # the checkpoint is signed when the chain holds this share of its events
 PAGE = 50
 
 # (stage name, kind, format): one seed per run, each stage made from the one before.
@@ -114,6 +143,13 @@ EVALUATIONS = (  # per variant, as many as the event budget allows, in this orde
     "classes",
     "fairness",
 )
+# A gate's rule as a recipe declares it and the catalog records it (`BoundGate`, dumped).
+RULE = {
+    "rule": "bound",
+    "metric": "paired.accuracy_difference",
+    "min": -0.02,
+    "owner": "ml-platform",
+}
 ALIAS_EVERY = 10  # one alias move after every 10th run
 TEST_SAMPLES = 500  # predictions stored by each synthetic accuracy result
 Row = tuple[type[Any], dict[str, Any]]
@@ -270,7 +306,9 @@ class Synthesizer:
             assert self._evaluation(kind, 0.9) == document(shown), kind
         self.alias_moves = self.runs // ALIAS_EVERY
         self.recipes = [
-            (name, version, self._hex()) for name in RECIPES for version in (1, 2)
+            (name, version, hashlib.sha256(recipe_text(name, version).encode()).hexdigest())
+            for name in RECIPES
+            for version in (1, 2)
         ]  # (name, version, sha256)
         # Every run: its row, its seed, its variants, its end; then evaluations and gate
         # decisions share what is left of the budget, as evenly as the runs allow.
@@ -324,12 +362,7 @@ class Synthesizer:
         rows: list[Row] = []
         for name, version, sha in self.recipes:
             signers = ["ml-platform", "model-owner"]
-            content = (
-                f"name: {name}\nversion: {version}\nmodel: {{arch: {name}}}\n"
-                "stages:\n  - {name: distill, kind: distill}\n  - {name: prune, kind: prune, "
-                "method: magnitude, sparsity: 0.5}\n  - {name: int8, kind: quantize, method: "
-                "static}\n  - {name: export, kind: export}\n"
-            )
+            content = recipe_text(name, version)
             envelope = document(
                 {
                     "payload": content.encode().hex(),
@@ -431,12 +464,18 @@ class Synthesizer:
         stage_ids: list[tuple[str, str, str]] = []
         for position, (stage, kind, fmt) in enumerate(STAGES):
             at += timedelta(seconds=r.uniform(30, 600))
-            artifact = self._hex()
+            variant_id = f"{run_id}/0/{stage}"
+            # The export's file is real (`export_bytes`): the bench stores the ones aliases
+            # point at, which `alias resolve` hashes.
+            content = export_bytes(variant_id) if stage == "export" else None
+            artifact = self._hex() if content is None else hashlib.sha256(content).hexdigest()
             if position:
                 size = int(size * r.uniform(0.25, 0.8))
                 quality -= r.uniform(0.0, 0.01)
-            variant_id = f"{run_id}/0/{stage}"
             name_of = "model.onnx" if fmt == "onnx" else "model.pt"
+            files = [{"name": name_of, "sha256": self._hex(), "size": size}]
+            if content is not None:
+                files = [{"name": name_of, "sha256": artifact, "size": len(content)}]
             details: dict[str, Any] = {"device": "cpu"}
             if stage == "prune":
                 details["sparsity"] = 0.5
@@ -459,7 +498,7 @@ class Synthesizer:
                     "cache_key": self._hex(),
                     "cached": r.random() < 0.2,
                     "size_bytes": size,
-                    "files": stored([{"name": name_of, "sha256": self._hex(), "size": size}]),
+                    "files": stored(files),
                     "params": size // 4,
                     "nonzero_params": size // 8,
                     "macs": size * 8,
@@ -502,9 +541,7 @@ class Synthesizer:
                     "stage": stage,
                     "artifact_sha256": artifact,
                     "metric": "paired.accuracy_difference",
-                    "rule": stored(
-                        {"metric": "paired.accuracy_difference", "min": -0.02, "owner": "ml"}
-                    ),
+                    "rule": stored(RULE | {"name": f"gate-{gate}"}),
                     "estimate": estimate,
                     "ci_low": estimate - 0.01,
                     "ci_high": estimate + 0.01,
@@ -587,9 +624,30 @@ class Synthesizer:
             )
 
 
+def recipe_text(name: str, version: int) -> str:
+    """A synthetic recipe's text: the reference recipe under another name and version (a
+    command that reads a run's review parses it)."""
+    text = (Path(__file__).resolve().parents[1] / "recipes/examples/digits.yaml").read_text()
+    text = text.replace("name: digits-cnn-compact", f"name: {name}", 1)
+    return text.replace("version: 1", f"version: {version}", 1)
+
+
+def export_bytes(variant_id: str) -> bytes:
+    """The file of a synthetic export variant."""
+    return f"compressgate bench export {variant_id}\n".encode()
+
+
 def synthesize(
-    catalog: Catalog, variants: int, events: int, seed: int, batch: int, progress: bool
+    catalog: Catalog,
+    variants: int,
+    events: int,
+    seed: int,
+    batch: int,
+    progress: bool,
+    at: tuple[int, Callable[[], None]] | None = None,
 ) -> Synthesis:
+    """Append the seeded catalog; with `at` = (events, call), `call()` once the chain first
+    holds that many events (between two appends)."""
     synthesizer = Synthesizer(variants, events, seed)
     synthesis = Synthesis(recipe_sha256=synthesizer.recipes[0][2])
     pending: list[Row] = []
@@ -597,13 +655,16 @@ def synthesize(
     started = time.perf_counter()
 
     def flush() -> None:
-        nonlocal appended
+        nonlocal appended, at
         catalog.append(pending)
         for model, _ in pending:
             name = str(model.__tablename__)
             synthesis.counts[name] = synthesis.counts.get(name, 0) + 1
         appended += len(pending)
         pending.clear()
+        if at is not None and appended + SCHEMA_VERSION >= at[0]:
+            at[1]()
+            at = None
         if progress:
             rate = appended / (time.perf_counter() - started)
             print(
@@ -616,8 +677,12 @@ def synthesize(
 
     for row in synthesizer.rows(synthesis):
         pending.append(row)
-        # Flush only between runs (a run's end closes it), so a batch holds whole runs.
-        if len(pending) >= batch and row[0] in (RunEndRow, AliasMoveRow):
+        # Flush only between runs (a run's end closes it), so a batch holds whole runs; and
+        # as soon as the chain reaches `at`'s mark.
+        due = len(pending) >= batch or (
+            at is not None and appended + len(pending) + SCHEMA_VERSION >= at[0]
+        )
+        if due and row[0] in (RunEndRow, AliasMoveRow):
             flush()
     if pending:
         flush()
@@ -903,6 +968,187 @@ def measure(
     return figures
 
 
+# --- commands ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Command:
+    """One command run as a person runs it: a fresh process of the console script."""
+
+    operation: str
+    argv: list[str]  # after `compressgate`, the workspace and catalog options left out
+    cold: float  # s: its first run on this catalog
+    warm: float  # s: the median of the runs after it
+    worst: float  # s: the slowest run after it
+    goal: float | None  # s, judged on `cold`
+    runs: int  # after the first
+    note: str = ""
+
+    @property
+    def ok(self) -> bool | None:
+        return None if self.goal is None else self.cold <= self.goal
+
+
+def console_script() -> str:
+    found = Path(sys.executable).parent / "compressgate"
+    if not found.is_file():
+        raise SystemExit(f"no console script at {found}: install compressgate (make venv)")
+    return str(found)
+
+
+def run_command(argv: list[str], where: list[str], codes: tuple[int, ...] = (0,)) -> float:
+    """Run `compressgate ARGV WHERE`; its wall time in s (exit codes other than `codes` stop
+    the bench, with the command's error)."""
+    start = time.perf_counter()
+    done = subprocess.run(
+        [console_script(), *argv, *where], capture_output=True, text=True, check=False
+    )
+    seconds = time.perf_counter() - start
+    if done.returncode not in codes:
+        raise SystemExit(
+            f"compressgate {' '.join(argv)} exited {done.returncode}:\n{done.stderr}{done.stdout}"
+        )
+    return seconds
+
+
+def time_command(
+    operation: str,
+    argv: list[str],
+    where: list[str],
+    runs: int,
+    goal: float | None,
+    note: str = "",
+    codes: tuple[int, ...] = (0,),
+) -> Command:
+    """The first run of `argv`, then `runs` more."""
+    cold = run_command(argv, where, codes)
+    later = [run_command(argv, where, codes) for _ in range(runs)]
+    return Command(
+        operation,
+        argv,
+        cold,
+        statistics.median(later) if later else cold,
+        max(later) if later else cold,
+        goal,
+        runs,
+        note,
+    )
+
+
+def audit_rate(argv: list[str], where: list[str]) -> tuple[float, float, int]:
+    """`audit verify ARGV --json` once: (wall s, printed rate, events checked)."""
+    start = time.perf_counter()
+    done = subprocess.run(
+        [console_script(), "audit", "verify", *argv, *where, "--json"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    wall = time.perf_counter() - start
+    if done.returncode != 0:
+        raise SystemExit(f"audit verify {' '.join(argv)} exited {done.returncode}:\n{done.stdout}")
+    found = json.loads(done.stdout)
+    return wall, float(found["events_per_second"]), int(found["checked_events"])
+
+
+@dataclass
+class Keys:
+    """An auditor's key and the trust file naming it, for signing and checking checkpoints."""
+
+    key: Path
+    trust: Path
+
+
+def auditor(folder: Path) -> Keys:
+    from compressgate.recipes.trust import add_owner_key
+    from compressgate.registry.kernel.keys import generate_keypair
+
+    private, _, public = generate_keypair("audit-team", folder / "keys")
+    trust = folder / "trust.yaml"
+    add_owner_key(trust, "audit-team", public, ("auditor",))
+    return Keys(private, trust)
+
+
+def sign_checkpoint(where: list[str], keys: Keys, out: Path) -> None:
+    """`audit checkpoint`, as an auditor runs it: the chain verified, its head signed."""
+    run_command(["audit", "checkpoint", "--key", str(keys.key), "-o", str(out)], where)
+
+
+def store_targets(catalog: Catalog, folder: Path) -> int:
+    """Put in the workspace's store the file of every variant an alias points at."""
+    from compressgate.registry.catalog.store import ArtifactStore
+
+    store = ArtifactStore(folder)
+    count = 0
+    for name in catalog.aliases():
+        move = catalog.alias(name)
+        assert move is not None
+        content = export_bytes(move.variant_id)
+        path = store.blob_path(hashlib.sha256(content).hexdigest())
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(content)
+            count += 1
+    return count
+
+
+def measure_commands(
+    catalog: Catalog,
+    synthesis: Synthesis,
+    where: list[str],
+    checkpoint: Path,
+    keys: Keys,
+    runs: int,
+    audit_runs: int,
+) -> list[Command]:
+    """The commands people wait for, each in fresh processes; see the module docstring."""
+    alias = ALIASES[0]
+    move = catalog.alias(alias)
+    assert move is not None, f"no alias {alias} in the synthetic catalog"
+    run_id = move.variant_id.split("/")[0]
+    size = catalog.head().size
+    commands = []
+    hashes = ["--skip-meaning", "--skip-artifacts"]
+    for name, extra, goal in (
+        ("audit verify (every event)", hashes, GOAL_AUDIT_S),
+        (
+            "audit verify --since CHECKPOINT",
+            [*hashes, "--since", str(checkpoint), "--trust", str(keys.trust)],
+            GOAL_SINCE_S,
+        ),
+    ):
+        cold_wall, cold_rate, checked = audit_rate(extra, where)
+        later = [audit_rate(extra, where) for _ in range(audit_runs)]
+        walls = [w for w, _, _ in later] or [cold_wall]
+        rates = [r for _, r, _ in later] or [cold_rate]
+        commands.append(
+            Command(
+                name,
+                ["audit", "verify", *extra],
+                cold_wall,
+                statistics.median(walls),
+                max(walls),
+                goal,
+                audit_runs,
+                note=f"{checked:,} of {size:,} events; printed {statistics.median(rates):,.0f} "
+                f"events/s, wall {checked / statistics.median(walls):,.0f}",
+            )
+        )
+    variant = f"{synthesis.run_ids[len(synthesis.run_ids) // 2]}/0/export"
+    for name, argv, goal, note, codes in (
+        ("alias history", ["alias", "history", alias], GOAL_COLD_S, "", (0,)),
+        ("alias resolve", ["alias", "resolve", alias], GOAL_COLD_S, "the file hashed", (0,)),
+        ("catalog list", ["catalog", "list"], GOAL_COLD_S, f"newest {PAGE}", (0,)),
+        ("catalog lineage", ["catalog", "lineage", variant], None, "5 variants", (0,)),
+        # Exit 1: the run's review is rejected (a synthetic gate failed), an answer too.
+        ("review status", ["review", "status", run_id], None, "one run", (0, 1)),
+        ("--help", ["--help"], None, "for reference", (0,)),
+    ):
+        options = [] if argv == ["--help"] else where
+        commands.append(time_command(name, argv, options, runs, goal, note, codes))
+    return commands
+
+
 # --- report ------------------------------------------------------------------------------------
 
 
@@ -944,7 +1190,7 @@ def _human(size: float) -> str:
     raise AssertionError
 
 
-def report(info: dict[str, Any], figures: list[Figure]) -> None:
+def report(info: dict[str, Any], figures: list[Figure], commands: list[Command]) -> None:
     print("compressgate catalog benchmark")
     for key, value in info["summary"].items():
         print(f"  {key:<11} {value}")
@@ -968,6 +1214,26 @@ def report(info: dict[str, Any], figures: list[Figure]) -> None:
         f"{sum(f.ok is False for f in figures)} of {sum(f.ok is not None for f in figures)} "
         "targets missed"
     )
+    if not commands:
+        return
+    head = f"{'command':<34} {'cold':>9} {'warm':>9} {'worst':>9} {'goal (cold)':>12}  result"
+    print()
+    print(head)
+    print("-" * len(head))
+    for c in commands:
+        goal = f"≤ {c.goal:g} s" if c.goal is not None else "-"
+        verdict = {True: "ok", False: "MISS", None: "-"}[c.ok]
+        note = f"  ({c.note})" if c.note else ""
+        print(
+            f"{c.operation:<34} {c.cold:>8.3f}s {c.warm:>8.3f}s {c.worst:>8.3f}s {goal:>12}  "
+            f"{verdict}{note}"
+        )
+    print()
+    print(
+        "cold: the command's first run on this catalog, in a fresh process; warm: the median of "
+        f"the runs after it; {sum(c.ok is False for c in commands)} of "
+        f"{sum(c.ok is not None for c in commands)} targets missed"
+    )
 
 
 def main() -> int:
@@ -982,13 +1248,33 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--keep", action="store_true", help="keep the temporary SQLite file")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    parser.add_argument(
+        "--command-runs", type=int, default=5, help="runs of each command after its first"
+    )
+    parser.add_argument(
+        "--audit-runs", type=int, default=2, help="runs of each `audit verify` after its first"
+    )
+    parser.add_argument("--no-commands", action="store_true", help="library calls only")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="CI's sizes: 10,000 variants, 100,000 events, fewer repeats",
+    )
     options = parser.parse_args()
+    if options.quick:
+        options.variants, options.events = 10_000, 100_000
+        options.repeat, options.warmup, options.verify_runs = 50, 5, 1
+        options.command_runs, options.audit_runs = 3, 1
     if options.variants < len(STAGES) or options.variants % len(STAGES):
         parser.error(f"--variants must be a positive multiple of {len(STAGES)}")
 
-    folder = None if options.catalog else Path(tempfile.mkdtemp(prefix="cg-bench-catalog-"))
-    path = folder / "catalog.db" if folder else None
+    # A workspace: its store (the aliases' files), an auditor's key and trust file, the
+    # checkpoint; and the catalog itself unless --catalog names one.
+    folder = Path(tempfile.mkdtemp(prefix="cg-bench-catalog-"))
+    path = None if options.catalog else folder / "catalog.db"
     url = options.catalog or f"sqlite:///{path}"
+    where = ["--workspace", str(folder), "--catalog", url]
+    commands: list[Command] = []
     try:
         catalog = Catalog(url)
         events_before = catalog.head().size
@@ -997,6 +1283,9 @@ def main() -> int:
                 f"{safe_url(url)} holds {events_before:,} events: give an empty catalog "
                 "(its tables are append-only: use a fresh database or schema)"
             )
+        keys = auditor(folder)
+        checkpoint = folder / "checkpoint.json"
+        mark = max(SCHEMA_VERSION + 1, int(options.events * SINCE_FRACTION))
         synthesis = synthesize(
             catalog,
             options.variants,
@@ -1004,6 +1293,9 @@ def main() -> int:
             options.seed,
             options.batch,
             progress=sys.stderr.isatty(),
+            at=None
+            if options.no_commands
+            else (mark, lambda: sign_checkpoint(where, keys, checkpoint)),
         )
         size = catalog.head().size
         assert size == options.events, (size, options.events)
@@ -1014,27 +1306,37 @@ def main() -> int:
                 conn.exec_driver_sql("ANALYZE")
                 conn.commit()
         on_disk = database_size(catalog, path)
+        stored_files = store_targets(catalog, folder)
         catalog.close()
         # Let the OS write back what synthesis left dirty: an fsync at commit would otherwise
         # queue behind gigabytes of writeback and time the synthesis, not the catalog.
         os.sync()
         load = os.getloadavg()[0]
         catalog = Catalog(url)  # measured on a fresh engine, as a new process would
+        if not options.no_commands:
+            # Before the library's timings, which append (new stages, alias moves, a policy).
+            commands = measure_commands(
+                catalog,
+                synthesis,
+                where,
+                checkpoint,
+                keys,
+                options.command_runs,
+                options.audit_runs,
+            )
         figures = measure(
             catalog, synthesis, options.repeat, options.warmup, options.verify_runs, options.seed
         )
         version = server_version(catalog)
         catalog.close()
     finally:
-        if folder is not None and not options.keep:
-            for leftover in folder.iterdir():
-                leftover.unlink()
-            folder.rmdir()
+        if not options.keep:
+            shutil.rmtree(folder, ignore_errors=True)
 
     counts = ", ".join(f"{n} {t}" for t, n in sorted(synthesis.counts.items(), key=lambda i: -i[1]))
     info = {
         "summary": {
-            "catalog": safe_url(url) + (" (kept)" if options.keep and folder else ""),
+            "catalog": safe_url(url) + (f" (kept, workspace {folder})" if options.keep else ""),
             "versions": f"{version}, Python {platform.python_version()}, "
             f"SQLAlchemy {sa.__version__}",
             "contents": f"{options.variants:,} variants in {len(synthesis.run_ids):,} runs, "
@@ -1048,6 +1350,12 @@ def main() -> int:
             "timing": f"{options.repeat} timed calls after {options.warmup} warm-up per "
             f"operation; {options.verify_runs} chain verifications; load average "
             f"{load:.2f} on {os.cpu_count()} CPUs before timing",
+            "commands": "none (--no-commands)"
+            if options.no_commands
+            else f"the console script, a fresh process each run: the first run, then "
+            f"{options.command_runs} more ({options.audit_runs} of audit verify); "
+            f"{stored_files} aliased files in the store; the checkpoint signed at "
+            f"{mark:,} events",
         },
         "catalog": safe_url(url),
         "dialect": catalog.dialect,
@@ -1064,12 +1372,13 @@ def main() -> int:
         "bytes_on_disk": on_disk,
         "bytes_per_variant": round(on_disk / options.variants),
         "figures": [{**asdict(f), "ok": f.ok} for f in figures],
+        "commands": [{**asdict(c), "ok": c.ok} for c in commands],
     }
     if options.json:
         del info["summary"]
         print(json.dumps(info, indent=2))
     else:
-        report(info, figures)
+        report(info, figures, commands)
     return 0
 
 
