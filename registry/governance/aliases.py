@@ -43,6 +43,7 @@ from compressgate.registry.governance.release import (
     release_envelope,
 )
 from compressgate.registry.governance.review import TrustSource, load_trust_for, status
+from compressgate.registry.governance.uri import check_alias
 from compressgate.registry.kernel.digests import sha256_file
 from compressgate.registry.kernel.dsse import Envelope
 from compressgate.registry.kernel.errors import (
@@ -171,7 +172,7 @@ def promote(
 ) -> AliasResult:
     """Point `alias` at the variant `ref`: the move, and whether the alias changed."""
     chain = _policy(trust, key, actor)
-    _check_alias(alias)
+    check_alias(alias)
     alias = _scoped(catalog, chain, alias, catalog.variant(ref))
     _authorize(catalog, chain, key, alias, catalog.variant(ref))
     best = _best_record(catalog, ref, trust)
@@ -211,7 +212,7 @@ def rollback(
 ) -> AliasResult:
     """Move `alias` back to its previous known-good variant, or to `to`."""
     chain = _policy(trust, key, actor)
-    _check_alias(alias)
+    check_alias(alias)
     alias = resolve_alias(catalog, chain, alias)
     history = catalog.alias_history(alias)
     if not history:
@@ -417,22 +418,6 @@ def _known_good(
     )
 
 
-def _check_alias(alias: str) -> None:
-    scope, _, name = alias.rpartition(":")
-    if (
-        not name
-        or len(alias) > 130
-        or len(name) > 64
-        or not all(ch.isalnum() or ch in "-_." for ch in name + scope)
-        or (":" in alias and not scope)
-    ):
-        raise ManifestError(
-            f"alias {alias!r} is not a valid name",
-            hint="use letters, digits, '-', '_' or '.', at most 64 characters, optionally "
-            "after the recipe's name and ':' (digits-cnn:production)",
-        )
-
-
 def _scoped(catalog: Catalog, chain: PolicyChain | None, alias: str, variant: VariantRecord) -> str:
     """Under a policy an alias belongs to one recipe: NAME becomes RECIPE:NAME (the variant's
     recipe), unless the policy shares NAME across recipes; a RECIPE:NAME given must be the
@@ -533,7 +518,7 @@ def current_move(
             f"alias {alias!r} with --recipe {recipe!r}: name the recipe once",
             hint="give NAME --recipe RECIPE, or RECIPE:NAME",
         )
-    _check_alias(alias if recipe is None else f"{recipe}:{alias}")
+    check_alias(alias if recipe is None else f"{recipe}:{alias}")
     policy = chain.current
     if recipe is None:
         name = resolve_alias(catalog, chain if policy is not None else None, alias)
