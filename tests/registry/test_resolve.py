@@ -4,7 +4,8 @@ The runs are recorded through the catalog's own API as the executor records them
 test_aliases.py), except that each run's int8 variant is a real ONNX file in the artifact store
 (tests/helpers/serving.py): a tiny `y = x @ W + b`, so that onnxruntime can run what an alias
 resolves to and its output can be checked against numpy. One test promotes under a signed trust
-policy, so that the move's release is what gets verified.
+policy, so that the move's release is what gets verified. `compressgate://` URIs:
+tests/registry/test_uri.py.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ FIRST, SECOND, SPLIT = (
 JSON_KEYS = {
     *("alias", "variant", "sha256", "path", "format", "size_bytes", "run_id", "recipe"),
     *("recipe_version", "recipe_sha256", "review", "review_reasons", "policy_version"),
-    *("moved_at", "moved_by", "action", "seq", "release_keyid", "verified"),
+    *("moved_at", "moved_by", "action", "seq", "release_keyid", "verified", "uri", "checked"),
 }
 HEAVY = ("scipy", "torch", "sklearn")
 # The console script's entry point, then the heavy modules it loaded, on stderr's last line
@@ -99,6 +100,12 @@ def test_resolve_names_the_current_variant_and_a_file_whose_bytes_hash_to_its_di
         True,
     )
     assert (found["moved_by"], found["action"], found["format"]) == ("alice", "promote", "onnx")
+    assert found["uri"] is None
+    assert found["checked"] == [
+        "the move was made under the unsigned regime (no policy): it has no release to check",
+        f"variant {SECOND}/0/int8's record names the move's artifact",
+        f"its file's bytes hash to the recorded digest {variant.artifact_sha256[:16]}… now",
+    ]
 
     text = cli("alias", "resolve", "production", "--workspace", root)
     assert text.exit_code == 0, text.stderr
@@ -314,6 +321,9 @@ def test_under_a_policy_the_moves_release_is_verified(
     assert (found["policy_version"], found["moved_by"]) == (1, "serving")
     serving = json.loads((keys / "serving.pub.json").read_text())["keyid"]
     assert found["release_keyid"] == serving
+    assert found["checked"][0] == (
+        f"the move's release, signed by serving (key {serving[:16]}…), counts under policy v1"
+    )
     code, same, _ = resolve(cli, root, "production", "--recipe", "digits")
     assert code == 0 and same["seq"] == found["seq"]
     text = cli("alias", "resolve", "digits:production", "--workspace", root).stdout
