@@ -426,9 +426,12 @@ class SignoffResult(Result):
 
 class ResolveResult(Result):
     """What `alias resolve --json` prints: where an alias points now, once the move's release
-    (under a policy) and the artifact's bytes verify; the run's review as it stands."""
+    (under a policy) and the artifact's bytes verify; the run's review as it stands. A
+    `compressgate://RECIPE/VARIANT` URI names a variant directly: it has no move, so `alias`
+    and the move's fields (`moved_at`, `moved_by`, `action`, `seq`, `policy_version`,
+    `release_keyid`) are None; `checked` says what was verified instead."""
 
-    alias: str  # as the catalog keys it: NAME, or RECIPE:NAME under a policy
+    alias: str | None  # as the catalog keys it: NAME, or RECIPE:NAME under a policy
     variant: str  # RUN/SEED/STAGE
     sha256: str  # the artifact's digest
     path: str  # its file, hashed to `sha256` just now
@@ -441,12 +444,15 @@ class ResolveResult(Result):
     review: str  # approved | awaiting-approval | rejected | ...; unchecked: see review_reasons
     review_reasons: list[str]
     policy_version: int | None  # the policy the move was signed under; None: unsigned regime
-    moved_at: str
-    moved_by: str
-    action: str  # promote | rollback
-    seq: int  # the move's event number in the catalog
+    # (or no move)
+    moved_at: str | None
+    moved_by: str | None
+    action: str | None  # promote | rollback
+    seq: int | None  # the move's event number in the catalog
     release_keyid: str | None  # the releaser's key, under a policy
     verified: bool = True
+    uri: str | None = None  # the compressgate:// URI resolved (canonical), if one was given
+    checked: list[str] = []  # what was verified, in words
 
 
 class SweepTrialResult(Result):

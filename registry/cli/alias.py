@@ -128,12 +128,18 @@ def alias_history(name: str, workspace: Path | None, catalog: str | None, as_jso
 
 
 @alias_group.command("resolve")
-@click.argument("name")
+@click.argument("name", metavar="NAME|URI")
 @click.option(
     "--recipe",
     metavar="RECIPE",
     help="The recipe whose alias NAME is meant, where several recipes have one (under a "
-    "policy an alias is per recipe: RECIPE:NAME).",
+    "policy an alias is per recipe: RECIPE:NAME). Not with a URI, which names its recipe.",
+)
+@click.option(
+    "--path",
+    "path_only",
+    is_flag=True,
+    help="Print only the verified file's path (for $(...) in a serving script).",
 )
 @RUN_TRUST_OPTION
 @WORKSPACE_OPTION
@@ -142,6 +148,7 @@ def alias_history(name: str, workspace: Path | None, catalog: str | None, as_jso
 def alias_resolve(
     name: str,
     recipe: str | None,
+    path_only: bool,
     trust: Path | None,
     workspace: Path | None,
     catalog: str | None,
@@ -153,11 +160,31 @@ def alias_resolve(
     was made (under a policy), the variant's record names the move's artifact, and the file's
     bytes hash to that digest now (exit 3 otherwise). The run's review is shown as it stands.
     Exit 4 for an unknown alias, naming the aliases there are.
+
+    A URI may stand for NAME: compressgate://RECIPE@ALIAS is ALIAS --recipe RECIPE;
+    compressgate://RECIPE/VARIANT (RUN/SEED/STAGE or a sha256 prefix) is a variant of RECIPE,
+    its bytes hashed the same way, with no alias move to verify (exit 4 if it is another
+    recipe's). The workspace and catalog are found as for every command.
     """
+    if path_only and as_json:
+        raise click.UsageError("--path and --json: choose one")
     with open_workspace(workspace, catalog=catalog, trust=trust) as ws:
         found = ws.resolve(name, recipe=recipe)
     if as_json:
         emit(found)
+        return
+    if path_only:
+        say(found.path)
+        return
+    say(f"{found.alias or found.uri} -> {found.variant} (verified)")
+    say(f"  sha256:  {found.sha256}")
+    say(f"  path:    {found.path}")
+    say(f"  run:     {found.run_id} (recipe {found.recipe} v{found.recipe_version})")
+    say(f"  review:  {found.review}")
+    for reason in found.review_reasons:
+        say(f"    - {reason}")
+    if found.seq is None:  # a variant named directly: there is no move
+        say("  alias:   none (a variant named directly: no move or release to verify)")
         return
     keyid = (found.release_keyid or "")[:12]
     signed = (
@@ -165,12 +192,5 @@ def alias_resolve(
         if found.policy_version is None
         else f"v{found.policy_version}, the move signed with key {keyid}…"
     )
-    say(f"{found.alias} -> {found.variant} (verified)")
-    say(f"  sha256:  {found.sha256}")
-    say(f"  path:    {found.path}")
-    say(f"  run:     {found.run_id} (recipe {found.recipe} v{found.recipe_version})")
-    say(f"  review:  {found.review}")
-    for reason in found.review_reasons:
-        say(f"    - {reason}")
     say(f"  policy:  {signed}")
     say(f"  moved:   {found.moved_at} by {found.moved_by} ({found.action}, event {found.seq})")

@@ -43,6 +43,7 @@ from compressgate.registry.governance.release import (
     release_envelope,
 )
 from compressgate.registry.governance.review import TrustSource, load_trust_for, status
+from compressgate.registry.governance.uri import check_alias
 from compressgate.registry.kernel.digests import sha256_file
 from compressgate.registry.kernel.dsse import Envelope
 from compressgate.registry.kernel.errors import (
@@ -171,7 +172,7 @@ def promote(
 ) -> AliasResult:
     """Point `alias` at the variant `ref`: the move, and whether the alias changed."""
     chain = _policy(trust, key, actor)
-    _check_alias(alias)
+    check_alias(alias)
     alias = _scoped(catalog, chain, alias, catalog.variant(ref))
     _authorize(catalog, chain, key, alias, catalog.variant(ref))
     best = _best_record(catalog, ref, trust)
@@ -211,7 +212,7 @@ def rollback(
 ) -> AliasResult:
     """Move `alias` back to its previous known-good variant, or to `to`."""
     chain = _policy(trust, key, actor)
-    _check_alias(alias)
+    check_alias(alias)
     alias = resolve_alias(catalog, chain, alias)
     history = catalog.alias_history(alias)
     if not history:
@@ -417,22 +418,6 @@ def _known_good(
     )
 
 
-def _check_alias(alias: str) -> None:
-    scope, _, name = alias.rpartition(":")
-    if (
-        not name
-        or len(alias) > 130
-        or len(name) > 64
-        or not all(ch.isalnum() or ch in "-_." for ch in name + scope)
-        or (":" in alias and not scope)
-    ):
-        raise ManifestError(
-            f"alias {alias!r} is not a valid name",
-            hint="use letters, digits, '-', '_' or '.', at most 64 characters, optionally "
-            "after the recipe's name and ':' (digits-cnn:production)",
-        )
-
-
 def _scoped(catalog: Catalog, chain: PolicyChain | None, alias: str, variant: VariantRecord) -> str:
     """Under a policy an alias belongs to one recipe: NAME becomes RECIPE:NAME (the variant's
     recipe), unless the policy shares NAME across recipes; a RECIPE:NAME given must be the
@@ -471,22 +456,25 @@ def resolve_alias(catalog: Catalog, chain: PolicyChain | None, alias: str) -> st
     return alias
 
 
-# --- serving: where an alias points now, verified ----------------------------------------------
+# --- serving: where an alias (or a variant named directly) points now, verified ---------------
 
 
 @dataclass(frozen=True)
 class Resolved:
     """Where an alias points now, each part checked: the move's release (under a policy), the
-    variant's record, the artifact's bytes at `path`; and its run's review as it stands."""
+    variant's record, the artifact's bytes at `path`; and its run's review as it stands. A
+    variant named directly (a `compressgate://RECIPE/VARIANT` URI) has no move: `move` is None
+    and so is what its release would have said. `checked` says in words what was verified."""
 
-    move: AliasMove
+    move: AliasMove | None
     variant: VariantRecord
     run: RunInfo
     path: Path
-    released: Released | None  # None: moved under the unsigned regime
+    released: Released | None  # None: moved under the unsigned regime, or no move
     policy_version: int | None  # the version the move was signed under
     review: ReviewStatus | None  # None: it could not be checked (`review_problem` says why)
     review_problem: str | None
+    checked: tuple[str, ...]
 
 
 def resolve(
@@ -513,13 +501,91 @@ def resolve(
             hint=f"`compressgate alias resolve {alias} --recipe {run.recipe}`",
         )
     path = verified_path(store, variant, serve)
-    review: ReviewStatus | None = None
-    problem = None
+    review, problem = _review(catalog, run.run_id, trust)
+    checked = (
+        "the move was made under the unsigned regime (no policy): it has no release to check"
+        if released is None
+        else f"the move's release, signed by {released.owner} (key {released.keyid[:16]}…), "
+        f"counts under policy v{version}",
+        f"variant {variant.id}'s record names the move's artifact",
+        _bytes_checked(variant),
+    )
+    return Resolved(move, variant, run, path, released, version, review, problem, checked)
+
+
+def resolve_variant(
+    catalog: Catalog,
+    store: ArtifactStore,
+    recipe: str,
+    ref: str,
+    *,
+    trust: Judge = None,
+    serve: Path,
+) -> Resolved:
+    """The variant `ref` of `recipe` names (`variant_of`), once its file's bytes hash to the
+    artifact digest its record holds (exit 3 otherwise, as for an alias). Named directly, it
+    went through no alias: there is no move, and no release, to verify. The run's review is
+    reported as it stands, not required, as `resolve` reports it."""
+    variant = variant_of(catalog, recipe, ref)
+    run = catalog.run_info(variant.run_id)
+    path = verified_path(store, variant, serve)
+    review, problem = _review(catalog, run.run_id, trust)
+    checked = (
+        f"variant {variant.id} is of recipe {recipe}",
+        _bytes_checked(variant),
+        "named directly, not through an alias: no move or release to check",
+    )
+    return Resolved(None, variant, run, path, None, None, review, problem, checked)
+
+
+def variant_of(catalog: Catalog, recipe: str, ref: str) -> VariantRecord:
+    """The variant `ref` names (RUN/SEED/STAGE, or a prefix of an artifact's sha256, as
+    `catalog show` takes it), of `recipe`: exit 4 if it is another recipe's. Records of
+    several runs may hold one artifact (a cached stage repeats an earlier run's bytes): a
+    prefix takes `recipe`'s newest run's record, as `catalog show` takes the newest run's."""
+    variant = catalog.variant(ref)
+    recipes: dict[str, str] = {}
+
+    def recipe_of(record: VariantRecord) -> str:
+        if record.run_id not in recipes:
+            recipes[record.run_id] = catalog.run_info(record.run_id).recipe
+        return recipes[record.run_id]
+
+    if "/" in ref:
+        if recipe_of(variant) != recipe:
+            raise NotFoundError(
+                f"variant {variant.id} is of recipe {recipe_of(variant)}, not {recipe}",
+                hint=f"compressgate://{recipe_of(variant)}/{ref} names it",
+            )
+        return variant
+    records = catalog.records_of_artifact(variant.artifact_sha256)  # newest first
+    mine = [r for r in records if recipe_of(r) == recipe]
+    if not mine:
+        others = ", ".join(sorted({recipe_of(r) for r in records}))
+        raise NotFoundError(
+            f"artifact {variant.artifact_sha256[:16]}… is no variant of recipe {recipe}: its "
+            f"variants are of {others}",
+            hint=f"compressgate://{recipe_of(variant)}/{ref} names it",
+        )
+    newest = [r for r in mine if r.run_id == mine[0].run_id]
+    return newest[-1]  # within the run, the stage that made it first
+
+
+def _review(catalog: Catalog, run_id: str, trust: Judge) -> tuple[ReviewStatus | None, str | None]:
+    """The run's review as it stands, or why it could not be checked."""
     try:
-        review = status(catalog, run.run_id, _source(catalog, run.run_id, trust))
+        return status(catalog, run_id, _source(catalog, run_id, trust)), None
     except NotFoundError as exc:  # no trust file to check the run's sign-offs with
-        problem = str(exc)
-    return Resolved(move, variant, run, path, released, version, review, problem)
+        return None, str(exc)
+
+
+def _bytes_checked(variant: VariantRecord) -> str:
+    if len(variant.files) > 1:
+        return (
+            f"its {len(variant.files)} files' bytes hash to their recorded digests now, and "
+            "their list to the artifact's"
+        )
+    return f"its file's bytes hash to the recorded digest {variant.artifact_sha256[:16]}… now"
 
 
 def current_move(
@@ -533,7 +599,7 @@ def current_move(
             f"alias {alias!r} with --recipe {recipe!r}: name the recipe once",
             hint="give NAME --recipe RECIPE, or RECIPE:NAME",
         )
-    _check_alias(alias if recipe is None else f"{recipe}:{alias}")
+    check_alias(alias if recipe is None else f"{recipe}:{alias}")
     policy = chain.current
     if recipe is None:
         name = resolve_alias(catalog, chain if policy is not None else None, alias)

@@ -26,7 +26,9 @@ if TYPE_CHECKING:
         VariantRecord,
     )
     from compressgate.registry.catalog.views import AliasResult, Diff, Lineage, VariantShow
+    from compressgate.registry.governance.aliases import Resolved
     from compressgate.registry.governance.policy import PolicyChain
+    from compressgate.registry.governance.uri import ModelUri
     from compressgate.registry.results import (
         EnvListing,
         EnvSummary,
@@ -41,6 +43,7 @@ if TYPE_CHECKING:
     from compressgate.registry.run.prepared import PreparedRecipe
     from compressgate.reports.model import ReportData
 
+from compressgate.registry.governance.uri import is_uri
 from compressgate.registry.workspace.base import _private_key
 from compressgate.registry.workspace.sweeps import SweepVerbs
 
@@ -296,11 +299,28 @@ class Workspace(SweepVerbs):
         release (under a policy), and the artifact's bytes hashed to the recorded digest (exit
         3 otherwise); exit 4 naming the aliases there are. `recipe` picks the recipe's alias
         where several recipes have one by that name. The run's review is reported as it
-        stands."""
-        from compressgate.registry.governance.aliases import resolve
-        from compressgate.registry.results import ResolveResult
+        stands. A `compressgate://` URI is taken too (`resolve_uri`), without `recipe`."""
+        if is_uri(alias):
+            _no_recipe_with_uri(alias, recipe)
+            return self.resolve_uri(alias)
+        return _resolve_result(self._resolved(alias, recipe), uri=None)
 
-        found = resolve(
+    def resolve_uri(self, uri: str) -> ResolveResult:
+        """What a URI names now, verified: `compressgate://RECIPE@ALIAS` as `resolve(ALIAS,
+        recipe=RECIPE)` resolves it; `compressgate://RECIPE/VARIANT` (RUN/SEED/STAGE or a
+        sha256 prefix) a variant of RECIPE (exit 4 if it is another's), its file's bytes hashed
+        to its record's digest (exit 3 otherwise), with no alias move to verify (`checked`
+        says what was). Exit 2 for a malformed URI, saying the forms it takes. The workspace
+        and the catalog are this one's: a URI does not name them."""
+        from compressgate.registry.governance.uri import parse_uri
+
+        parsed = parse_uri(uri)
+        return _resolve_result(self._resolved_uri(parsed), uri=str(parsed))
+
+    def _resolved(self, alias: str, recipe: str | None) -> Resolved:
+        from compressgate.registry.governance.aliases import resolve
+
+        return resolve(
             self.catalog(),
             self.policy_chain(),
             self.store,
@@ -309,26 +329,20 @@ class Workspace(SweepVerbs):
             trust=self._review_judge(),
             serve=self.root / "serve",
         )
-        move, variant, run, review = found.move, found.variant, found.run, found.review
-        return ResolveResult(
-            alias=move.alias,
-            variant=variant.id,
-            sha256=variant.artifact_sha256,
-            path=str(found.path),
-            format=variant.format,
-            size_bytes=variant.size_bytes,
-            run_id=run.run_id,
-            recipe=run.recipe,
-            recipe_version=run.version,
-            recipe_sha256=run.recipe_sha256,
-            review="unchecked" if review is None else review.status,
-            review_reasons=[found.review_problem or ""] if review is None else review.reasons,
-            policy_version=found.policy_version,
-            moved_at=move.moved_at,
-            moved_by=move.actor,
-            action=move.action,
-            seq=move.seq,
-            release_keyid=None if found.released is None else found.released.keyid,
+
+    def _resolved_uri(self, parsed: ModelUri) -> Resolved:
+        from compressgate.registry.governance.aliases import resolve_variant
+
+        if parsed.alias is not None:
+            return self._resolved(parsed.alias, parsed.recipe)
+        assert parsed.variant is not None
+        return resolve_variant(
+            self.catalog(),
+            self.store,
+            parsed.recipe,
+            parsed.variant,
+            trust=self._review_judge(),
+            serve=self.root / "serve",
         )
 
     @overload
@@ -342,27 +356,25 @@ class Workspace(SweepVerbs):
     def load(self, ref: str, *, recipe: str | None = None, session: bool = False) -> Any:
         """The verified file `ref` names, or with `session` an onnxruntime CPU session on it.
         `ref` is an alias (checked as `resolve` checks it), a variant RUN/SEED/STAGE or a
-        prefix of an artifact's sha256 (its bytes checked). Exit 3 if the bytes do not hash to
-        the recorded digest, 4 for an unknown alias or variant."""
+        prefix of an artifact's sha256 (its bytes checked), or a `compressgate://` URI (as
+        `resolve_uri` checks it). Exit 3 if the bytes do not hash to the recorded digest, 4
+        for an unknown alias or variant."""
         from compressgate.registry.governance import aliases
 
-        catalog = self.catalog()
-        serve = self.root / "serve"
         digest = len(ref) >= 6 and all(ch in "0123456789abcdef" for ch in ref)
-        if "/" in ref or (digest and recipe is None and not self._is_alias(ref)):
-            variant = catalog.variant(ref)
+        if is_uri(ref):
+            from compressgate.registry.governance.uri import parse_uri
+
+            _no_recipe_with_uri(ref, recipe)
+            found = self._resolved_uri(parse_uri(ref))
+            variant, path = found.variant, found.path
             self._session_needs_onnx(session, ref, variant)
-            path = aliases.verified_path(self.store, variant, serve)
+        elif "/" in ref or (digest and recipe is None and not self._is_alias(ref)):
+            variant = self.catalog().variant(ref)
+            self._session_needs_onnx(session, ref, variant)
+            path = aliases.verified_path(self.store, variant, self.root / "serve")
         else:
-            found = aliases.resolve(
-                catalog,
-                self.policy_chain(),
-                self.store,
-                ref,
-                recipe=recipe,
-                trust=self._review_judge(),
-                serve=serve,
-            )
+            found = self._resolved(ref, recipe)
             variant, path = found.variant, found.path
             self._session_needs_onnx(session, ref, variant)
         return self._onnx_session(path, variant.id) if session else path
@@ -654,3 +666,41 @@ class Workspace(SweepVerbs):
             ),
         )
         return recorded[0]
+
+
+def _no_recipe_with_uri(uri: str, recipe: str | None) -> None:
+    if recipe is not None:
+        raise ManifestError(
+            f"{uri!r} with --recipe {recipe!r}: a URI names its recipe; name it once",
+            hint="give the URI alone, or NAME --recipe RECIPE",
+        )
+
+
+def _resolve_result(found: Resolved, *, uri: str | None) -> ResolveResult:
+    """What `alias resolve --json` prints of a resolution; a variant named directly has no
+    move, so the move's fields are None."""
+    from compressgate.registry.results import ResolveResult
+
+    move, variant, run, review = found.move, found.variant, found.run, found.review
+    return ResolveResult(
+        alias=None if move is None else move.alias,
+        variant=variant.id,
+        sha256=variant.artifact_sha256,
+        path=str(found.path),
+        format=variant.format,
+        size_bytes=variant.size_bytes,
+        run_id=run.run_id,
+        recipe=run.recipe,
+        recipe_version=run.version,
+        recipe_sha256=run.recipe_sha256,
+        review="unchecked" if review is None else review.status,
+        review_reasons=[found.review_problem or ""] if review is None else review.reasons,
+        policy_version=found.policy_version,
+        moved_at=None if move is None else move.moved_at,
+        moved_by=None if move is None else move.actor,
+        action=None if move is None else move.action,
+        seq=None if move is None else move.seq,
+        release_keyid=None if found.released is None else found.released.keyid,
+        uri=uri,
+        checked=list(found.checked),
+    )

@@ -1,10 +1,11 @@
 """What `production` is, for a deployment: `alias resolve` and `Workspace.load`.
 
 The runs are recorded through the catalog's own API as the executor records them (as in
-test_aliases.py), except that each run's int8 variant is a real ONNX file in the artifact store:
-a tiny `y = x @ W + b` built with onnx's helpers, so that onnxruntime can run what an alias
+test_aliases.py), except that each run's int8 variant is a real ONNX file in the artifact store
+(tests/helpers/serving.py): a tiny `y = x @ W + b`, so that onnxruntime can run what an alias
 resolves to and its output can be checked against numpy. One test promotes under a signed trust
-policy, so that the move's release is what gets verified.
+policy, so that the move's release is what gets verified. `compressgate://` URIs:
+tests/registry/test_uri.py.
 """
 
 from __future__ import annotations
@@ -19,23 +20,17 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
-import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
 
-from compressgate.evaluators.results import Estimate
-from compressgate.recipes.load import parse_recipe
 from compressgate.recipes.trust import add_owner_key, load_trust, set_root_threshold
 from compressgate.registry import Workspace as Registry
-from compressgate.registry.catalog.records import RecipeRef, RunRecord, StageRecord
 from compressgate.registry.catalog.repository import Catalog
-from compressgate.registry.catalog.store import ArtifactStore
 from compressgate.registry.governance import policy
 from compressgate.registry.governance.review import sign_off
-from compressgate.registry.kernel.digests import sha256_bytes, sha256_file
+from compressgate.registry.kernel.digests import sha256_file
 from compressgate.registry.kernel.errors import IntegrityError, ManifestError, NotFoundError
 from compressgate.registry.kernel.keys import generate_keypair, load_private_key
-from tests.helpers.catalog import STAGES, judged, recipe_file
+from tests.helpers.serving import expected, record
 from tests.helpers.workspace import Invoke
 
 FIRST, SECOND, SPLIT = (
@@ -46,7 +41,7 @@ FIRST, SECOND, SPLIT = (
 JSON_KEYS = {
     *("alias", "variant", "sha256", "path", "format", "size_bytes", "run_id", "recipe"),
     *("recipe_version", "recipe_sha256", "review", "review_reasons", "policy_version"),
-    *("moved_at", "moved_by", "action", "seq", "release_keyid", "verified"),
+    *("moved_at", "moved_by", "action", "seq", "release_keyid", "verified", "uri", "checked"),
 }
 HEAVY = ("scipy", "torch", "sklearn")
 # The console script's entry point, then the heavy modules it loaded, on stderr's last line
@@ -60,117 +55,6 @@ try:
 finally:
     print("heavy: " + ",".join(m for m in {HEAVY!r} if m in sys.modules), file=sys.stderr)
 """
-
-
-def tiny_onnx(folder: Path, scale: float, *, external: bool = False) -> tuple[str, ...]:
-    """`y = x @ W + b` (x: [batch, 4], y: [batch, 3]) as folder/model.onnx, its weights in
-    model.onnx.data with `external`; the file names, the model's first."""
-    weights = (np.arange(12, dtype=np.float32).reshape(4, 3) - 5.0) * scale
-    graph = helper.make_graph(
-        [
-            helper.make_node("MatMul", ["x", "W"], ["m"]),
-            helper.make_node("Add", ["m", "b"], ["y"]),
-        ],
-        "tiny",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3])],
-        initializer=[
-            numpy_helper.from_array(weights, "W"),
-            numpy_helper.from_array(np.array([1.0, -1.0, 0.5], dtype=np.float32), "b"),
-        ],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
-    model.ir_version = 9
-    folder.mkdir(parents=True, exist_ok=True)
-    if not external:
-        onnx.save_model(model, folder / "model.onnx")
-        return ("model.onnx",)
-    onnx.save_model(
-        model,
-        folder / "model.onnx",
-        save_as_external_data=True,
-        all_tensors_to_one_file=True,
-        location="model.onnx.data",
-        size_threshold=0,
-    )
-    return ("model.onnx", "model.onnx.data")
-
-
-def expected(scale: float, x: np.ndarray) -> np.ndarray:
-    weights = (np.arange(12, dtype=np.float32).reshape(4, 3) - 5.0) * scale
-    y: np.ndarray = x @ weights + np.array([1.0, -1.0, 0.5], dtype=np.float32)
-    return y
-
-
-def accuracy_of(value: float) -> Estimate:
-    return Estimate(
-        estimate=value,
-        ci_low=value - 0.02,
-        ci_high=value + 0.02,
-        n=450,
-        method="wilson",
-        higher_is_better=True,
-    )
-
-
-def record(
-    root: Path, run_id: str, scale: float, *, external: bool = False, accuracy: float = 0.97
-) -> str:
-    """A finished run of the digits recipe (tests/helpers/catalog.py) whose every stage measured
-    `accuracy` (its gate passes above 0.9) and whose int8 variant is a real ONNX model stored in
-    `root`'s artifact store; its int8 variant's id."""
-    recipe = root / "recipe.yaml"
-    root.mkdir(parents=True, exist_ok=True)
-    if not recipe.exists():
-        recipe_file(recipe)
-    content = recipe.read_bytes()
-    parsed, _ = parse_recipe(content, str(recipe))
-    artifact = ArtifactStore(root).put_tree(
-        root / "models" / run_id, tiny_onnx(root / "models" / run_id, scale, external=external)
-    )
-    run = RunRecord(
-        run_id=run_id,
-        recipe=RecipeRef(
-            name=parsed.metadata.name,
-            version=parsed.metadata.version,
-            sha256=sha256_bytes(content),
-            path=str(recipe),
-            signers=[],
-        ),
-        status="succeeded",
-        started_at="2026-11-23T10:00:00Z",
-        finished_at="2026-11-23T10:01:00Z",
-        workspace=str(root),
-        seeds=[0],
-    )
-    parent = None
-    for index, name in enumerate(STAGES):
-        real = name == "int8"
-        sha = artifact.sha256 if real else f"{run_id[-6:]}{index:02d}".ljust(64, "0")
-        run.stages.append(
-            StageRecord(
-                seed=0,
-                name=name,
-                kind=name if index == 0 else "distill" if index == 1 else "quantize",
-                status="done",
-                format="onnx" if real else "torch",
-                artifact_sha256=sha,
-                parent_sha256=parent,
-                size_bytes=artifact.size_bytes if real else 1000,
-                files=artifact.to_dict()["files"] if real else [],
-                metrics={"accuracy": accuracy_of(accuracy)},
-            )
-        )
-        parent = sha
-    decisions, verdicts = judged(run, parsed.gates, "int8")
-    with Catalog(f"sqlite:///{root / 'catalog.db'}", create=True) as catalog:
-        catalog.record_run_start(
-            run, recipe_content=content.decode(), envelope="{}", lock_sha256=""
-        )
-        for stage in run.stages:
-            catalog.record_stage(run_id, run.recipe.sha256, stage, {"name": stage.name})
-        catalog.record_run_end(run, decisions, verdicts)
-    return f"{run_id}/0/int8"
 
 
 @pytest.fixture
@@ -216,6 +100,12 @@ def test_resolve_names_the_current_variant_and_a_file_whose_bytes_hash_to_its_di
         True,
     )
     assert (found["moved_by"], found["action"], found["format"]) == ("alice", "promote", "onnx")
+    assert found["uri"] is None
+    assert found["checked"] == [
+        "the move was made under the unsigned regime (no policy): it has no release to check",
+        f"variant {SECOND}/0/int8's record names the move's artifact",
+        f"its file's bytes hash to the recorded digest {variant.artifact_sha256[:16]}… now",
+    ]
 
     text = cli("alias", "resolve", "production", "--workspace", root)
     assert text.exit_code == 0, text.stderr
@@ -431,6 +321,9 @@ def test_under_a_policy_the_moves_release_is_verified(
     assert (found["policy_version"], found["moved_by"]) == (1, "serving")
     serving = json.loads((keys / "serving.pub.json").read_text())["keyid"]
     assert found["release_keyid"] == serving
+    assert found["checked"][0] == (
+        f"the move's release, signed by serving (key {serving[:16]}…), counts under policy v1"
+    )
     code, same, _ = resolve(cli, root, "production", "--recipe", "digits")
     assert code == 0 and same["seq"] == found["seq"]
     text = cli("alias", "resolve", "digits:production", "--workspace", root).stdout
