@@ -49,6 +49,13 @@ MISS.
     python bench/catalog.py --quick                          # 10,000 variants, 100,000 events
     python bench/catalog.py --catalog postgresql+psycopg://USER@HOST/DB   # an empty catalog
     python bench/catalog.py --json                           # machine-readable figures
+    python bench/catalog.py --quick --against-mlflow         # beside MLflow's model registry
+
+With --against-mlflow, MLflow's model registry (its in-process client on its own SQLAlchemy
+store, a SQLite file in the same folder) gets the same shape of workload: one registered model
+per recipe, as many versions as variants, the same aliases; then the operations both offer
+are timed as ours were (alias resolve, the newest page, registering, moving an alias) and each
+ratio printed. MLflow has no lineage, no chain to verify and no release to sign.
 """
 
 from __future__ import annotations
@@ -1149,6 +1156,98 @@ def measure_commands(
     return commands
 
 
+# --- against MLflow's model registry (--against-mlflow) ------------------------------------------
+
+# Each operation both registries offer: (ours, as `measure` names it; MLflow's, what it times).
+SIDE_BY_SIDE = (
+    ("alias resolve", "get_model_version_by_alias"),
+    ("list page (newest)", "search_model_versions (a model's newest 50)"),
+    ("register one variant", "create_model_version"),
+    ("move an alias", "set_registered_model_alias"),
+)
+
+
+@dataclass
+class Beside:
+    operation: str
+    ours: float  # ms, median
+    mlflow_call: str
+    mlflow: float  # ms, median
+    mlflow_p95: float
+
+    @property
+    def ratio(self) -> float:
+        """Our time as a share of MLflow's (below 1: faster)."""
+        return self.ours / self.mlflow
+
+
+def against_mlflow(
+    figures: list[Figure], folder: Path, versions: int, repeat: int, warmup: int, seed: int
+) -> tuple[list[Beside], dict[str, Any]]:
+    """MLflow's model registry (the in-process client on its SQLAlchemy store, a SQLite file)
+    with the same shape of workload: one registered model per recipe, `versions` versions over
+    them, the same aliases; each operation both offer timed as ours was."""
+    import logging
+
+    logging.getLogger("mlflow").setLevel(logging.ERROR)
+    logging.getLogger("alembic").setLevel(logging.ERROR)
+    import mlflow
+    from mlflow import MlflowClient
+
+    rng = random.Random(seed + 2)
+    url = f"sqlite:///{folder / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=url, registry_uri=url)
+    models = [f"{name}-v{version}" for name in RECIPES for version in (1, 2)]
+    started = time.perf_counter()
+    for model in models:
+        client.create_registered_model(model)
+    for i in range(versions):
+        client.create_model_version(models[i % len(models)], f"file:///bench/{i}/model.onnx")
+    built = time.perf_counter() - started
+    per_model = versions // len(models)
+    for alias in ALIASES:
+        for model in models:
+            client.set_registered_model_alias(model, alias, str(rng.randint(1, per_model)))
+
+    def by_alias(_: int) -> None:
+        found = client.get_model_version_by_alias(rng.choice(models), rng.choice(ALIASES))
+        assert found.version
+
+    def page(_: int) -> None:
+        found = client.search_model_versions(
+            f"name = '{rng.choice(models)}'", max_results=PAGE, order_by=["version_number DESC"]
+        )
+        assert len(found) == min(PAGE, per_model)
+
+    def register(i: int) -> None:
+        client.create_model_version(rng.choice(models), f"file:///bench/new-{i}/model.onnx")
+
+    def move(_: int) -> None:
+        client.set_registered_model_alias(
+            rng.choice(models), "bench-mlflow", str(rng.randint(1, per_model))
+        )
+
+    calls = {
+        "get_model_version_by_alias": by_alias,
+        "search_model_versions (a model's newest 50)": page,
+        "create_model_version": register,
+        "set_registered_model_alias": move,
+    }
+    ours = {f.operation: f for f in figures}
+    out = []
+    for operation, call in SIDE_BY_SIDE:
+        theirs = timed(call, None, calls[call], repeat, warmup)
+        out.append(Beside(operation, ours[operation].median, call, theirs.median, theirs.p95))
+    info = {
+        "mlflow": mlflow.__version__,
+        "store": "MLflow's SQLAlchemy store on a SQLite file, in-process client",
+        "models": len(models),
+        "versions": versions,
+        "build_seconds": round(built, 1),
+    }
+    return out, info
+
+
 # --- report ------------------------------------------------------------------------------------
 
 
@@ -1188,6 +1287,23 @@ def _human(size: float) -> str:
             return f"{size:,.1f} {unit}" if unit != "B" else f"{size:,.0f} B"
         size /= 1024
     raise AssertionError
+
+
+def report_mlflow(info: dict[str, Any], beside: list[Beside]) -> None:
+    print()
+    print(
+        f"beside MLflow {info['mlflow']} ({info['store']}; {info['models']} registered models, "
+        f"{info['versions']:,} versions, built in {info['build_seconds']:,} s)"
+    )
+    head = f"{'operation':<24} {'compressgate':>13} {'MLflow':>11} {'ratio':>7}  MLflow call"
+    print(head)
+    print("-" * (len(head) + 30))
+    for b in beside:
+        print(
+            f"{b.operation:<24} {b.ours:>10.2f} ms {b.mlflow:>8.2f} ms {b.ratio:>7.3f}  "
+            f"{b.mlflow_call}"
+        )
+    print("medians; ratio: compressgate's time over MLflow's (below 1: compressgate is faster)")
 
 
 def report(info: dict[str, Any], figures: list[Figure], commands: list[Command]) -> None:
@@ -1255,6 +1371,12 @@ def main() -> int:
         "--audit-runs", type=int, default=2, help="runs of each `audit verify` after its first"
     )
     parser.add_argument("--no-commands", action="store_true", help="library calls only")
+    parser.add_argument(
+        "--against-mlflow",
+        action="store_true",
+        help="time the same operations on MLflow's model registry (mlflow-skinny, the "
+        "`mlflow` extra), as many versions as --variants; minutes at 100,000",
+    )
     parser.add_argument(
         "--quick",
         action="store_true",
@@ -1329,6 +1451,12 @@ def main() -> int:
         )
         version = server_version(catalog)
         catalog.close()
+        beside: list[Beside] = []
+        mlflow_info: dict[str, Any] = {}
+        if options.against_mlflow:
+            beside, mlflow_info = against_mlflow(
+                figures, folder, options.variants, options.repeat, options.warmup, options.seed
+            )
     finally:
         if not options.keep:
             shutil.rmtree(folder, ignore_errors=True)
@@ -1373,12 +1501,20 @@ def main() -> int:
         "bytes_per_variant": round(on_disk / options.variants),
         "figures": [{**asdict(f), "ok": f.ok} for f in figures],
         "commands": [{**asdict(c), "ok": c.ok} for c in commands],
+        "against_mlflow": {
+            **mlflow_info,
+            "operations": [{**asdict(b), "ratio": round(b.ratio, 4)} for b in beside],
+        }
+        if beside
+        else None,
     }
     if options.json:
         del info["summary"]
         print(json.dumps(info, indent=2))
     else:
         report(info, figures, commands)
+        if beside:
+            report_mlflow(mlflow_info, beside)
     return 0
 
 
