@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, JsonValue, Tag
 class Estimate(BaseModel):
     """A point estimate with its two-sided `confidence` interval over `n` samples."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     estimate: float
     ci_low: float
@@ -52,7 +52,7 @@ class Estimate(BaseModel):
 class Result(BaseModel):
     """Base of every evaluator result."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     def metrics(self) -> dict[str, Estimate]:
         """The result as dotted metric names (what gates judge)."""
@@ -105,7 +105,7 @@ class PairedResult(Result):
 class ReliabilityBin(BaseModel):
     """One bin of a reliability diagram: ((lower, upper]], its samples' confidence and accuracy."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     lower: float
     upper: float
@@ -139,7 +139,7 @@ class CalibrationResult(Result):
 
 
 class GroupRow(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     group: int
     name: str
@@ -190,7 +190,7 @@ class FairnessResult(Result):
 
 
 class ClassRow(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     label: int
     name: str
@@ -241,7 +241,7 @@ class FidelityResult(Result):
 
 
 class ShiftRow(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     kind: str
     level: int = Field(description="1-based position of the severity in the recipe")
@@ -281,7 +281,7 @@ class SequenceLengths(BaseModel):
     """The lengths the timed calls of one batch size ran at, when the data declares its padding:
     consecutive batches of the test split, each trimmed to its longest sample, cycled."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     axis: int = Field(description="the padded axis of the input")
     stored: int = Field(description="the length the data is stored at (fixed padding's)")
@@ -292,7 +292,7 @@ class SequenceLengths(BaseModel):
 
 
 class LatencyBatch(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     batch_size: int
     quantiles_ms: dict[str, Estimate] = Field(description="p50, p90, p95, p99 of the candidate")
@@ -478,7 +478,7 @@ EvaluationResult = Annotated[
 class SeedAggregate(BaseModel):
     """One metric of one stage over the recipe's seeds: mean, t interval, worst seed, spread."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     mean: float
     ci_low: float

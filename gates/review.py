@@ -84,7 +84,7 @@ class SeedSamples:
 class GateDecision(BaseModel):
     """One gate of one run: the evidence, the rule's threshold and the verdict, with its owner."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     run_id: str
     gate: str
@@ -131,7 +131,7 @@ def evidence_digest(decision: GateDecision) -> str:
 class Signoff(BaseModel):
     """An owner's signed approval or waiver of one gate of one run, as checked now."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     id: str = Field(description="sha256 of the envelope")
     kind: SignoffKind
@@ -152,7 +152,7 @@ class Signoff(BaseModel):
 
 
 class GateReview(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     decision: GateDecision
     state: GateState
@@ -162,7 +162,7 @@ class GateReview(BaseModel):
 class ReviewStatus(BaseModel):
     """A run's review: each gate's state and the run's status."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     run_id: str
     recipe: str

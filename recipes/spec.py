@@ -26,6 +26,9 @@ class Spec(BaseModel):
         validate_by_alias=True,
         validate_by_name=False,
         serialize_by_alias=True,
+        # Validators built on first use, not at import: a command that reads the catalog and
+        # never parses a recipe does not pay for the manifest's hundred models (start-up).
+        defer_build=True,
     )
 
 

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 class Result(BaseModel):
     """Every result is frozen: it reports what happened, it is not a handle to change it."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
 
 class IssueResult(Result):

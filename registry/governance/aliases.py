@@ -43,7 +43,7 @@ from compressgate.registry.governance.release import (
     release_envelope,
 )
 from compressgate.registry.governance.review import TrustSource, load_trust_for, status
-from compressgate.registry.governance.uri import check_alias
+from compressgate.registry.governance.uri import check_alias, resolve_alias
 from compressgate.registry.kernel.digests import sha256_file
 from compressgate.registry.kernel.dsse import Envelope
 from compressgate.registry.kernel.errors import (
@@ -436,24 +436,6 @@ def _scoped(catalog: Catalog, chain: PolicyChain | None, alias: str, variant: Va
             hint=f"an alias moves only between variants of its recipe: {recipe}:{name}",
         )
     return f"{recipe}:{name}"
-
-
-def resolve_alias(catalog: Catalog, chain: PolicyChain | None, alias: str) -> str:
-    """The alias a name means under a policy: RECIPE:NAME as given; NAME shared by the policy
-    as is; else the one recipe's NAME there is (several: exit 2, naming them)."""
-    if chain is None or chain.current is None or ":" in alias:
-        return alias
-    if chain.current.trust.alias_rule(alias).shared:
-        return alias
-    scoped = sorted(a for a in catalog.aliases() if a.endswith(f":{alias}"))
-    if len(scoped) == 1:
-        return scoped[0]
-    if scoped:
-        raise ManifestError(
-            f"alias {alias} is one per recipe here: {', '.join(scoped)}; name one",
-            hint="give RECIPE:NAME",
-        )
-    return alias
 
 
 # --- serving: where an alias (or a variant named directly) points now, verified ---------------

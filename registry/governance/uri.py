@@ -12,7 +12,9 @@ registry. A host part would be a second way to name the workspace, one the optio
 contradict.
 
 The names a URI holds obey the rules the commands apply to them (`check_alias`, which
-`promote`, `rollback` and `alias resolve` share, lives here for that reason). Kept import-light
+`promote`, `rollback` and `alias resolve` share, lives here for that reason, and so does
+`resolve_alias`, which alias a name means under a policy: `alias history` needs it without the
+promotion machinery). Kept import-light
 (the standard library and the error tree): the command line parses a URI before it opens
 anything, and nothing here needs the catalog.
 """
@@ -20,9 +22,13 @@ anything, and nothing here needs the catalog.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from compressgate.registry.kernel.errors import ManifestError
+
+if TYPE_CHECKING:
+    from compressgate.registry.catalog.repository import Catalog
+    from compressgate.registry.governance.policy import PolicyChain
 
 SCHEME = "compressgate"
 FORMS = (
@@ -88,6 +94,24 @@ def check_alias(alias: str) -> None:
             hint=f"use {_CHARS}, at most 64 characters, optionally after the recipe's name and "
             "':' (digits-cnn:production)",
         )
+
+
+def resolve_alias(catalog: Catalog, chain: PolicyChain | None, alias: str) -> str:
+    """The alias a name means under a policy: RECIPE:NAME as given; NAME shared by the policy
+    as is; else the one recipe's NAME there is (several: exit 2, naming them)."""
+    if chain is None or chain.current is None or ":" in alias:
+        return alias
+    if chain.current.trust.alias_rule(alias).shared:
+        return alias
+    scoped = sorted(a for a in catalog.aliases() if a.endswith(f":{alias}"))
+    if len(scoped) == 1:
+        return scoped[0]
+    if scoped:
+        raise ManifestError(
+            f"alias {alias} is one per recipe here: {', '.join(scoped)}; name one",
+            hint="give RECIPE:NAME",
+        )
+    return alias
 
 
 def _valid_alias(alias: str) -> bool:

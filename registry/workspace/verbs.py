@@ -283,7 +283,7 @@ class Workspace(SweepVerbs):
         )
 
     def alias_history(self, alias: str) -> list[AliasMove]:
-        from compressgate.registry.governance.aliases import resolve_alias
+        from compressgate.registry.governance.uri import resolve_alias
 
         catalog = self.catalog()
         chain = self.policy_chain()
