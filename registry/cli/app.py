@@ -19,6 +19,7 @@ records of the `compressgate` loggers on stderr: what is verified, built, reused
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import logging
@@ -297,5 +298,40 @@ for _command in COMMANDS:
 
 
 def main() -> None:
-    """The console script."""
-    cli(prog_name="compressgate", obj={"started": _process_start()})
+    """The console script. Once the command has answered, the process ends without tearing
+    down the interpreter: with SQLAlchemy, pydantic and our models loaded, collecting and
+    freeing every module's objects took a fifth of a second a command (0.17 s on this
+    machine), after the answer was printed. What must happen at exit still does: the
+    standard streams and logging flushed, and every `atexit` function run (multiprocessing's,
+    Ray's, temporary files'). The cyclic garbage collector runs a thirtieth as often as
+    Python's default: a command's imports allocate some million objects that all live to the
+    end, and the default's collections over them took about 30 ms of a read command's half
+    second; objects are still freed as their last reference goes."""
+    import gc
+
+    gc.set_threshold(20_000, 20, 20)
+    try:
+        cli(prog_name="compressgate", obj={"started": _process_start()})
+    except SystemExit as exc:
+        _end(exc.code)
+    _end(0)
+
+
+def _end(code: object) -> NoReturn:
+    """Exit with `code` as `sys.exit` would take it, skipping the interpreter's teardown."""
+    import atexit
+
+    if code is None:
+        status = 0
+    elif isinstance(code, int):
+        status = code
+    else:  # sys.exit("message"): printed, exit 1
+        print(code, file=sys.stderr)
+        status = 1
+    for stream in (sys.stdout, sys.stderr):
+        # A closed pipe (`| head`) or stream: nothing left to flush.
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    logging.shutdown()
+    atexit._run_exitfuncs()
+    os._exit(status)

@@ -565,13 +565,13 @@ def test_uris_are_shown_without_passwords_and_paths_become_file_uris(tmp_path: P
 # --- start-up --------------------------------------------------------------------------------
 
 WRAPPER = """\
-import sys
+import atexit, sys
 sys.argv = ["compressgate", *sys.argv[1:]]
 from compressgate.registry.cli import main
-try:
-    main()
-finally:
-    print("mlflow imported: " + str("mlflow" in sys.modules), file=sys.stderr)
+atexit.register(
+    lambda: print("mlflow imported: " + str("mlflow" in sys.modules), file=sys.stderr)
+)
+main()
 """
 
 

@@ -47,13 +47,13 @@ HEAVY = ("scipy", "torch", "sklearn")
 # The console script's entry point, then the heavy modules it loaded, on stderr's last line
 # (as tests/registry/test_startup.py checks the other read commands).
 WRAPPER = f"""\
-import sys
+import atexit, sys
 sys.argv = ["compressgate", *sys.argv[1:]]
 from compressgate.registry.cli import main
-try:
-    main()
-finally:
-    print("heavy: " + ",".join(m for m in {HEAVY!r} if m in sys.modules), file=sys.stderr)
+atexit.register(
+    lambda: print("heavy: " + ",".join(m for m in {HEAVY!r} if m in sys.modules), file=sys.stderr)
+)
+main()
 """
 
 

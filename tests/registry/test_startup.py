@@ -21,15 +21,17 @@ from tests.helpers.workspace import Workspace, make_workspace
 HEAVY = ("scipy", "torch", "sklearn")
 GATED, PLAIN = "run-20261123T100000Z-aaaaaa", "run-20261123T110000Z-bbbbbb"
 
-# The console script's entry point, then the heavy modules it loaded, on stderr's last line.
+# The console script's entry point, then the heavy modules it loaded, on stderr's last line
+# (from an `atexit` function: `main` ends the process without the interpreter's teardown, but
+# runs those).
 WRAPPER = f"""\
-import sys
+import atexit, sys
 sys.argv = ["compressgate", *sys.argv[1:]]
 from compressgate.registry.cli import main
-try:
-    main()
-finally:
-    print("heavy: " + ",".join(m for m in {HEAVY!r} if m in sys.modules), file=sys.stderr)
+atexit.register(
+    lambda: print("heavy: " + ",".join(m for m in {HEAVY!r} if m in sys.modules), file=sys.stderr)
+)
+main()
 """
 
 

@@ -41,13 +41,13 @@ FIRST, SECOND, OTHER, TWIN, FAILED = (
 )
 HEAVY = ("scipy", "torch", "sklearn")
 WRAPPER = f"""\
-import sys
+import atexit, sys
 sys.argv = ["compressgate", *sys.argv[1:]]
 from compressgate.registry.cli import main
-try:
-    main()
-finally:
-    print("heavy: " + ",".join(m for m in {HEAVY!r} if m in sys.modules), file=sys.stderr)
+atexit.register(
+    lambda: print("heavy: " + ",".join(m for m in {HEAVY!r} if m in sys.modules), file=sys.stderr)
+)
+main()
 """
 
 

@@ -30,6 +30,7 @@ stage's variant, its end).
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import multiprocessing
@@ -132,11 +133,10 @@ def _child(
         _hook_writes(pause, Path(marker), counts, Path(argv[argv.index("--workspace") + 1]))
     from compressgate.registry.cli import main
 
-    try:
-        main()
-    finally:
-        if pause is not None and pause[1] == 0:
-            Path(marker).write_text(json.dumps(counts), encoding="utf-8")
+    if pause is not None and pause[1] == 0:
+        # At exit: `main` ends the process without the interpreter's teardown, but runs these.
+        atexit.register(lambda: Path(marker).write_text(json.dumps(counts), encoding="utf-8"))
+    main()
 
 
 def _hook_writes(pause: tuple[str, int], marker: Path, counts: Counter[str], ws: Path) -> None:
