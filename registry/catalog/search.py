@@ -91,6 +91,7 @@ _TERM = re.compile(
     re.DOTALL,
 )
 _ALIAS_TERMS = ("alias", "current")
+_WINDOW = 5000  # variants read in sort order before the terms drive instead (`search`)
 _DOCS = "docs/catalog-and-audit.md#tags-descriptions-and-search"
 
 
@@ -250,37 +251,75 @@ class CatalogSearch(CatalogAnnotations):
         if not 1 <= limit <= 1000:
             raise ManifestError(f"--limit {limit}: give 1 to 1000")
         v, r = schema.table(VariantRow), schema.table(RunRow)
-        key: ColumnElement[Any] = {
-            "recorded": v.c.recorded_at,
-            "id": v.c.id,
-            "size": sa.func.coalesce(v.c.size_bytes, -1),
-        }[field]
         fingerprint = _fingerprint(parsed, f"{field}:{direction}")
-        with self._reading() as conn:
-            conditions = self._conditions(conn, parsed)
-            select = (
-                sa.select(
-                    v.c.id,
-                    v.c.run_id,
-                    v.c.seed,
-                    v.c.stage,
-                    v.c.kind,
-                    v.c.artifact_sha256,
-                    v.c.recorded_at,
-                    v.c.size_bytes,
-                    r.c.recipe_name,
-                    r.c.recipe_version,
-                    key,
-                )
-                .select_from(v.join(r, r.c.run_id == v.c.run_id))
-                .where(*conditions)
+        after = None if page_token is None else _read_token(page_token, fingerprint)
+
+        # Where the database sorts a NULL size: SQLite below every value, PostgreSQL above.
+        nulls_low = self.dialect == "sqlite"
+
+        def ordering(t: Any) -> tuple[ColumnElement[Any], list[Any], list[ColumnElement[bool]]]:
+            """The sort key of table `t` (variants or an alias of it), its ORDER BY, and the
+            keyset condition that starts after the page token's row."""
+            key = _sort_key(t, field)
+            descending = direction == "desc"
+            order = [key.desc(), t.c.id.desc()] if descending else [key, t.c.id]
+            if after is None:
+                return key, order, []
+            return key, order, [_past(key, t.c.id, after, descending, nulls_low)]
+
+        key, order, start = ordering(v)
+        columns = (
+            v.c.id,
+            v.c.run_id,
+            v.c.seed,
+            v.c.stage,
+            v.c.kind,
+            v.c.artifact_sha256,
+            v.c.recorded_at,
+            v.c.size_bytes,
+            r.c.recipe_name,
+            r.c.recipe_version,
+            key,
+        )
+        joined = v.join(r, r.c.run_id == v.c.run_id)
+
+        def page_of(conditions: list[ColumnElement[bool]]) -> sa.Select[Any]:
+            return (
+                sa.select(*columns)
+                .select_from(joined)
+                .where(*conditions, *start)
+                .order_by(*order)
+                .limit(limit + 1)
             )
-            if page_token is not None:
-                after, after_id = _read_token(page_token, fingerprint)
-                pair, bound = sa.tuple_(key, v.c.id), sa.tuple_(sa.literal(after), after_id)
-                select = select.where(pair < bound if direction == "desc" else pair > bound)
-            order = (key.desc(), v.c.id.desc()) if direction == "desc" else (key, v.c.id)
-            rows = conn.execute(select.order_by(*order).limit(limit + 1)).all()
+
+        with self._reading() as conn:
+            if not parsed.terms:  # no term: the sort's index alone answers
+                rows = conn.execute(page_of([])).all()
+            else:
+                # First scan: the next `_WINDOW` variants in sort order, read off the sort's
+                # index and each checked against the terms (every term a per-row check, so
+                # that no other index drives), stopping at the page's last row. Where matches
+                # are common the page is found there. Else (rare matches) drive: each term
+                # names its rows through its own index, and the database sorts those few.
+                w = v.alias("w")
+                w_key, w_order, w_start = ordering(w)
+                edge = conn.execute(
+                    sa.select(w_key, w.c.id)
+                    .where(*w_start)
+                    .order_by(*w_order)
+                    .offset(_WINDOW - 1)
+                    .limit(1)
+                ).first()
+                within = []
+                if edge is not None:  # up to the edge: not past it
+                    edge_row = (edge[0], str(edge[1]))
+                    past = _past(key, v.c.id, edge_row, direction == "desc", nulls_low)
+                    # (a NULL key compared with a value is neither: not past)
+                    within = [sa.or_(sa.not_(past), past.is_(None))]
+                scan = self._conditions(conn, parsed, scan=field)
+                rows = conn.execute(page_of([*scan, *within])).all()
+                if len(rows) <= limit and edge is not None:
+                    rows = conn.execute(page_of(self._conditions(conn, parsed))).all()
             page, more = rows[:limit], len(rows) > limit
             aliases = self._pointing(conn, [str(row[0]) for row in page])
         own = self.current_annotations("variant", [str(row[0]) for row in page])
@@ -330,15 +369,31 @@ class CatalogSearch(CatalogAnnotations):
             out.setdefault(str(variant_id), []).append(str(alias))
         return out
 
-    def _conditions(self, conn: sa.Connection, query: Query) -> list[ColumnElement[bool]]:
+    def _conditions(
+        self, conn: sa.Connection, query: Query, *, scan: str | None = None
+    ) -> list[ColumnElement[bool]]:
+        """The terms of `query` as conditions on variants `v` joined to runs `r`: each one
+        driving (an IN over the rows its index names), or with `scan` (the sort field) a
+        per-row check that no index but the sort's serves (a correlated EXISTS, a column
+        turned into an expression)."""
         v, r = schema.table(VariantRow), schema.table(RunRow)
+
+        def plain(column: ColumnElement[Any], indexed: bool = True) -> ColumnElement[Any]:
+            return _plain(column) if scan is not None and indexed else column
+
+        def member(column: ColumnElement[Any], rows: sa.Select[Any]) -> ColumnElement[bool]:
+            if scan is None:
+                return column.in_(rows)
+            return sa.exists(rows.where(rows.selected_columns[0] == column))
+
         moved = any(t.field in _ALIAS_TERMS for t in query.terms)
         out: list[ColumnElement[bool]] = []
         if not moved:
+            recorded = plain(v.c.recorded_at, scan != "recorded")
             if query.since is not None:
-                out.append(v.c.recorded_at >= query.since)
+                out.append(recorded >= query.since)
             if query.until is not None:
-                out.append(v.c.recorded_at < query.until)
+                out.append(recorded < query.until)
         seqs: list[int] | None = None
         for term in query.terms:
             value = term.value or ""
@@ -346,9 +401,9 @@ class CatalogSearch(CatalogAnnotations):
             if term.field in ("since", "until"):
                 continue
             if term.field == "recipe":
-                cond = _matches(r.c.recipe_name, term)
+                cond = _matches(plain(r.c.recipe_name), term)
             elif term.field == "run":
-                cond = _matches(v.c.run_id, term)
+                cond = _matches(plain(v.c.run_id), term)
             elif term.field == "stage":
                 cond = _matches(v.c.stage, term)
             elif term.field == "kind":
@@ -360,22 +415,22 @@ class CatalogSearch(CatalogAnnotations):
                 found = sa.func.instr if self.dialect == "sqlite" else sa.func.strpos
                 cond = found(r.c.signers, needle) > 0
             elif term.field in _ALIAS_TERMS:
-                cond = v.c.id.in_(_moves(term, query))
+                cond = member(v.c.id, _moves(term, query, plain))
             elif term.field == "gate" or term.field == "waived":
-                cond = v.c.run_id.in_(_gates(term))
+                cond = member(v.c.run_id, _gates(term, plain))
             elif term.field in ("waiver", "signoff"):
                 a = schema.table(ApprovalRow)
-                signed = sa.select(a.c.run_id).where(a.c.owner == value)
+                signed = sa.select(a.c.run_id).where(plain(a.c.owner) == value)
                 if term.field == "waiver":
-                    signed = signed.where(a.c.kind == "waiver")
-                cond = v.c.run_id.in_(signed)
+                    signed = signed.where(plain(a.c.kind) == "waiver")
+                cond = member(v.c.run_id, signed)
             elif term.field == "policy":
                 if seqs is None:
                     seqs = self._policy_seqs(conn)
-                cond = _policy(v.c.event_seq, seqs, term)
+                cond = _policy(plain(v.c.event_seq), seqs, term)
             else:
                 assert term.field == "tag"
-                cond = self._tagged(term)
+                cond = self._tagged(term, member if scan is not None else None)
             out.append(sa.not_(cond) if term.op == "!=" else cond)
         return out
 
@@ -386,29 +441,63 @@ class CatalogSearch(CatalogAnnotations):
         p = schema.table(PolicyRow)
         return [int(s) for (s,) in conn.execute(sa.select(p.c.event_seq).order_by(p.c.version))]
 
-    def _tagged(self, term: Term) -> ColumnElement[bool]:
-        """A variant's effective tag: its own, else its run's."""
+    def _tagged(self, term: Term, member: Any = None) -> ColumnElement[bool]:
+        """A variant's effective tag: its own, else its run's. With `member` (a scan), checked
+        row by row; else one IN over the variants it names."""
         if self.applied < ANNOTATIONS_FROM:
             return sa.false()
         v = schema.table(VariantRow)
         assert term.name is not None
-        if term.op is None:  # set, on the variant or on its run
-            own = _latest_tag("variant", term.name, lambda value: value.is_not(None))
-            runs = _latest_tag("run", term.name, lambda value: value.is_not(None))
-            return v.c.id.in_(sa.union(own, sa.select(v.c.id).where(v.c.run_id.in_(runs))))
-        assert term.value is not None
-        wanted = term.value
+        wanted = term.value or ""
 
         def holds(value: ColumnElement[Any]) -> ColumnElement[bool]:
+            if term.op is None:  # the tag is set
+                return value.is_not(None)
             if term.op == "~":
                 return sa.func.substr(value, 1, len(wanted)) == wanted
             return value == wanted
 
-        own = _latest_tag("variant", term.name, holds)
-        own_any = _latest_tag("variant", term.name, lambda value: value.is_not(None))
-        runs = _latest_tag("run", term.name, holds)
-        inherited = sa.select(v.c.id).where(v.c.run_id.in_(runs), v.c.id.not_in(own_any))
-        return v.c.id.in_(sa.union(own, inherited))
+        # Scanning, the subject's index alone serves (a key's value index would read every
+        # subject's row of the key for each variant).
+        plain = _plain if member is not None else (lambda column: column)
+        own = _latest_tag("variant", term.name, holds, plain)
+        own_any = _latest_tag("variant", term.name, lambda value: value.is_not(None), plain)
+        runs = _latest_tag("run", term.name, holds, plain)
+        if member is not None:
+            inherited = sa.and_(sa.not_(member(v.c.id, own_any)), member(v.c.run_id, runs))
+            return sa.or_(member(v.c.id, own), inherited)
+        named = sa.select(v.c.id).where(v.c.run_id.in_(runs), v.c.id.not_in(own_any))
+        return v.c.id.in_(sa.union(own, named))
+
+
+def _sort_key(t: Any, field: str) -> ColumnElement[Any]:
+    """What `field` sorts table `t` (variants, or an alias of it) by: each one the leading
+    column of an index (`migrations._v7`)."""
+    column = {"recorded": "recorded_at", "id": "id", "size": "size_bytes"}[field]
+    return t.c[column]  # type: ignore[no-any-return]
+
+
+def _past(
+    key: ColumnElement[Any],
+    row_id: ColumnElement[Any],
+    row: tuple[Any, str],
+    descending: bool,
+    nulls_low: bool,
+) -> ColumnElement[bool]:
+    """The rows after `row` (its key, its id) in the order (key, id), ascending or
+    `descending`, where a NULL key (a size never recorded) sorts below every value when
+    `nulls_low` (SQLite) and above every value otherwise (PostgreSQL)."""
+    value, last_id = row
+    later = row_id < last_id if descending else row_id > last_id
+    # NULLs come after the values in this direction when they sort low and we go down, or
+    # sort high and we go up.
+    nulls_after = nulls_low == descending
+    if value is None:
+        same = sa.and_(key.is_(None), later)
+        return same if nulls_after else sa.or_(same, key.is_not(None))
+    pair, bound = sa.tuple_(key, row_id), sa.tuple_(sa.literal(value), last_id)
+    beyond = pair < bound if descending else pair > bound
+    return sa.or_(beyond, key.is_(None)) if nulls_after else beyond
 
 
 def _matches(column: ColumnElement[Any], term: Term) -> ColumnElement[bool]:
@@ -432,12 +521,18 @@ def _newer_move(m: Any, newer: Any) -> ColumnElement[bool]:
     return sa.exists().where(newer.c.alias == m.c.alias, newer.c.event_seq > m.c.event_seq)
 
 
-def _moves(term: Term, query: Query) -> sa.Select[Any]:
+def _plain(column: ColumnElement[Any]) -> ColumnElement[Any]:
+    """`column` as an expression no index serves (`x + 0`, `x || ''`): where a scan checks a
+    term row by row, the planner then cannot pick that column's index to drive instead."""
+    return column + 0 if column.type.python_type is int else column.concat("")
+
+
+def _moves(term: Term, query: Query, plain: Any) -> sa.Select[Any]:
     """The variants an alias term names: moved to by NAME (alias), or NAME's target now
     (current); with `since`/`until`, by a move in that range."""
     assert term.value is not None
     m = schema.table(AliasMoveRow).alias("m")
-    moves = sa.select(m.c.variant_id).where(_alias_named(m.c.alias, term.value))
+    moves = sa.select(m.c.variant_id).where(_alias_named(plain(m.c.alias), term.value))
     if term.field == "current":
         moves = moves.where(~_newer_move(m, schema.table(AliasMoveRow).alias("n")))
     if query.since is not None:
@@ -447,16 +542,16 @@ def _moves(term: Term, query: Query) -> sa.Select[Any]:
     return moves
 
 
-def _gates(term: Term) -> sa.Select[Any]:
+def _gates(term: Term, plain: Any) -> sa.Select[Any]:
     """The runs with a gate (named, or any) of the term's outcome."""
     outcome = "waived" if term.field == "waived" else term.value
     if outcome == "waived":
         a = schema.table(ApprovalRow)
-        runs = sa.select(a.c.run_id).where(a.c.kind == "waiver")
-        return runs.where(a.c.gate == term.name) if term.name is not None else runs
+        runs = sa.select(a.c.run_id).where(plain(a.c.kind) == "waiver")
+        return runs.where(plain(a.c.gate) == term.name) if term.name is not None else runs
     g = schema.table(GateDecisionRow)
-    runs = sa.select(g.c.run_id).where(g.c.verdict == outcome)
-    return runs.where(g.c.gate == term.name) if term.name is not None else runs
+    runs = sa.select(g.c.run_id).where(plain(g.c.verdict) == outcome)
+    return runs.where(plain(g.c.gate) == term.name) if term.name is not None else runs
 
 
 def _policy(seq: ColumnElement[Any], seqs: list[int], term: Term) -> ColumnElement[bool]:
@@ -476,7 +571,7 @@ def _policy(seq: ColumnElement[Any], seqs: list[int], term: Term) -> ColumnEleme
     return sa.and_(after(n), sa.not_(after(n + 1)))
 
 
-def _latest_tag(subject_kind: str, key: str, holds: Any) -> sa.Select[Any]:
+def _latest_tag(subject_kind: str, key: str, holds: Any, plain: Any) -> sa.Select[Any]:
     """The subjects of `subject_kind` whose latest event of tag `key` has a value that
     `holds`."""
     table = schema.table(AnnotationRow)
@@ -489,7 +584,7 @@ def _latest_tag(subject_kind: str, key: str, holds: Any) -> sa.Select[Any]:
         b.c.event_seq > a.c.event_seq,
     )
     return sa.select(a.c.subject_id).where(
-        a.c.kind == "tag",
+        plain(a.c.kind) == "tag",
         a.c.key == key,
         a.c.subject_kind == subject_kind,
         holds(a.c.value),
@@ -515,7 +610,7 @@ def _read_token(token: str, fingerprint: str) -> tuple[Any, str]:
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
         found, after, after_id = json.loads(raw)
-        valid = isinstance(after_id, str) and isinstance(after, str | int)
+        valid = isinstance(after_id, str) and (after is None or isinstance(after, str | int))
     except (ValueError, TypeError, binascii.Error):
         valid, found = False, None
     if not valid:
