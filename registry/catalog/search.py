@@ -411,9 +411,16 @@ class CatalogSearch(CatalogAnnotations):
             elif term.field == "owner":
                 # The signers are a canonical JSON list of names: the name, JSON-quoted, is in
                 # it exactly when it is one of them (instr/strpos: exact, where LIKE is not).
+                # Driving, the runs are read (fewer than their variants) and their variants
+                # reached through the run index.
                 needle = json.dumps(value, ensure_ascii=False)
                 found = sa.func.instr if self.dialect == "sqlite" else sa.func.strpos
-                cond = found(r.c.signers, needle) > 0
+                if scan is not None:
+                    cond = found(r.c.signers, needle) > 0
+                else:
+                    signers = schema.table(RunRow).alias("s")
+                    named = sa.select(signers.c.run_id).where(found(signers.c.signers, needle) > 0)
+                    cond = v.c.run_id.in_(named)
             elif term.field in _ALIAS_TERMS:
                 cond = member(v.c.id, _moves(term, query, plain))
             elif term.field == "gate" or term.field == "waived":
