@@ -228,8 +228,9 @@ def searches(since: str, month: tuple[str, str], deep: int) -> list[tuple[str, s
         ("a tag's absence, passed gates", "tag.team!=vision gate=pass", "recorded"),
         ("policy, owner, recipe prefix", "policy=0 owner=ml-platform recipe~mobile", "id"),
         ("a month, one kind", f"since={month[0]} until={month[1]} kind=quantize", "recorded"),
-        ("no match, no index (worst case)", "owner=nobody", "recorded"),
-        ("a recipe never run", "recipe=nobody", "recorded"),
+        ("no match: an unknown signer", "owner=nobody", "recorded"),
+        ("no match: a recipe never run", "recipe=nobody", "recorded"),
+        ("no match: a stage never made", "stage=nowhere", "recorded"),
         ("largest first", "", "size"),
         (f"a page {deep:,} deep", "", "size:asc"),
     ]

@@ -20,8 +20,8 @@ migration created. Each applied migration is a row of `schema_migrations` with i
 - v6: sweeps (`sweeps`), each trial of one linked to its run (`sweep_trials`), and how each
   ended (`sweep_ends`). An older catalog read as it is has no sweep.
 - v7: tags and descriptions of runs and variants (`annotations`), and the indexes `catalog
-  search` needs: variants by recording time and size, alias moves by variant, gate decisions
-  by verdict, sign-offs by owner. An older catalog read as it is has no annotation.
+  search` needs: variants by recording time, size, stage and kind, alias moves by variant,
+  gate decisions by verdict, sign-offs by owner. An older catalog read as it is has no annotation.
 """
 
 from __future__ import annotations
@@ -338,6 +338,8 @@ def _v7(dialect: str) -> list[str]:
         "CREATE INDEX ix_annotations_value ON annotations (kind, key, value, subject_kind)",
         "CREATE INDEX ix_variants_recorded_at ON variants (recorded_at, id)",
         "CREATE INDEX ix_variants_size ON variants (size_bytes, id)",
+        "CREATE INDEX ix_variants_stage ON variants (stage, kind)",
+        "CREATE INDEX ix_variants_kind ON variants (kind)",
         "CREATE INDEX ix_alias_moves_variant ON alias_moves (variant_id, alias)",
         "CREATE INDEX ix_gate_verdicts_verdict ON gate_verdicts (verdict, gate, run_id)",
         "CREATE INDEX ix_approvals_owner ON approvals (owner, kind, run_id)",

@@ -303,6 +303,12 @@ class CatalogSearch(CatalogAnnotations):
                 # names its rows through its own index, and the database sorts those few.
                 w = v.alias("w")
                 w_key, w_order, w_start = ordering(w)
+                if field == "recorded" and not any(t.field in _ALIAS_TERMS for t in parsed.terms):
+                    # since/until bound the sort key itself: the window starts inside them
+                    if parsed.since is not None:
+                        w_start.append(w.c.recorded_at >= parsed.since)
+                    if parsed.until is not None:
+                        w_start.append(w.c.recorded_at < parsed.until)
                 edge = conn.execute(
                     sa.select(w_key, w.c.id)
                     .where(*w_start)
@@ -386,6 +392,9 @@ class CatalogSearch(CatalogAnnotations):
                 return column.in_(rows)
             return sa.exists(rows.where(rows.selected_columns[0] == column))
 
+        # A prefix also as a range its index serves, when driving on SQLite (whose text order
+        # is by code point; PostgreSQL's collation may order otherwise).
+        ranged = scan is None and self.dialect == "sqlite"
         moved = any(t.field in _ALIAS_TERMS for t in query.terms)
         out: list[ColumnElement[bool]] = []
         if not moved:
@@ -401,13 +410,13 @@ class CatalogSearch(CatalogAnnotations):
             if term.field in ("since", "until"):
                 continue
             if term.field == "recipe":
-                cond = _matches(plain(r.c.recipe_name), term)
+                cond = _matches(plain(r.c.recipe_name), term, ranged)
             elif term.field == "run":
-                cond = _matches(plain(v.c.run_id), term)
+                cond = _matches(plain(v.c.run_id), term, ranged)
             elif term.field == "stage":
-                cond = _matches(v.c.stage, term)
+                cond = _matches(plain(v.c.stage), term, ranged)
             elif term.field == "kind":
-                cond = v.c.kind == value
+                cond = plain(v.c.kind) == value
             elif term.field == "owner":
                 # The signers are a canonical JSON list of names: the name, JSON-quoted, is in
                 # it exactly when it is one of them (instr/strpos: exact, where LIKE is not).
@@ -507,12 +516,16 @@ def _past(
     return sa.or_(beyond, key.is_(None)) if nulls_after else beyond
 
 
-def _matches(column: ColumnElement[Any], term: Term) -> ColumnElement[bool]:
-    """= (and !=, negated by the caller) or ~ (a prefix, case-sensitive on both databases)."""
+def _matches(column: ColumnElement[Any], term: Term, ranged: bool = False) -> ColumnElement[bool]:
+    """= (and !=, negated by the caller) or ~ (a prefix, case-sensitive on both databases;
+    `ranged`: also stated as the range of code points it spans, which an index serves)."""
     assert term.value is not None
-    if term.op == "~":
-        return sa.func.substr(column, 1, len(term.value)) == term.value
-    return column == term.value
+    if term.op != "~":
+        return column == term.value
+    prefix = sa.func.substr(column, 1, len(term.value)) == term.value
+    if not ranged:
+        return prefix
+    return sa.and_(column >= term.value, column < term.value + "\U0010ffff", prefix)
 
 
 def _alias_named(column: ColumnElement[Any], name: str) -> ColumnElement[bool]:
