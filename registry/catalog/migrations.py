@@ -19,6 +19,9 @@ migration created. Each applied migration is a row of `schema_migrations` with i
   as it is: it has no policy.
 - v6: sweeps (`sweeps`), each trial of one linked to its run (`sweep_trials`), and how each
   ended (`sweep_ends`). An older catalog read as it is has no sweep.
+- v7: tags and descriptions of runs and variants (`annotations`), and the indexes `catalog
+  search` needs: variants by recording time, size, stage and kind, alias moves by variant,
+  gate decisions by verdict, sign-offs by owner. An older catalog read as it is has no annotation.
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ KEYS: dict[str, tuple[str, ...]] = {
     "sweeps": ("sweep_id", "event_seq"),
     "sweep_trials": ("id", "event_seq"),
     "sweep_ends": ("sweep_id", "event_seq"),
+    "annotations": ("event_seq",),
 }
 # The schema version that created each table after v1 (a catalog read as it is, older than
 # the code, lacks the later ones).
@@ -64,6 +68,7 @@ INTRODUCED: dict[str, int] = {
     "sweeps": 6,
     "sweep_trials": 6,
     "sweep_ends": 6,
+    "annotations": 7,
 }
 
 
@@ -318,6 +323,30 @@ def _v6(dialect: str) -> list[str]:
     ]
 
 
+def _v7(dialect: str) -> list[str]:
+    """Tags and descriptions: one row per tag set or removed, description set or cleared, on a
+    run or a variant (the latest row of a subject's key is its value); and the indexes `catalog
+    search` reads by (`catalog.search`)."""
+    return [
+        """CREATE TABLE annotations (
+            event_seq BIGINT PRIMARY KEY REFERENCES events(seq), subject_kind TEXT NOT NULL,
+            subject_id TEXT NOT NULL, kind TEXT NOT NULL, key TEXT NOT NULL, value TEXT,
+            actor TEXT NOT NULL, recorded_at TEXT NOT NULL, keyid TEXT,
+            policy_version INTEGER REFERENCES policies(version), envelope TEXT)""",
+        "CREATE INDEX ix_annotations_subject ON annotations "
+        "(subject_kind, subject_id, kind, key, event_seq)",
+        "CREATE INDEX ix_annotations_value ON annotations (kind, key, value, subject_kind)",
+        "CREATE INDEX ix_variants_recorded_at ON variants (recorded_at, id)",
+        "CREATE INDEX ix_variants_size ON variants (size_bytes, id)",
+        "CREATE INDEX ix_variants_stage ON variants (stage, kind)",
+        "CREATE INDEX ix_variants_kind ON variants (kind)",
+        "CREATE INDEX ix_alias_moves_variant ON alias_moves (variant_id, alias)",
+        "CREATE INDEX ix_gate_verdicts_verdict ON gate_verdicts (verdict, gate, run_id)",
+        "CREATE INDEX ix_approvals_owner ON approvals (owner, kind, run_id)",
+        *_guards(dialect, "annotations"),
+    ]
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", _v1),
     Migration(2, "run-level gate decisions, recipe envelopes", _v2),
@@ -325,6 +354,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(4, "events without bodies, compact documents", _v4),
     Migration(5, "trust policy versions, signed releases, run attestations, resumes", _v5),
     Migration(6, "sweeps, their trials and ends", _v6),
+    Migration(7, "tags and descriptions, search indexes", _v7),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 # The oldest schema read (and audited) as it is: v4 created nothing, it changed only what is

@@ -28,6 +28,7 @@ from compressgate.evaluators.results import (
 )
 from compressgate.registry.catalog.schema import (
     AliasMoveFields,
+    AnnotationFields,
     AttestationFields,
     DecisionFields,
     PolicyFields,
@@ -264,6 +265,52 @@ class RunInfo(CatalogRecord):
     python: str | None
     started_at: str
     actor: str
+
+
+class AnnotationRecord(AnnotationFields):
+    """A tag set or removed, a description set or cleared, as recorded (schema v7)."""
+
+    model_config = _FROZEN
+    seq: int
+
+
+class Annotations(CatalogRecord):
+    """A subject's tags and description now (the latest event of each key), and every event
+    that made them, oldest first."""
+
+    tags: dict[str, str] = {}
+    description: str | None = None
+    history: list[AnnotationRecord] = []
+
+
+class SearchHit(CatalogRecord):
+    """A variant `catalog search` found: who made it, where it points, its tags (a run's tags
+    are its variants' unless a variant sets the key itself) and description."""
+
+    id: str
+    run_id: str
+    seed: int
+    stage: str
+    kind: str
+    artifact_sha256: str
+    recipe: str
+    recipe_version: int
+    recorded_at: str
+    size_bytes: int | None
+    aliases: list[str]  # the aliases that point at it now
+    tags: dict[str, str]
+    description: str | None
+
+
+class SearchPage(CatalogRecord):
+    """One page of a search: the query as understood, the sort, the hits and the token of the
+    next page (None: the last page)."""
+
+    query: str
+    sort: str
+    limit: int
+    results: list[SearchHit]
+    next_page_token: str | None
 
 
 class Head(CatalogRecord):

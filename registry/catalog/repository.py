@@ -1,5 +1,6 @@
 """The catalog: append-only, hash-chained records of recipes, runs, variants, evaluations,
-gate decisions, approvals, alias moves, reports and sweeps, in SQLite (default) or PostgreSQL.
+gate decisions, approvals, alias moves, reports, sweeps and tags, in SQLite (default) or
+PostgreSQL.
 
 `Catalog` is the one door to it: it takes and gives back pydantic records (`records`), never
 sessions or rows. This module holds its write verbs; the rest of it is in the modules it is
@@ -69,6 +70,7 @@ from compressgate.registry.catalog.schema import (
     ROW_TABLES,
     TABLES,
     AliasMoveRow,
+    AnnotationRow,
     ApprovalRow,
     AttestationRow,
     EvaluationRow,
@@ -91,6 +93,7 @@ from compressgate.registry.catalog.schema import (
     SweepTrialRow,
     VariantRow,
 )
+from compressgate.registry.catalog.search import CatalogSearch
 from compressgate.registry.catalog.sweeps import CatalogSweeps, sweep_row
 from compressgate.registry.kernel.errors import Conflict, IntegrityError, Refused
 
@@ -105,6 +108,7 @@ __all__ = [
     "TABLES",
     "AliasMove",
     "AliasMoveRow",
+    "AnnotationRow",
     "ApprovalRow",
     "AttestationRow",
     "AuditReport",
@@ -157,7 +161,7 @@ if TYPE_CHECKING:
     from compressgate.gates.review import GateDecision
 
 
-class Catalog(CatalogQueries, CatalogPolicies, CatalogSweeps, CatalogIntegrity):
+class Catalog(CatalogQueries, CatalogPolicies, CatalogSweeps, CatalogSearch, CatalogIntegrity):
     """The one door to the catalog database: appends records, reads them back, verifies."""
 
     # -- recording a run

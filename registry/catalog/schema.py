@@ -413,6 +413,31 @@ class SweepEndRow(SweepEndFields, table=True):
     event_seq: int = Field(unique=True)
 
 
+# --- tags and descriptions (schema v7) ---------------------------------------------------------
+
+
+class AnnotationFields(SQLModel):
+    """One tag set, tag removed, description set or description cleared on a run or a variant
+    (`governance.annotations`): never edited, the latest event for (subject, kind, key) is the
+    current value. Under a trust policy signed by its actor's key (`envelope`)."""
+
+    subject_kind: str  # run | variant
+    subject_id: str  # a run id, or a variant id (RUN/SEED/STAGE)
+    kind: str  # tag | description
+    key: str  # the tag's key; '' for a description
+    value: str | None = None  # None: the tag removed (the description cleared)
+    actor: str  # under a policy: the owner of the key that signed it
+    recorded_at: str
+    keyid: str | None = None  # None: recorded under the unsigned regime
+    policy_version: int | None = None
+    envelope: str | None = None  # the DSSE envelope's exact text
+
+
+class AnnotationRow(AnnotationFields, table=True):
+    __tablename__ = "annotations"
+    event_seq: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+
+
 # --- the tables as a whole ---------------------------------------------------------------------
 
 ROW_TABLES: tuple[type[SQLModel], ...] = (  # parents before children (foreign keys)
@@ -436,6 +461,7 @@ ROW_TABLES: tuple[type[SQLModel], ...] = (  # parents before children (foreign k
     SweepRow,
     SweepTrialRow,
     SweepEndRow,
+    AnnotationRow,
 )
 TABLES: tuple[type[SQLModel], ...] = (Event, *ROW_TABLES)
 # Document columns: their event carries the sha256 of the text.
@@ -457,6 +483,7 @@ DOCUMENTS: dict[str, frozenset[str]] = {
     "sweeps": frozenset({"content", "envelope", "settings"}),
     "sweep_trials": frozenset({"params", "objectives", "failed_gates"}),
     "sweep_ends": frozenset({"frontier"}),
+    "annotations": frozenset({"envelope"}),
 }
 # Columns a later migration adds to an existing table (ALTER TABLE … ADD COLUMN, declared
 # here like any other field): left out of a row's event body while NULL, so that the rows

@@ -6,6 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from compressgate.registry.catalog.records import AnnotationRecord
 from compressgate.registry.catalog.repository import (
     AliasMove,
     JudgementRecord,
@@ -19,7 +20,8 @@ class ApiResult(BaseModel):
 
 
 class VariantShow(ApiResult):
-    """A variant, the gate decisions over it, its evaluations and the aliases on it."""
+    """A variant, the gate decisions over it, its evaluations and the aliases on it, its tags
+    (its own; its run's are `catalog show RUN`'s) and description, with their history."""
 
     variant: VariantRecord
     decisions: list[JudgementRecord]
@@ -27,6 +29,9 @@ class VariantShow(ApiResult):
     aliases: list[str]
     promotable: bool
     problem: str | None
+    tags: dict[str, str] = {}
+    description: str | None = None
+    annotations: list[AnnotationRecord] = []
 
 
 class Lineage(ApiResult):

@@ -34,7 +34,18 @@ from typing import Any, NoReturn
 
 import click
 
-from compressgate.registry.cli import alias, audit, catalog, ci, env, keys, recipe, report, review
+from compressgate.registry.cli import (
+    alias,
+    annotate,
+    audit,
+    catalog,
+    ci,
+    env,
+    keys,
+    recipe,
+    report,
+    review,
+)
 from compressgate.registry.cli import export as export_commands
 from compressgate.registry.cli import plugins as plugin_commands
 from compressgate.registry.cli import policy as _policy  # noqa: F401 - adds `trust` verbs
@@ -278,6 +289,8 @@ COMMANDS: tuple[click.Command, ...] = (
     run_commands.evaluate,
     env.env_group,
     catalog.catalog_group,
+    annotate.tag,
+    annotate.describe,
     report.report,
     export_commands.export_group,
     review.submit,

@@ -126,6 +126,7 @@ def audit_verify(
             f"meaning holds under {regime}: {meaning['decisions']} gate decisions re-derived, "
             f"{meaning['attestations']} run attestations, {meaning['signoffs']} sign-offs and "
             f"{meaning['releases']} releases checked, {meaning['moves']} alias moves, "
+            f"{meaning.get('annotations', 0)} signed tags and descriptions, "
             f"{meaning['signed_heads']} signed heads in the chain"
             + (
                 f"; {meaning['unattested_runs']} run(s) not attested"

@@ -7,6 +7,7 @@ import time, and the API call imports only the catalog (no scipy, no torch).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -17,6 +18,7 @@ from compressgate.registry.cli.options import (
     open_workspace,
 )
 from compressgate.registry.cli.tables import (
+    annotations_lines,
     decisions_table,
     diff_tables,
     emit,
@@ -24,13 +26,17 @@ from compressgate.registry.cli.tables import (
     run_table,
     runs_table,
     say,
+    search_lines,
     size,
 )
+
+if TYPE_CHECKING:
+    from compressgate.registry.catalog.records import Annotations
 
 
 @click.group("catalog")
 def catalog_group() -> None:
-    """Read the catalog: runs, variants, lineage and differences (it is never edited)."""
+    """Read the catalog: runs, variants, lineage, differences, search (it is never edited)."""
 
 
 @catalog_group.command("list")
@@ -68,7 +74,9 @@ def catalog_show(ref: str, workspace: Path | None, catalog: str | None, as_json:
     For a run, --json exports its full record exactly as the executor held it: recipe,
     environment, data digests, every stage with metrics and evaluations, aggregates, timing;
     and, for a run attested under a trust policy, `attestation` (runner, key, policy version,
-    the DSSE envelope).
+    the DSSE envelope); for a run with tags or a description, `tags`, `description` and
+    `annotations` (every tag and description event, oldest first). A variant's --json has
+    the same three keys.
     """
     from compressgate.registry.results import summarize
     from compressgate.registry.workspace import is_run_id
@@ -76,14 +84,19 @@ def catalog_show(ref: str, workspace: Path | None, catalog: str | None, as_json:
     with open_workspace(workspace, catalog=catalog) as ws:
         if is_run_id(ref):
             record, decisions, where = ws.show_run(ref)
+            notes = ws.annotations(ref)
             if as_json:
+                data = record.model_dump(mode="json")
                 attested = ws.attestation(ref)
-                if attested is None:
-                    emit(record)
-                else:
-                    emit(record.model_dump(mode="json") | {"attestation": attested.model_dump()})
+                if attested is not None:
+                    data |= {"attestation": attested.model_dump()}
+                if notes.history:
+                    data |= {"tags": notes.tags, "description": notes.description}
+                    data |= {"annotations": [n.model_dump() for n in notes.history]}
+                emit(data)
                 return
             run_table(summarize(record, where))
+            annotations_lines(notes, indent="")
             decisions_table(decisions)
             return
         shown = ws.show_variant(ref)
@@ -97,8 +110,66 @@ def catalog_show(ref: str, workspace: Path | None, catalog: str | None, as_json:
     say(f"  evaluations: {', '.join(shown.evaluations) or '-'}")
     say(f"  aliases: {', '.join(shown.aliases) or '-'}")
     say("  promotable: yes" if shown.promotable else f"  promotable: no ({shown.problem})")
+    annotations_lines(notes_of(shown))
     metric_table(v.metrics)
     decisions_table(shown.decisions)
+
+
+def notes_of(shown: object) -> Annotations:
+    from compressgate.registry.catalog.records import Annotations
+    from compressgate.registry.catalog.views import VariantShow
+
+    assert isinstance(shown, VariantShow)
+    return Annotations(tags=shown.tags, description=shown.description, history=shown.annotations)
+
+
+@catalog_group.command("search")
+@click.argument("query", nargs=-1)
+@click.option(
+    "--sort",
+    default="recorded",
+    show_default=True,
+    metavar="FIELD[:asc|desc]",
+    help="recorded (newest first by default), id or size; ties broken by variant id.",
+)
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 1000))
+@click.option(
+    "--page-token",
+    metavar="TOKEN",
+    help="Continue after the page that printed TOKEN (same query and --sort).",
+)
+@WORKSPACE_OPTION
+@CATALOG_OPTION
+@JSON_OPTION
+def catalog_search(
+    query: tuple[str, ...],
+    sort: str,
+    limit: int,
+    page_token: str | None,
+    workspace: Path | None,
+    catalog: str | None,
+    as_json: bool,
+) -> None:
+    """Find variants: every term of QUERY must hold (none: every variant).
+
+    \b
+    recipe=NAME owner=NAME run=RUN stage=NAME kind=KIND
+    alias=NAME (ever moved there)  current=NAME (points there now)
+    gate=pass|fail|waived  gate.NAME=...  waived  waiver=OWNER  signoff=OWNER
+    policy=N (0: none; also >= <=)  since=DATE  until=DATE  tag.KEY=VALUE  tag.KEY
+    \b
+    != negates a term, ~ is a prefix (recipe, run, stage, tag.KEY); quote a value with spaces
+    (tag.note="two words"). since/until bound the recording time, or with an alias or current
+    term the move's. Unknown field or bad value: exit 2, listing the fields. --json keys:
+    query, sort, limit, results (id, run_id, seed, stage, kind, artifact_sha256, recipe,
+    recipe_version, recorded_at, size_bytes, aliases, tags, description), next_page_token.
+    """
+    with open_workspace(workspace, catalog=catalog) as ws:
+        page = ws.search(" ".join(query), sort=sort, limit=limit, page_token=page_token)
+    if as_json:
+        emit(page)
+        return
+    search_lines(page)
 
 
 @catalog_group.command("lineage")

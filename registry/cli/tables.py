@@ -28,7 +28,12 @@ if TYPE_CHECKING:
 
     from compressgate.evaluators.results import Estimate
     from compressgate.gates.review import ReviewStatus
-    from compressgate.registry.catalog.records import StageRecord
+    from compressgate.registry.catalog.records import (
+        AnnotationRecord,
+        Annotations,
+        SearchPage,
+        StageRecord,
+    )
     from compressgate.registry.catalog.repository import AliasMove, JudgementRecord, RunListing
     from compressgate.registry.catalog.views import Diff
     from compressgate.registry.results import RunSummary
@@ -411,3 +416,55 @@ def move_line(move: AliasMove) -> str:
         f"#{move.seq} {move.moved_at} {move.action} {move.alias} -> {move.variant_id} "
         f"[{move.artifact_sha256[:12]}]{previous} by {move.actor}{signed}: {move.reason}"
     )
+
+
+def annotation_line(note: AnnotationRecord) -> str:
+    """One tag or description event: number, time, what changed, on what, who (`shown`)."""
+    if note.kind == "description":
+        what = "description cleared" if note.value is None else f"description: {note.value}"
+    else:
+        what = f"tag {note.key} removed" if note.value is None else f"tag {note.key}={note.value}"
+    signed = (
+        f" (signed, key {note.keyid[:12]}…, policy v{note.policy_version})"
+        if note.keyid is not None
+        else ""
+    )
+    return shown(
+        f"#{note.seq} {note.recorded_at} {what} on {note.subject_kind} {note.subject_id} "
+        f"by {note.actor}{signed}"
+    )
+
+
+def tags_text(tags: Mapping[str, str]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in tags.items()) or "-"
+
+
+def annotations_lines(notes: Annotations, indent: str = "  ") -> None:
+    """A subject's tags and description now, and the events that made them."""
+    if not notes.history:
+        return
+    say(f"{indent}tags: {tags_text(notes.tags)}")
+    if notes.description is not None:
+        say(f"{indent}description: {notes.description}")
+    for note in notes.history:
+        click.echo(f"{indent}  {annotation_line(note)}")
+
+
+def search_lines(page: SearchPage) -> None:
+    """Each variant found on two lines, then how many, and the next page's token."""
+    for hit in page.results:
+        say(
+            f"{hit.id} [{hit.kind}] {hit.artifact_sha256[:12]} {hit.recipe} v{hit.recipe_version}"
+            f" · {hit.recorded_at} · {size(hit.size_bytes)}"
+        )
+        extra = f"  aliases: {', '.join(hit.aliases) or '-'} · tags: {tags_text(hit.tags)}"
+        say(extra + (f" · {hit.description}" if hit.description else ""))
+    if not page.results:
+        say(f"no variant matches {page.query or 'the empty query'}")
+        return
+    count = len(page.results)
+    noun = "variant" if count == 1 else "variants"
+    if page.next_page_token is None:
+        say(f"{count} {noun} ({page.sort})")
+    else:
+        say(f"{count} {noun} ({page.sort}); next page: --page-token {page.next_page_token}")

@@ -150,6 +150,7 @@ def show_variant(catalog: Catalog, ref: str, trust: Judge) -> VariantShow:
         promotable, problem = False, str(exc)
     judgements = catalog.judgements(run_id=variant.run_id)
     run = catalog.run(variant.run_id)
+    notes = catalog.annotations("variant", variant.id)
     return VariantShow(
         variant=variant,
         decisions=[j for j in judgements if j.seed == variant.seed],
@@ -157,6 +158,9 @@ def show_variant(catalog: Catalog, ref: str, trust: Judge) -> VariantShow:
         aliases=[name for name, move in catalog.aliases().items() if move.variant_id == variant.id],
         promotable=promotable,
         problem=problem,
+        tags=notes.tags,
+        description=notes.description,
+        annotations=notes.history,
     )
 
 

@@ -17,7 +17,11 @@ the chain then verifies, so these checks ask what no recomputed hash can fake:
   digest; under a policy every move has a signed release by a releaser the policy in force let
   move it, and the chain head the releaser saw is still in the chain. So truncating or
   rewriting the chain below the newest signed head is detected without a checkpoint; the
-  current target of every alias has its files in the store.
+  current target of every alias has its files in the store;
+- **annotations** (tags and descriptions): every one names a run or variant the catalog holds;
+  under a policy each is signed by a key of an owner of the version in force when it was
+  recorded, binds exactly its row (subject and its digest, key, value, actor), and the chain
+  head it names is still in the chain (`annotations.check_recorded`).
 
 Records made before the first policy (the unsigned regime) are counted, not judged by it.
 """
@@ -56,6 +60,8 @@ class MeaningReport(BaseModel):
     signed_heads: int = 0
     attestations: int = 0
     unattested_runs: int = 0  # started under a policy, with no attestation: never released
+    annotations: int = 0  # tags and descriptions signed under a policy
+    unsigned_annotations: int = 0  # recorded before the first policy
 
 
 def verify_meaning(
@@ -79,6 +85,7 @@ def verify_meaning(
     report.signoffs, report.unsigned_signoffs = _signoffs(catalog, chain, heads, since)
     moves = _moves(catalog, store, chain, heads, since)
     report.moves, report.releases, report.unsigned_moves = moves
+    report.annotations, report.unsigned_annotations = _annotations(catalog, chain, heads, since)
     report.signed_heads = _heads(catalog, heads)
     return report
 
@@ -350,6 +357,36 @@ def _moves(
         released += 1
     _targets_present(catalog, store, every, held)
     return len(moves), released, unsigned
+
+
+def _annotations(
+    catalog: Catalog, chain: PolicyChain, heads: dict[int, tuple[str, str]], since: int = 0
+) -> tuple[int, int]:
+    """Every tag and description (recorded after event `since`): its subject held; under a
+    policy, its signature."""
+    from compressgate.registry.governance.annotations import check_recorded
+
+    rows = [r for r in catalog.all_annotations() if r.seq > since]
+    digests = {
+        kind: catalog.subject_digests(
+            kind, sorted({r.subject_id for r in rows if r.subject_kind == kind})
+        )
+        for kind in ("run", "variant")
+    }
+    signed = unsigned = 0
+    for row in rows:
+        done = check_recorded(
+            row,
+            chain.at(row.seq),
+            digests.get(row.subject_kind, {}).get(row.subject_id),
+            hint="it was written around compressgate; restore the catalog from a backup",
+        )
+        if done is None:
+            unsigned += 1
+            continue
+        heads[done.head_size] = (done.head_sha256, f"the signature of annotation {row.seq}")
+        signed += 1
+    return signed, unsigned
 
 
 def _recipe_of(catalog: Catalog, variant_id: str) -> str:

@@ -16,7 +16,13 @@ if TYPE_CHECKING:
     from compressgate.gates.ci import CiResult
     from compressgate.gates.review import ReviewStatus
     from compressgate.recipes.trust import Trust
-    from compressgate.registry.catalog.records import AttestationRecord, RunRecord, StageRecord
+    from compressgate.registry.catalog.records import (
+        Annotations,
+        AttestationRecord,
+        RunRecord,
+        SearchPage,
+        StageRecord,
+    )
     from compressgate.registry.catalog.repository import (
         AliasMove,
         AuditReport,
@@ -27,6 +33,7 @@ if TYPE_CHECKING:
     )
     from compressgate.registry.catalog.views import AliasResult, Diff, Lineage, VariantShow
     from compressgate.registry.governance.aliases import Resolved
+    from compressgate.registry.governance.annotations import AnnotateResult
     from compressgate.registry.governance.policy import PolicyChain
     from compressgate.registry.governance.uri import ModelUri
     from compressgate.registry.results import (
@@ -213,6 +220,75 @@ class Workspace(SweepVerbs):
     def attestation(self, run_id: str) -> AttestationRecord | None:
         """The run's attestation by its runner, if it has one (under a policy)."""
         return self.catalog().attestations([run_id]).get(run_id)
+
+    def annotations(self, ref: str) -> Annotations:
+        """A run's (ID = run-…) or a variant's tags and description, with their history."""
+        from compressgate.registry.governance.annotations import resolve_subject
+
+        records = self.catalog()
+        subject = resolve_subject(records, ref)
+        return records.annotations(subject.kind, subject.id)
+
+    def search(
+        self,
+        query: str,
+        *,
+        sort: str = "recorded",
+        limit: int = 20,
+        page_token: str | None = None,
+    ) -> SearchPage:
+        """One page of the variants `query` matches (the filter language of
+        `compressgate.registry.catalog.search`), sorted, with the next page's token. A query
+        or sort that is not understood is refused (exit 2) before the catalog is opened."""
+        from compressgate.registry.catalog.search import parse_query, parse_sort
+
+        parsed = parse_query(query)
+        parse_sort(sort)
+        return self.catalog().search(parsed, sort=sort, limit=limit, page_token=page_token)
+
+    def tag(
+        self,
+        ref: str,
+        tags: Sequence[str] = (),
+        *,
+        remove: Sequence[str] = (),
+        key_path: Path | None = None,
+        actor: str | None = None,
+    ) -> AnnotateResult:
+        """Set tags (`KEY=VALUE`) and remove tags (`remove`) of a run or a variant, as new
+        events; under a policy signed with an owner's key."""
+        from compressgate.registry.governance.annotations import tag_changes
+
+        return self._annotate(ref, tag_changes(tags, remove), key_path, actor)
+
+    def describe(
+        self,
+        ref: str,
+        text: str | None,
+        *,
+        key_path: Path | None = None,
+        actor: str | None = None,
+    ) -> AnnotateResult:
+        """Set (or with None clear) the description of a run or a variant, as a new event;
+        under a policy signed with an owner's key."""
+        from compressgate.registry.governance.annotations import description_change
+
+        return self._annotate(ref, [description_change(text)], key_path, actor)
+
+    def _annotate(
+        self, ref: str, changes: Any, key_path: Path | None, actor: str | None
+    ) -> AnnotateResult:
+        from compressgate.registry.governance.annotations import annotate
+
+        catalog = self.catalog(write=True)  # an older catalog is migrated first
+        return annotate(
+            catalog,
+            self.policy_chain(),
+            ref,
+            changes,
+            key=_private_key(key_path),
+            actor=actor,
+        )
 
     def show_variant(self, ref: str) -> VariantShow:
         from compressgate.registry.governance.aliases import show_variant

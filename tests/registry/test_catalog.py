@@ -36,6 +36,7 @@ from compressgate.registry.catalog.repository import (
     SCHEMA_VERSION,
     TABLES,
     AliasMoveRow,
+    AnnotationRow,
     ApprovalRow,
     AttestationRow,
     Catalog,
@@ -152,7 +153,8 @@ def seed_catalog(url: str, *, tag: str = "original", policy: bool = False) -> Se
     run's end with its gate decision, an approval, a re-signed envelope, a rendered report, then
     two alias moves; with `policy`, a policy version and a release too (unsigned: the catalog
     then reads only with its meaning left unchecked), an attestation, a resume, and a sweep with
-    a trial of the run and its end (schema v6)."""
+    a trial of the run and its end (schema v6); a tag set on a variant and one removed from the
+    run (schema v7)."""
     recipe_sha = sha(f"recipe {tag}")
     seqs: dict[str, int] = {}
     variants: dict[str, dict[str, Any]] = {}
@@ -403,6 +405,40 @@ def seed_catalog(url: str, *, tag: str = "original", policy: bool = False) -> Se
                         "chosen": 0,
                         "why": f"the one passing trial ({tag})",
                         "finished_at": now(),
+                    },
+                ),
+            ]
+        )
+        seqs["annotation"], seqs["annotation-removed"] = catalog.append(
+            [
+                (
+                    AnnotationRow,
+                    {
+                        "subject_kind": "variant",
+                        "subject_id": variants["int8"]["id"],
+                        "kind": "tag",
+                        "key": "team",
+                        "value": f"vision {tag}",
+                        "actor": "alice",
+                        "recorded_at": now(),
+                        "keyid": None,
+                        "policy_version": None,
+                        "envelope": None,
+                    },
+                ),
+                (
+                    AnnotationRow,
+                    {
+                        "subject_kind": "run",
+                        "subject_id": RUN,
+                        "kind": "tag",
+                        "key": "tier",
+                        "value": None,
+                        "actor": "alice",
+                        "recorded_at": now(),
+                        "keyid": None,
+                        "policy_version": None,
+                        "envelope": None,
                     },
                 ),
             ]

@@ -20,6 +20,7 @@ from compressgate.registry.catalog import chain, migrations, schema
 from compressgate.registry.catalog.chain import event_body
 from compressgate.registry.catalog.records import (
     AliasMove,
+    AnnotationRecord,
     AttestationRecord,
     JudgementRecord,
     PolicyRecord,
@@ -38,6 +39,7 @@ from compressgate.registry.catalog.repository import Catalog
 from compressgate.registry.catalog.schema import (
     TABLES,
     AliasMoveRow,
+    AnnotationRow,
     ApprovalRow,
     AttestationRow,
     GateDecisionRow,
@@ -160,6 +162,7 @@ PAIRS: list[tuple[type[SQLModel], type[BaseModel], dict[str, str], set[str], set
     (SweepRow, SweepRecord, {}, {"event_seq"}, set()),
     (SweepTrialRow, SweepTrialRecord, {}, {"event_seq", "id"}, set()),  # id: sweep_id/trial
     (SweepEndRow, SweepEndRecord, {}, {"event_seq"}, set()),
+    (AnnotationRow, AnnotationRecord, {"event_seq": "seq"}, set(), set()),
 ]
 
 

@@ -73,17 +73,17 @@ def test_a_v1_catalog_is_refused_read_only_and_migrated_by_a_writing_open(
             assert old.schema_version() == 1
             assert not sa.inspect(old.engine).has_table("gate_verdicts")
             held, decisions, v1 = old.run(OLD_RUN), old.judgements(run_id=OLD_RUN), old.head()
-    assert SCHEMA_VERSION == 6 and len(decisions) == 1
+    assert SCHEMA_VERSION == 7 and len(decisions) == 1
     # Reading commands do not migrate: exit 5, saying what does.
     with pytest.raises(EnvironmentMismatch) as refused:
         Catalog(catalog_url, create=False)
     assert refused.value.exit_code == EXIT_ENVIRONMENT
-    assert "has schema version 1, older than this compressgate's 6" in str(refused.value)
+    assert "has schema version 1, older than this compressgate's 7" in str(refused.value)
     assert "writing command" in str(refused.value.hint)
     listed = cli("catalog", "list", "--catalog", catalog_url)
     assert listed.exit_code == EXIT_ENVIRONMENT, listed.stderr
     assert "schema version 1" in listed.stderr and "hint: any writing command" in listed.stderr
-    # A writing command migrates: promoting the old run's variant applies v2 to v6 (one event
+    # A writing command migrates: promoting the old run's variant applies v2 to v7 (one event
     # each on the same chain), judges the old run from its per-seed decisions, then moves the
     # alias.
     promoted = cli(
@@ -92,10 +92,10 @@ def test_a_v1_catalog_is_refused_read_only_and_migrated_by_a_writing_open(
     assert promoted.exit_code == 0, promoted.stderr
     with Catalog(catalog_url, create=False) as catalog:
         assert catalog.schema_version() == SCHEMA_VERSION
-        assert catalog.head().size == v1.size + 6
+        assert catalog.head().size == v1.size + 7
         assert catalog.event_hash(v1.size) == v1.sha256
         assert catalog.verify_chain() == catalog.head()
-        assert catalog.verify_rows() == v1.size + 6
+        assert catalog.verify_rows() == v1.size + 7
         catalog.verify_triggers()  # gate_verdicts' append-only guards among them
         with catalog.engine.connect() as conn:
             body = conn.exec_driver_sql(
@@ -149,14 +149,14 @@ def test_a_v2_catalog_is_migrated_by_report_o_which_records_the_report(
     assert written.exit_code == 0, written.stderr
     with Catalog(catalog_url, create=False) as catalog:
         assert catalog.schema_version() == SCHEMA_VERSION
-        assert catalog.head().size == v2.size + 5  # four migrations, then the report
+        assert catalog.head().size == v2.size + 6  # five migrations, then the report
         assert catalog.event_hash(v2.size) == v2.sha256
         assert catalog.verify_chain() == catalog.head()
-        assert catalog.verify_rows() == v2.size + 5
+        assert catalog.verify_rows() == v2.size + 6
         catalog.verify_triggers()  # the reports table's guards among them
         assert catalog.run(OLD_RUN) == held
         # The report shows the head it was rendered from, reports not counted.
-        assert catalog.evidence_head().size == v2.size + 4
+        assert catalog.evidence_head().size == v2.size + 5
         with catalog.engine.connect() as conn:
             row = conn.exec_driver_sql("SELECT * FROM reports").mappings().one()
         assert (row["run_id"], row["format"], row["actor"]) == (OLD_RUN, "md", "auditor-1")
@@ -175,9 +175,9 @@ def test_a_v2_catalog_is_migrated_by_report_o_which_records_the_report(
                    "--report", out, "--report", tmp_path / "again.md")  # fmt: skip
     assert verified.exit_code == 0, verified.stderr
     assert f"the md report of {OLD_RUN}" in verified.stdout
-    assert f"event {v2.size + 5})" in verified.stdout
+    assert f"event {v2.size + 6})" in verified.stdout
     with Catalog(catalog_url, create=False) as catalog:
-        assert catalog.head().size == v2.size + 5
+        assert catalog.head().size == v2.size + 6
     out.write_bytes(out.read_bytes() + b"\n")
     changed = cli("audit", "verify", "--catalog", catalog_url, "--skip-artifacts", "--report", out)
     assert changed.exit_code == 3
@@ -317,7 +317,7 @@ def test_a_v3_catalog_migrated_to_the_current_schema_verifies_across_the_change(
     assert all(bodies[: before.size]) and not any(bodies[before.size :])
     verified = cli("audit", "verify", "--catalog", v3_catalog, "--skip-artifacts")
     assert verified.exit_code == 0, verified.stderr
-    assert f"(schema v6) verifies: {head.size} events" in verified.stdout
+    assert f"(schema v7) verifies: {head.size} events" in verified.stdout
     assert "meaning holds under the unsigned regime (no policy)" in verified.stdout
 
 

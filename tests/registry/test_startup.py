@@ -1,6 +1,7 @@
-"""The read commands start fast: `catalog list`, `alias history` and `review status` import
-neither scipy nor torch nor scikit-learn, checked in a fresh interpreter for each, on a workspace
-holding recorded runs, an approval signed by its gate's owner and an alias.
+"""The read commands start fast: `catalog list`, `catalog search`, `alias history` and `review
+status` import neither scipy nor torch nor scikit-learn, checked in a fresh interpreter for
+each, on a workspace holding recorded runs, an approval signed by its gate's owner and an
+alias.
 
 How fast they start, against `compressgate --help`, is measured by `bench/startup.py`.
 """
@@ -58,6 +59,7 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
         (("alias", "history", "production"), f"promote production -> {GATED}/0/int8"),
         (("review", "status"), "status: approved"),
         (("review", "status", GATED, "--json"), '"kind": "approval"'),
+        (("catalog", "search", "current=production gate=pass"), f"{GATED}/0/int8 [quantize]"),
     ],
     ids=" ".join,
 )

@@ -428,7 +428,7 @@ def test_a_v5_catalog_reads_without_sweeps_and_a_writing_open_migrates_it_to_v6(
             assert old.schema_version() == 5
             assert not sa.inspect(old.engine).has_table("sweeps")
             v5, held = old.head(), old.run(RUN_A)
-    assert SCHEMA_VERSION == 6
+    assert SCHEMA_VERSION == 7
     # Read as it is (no migration): no sweep, and the audit holds.
     with Catalog(catalog_url, create=False) as catalog:
         assert catalog.schema_version() == 5
@@ -440,18 +440,19 @@ def test_a_v5_catalog_reads_without_sweeps_and_a_writing_open_migrates_it_to_v6(
         with pytest.raises(EnvironmentMismatch, match="records sweeps from version 6"):
             start(catalog, recipe)
         assert audited(catalog) == v5.size
-    # A writing open migrates: one event on the same chain, the old rows as they were.
+    # A writing open migrates (v6, then v7): one event each on the same chain, the old rows
+    # as they were.
     with Catalog(catalog_url, create=False, migrate=True) as catalog:
-        assert catalog.schema_version() == 6
-        assert catalog.head().size == v5.size + 1
+        assert catalog.schema_version() == 7
+        assert catalog.head().size == v5.size + 2
         assert catalog.event_hash(v5.size) == v5.sha256
         assert catalog.run(RUN_A) == held
         start(catalog, recipe)
         catalog.record_sweep_trial(trial_record(0, RUN_A))
         catalog.record_sweep_end(end_record(frontier=[0], chosen=0))
-        # The migration, the base recipe's new envelope (a run recorded the recipe), the
+        # The two migrations, the base recipe's new envelope (a run recorded the recipe), the
         # sweep, its trial and its end.
-        assert audited(catalog) == v5.size + 5
+        assert audited(catalog) == v5.size + 6
         assert catalog.sweep_of_run(RUN_A) == (SWEEP, 0)
         with (
             pytest.raises(sa.exc.IntegrityError, match="sweep_trials is append-only"),
