@@ -111,6 +111,7 @@ from compressgate.registry.catalog.repository import (
     AliasMoveRow,
     Catalog,
     EvaluationRow,
+    GateDecisionRow,
     GateJudgementRow,
     PolicyRow,
     RecipeRow,
@@ -531,12 +532,30 @@ class Synthesizer:
                 )
             stage_ids.append((variant_id, stage, artifact))
             parent = artifact
+        # The run's gates as the executor records them at its end: each seed's judgement
+        # (`gate_decisions`, one seed here) and the gate's decision over the seeds
+        # (`gate_verdicts`, what the review reads), the last gate's decision left out when the
+        # run's share of events is odd.
         verdicts = []
-        for gate in range(decisions):
+        decided = []
+        gates = (decisions + 1) // 2
+        for gate in range(gates):
             variant_id, stage, artifact = stage_ids[1 + gate % (len(STAGES) - 1)]
             verdict = "pass" if r.random() < 0.9 else "fail"
             verdicts.append(verdict)
             estimate = quality - 0.91
+            judged = {
+                "verdict": verdict,
+                "estimate": estimate,
+                "ci_low": estimate - 0.01,
+                "ci_high": estimate + 0.01,
+                "n": TEST_SAMPLES,
+                "threshold": -0.02,
+                "pvalue": r.random(),
+                "note": "",
+            }
+            if gate < decisions - gates:
+                decided.append((gate, stage, variant_id, artifact, judged))
             yield (
                 GateJudgementRow,
                 {
@@ -559,6 +578,27 @@ class Synthesizer:
                     "owner": "ml-platform",
                     "evidence_sha256": self._hex(),
                     "note": "",
+                    "decided_at": self._stamp(at),
+                },
+            )
+        for gate, stage, variant_id, artifact, judged in decided:
+            seed = {**judged, "seed": 0, "variant_id": variant_id, "artifact_sha256": artifact}
+            yield (
+                GateDecisionRow,
+                {
+                    "id": f"{run_id}/gate-{gate}",
+                    "run_id": run_id,
+                    "gate": f"gate-{gate}",
+                    "owner": "ml-platform",
+                    "metric": "paired.accuracy_difference",
+                    "stage": stage,
+                    "policy": "every",
+                    "approval": "none",
+                    "rule": stored(RULE | {"name": f"gate-{gate}"}),
+                    **judged,
+                    "seeds": stored([seed]),
+                    "power": stored(None),
+                    "evidence_sha256": self._hex(),
                     "decided_at": self._stamp(at),
                 },
             )

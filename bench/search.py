@@ -3,9 +3,9 @@
 Target (issue 27, point 3): a search answers in ≤ 50 ms at 100,000 variants.
 
 The catalog is `bench/catalog.py`'s seeded synthetic one (its `synthesize`, imported: runs of
-five stages over four recipes, per-seed gate judgements, alias moves across five aliases), to
-which this script adds what search reads and that one does not make: each run's gate decisions
-(`gate_verdicts`, from its judgements), waivers of about a third of the failed gates and
+five stages over four recipes, gate judgements and decisions, alias moves across five
+aliases), to which this script adds what search reads and that one does not make: a decision
+for each judgement it left undecided, waivers of about a third of the failed gates and
 approvals of some passed ones, a policy version from the middle of the history on, and tags
 (a team on a fifth of the runs, a tier on some variants, some changed or removed later) and a
 few descriptions, as annotation events. Then each search below is timed `--repeat` times after
@@ -76,11 +76,11 @@ def _bench_catalog() -> ModuleType:
 
 
 def events_for(bench: ModuleType, variants: int, decisions_per_run: int) -> int:
-    """The event budget that gives bench/catalog.py's synthesis `decisions_per_run` gate
-    judgements a run (its evaluations take six sevenths of what is left)."""
+    """The event budget that gives bench/catalog.py's synthesis `decisions_per_run` gates a
+    run, each a judgement and a decision (its evaluations take six sevenths of what is left)."""
     runs = variants // len(bench.STAGES)
     fixed = SCHEMA_VERSION + 2 * len(bench.RECIPES) + runs * 3 + variants + runs // 10
-    return int(fixed + 7 * decisions_per_run * runs)
+    return int(fixed + 7 * 2 * decisions_per_run * runs)
 
 
 def enrich(catalog: Catalog, seed: int, batch: int) -> dict[str, int]:
@@ -90,7 +90,10 @@ def enrich(catalog: Catalog, seed: int, batch: int) -> dict[str, int]:
     md = sa.MetaData()
     judged = sa.Table("gate_decisions", md, autoload_with=catalog.engine)
     variants = sa.Table("variants", md, autoload_with=catalog.engine)
+    verdicts = sa.Table("gate_verdicts", md, autoload_with=catalog.engine)
     with catalog.engine.connect() as conn:
+        # The synthesis decides most gates as the executor does; the rest are decided here.
+        decided = {str(i) for (i,) in conn.execute(sa.select(verdicts.c.id))}
         judgements = conn.execute(
             sa.select(
                 judged.c.run_id, judged.c.gate, judged.c.variant_id, judged.c.stage,
@@ -115,32 +118,33 @@ def enrich(catalog: Catalog, seed: int, batch: int) -> dict[str, int]:
         if not runs or runs[-1] != run_id:
             runs.append(run_id)
         owner = rng.choice(("ml-lead", "responsible-ai", "serving"))
-        add(
-            GateDecisionRow,
-            {
-                "id": f"{run_id}/{gate}",
-                "run_id": run_id,
-                "gate": gate,
-                "owner": owner,
-                "metric": "paired.accuracy_difference",
-                "stage": stage,
-                "policy": "every",
-                "approval": "none",
-                "rule": document({"metric": "paired.accuracy_difference", "min": -0.02}),
-                "estimate": estimate,
-                "ci_low": estimate - 0.01,
-                "ci_high": estimate + 0.01,
-                "n": 500,
-                "threshold": -0.02,
-                "pvalue": None,
-                "verdict": verdict,
-                "note": "",
-                "seeds": document([{"seed": 0, "verdict": verdict, "variant_id": variant_id}]),
-                "power": "null",
-                "evidence_sha256": f"{rng.getrandbits(256):064x}",
-                "decided_at": decided_at,
-            },
-        )
+        if f"{run_id}/{gate}" not in decided:
+            add(
+                GateDecisionRow,
+                {
+                    "id": f"{run_id}/{gate}",
+                    "run_id": run_id,
+                    "gate": gate,
+                    "owner": owner,
+                    "metric": "paired.accuracy_difference",
+                    "stage": stage,
+                    "policy": "every",
+                    "approval": "none",
+                    "rule": document({"metric": "paired.accuracy_difference", "min": -0.02}),
+                    "estimate": estimate,
+                    "ci_low": estimate - 0.01,
+                    "ci_high": estimate + 0.01,
+                    "n": 500,
+                    "threshold": -0.02,
+                    "pvalue": None,
+                    "verdict": verdict,
+                    "note": "",
+                    "seeds": document([{"seed": 0, "verdict": verdict, "variant_id": variant_id}]),
+                    "power": "null",
+                    "evidence_sha256": f"{rng.getrandbits(256):064x}",
+                    "decided_at": decided_at,
+                },
+            )
         kind = (
             "waiver"
             if verdict == "fail" and rng.random() < 0.35

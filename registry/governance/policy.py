@@ -21,25 +21,17 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel
 
-from compressgate.recipes.policy import (
-    PolicyVersion,
-    check_policy,
-    envelope_path,
-    parse_policy,
-    proposed_version,
-    read_policy_file,
-    sign_policy,
-)
-from compressgate.registry.kernel import dsse
-from compressgate.registry.kernel.digests import sha256_bytes
 from compressgate.registry.kernel.errors import (
     CompressgateError,
     IntegrityError,
     NotFoundError,
 )
-from compressgate.registry.kernel.files import write_atomic
 
+# The policy documents' parsing and signatures (the manifest's models, YAML, cryptography) are
+# imported where a function needs them, not here: a read command on a catalog without a policy
+# loads an empty chain and nothing else (start-up, docs/benchmarks.md).
 if TYPE_CHECKING:
+    from compressgate.recipes.policy import PolicyVersion
     from compressgate.recipes.trust import Trust
     from compressgate.registry.catalog.repository import Catalog
     from compressgate.registry.kernel.keys import PrivateKey
@@ -90,6 +82,9 @@ def load_chain(catalog: Catalog) -> PolicyChain:
     versions: list[InForce] = []
     previous: PolicyVersion | None = None
     for record in catalog.policies():
+        from compressgate.recipes.policy import check_policy
+        from compressgate.registry.kernel import dsse
+
         source = f"policy version {record.version} in the catalog"
         try:
             envelope = dsse.Envelope.from_json(record.envelope.encode("utf-8"), source=source)
@@ -164,6 +159,9 @@ def next_version(chain: PolicyChain) -> tuple[int, str | None]:
 def sign(catalog: Catalog | None, path: Path, key: PrivateKey) -> tuple[Path, int]:
     """Sign the trust file at `path` as the next version of the catalog's policy (or, without
     a catalog, co-sign the version its envelope states)."""
+    from compressgate.recipes.policy import envelope_path, proposed_version, sign_policy
+    from compressgate.registry.kernel import dsse
+
     if catalog is not None:
         version, previous = next_version(load_chain(catalog))
     else:
@@ -182,6 +180,9 @@ def sign(catalog: Catalog | None, path: Path, key: PrivateKey) -> tuple[Path, in
 def apply(catalog: Catalog, path: Path, *, first: bool = False) -> PolicyResult:
     """Record the trust file at `path` as the next policy version, once its envelope counts
     against the version in force; nothing is written otherwise (exit 3)."""
+    from compressgate.recipes.policy import check_policy, envelope_path, read_policy_file
+    from compressgate.registry.kernel import dsse
+
     chain = load_chain(catalog)
     current = chain.current
     if first and current is not None:
@@ -222,6 +223,8 @@ def apply(catalog: Catalog, path: Path, *, first: bool = False) -> PolicyResult:
 def init(catalog: Catalog, path: Path, keys: list[PrivateKey]) -> PolicyResult:
     """Sign the trust file at `path` as version 1 with each of `keys` (the root owners' keys;
     none: its envelope is signed already) and record it as the catalog's first policy."""
+    from compressgate.recipes.policy import sign_policy
+
     if load_chain(catalog).current is not None:
         return apply(catalog, path, first=True)  # refused, with the reason
     for key in keys:
@@ -232,6 +235,15 @@ def init(catalog: Catalog, path: Path, keys: list[PrivateKey]) -> PolicyResult:
 def propose(catalog: Catalog, path: Path) -> Proposal:
     """The version the trust file at `path` would become, what it changes, and whose
     signatures `trust apply` needs."""
+    from compressgate.recipes.policy import (
+        check_policy,
+        envelope_path,
+        parse_policy,
+        read_policy_file,
+    )
+    from compressgate.registry.kernel import dsse
+    from compressgate.registry.kernel.digests import sha256_bytes
+
     chain = load_chain(catalog)
     content = read_policy_file(path)
     trust = parse_policy(content, str(path))
@@ -304,6 +316,9 @@ def show(catalog: Catalog, version: int | None = None) -> PolicyShow:
 def materialize(root: Path, policy: InForce) -> Path:
     """The policy in force as a file under the workspace (`policy/v{N}.yaml`, its exact bytes
     from the catalog), for a run's worker process to load; rewritten whenever it differs."""
+    from compressgate.registry.kernel.digests import sha256_bytes
+    from compressgate.registry.kernel.files import write_atomic
+
     target = root / "policy" / f"v{policy.version}-{policy.sha256[:12]}.yaml"
     if not target.is_file() or sha256_bytes(target.read_bytes()) != policy.sha256:
         target.parent.mkdir(parents=True, exist_ok=True)

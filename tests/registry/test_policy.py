@@ -14,6 +14,7 @@ from compressgate.recipes.policy import envelope_path, sign_policy
 from compressgate.recipes.trust import add_owner_key, load_trust, set_root_threshold
 from compressgate.registry.catalog.repository import Catalog
 from compressgate.registry.governance import policy
+from compressgate.registry.kernel.digests import sha256_bytes
 from compressgate.registry.kernel.errors import IntegrityError, ManifestError
 from compressgate.registry.kernel.keys import PrivateKey, generate_keypair, load_private_key
 from tests.helpers.workspace import Invoke
@@ -185,7 +186,7 @@ def test_a_policy_row_written_around_compressgate_stops_every_load(
         sign_policy(proposal, PrivateKey.generate(), version=2, previous=current)
         db.record_policy(
             version=2,
-            sha256=policy.sha256_bytes(forged.encode()),
+            sha256=sha256_bytes(forged.encode()),
             content=forged,
             envelope=envelope_path(proposal).read_text(),
             signers=["root-a", "root-b"],
