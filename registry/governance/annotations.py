@@ -33,6 +33,7 @@ from pydantic import BaseModel
 from compressgate.registry.catalog.annotations import TAG_KEY, TAG_KEY_RULE
 from compressgate.registry.catalog.chain import default_actor, now
 from compressgate.registry.catalog.records import AnnotationRecord
+from compressgate.registry.governance.release import binding_mismatches
 from compressgate.registry.kernel.dsse import (
     INTOTO_PAYLOAD_TYPE,
     Envelope,
@@ -224,7 +225,6 @@ def check_annotation(
             hint="an owner of the policy in force signs it with their key (--key)",
         )
     owner = trust.owner_of(signers[0])
-    predicate = stated.predicate
     expected = {
         "subject_kind": subject.kind,
         "kind": change.kind,
@@ -232,28 +232,20 @@ def check_annotation(
         "value": change.value,
         "owner": owner,
     }
-    mismatches = [
-        f"{field} is {predicate.get(field)!r}, the record's is {value!r}"
-        for field, value in expected.items()
-        if predicate.get(field) != value
-    ]
-    if [(n, d) for n, d in stated.subjects] != [(subject.id, subject.digest)]:
-        mismatches.append(f"its subject is not {subject.kind} {subject.id} by its digest")
-    head, policy = predicate.get("catalog_head"), predicate.get("policy")
-    if not (
-        isinstance(head, dict)
-        and isinstance(head.get("size"), int)
-        and isinstance(head.get("sha256"), str)
-    ):
-        mismatches.append("it names no catalog head")
-    if not isinstance(policy, dict) or policy.get("version") != policy_version:
-        mismatches.append(f"it was not signed under policy v{policy_version}")
+    mismatches, head = binding_mismatches(
+        stated,
+        expected,
+        (subject.id, subject.digest),
+        policy_version,
+        whose="the record's",
+        what=f"{subject.kind} {subject.id} by its digest",
+    )
     if mismatches:
         raise IntegrityError(
             f"{source}: the signed statement is not this {change.label}: " + "; ".join(mismatches)
         )
-    assert isinstance(head, dict) and owner is not None
-    return Annotated(owner, signers[0].keyid, int(head["size"]), str(head["sha256"]))
+    assert head is not None and owner is not None
+    return Annotated(owner, signers[0].keyid, *head)
 
 
 def check_recorded(

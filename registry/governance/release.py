@@ -24,6 +24,7 @@ from compressgate.recipes.trust import Trust
 from compressgate.registry.kernel.dsse import (
     INTOTO_PAYLOAD_TYPE,
     Envelope,
+    Statement,
     parse_statement,
     sign,
     statement,
@@ -156,7 +157,6 @@ def check_release(
         recipe_signers,
         source,
     )
-    predicate = stated.predicate
     expected = {
         "alias": move.alias,
         "action": move.action,
@@ -165,30 +165,56 @@ def check_release(
         "previous_variant_id": move.previous_variant_id,
         "owner": owner,
     }
-    mismatches = [
-        f"{field} is {predicate.get(field)!r}, the move's is {value!r}"
-        for field, value in expected.items()
-        if predicate.get(field) != value
-    ]
-    if [(n, d) for n, d in stated.subjects] != [(move.variant_id, move.artifact_sha256)]:
-        mismatches.append("its subject is not the variant moved to")
-    head = predicate.get("catalog_head")
-    policy = predicate.get("policy")
-    if (
-        not isinstance(head, dict)
-        or not isinstance(head.get("size"), int)
-        or not isinstance(head.get("sha256"), str)
-    ):
-        mismatches.append("it names no catalog head")
-    if not isinstance(policy, dict) or policy.get("version") != policy_version:
-        mismatches.append(f"it was not signed under policy v{policy_version}")
+    mismatches, head = binding_mismatches(
+        stated,
+        expected,
+        (move.variant_id, move.artifact_sha256),
+        policy_version,
+        whose="the move's",
+        what="the variant moved to",
+    )
     if mismatches:
         raise IntegrityError(
             f"{source}: this release does not belong to the move of {move.alias}: "
             + "; ".join(mismatches)
         )
-    assert isinstance(head, dict)
-    return Released(owner, signer.keyid, int(head["size"]), str(head["sha256"]), policy_version)
+    assert head is not None
+    return Released(owner, signer.keyid, *head, policy_version)
+
+
+def binding_mismatches(
+    stated: Statement,
+    expected: dict[str, Any],
+    subject: tuple[str, str],
+    policy_version: int,
+    *,
+    whose: str,
+    what: str,
+) -> tuple[list[str], tuple[int, str] | None]:
+    """What a signed statement of ours (a release, an annotation) says that its record does
+    not: each field of `expected` against its predicate (`whose` the record's value), its one
+    subject (`what` it must be: `subject` by digest), a catalog head and the policy version it
+    was signed under. The mismatches, and the head (size, sha256) when it names one."""
+    predicate = stated.predicate
+    mismatches = [
+        f"{field} is {predicate.get(field)!r}, {whose} is {value!r}"
+        for field, value in expected.items()
+        if predicate.get(field) != value
+    ]
+    if [(n, d) for n, d in stated.subjects] != [subject]:
+        mismatches.append(f"its subject is not {what}")
+    head, policy = predicate.get("catalog_head"), predicate.get("policy")
+    named = (
+        isinstance(head, dict)
+        and isinstance(head.get("size"), int)
+        and isinstance(head.get("sha256"), str)
+    )
+    if not named:
+        mismatches.append("it names no catalog head")
+    if not isinstance(policy, dict) or policy.get("version") != policy_version:
+        mismatches.append(f"it was not signed under policy v{policy_version}")
+    found = (int(head["size"]), str(head["sha256"])) if named and isinstance(head, dict) else None
+    return mismatches, found
 
 
 def check_move(
