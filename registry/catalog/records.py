@@ -50,6 +50,8 @@ from compressgate.registry.catalog.schema import (
 class StageDocuments(BaseModel):
     """The JSON documents of a stage's variant (text in `VariantRow`)."""
 
+    model_config = ConfigDict(defer_build=True)  # built when first used: see `schema.Model`
+
     files: list[dict[str, Any]] = Field(default_factory=list)
     metrics: dict[str, Estimate] = Field(
         default_factory=dict, description="every evaluator's metrics under their dotted names"
@@ -71,6 +73,8 @@ class StageRecord(StageFields, StageDocuments):
 
 
 class RecipeRef(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
     name: str
     version: int
     sha256: str
@@ -79,6 +83,8 @@ class RecipeRef(BaseModel):
 
 
 class Timing(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
     total_seconds: float = 0.0
     compute_seconds: float = 0.0
     overhead_seconds: float = 0.0
@@ -87,6 +93,8 @@ class Timing(BaseModel):
 
 class RunRecord(BaseModel):
     """The run: recipe, environment, data digests, every stage record, status and timing."""
+
+    model_config = ConfigDict(defer_build=True)
 
     run_id: str
     recipe: RecipeRef
@@ -120,11 +128,11 @@ class RunRecord(BaseModel):
 
 # A record built on a table's fields is a SQLModel, whose config type is its own (a TypedDict
 # like pydantic's): the same frozen config, typed loosely.
-_FROZEN: Any = ConfigDict(frozen=True)
+_FROZEN: Any = ConfigDict(frozen=True, defer_build=True)
 
 
 class CatalogRecord(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
 
 class VariantRecord(VariantFields, StageDocuments):

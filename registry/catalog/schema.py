@@ -12,15 +12,29 @@ same fields and types.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import sqlalchemy as sa
+from pydantic import ConfigDict
 from sqlmodel import AutoString, Field, SQLModel
+
+# SQLModel's config type is its own TypedDict, like pydantic's: the same config, typed loosely.
+_DEFERRED: Any = ConfigDict(defer_build=True)
+
+
+class Model(SQLModel):
+    """The base of every table and `*Fields` class: pydantic builds a class's validator when it
+    first validates, not when the module is imported. Rows read through SQLAlchemy never
+    validate, and a command builds the few records it hands out: about 30 ms less of every
+    command's start (`bench/catalog.py`, cold commands)."""
+
+    model_config = _DEFERRED
+
 
 # --- events and schema history -----------------------------------------------------------------
 
 
-class Event(SQLModel, table=True):
+class Event(Model, table=True):
     __tablename__ = "events"
     seq: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
     content_sha256: str
@@ -29,7 +43,7 @@ class Event(SQLModel, table=True):
     body: str  # the row as its event states it; empty from schema v4 on (`chain.event_body`)
 
 
-class SchemaMigration(SQLModel, table=True):
+class SchemaMigration(Model, table=True):
     __tablename__ = "schema_migrations"
     version: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
     name: str
@@ -40,7 +54,7 @@ class SchemaMigration(SQLModel, table=True):
 # --- recipes and runs --------------------------------------------------------------------------
 
 
-class RecipeFields(SQLModel):
+class RecipeFields(Model):
     """A recipe as recorded once per exact bytes (`RecipeRecord`)."""
 
     sha256: str = Field(primary_key=True)
@@ -59,7 +73,7 @@ class RecipeRow(RecipeFields, table=True):
     event_seq: int = Field(unique=True)
 
 
-class RecipeEnvelopeRow(SQLModel, table=True):
+class RecipeEnvelopeRow(Model, table=True):
     """A later signature envelope of a recorded recipe (re-signed, co-signed, a rotated key);
     the first is in `recipes` (schema v2)."""
 
@@ -71,7 +85,7 @@ class RecipeEnvelopeRow(SQLModel, table=True):
     event_seq: int = Field(unique=True)
 
 
-class RunRow(SQLModel, table=True):
+class RunRow(Model, table=True):
     __tablename__ = "runs"
     run_id: str = Field(primary_key=True)
     recipe_sha256: str
@@ -89,7 +103,7 @@ class RunRow(SQLModel, table=True):
     event_seq: int = Field(unique=True)
 
 
-class RunSeedRow(SQLModel, table=True):
+class RunSeedRow(Model, table=True):
     __tablename__ = "run_seeds"
     id: str = Field(primary_key=True)  # run_id/seed
     run_id: str
@@ -98,7 +112,7 @@ class RunSeedRow(SQLModel, table=True):
     event_seq: int = Field(unique=True)
 
 
-class RunEndRow(SQLModel, table=True):
+class RunEndRow(Model, table=True):
     __tablename__ = "run_ends"
     run_id: str = Field(primary_key=True)
     status: str
@@ -114,7 +128,7 @@ class RunEndRow(SQLModel, table=True):
 # --- variants (one per stage of each seed) and their evaluations ------------------------------
 
 
-class StageFields(SQLModel):
+class StageFields(Model):
     """What a stage made of one seed, as the executor holds it (`StageRecord`) and the catalog
     stores it (`VariantRow`, `VariantRecord`)."""
 
@@ -155,7 +169,7 @@ class VariantRow(VariantFields, table=True):
     event_seq: int = Field(unique=True)
 
 
-class EvaluationRow(SQLModel, table=True):
+class EvaluationRow(Model, table=True):
     __tablename__ = "evaluations"
     id: str = Field(primary_key=True)  # variant id/kind
     variant_id: str = Field(index=True)
@@ -167,7 +181,7 @@ class EvaluationRow(SQLModel, table=True):
 # --- gates, sign-offs, aliases, reports --------------------------------------------------------
 
 
-class DecisionFields(SQLModel):
+class DecisionFields(Model):
     """One gate judged on one variant of one seed of a run (`JudgementRecord`)."""
 
     run_id: str
@@ -197,7 +211,7 @@ class GateJudgementRow(DecisionFields, table=True):
     event_seq: int = Field(unique=True)
 
 
-class GateDecisionRow(SQLModel, table=True):
+class GateDecisionRow(Model, table=True):
     """One gate of one run, decided over its seeds by the gate's seeds policy (schema v2);
     its record is `compressgate.gates.review.GateDecision`, a layer below the catalog."""
 
@@ -226,7 +240,7 @@ class GateDecisionRow(SQLModel, table=True):
     event_seq: int = Field(unique=True)
 
 
-class SignoffFields(SQLModel):
+class SignoffFields(Model):
     """An approval or a waiver of a gate, with the envelope that signs it (`SignoffRecord`)."""
 
     id: str = Field(primary_key=True)  # sha256 of the envelope
@@ -249,7 +263,7 @@ class ApprovalRow(SignoffFields, table=True):
     event_seq: int = Field(unique=True)
 
 
-class ReportFields(SQLModel):
+class ReportFields(Model):
     """A report rendered to a file: the sha256 of its exact bytes (`ReportEntry`)."""
 
     sha256: str = Field(primary_key=True)  # of the bytes written
@@ -270,7 +284,7 @@ class ReportRow(ReportFields, table=True):
     event_seq: int = Field(unique=True)
 
 
-class AliasMoveFields(SQLModel):
+class AliasMoveFields(Model):
     """One move of an alias (`AliasMove`); its event number is its key."""
 
     alias: str = Field(index=True)
@@ -291,7 +305,7 @@ class AliasMoveRow(AliasMoveFields, table=True):
 # --- the trust policy and signed releases (schema v5) -----------------------------------------
 
 
-class PolicyFields(SQLModel):
+class PolicyFields(Model):
     """A version of the trust policy, with the envelope whose root signatures made it count."""
 
     version: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
@@ -307,7 +321,7 @@ class PolicyRow(PolicyFields, table=True):
     event_seq: int = Field(unique=True)
 
 
-class ReleaseFields(SQLModel):
+class ReleaseFields(Model):
     """The signed statement behind one alias move: who released, under which policy."""
 
     move_seq: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
@@ -322,7 +336,7 @@ class ReleaseRow(ReleaseFields, table=True):
     event_seq: int = Field(unique=True)
 
 
-class AttestationFields(SQLModel):
+class AttestationFields(Model):
     """The runner's signed statement of a finished run (`governance.attestation`)."""
 
     run_id: str = Field(primary_key=True)
@@ -337,7 +351,7 @@ class AttestationRow(AttestationFields, table=True):
     event_seq: int = Field(unique=True)
 
 
-class ResumeFields(SQLModel):
+class ResumeFields(Model):
     """A run that resumed a stopped one past the gates its owners waived."""
 
     run_id: str = Field(primary_key=True)
@@ -353,7 +367,7 @@ class ResumeRow(ResumeFields, table=True):
 # --- sweeps (schema v6) ------------------------------------------------------------------------
 
 
-class SweepFields(SQLModel):
+class SweepFields(Model):
     """A sweep as started: its signed manifest's exact bytes and the base recipe it searches."""
 
     sweep_id: str = Field(primary_key=True)
@@ -375,7 +389,7 @@ class SweepRow(SweepFields, table=True):
     event_seq: int = Field(unique=True)
 
 
-class SweepTrialFields(SQLModel):
+class SweepTrialFields(Model):
     """One trial of a sweep, linked to the run that tried it (None: it crashed before)."""
 
     sweep_id: str = Field(index=True)
@@ -397,7 +411,7 @@ class SweepTrialRow(SweepTrialFields, table=True):
     event_seq: int = Field(unique=True)
 
 
-class SweepEndFields(SQLModel):
+class SweepEndFields(Model):
     """How a sweep ended and which trial it chose."""
 
     sweep_id: str = Field(primary_key=True)
@@ -416,7 +430,7 @@ class SweepEndRow(SweepEndFields, table=True):
 # --- tags and descriptions (schema v7) ---------------------------------------------------------
 
 
-class AnnotationFields(SQLModel):
+class AnnotationFields(Model):
     """One tag set, tag removed, description set or description cleared on a run or a variant
     (`governance.annotations`): never edited, the latest event for (subject, kind, key) is the
     current value. Under a trust policy signed by its actor's key (`envelope`)."""

@@ -16,7 +16,7 @@ from compressgate.registry.catalog.repository import (
 
 
 class ApiResult(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
 
 class VariantShow(ApiResult):

@@ -16,16 +16,17 @@ import stat
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
+from typing import TYPE_CHECKING, Any
 
 from compressgate.registry.kernel.digests import canonical_json, sha256_bytes
 from compressgate.registry.kernel.errors import ManifestError
 from compressgate.registry.kernel.files import read_input, write_atomic
+
+# cryptography is imported where a key is used, not with this module: a command that checks no
+# signature (`alias resolve` in the unsigned regime, `alias history`) starts about 20 ms sooner.
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 KEYTYPE = "ed25519"
 SCHEME = "ed25519"
@@ -54,6 +55,9 @@ class PublicKey:
         return sha256_bytes(canonical_json(self.to_dict()))
 
     def verify(self, signature: bytes, data: bytes) -> bool:
+        from cryptography.exceptions import InvalidSignature
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
         try:
             Ed25519PublicKey.from_public_bytes(bytes.fromhex(self.public_hex)).verify(
                 signature, data
@@ -93,6 +97,8 @@ class PrivateKey:
 
     @property
     def public(self) -> PublicKey:
+        from cryptography.hazmat.primitives import serialization
+
         raw = self.key.public_key().public_bytes(
             serialization.Encoding.Raw, serialization.PublicFormat.Raw
         )
@@ -103,6 +109,8 @@ class PrivateKey:
 
     def to_pem(self, passphrase: bytes | None = None) -> bytes:
         """PKCS#8 PEM; encrypted with `passphrase` (the best encryption cryptography offers)."""
+        from cryptography.hazmat.primitives import serialization
+
         encryption: serialization.KeySerializationEncryption = (
             serialization.NoEncryption()
             if passphrase is None
@@ -114,6 +122,8 @@ class PrivateKey:
 
     @classmethod
     def generate(cls) -> PrivateKey:
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
         return cls(Ed25519PrivateKey.generate())
 
     def __repr__(self) -> str:  # never show key material, even in a traceback
@@ -257,6 +267,10 @@ def refuse_unignored_in_git(path: Path) -> None:
 def load_private_key(path: Path, *, passphrase: bytes | None = None) -> PrivateKey:
     """Read a PKCS#8 PEM Ed25519 private key. An encrypted one is opened with `passphrase`, else
     with the passphrase in the file `$COMPRESSGATE_PASSPHRASE_FILE` names."""
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     data = read_input(path, "private key")
     try:
         key = serialization.load_pem_private_key(data, password=None)
@@ -274,6 +288,9 @@ def load_private_key(path: Path, *, passphrase: bytes | None = None) -> PrivateK
 
 
 def _decrypt(path: Path, data: bytes, passphrase: bytes | None) -> PrivateKeyTypes:
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import serialization
+
     if passphrase is None:
         passphrase = _passphrase_from_env()
     if passphrase is None:
