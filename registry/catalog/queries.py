@@ -22,6 +22,7 @@ from compressgate.registry.catalog.records import (
     RecipeRecord,
     RecipeRef,
     RecordedReport,
+    RunHead,
     RunInfo,
     RunListing,
     RunRecord,
@@ -172,6 +173,39 @@ class CatalogQueries(CatalogConnection):
         return NotFoundError(
             f"run {run_id} is not in the catalog {safe_url(self.url)}",
             hint=f"recent runs: {', '.join(recent)}" if recent else "no run has been recorded yet",
+        )
+
+    def run_head(self, run_id: str) -> RunHead:
+        """The run's recipe and status: what its review reads (`governance.review.status`),
+        in one indexed read, without the stages and evaluations `run` inflates."""
+        runs, ends = schema.table(RunRow), schema.table(RunEndRow)
+        query = (
+            sa.select(
+                runs.c.run_id,
+                runs.c.recipe_name,
+                runs.c.recipe_version,
+                runs.c.recipe_sha256,
+                runs.c.recipe_path,
+                runs.c.signers,
+                ends.c.status,
+            )
+            .select_from(runs.outerjoin(ends, ends.c.run_id == runs.c.run_id))
+            .where(runs.c.run_id == run_id)
+        )
+        with self._reading() as conn:
+            row = conn.execute(query).mappings().first()
+            if row is None:
+                raise self._no_run(conn, run_id)
+        return RunHead(
+            run_id=row["run_id"],
+            recipe=RecipeRef(
+                name=row["recipe_name"],
+                version=row["recipe_version"],
+                sha256=row["recipe_sha256"],
+                path=row["recipe_path"],
+                signers=read_json(row["signers"]),
+            ),
+            status=row["status"] or "running",
         )
 
     def run_info(self, run_id: str) -> RunInfo:

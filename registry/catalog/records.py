@@ -260,6 +260,15 @@ class RunListing(CatalogRecord):
     signers: list[str]
 
 
+class RunHead(CatalogRecord):
+    """What a run's review reads of it (`Catalog.run_head`): its recipe and its status, not
+    its stages and evaluations, which the full `RunRecord` inflates."""
+
+    run_id: str
+    recipe: RecipeRef
+    status: Literal["running", "succeeded", "stopped", "failed"]
+
+
 class RunInfo(CatalogRecord):
     """A run's identity without its stages: recipe, signers, environment, who started it."""
 

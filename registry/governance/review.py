@@ -29,7 +29,7 @@ from compressgate.gates.verdicts import recorded_rule
 from compressgate.recipes.load import parse_recipe
 from compressgate.recipes.manifest import Recipe
 from compressgate.recipes.trust import Trust, load_trust
-from compressgate.registry.catalog.records import RunRecord
+from compressgate.registry.catalog.records import RunHead, RunRecord
 from compressgate.registry.catalog.repository import Catalog, JudgementRecord, SignoffRecord, now
 from compressgate.registry.governance.policy import PolicyChain
 from compressgate.registry.kernel.dsse import Envelope
@@ -48,10 +48,10 @@ def trust_path_for(catalog: Catalog, run_id: str, explicit: Path | None) -> Path
     recipe the run recorded."""
     if explicit is not None:
         return explicit
-    return trust_path_of(catalog.run(run_id), None)
+    return trust_path_of(catalog.run_head(run_id), None)
 
 
-def trust_path_of(record: RunRecord, explicit: Path | None) -> Path:
+def trust_path_of(record: RunRecord | RunHead, explicit: Path | None) -> Path:
     """`trust_path_for` of a run record already read."""
     return explicit if explicit is not None else Path(record.recipe.path).parent / "trust.yaml"
 
@@ -65,14 +65,15 @@ def status(
     trust: TrustSource,
     *,
     at: datetime | None = None,
-    record: RunRecord | None = None,
+    record: RunRecord | RunHead | None = None,
     recipe: Recipe | None = None,
 ) -> ReviewStatus:
     """The run's review status now (or at `at`). `trust` may be a function that loads it: it
     is called only if the run has sign-offs to check. A caller that holds the run's record or
-    its parsed recipe already passes them: they are not read again."""
+    its parsed recipe already passes them: they are not read again; else the run's recipe and
+    status are read (`Catalog.run_head`), not its stages."""
     if record is None:
-        record = catalog.run(run_id)
+        record = catalog.run_head(run_id)
     decisions = catalog.gate_decisions(run_id) or _before_v2(catalog.judgements(run_id=run_id))
     if recipe is None:
         recorded = catalog.recipe(record.recipe.sha256)
@@ -295,7 +296,7 @@ def sign_off(
             f"gate '{gate}' of run {run_id} passed and needs no approval; nothing recorded",
             hint="only gates with `approval: required` wait for their owner",
         )
-    record = catalog.run(run_id)
+    record = catalog.run_head(run_id)
     chain = trust if isinstance(trust, PolicyChain) and trust.current is not None else None
     judge = chain.current.trust if chain is not None and chain.current else trust
     assert isinstance(judge, Trust)

@@ -61,12 +61,15 @@ from compressgate.registry.catalog.repository import (
     document,
     now,
 )
+from compressgate.registry.catalog.schema import table as schema_table
 from compressgate.registry.kernel.errors import (
     EXIT_BAD_INPUT,
     EXIT_ENVIRONMENT,
     EXIT_INTEGRITY,
+    EXIT_NOT_FOUND,
     EnvironmentMismatch,
     IntegrityError,
+    NotFoundError,
 )
 from compressgate.registry.kernel.keys import generate_keypair
 from tests.helpers.postgres import fresh_schema
@@ -1396,3 +1399,33 @@ def test_a_row_that_parses_but_no_longer_holds_a_record_is_an_integrity_error(
     assert f"catalog rows of run {RUN} no longer form its record" in str(refused.value)
     assert "first metrics.accuracy.ci_low" in str(refused.value)
     assert "compressgate audit verify" in (refused.value.hint or "")
+
+
+def test_a_review_reads_the_run_head_its_recipe_and_status_not_its_stages(
+    sqlite_catalog: Seeded, tmp_path: Path
+) -> None:
+    """`Catalog.run_head`, what a review reads of a run (`governance.review.status`): its
+    recipe and status, without inflating its stages and evaluations. The seeded run's stages
+    no longer parse as records (the test above); its head still reads. A run started and not
+    ended is running; an unknown run is exit 4, as for every read of a run."""
+    with Catalog(sqlite_catalog.url) as catalog:
+        head = catalog.run_head(RUN)
+        info = catalog.run_info(RUN)
+        with pytest.raises(NotFoundError) as unknown:
+            catalog.run_head("20991231T000000Z-000000")
+    assert (head.run_id, head.status) == (RUN, "succeeded")
+    assert (head.recipe.name, head.recipe.version) == (info.recipe, info.version) == ("digits", 1)
+    assert head.recipe.sha256 == info.recipe_sha256 == sha("recipe original")
+    assert head.recipe.signers == info.signers == ["ml-platform"]
+    assert head.recipe.path == "/ws/recipe.yaml"
+    assert unknown.value.exit_code == EXIT_NOT_FOUND
+    with Catalog(f"sqlite:///{tmp_path / 'started.db'}") as fresh:
+        with Catalog(sqlite_catalog.url) as seeded, seeded.engine.connect() as conn:
+            recipe = dict(conn.execute(sa.select(schema_table(RecipeRow))).mappings().one())
+            run = dict(conn.execute(sa.select(schema_table(RunRow))).mappings().one())
+        rows = [(RecipeRow, recipe), (RunRow, run)]
+        fresh.append(
+            [(model, {k: v for k, v in row.items() if k != "event_seq"}) for model, row in rows]
+        )
+        started = fresh.run_head(RUN)
+    assert (started.status, started.recipe.sha256) == ("running", head.recipe.sha256)
