@@ -33,14 +33,17 @@ catalog and a workspace in the same temporary folder (`--workspace DIR --catalog
   checkpoint` with an auditor's key when the chain held 99% of its events (the synthesis
   pauses there), so that 1% are new;
 - `alias history`, `alias resolve` (the alias's file, put in the workspace's store, hashed)
-  and `catalog list` (target ≤ 0.5 s each), `catalog lineage`, `review status`, and `--help`
-  for reference.
+  and `catalog list` (target ≤ 0.5 s each), `catalog lineage`, `review status`, `promote`
+  (a real move of an alias, to a variant whose run passed every gate), and for
+  reference `--help` and the floor under every catalog command: a Python that imports
+  SQLModel and the catalog's dialect and driver, and runs nothing of compressgate's.
 
 Each command's first run is reported as "cold" and judged (a fresh process; the OS page cache
 as the synthesis and the commands before left it), then the median and worst of
-`--command-runs` more ("warm"). No command registers or promotes a bare synthetic variant
-(`promote` needs an approved review, `run` a recipe's run): those are the library's figures
-below.
+`--command-runs` more ("warm"). The synthetic recipes' gates are those synthesis judges (each
+run's gates decided, passed 90% of the time): a run whose every gate was decided and passed is
+approved, as a real one is. No command registers a bare synthetic variant (a variant enters the
+catalog through `compressgate run` of a recipe): registering is the library's figure below.
 
 The script is a measurement: it exits 0 whether or not a target is met, and marks a miss
 MISS.
@@ -313,24 +316,34 @@ class Synthesizer:
             shown = {**template, key: {**template[key], "ci_low": 0.9 - 0.02, "estimate": 0.9}}
             assert self._evaluation(kind, 0.9) == document(shown), kind
         self.alias_moves = self.runs // ALIAS_EVERY
-        self.recipes = [
-            (name, version, hashlib.sha256(recipe_text(name, version).encode()).hexdigest())
-            for name in RECIPES
-            for version in (1, 2)
-        ]  # (name, version, sha256)
+        recipes = len(RECIPES) * 2  # two versions each
         # Every run: its row, its seed, its variants, its end; then evaluations and gate
         # decisions share what is left of the budget, as evenly as the runs allow.
-        fixed = SCHEMA_VERSION + len(self.recipes) + self.runs * 3 + variants + self.alias_moves
+        fixed = SCHEMA_VERSION + recipes + self.runs * 3 + variants + self.alias_moves
         self.extra = events - fixed
         if self.extra < 0:
             raise SystemExit(
                 f"--events {events:,} is too few for --variants {variants:,}: at least "
-                f"{fixed:,} (the migrations, {len(self.recipes)} recipes, each run's row, seed "
+                f"{fixed:,} (the migrations, {recipes} recipes, each run's row, seed "
                 f"and end, the variants and {self.alias_moves:,} alias moves)"
             )
         capacity = self.runs * len(STAGES) * len(EVALUATIONS)
         self.evaluations = min(self.extra - self.extra // 7, capacity)
         self.decisions = self.extra - self.evaluations
+        # The recipes' gates are those the runs with the most decisions are judged by (`gates`
+        # in `run_rows`): such a run, every gate decided and passed, is approved and may be
+        # promoted; a run with fewer is not judged by every gate, as a stopped run is not.
+        most = self._share(self.decisions, self.runs, 0)
+        self.gates = (most + 1) // 2
+        self.recipes = [
+            (
+                name,
+                version,
+                hashlib.sha256(recipe_text(name, version, self.gates).encode()).hexdigest(),
+            )
+            for name in RECIPES
+            for version in (1, 2)
+        ]  # (name, version, sha256)
         self.environment = self._environment()
         self.when = datetime(2025, 1, 6, 8, 0, tzinfo=UTC)
 
@@ -370,7 +383,7 @@ class Synthesizer:
         rows: list[Row] = []
         for name, version, sha in self.recipes:
             signers = ["ml-platform", "model-owner"]
-            content = recipe_text(name, version)
+            content = recipe_text(name, version, self.gates)
             envelope = document(
                 {
                     "payload": content.encode().hex(),
@@ -671,12 +684,26 @@ class Synthesizer:
             )
 
 
-def recipe_text(name: str, version: int) -> str:
+def recipe_text(name: str, version: int, gates: int) -> str:
     """A synthetic recipe's text: the reference recipe under another name and version (a
-    command that reads a run's review parses it)."""
+    command that reads a run's review parses it), its gates those synthesis judges: gate-K
+    after stage 1 + K mod 4, the bound of `RULE`, no sign-off required."""
     text = (Path(__file__).resolve().parents[1] / "recipes/examples/digits.yaml").read_text()
     text = text.replace("name: digits-cnn-compact", f"name: {name}", 1)
-    return text.replace("version: 1", f"version: {version}", 1)
+    text = text.replace("version: 1", f"version: {version}", 1)
+    head = text[: text.index("\ngates:")]
+    lines = ["gates:"]
+    for gate in range(gates):
+        stage = STAGES[1 + gate % (len(STAGES) - 1)][0]
+        lines += [
+            f"  - name: gate-{gate}",
+            f"    owner: {RULE['owner']}",
+            f"    after: {stage}",
+            f"    metric: {RULE['metric']}",
+            f"    rule: {RULE['rule']}",
+            f"    min: {RULE['min']}",
+        ]
+    return head + "\n" + "\n".join(lines) + "\n"
 
 
 def export_bytes(variant_id: str) -> bytes:
@@ -1058,6 +1085,24 @@ def run_command(argv: list[str], where: list[str], codes: tuple[int, ...] = (0,)
     return seconds
 
 
+def floor_imports(url: str) -> str:
+    """What every catalog command imports before any of compressgate's own code runs: SQLModel
+    (SQLAlchemy's ORM, pydantic) and the catalog's dialect with its driver."""
+    driver = "sqlalchemy.dialects.sqlite, sqlite3"
+    if url.startswith("postgresql"):
+        driver = "sqlalchemy.dialects.postgresql.psycopg, psycopg"
+    return f"sqlmodel, {driver}"
+
+
+def run_floor(modules: str) -> float:
+    """`python -c 'import MODULES'` in a fresh process, as the console script starts (its
+    garbage-collection threshold, no teardown): the wall time in s."""
+    code = f"import gc; gc.set_threshold(20000, 20, 20); import {modules}; import os; os._exit(0)"
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-c", code], check=True)
+    return time.perf_counter() - start
+
+
 def time_command(
     operation: str,
     argv: list[str],
@@ -1066,10 +1111,12 @@ def time_command(
     goal: float | None,
     note: str = "",
     codes: tuple[int, ...] = (0,),
+    run: Callable[[], float] | None = None,
 ) -> Command:
-    """The first run of `argv`, then `runs` more."""
-    cold = run_command(argv, where, codes)
-    later = [run_command(argv, where, codes) for _ in range(runs)]
+    """The first run of `argv` (or of `run`), then `runs` more."""
+    once = run or (lambda: run_command(argv, where, codes))
+    cold = once()
+    later = [once() for _ in range(runs)]
     return Command(
         operation,
         argv,
@@ -1139,6 +1186,31 @@ def store_targets(catalog: Catalog, folder: Path) -> int:
     return count
 
 
+def approved_variants(catalog: Catalog, synthesis: Synthesis, count: int) -> list[str]:
+    """`count` variants `promote` takes (governance's own check, `gate_status`): the stage of
+    the last gate of runs from the middle of the catalog on, whose every gate passed."""
+    from compressgate.registry.governance.aliases import gate_status
+
+    stage = STAGES[1 + (len(gate_names(catalog, synthesis)) - 1) % (len(STAGES) - 1)][0]
+    found: list[str] = []
+    middle = len(synthesis.run_ids) // 2
+    for run_id in synthesis.run_ids[middle:] + synthesis.run_ids[:middle]:
+        variant = catalog.variant(f"{run_id}/0/{stage}")
+        if gate_status(catalog, variant, None).passed:
+            found.append(variant.id)
+            if len(found) == count:
+                return found
+    raise SystemExit(f"no {count} promotable variants in the synthetic catalog")
+
+
+def gate_names(catalog: Catalog, synthesis: Synthesis) -> list[str]:
+    """The gates of the synthetic recipes (they all have the same)."""
+    from compressgate.recipes.load import parse_recipe
+
+    content = catalog.recipe(synthesis.recipe_sha256).content
+    return [g.name for g in parse_recipe(content.encode(), "the synthetic recipe")[0].gates]
+
+
 def measure_commands(
     catalog: Catalog,
     synthesis: Synthesis,
@@ -1193,6 +1265,31 @@ def measure_commands(
     ):
         options = [] if argv == ["--help"] else where
         commands.append(time_command(name, argv, options, runs, goal, note, codes))
+    # A real move: `promote` of a variant whose run is approved (every recipe gate decided and
+    # passed), alternately to two such variants, so that each run moves the alias.
+    targets = approved_variants(catalog, synthesis, 2)
+    turn = iter(range(10**6))
+
+    def promote() -> float:
+        target = targets[next(turn) % len(targets)]
+        argv = ["promote", target, "--alias", "bench-release", "--actor", "bench"]
+        return run_command([*argv, "--reason", "bench/catalog.py: timing promote"], where)
+
+    note = f"a move, alternately to {' and '.join(targets)}"
+    commands.append(time_command("promote", ["promote"], where, runs, None, note, run=promote))
+    # The floor under every catalog command: its libraries imported, nothing of ours run.
+    modules = floor_imports(where[where.index("--catalog") + 1])
+    commands.append(
+        time_command(
+            "the libraries alone",
+            ["python", "-c", f"import {modules}"],
+            [],
+            runs,
+            None,
+            f"import {modules}",
+            run=lambda: run_floor(modules),
+        )
+    )
     return commands
 
 
