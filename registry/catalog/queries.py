@@ -117,13 +117,7 @@ class CatalogQueries(CatalogConnection):
                 stages += [StageRecord.model_validate(s) for s in read_json(end["failed_stages"])]
             return RunRecord(
                 run_id=row["run_id"],
-                recipe=RecipeRef(
-                    name=row["recipe_name"],
-                    version=row["recipe_version"],
-                    sha256=row["recipe_sha256"],
-                    path=row["recipe_path"],
-                    signers=read_json(row["signers"]),
-                ),
+                recipe=_recipe_ref(row),
                 status=end["status"] if end is not None else "running",
                 started_at=row["started_at"],
                 finished_at=end["finished_at"] if end is not None else None,
@@ -180,15 +174,7 @@ class CatalogQueries(CatalogConnection):
         in one indexed read, without the stages and evaluations `run` inflates."""
         runs, ends = schema.table(RunRow), schema.table(RunEndRow)
         query = (
-            sa.select(
-                runs.c.run_id,
-                runs.c.recipe_name,
-                runs.c.recipe_version,
-                runs.c.recipe_sha256,
-                runs.c.recipe_path,
-                runs.c.signers,
-                ends.c.status,
-            )
+            sa.select(runs, ends.c.status)
             .select_from(runs.outerjoin(ends, ends.c.run_id == runs.c.run_id))
             .where(runs.c.run_id == run_id)
         )
@@ -198,13 +184,7 @@ class CatalogQueries(CatalogConnection):
                 raise self._no_run(conn, run_id)
         return RunHead(
             run_id=row["run_id"],
-            recipe=RecipeRef(
-                name=row["recipe_name"],
-                version=row["recipe_version"],
-                sha256=row["recipe_sha256"],
-                path=row["recipe_path"],
-                signers=read_json(row["signers"]),
-            ),
+            recipe=_recipe_ref(row),
             status=row["status"] or "running",
         )
 
@@ -506,6 +486,17 @@ def _stage_documents(row: dict[str, Any]) -> dict[str, Any]:
         "details": read_json(row["details"]),
         "warnings": read_json(row["warnings"]),
     }
+
+
+def _recipe_ref(row: sa.RowMapping) -> RecipeRef:
+    """The recipe a `runs` row names."""
+    return RecipeRef(
+        name=row["recipe_name"],
+        version=row["recipe_version"],
+        sha256=row["recipe_sha256"],
+        path=row["recipe_path"],
+        signers=read_json(row["signers"]),
+    )
 
 
 def _stage_record(row: dict[str, Any], evaluations: dict[str, Any]) -> StageRecord:
