@@ -65,6 +65,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -290,6 +291,7 @@ class Synthesis:
     runs_of_recipe: dict[str, int] = field(default_factory=dict)
     last_artifacts: list[str] = field(default_factory=list)  # the export stage's, per run
     recipe_sha256: str = ""
+    gates: int = 0  # the synthetic recipes' gates: gate-0 … gate-(gates - 1)
 
 
 class Synthesizer:
@@ -553,7 +555,7 @@ class Synthesizer:
         decided = []
         gates = (decisions + 1) // 2
         for gate in range(gates):
-            variant_id, stage, artifact = stage_ids[1 + gate % (len(STAGES) - 1)]
+            variant_id, stage, artifact = stage_ids[gate_stage(gate)]
             verdict = "pass" if r.random() < 0.9 else "fail"
             verdicts.append(verdict)
             estimate = quality - 0.91
@@ -684,6 +686,12 @@ class Synthesizer:
             )
 
 
+def gate_stage(gate: int) -> int:
+    """The index in `STAGES` of the stage gate-`gate` judges: every stage after the baseline
+    in turn."""
+    return 1 + gate % (len(STAGES) - 1)
+
+
 def recipe_text(name: str, version: int, gates: int) -> str:
     """A synthetic recipe's text: the reference recipe under another name and version (a
     command that reads a run's review parses it), its gates those synthesis judges: gate-K
@@ -694,7 +702,7 @@ def recipe_text(name: str, version: int, gates: int) -> str:
     head = text[: text.index("\ngates:")]
     lines = ["gates:"]
     for gate in range(gates):
-        stage = STAGES[1 + gate % (len(STAGES) - 1)][0]
+        stage = STAGES[gate_stage(gate)][0]
         lines += [
             f"  - name: gate-{gate}",
             f"    owner: {RULE['owner']}",
@@ -723,7 +731,7 @@ def synthesize(
     """Append the seeded catalog; with `at` = (events, call), `call()` once the chain first
     holds that many events (between two appends)."""
     synthesizer = Synthesizer(variants, events, seed)
-    synthesis = Synthesis(recipe_sha256=synthesizer.recipes[0][2])
+    synthesis = Synthesis(recipe_sha256=synthesizer.recipes[0][2], gates=synthesizer.gates)
     pending: list[Row] = []
     appended = 0
     started = time.perf_counter()
@@ -1191,7 +1199,7 @@ def approved_variants(catalog: Catalog, synthesis: Synthesis, count: int) -> lis
     the last gate of runs from the middle of the catalog on, whose every gate passed."""
     from compressgate.registry.governance.aliases import gate_status
 
-    stage = STAGES[1 + (len(gate_names(catalog, synthesis)) - 1) % (len(STAGES) - 1)][0]
+    stage = STAGES[gate_stage(synthesis.gates - 1)][0]
     found: list[str] = []
     middle = len(synthesis.run_ids) // 2
     for run_id in synthesis.run_ids[middle:] + synthesis.run_ids[:middle]:
@@ -1201,14 +1209,6 @@ def approved_variants(catalog: Catalog, synthesis: Synthesis, count: int) -> lis
             if len(found) == count:
                 return found
     raise SystemExit(f"no {count} promotable variants in the synthetic catalog")
-
-
-def gate_names(catalog: Catalog, synthesis: Synthesis) -> list[str]:
-    """The gates of the synthetic recipes (they all have the same)."""
-    from compressgate.recipes.load import parse_recipe
-
-    content = catalog.recipe(synthesis.recipe_sha256).content
-    return [g.name for g in parse_recipe(content.encode(), "the synthetic recipe")[0].gates]
 
 
 def measure_commands(
@@ -1268,10 +1268,10 @@ def measure_commands(
     # A real move: `promote` of a variant whose run is approved (every recipe gate decided and
     # passed), alternately to two such variants, so that each run moves the alias.
     targets = approved_variants(catalog, synthesis, 2)
-    turn = iter(range(10**6))
+    turn = itertools.cycle(targets)
 
     def promote() -> float:
-        target = targets[next(turn) % len(targets)]
+        target = next(turn)
         argv = ["promote", target, "--alias", "bench-release", "--actor", "bench"]
         return run_command([*argv, "--reason", "bench/catalog.py: timing promote"], where)
 

@@ -91,6 +91,9 @@ class Timing(BaseModel):
     overhead_fraction: float = 0.0
 
 
+RunStatus = Literal["running", "succeeded", "stopped", "failed"]
+
+
 class RunRecord(BaseModel):
     """The run: recipe, environment, data digests, every stage record, status and timing."""
 
@@ -98,7 +101,7 @@ class RunRecord(BaseModel):
 
     run_id: str
     recipe: RecipeRef
-    status: Literal["running", "succeeded", "stopped", "failed"] = Field(
+    status: RunStatus = Field(
         default="running", description="stopped: a gate failed after an intermediate stage"
     )
     started_at: str
@@ -266,7 +269,7 @@ class RunHead(CatalogRecord):
 
     run_id: str
     recipe: RecipeRef
-    status: Literal["running", "succeeded", "stopped", "failed"]
+    status: RunStatus
 
 
 class RunInfo(CatalogRecord):
